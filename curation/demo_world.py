@@ -1,0 +1,296 @@
+"""The demo world: a seeded generator of tool-worthy tasks with known answers.
+
+Three task families, each where a tool really helps:
+
+- perception: a five-digit tag code printed in tiny type somewhere in a large cluttered image;
+  unreadable at a VLM's downscaled resolution, readable after a crop and zoom.
+- reasoning: a bar chart with value labels; the question needs arithmetic on the values.
+- search: an image of a made-up landmark with its name on a plaque; the question asks a fact
+  that only the local search corpus knows.
+
+The generator writes a generic JSONL source (`samples.jsonl`, images as files), the local search
+corpus (`corpus.jsonl`: title, url, text) and the replay server's scripted turns
+(`replay_scripts.jsonl`): a tool-using teacher and a tool-free student per sample. It also plants
+an exact duplicate and an undecodable image, so curation has something real to remove.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+from curation.images import pixel_digest
+
+FAMILIES = ("perception", "reasoning", "search")
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    seed: int = 0
+    per_family: int = 12
+    perception_size: tuple[int, int] = (1024, 768)
+    chart_size: tuple[int, int] = (640, 480)
+    landmark_size: tuple[int, int] = (512, 512)
+    distractor_docs: int = 40
+    plant_faults: bool = True  # one exact duplicate and one broken image file
+
+
+_SYLLABLES = ["vel", "mor", "qua", "zen", "tor", "ish", "bra", "lun", "kad", "rix", "oth", "mei", "san", "dor", "fel"]
+_KINDS = ["Tower", "Bridge", "Observatory", "Lighthouse", "Gate", "Library", "Aqueduct"]
+_PEOPLE = ["Ilsa Marrow", "Tobin Reyes", "Oda Quill", "Piet Varga", "Nell Ashdown", "Ravi Okonkwo", "Mira Solberg"]
+
+
+def _name(rng: random.Random, parts: int = 2) -> str:
+    return "".join(rng.choice(_SYLLABLES) for _ in range(parts)).capitalize()
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def _clutter(draw: ImageDraw.ImageDraw, rng: random.Random, size: tuple[int, int], count: int) -> None:
+    w, h = size
+    for _ in range(count):
+        x0, y0 = rng.randrange(w), rng.randrange(h)
+        x1, y1 = x0 + rng.randrange(10, w // 4), y0 + rng.randrange(10, h // 4)
+        color = tuple(rng.randrange(90, 230) for _ in range(3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=color)
+
+
+def _think_code(thought: str, code: str) -> str:
+    return f"<think>{thought}</think>\n<code>\n```python\n{code}\n```\n</code>"
+
+
+def _think_answer(thought: str, answer: str) -> str:
+    return f"<think>{thought}</think>\n<answer>{answer}</answer>"
+
+
+def _perception(rng: random.Random, cfg: WorldConfig, index: int) -> dict[str, Any]:
+    w, h = cfg.perception_size
+    image = Image.new("RGB", (w, h), tuple(rng.randrange(200, 250) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    _clutter(draw, rng, (w, h), 60)
+    code = f"{rng.randrange(10000, 100000)}"
+    tag_w, tag_h = 46, 16
+    x0, y0 = rng.randrange(20, w - tag_w - 20), rng.randrange(20, h - tag_h - 20)
+    draw.rectangle((x0, y0, x0 + tag_w, y0 + tag_h), fill=(255, 255, 255), outline=(0, 0, 0))
+    draw.text((x0 + 4, y0 + 3), code, fill=(0, 0, 0), font=_font(10))
+    box = (x0 - 8, y0 - 8, x0 + tag_w + 8, y0 + tag_h + 8)
+    question = "A small white tag with a five-digit code is printed somewhere in the image. What is the code?"
+    wrong = str(int(code) + rng.choice([-1, 1]) * rng.randrange(1, 999))
+    teacher = [
+        _think_code(
+            "The tag is tiny; I should locate it and zoom in before reading the digits.",
+            f"tag = image_1.crop({box})\ntag = tag.resize((tag.width * 4, tag.height * 4))\ntag.show()",
+        ),
+        _think_answer(f"The zoomed crop shows the code {code} clearly.", code),
+    ]
+    return {
+        "image": image,
+        "question": question,
+        "answer": code,
+        "answer_type": "text",
+        "wrong_answer": wrong,
+        "teacher": teacher,
+        "student_pass_rate": 0.05,
+        "meta": {"tag_box": list(box)},
+    }
+
+
+def _reasoning(rng: random.Random, cfg: WorldConfig, index: int) -> dict[str, Any]:
+    w, h = cfg.chart_size
+    labels = list("ABCDEF")[: rng.randrange(4, 7)]
+    values = {label: rng.randrange(5, 95) for label in labels}
+    image = Image.new("RGB", (w, h), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    top, bottom, left = 40, h - 40, 50
+    draw.line((left, top, left, bottom), fill=(0, 0, 0))
+    draw.line((left, bottom, w - 20, bottom), fill=(0, 0, 0))
+    bar_w = (w - left - 40) // len(labels)
+    for i, label in enumerate(labels):
+        x0 = left + 10 + i * bar_w
+        y0 = bottom - int(values[label] / 100 * (bottom - top))
+        color = tuple(rng.randrange(40, 200) for _ in range(3))
+        draw.rectangle((x0, y0, x0 + bar_w - 20, bottom), fill=color)
+        draw.text((x0 + 4, y0 - 14), str(values[label]), fill=(0, 0, 0), font=_font(11))
+        draw.text((x0 + (bar_w - 20) // 2 - 3, bottom + 6), label, fill=(0, 0, 0), font=_font(12))
+    a, b = rng.sample(labels, 2)
+    kind = rng.choice(["range", "sum", "diff"])
+    if kind == "range":
+        question = "What is the difference between the largest and the smallest value in the bar chart?"
+        answer = max(values.values()) - min(values.values())
+        expr = "max(values.values()) - min(values.values())"
+    elif kind == "sum":
+        question = f"What is the sum of the values of bars {a} and {b} in the chart?"
+        answer = values[a] + values[b]
+        expr = f"values['{a}'] + values['{b}']"
+    else:
+        question = f"By how much does bar {a} exceed bar {b}? Give a negative number if it is smaller."
+        answer = values[a] - values[b]
+        expr = f"values['{a}'] - values['{b}']"
+    teacher = [
+        _think_code(
+            "I will read each bar's label and compute the result exactly instead of estimating.",
+            f"values = {values!r}\nresult = {expr}\nprint(result)",
+        ),
+        _think_answer(f"The computation gives {answer}.", str(answer)),
+    ]
+    return {
+        "image": image,
+        "question": question,
+        "answer": str(answer),
+        "answer_type": "number",
+        "wrong_answer": str(answer + rng.choice([-3, -2, 2, 3])),
+        "teacher": teacher,
+        "student_pass_rate": 0.2,
+        "meta": {"values": values, "kind": kind},
+    }
+
+
+def _search(rng: random.Random, cfg: WorldConfig, index: int, used: set[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    while True:
+        name = f"{_name(rng)} {rng.choice(_KINDS)}"
+        if name not in used:
+            used.add(name)
+            break
+    city = f"{_name(rng, 3)}haven"
+    year = rng.randrange(1650, 1990)
+    founder = rng.choice(_PEOPLE)
+    w, h = cfg.landmark_size
+    image = Image.new("RGB", (w, h), tuple(rng.randrange(120, 200) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    _clutter(draw, rng, (w, h - 80), 12)
+    draw.rectangle((40, h - 70, w - 40, h - 20), fill=(250, 245, 230), outline=(60, 40, 20), width=3)
+    draw.text((60, h - 58), name, fill=(30, 20, 10), font=_font(24))
+    fact = rng.choice(["year", "city"])
+    if fact == "year":
+        question = "According to public records, in what year was the landmark on the plaque in this image completed?"
+        answer, answer_type, wrong = str(year), "number", str(year + rng.choice([-7, 5, 11]))
+        query = f"{name} completed year"
+    else:
+        question = "In which city does the landmark named on the plaque in this image stand?"
+        answer, answer_type, wrong = city, "text", f"{_name(rng, 3)}haven"
+        query = f"{name} location city"
+    slug = name.lower().replace(" ", "-")
+    doc = {
+        "title": name,
+        "url": f"https://demo.world/wiki/{slug}",
+        "text": (
+            f"{name} is a landmark in the city of {city}. Construction was led by {founder} "
+            f"and the {name.split()[-1].lower()} was completed in {year}."
+        ),
+    }
+    teacher = [
+        f'<think>The plaque reads "{name}", but I do not know this landmark; I should search for it.</think>\n'
+        f'<tool_call>{{"name": "search", "arguments": {{"query": "{query}"}}}}</tool_call>',
+        _think_answer(f"The search result about {name} states the answer: {answer}.", answer),
+    ]
+    sample = {
+        "image": image,
+        "question": question,
+        "answer": answer,
+        "answer_type": answer_type,
+        "wrong_answer": wrong,
+        "teacher": teacher,
+        "student_pass_rate": 0.02,
+        "meta": {"entity": name, "fact": fact},
+    }
+    return sample, doc
+
+
+def _distractor(rng: random.Random, used: set[str]) -> dict[str, str]:
+    name = f"{_name(rng)} {rng.choice(_KINDS)}"
+    while name in used:
+        name = f"{_name(rng)} {rng.choice(_KINDS)}"
+    used.add(name)
+    slug = name.lower().replace(" ", "-")
+    return {
+        "title": name,
+        "url": f"https://demo.world/wiki/{slug}",
+        "text": f"{name} is a landmark in {_name(rng, 3)}haven, restored in {rng.randrange(1700, 2020)}.",
+    }
+
+
+def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[str, Any]:
+    """Write the demo world into `out_dir`; return a summary with the file paths and counts."""
+    cfg = cfg or WorldConfig()
+    rng = random.Random(cfg.seed)
+    out = Path(out_dir)
+    image_dir = out / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    samples: list[dict[str, Any]] = []
+    scripts: list[dict[str, Any]] = []
+    corpus: list[dict[str, str]] = []
+    used_names: set[str] = set()
+
+    for family in FAMILIES:
+        for i in range(cfg.per_family):
+            if family == "perception":
+                item = _perception(rng, cfg, i)
+            elif family == "reasoning":
+                item = _reasoning(rng, cfg, i)
+            else:
+                item, doc = _search(rng, cfg, i, used_names)
+                corpus.append(doc)
+            sample_id = f"demo-{family}-{i:04d}"
+            image_path = image_dir / f"{sample_id}.png"
+            item["image"].save(image_path)
+            samples.append(
+                {
+                    "id": sample_id,
+                    "category": family,
+                    "question": item["question"],
+                    "answer": item["answer"],
+                    "answer_type": item["answer_type"],
+                    "images": [str(image_path.relative_to(out))],
+                    "meta": item["meta"],
+                }
+            )
+            scripts.append(
+                {
+                    "sample_id": sample_id,
+                    "image_digest": pixel_digest(image_path.read_bytes()),
+                    "question": item["question"],
+                    "answer": item["answer"],
+                    "wrong_answer": item["wrong_answer"],
+                    "student_pass_rate": item["student_pass_rate"],
+                    "teacher": item["teacher"],
+                    "student": [_think_answer("I will answer directly from the image.", item["answer"])],
+                    "student_wrong": [_think_answer("I will answer directly from the image.", item["wrong_answer"])],
+                }
+            )
+    corpus.extend(_distractor(rng, used_names) for _ in range(cfg.distractor_docs))
+    rng.shuffle(corpus)
+
+    if cfg.plant_faults and samples:
+        # An exact duplicate (same question, same image) under another id, and an image that
+        # cannot be decoded: curation must remove the first and quarantine the second.
+        samples.append({**samples[0], "id": f"{samples[0]['id']}-dup"})
+        broken = image_dir / "broken.png"
+        broken.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+        samples.append({**samples[-2], "id": "demo-broken-image", "images": [str(broken.relative_to(out))]})
+
+    _write_jsonl(out / "samples.jsonl", samples)
+    _write_jsonl(out / "corpus.jsonl", corpus)
+    _write_jsonl(out / "replay_scripts.jsonl", scripts)
+    summary = {
+        "seed": cfg.seed,
+        "samples": len(samples),
+        "corpus_docs": len(corpus),
+        "samples_path": str(out / "samples.jsonl"),
+        "corpus_path": str(out / "corpus.jsonl"),
+        "scripts_path": str(out / "replay_scripts.jsonl"),
+    }
+    (out / "world.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, sort_keys=True) + "\n")

@@ -1,0 +1,199 @@
+"""Parquet shard I/O: atomic `part-*.parquet` files, a `_manifest.json`, a reader, a quarantine.
+
+A shard is written under a hidden temporary name and renamed into place, so a killed run never
+leaves a half-written `part-*.parquet` that a reader would pick up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST_NAME = "_manifest.json"
+QUARANTINE_DIR = "quarantine"
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("stage", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("origin", pa.string()),  # file, source or sample id the row came from
+        pa.field("row", pa.string()),  # the rejected row as JSON (bytes summarized)
+    ]
+)
+
+
+class ShardError(Exception):
+    """A shard directory or file that cannot be read as asked."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+class ShardWriter:
+    """Buffers rows and writes them as `part-NNNNN.parquet` shards of at most `rows_per_shard` rows.
+
+    Use as a context manager; on a clean exit the manifest is written last, so a directory with a
+    manifest is complete. `manifest_extra` lands in the manifest (config hash, inputs, timings).
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        schema: pa.Schema,
+        *,
+        rows_per_shard: int = 1000,
+        prefix: str = "part",
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.schema = schema
+        self.rows_per_shard = rows_per_shard
+        self.prefix = prefix
+        self.manifest_extra: dict[str, Any] = {}
+        self._buffer: list[dict[str, Any]] = []
+        self._shards: list[dict[str, Any]] = []
+        self._started = time.time()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        # A re-run replaces the stage's output: stale shards of an earlier run must not mix in.
+        for stale in [*self.out_dir.glob(f"{prefix}-*.parquet"), self.out_dir / MANIFEST_NAME]:
+            stale.unlink(missing_ok=True)
+
+    @property
+    def rows_written(self) -> int:
+        return sum(s["rows"] for s in self._shards) + len(self._buffer)
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._buffer.append(row)
+        if len(self._buffer) >= self.rows_per_shard:
+            self.flush()
+
+    def write_many(self, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            self.write(row)
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        table = pa.Table.from_pylist(self._buffer, schema=self.schema)
+        name = f"{self.prefix}-{len(self._shards):05d}.parquet"
+        final = self.out_dir / name
+        tmp = self.out_dir / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+        pq.write_table(table, tmp)
+        os.replace(tmp, final)
+        self._shards.append({"file": name, "rows": table.num_rows})
+        self._buffer = []
+
+    def close(self) -> dict[str, Any]:
+        self.flush()
+        manifest = {
+            "schema_version": (self.schema.metadata or {}).get(b"deepeyes_schema_version", b"").decode(),
+            "rows": sum(s["rows"] for s in self._shards),
+            "shards": self._shards,
+            "seconds": round(time.time() - self._started, 3),
+            **self.manifest_extra,
+        }
+        atomic_write_json(self.out_dir / MANIFEST_NAME, manifest)
+        return manifest
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # On an error, keep what was flushed but write no manifest: the directory is incomplete.
+        if exc_type is None:
+            self.close()
+
+
+def shard_files(path: str | Path) -> list[Path]:
+    """The complete `part-*.parquet` files of a shard directory (or the file itself), sorted."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise ShardError(f"shard directory not found: {path}")
+    return sorted(p for p in path.glob("*.parquet") if not p.name.startswith("."))
+
+
+def read_table(path: str | Path, schema: pa.Schema | None = None) -> pa.Table:
+    """All shards of a directory as one Arrow table (empty table of `schema` when there are none)."""
+    files = shard_files(path)
+    if not files:
+        if schema is None:
+            raise ShardError(f"no parquet shards in {path}")
+        return schema.empty_table()
+    tables = []
+    for file in files:
+        try:
+            tables.append(pq.read_table(file, schema=schema))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ShardError(f"cannot read shard {file}: {exc}") from exc
+    return pa.concat_tables(tables)
+
+
+def iter_rows(path: str | Path, schema: pa.Schema | None = None) -> Iterator[dict[str, Any]]:
+    for file in shard_files(path):
+        yield from pq.read_table(file, schema=schema).to_pylist()
+
+
+def read_manifest(path: str | Path) -> dict[str, Any] | None:
+    manifest = Path(path) / MANIFEST_NAME
+    if not manifest.exists():
+        return None
+    return json.loads(manifest.read_text())
+
+
+def _summarize(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, dict):
+        return {k: _summarize(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_summarize(v) for v in value]
+    return value
+
+
+class Quarantine:
+    """Rejected rows with their reasons, written as shards under `<stage dir>/quarantine/`."""
+
+    def __init__(self, stage_dir: str | Path, stage: str, rows_per_shard: int = 1000) -> None:
+        self.stage = stage
+        self._writer = ShardWriter(Path(stage_dir) / QUARANTINE_DIR, QUARANTINE_SCHEMA, rows_per_shard=rows_per_shard)
+        self.reasons: dict[str, int] = {}
+
+    def add(self, row: Any, reason: str, origin: str = "") -> None:
+        key = reason.split(":", 1)[0]
+        self.reasons[key] = self.reasons.get(key, 0) + 1
+        self._writer.write(
+            {
+                "stage": self.stage,
+                "reason": reason,
+                "origin": origin,
+                "row": json.dumps(_summarize(row), default=str, sort_keys=True),
+            }
+        )
+
+    @property
+    def count(self) -> int:
+        return self._writer.rows_written
+
+    def close(self) -> dict[str, Any]:
+        self._writer.manifest_extra["reasons"] = self.reasons
+        return self._writer.close()

@@ -1,0 +1,139 @@
+"""The `deepeyes` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from flows.prefect_env import configure_prefect_env
+
+app = typer.Typer(
+    name="deepeyes",
+    help="open-deepeyes: curate, synthesize tool-use trajectories, train (SFT), evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the user's input or environment: shown as one line, never a traceback."""
+    from curation.shards import ShardError
+    from flows.config import ConfigError
+    from synth.endpoint import EndpointError
+    from synth.search import SearchError
+    from train.sft import TrainingDataError
+
+    return (ConfigError, ShardError, EndpointError, SearchError, TrainingDataError, FileNotFoundError)
+
+
+def _run_pipeline(config: Any, run_dir: Path) -> None:
+    configure_prefect_env()
+    from flows.pipeline import pipeline_flow
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    typer.echo(f"run directory: {run_dir}")
+    summary = pipeline_flow(config=config.model_dump(mode="json"), run_dir=str(run_dir))
+    _print_summary(summary)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    stages = summary["stages"]
+    curate = stages["curate"]["counts"]
+    synth = stages["synthesize"]["counts"]
+    sft = stages["sft"]
+    typer.echo("")
+    typer.echo(f"curate:     {curate['rows_in']} rows in, {curate['rows_out']} out, "
+               f"{curate['invalid']} quarantined, {curate['duplicates']} duplicates")
+    typer.echo(f"synthesize: {synth['kept']} trajectories kept, {synth['rejected']} rejected, {synth['failed']} failed")
+    typer.echo(f"sft:        {sft['steps']} steps on {sft['rows']} rows, loss {sft['losses'][0] if sft['losses'] else float('nan'):.3f}"
+               f" -> {sft['losses'][-1] if sft['losses'] else float('nan'):.3f}")
+    for run_name, metrics in stages["evaluate"]["runs"].items():
+        overall = metrics["overall"]
+        typer.echo(f"eval ({run_name}): accuracy {overall['accuracy']:.3f} on {overall['n']} samples, "
+                   f"{overall['tool_calls_per_sample']:.2f} tool calls per sample")
+    typer.echo(f"metrics:    {stages['evaluate']['metrics_path']}")
+    typer.echo(f"took {summary['timings_s']['total']:.1f} s; run directory: {summary['run_dir']}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo"),
+    per_family: Annotated[Optional[int], typer.Option(help="Samples per task family in the demo world.")] = None,
+) -> None:
+    """Run the whole pipeline on the embedded demo world (configs/demo.yaml)."""
+    from flows.config import load_demo_config
+
+    config = load_demo_config()
+    if per_family is not None:
+        config.world.per_family = per_family
+    _run_pipeline(config, out.resolve())
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Pipeline config (YAML).")],
+    run_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: <runs_dir>/<name>).")] = None,
+) -> None:
+    """Run the whole pipeline from a config file."""
+    from flows.config import load_config
+
+    cfg = load_config(config)
+    _run_pipeline(cfg, (run_dir or cfg.runs_dir / cfg.name).resolve())
+
+
+@app.command("generate-world")
+def generate_world_cmd(
+    out: Annotated[Path, typer.Argument(help="Directory for the world.")],
+    seed: int = 0,
+    per_family: int = 12,
+) -> None:
+    """Write the demo world: samples, search corpus, replay scripts."""
+    from curation.demo_world import WorldConfig, generate_world
+
+    typer.echo(json.dumps(generate_world(out, WorldConfig(seed=seed, per_family=per_family)), indent=2))
+
+
+@app.command("serve-replay")
+def serve_replay(
+    scripts: Annotated[Path, typer.Option(help="replay_scripts.jsonl written by the demo world.")],
+    host: str = "127.0.0.1",
+    port: int = 8008,
+    teacher_model: str = "demo-teacher",
+    student_model: str = "demo-student",
+    wrong_rate: float = 0.0,
+    code_error_rate: float = 0.0,
+    malformed_rate: float = 0.0,
+    latency_ms: float = 0.0,
+    seed: int = 0,
+) -> None:
+    """Serve scripted teacher and student turns over the OpenAI chat API."""
+    from synth.replay import ReplaySettings, serve
+
+    if not scripts.is_file():
+        raise FileNotFoundError(f"replay scripts not found: {scripts}")
+    settings = ReplaySettings(
+        scripts_path=scripts, teacher_model=teacher_model, student_model=student_model, wrong_rate=wrong_rate,
+        code_error_rate=code_error_rate, malformed_rate=malformed_rate, latency_ms=latency_ms, seed=seed,
+    )
+    typer.echo(f"replay server on http://{host}:{port}/v1 (models: {teacher_model}, {student_model})")
+    serve(settings, host=host, port=port)
+
+
+def main() -> None:
+    try:
+        app()
+    except _user_errors() as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

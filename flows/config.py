@@ -1,0 +1,165 @@
+"""The pipeline config: one YAML file, validated by pydantic before any work starts.
+
+A mistake ends with one message that names the field, the file and its line (unknown fields
+are errors, not silently ignored). Relative paths are resolved against the config file.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from curation.stage import CurateConfig
+from eval.stage import EvalConfig
+from synth.stage import SynthConfig
+from train.sft import SFTStageConfig
+from train.tiny import TinyModelConfig
+
+
+class ConfigError(Exception):
+    """A configuration mistake; the message is meant for the user as it is."""
+
+
+class WorldSettings(BaseModel):
+    """Generate the demo world and use it as the source, the search corpus and the replay script."""
+
+    model_config = ConfigDict(extra="forbid")
+    seed: int = 0
+    per_family: int = Field(12, ge=1)
+    distractor_docs: int = 40
+
+
+class ReplaySettingsModel(BaseModel):
+    """Serve the world's scripted teacher over the OpenAI API (a managed subprocess)."""
+
+    model_config = ConfigDict(extra="forbid")
+    wrong_rate: float = Field(0.0, ge=0, le=1)
+    code_error_rate: float = Field(0.0, ge=0, le=1)
+    malformed_rate: float = Field(0.0, ge=0, le=1)
+    latency_ms: float = Field(0.0, ge=0)
+    seed: int = 0
+
+
+class TeacherServer(BaseModel):
+    """A model server the pipeline starts and stops, e.g. `vllm serve MODEL` from vLLM's own venv."""
+
+    model_config = ConfigDict(extra="forbid")
+    command: list[str] = Field(min_length=1)
+    base_url: str
+    ready_timeout_s: float = 600.0
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "demo"
+    runs_dir: Path = Path("runs")
+    world: WorldSettings | None = None
+    replay: ReplaySettingsModel | None = None
+    teacher_server: TeacherServer | None = None
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    tiny_model: TinyModelConfig = Field(default_factory=TinyModelConfig)
+    sft: SFTStageConfig = Field(default_factory=SFTStageConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    def check(self) -> None:
+        """Cross-field rules and files that must exist, before any work starts."""
+        if self.replay is not None and self.world is None:
+            raise ConfigError("replay: the replay server serves the demo world's scripts; add a `world:` section")
+        if self.replay is not None and self.teacher_server is not None:
+            raise ConfigError("replay and teacher_server: choose one teacher")
+        if self.world is None and not self.curate.sources:
+            raise ConfigError("curate.sources: no source given (or add a `world:` section for the demo world)")
+        for i, source in enumerate(self.curate.sources):
+            if not source.path.is_file():
+                raise ConfigError(f"curate.sources[{i}].path: file not found: {source.path}")
+        for field, path in (("synth.corpus_path", self.synth.corpus_path), ("eval.corpus_path", self.eval.corpus_path)):
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{field}: file not found: {path}")
+        model_path = self.sft.model_path
+        # A hub id (org/name) also has a slash: only a path that is plainly local must exist.
+        if model_path is not None and model_path.startswith((".", "/")) and not Path(model_path).exists():
+            raise ConfigError(f"sft.model_path: directory not found: {model_path}")
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at `loc` (or of its nearest parent that exists)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == key), None)
+            if match is None:
+                key_node = next((k for k, _ in node.value if k.value == key), None)
+                return key_node.start_mark.line + 1 if key_node is not None else line
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    def resolve(value: Any) -> Any:
+        return str((base / value).resolve()) if isinstance(value, str) and not Path(value).is_absolute() else value
+
+    for source in (raw.get("curate") or {}).get("sources") or []:
+        if isinstance(source, dict) and "path" in source:
+            source["path"] = resolve(source["path"])
+    for section in ("synth", "eval"):
+        block = raw.get(section)
+        if isinstance(block, dict) and block.get("corpus_path"):
+            block["corpus_path"] = resolve(block["corpus_path"])
+    model_path = (raw.get("sft") or {}).get("model_path") if isinstance(raw.get("sft"), dict) else None
+    if isinstance(model_path, str) and model_path.startswith("."):
+        raw["sft"]["model_path"] = resolve(model_path)
+
+
+def parse_config(text: str, source: str, base_dir: Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    try:
+        node = yaml.compose(text)
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    raw.update(overrides or {})
+    _resolve_paths(raw, base_dir)
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            where = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(node, loc)
+            message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+            lines.append(f"{source}{f':{line}' if line else ''}: {where}: {message}")
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+    try:
+        config.check()
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return config
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    return parse_config(path.read_text(), str(path), path.parent.resolve(), overrides)
+
+
+def demo_config_text() -> str:
+    """The embedded default: `configs/demo.yaml`, shipped inside the package."""
+    return (resources.files("configs") / "demo.yaml").read_text()
+
+
+def load_demo_config(overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    return parse_config(demo_config_text(), "configs/demo.yaml", Path.cwd(), overrides)

@@ -1,0 +1,130 @@
+"""The Prefect flow: world → curate → synthesize → SFT → evaluate, one task per stage.
+
+Tasks receive paths and plain config dicts (never DataFrames) and return small summaries; every
+stage reads the previous stage's shards from the run directory:
+
+    runs/<name>/world/  curate/  synthesize/  model-base/  sft/  eval/  summary.json
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from curation.demo_world import WorldConfig, generate_world
+from curation.shards import atomic_write_json
+from curation.sources import SourceSpec
+from curation.stage import CurateConfig, run_curate
+from eval.stage import EvalConfig, run_evaluate
+from flows.config import PipelineConfig
+from synth.endpoint import ManagedServer, free_port
+from synth.protocol import load_prompts
+from synth.stage import SynthConfig, run_synthesize
+from train.sft import SFTStageConfig, run_sft
+from train.tiny import TinyModelConfig, build_tiny_model
+
+
+@task(name="generate-world", cache_policy=NO_CACHE)
+def generate_world_task(world: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    return generate_world(out_dir, WorldConfig(**world))
+
+
+@task(name="curate", cache_policy=NO_CACHE)
+def curate_task(cfg: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    return run_curate(CurateConfig.model_validate(cfg), out_dir)
+
+
+@task(name="synthesize", cache_policy=NO_CACHE)
+def synthesize_task(cfg: dict[str, Any], curated_dir: str, out_dir: str) -> dict[str, Any]:
+    return run_synthesize(SynthConfig.model_validate(cfg), curated_dir, out_dir)
+
+
+@task(name="build-tiny-model", cache_policy=NO_CACHE)
+def build_tiny_model_task(cfg: dict[str, Any], text_files: list[str], out_dir: str) -> str:
+    prompts = load_prompts(tools=True)
+    texts = [prompts.system, prompts.user]
+    for path in text_files:
+        texts.extend(Path(path).read_text().splitlines())
+    return str(build_tiny_model(out_dir, texts, TinyModelConfig.model_validate(cfg)))
+
+
+@task(name="sft", cache_policy=NO_CACHE)
+def sft_task(cfg: dict[str, Any], model_path: str, trajectory_dirs: list[str], out_dir: str) -> dict[str, Any]:
+    return run_sft(SFTStageConfig.model_validate(cfg), model_path, trajectory_dirs, out_dir)
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_task(cfg: dict[str, Any], model_path: str, curated_dir: str, out_dir: str) -> dict[str, Any]:
+    return run_evaluate(EvalConfig.model_validate(cfg), model_path, curated_dir, out_dir)
+
+
+def replay_command(scripts_path: str, port: int, replay: dict[str, Any], teacher_model: str) -> list[str]:
+    command = [sys.executable, "-m", "flows.cli", "serve-replay", "--scripts", scripts_path, "--port", str(port)]
+    command += ["--teacher-model", teacher_model]
+    for key in ("wrong_rate", "code_error_rate", "malformed_rate", "latency_ms", "seed"):
+        command += [f"--{key.replace('_', '-')}", str(replay[key])]
+    return command
+
+
+@flow(name="deepeyes-pipeline", log_prints=True)
+def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    cfg = PipelineConfig.model_validate(config)
+    run = Path(run_dir)
+    started = time.time()
+    summary: dict[str, Any] = {"run_dir": str(run), "stages": {}}
+    timings: dict[str, float] = {}
+
+    def timed(stage: str, fn, *args):
+        t0 = time.time()
+        result = fn(*args)
+        timings[stage] = round(time.time() - t0, 2)
+        print(f"[{stage}] done in {timings[stage]:.1f} s")
+        return result
+
+    curate_cfg = cfg.curate.model_copy(deep=True)
+    synth_cfg = cfg.synth.model_copy(deep=True)
+    eval_cfg = cfg.eval.model_copy(deep=True)
+    text_files: list[str] = []
+    if cfg.world is not None:
+        world = timed("world", generate_world_task, cfg.world.model_dump(), str(run / "world"))
+        curate_cfg.sources = [SourceSpec(path=Path(world["samples_path"]), name="demo-world"), *curate_cfg.sources]
+        synth_cfg.corpus_path = synth_cfg.corpus_path or Path(world["corpus_path"])
+        eval_cfg.corpus_path = eval_cfg.corpus_path or Path(world["corpus_path"])
+        text_files = [world["scripts_path"], world["corpus_path"]]
+        summary["stages"]["world"] = world
+
+    curated = str(run / "curate")
+    summary["stages"]["curate"] = timed("curate", curate_task, curate_cfg.model_dump(mode="json"), curated)
+
+    server = nullcontext()
+    if cfg.replay is not None:
+        port = free_port()
+        synth_cfg.teacher_url = f"http://127.0.0.1:{port}/v1"
+        command = replay_command(world["scripts_path"], port, cfg.replay.model_dump(), synth_cfg.teacher_model)
+        server = ManagedServer(command, synth_cfg.teacher_url, run / "logs" / "replay-server.log", ready_timeout_s=60)
+    elif cfg.teacher_server is not None:
+        synth_cfg.teacher_url = cfg.teacher_server.base_url
+        server = ManagedServer(
+            cfg.teacher_server.command, cfg.teacher_server.base_url, run / "logs" / "teacher-server.log",
+            ready_timeout_s=cfg.teacher_server.ready_timeout_s,
+        )
+    trajectories = str(run / "synthesize")
+    with server:
+        summary["stages"]["synthesize"] = timed("synthesize", synthesize_task, synth_cfg.model_dump(mode="json"), curated, trajectories)
+
+    model_path = cfg.sft.model_path
+    if model_path is None:
+        model_path = timed("build-model", build_tiny_model_task, cfg.tiny_model.model_dump(), text_files, str(run / "model-base"))
+    sft = timed("sft", sft_task, cfg.sft.model_dump(mode="json"), model_path, [trajectories], str(run / "sft"))
+    summary["stages"]["sft"] = sft
+    metrics = timed("evaluate", evaluate_task, eval_cfg.model_dump(mode="json"), sft["checkpoint"], curated, str(run / "eval"))
+    summary["stages"]["evaluate"] = {"metrics_path": str(run / "eval" / "metrics.json"), **metrics}
+    summary["timings_s"] = {**timings, "total": round(time.time() - started, 2)}
+    atomic_write_json(run / "summary.json", summary)
+    return summary

@@ -1,0 +1,72 @@
+"""Managed model servers: start a server process, wait until `/v1/models` answers, stop it.
+
+Used for the replay server in the demo and, with `vllm serve MODEL` from vLLM's own environment
+as the command, for a real teacher: the pipeline reaches either only over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+
+class EndpointError(RuntimeError):
+    """A model server that did not come up; names the command and its log file."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ManagedServer:
+    def __init__(self, command: list[str], base_url: str, log_path: str | Path, ready_timeout_s: float = 120.0) -> None:
+        self.command = command
+        self.base_url = base_url.rstrip("/")
+        self.log_path = Path(log_path)
+        self.ready_timeout_s = ready_timeout_s
+        self._proc: subprocess.Popen | None = None
+
+    def start(self) -> "ManagedServer":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self._proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise EndpointError(f"model server exited with code {self._proc.returncode}: {' '.join(self.command)} (log: {self.log_path})")
+            try:
+                if httpx.get(f"{self.base_url}/models", timeout=2.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise EndpointError(f"model server not ready after {self.ready_timeout_s:g} s: {' '.join(self.command)} (log: {self.log_path})")
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        try:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+        except ProcessLookupError:
+            pass
+        self._proc = None
+
+    def __enter__(self) -> "ManagedServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,151 @@
+"""Chat policies: what the agent loop asks for the next assistant turn.
+
+- `EndpointPolicy`: any OpenAI-compatible server (vLLM, OpenAI, the replay server) through the
+  `openai` client; images go as base64 data URLs in the OpenAI vision format.
+- `TransformersPolicy`: a local Hugging Face vision-language model (evaluation of a checkpoint
+  without a server).
+
+Both take the loop's messages in TRL's conversational format plus the images in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import openai
+
+
+@dataclass
+class Generation:
+    text: str
+    finish_reason: str  # stop | length
+
+
+class ChatPolicy(Protocol):
+    name: str
+
+    async def generate(
+        self,
+        messages: list[dict[str, Any]],
+        images: list[bytes],
+        *,
+        stop: list[str],
+        max_tokens: int,
+        temperature: float,
+        seed: int | None = None,
+        prefix: str = "",
+    ) -> Generation: ...
+
+
+def image_mime(data: bytes) -> str:
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if data[8:12] == b"WEBP":
+        return "image/webp"
+    return "image/png"
+
+
+def to_openai_messages(messages: list[dict[str, Any]], images: list[bytes]) -> list[dict[str, Any]]:
+    """TRL conversational messages + ordered images → OpenAI chat messages with data URLs."""
+    pending = iter(images)
+    converted = []
+    for message in messages:
+        parts = []
+        for part in message["content"]:
+            if part["type"] == "image":
+                data = next(pending)
+                url = f"data:{image_mime(data)};base64,{base64.b64encode(data).decode()}"
+                parts.append({"type": "image_url", "image_url": {"url": url}})
+            else:
+                parts.append({"type": "text", "text": part["text"]})
+        if message["role"] != "user" or all(p["type"] == "text" for p in parts):
+            converted.append({"role": message["role"], "content": "".join(p.get("text", "") for p in parts)})
+        else:
+            converted.append({"role": message["role"], "content": parts})
+    return converted
+
+
+class EndpointPolicy:
+    """A model behind an OpenAI-compatible endpoint."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        max_retries: int = 3,
+    ) -> None:
+        self.name = model
+        self.model = model
+        # The client retries 429/5xx/connection errors with exponential backoff (honouring Retry-After).
+        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout_s, max_retries=max_retries)
+
+    async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="") -> Generation:
+        response = await self._client.chat.completions.create(
+            model=self.model,
+            messages=to_openai_messages(messages, images),
+            stop=list(stop) or None,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=seed,
+        )
+        choice = response.choices[0]
+        return Generation(choice.message.content or "", choice.finish_reason or "stop")
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+class TransformersPolicy:
+    """A local vision-language model: `AutoModelForImageTextToText` and `AutoProcessor`."""
+
+    def __init__(self, model_dir: str | Path, name: str | None = None, device: str | None = None) -> None:
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.name = name or str(model_dir)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.processor = AutoProcessor.from_pretrained(model_dir)
+        self.model = AutoModelForImageTextToText.from_pretrained(model_dir).to(self.device).eval()
+        self._lock = threading.Lock()  # one generate at a time on a shared model
+
+    def _generate_sync(self, messages, images, stop, max_tokens, temperature, seed, prefix) -> Generation:
+        import torch
+        from PIL import Image
+
+        pil_images = [Image.open(io.BytesIO(b)).convert("RGB") for b in images]
+        prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefix
+        inputs = self.processor(text=[prompt], images=pil_images or None, return_tensors="pt").to(self.device)
+        tokenizer = self.processor.tokenizer
+        kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "stop_strings": list(stop), "tokenizer": tokenizer}
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature)
+        else:
+            kwargs.update(do_sample=False)
+        with self._lock, torch.no_grad():
+            if seed is not None:
+                torch.manual_seed(seed)
+            output = self.model.generate(**inputs, **kwargs)
+        new_tokens = output[0, inputs["input_ids"].shape[1] :]
+        text = tokenizer.decode(new_tokens, skip_special_tokens=False)
+        ended = tokenizer.eos_token_id in new_tokens.tolist() or any(text.rstrip().endswith(s) for s in stop)
+        for special in (tokenizer.eos_token, tokenizer.pad_token):
+            if special:
+                text = text.split(special)[0]
+        return Generation(prefix + text, "stop" if ended else "length")
+
+    async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="") -> Generation:
+        return await asyncio.to_thread(self._generate_sync, messages, images, stop, max_tokens, temperature, seed, prefix)
+
+    async def aclose(self) -> None:
+        return None

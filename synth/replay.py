@@ -1,0 +1,174 @@
+"""The replay server: an OpenAI-compatible HTTP server that answers from scripted turns.
+
+It stands in for the model, never for the pipeline: clients reach it with the `openai` client
+exactly as they reach vLLM. It recognises the sample by the pixels of the conversation's first
+image (robust to lossless re-encoding), falling back to the question text, and returns the
+scripted turn for the number of assistant turns so far.
+
+Personas (chosen by the request's `model`): the teacher uses tools; the student answers
+directly, right with the sample's scripted pass rate. Error injection turns a teacher episode
+wrong, makes its code raise, or malforms its tags, decided by a hash of the server seed, the
+request's `seed` and the sample, so every attempt is reproducible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from curation.images import pixel_digest
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    scripts_path: Path
+    teacher_model: str = "demo-teacher"
+    student_model: str = "demo-student"
+    wrong_rate: float = 0.0
+    code_error_rate: float = 0.0
+    malformed_rate: float = 0.0
+    latency_ms: float = 0.0
+    seed: int = 0
+
+
+def _draw(*parts: Any) -> float:
+    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+_DATA_URL = re.compile(r"^data:[^;]+;base64,(.*)$", re.S)
+
+
+def _conversation_keys(messages: list[dict[str, Any]]) -> tuple[str | None, str]:
+    """(digest of the first image, text of the first user turn)."""
+    for message in messages:
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return None, content
+        digest, texts = None, []
+        for part in content:
+            if part.get("type") == "image_url" and digest is None:
+                match = _DATA_URL.match(part["image_url"]["url"])
+                if match:
+                    digest = pixel_digest(base64.b64decode(match.group(1)))
+            elif part.get("type") == "text":
+                texts.append(part["text"])
+        return digest, "\n".join(texts)
+    return None, ""
+
+
+class ReplayScripts:
+    def __init__(self, scripts_path: Path) -> None:
+        self.by_digest: dict[str, dict[str, Any]] = {}
+        self.by_question: dict[str, list[dict[str, Any]]] = {}
+        for line in scripts_path.read_text().splitlines():
+            script = json.loads(line)
+            self.by_question.setdefault(script["question"], []).append(script)
+            if script.get("image_digest"):
+                self.by_digest[script["image_digest"]] = script
+
+    def find(self, messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+        digest, text = _conversation_keys(messages)
+        if digest and digest in self.by_digest:
+            return self.by_digest[digest]
+        candidates = [s for q, group in self.by_question.items() if q in text for s in group]
+        return candidates[0] if len(candidates) == 1 else None
+
+
+def _inject_code_error(turn: str) -> str:
+    return turn.replace("```python\n", "```python\nimage_1 = enhance_contrast(image_1)\n", 1)
+
+
+def _malform(turn: str) -> str:
+    return turn.replace("</answer>", "", 1)
+
+
+def scripted_turn(script: dict[str, Any], persona: str, turn_index: int, seed: int, settings: ReplaySettings) -> str:
+    sample_id = script["sample_id"]
+    if persona == "student":
+        right = _draw(settings.seed, seed, sample_id, "student") < script["student_pass_rate"]
+        return (script["student"] if right else script["student_wrong"])[0]
+    turns = script["teacher"]
+    turn = turns[min(turn_index, len(turns) - 1)]
+    is_last = turn_index >= len(turns) - 1
+    if "<code>" in turn and _draw(settings.seed, seed, sample_id, "code_error") < settings.code_error_rate:
+        turn = _inject_code_error(turn)
+    if is_last and _draw(settings.seed, seed, sample_id, "wrong") < settings.wrong_rate:
+        turn = turn.replace(f"<answer>{script['answer']}</answer>", f"<answer>{script['wrong_answer']}</answer>")
+    if is_last and _draw(settings.seed, seed, sample_id, "malformed") < settings.malformed_rate:
+        turn = _malform(turn)
+    return turn
+
+
+def _apply_stop(text: str, stop: list[str] | None) -> tuple[str, str]:
+    """OpenAI semantics: cut at the first stop string, which is not returned."""
+    cut = min((text.find(s) for s in stop or [] if s in text), default=-1)
+    return (text[:cut], "stop") if cut >= 0 else (text, "stop")
+
+
+def _error(status: int, message: str, kind: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind, "code": status}})
+
+
+def create_app(settings: ReplaySettings) -> FastAPI:
+    scripts = ReplayScripts(settings.scripts_path)
+    personas = {settings.teacher_model: "teacher", settings.student_model: "student"}
+    app = FastAPI(title="open-deepeyes replay server")
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "open-deepeyes-replay"} for name in personas],
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: dict[str, Any]) -> Any:
+        persona = personas.get(body.get("model", ""))
+        if persona is None:
+            return _error(404, f"model {body.get('model')!r} not served; available: {sorted(personas)}", "not_found_error")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return _error(400, "messages must be a non-empty list", "invalid_request_error")
+        script = scripts.find(messages)
+        if script is None:
+            return _error(400, "no scripted sample matches this conversation", "invalid_request_error")
+        turn_index = sum(1 for m in messages if m.get("role") == "assistant")
+        text = scripted_turn(script, persona, turn_index, int(body.get("seed") or 0), settings)
+        stop = body.get("stop")
+        text, finish = _apply_stop(text, [stop] if isinstance(stop, str) else stop)
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+        words = text.split(" ")
+        if max_tokens and len(words) > max_tokens:  # a whitespace word stands in for a token
+            text, finish = " ".join(words[:max_tokens]), "length"
+        if settings.latency_ms:
+            await asyncio.sleep(settings.latency_ms / 1000)
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": len(words), "total_tokens": len(words)},
+        }
+
+    return app
+
+
+def serve(settings: ReplaySettings, host: str = "127.0.0.1", port: int = 8008) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")

@@ -1,0 +1,117 @@
+"""The synthesize stage: a teacher solves cold-start samples with live tools; only verified
+trajectories are kept, every rejected one goes to `rejects/` with its reason."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from curation.schema import SAMPLE_SCHEMA, Sample
+from curation.shards import Quarantine, ShardWriter, iter_rows
+from synth.agent import AgentConfig, ToolBox, run_episode
+from synth.policy import EndpointPolicy
+from synth.protocol import MAX_ANSWER_CHARS
+from synth.search import LocalTextSearch
+from synth.trajectory import TRAJECTORY_SCHEMA
+
+REJECTS_DIR = "rejects"
+
+
+class SynthConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    teacher_url: str = "http://127.0.0.1:8008/v1"
+    teacher_model: str = "demo-teacher"
+    api_key_env: str | None = "OPENAI_API_KEY"  # the variable holding the endpoint's key, if any
+    pools: list[str] = Field(default_factory=lambda: ["coldstart"])
+    attempts: int = Field(2, ge=1)  # tries per sample
+    keep_per_sample: int = Field(1, ge=1)  # verified trajectories kept per sample
+    concurrency: int = Field(16, ge=1)  # samples in flight
+    allow_code_errors: bool = False  # keep trajectories with a failing code cell
+    request_timeout_s: float = 120.0
+    max_retries: int = 3
+    corpus_path: Path | None = None
+    rows_per_shard: int = 500
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+
+
+def reject_reason(row: dict[str, Any], allow_code_errors: bool) -> str | None:
+    """Why a teacher trajectory is not fit for cold start, or None when it is."""
+    if row["stop_reason"] != "answer":
+        return f"no_answer:{row['stop_reason']}"
+    if row["judge_failed"]:
+        return "judge_failed"
+    if not row["correct"]:
+        return "wrong_answer"
+    if not row["format_ok"]:
+        return "bad_format"
+    if len(row["final_answer"] or "") >= MAX_ANSWER_CHARS:
+        return "answer_too_long"
+    if not allow_code_errors and any(c["tool"] == "python" and c["outcome"] != "ok" for c in row["tool_calls"]):
+        return "code_error"
+    if any(c["outcome"] == "error" for c in row["tool_calls"]):
+        return "tool_call_error"
+    return None
+
+
+async def _synthesize(cfg: SynthConfig, samples: list[Sample], out_dir: Path, quarantine: Quarantine) -> dict[str, Any]:
+    api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+    policy = EndpointPolicy(
+        cfg.teacher_url, cfg.teacher_model, api_key=api_key, timeout_s=cfg.request_timeout_s, max_retries=cfg.max_retries
+    )
+    tools = ToolBox(text_search=LocalTextSearch(cfg.corpus_path) if cfg.corpus_path else None)
+    limiter = asyncio.Semaphore(cfg.concurrency)
+    counts = {"samples": len(samples), "kept": 0, "rejected": 0, "failed": 0, "samples_with_trajectory": 0}
+    reasons: dict[str, int] = {}
+    kept_writer = ShardWriter(out_dir, TRAJECTORY_SCHEMA, rows_per_shard=cfg.rows_per_shard)
+    reject_writer = ShardWriter(out_dir / REJECTS_DIR, TRAJECTORY_SCHEMA, rows_per_shard=cfg.rows_per_shard)
+
+    async def solve(sample: Sample) -> None:
+        kept = 0
+        async with limiter:
+            for attempt in range(cfg.attempts):
+                try:
+                    row = await run_episode(sample, policy, tools, cfg.agent, attempt=attempt)
+                except Exception as exc:  # endpoint down after retries, bad response, ...
+                    counts["failed"] += 1
+                    quarantine.add(sample.to_row(), f"teacher_failed: {type(exc).__name__}: {exc}", sample.id)
+                    return
+                reason = reject_reason(row, cfg.allow_code_errors)
+                if reason is None:
+                    kept_writer.write(row)
+                    counts["kept"] += 1
+                    kept += 1
+                    if kept >= cfg.keep_per_sample:
+                        break
+                else:
+                    reject_writer.write({**row, "reject_reason": reason})
+                    counts["rejected"] += 1
+                    reasons[reason] = reasons.get(reason, 0) + 1
+        counts["samples_with_trajectory"] += kept > 0
+
+    try:
+        await asyncio.gather(*(solve(s) for s in samples))
+    finally:
+        await policy.aclose()
+    reject_writer.manifest_extra["reasons"] = reasons
+    reject_writer.close()
+    kept_writer.manifest_extra.update({"stage": "synthesize", "counts": counts, "reject_reasons": reasons, "teacher": cfg.teacher_model})
+    kept_writer.close()
+    return {"counts": counts, "reject_reasons": reasons}
+
+
+def run_synthesize(cfg: SynthConfig, curated_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Synthesize trajectories for the curated samples of `cfg.pools`; write shards to `out_dir`."""
+    out_dir = Path(out_dir)
+    started = time.time()
+    quarantine = Quarantine(out_dir, "synthesize")
+    samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in cfg.pools]
+    summary = asyncio.run(_synthesize(cfg, samples, out_dir, quarantine))
+    quarantine.close()
+    summary["seconds"] = round(time.time() - started, 3)
+    return summary

@@ -1,0 +1,50 @@
+"""Shared fixtures: a small demo world, its curated shards, a replay server, a tiny model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from curation.demo_world import WorldConfig, generate_world
+from curation.sources import SourceSpec
+from curation.stage import CurateConfig, run_curate
+from synth.endpoint import ManagedServer, free_port
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory) -> dict:
+    return generate_world(tmp_path_factory.mktemp("world"), WorldConfig(seed=7, per_family=3, distractor_docs=10))
+
+
+@pytest.fixture(scope="session")
+def curated(world, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("curate") / "curate"
+    cfg = CurateConfig(sources=[SourceSpec(path=world["samples_path"], name="demo")], split={"coldstart": 0.6, "rl": 0.1, "eval": 0.3})
+    run_curate(cfg, out)
+    return out
+
+
+def start_replay(world: dict, log_dir: Path, **rates) -> tuple[ManagedServer, str]:
+    port = free_port()
+    command = [sys.executable, "-m", "flows.cli", "serve-replay", "--scripts", world["scripts_path"], "--port", str(port)]
+    for key, value in rates.items():
+        command += [f"--{key.replace('_', '-')}", str(value)]
+    url = f"http://127.0.0.1:{port}/v1"
+    return ManagedServer(command, url, log_dir / "replay.log", ready_timeout_s=60).start(), url
+
+
+@pytest.fixture(scope="session")
+def replay_url(world, tmp_path_factory):
+    server, url = start_replay(world, tmp_path_factory.mktemp("replay"))
+    yield url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(world, tmp_path_factory) -> Path:
+    from train.tiny import TinyModelConfig, build_tiny_model
+
+    texts = Path(world["scripts_path"]).read_text().splitlines() + Path(world["corpus_path"]).read_text().splitlines()
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"), texts, TinyModelConfig(vocab_size=1024))

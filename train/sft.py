@@ -1,0 +1,106 @@
+"""Cold-start SFT with TRL's `SFTTrainer` on trajectory shards, loss on assistant tokens only.
+
+Trajectory shards are already in TRL's conversational format (`messages` with image
+placeholders, `images`), so the stock trainer and collator read them as they are.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from curation.shards import shard_files
+
+
+class SFTStageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_path: str | None = None  # a local dir or hub id; None: the flow builds the tiny model
+    learning_rate: float = 1e-5
+    epochs: float = 3.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 1
+    grad_accum: int = 1
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    max_length: int | None = None  # None: never cut image tokens
+    freeze_vision: bool = True  # the paper freezes the vision tower and projector
+    logging_steps: int = 5
+    seed: int = 0
+    bf16: bool = False
+
+
+class TrainingDataError(ValueError):
+    """Training data that cannot be used; names the directory."""
+
+
+def load_trajectories(trajectory_dirs: list[str | Path]):
+    """Trajectory shards as a `datasets.Dataset` with just `messages` and `images`."""
+    import datasets
+
+    files = [str(f) for d in trajectory_dirs for f in shard_files(d)]
+    if not files:
+        raise TrainingDataError(f"no trajectory shards in {', '.join(map(str, trajectory_dirs))}")
+    dataset = datasets.load_dataset("parquet", data_files=files, split="train")
+    return dataset.select_columns(["messages", "images"])
+
+
+def freeze_vision_tower(model) -> int:
+    """Freeze the vision encoder and its merger/projector; return how many tensors were frozen."""
+    frozen = 0
+    for name, param in model.named_parameters():
+        if ".visual." in f".{name}" or name.startswith("visual."):
+            param.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import SFTConfig, SFTTrainer
+
+    started = time.time()
+    out_dir = Path(out_dir)
+    dataset = load_trajectories(trajectory_dirs)
+    processor = AutoProcessor.from_pretrained(model_path)
+    model = AutoModelForImageTextToText.from_pretrained(model_path)
+    frozen = freeze_vision_tower(model) if cfg.freeze_vision else 0
+    args = SFTConfig(
+        output_dir=str(out_dir / "trainer"),
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        max_length=cfg.max_length,
+        assistant_only_loss=True,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        seed=cfg.seed,
+        bf16=cfg.bf16,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    result = trainer.train()
+    checkpoint = out_dir / "checkpoint"
+    trainer.save_model(str(checkpoint))
+    processor.save_pretrained(str(checkpoint))
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {
+        "checkpoint": str(checkpoint),
+        "rows": len(dataset),
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "losses": losses,
+        "frozen_vision_tensors": frozen,
+        "seconds": round(time.time() - started, 3),
+    }

@@ -1,0 +1,140 @@
+"""A tiny Qwen3-VL built offline: random weights from a config, a tokenizer trained on the spot.
+
+Same model family, processor and chat template as the real Qwen3-VL, so every code path that
+trains or serves a real checkpoint runs here on a laptop CPU in seconds. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+# Qwen's special tokens plus the protocol's tags, so a tag is one token as in the real vocabulary.
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_response>",
+    "</tool_response>",
+    "<think>",
+    "</think>",
+]
+
+
+class TinyModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vocab_size: int = 2048
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    head_dim: int = 16
+    vision_hidden: int = 32
+    min_pixels: int = 32 * 32  # one vision token per image at least...
+    max_pixels: int = 64 * 64  # ...and at most four: images stay cheap on a CPU
+    seed: int = 0
+
+
+def _chat_template() -> str:
+    # TRL recognises its bundled Qwen3-VL template by its exact text, and then swaps in the
+    # training variant with generation markers for assistant-only loss.
+    from trl.chat_template_utils import qwen3_vl_chat_template
+
+    return qwen3_vl_chat_template
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",
+        additional_special_tokens=SPECIAL_TOKENS[3:],
+    )
+    tokenizer.chat_template = _chat_template()
+    return tokenizer
+
+
+def build_tiny_model(out_dir: str | Path, texts: Iterable[str], cfg: TinyModelConfig | None = None) -> Path:
+    """Write a tiny Qwen3-VL (model, tokenizer, processor) to `out_dir`; return the path."""
+    import torch
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    cfg = cfg or TinyModelConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    tokenizer = train_tokenizer(texts, cfg.vocab_size)
+    token_id = tokenizer.convert_tokens_to_ids
+    config = Qwen3VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": cfg.hidden_size,
+            "intermediate_size": cfg.hidden_size * 2,
+            "num_hidden_layers": cfg.layers,
+            "num_attention_heads": cfg.heads,
+            "num_key_value_heads": cfg.kv_heads,
+            "head_dim": cfg.head_dim,
+            "max_position_embeddings": 8192,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True},
+            "pad_token_id": token_id("<|endoftext|>"),
+            "eos_token_id": token_id("<|im_end|>"),
+        },
+        vision_config={
+            "depth": 1,
+            "hidden_size": cfg.vision_hidden,
+            "intermediate_size": cfg.vision_hidden * 2,
+            "num_heads": 2,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": cfg.hidden_size,
+            "num_position_embeddings": 256,
+            "deepstack_visual_indexes": [0],
+        },
+        image_token_id=token_id("<|image_pad|>"),
+        video_token_id=token_id("<|video_pad|>"),
+        vision_start_token_id=token_id("<|vision_start|>"),
+        vision_end_token_id=token_id("<|vision_end|>"),
+        tie_word_embeddings=True,
+    )
+    model = Qwen3VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = [token_id("<|im_end|>"), token_id("<|endoftext|>")]
+    model.generation_config.pad_token_id = token_id("<|endoftext|>")
+    size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
+    image_processor = Qwen2VLImageProcessor(size=size, patch_size=16, merge_size=2, temporal_patch_size=2)
+    video_processor = Qwen3VLVideoProcessor(size=size, patch_size=16, merge_size=2, temporal_patch_size=2)
+    processor = Qwen3VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor, chat_template=_chat_template()
+    )
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
