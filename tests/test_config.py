@@ -1,0 +1,66 @@
+import subprocess
+import sys
+
+import pytest
+
+from flows.config import ConfigError, load_config, load_demo_config
+
+GOOD = """\
+name: t
+world:
+  per_family: 2
+replay: {}
+synth:
+  attempts: 2
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_embedded_demo_config_is_valid():
+    cfg = load_demo_config()
+    assert cfg.world is not None and cfg.replay is not None and cfg.synth.teacher_model == "demo-teacher"
+
+
+def test_a_good_config_loads(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.synth.attempts == 2 and cfg.world.per_family == 2
+
+
+def test_unknown_field_names_field_file_and_line(tmp_path):
+    path = write(tmp_path, GOOD + "  agnet:\n    max_turns: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"{path}:7: synth.agnet: unknown field" in str(info.value)
+
+
+def test_bad_value_names_the_field(tmp_path):
+    path = write(tmp_path, GOOD.replace("attempts: 2", "attempts: zero"))
+    with pytest.raises(ConfigError, match=r"c.yaml:6: synth.attempts: .*integer"):
+        load_config(path)
+
+
+def test_missing_source_file_is_named(tmp_path):
+    path = write(tmp_path, "curate:\n  sources:\n    - {path: data/nope.jsonl}\n")
+    with pytest.raises(ConfigError, match=r"curate.sources\[0\].path: file not found: .*data/nope.jsonl"):
+        load_config(path)
+
+
+def test_replay_without_world_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="replay"):
+        load_config(write(tmp_path, "replay: {}\n"))
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [(GOOD + "  agnet: 1\n", "synth.agnet: unknown field"), (None, "config file not found")],
+)
+def test_cli_reports_user_mistakes_in_one_message_without_traceback(tmp_path, text, expected):
+    path = write(tmp_path, text) if text is not None else tmp_path / "missing.yaml"
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert expected in result.stderr and "Traceback" not in result.stderr

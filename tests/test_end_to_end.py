@@ -1,0 +1,61 @@
+"""One run of the whole pipeline, through the CLI and the Prefect flow, on a small world."""
+
+import json
+import os
+import subprocess
+import sys
+
+import datasets
+import pytest
+
+from curation.shards import read_manifest, read_table
+
+SMALL = """\
+name: e2e
+world: {seed: 3, per_family: 3, distractor_docs: 8}
+replay: {wrong_rate: 0.2, code_error_rate: 0.2, seed: 0}
+curate: {split: {coldstart: 0.6, rl: 0.1, eval: 0.3}}
+synth: {attempts: 3, concurrency: 4, agent: {max_turns: 5, max_tokens_per_turn: 512}}
+tiny_model: {vocab_size: 1024}
+sft: {learning_rate: 0.005, epochs: 2, logging_steps: 2}
+eval: {agent: {max_turns: 3, max_tokens_per_turn: 48, force_think_prefix: true}}
+"""
+
+
+def run_cli(args, tmp_path, timeout=600):
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def check_run_directory(run):
+    curated = read_table(run / "curate")
+    assert curated.num_rows == 9 and set(curated.column("pool").to_pylist()) <= {"coldstart", "rl", "eval"}
+    trajectories = datasets.load_dataset("parquet", data_files=str(run / "synthesize" / "part-*.parquet"), split="train")
+    assert len(trajectories) > 0 and {"messages", "images"} <= set(trajectories.column_names)
+    assert read_manifest(run / "synthesize")["counts"]["kept"] == len(trajectories)
+    assert (run / "sft" / "checkpoint" / "model.safetensors").is_file()
+    assert (run / "sft" / "checkpoint" / "processor_config.json").is_file() or (run / "sft" / "checkpoint" / "preprocessor_config.json").is_file()
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert set(metrics["runs"]) == {"tools", "no_tools"}
+    for run_metrics in metrics["runs"].values():
+        assert run_metrics["overall"]["n"] == metrics["samples"] > 0
+        assert 0.0 <= run_metrics["overall"]["accuracy"] <= 1.0
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["timings_s"]) >= {"curate", "synthesize", "sft", "evaluate", "total"}
+
+
+def test_cli_run_produces_every_stage_output(tmp_path):
+    config = tmp_path / "e2e.yaml"
+    config.write_text(SMALL)
+    run = tmp_path / "run"
+    result = run_cli(["run", str(config), "--run-dir", str(run)], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"run directory: {run}" in result.stdout
+    check_run_directory(run)
+
+
+@pytest.mark.slow
+def test_demo_command(tmp_path):
+    result = run_cli(["demo", "--out", str(tmp_path / "demo")], tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "metrics:" in result.stdout

@@ -1,0 +1,82 @@
+"""The replay server, reached only through the `openai` client, as vLLM would be."""
+
+import base64
+import json
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.conftest import start_replay
+
+
+def first_sample(world: dict, family: str) -> tuple[dict, dict]:
+    root = Path(world["samples_path"]).parent
+    samples = [json.loads(line) for line in Path(world["samples_path"]).read_text().splitlines()]
+    scripts = {s["sample_id"]: s for s in map(json.loads, Path(world["scripts_path"]).read_text().splitlines())}
+    sample = next(s for s in samples if s["category"] == family)
+    sample["image_bytes"] = (root / sample["images"][0]).read_bytes()
+    return sample, scripts[sample["id"]]
+
+
+def user_turn(sample: dict) -> dict:
+    url = "data:image/png;base64," + base64.b64encode(sample["image_bytes"]).decode()
+    return {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": sample["question"]}]}
+
+
+def test_models_are_listed(replay_url):
+    client = openai.OpenAI(base_url=replay_url, api_key="x")
+    assert {m.id for m in client.models.list().data} == {"demo-teacher", "demo-student"}
+
+
+def test_teacher_turns_follow_the_script_with_openai_stop_semantics(world, replay_url):
+    client = openai.OpenAI(base_url=replay_url, api_key="x")
+    sample, script = first_sample(world, "perception")
+    messages = [{"role": "system", "content": "sys"}, user_turn(sample)]
+    first = client.chat.completions.create(model="demo-teacher", messages=messages, stop=["</code>", "</tool_call>"])
+    text = first.choices[0].message.content
+    assert first.choices[0].finish_reason == "stop"
+    assert text + "</code>" == script["teacher"][0]  # the stop string is cut, as OpenAI does
+    messages += [{"role": "assistant", "content": text + "</code>"}, {"role": "user", "content": "Code execution result: ..."}]
+    second = client.chat.completions.create(model="demo-teacher", messages=messages)
+    assert second.choices[0].message.content == script["teacher"][1]
+    assert f"<answer>{sample['answer']}</answer>" in second.choices[0].message.content
+
+
+def test_student_answers_without_tools(world, replay_url):
+    client = openai.OpenAI(base_url=replay_url, api_key="x")
+    sample, script = first_sample(world, "reasoning")
+    reply = client.chat.completions.create(model="demo-student", messages=[user_turn(sample)], seed=3)
+    text = reply.choices[0].message.content
+    assert "<code>" not in text and "<answer>" in text
+    assert text in (script["student"][0], script["student_wrong"][0])
+
+
+def test_unknown_model_and_unknown_sample_are_http_errors(replay_url):
+    client = openai.OpenAI(base_url=replay_url, api_key="x", max_retries=0)
+    with pytest.raises(openai.NotFoundError, match="not served"):
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match="no scripted sample"):
+        client.chat.completions.create(model="demo-teacher", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_error_injection_is_seeded_and_applies_each_fault(world, tmp_path):
+    server, url = start_replay(world, tmp_path, wrong_rate=1.0, code_error_rate=1.0, malformed_rate=0.0)
+    try:
+        client = openai.OpenAI(base_url=url, api_key="x")
+        sample, script = first_sample(world, "reasoning")
+        first = client.chat.completions.create(model="demo-teacher", messages=[user_turn(sample)], seed=1)
+        assert "enhance_contrast(image_1)" in first.choices[0].message.content  # code that raises
+        messages = [user_turn(sample), {"role": "assistant", "content": "x"}, {"role": "user", "content": "obs"}]
+        last = client.chat.completions.create(model="demo-teacher", messages=messages, seed=1).choices[0].message.content
+        assert f"<answer>{script['wrong_answer']}</answer>" in last
+    finally:
+        server.stop()
+    server, url = start_replay(world, tmp_path, malformed_rate=1.0)
+    try:
+        client = openai.OpenAI(base_url=url, api_key="x")
+        messages = [user_turn(sample), {"role": "assistant", "content": "x"}, {"role": "user", "content": "obs"}]
+        last = client.chat.completions.create(model="demo-teacher", messages=messages).choices[0].message.content
+        assert "<answer>" in last and "</answer>" not in last
+    finally:
+        server.stop()

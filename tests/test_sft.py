@@ -1,0 +1,55 @@
+"""Cold-start SFT: the stock TRL trainer on our shards, loss on the model's own tokens only."""
+
+import pytest
+import torch
+
+from synth.stage import SynthConfig, run_synthesize
+from train.sft import SFTStageConfig, load_trajectories, run_sft
+
+
+@pytest.fixture(scope="module")
+def trajectories(world, curated, replay_url, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft-data") / "synthesize"
+    cfg = SynthConfig(teacher_url=replay_url, corpus_path=world["corpus_path"], pools=["coldstart", "rl", "eval"], attempts=1)
+    run_synthesize(cfg, curated, out)
+    return out
+
+
+def test_labels_cover_assistant_tokens_only(tiny_model, trajectories, tmp_path):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import SFTConfig, SFTTrainer
+
+    dataset = load_trajectories([trajectories])
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    trainer = SFTTrainer(
+        model=AutoModelForImageTextToText.from_pretrained(tiny_model),
+        args=SFTConfig(output_dir=str(tmp_path), assistant_only_loss=True, max_length=None, report_to="none", use_cpu=True),
+        train_dataset=dataset,
+        processing_class=processor,
+    )
+    tokenizer = processor.tokenizer
+    for example in dataset.select(range(3)):
+        batch = trainer.data_collator([example])
+        labels, ids = batch["labels"][0], batch["input_ids"][0]
+        trained = tokenizer.decode(ids[labels != -100], skip_special_tokens=False)
+        assistant = [m["content"][0]["text"] for m in example["messages"] if m["role"] == "assistant"]
+        assert trained.replace("<|im_end|>", "").replace("\n", "") == "".join(assistant).replace("\n", "")
+        masked = tokenizer.decode(ids[labels == -100], skip_special_tokens=False)
+        assert "Code execution result" in masked or "<tool_response>" in masked  # observations are masked
+        assert "careful visual reasoning agent" in masked  # so is the system prompt
+        assert trained.count("<|im_end|>") == len(assistant)  # the model learns to stop
+        assert "pixel_values" in batch and batch["pixel_values"].shape[0] > 0
+
+
+def test_run_sft_trains_saves_and_keeps_the_vision_tower_frozen(tiny_model, trajectories, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    cfg = SFTStageConfig(learning_rate=5e-3, max_steps=6, logging_steps=2)
+    summary = run_sft(cfg, tiny_model, [trajectories], tmp_path)
+    assert summary["steps"] == 6 and summary["frozen_vision_tensors"] > 0
+    before = AutoModelForImageTextToText.from_pretrained(tiny_model).state_dict()
+    after = AutoModelForImageTextToText.from_pretrained(summary["checkpoint"]).state_dict()
+    vision = [k for k in before if ".visual." in f".{k}"]
+    text = [k for k in before if "language_model" in k and "layers" in k]
+    assert vision and all(torch.equal(before[k], after[k]) for k in vision)
+    assert any(not torch.equal(before[k], after[k]) for k in text)

@@ -1,0 +1,80 @@
+"""Synthesis through the replay server: the agent loop, live tools, verification, shards."""
+
+import datasets
+import pytest
+
+from curation.shards import read_manifest, read_table
+from synth.agent import AgentConfig
+from synth.stage import SynthConfig, run_synthesize
+from tests.conftest import start_replay
+
+
+def synth_config(url: str, world: dict, **overrides) -> SynthConfig:
+    return SynthConfig(teacher_url=url, corpus_path=world["corpus_path"], pools=["coldstart", "rl", "eval"], **overrides)
+
+
+@pytest.fixture(scope="module")
+def clean_run(world, curated, replay_url, tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "synthesize"
+    summary = run_synthesize(synth_config(replay_url, world, attempts=1), curated, out)
+    return out, summary
+
+
+def test_a_fault_free_teacher_yields_one_verified_trajectory_per_sample(clean_run):
+    out, summary = clean_run
+    assert summary["counts"]["kept"] == 9 and summary["counts"]["rejected"] == 0
+    assert read_manifest(out)["schema_version"] == "trajectory/1"
+
+
+def test_trajectory_shards_load_in_trl_conversational_format(clean_run):
+    out, _ = clean_run
+    ds = datasets.load_dataset("parquet", data_files=str(out / "part-*.parquet"), split="train")
+    assert {"messages", "images"} <= set(ds.column_names)
+    assert isinstance(ds.features["images"].feature, datasets.Image)
+    for row in ds:
+        roles = [m["role"] for m in row["messages"]]
+        assert roles[:2] == ["system", "user"] and roles[-1] == "assistant"
+        placeholders = sum(p["type"] == "image" for m in row["messages"] for p in m["content"])
+        assert placeholders == len(row["images"])  # inputs first, then tool-produced images
+
+
+def test_tools_really_ran(clean_run):
+    rows = read_table(clean_run[0]).to_pylist()
+    perception = next(r for r in rows if r["category"] == "perception")
+    assert perception["tool_calls"][0]["tool"] == "python" and perception["tool_calls"][0]["outcome"] == "ok"
+    assert len(perception["images"]) == 2  # the input and the zoomed crop the code showed
+    search = next(r for r in rows if r["category"] == "search")
+    observation = search["messages"][3]["content"][0]["text"]
+    assert observation.startswith("<tool_response>") and "city of" in observation
+    assert all(r["correct"] and r["format_ok"] and r["stop_reason"] == "answer" for r in rows)
+    assert all(r["reward"] == pytest.approx(1.0 if r["category"] != "search" else 0.92) for r in rows)
+
+
+def test_faulty_teacher_outputs_are_rejected_with_reasons(world, curated, tmp_path):
+    server, url = start_replay(world, tmp_path, wrong_rate=0.5, code_error_rate=0.5, malformed_rate=0.3, seed=1)
+    try:
+        summary = run_synthesize(synth_config(url, world, attempts=4), curated, tmp_path / "out")
+    finally:
+        server.stop()
+    counts = summary["counts"]
+    assert counts["rejected"] > 0 and counts["kept"] > 0
+    rejects = read_table(tmp_path / "out" / "rejects").to_pylist()
+    assert len(rejects) == counts["rejected"]
+    assert {r["reject_reason"] for r in rejects} <= {"wrong_answer", "code_error", "no_answer:no_action", "bad_format"}
+    assert all(r["reject_reason"] for r in rejects)
+    kept = read_table(tmp_path / "out").to_pylist()
+    assert all(r["correct"] and all(c["outcome"] == "ok" for c in r["tool_calls"]) for r in kept)
+
+
+def test_an_unreachable_teacher_quarantines_samples_instead_of_crashing(world, curated, tmp_path):
+    cfg = synth_config("http://127.0.0.1:9/v1", world, max_retries=0, request_timeout_s=2)
+    summary = run_synthesize(cfg, curated, tmp_path / "out")
+    assert summary["counts"]["failed"] == 9 and summary["counts"]["kept"] == 0
+    reasons = read_table(tmp_path / "out" / "quarantine").column("reason").to_pylist()
+    assert all(r.startswith("teacher_failed: APIConnectionError") for r in reasons)
+
+
+def test_the_turn_limit_ends_an_episode(world, curated, replay_url, tmp_path):
+    cfg = synth_config(replay_url, world, attempts=1, agent=AgentConfig(max_turns=1))
+    summary = run_synthesize(cfg, curated, tmp_path / "out")
+    assert summary["reject_reasons"] == {"no_answer:max_turns": 9}
