@@ -7,12 +7,17 @@ STAMP := $(VENV)/.installed
 # torch 2.13.0 with PyPI's torchvision (it fails to import and breaks transformers).
 TORCH := torch==2.14.1 torchvision==0.29.1
 
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# pip on this machine warns once per package about an index folder it skips: keep the log readable.
+FILTER_PIP := 2>&1 | { grep -v '^WARNING: Location' || true; }
+
 .PHONY: demo test test-slow lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH) $(FILTER_PIP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]' $(FILTER_PIP)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from curation.images import ImageLimits, ImageRejected, validate_image
-from curation.schema import SAMPLE_SCHEMA, ImageRef, Sample
+from curation.schema import SAMPLE_SCHEMA, ImageRef, content_id
 from curation.shards import Quarantine, ShardWriter
 from curation.sources import RowRejected, SourceSpec, read_source, row_to_sample
 
@@ -74,7 +74,7 @@ def run_curate(cfg: CurateConfig, out_dir: str | Path) -> dict:
                     continue
                 sample = sample.model_copy(update={"images": images})
                 # Exact duplicates: the same normalized question with the same image contents.
-                content_key = Sample(**{**sample.model_dump(), "id": ""}).id
+                content_key = content_id(sample.question, [image.bytes for image in images])
                 if content_key in seen:
                     counts["duplicates"] += 1
                     quarantine.add(sample.to_row(), "exact_duplicate", origin)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from synth.stage import SynthConfig, run_synthesize
-from train.sft import SFTStageConfig, load_trajectories, run_sft
+from train.sft import SFTStageConfig, load_trajectories, run_sft, sft_arguments
 
 
 @pytest.fixture(scope="module")
@@ -17,13 +17,13 @@ def trajectories(world, curated, replay_url, tmp_path_factory):
 
 def test_labels_cover_assistant_tokens_only(tiny_model, trajectories, tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     dataset = load_trajectories([trajectories])
     processor = AutoProcessor.from_pretrained(tiny_model)
     trainer = SFTTrainer(
         model=AutoModelForImageTextToText.from_pretrained(tiny_model),
-        args=SFTConfig(output_dir=str(tmp_path), assistant_only_loss=True, max_length=None, report_to="none", use_cpu=True),
+        args=sft_arguments(SFTStageConfig(), tmp_path),  # the stage's own arguments
         train_dataset=dataset,
         processing_class=processor,
     )

@@ -7,6 +7,7 @@ placeholders, `images`), so the stock trainer and collator read them as they are
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,38 @@ def freeze_vision_tower(model) -> int:
     return frozen
 
 
-def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
+def sft_arguments(cfg: SFTStageConfig, out_dir: Path):
+    """TRL's `SFTConfig` for our stage config: assistant-only loss, never cutting image tokens."""
     import torch
+    from trl import SFTConfig
+
+    with warnings.catch_warnings():  # TRL passes a transformers argument that is being renamed
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+        return SFTConfig(
+            output_dir=str(out_dir / "trainer"),
+            learning_rate=cfg.learning_rate,
+            num_train_epochs=cfg.epochs,
+            max_steps=cfg.max_steps,
+            per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.grad_accum,
+            lr_scheduler_type=cfg.lr_scheduler,
+            warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+            max_length=cfg.max_length,
+            assistant_only_loss=True,
+            logging_steps=cfg.logging_steps,
+            save_strategy="no",
+            report_to="none",
+            seed=cfg.seed,
+            bf16=cfg.bf16,
+            use_cpu=not torch.cuda.is_available(),
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+        )
+
+
+def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     from transformers import AutoModelForImageTextToText, AutoProcessor
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     started = time.time()
     out_dir = Path(out_dir)
@@ -69,27 +98,7 @@ def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[s
     processor = AutoProcessor.from_pretrained(model_path)
     model = AutoModelForImageTextToText.from_pretrained(model_path)
     frozen = freeze_vision_tower(model) if cfg.freeze_vision else 0
-    args = SFTConfig(
-        output_dir=str(out_dir / "trainer"),
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
-        max_length=cfg.max_length,
-        assistant_only_loss=True,
-        logging_steps=cfg.logging_steps,
-        save_strategy="no",
-        report_to="none",
-        seed=cfg.seed,
-        bf16=cfg.bf16,
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-    )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    trainer = SFTTrainer(model=model, args=sft_arguments(cfg, out_dir), train_dataset=dataset, processing_class=processor)
     result = trainer.train()
     checkpoint = out_dir / "checkpoint"
     trainer.save_model(str(checkpoint))
