@@ -110,7 +110,7 @@ class Sample(BaseModel):
         return row
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "Sample":
+    def from_row(cls, row: dict[str, Any]) -> Sample:
         return cls.model_validate(row)
 
 

@@ -113,7 +113,7 @@ class ShardWriter:
         atomic_write_json(self.out_dir / MANIFEST_NAME, manifest)
         return manifest
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

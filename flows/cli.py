@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -63,7 +63,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo"),
-    per_family: Annotated[Optional[int], typer.Option(help="Samples per task family in the demo world.")] = None,
+    per_family: Annotated[int | None, typer.Option(help="Samples per task family in the demo world.")] = None,
 ) -> None:
     """Run the whole pipeline on the embedded demo world (configs/demo.yaml)."""
     from flows.config import load_demo_config
@@ -77,7 +77,7 @@ def demo(
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Pipeline config (YAML).")],
-    run_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: <runs_dir>/<name>).")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run directory (default: <runs_dir>/<name>).")] = None,
 ) -> None:
     """Run the whole pipeline from a config file."""
     from flows.config import load_config

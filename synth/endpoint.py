@@ -34,7 +34,7 @@ class ManagedServer:
         self.ready_timeout_s = ready_timeout_s
         self._proc: subprocess.Popen | None = None
 
-    def start(self) -> "ManagedServer":
+    def start(self) -> ManagedServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self._proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -65,7 +65,7 @@ class ManagedServer:
             pass
         self._proc = None
 
-    def __enter__(self) -> "ManagedServer":
+    def __enter__(self) -> ManagedServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -168,7 +168,7 @@ class PythonKernel:
     def close(self) -> None:
         self._kill()
 
-    def __enter__(self) -> "PythonKernel":
+    def __enter__(self) -> PythonKernel:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -57,6 +57,6 @@ class LocalTextSearch:
         ids, scores = self._index.retrieve(tokens, k=min(k, len(self.docs)), show_progress=False)
         return [
             {"title": self.docs[i]["title"], "url": self.docs[i]["url"], "snippet": self.docs[i]["text"][: self.snippet_chars], "score": float(s)}
-            for i, s in zip(ids[0], scores[0])
+            for i, s in zip(ids[0], scores[0], strict=True)
             if s > 0
         ]
