@@ -12,7 +12,7 @@ SHELL := /bin/bash
 # pip on this machine warns once per package about an index folder it skips: keep the log readable.
 FILTER_PIP := 2>&1 | { grep -v '^WARNING: Location' || true; }
 
-.PHONY: demo test test-slow lock clean
+.PHONY: demo test test-slow lock clean bwrap
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,13 +20,20 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]' $(FILTER_PIP)
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The Python sandbox needs bubblewrap (Debian's package). Installed when missing and we are root;
+# otherwise the sandbox refuses to start and says how to install it.
+bwrap:
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq bubblewrap; }; }; } || \
+	  echo "warning: bubblewrap (bwrap) is not installed; the Python sandbox will refuse to start"
+
+demo: $(STAMP) bwrap
 	$(VENV)/bin/deepeyes demo
 
-test: $(STAMP)
+test: $(STAMP) bwrap
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) bwrap
 	$(PY) -m pytest -q -m slow
 
 lock: $(STAMP)

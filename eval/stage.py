@@ -19,6 +19,7 @@ from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import ShardWriter, atomic_write_json, iter_rows
 from synth.agent import AgentConfig, ToolBox, run_episode
 from synth.policy import ChatPolicy, TransformersPolicy
+from synth.sandbox import KernelPool
 from synth.search import LocalTextSearch
 from synth.trajectory import TRAJECTORY_SCHEMA
 
@@ -73,17 +74,21 @@ def run_evaluate(cfg: EvalConfig, model_path: str | Path, curated_dir: str | Pat
     if cfg.max_samples is not None:
         samples = samples[: cfg.max_samples]
     policy = TransformersPolicy(model_path, name=Path(model_path).name)
-    tools = ToolBox(text_search=LocalTextSearch(cfg.corpus_path) if cfg.corpus_path else None)
+    pool = KernelPool(cfg.agent.kernel.sandbox).start()
+    tools = ToolBox(kernel_pool=pool, text_search=LocalTextSearch(cfg.corpus_path) if cfg.corpus_path else None)
     runs = {"tools": cfg.agent}
     if cfg.tool_free_control:
         runs["no_tools"] = cfg.agent.model_copy(update={"tools": False})
     metrics: dict[str, Any] = {"model": str(model_path), "samples": len(samples), "runs": {}}
-    for run_name, agent in runs.items():
-        rows = asyncio.run(_run(policy, samples, tools, agent))
-        with ShardWriter(out_dir / run_name, TRAJECTORY_SCHEMA) as writer:
-            writer.write_many(rows)
-            writer.manifest_extra.update({"stage": "evaluate", "run": run_name})
-        metrics["runs"][run_name] = summarize(rows)
+    try:
+        for run_name, agent in runs.items():
+            rows = asyncio.run(_run(policy, samples, tools, agent))
+            with ShardWriter(out_dir / run_name, TRAJECTORY_SCHEMA) as writer:
+                writer.write_many(rows)
+                writer.manifest_extra.update({"stage": "evaluate", "run": run_name})
+            metrics["runs"][run_name] = summarize(rows)
+    finally:
+        pool.close()
     metrics["seconds"] = round(time.time() - started, 3)
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics

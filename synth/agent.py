@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.schema import Sample
 from synth.judge import judge_answer
 from synth.kernel import KernelConfig, PythonKernel
+from synth.sandbox import KernelPool
 from synth.policy import ChatPolicy
 from synth.protocol import (
     PROTOCOL_VERSION,
@@ -50,6 +51,7 @@ class AgentConfig(BaseModel):
 class ToolBox:
     """The tools shared by all episodes of a run (a kernel is per episode, made by the loop)."""
 
+    kernel_pool: KernelPool | None = None
     text_search: LocalTextSearch | None = None
 
 
@@ -117,9 +119,9 @@ async def run_episode(
             elif action.kind == "tool_error":
                 observation = action.error
                 call = {"tool": "invalid", "outcome": "error"}
-            elif action.kind == "code":
+            elif action.kind == "code" and tools.kernel_pool is not None:
                 if kernel is None:
-                    kernel = PythonKernel(images, cfg.kernel)
+                    kernel = PythonKernel(images, tools.kernel_pool, cfg.kernel)
                 result = await asyncio.to_thread(kernel.execute, action.code)
                 new_images = result.images
                 observation = render_code_observation(result.stdout, result.stderr, len(new_images))
@@ -128,9 +130,9 @@ async def run_episode(
                 results = await asyncio.to_thread(tools.text_search.search, action.query, cfg.search_top_k)
                 observation = render_text_results(results)
                 call = {"tool": "search", "outcome": "ok"}
-            else:  # a tool this run has no backend for (image search arrives with the tools issue)
+            else:  # a tool this run has no backend for
                 observation = f"Error: the {action.kind} tool is not available in this run."
-                call = {"tool": action.kind, "outcome": "unavailable"}
+                call = {"tool": "python" if action.kind == "code" else action.kind, "outcome": "unavailable"}
             tool_calls.append(
                 {**call, "turn": turn, "latency_ms": (time.perf_counter() - call_started) * 1000, "images": len(new_images)}
             )

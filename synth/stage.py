@@ -16,6 +16,7 @@ from curation.shards import Quarantine, ShardWriter, iter_rows
 from synth.agent import AgentConfig, ToolBox, run_episode
 from synth.policy import EndpointPolicy
 from synth.protocol import MAX_ANSWER_CHARS
+from synth.sandbox import KernelPool
 from synth.search import LocalTextSearch
 from synth.trajectory import TRAJECTORY_SCHEMA
 
@@ -64,7 +65,8 @@ async def _synthesize(cfg: SynthConfig, samples: list[Sample], out_dir: Path, qu
     policy = EndpointPolicy(
         cfg.teacher_url, cfg.teacher_model, api_key=api_key, timeout_s=cfg.request_timeout_s, max_retries=cfg.max_retries
     )
-    tools = ToolBox(text_search=LocalTextSearch(cfg.corpus_path) if cfg.corpus_path else None)
+    pool = KernelPool(cfg.agent.kernel.sandbox).start()  # refuses here, before any teacher call
+    tools = ToolBox(kernel_pool=pool, text_search=LocalTextSearch(cfg.corpus_path) if cfg.corpus_path else None)
     limiter = asyncio.Semaphore(cfg.concurrency)
     counts = {"samples": len(samples), "kept": 0, "rejected": 0, "failed": 0, "samples_with_trajectory": 0}
     reasons: dict[str, int] = {}
@@ -98,6 +100,7 @@ async def _synthesize(cfg: SynthConfig, samples: list[Sample], out_dir: Path, qu
         await asyncio.gather(*(solve(s) for s in samples))
     finally:
         await policy.aclose()
+        pool.close()
     reject_writer.manifest_extra["reasons"] = reasons
     reject_writer.close()
     kept_writer.manifest_extra.update({"stage": "synthesize", "counts": counts, "reject_reasons": reasons, "teacher": cfg.teacher_model})

@@ -1,8 +1,17 @@
-import io
+"""The Python kernel and its sandbox: state, images, outcomes, and a battery of hostile code."""
 
+import io
+import os
+import socket
+import threading
+import time
+
+import pytest
 from PIL import Image
 
+from synth import sandbox as sandbox_module
 from synth.kernel import KernelConfig, PythonKernel
+from synth.sandbox import KernelPool, SandboxConfig, SandboxUnavailable
 
 
 def png(size=(120, 90), color=(200, 10, 10)) -> bytes:
@@ -11,27 +20,49 @@ def png(size=(120, 90), color=(200, 10, 10)) -> bytes:
     return buffer.getvalue()
 
 
-def test_state_images_and_displayed_images():
-    with PythonKernel([png(), png((50, 60))], KernelConfig(timeout_s=20)) as kernel:
+@pytest.fixture(scope="module")
+def pool():
+    with KernelPool(SandboxConfig(isolation="bwrap")) as kernel_pool:
+        yield kernel_pool
+
+
+def run_once(pool, code, **limits):
+    with PythonKernel([png()], pool, KernelConfig(**{"timeout_s": 3, **limits})) as kernel:
+        return kernel.execute(code)
+
+
+def assert_next_kernel_works(pool):
+    result = run_once(pool, "print(image_1.size)")
+    assert (result.status, result.stdout.strip()) == ("ok", "(120, 90)")
+
+
+def test_state_images_and_displayed_images(pool):
+    with PythonKernel([png(), png((50, 60))], pool) as kernel:
         first = kernel.execute("x = 41\nprint(image_1.size, image_2.size)\nimage_1.crop((0, 0, 10, 10)).show()")
         assert first.status == "ok" and first.stdout.strip() == "(120, 90) (50, 60)"
         assert len(first.images) == 1
-        shown = Image.open(io.BytesIO(first.images[0]))
-        assert min(shown.size) >= 32  # tiny crops are upscaled for the vision encoder
-        second = kernel.execute("print(x + 1)")
-        assert second.stdout.strip() == "42"
+        assert min(Image.open(io.BytesIO(first.images[0])).size) >= 32  # tiny crops are upscaled
+        assert kernel.execute("print(x + 1)").stdout.strip() == "42"
         plot = kernel.execute("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()")
         assert plot.status == "ok" and len(plot.images) == 1
+        many = kernel.execute("for i in range(15):\n    image_2.show()")
+        assert len(many.images) == 10  # at most 10 images per call
+        wide = kernel.execute("from PIL import Image\nImage.new('RGB', (5000, 4)).show()")
+        w, h = Image.open(io.BytesIO(wide.images[0])).size
+        assert min(w, h) >= 32 and max(w, h) / min(w, h) <= 200
 
 
-def test_kernels_do_not_share_state():
-    with PythonKernel([]) as a, PythonKernel([]) as b:
-        a.execute("secret = 1")
+def test_sessions_do_not_share_state_or_files(pool):
+    with PythonKernel([], pool) as a, PythonKernel([], pool) as b:
+        a.execute("secret = 1\nopen('note.txt', 'w').write('private')")
+        where = a.execute("import os\nprint(os.getcwd())").stdout.strip()
         assert b.execute("print(secret)").status == "code_error"
+        peek = b.execute(f"print(open({where!r} + '/note.txt').read())")
+        assert peek.status == "code_error" and "Permission denied" in peek.stderr
 
 
-def test_code_error_timeout_and_death_are_distinct_and_recoverable():
-    with PythonKernel([png()], KernelConfig(timeout_s=1.5)) as kernel:
+def test_code_error_timeout_and_death_are_distinct_and_recoverable(pool):
+    with PythonKernel([png()], pool, KernelConfig(timeout_s=1.5)) as kernel:
         error = kernel.execute("1 / 0")
         assert error.status == "code_error" and "ZeroDivisionError" in error.stderr
         kernel.execute("kept = 5")
@@ -39,15 +70,100 @@ def test_code_error_timeout_and_death_are_distinct_and_recoverable():
         timeout = kernel.execute("while True:\n    pass")
         assert timeout.status == "timeout" and "timed out" in timeout.stderr
         after = kernel.execute("print(image_1.size)")
-        assert after.status == "ok" and "restarted" in after.stderr  # fresh kernel, images preloaded
-        died = kernel.execute("import os\nos._exit(1)")
-        assert died.status == "kernel_died"
+        assert after.status == "ok" and "restarted" in after.stderr  # fresh session, images preloaded
 
 
-def test_output_is_capped_and_environment_scrubbed(monkeypatch):
+def test_environment_is_scrubbed(pool, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
-    with PythonKernel([], KernelConfig(output_limit=100)) as kernel:
-        long = kernel.execute("print('a' * 10000)")
-        assert len(long.stdout) < 200 and "truncated" in long.stdout
-        env = kernel.execute("import os\nprint(os.environ.get('OPENAI_API_KEY'))")
-        assert env.stdout.strip() == "None"
+    result = run_once(pool, "import os\nprint(sorted(k for k in os.environ if 'KEY' in k or 'TOKEN' in k))")
+    assert result.stdout.strip() == "[]"
+
+
+def live_session_processes(timeout_s: float = 3.0) -> list[int]:
+    """Processes running under a session uid (zombies aside), after a moment to be reaped."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pids = []
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid >= 200_000:
+                    if open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+                        pids.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                pass
+        if not pids or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.05)
+
+
+HOSTILE = {
+    "fork_bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", "timeout"),
+    "memory_bomb": ("blocks = []\nwhile True:\n    blocks.append(bytearray(64 * 1024 * 1024))", "memory_exceeded"),
+    "huge_allocation": ("x = bytearray(64 * 1024 ** 3)", "memory_exceeded"),
+    "infinite_loop": ("while True:\n    pass", "timeout"),
+    "busy_threads": (
+        "import threading, time\n"
+        "for _ in range(4):\n    threading.Thread(target=lambda: [0 for _ in iter(int, 1)], daemon=True).start()\n"
+        "time.sleep(60)", "timeout"),
+    "escape_process_group": ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(600)\ntime.sleep(600)", "timeout"),
+    "read_shadow": ("print(open('/etc/shadow').read())", "code_error"),
+    "read_home": ("import os\nprint(os.listdir('/root'))\nprint(open('/root/.bashrc').read())", "code_error"),
+    "write_outside_workdir": ("open('/tmp/escaped', 'w').write('x')", "code_error"),
+    "write_into_venv": ("import sys\nopen(sys.prefix + '/owned', 'w').write('x')", "code_error"),
+    "output_flood": ("import sys\nfor _ in range(100):\n    sys.stdout.write('x' * 1024 * 1024)", "ok"),
+    "kill_parent": ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)", "code_error"),
+    "kill_init": ("import os, signal\nos.kill(1, signal.SIGKILL)", "code_error"),
+    "close_pipes": ("import os\nfor fd in range(3, 256):\n    try:\n        os.close(fd)\n    except OSError:\n        pass", "kernel_died"),
+    "segfault": ("import ctypes\nctypes.string_at(0)", "kernel_died"),
+    "os_exit": ("import os\nos._exit(7)", "kernel_died"),
+    "self_signal": ("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)", "kernel_died"),
+    "alarm": ("import signal, time\nsignal.alarm(1)\ntime.sleep(10)", "kernel_died"),
+    "write_to_fd_1": ("import os\nos.write(1, b'garbage' * 1000)\nprint('still here')", "ok"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_code_is_contained(pool, name):
+    code, expected = HOSTILE[name]
+    result = run_once(pool, code, memory_mb=1024, processes=32)
+    assert result.status == expected, (result.status, result.stderr[-500:])
+    if name == "output_flood":
+        assert len(result.stdout) < 10_000 and "truncated" in result.stdout
+    if name in ("read_shadow", "read_home"):
+        assert "No such file" in result.stderr or "Permission denied" in result.stderr
+    assert live_session_processes() == []  # nothing of the session outlives it
+    assert_next_kernel_works(pool)
+
+
+def test_no_network_not_even_the_hosts_loopback(pool):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    accepted = []
+    server.settimeout(3)
+    threading.Thread(target=lambda: accepted.append(server.accept()) if True else None, daemon=True).start()
+    code = (
+        "import socket\n"
+        f"for host, port in (('127.0.0.1', {port}), ('8.8.8.8', 53), ('1.1.1.1', 443)):\n"
+        "    try:\n        socket.create_connection((host, port), timeout=1)\n        print('connected', host)\n"
+        "    except OSError as exc:\n        print('refused', host, type(exc).__name__)\n"
+    )
+    result = run_once(pool, code)
+    server.close()
+    assert result.status == "ok" and "connected" not in result.stdout
+    assert result.stdout.count("refused") == 3
+    assert accepted == []
+
+
+def test_missing_bubblewrap_refuses_unless_unisolated_is_allowed(monkeypatch, capsys):
+    monkeypatch.setattr(sandbox_module.shutil, "which", lambda name: None)
+    with pytest.raises(SandboxUnavailable, match="bubblewrap.*allow_unisolated"):
+        KernelPool(SandboxConfig()).start()
+    result = PythonKernel([], KernelPool(SandboxConfig()), KernelConfig()).execute("print(1)")
+    assert result.status == "sandbox_unavailable"
+    with KernelPool(SandboxConfig(allow_unisolated=True)) as unisolated:
+        assert unisolated.mode == "none"
+        assert "SANDBOX DISABLED" in capsys.readouterr().err
+        with PythonKernel([png()], unisolated) as kernel:
+            assert kernel.execute("print(image_1.size)").stdout.strip() == "(120, 90)"
