@@ -99,6 +99,46 @@ def generate_world_cmd(
     typer.echo(json.dumps(generate_world(out, WorldConfig(seed=seed, per_family=per_family)), indent=2))
 
 
+sandbox_app = typer.Typer(help="The Python sandbox that runs model-written code.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("exec")
+def sandbox_exec(
+    file: Annotated[Path, typer.Argument(help="Python file to run in a fresh kernel.")],
+    image: Annotated[list[Path] | None, typer.Option(help="Input image, preloaded as image_1, image_2, ...")] = None,
+    timeout: Annotated[float, typer.Option(help="Wall time-out in seconds.")] = 20.0,
+    allow_unisolated: Annotated[bool, typer.Option(help="Run without isolation when bubblewrap is missing.")] = False,
+) -> None:
+    """Run one file in a fresh sandboxed kernel; print one JSON object with the outcome."""
+    import io
+
+    from PIL import Image
+
+    from synth.kernel import KernelConfig, PythonKernel
+    from synth.sandbox import KernelPool, SandboxConfig
+
+    if not file.is_file():
+        raise FileNotFoundError(f"file not found: {file}")
+    images = []
+    for path in image or []:
+        if not path.is_file():
+            raise FileNotFoundError(f"image not found: {path}")
+        images.append(path.read_bytes())
+    cfg = KernelConfig(timeout_s=timeout, sandbox=SandboxConfig(allow_unisolated=allow_unisolated))
+    with KernelPool(cfg.sandbox) as pool, PythonKernel(images, pool, cfg) as kernel:
+        result = kernel.execute(file.read_text())
+    sizes = [list(Image.open(io.BytesIO(data)).size) for data in result.images]
+    typer.echo(json.dumps({
+        "status": result.status,
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "images": {"count": len(sizes), "sizes": sizes},
+        "duration_ms": round(result.duration_ms, 3),
+        "isolation": pool.mode,
+    }))
+
+
 @app.command("serve-replay")
 def serve_replay(
     scripts: Annotated[Path, typer.Option(help="replay_scripts.jsonl written by the demo world.")],

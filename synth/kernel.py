@@ -64,7 +64,10 @@ class PythonKernel:
         self._handle: dict | None = None
         self._restarted = False
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the session now (the first `execute` does it otherwise)."""
+        if self._channel is not None:
+            return
         self._channel, self._handle = self.pool.spawn(self.cfg.limits())
         try:
             wire.send(self._channel, {"op": "init", "images": self._images})
@@ -80,7 +83,7 @@ class PythonKernel:
         note = ""
         if self._channel is None:
             try:
-                self._start()
+                self.start()
             except SandboxUnavailable as exc:
                 return ExecResult("sandbox_unavailable", stderr=f"Error: the Python sandbox is unavailable: {exc}")
             except (ConnectionError, OSError):

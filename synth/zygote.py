@@ -37,6 +37,16 @@ def _preload() -> None:
     from synth import kernel_worker
 
     kernel_worker.install_display_hooks()
+    # Warm the paths every session takes (image plugins load lazily on first open and save), so
+    # forked sessions start hot instead of each paying for them.
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buffer, format="PNG")
+    Image.init()
+    warm = Image.open(io.BytesIO(base64.b64decode(base64.b64encode(buffer.getvalue())))).convert("RGB")
+    kernel_worker.fit_image(warm, 32, 200.0, 4_000_000).save(io.BytesIO(), format="PNG")
 
 
 def _reap() -> None:
