@@ -5,11 +5,12 @@ Three task families, each where a tool really helps:
 - perception: a five-digit tag code printed in tiny type somewhere in a large cluttered image;
   unreadable at a VLM's downscaled resolution, readable after a crop and zoom.
 - reasoning: a bar chart with value labels; the question needs arithmetic on the values.
-- search: an image of a made-up landmark with its name on a plaque; the question asks a fact
-  that only the local search corpus knows.
+- search: an image of a made-up landmark; the question asks a fact that only the local search
+  corpus knows. Half carry the name on a plaque (text search finds the fact); the other half do
+  not, and an image search (perceptual hash over the image corpus) names the landmark first.
 
 The generator writes a generic JSONL source (`samples.jsonl`, images as files), the local search
-corpus (`corpus.jsonl`: title, url, text) and the replay server's scripted turns
+corpora (`corpus.jsonl`: title, url, text; `image_corpus.jsonl`: image, title, url) and the replay server's scripted turns
 (`replay_scripts.jsonl`): a tool-using teacher and a tool-free student per sample. It also plants
 an exact duplicate and an undecodable image, so curation has something real to remove.
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
 from curation.images import pixel_digest
 
@@ -152,44 +153,62 @@ def _reasoning(rng: random.Random, cfg: WorldConfig, index: int) -> dict[str, An
     }
 
 
-def _search(rng: random.Random, cfg: WorldConfig, index: int, used: set[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    while True:
-        name = f"{_name(rng)} {rng.choice(_KINDS)}"
-        if name not in used:
-            used.add(name)
-            break
+def _scene(rng: random.Random, size: tuple[int, int]) -> Image.Image:
+    image = Image.new("RGB", size, tuple(rng.randrange(120, 200) for _ in range(3)))
+    _clutter(ImageDraw.Draw(image), rng, size, 12)
+    return image
+
+
+def _reference_photo(scene: Image.Image, rng: random.Random) -> Image.Image:
+    """Another picture of the same landmark: rescaled and re-exposed, so only a perceptual hash matches."""
+    w, h = scene.size
+    photo = scene.resize((int(w * 0.8), int(h * 0.8)))
+    return ImageEnhance.Brightness(photo).enhance(rng.uniform(0.9, 1.1))
+
+
+def _search(rng: random.Random, cfg: WorldConfig, used: set[str]) -> tuple[dict[str, Any], dict[str, str], Image.Image]:
+    """A made-up landmark. With a plaque, its name is in the image and a text search finds the fact;
+    without one, an image search names it first (the paper's image search → text search chain)."""
+    name = _unused_name(rng, used)
     city = f"{_name(rng, 3)}haven"
     year = rng.randrange(1650, 1990)
     founder = rng.choice(_PEOPLE)
     w, h = cfg.landmark_size
-    image = Image.new("RGB", (w, h), tuple(rng.randrange(120, 200) for _ in range(3)))
-    draw = ImageDraw.Draw(image)
-    _clutter(draw, rng, (w, h - 80), 12)
-    draw.rectangle((40, h - 70, w - 40, h - 20), fill=(250, 245, 230), outline=(60, 40, 20), width=3)
-    draw.text((60, h - 58), name, fill=(30, 20, 10), font=_font(24))
+    scene = _scene(rng, (w, h))
+    plaque = rng.random() < 0.5
+    image = scene.copy()
+    if plaque:
+        draw = ImageDraw.Draw(image)
+        draw.rectangle((40, h - 70, w - 40, h - 20), fill=(250, 245, 230), outline=(60, 40, 20), width=3)
+        draw.text((60, h - 58), name, fill=(30, 20, 10), font=_font(24))
+    subject = "the landmark on the plaque in this image" if plaque else "the landmark shown in this image"
     fact = rng.choice(["year", "city"])
     if fact == "year":
-        question = "According to public records, in what year was the landmark on the plaque in this image completed?"
+        question = f"According to public records, in what year was {subject} completed?"
         answer, answer_type, wrong = str(year), "number", str(year + rng.choice([-7, 5, 11]))
         query = f"{name} completed year"
     else:
-        question = "In which city does the landmark named on the plaque in this image stand?"
+        question = f"In which city does {subject} stand?"
         answer, answer_type, wrong = city, "text", f"{_name(rng, 3)}haven"
         query = f"{name} location city"
-    slug = name.lower().replace(" ", "-")
     doc = {
         "title": name,
-        "url": f"https://demo.world/wiki/{slug}",
+        "url": _url(name),
         "text": (
             f"{name} is a landmark in the city of {city}. Construction was led by {founder} "
             f"and the {name.split()[-1].lower()} was completed in {year}."
         ),
     }
-    teacher = [
-        f'<think>The plaque reads "{name}", but I do not know this landmark; I should search for it.</think>\n'
-        f'<tool_call>{{"name": "search", "arguments": {{"query": "{query}"}}}}</tool_call>',
-        _think_answer(f"The search result about {name} states the answer: {answer}.", answer),
-    ]
+    text_search = f'<tool_call>{{"name": "search", "arguments": {{"query": "{query}"}}}}</tool_call>'
+    if plaque:
+        teacher = [f'<think>The plaque reads "{name}", but I do not know this landmark; I should search for it.</think>\n{text_search}']
+    else:
+        teacher = [
+            '<think>No name is visible, so I will search with the image to identify the landmark.</think>\n'
+            '<tool_call>{"name": "image_search"}</tool_call>',
+            f"<think>The closest image match is {name}. Now I need the fact itself.</think>\n{text_search}",
+        ]
+    teacher.append(_think_answer(f"The search result about {name} states the answer: {answer}.", answer))
     sample = {
         "image": image,
         "question": question,
@@ -198,22 +217,26 @@ def _search(rng: random.Random, cfg: WorldConfig, index: int, used: set[str]) ->
         "wrong_answer": wrong,
         "teacher": teacher,
         "student_pass_rate": 0.02,
-        "meta": {"entity": name, "fact": fact},
+        "meta": {"entity": name, "fact": fact, "plaque": plaque},
     }
-    return sample, doc
+    return sample, doc, _reference_photo(scene, rng)
 
 
-def _distractor(rng: random.Random, used: set[str]) -> dict[str, str]:
+def _url(name: str) -> str:
+    return f"https://demo.world/wiki/{name.lower().replace(' ', '-')}"
+
+
+def _unused_name(rng: random.Random, used: set[str]) -> str:
     name = f"{_name(rng)} {rng.choice(_KINDS)}"
     while name in used:
         name = f"{_name(rng)} {rng.choice(_KINDS)}"
     used.add(name)
-    slug = name.lower().replace(" ", "-")
-    return {
-        "title": name,
-        "url": f"https://demo.world/wiki/{slug}",
-        "text": f"{name} is a landmark in {_name(rng, 3)}haven, restored in {rng.randrange(1700, 2020)}.",
-    }
+    return name
+
+
+def _distractor(rng: random.Random, used: set[str]) -> dict[str, str]:
+    name = _unused_name(rng, used)
+    return {"title": name, "url": _url(name), "text": f"{name} is a landmark in {_name(rng, 3)}haven, restored in {rng.randrange(1700, 2020)}."}
 
 
 def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[str, Any]:
@@ -226,7 +249,15 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[
     samples: list[dict[str, Any]] = []
     scripts: list[dict[str, Any]] = []
     corpus: list[dict[str, str]] = []
+    image_corpus: list[dict[str, str]] = []
+    photo_dir = out / "image_corpus"
+    photo_dir.mkdir(exist_ok=True)
     used_names: set[str] = set()
+
+    def add_photo(name: str, photo: Image.Image) -> None:
+        path = photo_dir / f"{name.lower().replace(' ', '-')}.png"
+        photo.save(path)
+        image_corpus.append({"image": str(path.relative_to(out)), "title": name, "url": _url(name)})
 
     for family in FAMILIES:
         for i in range(cfg.per_family):
@@ -235,8 +266,9 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[
             elif family == "reasoning":
                 item = _reasoning(rng, cfg, i)
             else:
-                item, doc = _search(rng, cfg, i, used_names)
+                item, doc, photo = _search(rng, cfg, used_names)
                 corpus.append(doc)
+                add_photo(doc["title"], photo)
             sample_id = f"demo-{family}-{i:04d}"
             image_path = image_dir / f"{sample_id}.png"
             item["image"].save(image_path)
@@ -264,8 +296,12 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[
                     "student_wrong": [_think_answer("I will answer directly from the image.", item["wrong_answer"])],
                 }
             )
-    corpus.extend(_distractor(rng, used_names) for _ in range(cfg.distractor_docs))
+    for _ in range(cfg.distractor_docs):
+        doc = _distractor(rng, used_names)
+        corpus.append(doc)
+        add_photo(doc["title"], _reference_photo(_scene(rng, cfg.landmark_size), rng))
     rng.shuffle(corpus)
+    rng.shuffle(image_corpus)
 
     if cfg.plant_faults and samples:
         # An exact duplicate (same question, same image) under another id, and an image that
@@ -277,6 +313,7 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[
 
     _write_jsonl(out / "samples.jsonl", samples)
     _write_jsonl(out / "corpus.jsonl", corpus)
+    _write_jsonl(out / "image_corpus.jsonl", image_corpus)
     _write_jsonl(out / "replay_scripts.jsonl", scripts)
     summary = {
         "seed": cfg.seed,
@@ -284,6 +321,7 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[
         "corpus_docs": len(corpus),
         "samples_path": str(out / "samples.jsonl"),
         "corpus_path": str(out / "corpus.jsonl"),
+        "image_corpus_path": str(out / "image_corpus.jsonl"),
         "scripts_path": str(out / "replay_scripts.jsonl"),
     }
     (out / "world.json").write_text(json.dumps(summary, indent=2) + "\n")

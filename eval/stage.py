@@ -17,10 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import ShardWriter, atomic_write_json, iter_rows
-from synth.agent import AgentConfig, ToolBox, run_episode
+from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
 from synth.policy import ChatPolicy, TransformersPolicy
-from synth.sandbox import KernelPool
-from synth.search import LocalTextSearch
+from synth.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA
 
 
@@ -30,7 +29,6 @@ class EvalConfig(BaseModel):
     pools: list[str] = Field(default_factory=lambda: ["eval"])
     tool_free_control: bool = True
     max_samples: int | None = None
-    corpus_path: Path | None = None
     agent: AgentConfig = Field(default_factory=lambda: AgentConfig(max_turns=4, max_tokens_per_turn=64, force_think_prefix=True))
 
 
@@ -67,28 +65,26 @@ async def _run(policy: ChatPolicy, samples: list[Sample], tools: ToolBox, agent:
     return [await run_episode(s, policy, tools, agent) for s in samples]
 
 
-def run_evaluate(cfg: EvalConfig, model_path: str | Path, curated_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+def run_evaluate(
+    cfg: EvalConfig, model_path: str | Path, curated_dir: str | Path, out_dir: str | Path, search: SearchConfig | None = None
+) -> dict[str, Any]:
     started = time.time()
     out_dir = Path(out_dir)
     samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in cfg.pools]
     if cfg.max_samples is not None:
         samples = samples[: cfg.max_samples]
     policy = TransformersPolicy(model_path, name=Path(model_path).name)
-    pool = KernelPool(cfg.agent.kernel.sandbox).start()
-    tools = ToolBox(kernel_pool=pool, text_search=LocalTextSearch(cfg.corpus_path) if cfg.corpus_path else None)
     runs = {"tools": cfg.agent}
     if cfg.tool_free_control:
         runs["no_tools"] = cfg.agent.model_copy(update={"tools": False})
     metrics: dict[str, Any] = {"model": str(model_path), "samples": len(samples), "runs": {}}
-    try:
+    with open_toolbox(cfg.agent, search or SearchConfig()) as tools:
         for run_name, agent in runs.items():
             rows = asyncio.run(_run(policy, samples, tools, agent))
             with ShardWriter(out_dir / run_name, TRAJECTORY_SCHEMA) as writer:
                 writer.write_many(rows)
                 writer.manifest_extra.update({"stage": "evaluate", "run": run_name})
             metrics["runs"][run_name] = summarize(rows)
-    finally:
-        pool.close()
     metrics["seconds"] = round(time.time() - started, 3)
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics

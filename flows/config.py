@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from curation.stage import CurateConfig
 from eval.stage import EvalConfig
+from synth.search import SearchConfig
 from synth.stage import SynthConfig
 from train.sft import SFTStageConfig
 from train.tiny import TinyModelConfig
@@ -66,6 +67,7 @@ class PipelineConfig(BaseModel):
     tiny_model: TinyModelConfig = Field(default_factory=TinyModelConfig)
     sft: SFTStageConfig = Field(default_factory=SFTStageConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)  # one set of tools for synthesis and eval
 
     def check(self) -> None:
         """Cross-field rules and files that must exist, before any work starts."""
@@ -78,7 +80,7 @@ class PipelineConfig(BaseModel):
         for i, source in enumerate(self.curate.sources):
             if not source.path.is_file():
                 raise ConfigError(f"curate.sources[{i}].path: file not found: {source.path}")
-        for field, path in (("synth.corpus_path", self.synth.corpus_path), ("eval.corpus_path", self.eval.corpus_path)):
+        for field, path in (("search.corpus_path", self.search.corpus_path), ("search.image_corpus_path", self.search.image_corpus_path)):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{field}: file not found: {path}")
         model_path = self.sft.model_path
@@ -111,10 +113,11 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     for source in (raw.get("curate") or {}).get("sources") or []:
         if isinstance(source, dict) and "path" in source:
             source["path"] = resolve(source["path"])
-    for section in ("synth", "eval"):
-        block = raw.get(section)
-        if isinstance(block, dict) and block.get("corpus_path"):
-            block["corpus_path"] = resolve(block["corpus_path"])
+    search = raw.get("search")
+    if isinstance(search, dict):
+        for key in ("corpus_path", "image_corpus_path", "cache_dir"):
+            if search.get(key):
+                search[key] = resolve(search[key])
     model_path = (raw.get("sft") or {}).get("model_path") if isinstance(raw.get("sft"), dict) else None
     if isinstance(model_path, str) and model_path.startswith("."):
         raw["sft"]["model_path"] = resolve(model_path)

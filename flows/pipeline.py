@@ -25,6 +25,7 @@ from eval.stage import EvalConfig, run_evaluate
 from flows.config import PipelineConfig
 from synth.endpoint import ManagedServer, free_port
 from synth.protocol import load_prompts
+from synth.search import SearchConfig
 from synth.stage import SynthConfig, run_synthesize
 from train.sft import SFTStageConfig, run_sft
 from train.tiny import TinyModelConfig, build_tiny_model
@@ -41,8 +42,8 @@ def curate_task(cfg: dict[str, Any], out_dir: str) -> dict[str, Any]:
 
 
 @task(name="synthesize", cache_policy=NO_CACHE)
-def synthesize_task(cfg: dict[str, Any], curated_dir: str, out_dir: str) -> dict[str, Any]:
-    return run_synthesize(SynthConfig.model_validate(cfg), curated_dir, out_dir)
+def synthesize_task(cfg: dict[str, Any], search: dict[str, Any], curated_dir: str, out_dir: str) -> dict[str, Any]:
+    return run_synthesize(SynthConfig.model_validate(cfg), curated_dir, out_dir, SearchConfig.model_validate(search))
 
 
 @task(name="build-tiny-model", cache_policy=NO_CACHE)
@@ -60,8 +61,8 @@ def sft_task(cfg: dict[str, Any], model_path: str, trajectory_dirs: list[str], o
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(cfg: dict[str, Any], model_path: str, curated_dir: str, out_dir: str) -> dict[str, Any]:
-    return run_evaluate(EvalConfig.model_validate(cfg), model_path, curated_dir, out_dir)
+def evaluate_task(cfg: dict[str, Any], search: dict[str, Any], model_path: str, curated_dir: str, out_dir: str) -> dict[str, Any]:
+    return run_evaluate(EvalConfig.model_validate(cfg), model_path, curated_dir, out_dir, SearchConfig.model_validate(search))
 
 
 def replay_command(scripts_path: str, port: int, replay: dict[str, Any], teacher_model: str) -> list[str]:
@@ -89,13 +90,15 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
 
     curate_cfg = cfg.curate.model_copy(deep=True)
     synth_cfg = cfg.synth.model_copy(deep=True)
-    eval_cfg = cfg.eval.model_copy(deep=True)
+    search = cfg.search.model_copy(deep=True)
+    # Search results are cached beside the runs, so a regenerated run does not pay for them again.
+    search.cache_dir = search.cache_dir or run.parent / ".cache" / "search"
     text_files: list[str] = []
     if cfg.world is not None:
         world = timed("world", generate_world_task, cfg.world.model_dump(), str(run / "world"))
         curate_cfg.sources = [SourceSpec(path=Path(world["samples_path"]), name="demo-world"), *curate_cfg.sources]
-        synth_cfg.corpus_path = synth_cfg.corpus_path or Path(world["corpus_path"])
-        eval_cfg.corpus_path = eval_cfg.corpus_path or Path(world["corpus_path"])
+        search.corpus_path = search.corpus_path or Path(world["corpus_path"])
+        search.image_corpus_path = search.image_corpus_path or Path(world["image_corpus_path"])
         text_files = [world["scripts_path"], world["corpus_path"]]
         summary["stages"]["world"] = world
 
@@ -116,14 +119,19 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
         )
     trajectories = str(run / "synthesize")
     with server:
-        summary["stages"]["synthesize"] = timed("synthesize", synthesize_task, synth_cfg.model_dump(mode="json"), curated, trajectories)
+        summary["stages"]["synthesize"] = timed(
+            "synthesize", synthesize_task, synth_cfg.model_dump(mode="json"), search.model_dump(mode="json"), curated, trajectories
+        )
 
     model_path = cfg.sft.model_path
     if model_path is None:
         model_path = timed("build-model", build_tiny_model_task, cfg.tiny_model.model_dump(), text_files, str(run / "model-base"))
     sft = timed("sft", sft_task, cfg.sft.model_dump(mode="json"), model_path, [trajectories], str(run / "sft"))
     summary["stages"]["sft"] = sft
-    metrics = timed("evaluate", evaluate_task, eval_cfg.model_dump(mode="json"), sft["checkpoint"], curated, str(run / "eval"))
+    metrics = timed(
+        "evaluate", evaluate_task, cfg.eval.model_dump(mode="json"), search.model_dump(mode="json"),
+        sft["checkpoint"], curated, str(run / "eval"),
+    )
     summary["stages"]["evaluate"] = {"metrics_path": str(run / "eval" / "metrics.json"), **metrics}
     summary["timings_s"] = {**timings, "total": round(time.time() - started, 2)}
     atomic_write_json(run / "summary.json", summary)

@@ -7,7 +7,6 @@ PREFECT_API_URL at a real server, or sets PREFECT_HOME, keeps their own settings
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -25,5 +24,3 @@ def configure_prefect_env() -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    # bm25s logs index building at DEBUG on its own logger, which Prefect's handlers then print.
-    logging.getLogger("bm25s").setLevel(logging.WARNING)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ from synth.sandbox import KernelPool
 from synth.policy import ChatPolicy
 from synth.protocol import (
     PROTOCOL_VERSION,
+    Action,
     STOP_SEQUENCES,
     THINK_PREFIX,
     check_format,
@@ -29,10 +32,11 @@ from synth.protocol import (
     load_prompts,
     parse_turn,
     render_code_observation,
+    render_image_results,
     render_text_results,
 )
 from synth.reward import compute_reward
-from synth.search import LocalTextSearch
+from synth.search import ImageSearch, SearchConfig, SearchError, TextSearch, build_search
 
 
 class AgentConfig(BaseModel):
@@ -52,11 +56,83 @@ class ToolBox:
     """The tools shared by all episodes of a run (a kernel is per episode, made by the loop)."""
 
     kernel_pool: KernelPool | None = None
-    text_search: LocalTextSearch | None = None
+    text_search: TextSearch | None = None
+    image_search: ImageSearch | None = None
+
+
+@contextmanager
+def open_toolbox(agent: AgentConfig, search: SearchConfig) -> Iterator[ToolBox]:
+    """The tools for a stage: the sandbox (which refuses here, before any model call, when it
+    cannot isolate) and the search backends; closed when the stage ends."""
+    pool = KernelPool(agent.kernel.sandbox).start() if agent.tools else None
+    text_search = image_search = None
+    try:
+        text_search, image_search = build_search(search)
+        yield ToolBox(kernel_pool=pool, text_search=text_search, image_search=image_search)
+    finally:
+        for backend in (text_search, image_search):
+            if backend is not None:
+                backend.close()
+        if pool is not None:
+            pool.close()
 
 
 def _text(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text}
+
+
+@dataclass
+class Observation:
+    parts: list[dict[str, Any]]  # the user turn's content: text and image placeholders
+    images: list[bytes]
+    tool: str
+    outcome: str
+
+
+def _error(message: str, tool: str, outcome: str) -> Observation:
+    return Observation([_text(message)], [], tool, outcome)
+
+
+class ToolSession:
+    """One episode's tools: its own kernel (started on first use) and the shared search backends."""
+
+    def __init__(self, tools: ToolBox, cfg: AgentConfig, input_images: list[bytes]) -> None:
+        self.tools = tools
+        self.cfg = cfg
+        self.input_images = input_images
+        self.kernel: PythonKernel | None = None
+        self.image_search_used = False
+
+    async def call(self, action: Action) -> Observation:
+        tool = "python" if action.kind == "code" else action.kind
+        if not self.cfg.tools:  # the tool-free control: the call is refused, and counted as tried
+            return _error("Error: tools are disabled in this run.", tool, "disabled")
+        if action.kind == "tool_error":
+            return _error(action.error, "invalid", "error")
+        if action.kind == "code" and self.tools.kernel_pool is not None:
+            if self.kernel is None:
+                self.kernel = PythonKernel(self.input_images, self.tools.kernel_pool, self.cfg.kernel)
+            result = await asyncio.to_thread(self.kernel.execute, action.code)
+            parts = [_text(render_code_observation(result.stdout, result.stderr, len(result.images)))]
+            return Observation(parts + [{"type": "image"} for _ in result.images], result.images, tool, result.status)
+        try:
+            if action.kind == "search" and self.tools.text_search is not None:
+                results = await asyncio.to_thread(self.tools.text_search.search, action.query, self.cfg.search_top_k)
+                return Observation([_text(render_text_results(results))], [], tool, "ok")
+            if action.kind == "image_search" and self.tools.image_search is not None and self.input_images:
+                if self.image_search_used:
+                    return _error("Error: image_search may be used once per question.", tool, "error")
+                self.image_search_used = True
+                results = await asyncio.to_thread(self.tools.image_search.search, self.input_images[0], self.cfg.search_top_k)
+                parts, thumbnails = render_image_results(results)
+                return Observation(parts, thumbnails, tool, "ok")
+        except SearchError as exc:
+            return _error(f"Error: {tool} failed: {exc}", tool, "error")
+        return _error(f"Error: the {tool} tool is not available in this run.", tool, "unavailable")
+
+    def close(self) -> None:
+        if self.kernel is not None:
+            self.kernel.close()
 
 
 def trajectory_id(sample_id: str, policy: str, attempt: int) -> str:
@@ -82,7 +158,7 @@ async def run_episode(
     ]
     tool_calls: list[dict[str, Any]] = []
     assistant_turns: list[str] = []
-    kernel: PythonKernel | None = None
+    session = ToolSession(tools, cfg, list(images))  # the sample's inputs, before any tool image
     final_answer: str | None = None
     stop_reason = "max_turns"
     try:
@@ -112,35 +188,15 @@ async def run_episode(
                 break
 
             call_started = time.perf_counter()
-            new_images: list[bytes] = []
-            if not cfg.tools:  # the tool-free control: the call is refused, and counted as tried
-                observation = "Error: tools are disabled in this run."
-                call = {"tool": "python" if action.kind == "code" else action.kind, "outcome": "disabled"}
-            elif action.kind == "tool_error":
-                observation = action.error
-                call = {"tool": "invalid", "outcome": "error"}
-            elif action.kind == "code" and tools.kernel_pool is not None:
-                if kernel is None:
-                    kernel = PythonKernel(images, tools.kernel_pool, cfg.kernel)
-                result = await asyncio.to_thread(kernel.execute, action.code)
-                new_images = result.images
-                observation = render_code_observation(result.stdout, result.stderr, len(new_images))
-                call = {"tool": "python", "outcome": result.status}
-            elif action.kind == "search" and tools.text_search is not None:
-                results = await asyncio.to_thread(tools.text_search.search, action.query, cfg.search_top_k)
-                observation = render_text_results(results)
-                call = {"tool": "search", "outcome": "ok"}
-            else:  # a tool this run has no backend for
-                observation = f"Error: the {action.kind} tool is not available in this run."
-                call = {"tool": "python" if action.kind == "code" else action.kind, "outcome": "unavailable"}
+            observation = await session.call(action)
             tool_calls.append(
-                {**call, "turn": turn, "latency_ms": (time.perf_counter() - call_started) * 1000, "images": len(new_images)}
+                {"tool": observation.tool, "outcome": observation.outcome, "turn": turn,
+                 "latency_ms": (time.perf_counter() - call_started) * 1000, "images": len(observation.images)}
             )
-            images.extend(new_images)
-            messages.append({"role": "user", "content": [_text(observation)] + [{"type": "image"} for _ in new_images]})
+            images.extend(observation.images)
+            messages.append({"role": "user", "content": observation.parts})
     finally:
-        if kernel is not None:
-            kernel.close()
+        session.close()
 
     verdict = judge_answer(final_answer, sample.answer, sample.answer_type, sample.choices)
     fmt = check_format(assistant_turns, sample.category)

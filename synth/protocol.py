@@ -131,6 +131,23 @@ def render_text_results(results: list[dict[str, Any]]) -> str:
     return f"<tool_response>\n{body}\n</tool_response>"
 
 
+def render_image_results(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """Image search results: numbered titles and links, each followed by its thumbnail."""
+    import base64
+
+    parts: list[dict[str, Any]] = [{"type": "text", "text": "<tool_response>\nImage search results:"}]
+    thumbnails: list[bytes] = []
+    if not results:
+        parts.append({"type": "text", "text": "\nNo results found."})
+    for k, result in enumerate(results, 1):
+        parts.append({"type": "text", "text": f"\n{k}. [{result.get('title', '')}]({result.get('url', '')})\n"})
+        if result.get("thumbnail") and len(thumbnails) < MAX_IMAGES_PER_OBSERVATION:
+            parts.append({"type": "image"})
+            thumbnails.append(base64.b64decode(result["thumbnail"]))
+    parts.append({"type": "text", "text": "\n</tool_response>"})
+    return parts, thumbnails
+
+
 @dataclass
 class FormatCheck:
     ok: bool

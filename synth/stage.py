@@ -13,11 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import Quarantine, ShardWriter, iter_rows
-from synth.agent import AgentConfig, ToolBox, run_episode
+from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
 from synth.policy import EndpointPolicy
 from synth.protocol import MAX_ANSWER_CHARS
-from synth.sandbox import KernelPool
-from synth.search import LocalTextSearch
+from synth.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA
 
 REJECTS_DIR = "rejects"
@@ -36,7 +35,6 @@ class SynthConfig(BaseModel):
     allow_code_errors: bool = False  # keep trajectories with a failing code cell
     request_timeout_s: float = 120.0
     max_retries: int = 3
-    corpus_path: Path | None = None
     rows_per_shard: int = 500
     agent: AgentConfig = Field(default_factory=AgentConfig)
 
@@ -60,20 +58,20 @@ def reject_reason(row: dict[str, Any], allow_code_errors: bool) -> str | None:
     return None
 
 
-async def _synthesize(cfg: SynthConfig, samples: list[Sample], out_dir: Path, quarantine: Quarantine) -> dict[str, Any]:
+async def _synthesize(
+    cfg: SynthConfig, search: SearchConfig, samples: list[Sample], out_dir: Path, quarantine: Quarantine
+) -> dict[str, Any]:
     api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
     policy = EndpointPolicy(
         cfg.teacher_url, cfg.teacher_model, api_key=api_key, timeout_s=cfg.request_timeout_s, max_retries=cfg.max_retries
     )
-    pool = KernelPool(cfg.agent.kernel.sandbox).start()  # refuses here, before any teacher call
-    tools = ToolBox(kernel_pool=pool, text_search=LocalTextSearch(cfg.corpus_path) if cfg.corpus_path else None)
     limiter = asyncio.Semaphore(cfg.concurrency)
     counts = {"samples": len(samples), "kept": 0, "rejected": 0, "failed": 0, "samples_with_trajectory": 0}
     reasons: dict[str, int] = {}
     kept_writer = ShardWriter(out_dir, TRAJECTORY_SCHEMA, rows_per_shard=cfg.rows_per_shard)
     reject_writer = ShardWriter(out_dir / REJECTS_DIR, TRAJECTORY_SCHEMA, rows_per_shard=cfg.rows_per_shard)
 
-    async def solve(sample: Sample) -> None:
+    async def solve(sample: Sample, tools: ToolBox) -> None:
         kept = 0
         async with limiter:
             for attempt in range(cfg.attempts):
@@ -97,10 +95,10 @@ async def _synthesize(cfg: SynthConfig, samples: list[Sample], out_dir: Path, qu
         counts["samples_with_trajectory"] += kept > 0
 
     try:
-        await asyncio.gather(*(solve(s) for s in samples))
+        with open_toolbox(cfg.agent, search) as tools:
+            await asyncio.gather(*(solve(s, tools) for s in samples))
     finally:
         await policy.aclose()
-        pool.close()
     reject_writer.manifest_extra["reasons"] = reasons
     reject_writer.close()
     kept_writer.manifest_extra.update({"stage": "synthesize", "counts": counts, "reject_reasons": reasons, "teacher": cfg.teacher_model})
@@ -108,13 +106,17 @@ async def _synthesize(cfg: SynthConfig, samples: list[Sample], out_dir: Path, qu
     return {"counts": counts, "reject_reasons": reasons}
 
 
-def run_synthesize(cfg: SynthConfig, curated_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Synthesize trajectories for the curated samples of `cfg.pools`; write shards to `out_dir`."""
+def run_synthesize(
+    cfg: SynthConfig, curated_dir: str | Path, out_dir: str | Path, search: SearchConfig | None = None
+) -> dict[str, Any]:
+    """Synthesize trajectories for the curated samples of `cfg.pools`; write shards to `out_dir`.
+
+    `search` configures the search tools (the pipeline shares one section with evaluation)."""
     out_dir = Path(out_dir)
     started = time.time()
     quarantine = Quarantine(out_dir, "synthesize")
     samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in cfg.pools]
-    summary = asyncio.run(_synthesize(cfg, samples, out_dir, quarantine))
+    summary = asyncio.run(_synthesize(cfg, search or SearchConfig(), samples, out_dir, quarantine))
     quarantine.close()
     summary["seconds"] = round(time.time() - started, 3)
     return summary

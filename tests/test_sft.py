@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from synth.search import SearchConfig
 from synth.stage import SynthConfig, run_synthesize
 from train.sft import SFTStageConfig, load_trajectories, run_sft, sft_arguments
 
@@ -10,8 +11,8 @@ from train.sft import SFTStageConfig, load_trajectories, run_sft, sft_arguments
 @pytest.fixture(scope="module")
 def trajectories(world, curated, replay_url, tmp_path_factory):
     out = tmp_path_factory.mktemp("sft-data") / "synthesize"
-    cfg = SynthConfig(teacher_url=replay_url, corpus_path=world["corpus_path"], pools=["coldstart", "rl", "eval"], attempts=1)
-    run_synthesize(cfg, curated, out)
+    cfg = SynthConfig(teacher_url=replay_url, pools=["coldstart", "rl", "eval"], attempts=1)
+    run_synthesize(cfg, curated, out, SearchConfig(corpus_path=world["corpus_path"], image_corpus_path=world["image_corpus_path"]))
     return out
 
 

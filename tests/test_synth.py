@@ -5,18 +5,23 @@ import pytest
 
 from curation.shards import read_manifest, read_table
 from synth.agent import AgentConfig
+from synth.search import SearchConfig
 from synth.stage import SynthConfig, run_synthesize
 from tests.conftest import start_replay
 
 
-def synth_config(url: str, world: dict, **overrides) -> SynthConfig:
-    return SynthConfig(teacher_url=url, corpus_path=world["corpus_path"], pools=["coldstart", "rl", "eval"], **overrides)
+def synth_config(url: str, **overrides) -> SynthConfig:
+    return SynthConfig(teacher_url=url, pools=["coldstart", "rl", "eval"], **overrides)
+
+
+def search_config(world: dict) -> SearchConfig:
+    return SearchConfig(corpus_path=world["corpus_path"], image_corpus_path=world["image_corpus_path"])
 
 
 @pytest.fixture(scope="module")
 def clean_run(world, curated, replay_url, tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "synthesize"
-    summary = run_synthesize(synth_config(replay_url, world, attempts=1), curated, out)
+    summary = run_synthesize(synth_config(replay_url, attempts=1), curated, out, search_config(world))
     return out, summary
 
 
@@ -43,9 +48,15 @@ def test_tools_really_ran(clean_run):
     perception = next(r for r in rows if r["category"] == "perception")
     assert perception["tool_calls"][0]["tool"] == "python" and perception["tool_calls"][0]["outcome"] == "ok"
     assert len(perception["images"]) == 2  # the input and the zoomed crop the code showed
-    search = next(r for r in rows if r["category"] == "search")
-    observation = search["messages"][3]["content"][0]["text"]
-    assert observation.startswith("<tool_response>") and "city of" in observation
+    for search in (r for r in rows if r["category"] == "search"):
+        observation = search["messages"][-2]["content"][0]["text"]  # the text search, just before the answer
+        assert observation.startswith("<tool_response>") and "city of" in observation
+    by_image = [r for r in rows if any(c["tool"] == "image_search" for c in r["tool_calls"])]
+    assert by_image, "the world has landmarks without a plaque: the teacher searches by image"
+    for row in by_image:
+        first_observation = row["messages"][3]["content"]
+        assert first_observation[0]["text"].startswith("<tool_response>\nImage search results:")
+        assert sum(p["type"] == "image" for p in first_observation) == len(row["images"]) - 1  # thumbnails
     assert all(r["correct"] and r["format_ok"] and r["stop_reason"] == "answer" for r in rows)
     assert all(r["reward"] == pytest.approx(1.0 if r["category"] != "search" else 0.92) for r in rows)
 
@@ -53,7 +64,7 @@ def test_tools_really_ran(clean_run):
 def test_faulty_teacher_outputs_are_rejected_with_reasons(world, curated, tmp_path):
     server, url = start_replay(world, tmp_path, wrong_rate=0.5, code_error_rate=0.5, malformed_rate=0.3, seed=1)
     try:
-        summary = run_synthesize(synth_config(url, world, attempts=4), curated, tmp_path / "out")
+        summary = run_synthesize(synth_config(url, attempts=4), curated, tmp_path / "out", search_config(world))
     finally:
         server.stop()
     counts = summary["counts"]
@@ -67,14 +78,14 @@ def test_faulty_teacher_outputs_are_rejected_with_reasons(world, curated, tmp_pa
 
 
 def test_an_unreachable_teacher_quarantines_samples_instead_of_crashing(world, curated, tmp_path):
-    cfg = synth_config("http://127.0.0.1:9/v1", world, max_retries=0, request_timeout_s=2)
-    summary = run_synthesize(cfg, curated, tmp_path / "out")
+    cfg = synth_config("http://127.0.0.1:9/v1", max_retries=0, request_timeout_s=2)
+    summary = run_synthesize(cfg, curated, tmp_path / "out", search_config(world))
     assert summary["counts"]["failed"] == 9 and summary["counts"]["kept"] == 0
     reasons = read_table(tmp_path / "out" / "quarantine").column("reason").to_pylist()
     assert all(r.startswith("teacher_failed: APIConnectionError") for r in reasons)
 
 
 def test_the_turn_limit_ends_an_episode(world, curated, replay_url, tmp_path):
-    cfg = synth_config(replay_url, world, attempts=1, agent=AgentConfig(max_turns=1))
-    summary = run_synthesize(cfg, curated, tmp_path / "out")
+    cfg = synth_config(replay_url, attempts=1, agent=AgentConfig(max_turns=1))
+    summary = run_synthesize(cfg, curated, tmp_path / "out", search_config(world))
     assert summary["reject_reasons"] == {"no_answer:max_turns": 9}
