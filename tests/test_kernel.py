@@ -167,3 +167,29 @@ def test_missing_bubblewrap_refuses_unless_unisolated_is_allowed(monkeypatch, ca
         assert "SANDBOX DISABLED" in capsys.readouterr().err
         with PythonKernel([png()], unisolated) as kernel:
             assert kernel.execute("print(image_1.size)").stdout.strip() == "(120, 90)"
+
+
+def test_working_directory_is_removed_with_the_session(pool):
+    with PythonKernel([], pool) as first:
+        where = first.execute("import os\nopen('note.txt', 'w').write('x')\nprint(os.getcwd())").stdout.strip()
+    with PythonKernel([], pool) as second:
+        assert second.execute(f"import os\nprint(os.path.exists({where!r} + '/note.txt'))").stdout.strip() == "False"
+
+
+def test_sandbox_exec_command(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "cell.py").write_text("print(image_1.size)\nimage_1.show()\n")
+    (tmp_path / "spin.py").write_text("while True:\n    pass\n")
+    (tmp_path / "in.png").write_bytes(png((300, 200)))
+    run = lambda *args: subprocess.run([sys.executable, "-m", "flows.cli", "sandbox", "exec", *args],  # noqa: E731
+                                       capture_output=True, text=True, timeout=120)
+    ok = json.loads(run(str(tmp_path / "cell.py"), "--image", str(tmp_path / "in.png")).stdout)
+    assert ok["status"] == "ok" and ok["stdout"].strip() == "(300, 200)"
+    assert ok["images"] == {"count": 1, "sizes": [[300, 200]]} and ok["duration_ms"] > 0
+    spin = json.loads(run(str(tmp_path / "spin.py"), "--timeout", "1").stdout)
+    assert spin["status"] == "timeout"
+    missing = run(str(tmp_path / "nope.py"))
+    assert missing.returncode == 2 and "file not found" in missing.stderr and "Traceback" not in missing.stderr
