@@ -87,6 +87,45 @@ def run(
     _run_pipeline(cfg, (run_dir or cfg.runs_dir / cfg.name).resolve())
 
 
+@app.command()
+def synth(
+    input: Annotated[Path, typer.Option("--input", help="Curated sample shards (a curate output directory).")],
+    out: Annotated[Path, typer.Option(help="Output directory for trajectory shards.")],
+    teacher_url: Annotated[str, typer.Option(help="OpenAI-compatible base URL, e.g. http://host:8000/v1.")],
+    teacher_model: Annotated[str, typer.Option(help="Model name the endpoint serves.")],
+    concurrency: Annotated[int, typer.Option(help="Samples (and so requests) in flight.")] = 64,
+    attempts: int = 2,
+    pools: Annotated[str, typer.Option(help="Comma-separated pools to solve.")] = "coldstart",
+    corpus: Annotated[Path | None, typer.Option(help="Local text search corpus (JSONL/Parquet).")] = None,
+    image_corpus: Annotated[Path | None, typer.Option(help="Local image search corpus (JSONL).")] = None,
+    search_cache: Annotated[Path | None, typer.Option(help="Persistent search cache directory.")] = None,
+    api_key_env: str = "OPENAI_API_KEY",
+) -> None:
+    """Synthesize verified tool-use trajectories with a teacher endpoint (resumable after a crash)."""
+    from tqdm import tqdm
+
+    from synth.search import SearchConfig
+    from synth.stage import SynthConfig, run_synthesize
+
+    for name, path in (("--corpus", corpus), ("--image-corpus", image_corpus)):
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"{name}: file not found: {path}")
+    cfg = SynthConfig(teacher_url=teacher_url, teacher_model=teacher_model, concurrency=concurrency, attempts=attempts,
+                      pools=[p for p in pools.split(",") if p], api_key_env=api_key_env)
+    search = SearchConfig(corpus_path=corpus, image_corpus_path=image_corpus, cache_dir=search_cache)
+    bar = tqdm(unit="sample", dynamic_ncols=True, desc="synthesize")
+
+    def progress(counts: dict[str, int]) -> None:
+        bar.total = counts["samples"]
+        bar.n = counts["done"]
+        bar.set_postfix(kept=counts["kept"], rejected=counts["rejected"], failed=counts["failed"], refresh=False)
+        bar.refresh()
+
+    summary = run_synthesize(cfg, input, out, search, progress=progress)
+    bar.close()
+    typer.echo(json.dumps(summary))
+
+
 @app.command("generate-world")
 def generate_world_cmd(
     out: Annotated[Path, typer.Argument(help="Directory for the world.")],
@@ -151,6 +190,10 @@ def serve_replay(
     malformed_rate: float = 0.0,
     latency_ms: float = 0.0,
     seed: int = 0,
+    fault_rate: Annotated[float, typer.Option(help="Share of requests that fail at the transport level.")] = 0.0,
+    faults: Annotated[str, typer.Option(help="Fault kinds to draw from: 429,500,hang,drop,malformed,empty.")] = "429,500,hang,drop,malformed,empty",
+    hang_s: float = 30.0,
+    retry_after_s: float = 0.05,
 ) -> None:
     """Serve scripted teacher and student turns over the OpenAI chat API."""
     from synth.replay import ReplaySettings, serve
@@ -160,6 +203,7 @@ def serve_replay(
     settings = ReplaySettings(
         scripts_path=scripts, teacher_model=teacher_model, student_model=student_model, wrong_rate=wrong_rate,
         code_error_rate=code_error_rate, malformed_rate=malformed_rate, latency_ms=latency_ms, seed=seed,
+        fault_rate=fault_rate, faults=tuple(f for f in faults.split(",") if f), hang_s=hang_s, retry_after_s=retry_after_s,
     )
     typer.echo(f"replay server on http://{host}:{port}/v1 (models: {teacher_model}, {student_model})")
     serve(settings, host=host, port=port)

@@ -43,6 +43,7 @@ class ReplaySettingsModel(BaseModel):
     malformed_rate: float = Field(0.0, ge=0, le=1)
     latency_ms: float = Field(0.0, ge=0)
     seed: int = 0
+    fault_rate: float = Field(0.0, ge=0, le=1)  # transport faults: 429, 500, hangs, drops, bad JSON, empty
 
 
 class TeacherServer(BaseModel):

@@ -68,7 +68,7 @@ def evaluate_task(cfg: dict[str, Any], search: dict[str, Any], model_path: str, 
 def replay_command(scripts_path: str, port: int, replay: dict[str, Any], teacher_model: str) -> list[str]:
     command = [sys.executable, "-m", "flows.cli", "serve-replay", "--scripts", scripts_path, "--port", str(port)]
     command += ["--teacher-model", teacher_model]
-    for key in ("wrong_rate", "code_error_rate", "malformed_rate", "latency_ms", "seed"):
+    for key in ("wrong_rate", "code_error_rate", "malformed_rate", "latency_ms", "seed", "fault_rate"):
         command += [f"--{key.replace('_', '-')}", str(replay[key])]
     return command
 

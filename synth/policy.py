@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
 import openai
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 
 @dataclass
@@ -73,8 +75,26 @@ def to_openai_messages(messages: list[dict[str, Any]], images: list[bytes]) -> l
     return converted
 
 
+class EmptyResponse(Exception):
+    """The endpoint answered 200 with no content: retried like a transient failure."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError, EmptyResponse)):
+        return True  # APITimeoutError is an APIConnectionError
+    if isinstance(exc, openai.APIResponseValidationError):
+        return True  # a malformed body
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    return isinstance(exc, ValueError)  # JSON that does not decode
+
+
 class EndpointPolicy:
-    """A model behind an OpenAI-compatible endpoint."""
+    """A model behind an OpenAI-compatible endpoint.
+
+    Requests retry on 429 (honouring Retry-After), 5xx, connection errors, time-outs, malformed and
+    empty responses, with exponential backoff and jitter; `max_in_flight` bounds concurrent requests.
+    """
 
     def __init__(
         self,
@@ -83,24 +103,59 @@ class EndpointPolicy:
         *,
         api_key: str | None = None,
         timeout_s: float = 120.0,
-        max_retries: int = 3,
+        max_retries: int = 6,
+        max_in_flight: int = 256,
+        backoff_max_s: float = 30.0,
     ) -> None:
         self.name = model
         self.model = model
-        # The client retries 429/5xx/connection errors with exponential backoff (honouring Retry-After).
-        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout_s, max_retries=max_retries)
+        self.max_retries = max_retries
+        self.backoff_max_s = backoff_max_s
+        self.retries = 0
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        # Retries live in one place, below, so every cause is counted; the client itself does none.
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout_s, max_retries=0,
+            http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight),
+                                          timeout=timeout_s),
+        )
+
+    def _wait(self, state) -> float:
+        exc = state.outcome.exception()
+        response = getattr(exc, "response", None)
+        retry_after = response.headers.get("retry-after", "") if response is not None else ""
+        try:
+            return min(float(retry_after), self.backoff_max_s)
+        except ValueError:
+            return wait_random_exponential(multiplier=0.25, max=self.backoff_max_s)(state)
+
+    async def _complete(self, request: dict[str, Any]) -> Generation:
+        async with self._in_flight:
+            response = await self._client.chat.completions.create(**request)
+        if not response.choices:
+            raise EmptyResponse("no choices in the response")
+        choice = response.choices[0]
+        if not (choice.message.content or "").strip():
+            raise EmptyResponse("empty content")
+        return Generation(choice.message.content, choice.finish_reason or "stop")
 
     async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="") -> Generation:
-        response = await self._client.chat.completions.create(
-            model=self.model,
-            messages=to_openai_messages(messages, images),
-            stop=list(stop) or None,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            seed=seed,
-        )
-        choice = response.choices[0]
-        return Generation(choice.message.content or "", choice.finish_reason or "stop")
+        request = {
+            "model": self.model,
+            "messages": to_openai_messages(messages, images),
+            "stop": list(stop) or None,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "seed": seed,
+        }
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self.max_retries + 1), wait=self._wait, retry=retry_if_exception(_retryable), reraise=True
+        ):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    self.retries += 1
+                return await self._complete(request)
+        raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import random
 import re
 import time
 import uuid
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from curation.images import pixel_digest
 
@@ -40,6 +41,12 @@ class ReplaySettings:
     malformed_rate: float = 0.0
     latency_ms: float = 0.0
     seed: int = 0
+    # Transport faults, drawn at random per request (a retry may succeed): the failures a real
+    # endpoint has, so clients can be tested against them.
+    fault_rate: float = 0.0
+    faults: tuple[str, ...] = ("429", "500", "hang", "drop", "malformed", "empty")
+    hang_s: float = 30.0
+    retry_after_s: float = 0.05
 
 
 def _draw(*parts: Any) -> float:
@@ -123,10 +130,31 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind, "code": status}})
 
 
+FAULTS = ("429", "500", "hang", "drop", "malformed", "empty")
+
+
+class _DroppedConnection(Response):
+    """Promises a body, sends part of it, then breaks: the client sees the connection drop."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4096"), (b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"id": "chatcmpl-', "more_body": True})
+        raise ConnectionAbortedError("replay server: injected dropped connection")
+
+
 def create_app(settings: ReplaySettings) -> FastAPI:
     scripts = ReplayScripts(settings.scripts_path)
     personas = {settings.teacher_model: "teacher", settings.student_model: "student"}
     app = FastAPI(title="open-deepeyes replay server")
+    unknown = set(settings.faults) - set(FAULTS)
+    if unknown:
+        raise ValueError(f"unknown fault kind(s) {sorted(unknown)}; known: {', '.join(FAULTS)}")
+    fault_rng = random.Random(settings.seed)
+    stats: dict[str, int] = {"requests": 0, "answered": 0, **{f"fault_{kind}": 0 for kind in FAULTS}}
+
+    @app.get("/stats")
+    async def get_stats() -> dict[str, int]:
+        return stats
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -137,6 +165,24 @@ def create_app(settings: ReplaySettings) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: dict[str, Any]) -> Any:
+        stats["requests"] += 1
+        if settings.fault_rate and settings.faults and fault_rng.random() < settings.fault_rate:
+            kind = fault_rng.choice(settings.faults)
+            stats[f"fault_{kind}"] += 1
+            if kind == "429":
+                response = _error(429, "rate limited (injected)", "rate_limit_error")
+                response.headers["Retry-After"] = str(settings.retry_after_s)
+                return response
+            if kind == "500":
+                return _error(500, "internal error (injected)", "server_error")
+            if kind == "hang":
+                await asyncio.sleep(settings.hang_s)
+            elif kind == "drop":
+                return _DroppedConnection()
+            elif kind == "malformed":
+                return Response('{"id": "chatcmpl-x", "choices": [', media_type="application/json")
+            elif kind == "empty":
+                return _completion(body.get("model", ""), "", "stop")
         persona = personas.get(body.get("model", ""))
         if persona is None:
             return _error(404, f"model {body.get('model')!r} not served; available: {sorted(personas)}", "not_found_error")
@@ -156,19 +202,26 @@ def create_app(settings: ReplaySettings) -> FastAPI:
             text, finish = " ".join(words[:max_tokens]), "length"
         if settings.latency_ms:
             await asyncio.sleep(settings.latency_ms / 1000)
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": len(words), "total_tokens": len(words)},
-        }
+        stats["answered"] += 1
+        return _completion(body["model"], text, finish)
 
     return app
+
+
+def _completion(model: str, text: str, finish: str) -> dict[str, Any]:
+    words = len(text.split(" "))
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": words, "total_tokens": words},
+    }
 
 
 def serve(settings: ReplaySettings, host: str = "127.0.0.1", port: int = 8008) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    # A backlog for hundreds of concurrent clients; access logs off (they cost more than the reply).
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="error", access_log=False, backlog=4096)

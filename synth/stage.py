@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import Quarantine, ShardWriter, iter_rows
 from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
 from synth.policy import EndpointPolicy
+from synth.request_cache import CachedPolicy, RequestCache
 from synth.protocol import MAX_ANSWER_CHARS
 from synth.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA
@@ -31,10 +33,11 @@ class SynthConfig(BaseModel):
     pools: list[str] = Field(default_factory=lambda: ["coldstart"])
     attempts: int = Field(2, ge=1)  # tries per sample
     keep_per_sample: int = Field(1, ge=1)  # verified trajectories kept per sample
-    concurrency: int = Field(16, ge=1)  # samples in flight
+    concurrency: int = Field(16, ge=1)  # samples in flight (one request each at a time)
     allow_code_errors: bool = False  # keep trajectories with a failing code cell
     request_timeout_s: float = 120.0
-    max_retries: int = 3
+    max_retries: int = 6  # per request: 429 (Retry-After), 5xx, time-outs, dropped, malformed, empty
+    resume: bool = True  # replay answered requests from <out>/requests.sqlite after a crash
     rows_per_shard: int = 500
     agent: AgentConfig = Field(default_factory=AgentConfig)
 
@@ -58,15 +61,24 @@ def reject_reason(row: dict[str, Any], allow_code_errors: bool) -> str | None:
     return None
 
 
+REQUESTS_DB = "requests.sqlite"
+
+Progress = Callable[[dict[str, int]], None]
+
+
 async def _synthesize(
-    cfg: SynthConfig, search: SearchConfig, samples: list[Sample], out_dir: Path, quarantine: Quarantine
+    cfg: SynthConfig, search: SearchConfig, samples: list[Sample], out_dir: Path, quarantine: Quarantine,
+    progress: Progress | None,
 ) -> dict[str, Any]:
     api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
-    policy = EndpointPolicy(
-        cfg.teacher_url, cfg.teacher_model, api_key=api_key, timeout_s=cfg.request_timeout_s, max_retries=cfg.max_retries
+    endpoint = EndpointPolicy(
+        cfg.teacher_url, cfg.teacher_model, api_key=api_key, timeout_s=cfg.request_timeout_s,
+        max_retries=cfg.max_retries, max_in_flight=cfg.concurrency,
     )
+    cache = RequestCache(out_dir / REQUESTS_DB) if cfg.resume else None
+    policy = CachedPolicy(endpoint, cache) if cache is not None else endpoint
     limiter = asyncio.Semaphore(cfg.concurrency)
-    counts = {"samples": len(samples), "kept": 0, "rejected": 0, "failed": 0, "samples_with_trajectory": 0}
+    counts = {"samples": len(samples), "done": 0, "kept": 0, "rejected": 0, "failed": 0, "samples_with_trajectory": 0}
     reasons: dict[str, int] = {}
     kept_writer = ShardWriter(out_dir, TRAJECTORY_SCHEMA, rows_per_shard=cfg.rows_per_shard)
     reject_writer = ShardWriter(out_dir / REJECTS_DIR, TRAJECTORY_SCHEMA, rows_per_shard=cfg.rows_per_shard)
@@ -80,7 +92,7 @@ async def _synthesize(
                 except Exception as exc:  # endpoint down after retries, bad response, ...
                     counts["failed"] += 1
                     quarantine.add(sample.to_row(), f"teacher_failed: {type(exc).__name__}: {exc}", sample.id)
-                    return
+                    break
                 reason = reject_reason(row, cfg.allow_code_errors)
                 if reason is None:
                     kept_writer.write(row)
@@ -93,12 +105,20 @@ async def _synthesize(
                     counts["rejected"] += 1
                     reasons[reason] = reasons.get(reason, 0) + 1
         counts["samples_with_trajectory"] += kept > 0
+        counts["done"] += 1
+        if progress is not None:
+            progress(counts)
 
     try:
         with open_toolbox(cfg.agent, search) as tools:
             await asyncio.gather(*(solve(s, tools) for s in samples))
     finally:
         await policy.aclose()
+        if cache is not None:
+            cache.close()
+    counts["requests_sent"] = policy.sent if isinstance(policy, CachedPolicy) else -1
+    counts["requests_replayed"] = policy.replayed if isinstance(policy, CachedPolicy) else 0
+    counts["request_retries"] = endpoint.retries
     reject_writer.manifest_extra["reasons"] = reasons
     reject_writer.close()
     kept_writer.manifest_extra.update({"stage": "synthesize", "counts": counts, "reject_reasons": reasons, "teacher": cfg.teacher_model})
@@ -107,7 +127,8 @@ async def _synthesize(
 
 
 def run_synthesize(
-    cfg: SynthConfig, curated_dir: str | Path, out_dir: str | Path, search: SearchConfig | None = None
+    cfg: SynthConfig, curated_dir: str | Path, out_dir: str | Path, search: SearchConfig | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Synthesize trajectories for the curated samples of `cfg.pools`; write shards to `out_dir`.
 
@@ -116,7 +137,7 @@ def run_synthesize(
     started = time.time()
     quarantine = Quarantine(out_dir, "synthesize")
     samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in cfg.pools]
-    summary = asyncio.run(_synthesize(cfg, search or SearchConfig(), samples, out_dir, quarantine))
+    summary = asyncio.run(_synthesize(cfg, search or SearchConfig(), samples, out_dir, quarantine, progress))
     quarantine.close()
     summary["seconds"] = round(time.time() - started, 3)
     return summary

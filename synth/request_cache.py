@@ -1,0 +1,96 @@
+"""Request-level resume: every model response, keyed by what was asked, in a crash-safe cache.
+
+A re-run after a crash (even `kill -9`) replays answered requests from the cache and sends only
+those that were in flight, so it writes exactly the rows an uninterrupted run would have written.
+SQLite in WAL mode: each response is its own committed transaction, readers never block writers.
+Empty responses are never cached (a retry may well get a real one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from synth.policy import ChatPolicy, Generation
+from synth.protocol import PROTOCOL_VERSION
+
+
+def request_key(model: str, params: dict[str, Any], messages: list[dict[str, Any]], images: list[bytes]) -> str:
+    """A digest of everything that determines a response: model, sampling parameters, the
+    conversation (images by content digest), and the protocol version."""
+    canonical = {
+        "model": model,
+        "params": params,
+        "messages": messages,
+        "images": [hashlib.blake2b(image, digest_size=16).hexdigest() for image in images],
+        "protocol": PROTOCOL_VERSION,
+    }
+    return hashlib.blake2b(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode(), digest_size=20).hexdigest()
+
+
+class RequestCache:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a killed process
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, text TEXT NOT NULL, finish_reason TEXT NOT NULL, created REAL)"
+        )
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Generation | None:
+        with self._lock:
+            row = self._db.execute("SELECT text, finish_reason FROM responses WHERE key = ?", (key,)).fetchone()
+        return Generation(row[0], row[1]) if row else None
+
+    def put(self, key: str, generation: Generation) -> bool:
+        if not generation.text.strip():
+            return False
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)", (key, generation.text, generation.finish_reason, time.time())
+            )
+        return True
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class CachedPolicy:
+    """A policy whose answers are replayed from a `RequestCache` when the same request was answered before."""
+
+    def __init__(self, policy: ChatPolicy, cache: RequestCache) -> None:
+        self.policy = policy
+        self.cache = cache
+        self.name = policy.name
+        self.sent = 0
+        self.replayed = 0
+
+    async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="") -> Generation:
+        params = {"stop": list(stop), "max_tokens": max_tokens, "temperature": temperature, "seed": seed, "prefix": prefix}
+        key = request_key(self.policy.name, params, messages, images)
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.replayed += 1
+            return cached
+        self.sent += 1
+        generation = await self.policy.generate(
+            messages, images, stop=stop, max_tokens=max_tokens, temperature=temperature, seed=seed, prefix=prefix
+        )
+        self.cache.put(key, generation)
+        return generation
+
+    async def aclose(self) -> None:
+        await self.policy.aclose()
