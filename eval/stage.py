@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import ShardWriter, atomic_write_json, iter_rows
 from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
+from synth.judge import Judge, JudgeConfig
 from synth.policy import ChatPolicy, TransformersPolicy
 from synth.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA
@@ -60,13 +61,18 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"overall": stats(rows), "per_category": {c: stats(g) for c, g in sorted(by_category.items())}}
 
 
-async def _run(policy: ChatPolicy, samples: list[Sample], tools: ToolBox, agent: AgentConfig) -> list[dict[str, Any]]:
+async def _run(policy: ChatPolicy, samples: list[Sample], tools: ToolBox, agent: AgentConfig, judge_cfg: JudgeConfig) -> list[dict[str, Any]]:
     # A local model generates one sequence at a time; the loop still runs the same code path.
-    return [await run_episode(s, policy, tools, agent) for s in samples]
+    judge = Judge(judge_cfg)
+    try:
+        return [await run_episode(s, policy, tools, agent, judge=judge) for s in samples]
+    finally:
+        await judge.aclose()
 
 
 def run_evaluate(
-    cfg: EvalConfig, model_path: str | Path, curated_dir: str | Path, out_dir: str | Path, search: SearchConfig | None = None
+    cfg: EvalConfig, model_path: str | Path, curated_dir: str | Path, out_dir: str | Path, search: SearchConfig | None = None,
+    judge: JudgeConfig | None = None,
 ) -> dict[str, Any]:
     started = time.time()
     out_dir = Path(out_dir)
@@ -80,7 +86,7 @@ def run_evaluate(
     metrics: dict[str, Any] = {"model": str(model_path), "samples": len(samples), "runs": {}}
     with open_toolbox(cfg.agent, search or SearchConfig()) as tools:
         for run_name, agent in runs.items():
-            rows = asyncio.run(_run(policy, samples, tools, agent))
+            rows = asyncio.run(_run(policy, samples, tools, agent, judge or JudgeConfig()))
             with ShardWriter(out_dir / run_name, TRAJECTORY_SCHEMA) as writer:
                 writer.write_many(rows)
                 writer.manifest_extra.update({"stage": "evaluate", "run": run_name})

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from curation.stage import CurateConfig
 from eval.stage import EvalConfig
+from synth.judge import JudgeConfig
 from synth.search import SearchConfig
 from synth.stage import SynthConfig
 from train.sft import SFTStageConfig
@@ -69,6 +70,7 @@ class PipelineConfig(BaseModel):
     sft: SFTStageConfig = Field(default_factory=SFTStageConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)  # one set of tools for synthesis and eval
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)  # one judge for synthesis and eval
 
     def check(self) -> None:
         """Cross-field rules and files that must exist, before any work starts."""

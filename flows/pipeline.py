@@ -25,6 +25,7 @@ from eval.stage import EvalConfig, run_evaluate
 from flows.config import PipelineConfig
 from synth.endpoint import ManagedServer, free_port
 from synth.protocol import load_prompts
+from synth.judge import JudgeConfig
 from synth.search import SearchConfig
 from synth.stage import SynthConfig, run_synthesize
 from train.sft import SFTStageConfig, run_sft
@@ -42,8 +43,10 @@ def curate_task(cfg: dict[str, Any], out_dir: str) -> dict[str, Any]:
 
 
 @task(name="synthesize", cache_policy=NO_CACHE)
-def synthesize_task(cfg: dict[str, Any], search: dict[str, Any], curated_dir: str, out_dir: str) -> dict[str, Any]:
-    return run_synthesize(SynthConfig.model_validate(cfg), curated_dir, out_dir, SearchConfig.model_validate(search))
+def synthesize_task(cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], curated_dir: str, out_dir: str) -> dict[str, Any]:
+    return run_synthesize(
+        SynthConfig.model_validate(cfg), curated_dir, out_dir, SearchConfig.model_validate(search), JudgeConfig.model_validate(judge)
+    )
 
 
 @task(name="build-tiny-model", cache_policy=NO_CACHE)
@@ -61,8 +64,13 @@ def sft_task(cfg: dict[str, Any], model_path: str, trajectory_dirs: list[str], o
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(cfg: dict[str, Any], search: dict[str, Any], model_path: str, curated_dir: str, out_dir: str) -> dict[str, Any]:
-    return run_evaluate(EvalConfig.model_validate(cfg), model_path, curated_dir, out_dir, SearchConfig.model_validate(search))
+def evaluate_task(
+    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], model_path: str, curated_dir: str, out_dir: str
+) -> dict[str, Any]:
+    return run_evaluate(
+        EvalConfig.model_validate(cfg), model_path, curated_dir, out_dir, SearchConfig.model_validate(search),
+        JudgeConfig.model_validate(judge),
+    )
 
 
 def replay_command(scripts_path: str, port: int, replay: dict[str, Any], teacher_model: str) -> list[str]:
@@ -120,7 +128,8 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
     trajectories = str(run / "synthesize")
     with server:
         summary["stages"]["synthesize"] = timed(
-            "synthesize", synthesize_task, synth_cfg.model_dump(mode="json"), search.model_dump(mode="json"), curated, trajectories
+            "synthesize", synthesize_task, synth_cfg.model_dump(mode="json"), search.model_dump(mode="json"),
+            cfg.judge.model_dump(mode="json"), curated, trajectories,
         )
 
     model_path = cfg.sft.model_path
@@ -130,7 +139,7 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
     summary["stages"]["sft"] = sft
     metrics = timed(
         "evaluate", evaluate_task, cfg.eval.model_dump(mode="json"), search.model_dump(mode="json"),
-        sft["checkpoint"], curated, str(run / "eval"),
+        cfg.judge.model_dump(mode="json"), sft["checkpoint"], curated, str(run / "eval"),
     )
     summary["stages"]["evaluate"] = {"metrics_path": str(run / "eval" / "metrics.json"), **metrics}
     summary["timings_s"] = {**timings, "total": round(time.time() - started, 2)}

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.schema import Sample
-from synth.judge import judge_answer
+from synth.judge import Judge
 from synth.kernel import KernelConfig, PythonKernel
 from synth.sandbox import KernelPool
 from synth.policy import ChatPolicy
@@ -44,6 +44,7 @@ class AgentConfig(BaseModel):
 
     max_turns: int = Field(9, ge=1)
     max_tokens_per_turn: int = Field(1024, ge=1)
+    max_total_tokens: int = Field(16384, ge=1)  # all assistant turns together (the paper's 16k response)
     temperature: float = Field(0.0, ge=0.0)
     tools: bool = True  # False: the tool-free control (no tool prompt, tool calls refused)
     force_think_prefix: bool = False  # start turns after an observation with "<think>" (local models)
@@ -147,8 +148,10 @@ async def run_episode(
     *,
     attempt: int = 0,
     seed: int | None = None,
+    judge: Judge | None = None,
 ) -> dict[str, Any]:
-    """Run one episode of `sample` with `policy`; return a `TRAJECTORY_SCHEMA` row."""
+    """Run one episode of `sample` with `policy`; return a `TRAJECTORY_SCHEMA` row, judged by
+    `judge` (a stage shares one; without it, a rules and math-verify judge for this episode)."""
     started = time.perf_counter()
     prompts = load_prompts(cfg.tools)
     images = [image.bytes for image in sample.images]
@@ -161,18 +164,29 @@ async def run_episode(
     session = ToolSession(tools, cfg, list(images))  # the sample's inputs, before any tool image
     final_answer: str | None = None
     stop_reason = "max_turns"
+    turn_latency_ms: list[float] = []
+    tokens_used = 0
     try:
         for turn in range(cfg.max_turns):
+            budget = min(cfg.max_tokens_per_turn, cfg.max_total_tokens - tokens_used)
+            if budget <= 0:
+                stop_reason = "length"
+                break
             prefix = THINK_PREFIX if cfg.force_think_prefix else ""
+            turn_started = time.perf_counter()
             generation = await policy.generate(
                 messages,
                 images,
                 stop=list(STOP_SEQUENCES),
-                max_tokens=cfg.max_tokens_per_turn,
+                max_tokens=budget,
                 temperature=cfg.temperature,
                 seed=seed if seed is not None else attempt,
                 prefix=prefix,
+                tag=f"{sample.id}/{attempt}",
             )
+            turn_latency_ms.append((time.perf_counter() - turn_started) * 1000)
+            # Servers that report no usage: about four characters a token.
+            tokens_used += generation.tokens or max(1, len(generation.text) // 4)
             text = close_stopped_turn(generation.text, generation.finish_reason)
             assistant_turns.append(text)
             messages.append({"role": "assistant", "content": [_text(text)]})
@@ -198,7 +212,13 @@ async def run_episode(
     finally:
         session.close()
 
-    verdict = judge_answer(final_answer, sample.answer, sample.answer_type, sample.choices)
+    own_judge = judge is None
+    judge = judge or Judge()
+    try:
+        verdict = await judge.judge(sample.question, final_answer, sample.answer, sample.answer_type, sample.choices)
+    finally:
+        if own_judge:
+            await judge.aclose()
     fmt = check_format(assistant_turns, sample.category)
     used_search = any(c["tool"] in ("search", "image_search") for c in tool_calls)
     reward = compute_reward(verdict.correct, fmt.ok, final_answer, sample.category, used_search)
@@ -213,6 +233,8 @@ async def run_episode(
         "images": [{"bytes": data, "path": None} for data in images],
         "tool_calls": tool_calls,
         "turns": len(assistant_turns),
+        "turn_latency_ms": turn_latency_ms,
+        "completion_tokens": tokens_used,
         "stop_reason": stop_reason,
         "final_answer": final_answer,
         "answer": sample.answer,

@@ -27,6 +27,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 class Generation:
     text: str
     finish_reason: str  # stop | length
+    tokens: int = 0  # completion tokens (the endpoint's count, or the local model's)
 
 
 class ChatPolicy(Protocol):
@@ -42,6 +43,7 @@ class ChatPolicy(Protocol):
         temperature: float,
         seed: int | None = None,
         prefix: str = "",
+        tag: str = "",
     ) -> Generation: ...
 
 
@@ -137,9 +139,10 @@ class EndpointPolicy:
         choice = response.choices[0]
         if not (choice.message.content or "").strip():
             raise EmptyResponse("empty content")
-        return Generation(choice.message.content, choice.finish_reason or "stop")
+        tokens = response.usage.completion_tokens if response.usage else 0
+        return Generation(choice.message.content, choice.finish_reason or "stop", tokens or 0)
 
-    async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="") -> Generation:
+    async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:
         request = {
             "model": self.model,
             "messages": to_openai_messages(messages, images),
@@ -197,9 +200,9 @@ class TransformersPolicy:
         for special in (tokenizer.eos_token, tokenizer.pad_token):
             if special:
                 text = text.split(special)[0]
-        return Generation(prefix + text, "stop" if ended else "length")
+        return Generation(prefix + text, "stop" if ended else "length", len(new_tokens))
 
-    async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="") -> Generation:
+    async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:
         return await asyncio.to_thread(self._generate_sync, messages, images, stop, max_tokens, temperature, seed, prefix)
 
     async def aclose(self) -> None:

@@ -29,6 +29,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from curation.images import pixel_digest
+from synth.judge import normalize_text
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class ReplaySettings:
     scripts_path: Path
     teacher_model: str = "demo-teacher"
     student_model: str = "demo-student"
+    judge_model: str = "demo-judge"
     wrong_rate: float = 0.0
     code_error_rate: float = 0.0
     malformed_rate: float = 0.0
@@ -95,6 +97,18 @@ class ReplayScripts:
         return candidates[0] if len(candidates) == 1 else None
 
 
+def judge_reply(messages: list[dict[str, Any]]) -> str:
+    """The demo judge: "yes" when the candidate contains every word of the reference answer."""
+    content = messages[-1].get("content")
+    text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+    reference = re.search(r"Reference answer: (.*)", text)
+    candidate = re.search(r"Candidate answer: (.*)", text)
+    if not reference or not candidate:
+        return "I cannot tell."
+    wanted, given = set(normalize_text(reference.group(1)).split()), set(normalize_text(candidate.group(1)).split())
+    return "yes" if wanted and wanted <= given else "no"
+
+
 def _inject_code_error(turn: str) -> str:
     return turn.replace("```python\n", "```python\nimage_1 = enhance_contrast(image_1)\n", 1)
 
@@ -144,7 +158,7 @@ class _DroppedConnection(Response):
 
 def create_app(settings: ReplaySettings) -> FastAPI:
     scripts = ReplayScripts(settings.scripts_path)
-    personas = {settings.teacher_model: "teacher", settings.student_model: "student"}
+    personas = {settings.teacher_model: "teacher", settings.student_model: "student", settings.judge_model: "judge"}
     app = FastAPI(title="open-deepeyes replay server")
     unknown = set(settings.faults) - set(FAULTS)
     if unknown:
@@ -189,6 +203,8 @@ def create_app(settings: ReplaySettings) -> FastAPI:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return _error(400, "messages must be a non-empty list", "invalid_request_error")
+        if persona == "judge":
+            return _completion(body["model"], judge_reply(messages), "stop")
         script = scripts.find(messages)
         if script is None:
             return _error(400, "no scripted sample matches this conversation", "invalid_request_error")

@@ -20,10 +20,12 @@ from synth.policy import ChatPolicy, Generation
 from synth.protocol import PROTOCOL_VERSION
 
 
-def request_key(model: str, params: dict[str, Any], messages: list[dict[str, Any]], images: list[bytes]) -> str:
+def request_key(model: str, params: dict[str, Any], messages: list[dict[str, Any]], images: list[bytes], tag: str = "") -> str:
     """A digest of everything that determines a response: model, sampling parameters, the
-    conversation (images by content digest), and the protocol version."""
+    conversation (images by content digest), the caller's tag (sample id and attempt), and the
+    protocol version."""
     canonical = {
+        "tag": tag,
         "model": model,
         "params": params,
         "messages": messages,
@@ -41,21 +43,23 @@ class RequestCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a killed process
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, text TEXT NOT NULL, finish_reason TEXT NOT NULL, created REAL)"
+            "CREATE TABLE IF NOT EXISTS responses "
+            "(key TEXT PRIMARY KEY, text TEXT NOT NULL, finish_reason TEXT NOT NULL, tokens INTEGER, created REAL)"
         )
         self._lock = threading.Lock()
 
     def get(self, key: str) -> Generation | None:
         with self._lock:
-            row = self._db.execute("SELECT text, finish_reason FROM responses WHERE key = ?", (key,)).fetchone()
-        return Generation(row[0], row[1]) if row else None
+            row = self._db.execute("SELECT text, finish_reason, tokens FROM responses WHERE key = ?", (key,)).fetchone()
+        return Generation(row[0], row[1], row[2] or 0) if row else None
 
     def put(self, key: str, generation: Generation) -> bool:
         if not generation.text.strip():
             return False
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)", (key, generation.text, generation.finish_reason, time.time())
+                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
+                (key, generation.text, generation.finish_reason, generation.tokens, time.time()),
             )
         return True
 
@@ -78,16 +82,16 @@ class CachedPolicy:
         self.sent = 0
         self.replayed = 0
 
-    async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="") -> Generation:
+    async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:
         params = {"stop": list(stop), "max_tokens": max_tokens, "temperature": temperature, "seed": seed, "prefix": prefix}
-        key = request_key(self.policy.name, params, messages, images)
+        key = request_key(self.policy.name, params, messages, images, tag)
         cached = self.cache.get(key)
         if cached is not None:
             self.replayed += 1
             return cached
         self.sent += 1
         generation = await self.policy.generate(
-            messages, images, stop=stop, max_tokens=max_tokens, temperature=temperature, seed=seed, prefix=prefix
+            messages, images, stop=stop, max_tokens=max_tokens, temperature=temperature, seed=seed, prefix=prefix, tag=tag
         )
         self.cache.put(key, generation)
         return generation

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import Quarantine, ShardWriter, iter_rows
 from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
+from synth.judge import Judge, JudgeConfig
 from synth.policy import EndpointPolicy
 from synth.request_cache import CachedPolicy, RequestCache
 from synth.protocol import MAX_ANSWER_CHARS
@@ -67,8 +68,8 @@ Progress = Callable[[dict[str, int]], None]
 
 
 async def _synthesize(
-    cfg: SynthConfig, search: SearchConfig, samples: list[Sample], out_dir: Path, quarantine: Quarantine,
-    progress: Progress | None,
+    cfg: SynthConfig, search: SearchConfig, judge_cfg: JudgeConfig, samples: list[Sample], out_dir: Path,
+    quarantine: Quarantine, progress: Progress | None,
 ) -> dict[str, Any]:
     api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
     endpoint = EndpointPolicy(
@@ -77,6 +78,7 @@ async def _synthesize(
     )
     cache = RequestCache(out_dir / REQUESTS_DB) if cfg.resume else None
     policy = CachedPolicy(endpoint, cache) if cache is not None else endpoint
+    judge = Judge(judge_cfg)
     limiter = asyncio.Semaphore(cfg.concurrency)
     counts = {"samples": len(samples), "done": 0, "kept": 0, "rejected": 0, "failed": 0, "samples_with_trajectory": 0}
     reasons: dict[str, int] = {}
@@ -88,7 +90,7 @@ async def _synthesize(
         async with limiter:
             for attempt in range(cfg.attempts):
                 try:
-                    row = await run_episode(sample, policy, tools, cfg.agent, attempt=attempt)
+                    row = await run_episode(sample, policy, tools, cfg.agent, attempt=attempt, judge=judge)
                 except Exception as exc:  # endpoint down after retries, bad response, ...
                     counts["failed"] += 1
                     quarantine.add(sample.to_row(), f"teacher_failed: {type(exc).__name__}: {exc}", sample.id)
@@ -114,6 +116,7 @@ async def _synthesize(
             await asyncio.gather(*(solve(s, tools) for s in samples))
     finally:
         await policy.aclose()
+        await judge.aclose()
         if cache is not None:
             cache.close()
     counts["requests_sent"] = policy.sent if isinstance(policy, CachedPolicy) else -1
@@ -128,16 +131,16 @@ async def _synthesize(
 
 def run_synthesize(
     cfg: SynthConfig, curated_dir: str | Path, out_dir: str | Path, search: SearchConfig | None = None,
-    progress: Progress | None = None,
+    judge: JudgeConfig | None = None, progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Synthesize trajectories for the curated samples of `cfg.pools`; write shards to `out_dir`.
 
-    `search` configures the search tools (the pipeline shares one section with evaluation)."""
+    `search` and `judge` configure the tools and the judge (the pipeline shares them with evaluation)."""
     out_dir = Path(out_dir)
     started = time.time()
     quarantine = Quarantine(out_dir, "synthesize")
     samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in cfg.pools]
-    summary = asyncio.run(_synthesize(cfg, search or SearchConfig(), samples, out_dir, quarantine, progress))
+    summary = asyncio.run(_synthesize(cfg, search or SearchConfig(), judge or JudgeConfig(), samples, out_dir, quarantine, progress))
     quarantine.close()
     summary["seconds"] = round(time.time() - started, 3)
     return summary

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from curation.schema import HF_IMAGE_LIST, IMAGE_TYPE, hf_value, with_hf_features
 
-TRAJECTORY_SCHEMA_VERSION = "trajectory/1"
+TRAJECTORY_SCHEMA_VERSION = "trajectory/2"  # 2: per-turn latency and completion tokens
 
 CONTENT_PART = pa.struct([pa.field("type", pa.string()), pa.field("text", pa.string())])
 MESSAGE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.list_(CONTENT_PART))])
@@ -46,6 +46,8 @@ TRAJECTORY_SCHEMA = with_hf_features(
             pa.field("images", pa.list_(IMAGE_TYPE)),
             pa.field("tool_calls", pa.list_(TOOL_CALL)),
             pa.field("turns", pa.int32()),
+            pa.field("turn_latency_ms", pa.list_(pa.float64())),  # the model's time per turn
+            pa.field("completion_tokens", pa.int32()),
             pa.field("stop_reason", pa.string()),  # answer | no_action | max_turns | length | error
             pa.field("final_answer", pa.string()),
             pa.field("answer", pa.string()),  # the gold answer, for inspection
@@ -78,6 +80,8 @@ TRAJECTORY_SCHEMA = with_hf_features(
             },
         },
         "turns": hf_value("int32"),
+        "turn_latency_ms": {"_type": "List", "feature": hf_value("float64")},
+        "completion_tokens": hf_value("int32"),
         "stop_reason": hf_value("string"),
         "final_answer": hf_value("string"),
         "answer": hf_value("string"),

@@ -1,7 +1,22 @@
+import asyncio
+import threading
+import time
+
 import pytest
 
-from synth.judge import judge_answer
+from synth.judge import Judge, JudgeConfig, MathVerifier, verify_math
 from synth.reward import compute_reward
+
+
+def judge_once(pred, gold, kind, choices=None, cfg=None, question="q?"):
+    async def go():
+        judge = Judge(cfg)
+        try:
+            return await judge.judge(question, pred, gold, kind, choices)
+        finally:
+            await judge.aclose()
+
+    return asyncio.run(go())
 
 
 @pytest.mark.parametrize(
@@ -20,16 +35,58 @@ from synth.reward import compute_reward
         ("Velmora", "velmora tower", "text", None, False),
         ("\\frac{1}{2}", "0.5", "math", None, True),
         ("x^2+2x+1", "(x+1)^2", "math", None, True),
+        ("x^2+1", "(x+1)^2", "math", None, False),
         ("", "4", "number", None, False),
         (None, "4", "number", None, False),
     ],
 )
-def test_rule_and_math_judges(pred, gold, kind, choices, expected):
-    assert judge_answer(pred, gold, kind, choices).correct is expected
+def test_rules_and_math_verify(pred, gold, kind, choices, expected):
+    verdict = judge_once(pred, gold, kind, choices)
+    assert verdict.correct is expected and not verdict.judge_failed
 
 
-def test_unparsable_number_gold_is_a_judge_failure_not_a_silent_zero():
-    verdict = judge_answer("12", "twelve", "number")
+def test_math_verify_works_off_the_main_thread():
+    # Prefect runs tasks in threads, where math-verify's signal.alarm would fail.
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(v=judge_once("\\sqrt{4}", "2", "math")))
+    thread.start()
+    thread.join()
+    assert result["v"].correct and result["v"].method == "math"
+
+
+def slow_verify(gold, prediction, timeout_s):  # stands in for a pathological expression
+    time.sleep(60)
+
+
+def test_math_timeout_is_a_judge_failure_and_the_pool_recovers():
+    verifier = MathVerifier(timeout_s=0.5, fn=slow_verify)
+    started = time.monotonic()
+    assert verifier.check("1", "1") is None
+    assert time.monotonic() - started < 45
+    verifier.fn = verify_math
+    assert verifier.check("2", "2") is True  # a fresh pool after the recycle
+    verifier.close()
+
+
+def test_undecidable_without_llm_is_flagged_never_a_silent_zero():
+    assert judge_once("12", "twelve", "number").judge_failed
+    text = judge_once("It stands in Velmorahaven.", "Velmorahaven", "text")
+    assert not text.correct and not text.judge_failed  # rules say the texts differ
+
+
+def test_llm_judge_decides_what_rules_cannot(replay_url):
+    cfg = JudgeConfig(llm_url=replay_url, llm_model="demo-judge")
+    paraphrase = judge_once("It stands in Velmorahaven.", "Velmorahaven", "text", cfg=cfg)
+    assert paraphrase.correct and paraphrase.method == "llm"
+    wrong = judge_once("It stands in Quenhaven.", "Velmorahaven", "text", cfg=cfg)
+    assert not wrong.correct and wrong.method == "llm" and not wrong.judge_failed
+    exact = judge_once("42", "42", "number", cfg=cfg)
+    assert exact.method == "number"  # rules first: no model call when they can decide
+
+
+def test_unreachable_llm_judge_is_a_judge_failure():
+    cfg = JudgeConfig(llm_url="http://127.0.0.1:9/v1", llm_model="m", llm_max_retries=0, llm_timeout_s=2)
+    verdict = judge_once("It stands in Velmorahaven.", "Velmorahaven", "text", cfg=cfg)
     assert verdict.judge_failed and not verdict.correct
 
 

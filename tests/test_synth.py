@@ -28,7 +28,7 @@ def clean_run(world, curated, replay_url, tmp_path_factory):
 def test_a_fault_free_teacher_yields_one_verified_trajectory_per_sample(clean_run):
     out, summary = clean_run
     assert summary["counts"]["kept"] == 9 and summary["counts"]["rejected"] == 0
-    assert read_manifest(out)["schema_version"] == "trajectory/1"
+    assert read_manifest(out)["schema_version"] == "trajectory/2"
 
 
 def test_trajectory_shards_load_in_trl_conversational_format(clean_run):
