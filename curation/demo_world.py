@@ -38,6 +38,7 @@ class WorldConfig:
     chart_size: tuple[int, int] = (640, 480)
     landmark_size: tuple[int, int] = (512, 512)
     distractor_docs: int = 40
+    long_cot: int = 100  # text-only long-CoT rows for the cold-start mix
     plant_faults: bool = True  # one exact duplicate and one broken image file
 
 
@@ -239,6 +240,26 @@ def _distractor(rng: random.Random, used: set[str]) -> dict[str, str]:
     return {"title": name, "url": _url(name), "text": f"{name} is a landmark in {_name(rng, 3)}haven, restored in {rng.randrange(1700, 2020)}."}
 
 
+_ITEMS = ["crates", "jars", "lanterns", "maps", "coins", "tiles", "ropes"]
+
+
+def _long_cot(rng: random.Random, index: int) -> dict[str, str]:
+    """A text-only arithmetic word problem with a step-by-step reasoning trace."""
+    item = rng.choice(_ITEMS)
+    a, b, c = rng.randrange(3, 20), rng.randrange(2, 12), rng.randrange(2, 9)
+    lost = rng.randrange(1, a * b)
+    total = a * b * c - lost * c
+    question = (f"A workshop packs {a} shelves with {b} {item} each, and has {c} identical workshops. "
+                f"Each workshop loses {lost} {item}. How many {item} are left in all?")
+    response = (
+        f"<think>Each workshop starts with {a} × {b} = {a * b} {item}. After losing {lost}, it has "
+        f"{a * b} − {lost} = {a * b - lost}. With {c} workshops: {c} × {a * b - lost} = {total}. "
+        f"Check: {c} × {a * b} = {a * b * c}, minus {c} × {lost} = {lost * c}, gives {total}.</think>\n"
+        f"<answer>{total}</answer>"
+    )
+    return {"id": f"demo-cot-{index:05d}", "question": question, "response": response, "answer": str(total)}
+
+
 def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[str, Any]:
     """Write the demo world into `out_dir`; return a summary with the file paths and counts."""
     cfg = cfg or WorldConfig()
@@ -314,6 +335,7 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[
     _write_jsonl(out / "samples.jsonl", samples)
     _write_jsonl(out / "corpus.jsonl", corpus)
     _write_jsonl(out / "image_corpus.jsonl", image_corpus)
+    _write_jsonl(out / "long_cot.jsonl", [_long_cot(rng, i) for i in range(cfg.long_cot)])
     _write_jsonl(out / "replay_scripts.jsonl", scripts)
     summary = {
         "seed": cfg.seed,
@@ -322,6 +344,7 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[
         "samples_path": str(out / "samples.jsonl"),
         "corpus_path": str(out / "corpus.jsonl"),
         "image_corpus_path": str(out / "image_corpus.jsonl"),
+        "long_cot_path": str(out / "long_cot.jsonl"),
         "scripts_path": str(out / "replay_scripts.jsonl"),
     }
     (out / "world.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -25,11 +25,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from curation.shards import ShardError
     from flows.config import ConfigError
     from synth.endpoint import EndpointError
+    from synth.long_cot import LongCotError
     from synth.sandbox import SandboxUnavailable
     from synth.search import SearchError
     from train.sft import TrainingDataError
 
-    return (ConfigError, ShardError, EndpointError, SandboxUnavailable, SearchError, TrainingDataError, FileNotFoundError)
+    return (ConfigError, ShardError, EndpointError, LongCotError, SandboxUnavailable, SearchError, TrainingDataError, FileNotFoundError)
 
 
 def _run_pipeline(config: Any, run_dir: Path) -> None:

@@ -86,6 +86,11 @@ class PipelineConfig(BaseModel):
         for field, path in (("search.corpus_path", self.search.corpus_path), ("search.image_corpus_path", self.search.image_corpus_path)):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{field}: file not found: {path}")
+        long_cot = self.synth.long_cot
+        if long_cot is not None and long_cot.path is None and self.world is None:
+            raise ConfigError("synth.long_cot.path: no long-CoT source given")
+        if long_cot is not None and long_cot.path is not None and not long_cot.path.is_file():
+            raise ConfigError(f"synth.long_cot.path: file not found: {long_cot.path}")
         model_path = self.sft.model_path
         # A hub id (org/name) also has a slash: only a path that is plainly local must exist.
         if model_path is not None and model_path.startswith((".", "/")) and not Path(model_path).exists():
@@ -116,6 +121,9 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     for source in (raw.get("curate") or {}).get("sources") or []:
         if isinstance(source, dict) and "path" in source:
             source["path"] = resolve(source["path"])
+    long_cot = (raw.get("synth") or {}).get("long_cot") if isinstance(raw.get("synth"), dict) else None
+    if isinstance(long_cot, dict) and long_cot.get("path"):
+        long_cot["path"] = resolve(long_cot["path"])
     search = raw.get("search")
     if isinstance(search, dict):
         for key in ("corpus_path", "image_corpus_path", "cache_dir"):

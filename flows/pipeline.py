@@ -107,6 +107,8 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
         curate_cfg.sources = [SourceSpec(path=Path(world["samples_path"]), name="demo-world"), *curate_cfg.sources]
         search.corpus_path = search.corpus_path or Path(world["corpus_path"])
         search.image_corpus_path = search.image_corpus_path or Path(world["image_corpus_path"])
+        if synth_cfg.long_cot is not None and synth_cfg.long_cot.path is None:
+            synth_cfg.long_cot.path = Path(world["long_cot_path"])
         text_files = [world["scripts_path"], world["corpus_path"]]
         summary["stages"]["world"] = world
 

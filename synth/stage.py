@@ -16,6 +16,7 @@ from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import Quarantine, ShardWriter, iter_rows
 from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
 from synth.judge import Judge, JudgeConfig
+from synth.long_cot import LongCotConfig, long_cot_rows
 from synth.policy import EndpointPolicy
 from synth.request_cache import CachedPolicy, RequestCache
 from synth.protocol import MAX_ANSWER_CHARS
@@ -40,6 +41,7 @@ class SynthConfig(BaseModel):
     max_retries: int = 6  # per request: 429 (Retry-After), 5xx, time-outs, dropped, malformed, empty
     resume: bool = True  # replay answered requests from <out>/requests.sqlite after a crash
     rows_per_shard: int = 500
+    long_cot: LongCotConfig | None = None  # text-only long-CoT rows mixed in at a target ratio
     agent: AgentConfig = Field(default_factory=AgentConfig)
 
 
@@ -124,9 +126,16 @@ async def _synthesize(
     counts["request_retries"] = endpoint.retries
     reject_writer.manifest_extra["reasons"] = reasons
     reject_writer.close()
-    kept_writer.manifest_extra.update({"stage": "synthesize", "counts": counts, "reject_reasons": reasons, "teacher": cfg.teacher_model})
+    long_cot_report = None
+    if cfg.long_cot is not None:
+        mixed, long_cot_report = long_cot_rows(cfg.long_cot, counts["kept"])
+        kept_writer.write_many(mixed)
+        counts["long_cot"] = len(mixed)
+    kept_writer.manifest_extra.update(
+        {"stage": "synthesize", "counts": counts, "reject_reasons": reasons, "teacher": cfg.teacher_model, "long_cot": long_cot_report}
+    )
     kept_writer.close()
-    return {"counts": counts, "reject_reasons": reasons}
+    return {"counts": counts, "reject_reasons": reasons, "long_cot": long_cot_report}
 
 
 def run_synthesize(

@@ -54,3 +54,19 @@ def test_run_sft_trains_saves_and_keeps_the_vision_tower_frozen(tiny_model, traj
     text = [k for k in before if "language_model" in k and "layers" in k]
     assert vision and all(torch.equal(before[k], after[k]) for k in vision)
     assert any(not torch.equal(before[k], after[k]) for k in text)
+
+
+def test_a_stock_trl_sft_step_on_the_shards_with_no_project_code(tiny_model, trajectories, tmp_path):
+    import datasets
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import SFTConfig, SFTTrainer
+
+    dataset = datasets.load_dataset("parquet", data_files=str(trajectories / "part-*.parquet"), split="train")
+    dataset = dataset.select_columns(["messages", "images"])
+    trainer = SFTTrainer(
+        model=AutoModelForImageTextToText.from_pretrained(tiny_model),
+        args=SFTConfig(output_dir=str(tmp_path), max_steps=1, max_length=None, report_to="none", use_cpu=True),
+        train_dataset=dataset,
+        processing_class=AutoProcessor.from_pretrained(tiny_model),
+    )
+    assert trainer.train().global_step == 1

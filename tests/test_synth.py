@@ -89,3 +89,23 @@ def test_the_turn_limit_ends_an_episode(world, curated, replay_url, tmp_path):
     cfg = synth_config(replay_url, attempts=1, agent=AgentConfig(max_turns=1))
     summary = run_synthesize(cfg, curated, tmp_path / "out", search_config(world))
     assert summary["reject_reasons"] == {"no_answer:max_turns": 9}
+
+
+def test_long_cot_rows_are_mixed_in_at_the_target_ratio(world, curated, replay_url, tmp_path):
+    from synth.long_cot import LongCotConfig
+
+    def run(out, ratio):
+        cfg = synth_config(replay_url, attempts=1, long_cot=LongCotConfig(path=world["long_cot_path"], ratio=ratio))
+        return run_synthesize(cfg, curated, out, search_config(world))
+
+    summary = run(tmp_path / "a", 0.75)
+    assert summary["long_cot"]["added"] == 27 and summary["long_cot"]["achieved_ratio"] == 0.75  # 27 beside 9
+    rows = read_table(tmp_path / "a").to_pylist()
+    cot = [r for r in rows if r["category"] == "long_cot"]
+    assert len(cot) == 27 and all(r["images"] == [] and r["format_ok"] and r["final_answer"] for r in cot)
+    assert [m["role"] for m in cot[0]["messages"]] == ["system", "user", "assistant"]
+    again = run(tmp_path / "b", 0.75)
+    assert again["long_cot"] == summary["long_cot"]
+    assert sorted(r["id"] for r in read_table(tmp_path / "b").to_pylist()) == sorted(r["id"] for r in rows)  # reproducible
+    short = run(tmp_path / "c", 0.95)  # wants 171 rows, the source has 100
+    assert short["long_cot"]["added"] == 100 and short["long_cot"]["short_by"] == 71
