@@ -51,7 +51,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     typer.echo("")
     typer.echo(f"curate:     {curate['rows_in']} rows in, {curate['rows_out']} out, "
                f"{curate['invalid']} quarantined, {curate['duplicates']} duplicates")
-    typer.echo(f"synthesize: {synth['kept']} trajectories kept, {synth['rejected']} rejected, {synth['failed']} failed")
+    long_cot = f" (+{synth['long_cot']} long-CoT rows)" if synth.get("long_cot") else ""
+    typer.echo(f"synthesize: {synth['kept']} trajectories kept{long_cot}, {synth['rejected']} rejected, {synth['failed']} failed")
     typer.echo(f"sft:        {sft['steps']} steps on {sft['rows']} rows, loss {sft['losses'][0] if sft['losses'] else float('nan'):.3f}"
                f" -> {sft['losses'][-1] if sft['losses'] else float('nan'):.3f}")
     for run_name, metrics in stages["evaluate"]["runs"].items():

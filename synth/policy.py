@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
 import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
@@ -116,10 +115,11 @@ class EndpointPolicy:
         self.retries = 0
         self._in_flight = asyncio.Semaphore(max_in_flight)
         # Retries live in one place, below, so every cause is counted; the client itself does none.
+        # aiohttp underneath: httpx's own pool spends most of its time matching requests to
+        # connections once there are hundreds of them in flight.
         self._client = openai.AsyncOpenAI(
             base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout_s, max_retries=0,
-            http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight),
-                                          timeout=timeout_s),
+            http_client=openai.DefaultAioHttpClient(timeout=timeout_s),
         )
 
     def _wait(self, state) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 import random
@@ -59,6 +60,12 @@ def _draw(*parts: Any) -> float:
 _DATA_URL = re.compile(r"^data:[^;]+;base64,(.*)$", re.S)
 
 
+@functools.lru_cache(maxsize=4096)
+def _digest_of_encoded(encoded: str) -> str:
+    # Every turn resends the same images: decode and hash each one once.
+    return pixel_digest(base64.b64decode(encoded))
+
+
 def _conversation_keys(messages: list[dict[str, Any]]) -> tuple[str | None, str]:
     """(digest of the first image, text of the first user turn)."""
     for message in messages:
@@ -72,7 +79,7 @@ def _conversation_keys(messages: list[dict[str, Any]]) -> tuple[str | None, str]
             if part.get("type") == "image_url" and digest is None:
                 match = _DATA_URL.match(part["image_url"]["url"])
                 if match:
-                    digest = pixel_digest(base64.b64decode(match.group(1)))
+                    digest = _digest_of_encoded(match.group(1))
             elif part.get("type") == "text":
                 texts.append(part["text"])
         return digest, "\n".join(texts)

@@ -110,6 +110,7 @@ class KernelPool:
         self._ctrl: socket.socket | None = None
         self._log = None
         self._uids: set[int] = set()
+        self._next_uid = 0  # round-robin: a uid is reused only after 10,000 sessions
         self._host_base: str | None = None  # the sessions' directory when unisolated
         # A random uid range per pool, so two pools on one machine do not share process limits.
         self._uid_base = 200_000 + random.SystemRandom().randrange(0, 1_000_000, 10_000)
@@ -190,7 +191,11 @@ class KernelPool:
         self.start()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with self._lock:
-            uid = next(u for u in range(self._uid_base, self._uid_base + 10_000) if u not in self._uids)
+            for _ in range(10_000):
+                uid = self._uid_base + self._next_uid
+                self._next_uid = (self._next_uid + 1) % 10_000
+                if uid not in self._uids:
+                    break
             self._uids.add(uid)
             try:
                 reply = self._call({"op": "spawn", "uid": uid, "limits": limits}, [theirs.fileno()])

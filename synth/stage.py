@@ -7,6 +7,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,8 @@ async def _synthesize(
         if progress is not None:
             progress(counts)
 
+    # Tool calls (kernel cells, searches) run in threads: enough for every sample in flight.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=min(cfg.concurrency + 4, 512)))
     try:
         with open_toolbox(cfg.agent, search) as tools:
             await asyncio.gather(*(solve(s, tools) for s in samples))

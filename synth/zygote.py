@@ -49,7 +49,8 @@ def _preload() -> None:
     kernel_worker.fit_image(warm, 32, 200.0, 4_000_000).save(io.BytesIO(), format="PNG")
 
 
-def _reap() -> None:
+def _reap(helpers: dict[int, str]) -> None:
+    """Collect exited sessions and kill helpers; a finished helper's (now empty) directory goes."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -57,6 +58,12 @@ def _reap() -> None:
             return
         if pid == 0:
             return
+        workdir = helpers.pop(pid, None)
+        if workdir is not None:
+            try:
+                os.rmdir(workdir)
+            except OSError:
+                pass
 
 
 def _session_child(channel_fd: int, ctrl: socket.socket, request: dict, base: str, drop: bool) -> None:
@@ -100,36 +107,29 @@ def _session_child(channel_fd: int, ctrl: socket.socket, request: dict, base: st
         os._exit(code)
 
 
-def _kill_session(request: dict, base: str, drop: bool) -> None:
+def _kill_session(request: dict, base: str, drop: bool, helpers: dict[int, str]) -> None:
+    """Kill a session's processes and remove its directory, without making the caller wait:
+    the uid-wide sweep runs in a helper reaped later (the pool does not reuse the uid soon)."""
     uid, pid = request["uid"], request["pid"]
     workdir = os.path.join(base, f"k-{uid}")
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    if drop:
-        helper = os.fork()
-        if helper == 0:  # as the session's uid: kill(-1) reaches exactly that uid's processes
-            try:
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
-                os.kill(-1, signal.SIGKILL)
-                shutil.rmtree(workdir, ignore_errors=True)
-            finally:
-                os._exit(0)
-        os.waitpid(helper, 0)
-    try:
-        os.waitpid(pid, 0)  # the session's first process is our child: reap it now
-    except ChildProcessError:
-        pass
-    if drop:
-        try:
-            os.rmdir(workdir)
-        except OSError:
-            pass
-    else:
+    if not drop:
         shutil.rmtree(workdir, ignore_errors=True)
+        return
+    helper = os.fork()
+    if helper == 0:  # as the session's uid: kill(-1) reaches exactly that uid's processes
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            os.kill(-1, signal.SIGKILL)
+            shutil.rmtree(workdir, ignore_errors=True)
+        finally:
+            os._exit(0)
+    helpers[helper] = workdir
 
 
 def main() -> None:
@@ -137,6 +137,7 @@ def main() -> None:
     ctrl = socket.socket(fileno=ctrl_fd)
     os.makedirs(base, mode=0o711, exist_ok=True)
     _preload()
+    helpers: dict[int, str] = {}  # kill helpers still running: pid -> the directory they clean
     ctrl.send(json.dumps({"ready": True, "pid": os.getpid()}).encode())
     while True:
         try:
@@ -145,7 +146,7 @@ def main() -> None:
             return
         if not data:  # the pool went away: so do we (and, by PDEATHSIG, every session)
             return
-        _reap()
+        _reap(helpers)
         request = json.loads(data)
         if request["op"] == "spawn":
             pid = os.fork()
@@ -156,7 +157,7 @@ def main() -> None:
         elif request["op"] == "kill":
             for fd in fds:
                 os.close(fd)
-            _kill_session(request, base, drop)
+            _kill_session(request, base, drop, helpers)
             reply = {"ok": True}
         else:
             reply = {"error": f"unknown op {request['op']!r}"}
