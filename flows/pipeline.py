@@ -24,8 +24,8 @@ from curation.stage import CurateConfig, run_curate
 from eval.stage import EvalConfig, run_evaluate
 from flows.config import PipelineConfig
 from synth.endpoint import ManagedServer, free_port
-from synth.protocol import load_prompts
 from synth.judge import JudgeConfig
+from synth.protocol import load_prompts
 from synth.search import SearchConfig
 from synth.stage import SynthConfig, run_synthesize
 from train.sft import SFTStageConfig, run_sft

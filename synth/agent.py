@@ -20,13 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.schema import Sample
 from synth.judge import Judge
 from synth.kernel import KernelConfig, PythonKernel
-from synth.sandbox import KernelPool
 from synth.policy import ChatPolicy
 from synth.protocol import (
     PROTOCOL_VERSION,
-    Action,
     STOP_SEQUENCES,
     THINK_PREFIX,
+    Action,
     check_format,
     close_stopped_turn,
     load_prompts,
@@ -36,6 +35,7 @@ from synth.protocol import (
     render_text_results,
 )
 from synth.reward import compute_reward
+from synth.sandbox import KernelPool
 from synth.search import ImageSearch, SearchConfig, SearchError, TextSearch, build_search
 
 

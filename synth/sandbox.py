@@ -131,7 +131,7 @@ class KernelPool:
             "or set sandbox.allow_unisolated: true to run model code without isolation"
         )
 
-    def start(self) -> "KernelPool":
+    def start(self) -> KernelPool:
         with self._lock:
             if self._proc is not None and self._proc.poll() is None:
                 return self
@@ -240,7 +240,7 @@ class KernelPool:
                 shutil.rmtree(self._host_base, ignore_errors=True)
                 self._host_base = None
 
-    def __enter__(self) -> "KernelPool":
+    def __enter__(self) -> KernelPool:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -19,8 +19,8 @@ from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
 from synth.judge import Judge, JudgeConfig
 from synth.long_cot import LongCotConfig, long_cot_rows
 from synth.policy import EndpointPolicy
-from synth.request_cache import CachedPolicy, RequestCache
 from synth.protocol import MAX_ANSWER_CHARS
+from synth.request_cache import CachedPolicy, RequestCache
 from synth.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA
 

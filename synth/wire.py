@@ -34,7 +34,7 @@ def _recv_exact(sock: socket.socket, size: int, deadline: float | None) -> bytes
             sock.settimeout(left)
         try:
             chunk = sock.recv(min(remaining, 1 << 20))
-        except socket.timeout:
+        except TimeoutError:
             raise ChannelTimeout() from None
         if not chunk:
             raise ChannelClosed()

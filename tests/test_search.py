@@ -9,7 +9,16 @@ from pathlib import Path
 import bm25s
 import pytest
 
-from synth.search import CachedSearch, HttpImageSearch, HttpTextSearch, LocalImageSearch, LocalTextSearch, SearchConfig, SearchError, build_search
+from synth.search import (
+    CachedSearch,
+    HttpImageSearch,
+    HttpTextSearch,
+    LocalImageSearch,
+    LocalTextSearch,
+    SearchConfig,
+    SearchError,
+    build_search,
+)
 
 
 def test_local_text_search_finds_the_entity_and_reuses_its_index(world, tmp_path, monkeypatch):
