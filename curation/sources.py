@@ -35,6 +35,40 @@ class SourceSpec(BaseModel):
         return self.name or self.path.stem
 
 
+class TableFileError(ValueError):
+    """A JSONL or Parquet file that cannot be read as a table; the message names file and line."""
+
+
+def read_table_file(path: Path, required: set[str], what: str = "file") -> list[dict[str, Any]]:
+    """All rows of a JSONL or Parquet file, each an object with non-empty `required` fields.
+
+    Strict (for corpora and mixing sources, where one bad row means a broken file); sample
+    sources use `read_source`, which quarantines bad rows instead."""
+    if not path.is_file():
+        raise TableFileError(f"{what} not found: {path}")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        located = [(f"row {i}", row) for i, row in enumerate(pq.read_table(path).to_pylist())]
+    else:
+        located = []
+        with open(path, encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    located.append((f"line {line_no}", json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise TableFileError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from exc
+    for where, row in located:
+        if not isinstance(row, dict):
+            raise TableFileError(f"{path}, {where}: expected a JSON object")
+        empty = sorted(f for f in required if row.get(f) in (None, ""))
+        if empty:
+            raise TableFileError(f"{path}, {where}: missing or empty field(s) {empty}")
+    return [row for _, row in located]
+
+
 class RowRejected(ValueError):
     """A source row that cannot become a `Sample`; the message is the quarantine reason."""
 

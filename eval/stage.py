@@ -61,11 +61,14 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"overall": stats(rows), "per_category": {c: stats(g) for c, g in sorted(by_category.items())}}
 
 
-async def _run(policy: ChatPolicy, samples: list[Sample], tools: ToolBox, agent: AgentConfig, judge_cfg: JudgeConfig) -> list[dict[str, Any]]:
+async def _run_all(
+    policy: ChatPolicy, samples: list[Sample], tools: ToolBox, runs: dict[str, AgentConfig], judge_cfg: JudgeConfig
+) -> dict[str, list[dict[str, Any]]]:
     # A local model generates one sequence at a time; the loop still runs the same code path.
+    # One judge for every run, so math-verify's worker pool starts once.
     judge = Judge(judge_cfg)
     try:
-        return [await run_episode(s, policy, tools, agent, judge=judge) for s in samples]
+        return {name: [await run_episode(s, policy, tools, agent, judge=judge) for s in samples] for name, agent in runs.items()}
     finally:
         await judge.aclose()
 
@@ -85,8 +88,8 @@ def run_evaluate(
         runs["no_tools"] = cfg.agent.model_copy(update={"tools": False})
     metrics: dict[str, Any] = {"model": str(model_path), "samples": len(samples), "runs": {}}
     with open_toolbox(cfg.agent, search or SearchConfig()) as tools:
-        for run_name, agent in runs.items():
-            rows = asyncio.run(_run(policy, samples, tools, agent, judge or JudgeConfig()))
+        results = asyncio.run(_run_all(policy, samples, tools, runs, judge or JudgeConfig()))
+        for run_name, rows in results.items():
             with ShardWriter(out_dir / run_name, TRAJECTORY_SCHEMA) as writer:
                 writer.write_many(rows)
                 writer.manifest_extra.update({"stage": "evaluate", "run": run_name})

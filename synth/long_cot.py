@@ -1,7 +1,7 @@
 """Long-CoT mixing: text-only long chain-of-thought rows mixed into the cold-start set.
 
 The paper's cold-start set is 81.6% long-CoT rows (text-only reasoning) beside the tool-use
-trajectories. The source is JSONL with `question` and `response` (the full assistant turn, with
+trajectories. The source is JSONL (or Parquet) with `question` and `response` (the full assistant turn, with
 its `<think>` and `<answer>`), optional `id` and `answer`. Rows are drawn reproducibly (a seeded
 hash order) so that they make up `ratio` of the mixed set; when the source is short, all of it is
 used and the manifest says so.
@@ -10,12 +10,12 @@ used and the manifest says so.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from curation.sources import TableFileError, read_table_file
 from synth.protocol import PROTOCOL_VERSION, check_format, load_prompts, parse_turn
 
 
@@ -33,21 +33,10 @@ class LongCotError(ValueError):
 
 
 def load_long_cot(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise LongCotError(f"long-CoT source not found: {path}")
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise LongCotError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict) or not row.get("question") or not row.get("response"):
-                raise LongCotError(f"{path}:{line_no}: a row needs non-empty `question` and `response`")
-            rows.append(row)
-    return rows
+    try:
+        return read_table_file(path, {"question", "response"}, "long-CoT source")
+    except TableFileError as exc:
+        raise LongCotError(str(exc)) from None
 
 
 def long_cot_rows(cfg: LongCotConfig, tool_rows: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:

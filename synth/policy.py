@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import openai
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+from synth.retry import wait_retry_after
 
 
 @dataclass
@@ -112,6 +114,7 @@ class EndpointPolicy:
         self.model = model
         self.max_retries = max_retries
         self.backoff_max_s = backoff_max_s
+        self.sent = 0  # requests asked for (retries counted apart)
         self.retries = 0
         self._in_flight = asyncio.Semaphore(max_in_flight)
         # Retries live in one place, below, so every cause is counted; the client itself does none.
@@ -121,15 +124,6 @@ class EndpointPolicy:
             base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout_s, max_retries=0,
             http_client=openai.DefaultAioHttpClient(timeout=timeout_s),
         )
-
-    def _wait(self, state) -> float:
-        exc = state.outcome.exception()
-        response = getattr(exc, "response", None)
-        retry_after = response.headers.get("retry-after", "") if response is not None else ""
-        try:
-            return min(float(retry_after), self.backoff_max_s)
-        except ValueError:
-            return wait_random_exponential(multiplier=0.25, max=self.backoff_max_s)(state)
 
     async def _complete(self, request: dict[str, Any]) -> Generation:
         async with self._in_flight:
@@ -151,8 +145,9 @@ class EndpointPolicy:
             "temperature": temperature,
             "seed": seed,
         }
+        self.sent += 1
         async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries + 1), wait=self._wait, retry=retry_if_exception(_retryable), reraise=True
+            stop=stop_after_attempt(self.max_retries + 1), wait=wait_retry_after(self.backoff_max_s), retry=retry_if_exception(_retryable), reraise=True
         ):
             with attempt:
                 if attempt.retry_state.attempt_number > 1:

@@ -79,7 +79,6 @@ class CachedPolicy:
         self.policy = policy
         self.cache = cache
         self.name = policy.name
-        self.sent = 0
         self.replayed = 0
 
     async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:
@@ -89,7 +88,6 @@ class CachedPolicy:
         if cached is not None:
             self.replayed += 1
             return cached
-        self.sent += 1
         generation = await self.policy.generate(
             messages, images, stop=stop, max_tokens=max_tokens, temperature=temperature, seed=seed, prefix=prefix, tag=tag
         )

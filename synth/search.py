@@ -28,6 +28,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from curation.sources import TableFileError, read_table_file
+
 SearchBackend = Literal["local", "http", "none"]
 
 
@@ -76,26 +78,10 @@ def file_fingerprint(path: Path) -> str:
 
 
 def _read_jsonl(path: Path, required: set[str]) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise SearchError(f"search corpus not found: {path}")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
-    else:
-        rows = []
-        with open(path, encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise SearchError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from exc
-    for i, row in enumerate(rows):
-        missing = required - set(row)
-        if missing:
-            raise SearchError(f"{path}: entry {i} lacks field(s) {sorted(missing)}")
-    return rows
+    try:
+        return read_table_file(path, required, "search corpus")
+    except TableFileError as exc:
+        raise SearchError(str(exc)) from None
 
 
 def load_corpus(path: str | Path) -> list[dict[str, str]]:
@@ -255,23 +241,19 @@ class _HttpClient:
 
     def request(self, method: str, url: str, **kwargs) -> dict[str, Any]:
         import httpx
-        from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
+        from synth.retry import wait_retry_after
 
         def retryable(exc: BaseException) -> bool:
             if isinstance(exc, httpx.HTTPStatusError):
                 return exc.response.status_code == 429 or exc.response.status_code >= 500
             return isinstance(exc, httpx.TransportError)
 
-        def wait(state) -> float:
-            exc = state.outcome.exception()
-            if isinstance(exc, httpx.HTTPStatusError):
-                retry_after = exc.response.headers.get("retry-after", "")
-                if retry_after.replace(".", "", 1).isdigit():
-                    return min(float(retry_after), 60.0)
-            return wait_random_exponential(multiplier=0.5, max=30)(state)
-
         try:
-            for attempt in Retrying(stop=stop_after_attempt(self.cfg.retries + 1), wait=wait, retry=retry_if_exception(retryable), reraise=True):
+            for attempt in Retrying(
+                stop=stop_after_attempt(self.cfg.retries + 1), wait=wait_retry_after(30.0, 0.5), retry=retry_if_exception(retryable), reraise=True
+            ):
                 with attempt:
                     self._limiter.wait()
                     response = self._client.request(method, url, **kwargs)

@@ -124,7 +124,7 @@ async def _synthesize(
         await judge.aclose()
         if cache is not None:
             cache.close()
-    counts["requests_sent"] = policy.sent if isinstance(policy, CachedPolicy) else -1
+    counts["requests_sent"] = endpoint.sent
     counts["requests_replayed"] = policy.replayed if isinstance(policy, CachedPolicy) else 0
     counts["request_retries"] = endpoint.retries
     reject_writer.manifest_extra["reasons"] = reasons

@@ -77,3 +77,21 @@ def test_image_validation_normalizes_modes_and_guards_size():
         validate_image(base64.b64decode(png_b64((400, 30))), ImageLimits(max_aspect=5))
     with pytest.raises(ImageRejected, match="image_undecodable"):
         validate_image(clean[:60], ImageLimits())
+
+
+def test_strict_table_reader_names_file_and_line(tmp_path):
+    from curation.sources import TableFileError, read_table_file
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"title": "a", "text": "b"}\n\n{"title": "c", "text": "d"}\n')
+    assert [r["title"] for r in read_table_file(good, {"title", "text"})] == ["a", "c"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"title": "a", "text": "b"}\n{"title": "", "text": "d"}\n')
+    with pytest.raises(TableFileError, match=r"bad.jsonl, line 2: missing or empty field\(s\) \['title'\]"):
+        read_table_file(bad, {"title", "text"})
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"title": "a"}\n{oops\n')
+    with pytest.raises(TableFileError, match="broken.jsonl:2: invalid JSON"):
+        read_table_file(broken, {"title"})
+    with pytest.raises(TableFileError, match="corpus not found"):
+        read_table_file(tmp_path / "none.jsonl", set(), "corpus")
