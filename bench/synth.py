@@ -8,6 +8,13 @@ teacher was kept saturated. Measured over the steady state (between 10% and 90% 
 so start-up and the last stragglers do not count. `resent_fraction` = requests the endpoint saw
 twice ÷ requests of an uninterrupted run, after a `kill -9` at the midpoint and a resume (from the
 endpoint's own request counter). Targets: efficiency ≥ 0.97, resent_fraction ≤ 0.01.
+
+Client, endpoint and tools share this machine, so the bench also reports the CPU each request
+costs (`cpu_ms_per_request`: the whole machine; `client_` and `server_` apart) and
+`cpu_ceiling_efficiency`, the best efficiency this machine's cores allow at that cost (all over
+the same steady state): when it is below the target, the target needs more cores, not a better
+scheduler. Requests in flight at the kill are sent again by design, so resent_fraction can only
+reach 0.01 on a run with about 100× more requests than in flight (`--per-family`).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -37,6 +45,19 @@ def _server_requests(url: str) -> int:
     return httpx.get(url.replace("/v1", "/stats")).json()["requests"]
 
 
+def _machine_busy_s() -> float:
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def _process_cpu_s(pid: int | None = None) -> float:
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--in-flight", type=int, default=512)
@@ -56,12 +77,17 @@ def main() -> None:
         command = [sys.executable, "-m", "flows.cli", "serve-replay", "--scripts", world["scripts_path"], "--port", str(port),
                    "--latency-ms", str(args.latency_ms)]
         search = SearchConfig(corpus_path=world["corpus_path"], image_corpus_path=world["image_corpus_path"], cache_dir=root / "cache")
-        with ManagedServer(command, url, root / "replay.log"):
+        with ManagedServer(command, url, root / "replay.log") as server:
             cfg = SynthConfig(teacher_url=url, concurrency=args.in_flight, attempts=1, request_timeout_s=120)
             done_at: list[float] = []
+            cpu_at: list[tuple[float, float, float]] = []  # machine, client, server CPU seconds at each done sample
+
+            def on_progress(counts: dict[str, int]) -> None:
+                done_at.append(time.perf_counter())
+                cpu_at.append((_machine_busy_s(), _process_cpu_s(), _process_cpu_s(server.pid)))
+
             started = time.perf_counter()
-            summary = run_synthesize(cfg, root / "curate", root / "steady", search,
-                                     progress=lambda counts: done_at.append(time.perf_counter()))
+            summary = run_synthesize(cfg, root / "curate", root / "steady", search, progress=on_progress)
             wall = time.perf_counter() - started
             total_requests = summary["counts"]["requests_sent"]
             samples = summary["counts"]["samples"]
@@ -69,6 +95,10 @@ def main() -> None:
             lo, hi = int(0.1 * samples), int(0.9 * samples) - 1
             steady_rate = (hi - lo) / (done_at[hi] - done_at[lo])
             ideal_rate = args.in_flight / (turns_per_trajectory * args.latency_ms / 1000)
+            steady_requests = (hi - lo) * turns_per_trajectory
+            machine_cpu, client_cpu, server_cpu = (b - a for a, b in zip(cpu_at[lo], cpu_at[hi], strict=True))
+            cpu_per_request = machine_cpu / steady_requests
+            ceiling = min(1.0, os.cpu_count() / (cpu_per_request * ideal_rate * turns_per_trajectory))
 
             cli = [sys.executable, "-m", "flows.cli", "synth", "--input", str(root / "curate"), "--out", str(root / "crash"),
                    "--teacher-url", url, "--teacher-model", "demo-teacher", "--concurrency", str(args.in_flight), "--attempts", "1",
@@ -98,6 +128,11 @@ def main() -> None:
         "achieved_trajectories_per_s": round(steady_rate, 2),
         "ideal_trajectories_per_s": round(ideal_rate, 2),
         "efficiency": round(steady_rate / ideal_rate, 4),
+        "cores": os.cpu_count(),
+        "cpu_ms_per_request": round(cpu_per_request * 1000, 2),
+        "client_cpu_ms_per_request": round(client_cpu / steady_requests * 1000, 2),
+        "server_cpu_ms_per_request": round(server_cpu / steady_requests * 1000, 2),
+        "cpu_ceiling_efficiency": round(ceiling, 4),
         "wall_s": round(wall, 2),
         "killed_after_answered": answered,
         "resent_requests": resent,

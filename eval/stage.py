@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import ShardWriter, atomic_write_json, iter_rows
+from synth import aio
 from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
 from synth.judge import Judge, JudgeConfig
 from synth.policy import ChatPolicy, TransformersPolicy
@@ -88,7 +89,7 @@ def run_evaluate(
         runs["no_tools"] = cfg.agent.model_copy(update={"tools": False})
     metrics: dict[str, Any] = {"model": str(model_path), "samples": len(samples), "runs": {}}
     with open_toolbox(cfg.agent, search or SearchConfig()) as tools:
-        results = asyncio.run(_run_all(policy, samples, tools, runs, judge or JudgeConfig()))
+        results = aio.run(_run_all(policy, samples, tools, runs, judge or JudgeConfig()))
         for run_name, rows in results.items():
             with ShardWriter(out_dir / run_name, TRAJECTORY_SCHEMA) as writer:
                 writer.write_many(rows)

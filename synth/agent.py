@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,7 @@ class AgentConfig(BaseModel):
     tools: bool = True  # False: the tool-free control (no tool prompt, tool calls refused)
     force_think_prefix: bool = False  # start turns after an observation with "<think>" (local models)
     search_top_k: int = 5
+    prestart_kernel: bool = True  # start the episode's kernel while its first turn is generated
     kernel: KernelConfig = Field(default_factory=KernelConfig)
 
 
@@ -59,6 +61,10 @@ class ToolBox:
     kernel_pool: KernelPool | None = None
     text_search: TextSearch | None = None
     image_search: ImageSearch | None = None
+    search_executor: ThreadPoolExecutor | None = None  # None: the event loop's default executor
+
+    async def run_search(self, search, query, k: int):
+        return await asyncio.get_running_loop().run_in_executor(self.search_executor, search, query, k)
 
 
 @contextmanager
@@ -67,10 +73,12 @@ def open_toolbox(agent: AgentConfig, search: SearchConfig) -> Iterator[ToolBox]:
     cannot isolate) and the search backends; closed when the stage ends."""
     pool = KernelPool(agent.kernel.sandbox).start() if agent.tools else None
     text_search = image_search = None
+    executor = ThreadPoolExecutor(max_workers=search.threads, thread_name_prefix="search")
     try:
         text_search, image_search = build_search(search)
-        yield ToolBox(kernel_pool=pool, text_search=text_search, image_search=image_search)
+        yield ToolBox(kernel_pool=pool, text_search=text_search, image_search=image_search, search_executor=executor)
     finally:
+        executor.shutdown(wait=True)
         for backend in (text_search, image_search):
             if backend is not None:
                 backend.close()
@@ -103,6 +111,22 @@ class ToolSession:
         self.input_images = input_images
         self.kernel: PythonKernel | None = None
         self.image_search_used = False
+        self._starting: asyncio.Future | None = None
+
+    def prestart(self) -> None:
+        """Start the kernel in the background, hiding its start behind the model's first turn.
+        A failed start is left for the first cell, which reports it as an observation."""
+        if self.cfg.tools and self.cfg.prestart_kernel and self.tools.kernel_pool is not None:
+            self.kernel = PythonKernel(self.input_images, self.tools.kernel_pool, self.cfg.kernel)
+            self._starting = asyncio.ensure_future(asyncio.to_thread(self.kernel.start))
+
+    async def _started(self) -> None:
+        if self._starting is not None:
+            starting, self._starting = self._starting, None
+            try:
+                await starting
+            except Exception:  # the first cell retries the start and reports why it failed
+                pass
 
     async def call(self, action: Action) -> Observation:
         tool = "python" if action.kind == "code" else action.kind
@@ -111,6 +135,7 @@ class ToolSession:
         if action.kind == "tool_error":
             return _error(action.error, "invalid", "error")
         if action.kind == "code" and self.tools.kernel_pool is not None:
+            await self._started()
             if self.kernel is None:
                 self.kernel = PythonKernel(self.input_images, self.tools.kernel_pool, self.cfg.kernel)
             result = await asyncio.to_thread(self.kernel.execute, action.code)
@@ -118,22 +143,26 @@ class ToolSession:
             return Observation(parts + [{"type": "image"} for _ in result.images], result.images, tool, result.status)
         try:
             if action.kind == "search" and self.tools.text_search is not None:
-                results = await asyncio.to_thread(self.tools.text_search.search, action.query, self.cfg.search_top_k)
+                results = await self.tools.run_search(self.tools.text_search.search, action.query, self.cfg.search_top_k)
                 return Observation([_text(render_text_results(results))], [], tool, "ok")
             if action.kind == "image_search" and self.tools.image_search is not None and self.input_images:
                 if self.image_search_used:
                     return _error("Error: image_search may be used once per question.", tool, "error")
                 self.image_search_used = True
-                results = await asyncio.to_thread(self.tools.image_search.search, self.input_images[0], self.cfg.search_top_k)
+                results = await self.tools.run_search(
+                    self.tools.image_search.search, self.input_images[0], self.cfg.search_top_k
+                )
                 parts, thumbnails = render_image_results(results)
                 return Observation(parts, thumbnails, tool, "ok")
         except SearchError as exc:
             return _error(f"Error: {tool} failed: {exc}", tool, "error")
         return _error(f"Error: the {tool} tool is not available in this run.", tool, "unavailable")
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        await self._started()
         if self.kernel is not None:
-            self.kernel.close()
+            # The kill waits on the sandbox: off the event loop.
+            await asyncio.to_thread(self.kernel.close)
 
 
 def trajectory_id(sample_id: str, policy: str, attempt: int) -> str:
@@ -162,6 +191,7 @@ async def run_episode(
     tool_calls: list[dict[str, Any]] = []
     assistant_turns: list[str] = []
     session = ToolSession(tools, cfg, list(images))  # the sample's inputs, before any tool image
+    session.prestart()
     final_answer: str | None = None
     stop_reason = "max_turns"
     turn_latency_ms: list[float] = []
@@ -210,7 +240,7 @@ async def run_episode(
             images.extend(observation.images)
             messages.append({"role": "user", "content": observation.parts})
     finally:
-        session.close()
+        await session.aclose()
 
     own_judge = judge is None
     judge = judge or Judge()

@@ -52,6 +52,10 @@ class ManagedServer:
         self.stop()
         raise EndpointError(f"model server not ready after {self.ready_timeout_s:g} s: {' '.join(self.command)} (log: {self.log_path})")
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def stop(self) -> None:
         if self._proc is None:
             return

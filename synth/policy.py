@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import threading
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import openai
+from openai.types.chat import ChatCompletion
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from synth.retry import wait_retry_after
@@ -58,6 +60,12 @@ def image_mime(data: bytes) -> str:
     return "image/png"
 
 
+@functools.lru_cache(maxsize=4096)
+def data_url(data: bytes) -> str:
+    # Every turn resends the conversation's images: encode each once (bytes cache their hash).
+    return f"data:{image_mime(data)};base64,{base64.b64encode(data).decode()}"
+
+
 def to_openai_messages(messages: list[dict[str, Any]], images: list[bytes]) -> list[dict[str, Any]]:
     """TRL conversational messages + ordered images → OpenAI chat messages with data URLs."""
     pending = iter(images)
@@ -66,9 +74,7 @@ def to_openai_messages(messages: list[dict[str, Any]], images: list[bytes]) -> l
         parts = []
         for part in message["content"]:
             if part["type"] == "image":
-                data = next(pending)
-                url = f"data:{image_mime(data)};base64,{base64.b64encode(data).decode()}"
-                parts.append({"type": "image_url", "image_url": {"url": url}})
+                parts.append({"type": "image_url", "image_url": {"url": data_url(next(pending))}})
             else:
                 parts.append({"type": "text", "text": part["text"]})
         if message["role"] != "user" or all(p["type"] == "text" for p in parts):
@@ -126,8 +132,11 @@ class EndpointPolicy:
         )
 
     async def _complete(self, request: dict[str, Any]) -> Generation:
+        # `post` is the client's documented route for a plain JSON body; `chat.completions.create`
+        # would first walk the whole request against its TypedDicts, which costs more CPU than the
+        # rest of the request together once a conversation carries several images.
         async with self._in_flight:
-            response = await self._client.chat.completions.create(**request)
+            response = await self._client.post("/chat/completions", body=request, cast_to=ChatCompletion)
         if not response.choices:
             raise EmptyResponse("no choices in the response")
         choice = response.choices[0]

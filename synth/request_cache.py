@@ -8,11 +8,13 @@ Empty responses are never cached (a retry may well get a real one).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -80,19 +82,24 @@ class CachedPolicy:
         self.cache = cache
         self.name = policy.name
         self.replayed = 0
+        # SQLite releases the GIL while it writes and must win it back afterwards: on the event loop
+        # that wait stalls every request in flight, so the cache has a thread of its own.
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-cache")
 
     async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:
         params = {"stop": list(stop), "max_tokens": max_tokens, "temperature": temperature, "seed": seed, "prefix": prefix}
         key = request_key(self.policy.name, params, messages, images, tag)
-        cached = self.cache.get(key)
+        loop = asyncio.get_running_loop()
+        cached = await loop.run_in_executor(self._io, self.cache.get, key)
         if cached is not None:
             self.replayed += 1
             return cached
         generation = await self.policy.generate(
             messages, images, stop=stop, max_tokens=max_tokens, temperature=temperature, seed=seed, prefix=prefix, tag=tag
         )
-        self.cache.put(key, generation)
+        await loop.run_in_executor(self._io, self.cache.put, key, generation)  # committed before it is used
         return generation
 
     async def aclose(self) -> None:
+        self._io.shutdown(wait=True)
         await self.policy.aclose()

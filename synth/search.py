@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from curation.sources import TableFileError, read_table_file
 
@@ -55,6 +55,9 @@ class SearchConfig(BaseModel):
     retries: int = 4
     rate_limit_per_s: float = 5.0
     cache_dir: Path | None = None  # persistent result cache; None: no cache
+    # Threads that run searches for all episodes of a stage. Few on purpose: local search is CPU
+    # work under the GIL, and the cache opens a SQLite connection per thread.
+    threads: int = Field(8, ge=1)
 
 
 class TextSearch(Protocol):
