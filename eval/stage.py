@@ -7,7 +7,6 @@ tools too, so a tool number alone says little.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import defaultdict
 from pathlib import Path
