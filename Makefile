@@ -12,7 +12,7 @@ SHELL := /bin/bash
 # pip on this machine warns once per package about an index folder it skips: keep the log readable.
 FILTER_PIP := 2>&1 | { grep -v '^WARNING: Location' || true; }
 
-.PHONY: demo test test-slow lock clean bwrap
+.PHONY: demo test test-slow bench lock clean bwrap
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ test: $(STAMP) bwrap
 
 test-slow: $(STAMP) bwrap
 	$(PY) -m pytest -q -m slow
+
+# The speed checks: each prints its ratio against a baseline measured in the same run.
+# bench.dedup compares against datatrove, a dev dependency (the `bench` extra).
+bench: $(STAMP) bwrap
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[bench]' $(FILTER_PIP)
+	for b in shards sandbox search dedup synth; do $(PY) -m bench.$$b --json || exit 1; done
 
 lock: $(STAMP)
 	{ echo "# Exact versions for reproducible installs (pip install -c constraints.txt -e .)."; \

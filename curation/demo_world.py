@@ -11,7 +11,8 @@ Three task families, each where a tool really helps:
 
 The generator writes a generic JSONL source (`samples.jsonl`, images as files), the local search
 corpora (`corpus.jsonl`: title, url, text; `image_corpus.jsonl`: image, title, url) and the replay server's scripted turns
-(`replay_scripts.jsonl`): a tool-using teacher and a tool-free student per sample. It also plants
+(`replay_scripts.jsonl`): a tool-using teacher and a student per sample, with the student's pass
+rates without and with tools. It also plants
 an exact duplicate and an undecodable image, so curation has something real to remove.
 """
 
@@ -99,7 +100,6 @@ def _perception(rng: random.Random, cfg: WorldConfig, index: int) -> dict[str, A
         "answer_type": "text",
         "wrong_answer": wrong,
         "teacher": teacher,
-        "student_pass_rate": 0.05,
         "meta": {"tag_box": list(box)},
     }
 
@@ -149,7 +149,6 @@ def _reasoning(rng: random.Random, cfg: WorldConfig, index: int) -> dict[str, An
         "answer_type": "number",
         "wrong_answer": str(answer + rng.choice([-3, -2, 2, 3])),
         "teacher": teacher,
-        "student_pass_rate": 0.2,
         "meta": {"values": values, "kind": kind},
     }
 
@@ -217,10 +216,25 @@ def _search(rng: random.Random, cfg: WorldConfig, used: set[str]) -> tuple[dict[
         "answer_type": answer_type,
         "wrong_answer": wrong,
         "teacher": teacher,
-        "student_pass_rate": 0.02,
         "meta": {"entity": name, "fact": fact, "plaque": plaque},
     }
     return sample, doc, _reference_photo(scene, rng)
+
+
+# The student's pass rates (without tools, with tools) per sample: mostly hard without tools, as
+# the families are built to be; the mix gives the selection stage every case of the paper's rule.
+_STUDENT_PROFILES = (
+    ((0.0, 0.0), 0.4),  # unsolved even with tools: cold start
+    ((0.0, 1.0), 0.3),  # solved with tools: RL
+    ((0.0, 0.5), 0.15),  # sometimes solved with tools: RL
+    ((1.0, 1.0), 0.15),  # solved without tools: too easy, dropped
+)
+
+
+def _student_profile(seed: int, sample_id: str) -> tuple[float, float]:
+    # Its own RNG, so the profiles do not shift the rest of the world.
+    profiles, weights = zip(*_STUDENT_PROFILES, strict=True)
+    return random.Random(f"{seed}/student/{sample_id}").choices(profiles, weights)[0]
 
 
 def _url(name: str) -> str:
@@ -291,6 +305,7 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[
                 corpus.append(doc)
                 add_photo(doc["title"], photo)
             sample_id = f"demo-{family}-{i:04d}"
+            no_tools, with_tools = _student_profile(cfg.seed, sample_id)
             image_path = image_dir / f"{sample_id}.png"
             item["image"].save(image_path)
             samples.append(
@@ -311,7 +326,8 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[
                     "question": item["question"],
                     "answer": item["answer"],
                     "wrong_answer": item["wrong_answer"],
-                    "student_pass_rate": item["student_pass_rate"],
+                    "student_pass_rate": no_tools,
+                    "student_tool_pass_rate": with_tools,
                     "teacher": item["teacher"],
                     "student": [_think_answer("I will answer directly from the image.", item["answer"])],
                     "student_wrong": [_think_answer("I will answer directly from the image.", item["wrong_answer"])],

@@ -46,13 +46,30 @@ def validate_image(data: bytes, limits: ImageLimits) -> bytes:
     changed = image.getexif().get(0x0112, 1) != 1  # EXIF orientation other than "normal"
     oriented = ImageOps.exif_transpose(image) if changed else image
     if oriented.mode != "RGB":
-        oriented = oriented.convert("RGBA").convert("RGB") if "A" in oriented.mode or oriented.mode == "P" else oriented.convert("RGB")
+        oriented = to_rgb(oriented)
         changed = True
     if not changed and fmt in {"PNG", "JPEG", "WEBP"}:
         return data
     out = io.BytesIO()
     oriented.save(out, format="PNG")
     return out.getvalue()
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode: 16-bit and 32-bit greyscale scaled (not clipped), CMYK through
+    pillow's conversion, transparency (alpha or a palette's) flattened onto white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        import numpy as np
+
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+        return Image.fromarray(scaled.round().astype(np.uint8), mode="L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info or image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 def pixel_digest(data: bytes) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SAMPLE_SCHEMA_VERSION = "sample/1"
+SAMPLE_SCHEMA_VERSION = "sample/2"
 
 Category = Literal["perception", "reasoning", "search"]
 AnswerType = Literal["choice", "number", "math", "text"]
@@ -51,6 +51,10 @@ SAMPLE_SCHEMA = with_hf_features(
             pa.field("choices", pa.list_(pa.string())),
             pa.field("meta", pa.string()),  # JSON object
             pa.field("pool", pa.string()),  # set by the split; null before it
+            # Set by selection from the student's probes: 1 - pass rate without tools, and pass rate
+            # with tools - pass rate without; null when the row was not probed.
+            pa.field("difficulty", pa.float64()),
+            pa.field("tool_benefit", pa.float64()),
         ]
     ),
     {
@@ -64,6 +68,8 @@ SAMPLE_SCHEMA = with_hf_features(
         "choices": {"_type": "List", "feature": hf_value("string")},
         "meta": hf_value("string"),
         "pool": hf_value("string"),
+        "difficulty": hf_value("float64"),
+        "tool_benefit": hf_value("float64"),
     },
     SAMPLE_SCHEMA_VERSION,
 )
@@ -92,6 +98,8 @@ class Sample(BaseModel):
     choices: list[str] | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
     pool: Pool | None = None
+    difficulty: float | None = None
+    tool_benefit: float | None = None
 
     @field_validator("meta", mode="before")
     @classmethod

@@ -1,17 +1,36 @@
-"""The curate stage: sources → validated, deduplicated `Sample` shards with a pool per row."""
+"""The curate stage: sources → normalized, validated, deduplicated, decontaminated `Sample` shards.
+
+Two passes, so memory holds hashes, not images: the first reads every source, validates each row
+and stages the good ones as shards while collecting question and image hashes; then near
+duplicates and contamination are found over all rows at once; the second pass writes the rows
+that survive, with a pool each. Every dropped row lands in `quarantine/` with its reason, and
+`report.json` / `report.md` count rows in, out and dropped per step, source and category.
+
+Pools: `eval` is a held-out fraction by a seeded hash of the id. The rest is `coldstart` / `rl`
+by the same hash when no probes are configured (`split`), or left for the selection stage
+(`curation.select`), which applies the paper's rule to the student's probe results.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from curation.decontam import ContaminationIndex, DecontamConfig
+from curation.dedup import HASH_SCHEME, DedupItem, NearDupConfig, find_near_duplicates, image_phash
 from curation.images import ImageLimits, ImageRejected, validate_image
-from curation.schema import SAMPLE_SCHEMA, ImageRef, content_id
-from curation.shards import Quarantine, ShardWriter
+from curation.report import StepReport
+from curation.schema import SAMPLE_SCHEMA, ImageRef, Sample, content_id
+from curation.shards import Quarantine, ShardWriter, iter_rows
 from curation.sources import RowRejected, SourceSpec, read_source, row_to_sample
+
+STAGING_DIR = "_staged"
 
 
 class CurateConfig(BaseModel):
@@ -20,8 +39,13 @@ class CurateConfig(BaseModel):
     sources: list[SourceSpec] = Field(default_factory=list)
     min_side: int = 28
     max_aspect: float = 200.0
-    max_pixels: int = 64_000_000
+    max_pixels: int = 64_000_000  # decompression-bomb guard
+    near_dup: NearDupConfig = Field(default_factory=NearDupConfig)
+    # Evaluation sets to decontaminate against (any source kind); empty: no decontamination.
+    benchmarks: list[SourceSpec] = Field(default_factory=list)
+    decontam: DecontamConfig = Field(default_factory=DecontamConfig)
     # Fractions of rows per pool, assigned by a seeded hash of the sample id (stable as data grows).
+    # With probes (the pipeline's `select`), only `eval` is taken here and the rest is selected.
     split: dict[str, float] = Field(default_factory=lambda: {"coldstart": 0.5, "rl": 0.25, "eval": 0.25})
     seed: int = 0
     rows_per_shard: int = 1000
@@ -38,9 +62,14 @@ class CurateConfig(BaseModel):
         return split
 
 
+def unit_hash(seed: int, key: str) -> float:
+    """A uniform number in [0, 1) from a seed and a key: reproducible sampling without an RNG."""
+    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
 def assign_pool(sample_id: str, split: dict[str, float], seed: int) -> str:
-    digest = hashlib.blake2b(f"{seed}:{sample_id}".encode(), digest_size=8).digest()
-    u = int.from_bytes(digest, "big") / 2**64
+    u = unit_hash(seed, sample_id)
     cumulative = 0.0
     for pool, fraction in split.items():
         cumulative += fraction
@@ -49,51 +78,152 @@ def assign_pool(sample_id: str, split: dict[str, float], seed: int) -> str:
     return list(split)[-1]
 
 
-def run_curate(cfg: CurateConfig, out_dir: str | Path) -> dict:
-    """Read every source, validate, drop exact duplicates, split; write shards and a report."""
+def _benchmark_index(cfg: CurateConfig, report: StepReport) -> ContaminationIndex | None:
+    if not cfg.benchmarks:
+        return None
+    index = ContaminationIndex(cfg.decontam)
+    limits = ImageLimits(cfg.min_side, cfg.max_aspect, cfg.max_pixels)
+    unreadable = 0
+    for spec in cfg.benchmarks:
+        for row, _origin in read_source(spec):
+            try:
+                if "__parse_error__" in row:
+                    raise RowRejected(row["__parse_error__"])
+                sample = row_to_sample(row, spec, spec.file.parent)
+                hashes = [image_phash(validate_image(i.bytes, limits)) for i in sample.images] if cfg.decontam.check_images else []
+            except (RowRejected, ImageRejected):
+                unreadable += 1  # a benchmark row we cannot read cannot contaminate anything
+                continue
+            index.add(spec.source_name, sample.id, sample.question, hashes)
+    report.extra["benchmarks"] = {"sources": [s.source_name for s in cfg.benchmarks], "items": index.items, "unreadable_items": unreadable}
+    return index
+
+
+def run_curate(cfg: CurateConfig, out_dir: str | Path, probes: bool = False) -> dict[str, Any]:
+    """Read every source and write the curated shards, quarantine and report to `out_dir`.
+
+    `probes`: leave `coldstart` / `rl` to the selection stage (rows get pool null, `eval` stays)."""
     out_dir = Path(out_dir)
     started = time.time()
     limits = ImageLimits(cfg.min_side, cfg.max_aspect, cfg.max_pixels)
     quarantine = Quarantine(out_dir, "curate")
+    report = StepReport("curate")
+    staging = out_dir / STAGING_DIR
     seen: set[str] = set()
-    counts = {"rows_in": 0, "invalid": 0, "duplicates": 0, "rows_out": 0}
-    per_pool: dict[str, int] = {}
-    per_category: dict[str, int] = {}
-    with ShardWriter(out_dir, SAMPLE_SCHEMA, rows_per_shard=cfg.rows_per_shard) as writer:
+    items: list[DedupItem] = []
+    origin_of: dict[str, str] = {}
+    need_phash = cfg.near_dup.enabled or (bool(cfg.benchmarks) and cfg.decontam.check_images)
+    timings: dict[str, float] = {}
+
+    # Pass 1: read, normalize, validate, exact dedup; stage the good rows.
+    tick = time.time()
+    with ShardWriter(staging, SAMPLE_SCHEMA, rows_per_shard=cfg.rows_per_shard) as staged:
         for spec in cfg.sources:
-            for row, origin in read_source(spec):
-                counts["rows_in"] += 1
+            skipped: dict[str, int] = {}
+            for row, origin in read_source(spec, skipped):
+                source = spec.source_name
+                report.seen("validate")
                 try:
                     if "__parse_error__" in row:
                         raise RowRejected(row["__parse_error__"])
-                    sample = row_to_sample(row, spec, spec.path.parent)
+                    sample = row_to_sample(row, spec, spec.file.parent)
                     images = [ImageRef(bytes=validate_image(i.bytes, limits), path=i.path) for i in sample.images]
                 except (RowRejected, ImageRejected) as exc:
-                    counts["invalid"] += 1
+                    category = row.get(spec.fields.get("category", "category")) or spec.category
+                    report.entered(source, category if isinstance(category, str) else None)
+                    report.dropped("validate", str(exc), source, category if isinstance(category, str) else None)
                     quarantine.add(row, str(exc), origin)
                     continue
+                report.entered(source, sample.category)
+                report.kept("validate")
                 sample = sample.model_copy(update={"images": images})
+                report.seen("exact_dedup")
                 # Exact duplicates: the same normalized question with the same image contents.
-                content_key = content_id(sample.question, [image.bytes for image in images])
-                if content_key in seen:
-                    counts["duplicates"] += 1
+                if content_id(sample.question, [image.bytes for image in images]) in seen or sample.id in origin_of:
+                    report.dropped("exact_dedup", "exact_duplicate", source, sample.category)
                     quarantine.add(sample.to_row(), "exact_duplicate", origin)
                     continue
-                seen.add(content_key)
-                pool = assign_pool(sample.id, cfg.split, cfg.seed)
-                writer.write({**sample.to_row(), "pool": pool})
-                counts["rows_out"] += 1
-                per_pool[pool] = per_pool.get(pool, 0) + 1
-                per_category[sample.category] = per_category.get(sample.category, 0) + 1
+                seen.add(content_id(sample.question, [image.bytes for image in images]))
+                report.kept("exact_dedup")
+                origin_of[sample.id] = origin
+                items.append(DedupItem(sample.id, sample.question, [image_phash(i.bytes) for i in images] if need_phash else []))
+                staged.write(sample.to_row())
+            if skipped.get("filtered"):
+                report.extra.setdefault("filtered_by_include", {})[spec.source_name] = skipped["filtered"]
+    timings["read_validate_s"] = round(time.time() - tick, 3)
+
+    # Over all rows: near duplicates, then contamination.
+    tick = time.time()
+    drop: dict[str, str] = {}
+    if cfg.near_dup.enabled:
+        for dup in find_near_duplicates(items, cfg.near_dup):
+            drop[dup.key] = f"{dup.reason}: of {dup.of}"
+    timings["near_dedup_s"] = round(time.time() - tick, 3)
+    tick = time.time()
+    contaminated: list[dict[str, str]] = []
+    index = _benchmark_index(cfg, report)
+    if index is not None:
+        for item in items:
+            if item.key in drop:
+                continue
+            hit = index.check(item.question, item.phashes)
+            if hit is not None:
+                drop[item.key] = f"contaminated_{hit.kind}: {hit.benchmark}/{hit.item} ({hit.evidence})"
+                contaminated.append({"sample_id": item.key, "benchmark": hit.benchmark, "item": hit.item, "kind": hit.kind, "evidence": hit.evidence})
+    timings["decontaminate_s"] = round(time.time() - tick, 3)
+
+    # Pass 2: write the survivors with their pool.
+    tick = time.time()
+    per_pool: dict[str, int] = {}
+    with ShardWriter(out_dir, SAMPLE_SCHEMA, rows_per_shard=cfg.rows_per_shard) as writer:
+        for row in iter_rows(staging, SAMPLE_SCHEMA):
+            source, category = row["source"], row["category"]
+            step = "near_dedup"
+            report.seen(step)
+            reason = drop.get(row["id"])
+            if reason is not None and reason.startswith("near_duplicate"):
+                report.dropped(step, reason, source, category)
+                quarantine.add(Sample.from_row(row).to_row(), reason, origin_of[row["id"]])
+                continue
+            report.kept(step)
+            if index is not None:
+                report.seen("decontaminate")
+                if reason is not None:
+                    report.dropped("decontaminate", reason, source, category)
+                    quarantine.add(Sample.from_row(row).to_row(), reason, origin_of[row["id"]])
+                    continue
+                report.kept("decontaminate")
+            report.seen("split")
+            pool = assign_pool(row["id"], cfg.split, cfg.seed)
+            if probes and pool != "eval":
+                pool = None  # the selection stage decides from the probes
+            report.kept("split")
+            report.out(source, category)
+            writer.write({**row, "pool": pool})
+            per_pool[str(pool)] = per_pool.get(str(pool), 0) + 1
+        shutil.rmtree(staging)
+        timings["write_s"] = round(time.time() - tick, 3)
         quarantine_manifest = quarantine.close()
+        counts = {
+            "rows_in": report.steps.get("validate", {}).get("in", 0),
+            "invalid": sum(report.steps.get("validate", {}).get("dropped", {}).values()),
+            "duplicates": sum(report.steps.get("exact_dedup", {}).get("dropped", {}).values()),
+            "near_duplicates": sum(report.steps.get("near_dedup", {}).get("dropped", {}).values()),
+            "contaminated": len(contaminated),
+            "rows_out": writer.rows_written,
+        }
+        report.extra.update({"per_pool": per_pool, "decontamination": contaminated, "timings": timings})
         writer.manifest_extra.update(
             {
                 "stage": "curate",
                 "counts": counts,
                 "per_pool": per_pool,
-                "per_category": per_category,
+                "per_category": {k: v["out"] for k, v in report.by_category.items()},
                 "quarantine_reasons": quarantine_manifest["reasons"],
+                "near_dup": {**cfg.near_dup.model_dump(), "datasketch": importlib.metadata.version("datasketch"),
+                             "imagehash": importlib.metadata.version("ImageHash"), "hash_scheme": HASH_SCHEME},
                 "seconds_total": round(time.time() - started, 3),
             }
         )
-    return {"counts": counts, "per_pool": per_pool, "per_category": per_category}
+    report.write(out_dir)
+    return {"counts": counts, "per_pool": per_pool, "per_category": {k: v["out"] for k, v in report.by_category.items()}}

@@ -22,7 +22,11 @@ app = typer.Typer(
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's input or environment: shown as one line, never a traceback."""
+    from pydantic import ValidationError
+
+    from curation.select import ProbeDataError
     from curation.shards import ShardError
+    from curation.sources import SourceError
     from flows.config import ConfigError
     from synth.endpoint import EndpointError
     from synth.long_cot import LongCotError
@@ -30,7 +34,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from synth.search import SearchError
     from train.sft import TrainingDataError
 
-    return (ConfigError, ShardError, EndpointError, LongCotError, SandboxUnavailable, SearchError, TrainingDataError, FileNotFoundError)
+    return (ConfigError, ShardError, EndpointError, LongCotError, SandboxUnavailable, SearchError, TrainingDataError, FileNotFoundError,
+            SourceError, ProbeDataError, ValidationError)
 
 
 def _run_pipeline(config: Any, run_dir: Path) -> None:
@@ -49,8 +54,17 @@ def _print_summary(summary: dict[str, Any]) -> None:
     synth = stages["synthesize"]["counts"]
     sft = stages["sft"]
     typer.echo("")
-    typer.echo(f"curate:     {curate['rows_in']} rows in, {curate['rows_out']} out, "
-               f"{curate['invalid']} quarantined, {curate['duplicates']} duplicates")
+    typer.echo(f"curate:     {curate['rows_in']} rows in, {curate['rows_out']} out; dropped {curate['invalid']} invalid, "
+               f"{curate['duplicates']} duplicates, {curate.get('near_duplicates', 0)} near duplicates, "
+               f"{curate.get('contaminated', 0)} contaminated")
+    if "probe" in stages:
+        probe = stages["probe"]["counts"]
+        typer.echo(f"probe:      {probe['samples']} samples x {probe['episodes'] // max(1, probe['samples'])} student episodes, "
+                   f"{probe['failed_attempts']} failed")
+        select = stages["select"]
+        pools = ", ".join(f"{pool} {n}" for pool, n in sorted(select["per_pool"].items()))
+        dropped = ", ".join(f"{reason} {n}" for reason, n in sorted(select["dropped"].items())) or "none"
+        typer.echo(f"select:     {pools}; dropped {dropped}")
     long_cot = f" (+{synth['long_cot']} long-CoT rows)" if synth.get("long_cot") else ""
     typer.echo(f"synthesize: {synth['kept']} trajectories kept{long_cot}, {synth['rejected']} rejected, {synth['failed']} failed")
     typer.echo(f"sft:        {sft['steps']} steps on {sft['rows']} rows, loss {sft['losses'][0] if sft['losses'] else float('nan'):.3f}"
@@ -89,6 +103,85 @@ def run(
     _run_pipeline(cfg, (run_dir or cfg.runs_dir / cfg.name).resolve())
 
 
+def _bar(desc: str, unit: str = "sample"):
+    from tqdm import tqdm
+
+    return tqdm(unit=unit, dynamic_ncols=True, desc=desc)
+
+
+@app.command()
+def curate(
+    out: Annotated[Path, typer.Option(help="Output directory for the curated shards, quarantine and report.")],
+    source: Annotated[list[str] | None, typer.Option(help="KIND:PATH of a source (jsonl:, tsv:, hf:); repeatable.")] = None,
+    benchmark: Annotated[list[str] | None, typer.Option(help="KIND:PATH of an eval set to decontaminate against; repeatable.")] = None,
+    config: Annotated[Path | None, typer.Option(help="A pipeline YAML whose `curate:` section sets everything else.")] = None,
+    probes: Annotated[bool, typer.Option(help="Leave cold start / RL to `deepeyes select` (only eval is split off).")] = False,
+) -> None:
+    """Load, normalize, validate, deduplicate and decontaminate sources into sample shards."""
+    from curation.sources import SourceSpec
+    from curation.stage import CurateConfig, run_curate
+
+    cfg = CurateConfig()
+    if config is not None:
+        from flows.config import load_config
+
+        cfg = load_config(config, check=False).curate
+    cfg.sources = [*cfg.sources, *(SourceSpec.parse_cli(s) for s in source or [])]
+    cfg.benchmarks = [*cfg.benchmarks, *(SourceSpec.parse_cli(b) for b in benchmark or [])]
+    if not cfg.sources:
+        raise typer.BadParameter("give at least one --source (or a --config with curate.sources)", param_hint="--source")
+    for spec in [*cfg.sources, *cfg.benchmarks]:
+        if spec.kind != "hf" and not spec.file.is_file():
+            raise FileNotFoundError(f"source {spec.source_name!r}: file not found: {spec.path}")
+    summary = run_curate(cfg, out, probes=probes)
+    typer.echo(json.dumps({**summary, "report": str(out / "report.md")}))
+
+
+@app.command()
+def probe(
+    input: Annotated[Path, typer.Option("--input", help="Curated shards (`deepeyes curate --probes`).")],
+    out: Annotated[Path, typer.Option(help="Output directory for the probe shards.")],
+    student_url: Annotated[str, typer.Option(help="OpenAI-compatible base URL of the student, e.g. http://host:8001/v1.")],
+    student_model: Annotated[str, typer.Option(help="Model name the endpoint serves.")],
+    k: Annotated[int, typer.Option(help="Attempts per sample, without tools and with tools.")] = 4,
+    concurrency: Annotated[int, typer.Option(help="Episodes in flight.")] = 64,
+    corpus: Annotated[Path | None, typer.Option(help="Local text search corpus (JSONL/Parquet).")] = None,
+    image_corpus: Annotated[Path | None, typer.Option(help="Local image search corpus (JSONL).")] = None,
+    api_key_env: str = "OPENAI_API_KEY",
+) -> None:
+    """The student's pass@k without and with tools for every curated candidate (resumable)."""
+    from synth.probe import ProbeConfig, run_probes
+    from synth.search import SearchConfig
+
+    cfg = ProbeConfig(student_url=student_url, student_model=student_model, k=k, concurrency=concurrency, api_key_env=api_key_env)
+    bar = _bar("probe")
+
+    def progress(counts: dict[str, int]) -> None:
+        bar.total, bar.n = counts["samples"], counts["done"]
+        bar.set_postfix(failed=counts["failed_attempts"], refresh=False)
+        bar.refresh()
+
+    summary = run_probes(cfg, input, out, SearchConfig(corpus_path=corpus, image_corpus_path=image_corpus), progress=progress)
+    bar.close()
+    typer.echo(json.dumps(summary))
+
+
+@app.command()
+def select(
+    input: Annotated[Path, typer.Option("--input", help="Curated shards (`deepeyes curate --probes`).")],
+    probes: Annotated[Path, typer.Option(help="Probe shards (`deepeyes probe`).")],
+    out: Annotated[Path, typer.Option(help="Output directory for the selected shards and report.")],
+    max_pass_rate_no_tools: Annotated[float, typer.Option(help="Drop items the student solves more often than this without tools.")] = 0.5,
+    min_tool_benefit: Annotated[float, typer.Option(help="RL needs pass rate with tools - without >= this.")] = 0.0,
+    seed: int = 0,
+) -> None:
+    """Split probed candidates by the paper's rule: solved with tools -> RL, unsolved -> cold start."""
+    from curation.select import SelectConfig, run_select
+
+    cfg = SelectConfig(max_pass_rate_no_tools=max_pass_rate_no_tools, min_tool_benefit=min_tool_benefit, seed=seed)
+    typer.echo(json.dumps({**run_select(cfg, input, probes, out), "report": str(out / "report.md")}))
+
+
 @app.command()
 def synth(
     input: Annotated[Path, typer.Option("--input", help="Curated sample shards (a curate output directory).")],
@@ -104,8 +197,6 @@ def synth(
     api_key_env: str = "OPENAI_API_KEY",
 ) -> None:
     """Synthesize verified tool-use trajectories with a teacher endpoint (resumable after a crash)."""
-    from tqdm import tqdm
-
     from synth.search import SearchConfig
     from synth.stage import SynthConfig, run_synthesize
 
@@ -115,7 +206,7 @@ def synth(
     cfg = SynthConfig(teacher_url=teacher_url, teacher_model=teacher_model, concurrency=concurrency, attempts=attempts,
                       pools=[p for p in pools.split(",") if p], api_key_env=api_key_env)
     search = SearchConfig(corpus_path=corpus, image_corpus_path=image_corpus, cache_dir=search_cache)
-    bar = tqdm(unit="sample", dynamic_ncols=True, desc="synthesize")
+    bar = _bar("synthesize")
 
     def progress(counts: dict[str, int]) -> None:
         bar.total = counts["samples"]

@@ -1,9 +1,11 @@
-"""The Prefect flow: world → curate → synthesize → SFT → evaluate, one task per stage.
+"""The Prefect flow: world → curate → probe → select → synthesize → SFT → evaluate, a task per stage.
 
 Tasks receive paths and plain config dicts (never DataFrames) and return small summaries; every
 stage reads the previous stage's shards from the run directory:
 
-    runs/<name>/world/  curate/  synthesize/  model-base/  sft/  eval/  summary.json
+    runs/<name>/world/  curate/  probe/  select/  synthesize/  model-base/  sft/  eval/  summary.json
+
+Without a `probe` section, curation splits by hash and there is no probe or select stage.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from curation.demo_world import WorldConfig, generate_world
+from curation.select import SelectConfig, run_select
 from curation.shards import atomic_write_json
 from curation.sources import SourceSpec
 from curation.stage import CurateConfig, run_curate
@@ -25,6 +28,7 @@ from eval.stage import EvalConfig, run_evaluate
 from flows.config import PipelineConfig
 from synth.endpoint import ManagedServer, free_port
 from synth.judge import JudgeConfig
+from synth.probe import ProbeConfig, run_probes
 from synth.protocol import load_prompts
 from synth.search import SearchConfig
 from synth.stage import SynthConfig, run_synthesize
@@ -38,8 +42,20 @@ def generate_world_task(world: dict[str, Any], out_dir: str) -> dict[str, Any]:
 
 
 @task(name="curate", cache_policy=NO_CACHE)
-def curate_task(cfg: dict[str, Any], out_dir: str) -> dict[str, Any]:
-    return run_curate(CurateConfig.model_validate(cfg), out_dir)
+def curate_task(cfg: dict[str, Any], out_dir: str, probes: bool) -> dict[str, Any]:
+    return run_curate(CurateConfig.model_validate(cfg), out_dir, probes=probes)
+
+
+@task(name="probe", cache_policy=NO_CACHE)
+def probe_task(cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], curated_dir: str, out_dir: str) -> dict[str, Any]:
+    return run_probes(
+        ProbeConfig.model_validate(cfg), curated_dir, out_dir, SearchConfig.model_validate(search), JudgeConfig.model_validate(judge)
+    )
+
+
+@task(name="select", cache_policy=NO_CACHE)
+def select_task(cfg: dict[str, Any], curated_dir: str, probe_dir: str, out_dir: str) -> dict[str, Any]:
+    return run_select(SelectConfig.model_validate(cfg), curated_dir, probe_dir, out_dir)
 
 
 @task(name="synthesize", cache_policy=NO_CACHE)
@@ -112,13 +128,16 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
         text_files = [world["scripts_path"], world["corpus_path"]]
         summary["stages"]["world"] = world
 
+    probe_cfg = cfg.probe.model_copy(deep=True) if cfg.probe is not None else None
     curated = str(run / "curate")
-    summary["stages"]["curate"] = timed("curate", curate_task, curate_cfg.model_dump(mode="json"), curated)
+    summary["stages"]["curate"] = timed("curate", curate_task, curate_cfg.model_dump(mode="json"), curated, probe_cfg is not None)
 
     server = nullcontext()
     if cfg.replay is not None:
         port = free_port()
         synth_cfg.teacher_url = f"http://127.0.0.1:{port}/v1"
+        if probe_cfg is not None:
+            probe_cfg.student_url = synth_cfg.teacher_url  # the replay server plays the student too
         command = replay_command(world["scripts_path"], port, cfg.replay.model_dump(), synth_cfg.teacher_model)
         server = ManagedServer(command, synth_cfg.teacher_url, run / "logs" / "replay-server.log", ready_timeout_s=60)
     elif cfg.teacher_server is not None:
@@ -129,6 +148,15 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
         )
     trajectories = str(run / "synthesize")
     with server:
+        if probe_cfg is not None:
+            probes = str(run / "probe")
+            summary["stages"]["probe"] = timed(
+                "probe", probe_task, probe_cfg.model_dump(mode="json"), search.model_dump(mode="json"),
+                cfg.judge.model_dump(mode="json"), curated, probes,
+            )
+            selected = str(run / "select")
+            summary["stages"]["select"] = timed("select", select_task, cfg.select.model_dump(mode="json"), curated, probes, selected)
+            curated = selected  # synthesis and evaluation read the selected pools
         summary["stages"]["synthesize"] = timed(
             "synthesize", synthesize_task, synth_cfg.model_dump(mode="json"), search.model_dump(mode="json"),
             cfg.judge.model_dump(mode="json"), curated, trajectories,

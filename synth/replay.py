@@ -5,8 +5,9 @@ exactly as they reach vLLM. It recognises the sample by the pixels of the conver
 image (robust to lossless re-encoding), falling back to the question text, and returns the
 scripted turn for the number of assistant turns so far.
 
-Personas (chosen by the request's `model`): the teacher uses tools; the student answers
-directly, right with the sample's scripted pass rate. Error injection turns a teacher episode
+Personas (chosen by the request's `model`): the teacher uses tools; the student is right with the
+sample's scripted pass rate: without tools (the tool-free prompt) it answers directly, with tools
+a right attempt follows the teacher's tool calls and a wrong one answers directly. Error injection turns a teacher episode
 wrong, makes its code raise, or malforms its tags, decided by a hash of the server seed, the
 request's `seed` and the sample, so every attempt is reproducible.
 """
@@ -124,10 +125,23 @@ def _malform(turn: str) -> str:
     return turn.replace("</answer>", "", 1)
 
 
-def scripted_turn(script: dict[str, Any], persona: str, turn_index: int, seed: int, settings: ReplaySettings) -> str:
+def _has_tools(messages: list[dict[str, Any]]) -> bool:
+    """Whether the conversation's system prompt offers tools (the tool-free prompt names none)."""
+    system = next((m for m in messages if m.get("role") == "system"), None)
+    content = system.get("content") if system else ""
+    text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+    return "<code>" in text
+
+
+def scripted_turn(
+    script: dict[str, Any], persona: str, turn_index: int, seed: int, settings: ReplaySettings, tools: bool = True
+) -> str:
     sample_id = script["sample_id"]
     if persona == "student":
-        right = _draw(settings.seed, seed, sample_id, "student") < script["student_pass_rate"]
+        rate = script.get("student_tool_pass_rate", script["student_pass_rate"]) if tools else script["student_pass_rate"]
+        right = _draw(settings.seed, seed, sample_id, "student_tools" if tools else "student") < rate
+        if right and tools:
+            return script["teacher"][min(turn_index, len(script["teacher"]) - 1)]
         return (script["student"] if right else script["student_wrong"])[0]
     turns = script["teacher"]
     turn = turns[min(turn_index, len(turns) - 1)]
@@ -216,7 +230,7 @@ def create_app(settings: ReplaySettings) -> FastAPI:
         if script is None:
             return _error(400, "no scripted sample matches this conversation", "invalid_request_error")
         turn_index = sum(1 for m in messages if m.get("role") == "assistant")
-        text = scripted_turn(script, persona, turn_index, int(body.get("seed") or 0), settings)
+        text = scripted_turn(script, persona, turn_index, int(body.get("seed") or 0), settings, _has_tools(messages))
         stop = body.get("stop")
         text, finish = _apply_stop(text, [stop] if isinstance(stop, str) else stop)
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -18,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from synth.policy import ChatPolicy, Generation
+from synth.policy import ChatPolicy, EndpointPolicy, Generation
 from synth.protocol import PROTOCOL_VERSION
 
 
@@ -103,3 +104,17 @@ class CachedPolicy:
     async def aclose(self) -> None:
         self._io.shutdown(wait=True)
         await self.policy.aclose()
+        self.cache.close()
+
+
+def open_endpoint(
+    url: str, model: str, *, api_key_env: str | None, timeout_s: float, max_retries: int, max_in_flight: int,
+    cache_path: Path | None,
+) -> tuple[ChatPolicy, EndpointPolicy]:
+    """A stage's model: the endpoint client, behind the request cache when `cache_path` is given.
+    Returns (the policy to use, the endpoint itself for its request counters)."""
+    api_key = os.environ.get(api_key_env) if api_key_env else None
+    endpoint = EndpointPolicy(url, model, api_key=api_key, timeout_s=timeout_s, max_retries=max_retries, max_in_flight=max_in_flight)
+    if cache_path is None:
+        return endpoint, endpoint
+    return CachedPolicy(endpoint, RequestCache(cache_path)), endpoint

@@ -4,7 +4,6 @@ trajectories are kept, every rejected one goes to `rejects/` with its reason."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +18,8 @@ from synth import aio
 from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
 from synth.judge import Judge, JudgeConfig
 from synth.long_cot import LongCotConfig, long_cot_rows
-from synth.policy import EndpointPolicy
 from synth.protocol import MAX_ANSWER_CHARS
-from synth.request_cache import CachedPolicy, RequestCache
+from synth.request_cache import CachedPolicy, open_endpoint
 from synth.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA
 
@@ -75,13 +73,10 @@ async def _synthesize(
     cfg: SynthConfig, search: SearchConfig, judge_cfg: JudgeConfig, samples: list[Sample], out_dir: Path,
     quarantine: Quarantine, progress: Progress | None,
 ) -> dict[str, Any]:
-    api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
-    endpoint = EndpointPolicy(
-        cfg.teacher_url, cfg.teacher_model, api_key=api_key, timeout_s=cfg.request_timeout_s,
-        max_retries=cfg.max_retries, max_in_flight=cfg.concurrency,
+    policy, endpoint = open_endpoint(
+        cfg.teacher_url, cfg.teacher_model, api_key_env=cfg.api_key_env, timeout_s=cfg.request_timeout_s,
+        max_retries=cfg.max_retries, max_in_flight=cfg.concurrency, cache_path=out_dir / REQUESTS_DB if cfg.resume else None,
     )
-    cache = RequestCache(out_dir / REQUESTS_DB) if cfg.resume else None
-    policy = CachedPolicy(endpoint, cache) if cache is not None else endpoint
     judge = Judge(judge_cfg)
     limiter = asyncio.Semaphore(cfg.concurrency)
     counts = {"samples": len(samples), "done": 0, "kept": 0, "rejected": 0, "failed": 0, "samples_with_trajectory": 0}
@@ -123,8 +118,6 @@ async def _synthesize(
     finally:
         await policy.aclose()
         await judge.aclose()
-        if cache is not None:
-            cache.close()
     counts["requests_sent"] = endpoint.sent
     counts["requests_replayed"] = policy.replayed if isinstance(policy, CachedPolicy) else 0
     counts["request_retries"] = endpoint.retries

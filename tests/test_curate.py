@@ -23,8 +23,8 @@ def test_demo_world_curates_with_planted_faults_removed(world, curated):
     assert "exact_duplicate" in reasons
     assert any(r.startswith("image_undecodable") for r in reasons)
     manifest = read_manifest(curated)
-    assert manifest["schema_version"] == "sample/1"
-    assert manifest["counts"] == {"rows_in": 11, "invalid": 1, "duplicates": 1, "rows_out": 9}
+    assert manifest["schema_version"] == "sample/2"
+    assert manifest["counts"] == {"rows_in": 11, "invalid": 1, "duplicates": 1, "near_duplicates": 0, "contaminated": 0, "rows_out": 9}
 
 
 def test_pool_assignment_is_reproducible(world, curated, tmp_path):
@@ -54,7 +54,7 @@ def test_bad_rows_are_quarantined_with_reasons_and_good_rows_go_on(tmp_path):
     source = tmp_path / "src.jsonl"
     source.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n")
     summary = run_curate(CurateConfig(sources=[SourceSpec(path=source)]), tmp_path / "out")
-    assert summary["counts"] == {"rows_in": 7, "invalid": 5, "duplicates": 0, "rows_out": 2}
+    assert summary["counts"] == {"rows_in": 7, "invalid": 5, "duplicates": 0, "near_duplicates": 0, "contaminated": 0, "rows_out": 2}
     good = read_table(tmp_path / "out").to_pylist()
     assert {r["question"] for r in good} == {"good?", "b64?"}
     assert all(r["source"] == "src" for r in good)

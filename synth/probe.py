@@ -1,0 +1,154 @@
+"""Student probes: pass@k of the student model without tools and with tools, per sample.
+
+The shared agent loop runs each curated candidate k times in each mode against the student's
+endpoint; the results are stored per sample (`PROBE_SCHEMA`), so the selection stage
+(`curation.select`) can change its thresholds without asking the model again. Requests go through
+the same crash-safe cache as synthesis: a re-run after a crash re-sends only what was in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from curation.schema import SAMPLE_SCHEMA, Sample, hf_value, with_hf_features
+from curation.shards import Quarantine, ShardWriter, iter_rows
+from synth import aio
+from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
+from synth.judge import Judge, JudgeConfig
+from synth.request_cache import CachedPolicy, open_endpoint
+from synth.search import SearchConfig
+
+PROBE_SCHEMA_VERSION = "probe/1"
+PROBE_SCHEMA = with_hf_features(
+    pa.schema(
+        [
+            pa.field("sample_id", pa.string(), nullable=False),
+            pa.field("category", pa.string(), nullable=False),
+            pa.field("student", pa.string(), nullable=False),
+            pa.field("k", pa.int32(), nullable=False),
+            pa.field("passes_no_tools", pa.int32(), nullable=False),
+            pa.field("passes_tools", pa.int32(), nullable=False),
+            pa.field("pass_rate_no_tools", pa.float64(), nullable=False),
+            pa.field("pass_rate_tools", pa.float64(), nullable=False),
+            pa.field("tool_calls_mean", pa.float64(), nullable=False),  # per attempt with tools
+            pa.field("judge_failures", pa.int32(), nullable=False),
+            pa.field("failed_attempts", pa.int32(), nullable=False),  # the endpoint failed after its retries
+        ]
+    ),
+    {
+        "sample_id": hf_value("string"), "category": hf_value("string"), "student": hf_value("string"), "k": hf_value("int32"),
+        "passes_no_tools": hf_value("int32"), "passes_tools": hf_value("int32"), "pass_rate_no_tools": hf_value("float64"),
+        "pass_rate_tools": hf_value("float64"), "tool_calls_mean": hf_value("float64"), "judge_failures": hf_value("int32"),
+        "failed_attempts": hf_value("int32"),
+    },
+    PROBE_SCHEMA_VERSION,
+)
+
+REQUESTS_DB = "requests.sqlite"
+
+
+class ProbeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    student_url: str = "http://127.0.0.1:8008/v1"
+    student_model: str = "demo-student"
+    api_key_env: str | None = "OPENAI_API_KEY"
+    k: int = Field(4, ge=1)  # attempts per sample in each mode
+    temperature: float = Field(1.0, ge=0)  # sampled, so k attempts differ
+    concurrency: int = Field(16, ge=1)  # episodes in flight
+    request_timeout_s: float = 120.0
+    max_retries: int = 6
+    resume: bool = True
+    rows_per_shard: int = 1000
+    agent: AgentConfig = Field(default_factory=lambda: AgentConfig(max_turns=6))
+
+
+def _mode(agent: AgentConfig, tools: bool, temperature: float) -> AgentConfig:
+    return agent.model_copy(update={"tools": tools, "temperature": temperature})
+
+
+async def _probe(
+    cfg: ProbeConfig, samples: list[Sample], search: SearchConfig, judge_cfg: JudgeConfig, out_dir: Path,
+    quarantine: Quarantine, progress: Callable[[dict[str, int]], None] | None,
+) -> dict[str, Any]:
+    policy, endpoint = open_endpoint(
+        cfg.student_url, cfg.student_model, api_key_env=cfg.api_key_env, timeout_s=cfg.request_timeout_s,
+        max_retries=cfg.max_retries, max_in_flight=cfg.concurrency, cache_path=out_dir / REQUESTS_DB if cfg.resume else None,
+    )
+    judge = Judge(judge_cfg)
+    limiter = asyncio.Semaphore(cfg.concurrency)
+    modes = {"no_tools": _mode(cfg.agent, False, cfg.temperature), "tools": _mode(cfg.agent, True, cfg.temperature)}
+    counts = {"samples": len(samples), "done": 0, "episodes": 0, "failed_attempts": 0}
+    writer = ShardWriter(out_dir, PROBE_SCHEMA, rows_per_shard=cfg.rows_per_shard)
+
+    async def attempt(sample: Sample, mode: str, index: int, tools: ToolBox) -> dict[str, Any] | None:
+        async with limiter:
+            try:
+                # The seed differs per attempt, so a sampling endpoint gives k different answers.
+                return await run_episode(sample, policy, tools, modes[mode], attempt=index, seed=index, judge=judge)
+            except Exception as exc:  # the endpoint failed after its retries: counted, not a pass
+                quarantine.add(sample.to_row(), f"probe_failed: {mode}/{index}: {type(exc).__name__}: {exc}", sample.id)
+                return None
+
+    async def probe(sample: Sample, tools: ToolBox) -> None:
+        runs = {mode: await asyncio.gather(*(attempt(sample, mode, i, tools) for i in range(cfg.k))) for mode in modes}
+        done = {mode: [r for r in rows if r is not None] for mode, rows in runs.items()}
+        failed = sum(len(rows) - len(done[mode]) for mode, rows in runs.items())
+        passes = {mode: sum(1 for r in rows if r["correct"]) for mode, rows in done.items()}
+        writer.write(
+            {
+                "sample_id": sample.id,
+                "category": sample.category,
+                "student": cfg.student_model,
+                "k": cfg.k,
+                "passes_no_tools": passes["no_tools"],
+                "passes_tools": passes["tools"],
+                # Failed attempts count as failures: a flaky endpoint makes items look harder, never easier.
+                "pass_rate_no_tools": passes["no_tools"] / cfg.k,
+                "pass_rate_tools": passes["tools"] / cfg.k,
+                "tool_calls_mean": sum(len(r["tool_calls"]) for r in done["tools"]) / max(1, len(done["tools"])),
+                "judge_failures": sum(1 for rows in done.values() for r in rows if r["judge_failed"]),
+                "failed_attempts": failed,
+            }
+        )
+        counts["episodes"] += sum(len(rows) for rows in done.values())
+        counts["failed_attempts"] += failed
+        counts["done"] += 1
+        if progress is not None:
+            progress(counts)
+
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=min(cfg.concurrency + 4, 512)))
+    try:
+        with open_toolbox(modes["tools"], search) as tools:
+            await asyncio.gather(*(probe(s, tools) for s in samples))
+    finally:
+        await policy.aclose()
+        await judge.aclose()
+    counts["requests_sent"] = endpoint.sent
+    counts["requests_replayed"] = policy.replayed if isinstance(policy, CachedPolicy) else 0
+    writer.manifest_extra.update({"stage": "probe", "student": cfg.student_model, "k": cfg.k, "counts": counts})
+    writer.close()
+    return {"counts": counts}
+
+
+def run_probes(
+    cfg: ProbeConfig, curated_dir: str | Path, out_dir: str | Path, search: SearchConfig | None = None,
+    judge: JudgeConfig | None = None, progress: Callable[[dict[str, int]], None] | None = None,
+) -> dict[str, Any]:
+    """Probe every curated candidate (rows whose pool is not yet set) and write `PROBE_SCHEMA` shards."""
+    out_dir = Path(out_dir)
+    started = time.time()
+    quarantine = Quarantine(out_dir, "probe")
+    samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] is None]
+    summary = aio.run(_probe(cfg, samples, search or SearchConfig(), judge or JudgeConfig(), out_dir, quarantine, progress))
+    quarantine.close()
+    summary["seconds"] = round(time.time() - started, 3)
+    return summary
