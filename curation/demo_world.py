@@ -243,8 +243,10 @@ def _url(name: str) -> str:
 
 def _unused_name(rng: random.Random, used: set[str]) -> str:
     name = f"{_name(rng)} {rng.choice(_KINDS)}"
-    while name in used:
-        name = f"{_name(rng)} {rng.choice(_KINDS)}"
+    tries = 0
+    while name in used:  # two syllables give 1,575 names: big worlds get longer ones
+        tries += 1
+        name = f"{_name(rng, 2 + tries // 20)} {rng.choice(_KINDS)}"
     used.add(name)
     return name
 

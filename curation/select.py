@@ -2,7 +2,8 @@
 
 For each curated candidate, with its pass rates over k attempts without tools (p0) and with tools (p1):
 
-1. not probed → dropped (`not_probed`);
+1. not probed, or at least k of its 2k probe attempts failed at the endpoint → dropped
+   (`not_probed` / `probe_failed`: its pass rates would say "hard" for the wrong reason);
 2. p0 > `max_pass_rate_no_tools` → dropped (`too_easy`: the student solves it without tools);
 3. p1 > 0 (solved with tools) → `rl` when the tool benefit p1 - p0 ≥ `min_tool_benefit`, else
    dropped (`no_tool_benefit`);
@@ -28,7 +29,7 @@ from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import Quarantine, ShardWriter, read_table, shard_files
 from curation.stage import unit_hash
 
-PROBE_COLUMNS = ("sample_id", "k", "pass_rate_no_tools", "pass_rate_tools", "tool_calls_mean")
+PROBE_COLUMNS = ("sample_id", "k", "pass_rate_no_tools", "pass_rate_tools", "tool_calls_mean", "failed_attempts")
 
 
 class SelectConfig(BaseModel):
@@ -107,7 +108,10 @@ def run_select(cfg: SelectConfig, curated_dir: str | Path, probe_dir: str | Path
             decided.append((row, "eval", None))
             continue
         report.seen("rule")
-        pool, reason = rule_pool(row["pass_rate_no_tools"], row["pass_rate_tools"], cfg)
+        if row["failed_attempts"] is not None and row["failed_attempts"] >= row["k"]:
+            pool, reason = "dropped", "probe_failed"
+        else:
+            pool, reason = rule_pool(row["pass_rate_no_tools"], row["pass_rate_tools"], cfg)
         if reason is not None:
             report.dropped("rule", reason, row["source"], row["category"])
         else:

@@ -62,6 +62,15 @@ class SourceSpec(BaseModel):
         return Path(self.path)
 
     @property
+    def base_dir(self) -> Path:
+        """Where relative image paths in the rows start: the source file's folder, or for `hf`
+        the folder of its first data file."""
+        if self.kind == "hf":
+            first = self.data_files[0] if isinstance(self.data_files, list) and self.data_files else self.data_files
+            return Path(first).parent if isinstance(first, str) else Path.cwd()
+        return self.file.parent
+
+    @property
     def source_name(self) -> str:
         if self.name:
             return self.name

@@ -89,7 +89,7 @@ def _benchmark_index(cfg: CurateConfig, report: StepReport) -> ContaminationInde
             try:
                 if "__parse_error__" in row:
                     raise RowRejected(row["__parse_error__"])
-                sample = row_to_sample(row, spec, spec.file.parent)
+                sample = row_to_sample(row, spec, spec.base_dir)
                 hashes = [image_phash(validate_image(i.bytes, limits)) for i in sample.images] if cfg.decontam.check_images else []
             except (RowRejected, ImageRejected):
                 unreadable += 1  # a benchmark row we cannot read cannot contaminate anything
@@ -126,7 +126,7 @@ def run_curate(cfg: CurateConfig, out_dir: str | Path, probes: bool = False) -> 
                 try:
                     if "__parse_error__" in row:
                         raise RowRejected(row["__parse_error__"])
-                    sample = row_to_sample(row, spec, spec.file.parent)
+                    sample = row_to_sample(row, spec, spec.base_dir)
                     images = [ImageRef(bytes=validate_image(i.bytes, limits), path=i.path) for i in sample.images]
                 except (RowRejected, ImageRejected) as exc:
                     category = row.get(spec.fields.get("category", "category")) or spec.category

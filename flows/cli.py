@@ -69,6 +69,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
     typer.echo(f"synthesize: {synth['kept']} trajectories kept{long_cot}, {synth['rejected']} rejected, {synth['failed']} failed")
     typer.echo(f"sft:        {sft['steps']} steps on {sft['rows']} rows, loss {sft['losses'][0] if sft['losses'] else float('nan'):.3f}"
                f" -> {sft['losses'][-1] if sft['losses'] else float('nan'):.3f}")
+    if "grpo" in stages:
+        grpo = stages["grpo"]
+        calls = ", ".join(f"{c:.2f}" for c in grpo["tool_calls_per_trajectory"] if c is not None)
+        rewards = grpo["rewards"]
+        typer.echo(f"grpo:       {grpo['steps']} steps on {grpo['prompts']} prompts, reward {rewards[0] if rewards else float('nan'):.3f}"
+                   f" -> {rewards[-1] if rewards else float('nan'):.3f}, tool calls per trajectory by step [{calls}]"
+                   + (f"; {len(grpo['warnings'])} warning(s)" if grpo["warnings"] else ""))
     for run_name, metrics in stages["evaluate"]["runs"].items():
         overall = metrics["overall"]
         typer.echo(f"eval ({run_name}): accuracy {overall['accuracy']:.3f} on {overall['n']} samples, "

@@ -20,6 +20,7 @@ from synth.judge import JudgeConfig
 from synth.probe import ProbeConfig
 from synth.search import SearchConfig
 from synth.stage import SynthConfig
+from train.grpo import GRPOStageConfig
 from train.sft import SFTStageConfig
 from train.tiny import TinyModelConfig
 
@@ -72,6 +73,7 @@ class PipelineConfig(BaseModel):
     synth: SynthConfig = Field(default_factory=SynthConfig)
     tiny_model: TinyModelConfig = Field(default_factory=TinyModelConfig)
     sft: SFTStageConfig = Field(default_factory=SFTStageConfig)
+    grpo: GRPOStageConfig | None = None  # RL with live tool rollouts after SFT; None: SFT only
     eval: EvalConfig = Field(default_factory=EvalConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)  # one set of tools for synthesis and eval
     judge: JudgeConfig = Field(default_factory=JudgeConfig)  # one judge for synthesis and eval

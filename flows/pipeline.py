@@ -1,9 +1,9 @@
-"""The Prefect flow: world → curate → probe → select → synthesize → SFT → evaluate, a task per stage.
+"""The Prefect flow: world → curate → probe → select → synthesize → SFT → GRPO → evaluate, a task per stage.
 
 Tasks receive paths and plain config dicts (never DataFrames) and return small summaries; every
 stage reads the previous stage's shards from the run directory:
 
-    runs/<name>/world/  curate/  probe/  select/  synthesize/  model-base/  sft/  eval/  summary.json
+    runs/<name>/world/  curate/  probe/  select/  synthesize/  model-base/  sft/  grpo/  eval/  summary.json
 
 Without a `probe` section, curation splits by hash and there is no probe or select stage.
 """
@@ -32,6 +32,7 @@ from synth.probe import ProbeConfig, run_probes
 from synth.protocol import load_prompts
 from synth.search import SearchConfig
 from synth.stage import SynthConfig, run_synthesize
+from train.grpo import GRPOStageConfig, run_grpo
 from train.sft import SFTStageConfig, run_sft
 from train.tiny import TinyModelConfig, build_tiny_model
 
@@ -77,6 +78,16 @@ def build_tiny_model_task(cfg: dict[str, Any], text_files: list[str], out_dir: s
 @task(name="sft", cache_policy=NO_CACHE)
 def sft_task(cfg: dict[str, Any], model_path: str, trajectory_dirs: list[str], out_dir: str) -> dict[str, Any]:
     return run_sft(SFTStageConfig.model_validate(cfg), model_path, trajectory_dirs, out_dir)
+
+
+@task(name="grpo", cache_policy=NO_CACHE)
+def grpo_task(
+    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], model_path: str, curated_dir: str, out_dir: str
+) -> dict[str, Any]:
+    return run_grpo(
+        GRPOStageConfig.model_validate(cfg), model_path, curated_dir, out_dir, SearchConfig.model_validate(search),
+        JudgeConfig.model_validate(judge),
+    )
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -167,9 +178,17 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
         model_path = timed("build-model", build_tiny_model_task, cfg.tiny_model.model_dump(), text_files, str(run / "model-base"))
     sft = timed("sft", sft_task, cfg.sft.model_dump(mode="json"), model_path, [trajectories], str(run / "sft"))
     summary["stages"]["sft"] = sft
+    final = sft["checkpoint"]
+    if cfg.grpo is not None:
+        grpo = timed(
+            "grpo", grpo_task, cfg.grpo.model_dump(mode="json"), search.model_dump(mode="json"), cfg.judge.model_dump(mode="json"),
+            sft["checkpoint"], curated, str(run / "grpo"),
+        )
+        summary["stages"]["grpo"] = grpo
+        final = grpo["checkpoint"]
     metrics = timed(
         "evaluate", evaluate_task, cfg.eval.model_dump(mode="json"), search.model_dump(mode="json"),
-        cfg.judge.model_dump(mode="json"), sft["checkpoint"], curated, str(run / "eval"),
+        cfg.judge.model_dump(mode="json"), final, curated, str(run / "eval"),
     )
     summary["stages"]["evaluate"] = {"metrics_path": str(run / "eval" / "metrics.json"), **metrics}
     summary["timings_s"] = {**timings, "total": round(time.time() - started, 2)}

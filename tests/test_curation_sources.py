@@ -185,3 +185,17 @@ def test_cli_curate_from_a_jsonl_source(world, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "flows.cli", "curate", "--source", "tsv:/no/such.tsv", "--out", str(out)],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "file not found: /no/such.tsv" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_datasets_csv_with_image_paths_next_to_the_file(tmp_path):
+    folder = tmp_path / "csvdata"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(encode(noise(seed=10)))
+    (folder / "rows.csv").write_text("query,label,img,kind\nWhat is shown?,a cat,a.png,perception\nAnd here?,2,missing.png,reasoning\n")
+    spec = SourceSpec(kind="hf", path="csv", data_files=str(folder / "rows.csv"), name="csvsrc",
+                      fields={"question": "query", "answer": "label", "images": "img", "category": "kind"})
+    summary = run_curate(CurateConfig(sources=[spec], split={"coldstart": 1.0}), tmp_path / "out")
+    rows = read_table(tmp_path / "out").to_pylist()
+    assert [r["question"] for r in rows] == ["What is shown?"] and rows[0]["images"][0]["path"].endswith("a.png")
+    assert summary["counts"]["invalid"] == 1
+    assert list(quarantined(tmp_path / "out").values())[0].startswith("image_missing")

@@ -70,3 +70,24 @@ def test_a_stock_trl_sft_step_on_the_shards_with_no_project_code(tiny_model, tra
         processing_class=AutoProcessor.from_pretrained(tiny_model),
     )
     assert trainer.train().global_step == 1
+
+
+def test_lora_adapters_train_the_language_model_and_are_merged(tiny_model, trajectories, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from train.sft import LoraSettings
+
+    cfg = SFTStageConfig(learning_rate=5e-2, max_steps=3, lora=LoraSettings(r=4, alpha=8))
+    summary = run_sft(cfg, tiny_model, [trajectories], tmp_path)
+    before = AutoModelForImageTextToText.from_pretrained(tiny_model).state_dict()
+    after = AutoModelForImageTextToText.from_pretrained(summary["checkpoint"]).state_dict()
+    assert set(after) == set(before)  # merged: a plain model, no adapter weights left
+    assert all(torch.equal(before[k], after[k]) for k in before if ".visual." in f".{k}")
+    assert any(not torch.equal(before[k], after[k]) for k in before if "language_model" in k and "proj" in k)
+
+
+def test_sft_resumes_from_its_last_checkpoint(tiny_model, trajectories, tmp_path):
+    first = run_sft(SFTStageConfig(learning_rate=5e-3, max_steps=2, save_steps=2), tiny_model, [trajectories], tmp_path)
+    assert first["resumed_from"] is None and (tmp_path / "trainer" / "checkpoint-2").is_dir()
+    again = run_sft(SFTStageConfig(learning_rate=5e-3, max_steps=4, save_steps=2), tiny_model, [trajectories], tmp_path)
+    assert again["resumed_from"].endswith("checkpoint-2") and again["steps"] == 4

@@ -16,6 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.shards import shard_files
 
 
+class LoraSettings(BaseModel):
+    """LoRA adapters on the language model (peft); merged into the weights when training ends."""
+
+    model_config = ConfigDict(extra="forbid")
+    r: int = Field(16, ge=1)
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+
+
 class SFTStageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -29,9 +39,13 @@ class SFTStageConfig(BaseModel):
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     max_length: int | None = None  # None: never cut image tokens
     freeze_vision: bool = True  # the paper freezes the vision tower and projector
+    max_pixels: int | None = None  # the image pixel budget (the paper's 512×512 = 262144); None: the processor's own
     logging_steps: int = 5
     seed: int = 0
     bf16: bool = False
+    lora: LoraSettings | None = None  # None: full fine-tune (the paper)
+    save_steps: int | None = None  # checkpoint every N steps under <out>/trainer; None: only the final model
+    resume: bool = True  # continue from the newest checkpoint under <out>/trainer when there is one
 
 
 class TrainingDataError(ValueError):
@@ -78,7 +92,8 @@ def sft_arguments(cfg: SFTStageConfig, out_dir: Path):
             max_length=cfg.max_length,
             assistant_only_loss=True,
             logging_steps=cfg.logging_steps,
-            save_strategy="no",
+            save_strategy="steps" if cfg.save_steps else "no",
+            save_steps=cfg.save_steps or 500,
             report_to="none",
             seed=cfg.seed,
             bf16=cfg.bf16,
@@ -86,6 +101,34 @@ def sft_arguments(cfg: SFTStageConfig, out_dir: Path):
             dataloader_num_workers=0,
             disable_tqdm=True,
         )
+
+
+def latest_checkpoint(trainer_dir: Path) -> str | None:
+    """The newest complete `checkpoint-N` under the trainer's output directory."""
+    found = [p for p in trainer_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
+    return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
+
+
+def lora_config(settings: LoraSettings):
+    from peft import LoraConfig
+
+    # The language model only: the vision tower and projector stay as they are (frozen).
+    targets = settings.target_modules
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, task_type="CAUSAL_LM",
+                      target_modules=targets, exclude_modules=r".*visual.*")
+
+
+def apply_pixel_budget(processor, max_pixels: int | None) -> None:
+    """Cap the pixels of each image (Qwen-VL processors resize to fit `longest_edge` pixels)."""
+    if max_pixels is None:
+        return
+    image_processor = processor.image_processor
+    size = dict(getattr(image_processor, "size", None) or {})
+    size["longest_edge"] = max_pixels
+    size["shortest_edge"] = min(size.get("shortest_edge", max_pixels), max_pixels)
+    image_processor.size = size
+    if hasattr(image_processor, "max_pixels"):
+        image_processor.max_pixels = max_pixels
 
 
 def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
@@ -96,12 +139,18 @@ def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[s
     out_dir = Path(out_dir)
     dataset = load_trajectories(trajectory_dirs)
     processor = AutoProcessor.from_pretrained(model_path)
+    apply_pixel_budget(processor, cfg.max_pixels)
     model = AutoModelForImageTextToText.from_pretrained(model_path)
     frozen = freeze_vision_tower(model) if cfg.freeze_vision else 0
-    trainer = SFTTrainer(model=model, args=sft_arguments(cfg, out_dir), train_dataset=dataset, processing_class=processor)
-    result = trainer.train()
+    trainer = SFTTrainer(model=model, args=sft_arguments(cfg, out_dir), train_dataset=dataset, processing_class=processor,
+                         peft_config=lora_config(cfg.lora) if cfg.lora else None)
+    resume_from = latest_checkpoint(out_dir / "trainer") if cfg.resume else None
+    result = trainer.train(resume_from_checkpoint=resume_from)
     checkpoint = out_dir / "checkpoint"
-    trainer.save_model(str(checkpoint))
+    if cfg.lora:  # later stages load a plain model: merge the adapters into the weights
+        trainer.model.merge_and_unload().save_pretrained(str(checkpoint))
+    else:
+        trainer.save_model(str(checkpoint))
     processor.save_pretrained(str(checkpoint))
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {
@@ -109,7 +158,10 @@ def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[s
         "rows": len(dataset),
         "steps": trainer.state.global_step,
         "train_loss": result.training_loss,
+        "train_runtime_s": result.metrics.get("train_runtime"),
         "losses": losses,
         "frozen_vision_tensors": frozen,
+        "resumed_from": resume_from,
+        "lora": cfg.lora is not None,
         "seconds": round(time.time() - started, 3),
     }

@@ -1,0 +1,151 @@
+"""Training step time: our SFT and GRPO stages ÷ stock TRL scripts on the same tiny model, data
+and settings, in the same run.
+
+    python -m bench.train --json [--steps 8]
+
+- `sft_step_ratio`: `run_sft` (our stage: TRL `SFTTrainer` with the stage's arguments) ÷ a plain
+  `SFTTrainer` script on the same trajectory shards, time per optimizer step (`train_runtime`).
+- `grpo_step_ratio`: `run_grpo` (our trainer: rollouts through the agent loop with live tools,
+  token-in/token-out) ÷ a stock `GRPOTrainer` generating single-turn completions on the same prompts
+  and images, with the same generations per prompt, batch, token budget and sampling; our rollouts
+  are single-turn too (`max_turns: 1`), so both do the same work per step and the ratio is the cost
+  of our rollout path. Target ≤ 1.02 for both.
+
+Each trainer runs in a fresh process, `--repeats` times interleaved; the median counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+from curation.demo_world import WorldConfig, generate_world
+from curation.shards import shard_files
+from curation.sources import SourceSpec
+from curation.stage import CurateConfig, run_curate
+from synth.agent import AgentConfig
+from synth.endpoint import ManagedServer, free_port
+from synth.search import SearchConfig
+from synth.stage import SynthConfig, run_synthesize
+from train.grpo import GRPOStageConfig, load_prompts_dataset, run_grpo
+from train.sft import SFTStageConfig, run_sft
+from train.tiny import TinyModelConfig, build_tiny_model
+
+
+def stock_sft(model_path: Path, shards: Path, steps: int, out: Path) -> float:
+    import datasets
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import SFTConfig, SFTTrainer
+
+    dataset = datasets.load_dataset("parquet", data_files=[str(f) for f in shard_files(shards)], split="train")
+    dataset = dataset.select_columns(["messages", "images"])
+    model = AutoModelForImageTextToText.from_pretrained(model_path)
+    for name, param in model.named_parameters():
+        if "visual" in name:
+            param.requires_grad_(False)
+    args = SFTConfig(output_dir=str(out), learning_rate=1e-5, max_steps=steps, per_device_train_batch_size=1, assistant_only_loss=True,
+                     max_length=None, save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(),
+                     dataloader_num_workers=0, disable_tqdm=True, logging_steps=steps, warmup_steps=0.1, lr_scheduler_type="cosine", seed=0, bf16=False)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=AutoProcessor.from_pretrained(model_path))
+    return trainer.train().metrics["train_runtime"] / steps
+
+
+def stock_grpo(model_path: Path, selected: Path, cfg: GRPOStageConfig, out: Path) -> float:
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import GRPOConfig, GRPOTrainer
+
+    dataset = load_prompts_dataset(selected, cfg.pools, cfg.agent, cfg.max_samples).remove_columns(["sample", "image_bytes"])
+    model = AutoModelForImageTextToText.from_pretrained(model_path)
+    for name, param in model.named_parameters():
+        if "visual" in name:
+            param.requires_grad_(False)
+
+    def length_reward(completions, **kwargs):
+        return [0.0 for _ in completions]
+
+    args = GRPOConfig(output_dir=str(out), learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+                      num_generations=cfg.num_generations, temperature=cfg.temperature, beta=cfg.beta, epsilon=cfg.epsilon,
+                      loss_type=cfg.loss_type, max_completion_length=cfg.agent.max_tokens_per_turn, save_strategy="no", report_to="none",
+                      use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, disable_tqdm=True, seed=cfg.seed,
+                      logging_steps=cfg.max_steps, bf16=cfg.bf16, lr_scheduler_type=cfg.lr_scheduler)
+    trainer = GRPOTrainer(model=model, reward_funcs=[length_reward], args=args, train_dataset=dataset,
+                          processing_class=AutoProcessor.from_pretrained(model_path))
+    return trainer.train().metrics["train_runtime"] / cfg.max_steps
+
+
+GRPO_BENCH = GRPOStageConfig(pools=["rl"], num_generations=4, batch_size=4, learning_rate=1e-6, max_samples=4,
+                             agent=AgentConfig(max_turns=1, max_tokens_per_turn=32, temperature=1.0, prestart_kernel=False))
+
+
+def measure(which: str, root: Path, steps: int) -> float:
+    """Seconds per step of one trainer; each runs in a fresh process, so none inherits another's state."""
+    model = root / "tiny"
+    grpo = GRPO_BENCH.model_copy(update={"max_steps": steps})
+    search = SearchConfig(corpus_path=root / "world" / "corpus.jsonl", image_corpus_path=root / "world" / "image_corpus.jsonl",
+                          cache_dir=root / "cache")
+    if which == "sft":
+        return run_sft(SFTStageConfig(max_steps=steps, logging_steps=steps), model, [root / "trajectories"], root / which)["train_runtime_s"] / steps
+    if which == "stock_sft":
+        return stock_sft(model, root / "trajectories", steps, root / which)
+    if which == "grpo":
+        return run_grpo(grpo, model, root / "curate", root / which, search)["train_runtime_s"] / steps
+    return stock_grpo(model, root / "curate", grpo, root / which)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each trainer; the median counts")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--measure", choices=["sft", "stock_sft", "grpo", "stock_grpo"], help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    if args.measure:
+        print(json.dumps({"seconds_per_step": measure(args.measure, args.root, args.steps)}))
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        world = generate_world(root / "world", WorldConfig(seed=3, per_family=4, distractor_docs=10, long_cot=0))
+        run_curate(CurateConfig(sources=[SourceSpec(path=world["samples_path"])], split={"coldstart": 0.5, "rl": 0.5}), root / "curate")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/v1"
+        search = SearchConfig(corpus_path=world["corpus_path"], image_corpus_path=world["image_corpus_path"], cache_dir=root / "cache")
+        command = [sys.executable, "-m", "flows.cli", "serve-replay", "--scripts", world["scripts_path"], "--port", str(port)]
+        with ManagedServer(command, url, root / "replay.log"):
+            run_synthesize(SynthConfig(teacher_url=url, attempts=1), root / "curate", root / "trajectories", search)
+        build_tiny_model(root / "tiny", Path(world["scripts_path"]).read_text().splitlines(), TinyModelConfig())
+        runs: dict[str, list[float]] = {}
+        for _ in range(args.repeats):  # interleaved, so a slow moment of the machine hits both sides
+            for which in ("stock_sft", "sft", "stock_grpo", "grpo"):
+                done = subprocess.run([sys.executable, "-m", "bench.train", "--measure", which, "--root", str(root), "--steps", str(args.steps)],
+                                      capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    raise SystemExit(f"{which} failed:\n{done.stderr[-3000:]}")
+                runs.setdefault(which, []).append(json.loads(done.stdout.strip().splitlines()[-1])["seconds_per_step"])
+        seconds = {which: statistics.median(values) for which, values in runs.items()}
+
+    result = {
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "sft_step_s": round(seconds["sft"], 4),
+        "stock_sft_step_s": round(seconds["stock_sft"], 4),
+        "sft_step_ratio": round(seconds["sft"] / seconds["stock_sft"], 3),
+        "grpo_step_s": round(seconds["grpo"], 4),
+        "stock_grpo_step_s": round(seconds["stock_grpo"], 4),
+        "grpo_step_ratio": round(seconds["grpo"] / seconds["stock_grpo"], 3),
+    }
+    print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,339 @@
+"""GRPO with live multi-turn tool rollouts, on TRL's `GRPOTrainer`.
+
+Rollouts run the shared agent loop (`synth.agent.run_episode`) with the live Python kernel and
+search, driven token-in/token-out by `train.rollout.TokenPolicy`. Why a `GRPOTrainer` subclass
+that overrides `_generate`, not one of TRL's hooks:
+
+- `tools=` / `environment_factory` speak the chat template's JSON tool calls; the paper's protocol
+  is `<code>` blocks and `<tool_call>` search tags parsed by our protocol module;
+- `rollout_func` returns ids but not images: TRL then trains with the dataset's images only, so
+  the images the code produced would have placeholders in the sequence and no pixels behind them.
+
+The override returns the full image list of each episode (inputs, then tool images) through TRL's
+tool-image path, so the forward pass gets every image in placeholder order (checked here, not
+silently dropped), and the environment mask, so observation tokens never enter the loss.
+Rewards are the shared ones (0.8·accuracy + 0.2·format, the search penalty, the answer cap, no
+tool bonus), as two reward functions so TRL logs each component.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from curation.schema import SAMPLE_SCHEMA, Sample
+from curation.shards import iter_rows
+from synth import aio
+from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
+from synth.judge import Judge, JudgeConfig
+from synth.protocol import load_prompts, render_code_observation
+from synth.reward import compute_reward
+from synth.search import SearchConfig
+from train.rollout import RolloutError, TokenPolicy, image_token_count
+from train.sft import TrainingDataError, apply_pixel_budget, freeze_vision_tower
+
+logger = logging.getLogger(__name__)
+
+NOOP_OBSERVATION = render_code_observation("", "", 0)
+
+
+class GRPOStageConfig(BaseModel):
+    """The paper's RL recipe by default: no KL, clip 0.2, token-mean loss, 16 rollouts, T=1, lr 1e-6, 9 turns."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pools: list[str] = Field(default_factory=lambda: ["rl"])
+    learning_rate: float = 1e-6
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    num_generations: int = Field(16, ge=2)  # rollouts per prompt
+    batch_size: int = Field(16, ge=1)  # rollouts per device and step (a multiple of num_generations across devices)
+    grad_accum: int = 1
+    temperature: float = 1.0
+    beta: float = 0.0  # KL coefficient: the paper uses none
+    epsilon: float = 0.2  # clip range, both sides
+    loss_type: str = "dapo"  # token-mean over the batch's active tokens
+    lr_scheduler: str = "constant"
+    freeze_vision: bool = True
+    max_pixels: int | None = None  # the image pixel budget; None: the processor's own
+    logging_steps: int = 1
+    seed: int = 0
+    bf16: bool = False
+    max_samples: int | None = None
+    # The reward-hacking watch: warn when tool calls per trajectory fall below this (after the first
+    # steps), or when more than this share of code cells print nothing and show nothing.
+    warn_min_tool_calls: float = 0.05
+    warn_noop_code_share: float = 0.5
+    agent: AgentConfig = Field(default_factory=lambda: AgentConfig(max_turns=9, max_tokens_per_turn=2048, temperature=1.0))
+
+
+def load_prompts_dataset(curated_dir: str | Path, pools: list[str], agent: AgentConfig, max_samples: int | None = None):
+    """RL samples as a `datasets.Dataset`: the conversational `prompt` and `images` TRL expects, and
+    the sample itself (as JSON, and its images' original bytes) for the rollout and the judge."""
+    import datasets
+
+    rows = [r for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in pools][: max_samples or None]
+    if not rows:
+        raise TrainingDataError(f"no samples of pool(s) {pools} in {curated_dir}")
+    prompts = load_prompts(agent.tools)
+    records = []
+    for row in rows:
+        sample = Sample.from_row(row)
+        records.append({
+            "prompt": [{"role": "system", "content": prompts.system}, {"role": "user", "content": prompts.user_text(sample.question)}],
+            "images": [{"bytes": image.bytes, "path": None} for image in sample.images],
+            "image_bytes": [image.bytes for image in sample.images],
+            "sample": json.dumps({**sample.to_row(), "images": None}),
+        })
+    features = datasets.Features({
+        "prompt": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
+        "images": datasets.List(datasets.Image()),
+        "image_bytes": datasets.List(datasets.Value("binary")),
+        "sample": datasets.Value("string"),
+    })
+    return datasets.Dataset.from_list(records, features=features)
+
+
+def noop_code_cells(row: dict[str, Any]) -> tuple[int, int]:
+    """(code cells that ran, of which printed nothing and showed nothing) in a trajectory row."""
+    observations = [m for m in row["messages"][2:] if m["role"] == "user"]
+    assistant_turns = 0
+    ran = noop = 0
+    calls = {c["turn"]: c for c in row["tool_calls"]}
+    index = 0
+    for message in row["messages"][2:]:
+        if message["role"] == "assistant":
+            call = calls.get(assistant_turns)
+            assistant_turns += 1
+            if call is not None and call["tool"] == "python" and call["outcome"] == "ok":
+                ran += 1
+                text = "".join(p.get("text") or "" for p in observations[index]["content"]) if index < len(observations) else ""
+                noop += text.strip() == NOOP_OBSERVATION.strip() and call["images"] == 0
+            if call is not None:
+                index += 1
+    return ran, noop
+
+
+def accuracy_reward(completions, episode_accuracy, **kwargs) -> list[float]:
+    """0 or 1 for a right answer under the length cap, less the search penalty (weighted 0.8)."""
+    return list(episode_accuracy)
+
+
+def format_reward(completions, episode_format, **kwargs) -> list[float]:
+    """1 for a well-formed trajectory (weighted 0.2)."""
+    return list(episode_format)
+
+
+def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
+    from trl import GRPOTrainer
+
+    class ToolRolloutGRPOTrainer(GRPOTrainer):
+        """`GRPOTrainer` whose generation is our agent loop with live tools (see the module docstring)."""
+
+        def __init__(self, *args, toolbox: ToolBox, agent: AgentConfig, judge: Judge, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.toolbox = toolbox
+            self.agent_cfg = agent
+            self.judge = judge
+            self._batch_inputs: list[dict[str, Any]] = []
+            self._rollouts = 0
+            # TRL sends a batch's images through its tool-image path only when it has tools; ours are
+            # not TRL tools (they run inside `_generate`), so this marks the path, nothing more.
+            self.tools = [run_episode]
+
+        def _generate_and_score_completions(self, inputs):
+            self._batch_inputs = inputs  # `_generate` gets only prompts; the rollout needs the samples
+            return super()._generate_and_score_completions(inputs)
+
+        def _generate(self, prompts: list):
+            from trl.models import unwrap_model_for_generation
+
+            mode = "train" if self.model.training else "eval"
+            # The original bytes, not the decoded PIL images TRL holds: the kernel and the judge see the inputs as they are.
+            samples = [Sample.model_validate({**json.loads(x["sample"]), "images": [{"bytes": b} for b in x["image_bytes"] or []]})
+                       for x in self._batch_inputs]
+            start = self._rollouts
+            self._rollouts += len(samples)
+            with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as model:
+                was_training = model.training
+                model.eval()
+                policy = policy_class(model, self.processing_class, name="policy")
+
+                async def rollouts():
+                    return await __import__("asyncio").gather(*(
+                        run_episode(sample, policy, self.toolbox, self.agent_cfg, attempt=start + i, seed=self.args.seed + start + i,
+                                    judge=self.judge)
+                        for i, sample in enumerate(samples)
+                    ))
+
+                rows = aio.run(rollouts())
+                if was_training:
+                    model.train()
+            episodes = [policy.take(f"{sample.id}/{start + i}") for i, sample in enumerate(samples)]
+
+            images, accuracy, fmt = [], [], []
+            for episode, row in zip(episodes, rows, strict=True):
+                ids = episode.prompt_ids + episode.completion_ids
+                placeholders = sum(1 for t in ids if t == policy.image_pad_id)
+                expected = image_token_count(self.processing_class, episode.images)
+                if placeholders != expected:  # TRL would drop the batch's images: refuse instead
+                    raise RolloutError(f"rollout {row['id']}: {placeholders} image placeholders for {expected} image features")
+                images.append(list(episode.images) or None)
+                used_search = any(c["tool"] in ("search", "image_search") for c in row["tool_calls"])
+                parts = compute_reward(row["correct"], row["format_ok"], row["final_answer"], row["category"], used_search)
+                accuracy.append(parts.accuracy * (1.0 - parts.search_penalty))
+                fmt.append(parts.format)
+            self._log_rollouts(mode, rows, episodes)
+            completions = [[{"role": "assistant", "content": "".join(
+                p["text"] for m in row["messages"][2:] if m["role"] == "assistant" for p in m["content"])}] for row in rows]
+            extra = {"env_mask": [e.env_mask for e in episodes], "episode_accuracy": accuracy, "episode_format": fmt}
+            has_images = any(images)
+            return (
+                [e.prompt_ids for e in episodes],
+                [e.completion_ids for e in episodes],
+                extra.pop("env_mask"),
+                completions,
+                None,  # sampling logprobs: only vLLM's importance-sampling correction uses them
+                extra,
+                images if has_images else None,
+                images if has_images else [[] for _ in episodes],
+            )
+
+        def _log_rollouts(self, mode: str, rows: list[dict[str, Any]], episodes) -> None:
+            metrics = self._metrics[mode]
+            calls = [len(r["tool_calls"]) for r in rows]
+            failed = sum(1 for r in rows for c in r["tool_calls"] if c["outcome"] != "ok")
+            ran, noop = map(sum, zip(*(noop_code_cells(r) for r in rows), strict=True)) if rows else (0, 0)
+            metrics["tools/calls_per_trajectory"].append(sum(calls) / len(rows))
+            metrics["tools/failure_rate"].append(failed / sum(calls) if sum(calls) else 0.0)
+            metrics["tools/noop_code_share"].append(noop / ran if ran else 0.0)
+            for tool in ("python", "search", "image_search"):
+                metrics[f"tools/{tool}_per_trajectory"].append(sum(1 for r in rows for c in r["tool_calls"] if c["tool"] == tool) / len(rows))
+            metrics["rollout/turns"].append(sum(r["turns"] for r in rows) / len(rows))
+            metrics["rollout/response_tokens"].append(sum(sum(e.env_mask) for e in episodes) / len(episodes))
+            metrics["rollout/accuracy"].append(sum(r["correct"] for r in rows) / len(rows))
+            for category in sorted({r["category"] for r in rows}):
+                group = [r for r in rows if r["category"] == category]
+                metrics[f"accuracy/{category}"].append(sum(r["correct"] for r in group) / len(group))
+
+    return ToolRolloutGRPOTrainer
+
+
+def _dynamics_callback(path: Path, cfg: GRPOStageConfig):
+    from transformers import TrainerCallback
+
+    class DynamicsLog(TrainerCallback):
+        """Per-step training dynamics as JSONL, and the reward-hacking watch."""
+
+        def __init__(self) -> None:
+            self.warnings: list[str] = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "reward" not in logs:
+                return
+            notes = []
+            calls = logs.get("tools/calls_per_trajectory")
+            if calls is not None and state.global_step > 1 and calls < cfg.warn_min_tool_calls:
+                notes.append(f"tool calls collapsing: {calls:.3f} per trajectory at step {state.global_step}")
+            noop = logs.get("tools/noop_code_share")
+            if noop is not None and noop > cfg.warn_noop_code_share:
+                notes.append(f"{noop:.0%} of code cells do nothing at step {state.global_step} (a reward hack to watch)")
+            print(
+                f"grpo step {state.global_step}: reward {logs['reward']:.3f}, tool calls {calls or 0:.2f} per trajectory "
+                f"(python {logs.get('tools/python_per_trajectory', 0):.2f}, search {logs.get('tools/search_per_trajectory', 0):.2f}, "
+                f"image search {logs.get('tools/image_search_per_trajectory', 0):.2f}), tool failures {logs.get('tools/failure_rate', 0):.0%}, "
+                f"{logs.get('rollout/response_tokens', 0):.0f} response tokens"
+            )
+            for note in notes:
+                logger.warning(note)
+            self.warnings += notes
+            with open(path, "a") as handle:
+                handle.write(json.dumps({"step": state.global_step, **logs, "warnings": notes}) + "\n")
+
+    return DynamicsLog()
+
+
+def grpo_arguments(cfg: GRPOStageConfig, out_dir: Path):
+    import torch
+    from trl import GRPOConfig
+
+    report_to = ["tensorboard"] if importlib.util.find_spec("tensorboard") else "none"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+        return GRPOConfig(
+            output_dir=str(out_dir / "trainer"),
+            learning_rate=cfg.learning_rate,
+            num_train_epochs=cfg.epochs,
+            max_steps=cfg.max_steps,
+            per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.grad_accum,
+            num_generations=cfg.num_generations,
+            temperature=cfg.temperature,
+            beta=cfg.beta,
+            epsilon=cfg.epsilon,
+            loss_type=cfg.loss_type,
+            lr_scheduler_type=cfg.lr_scheduler,
+            reward_weights=[0.8, 0.2],
+            max_completion_length=cfg.agent.max_total_tokens,
+            logging_steps=cfg.logging_steps,
+            save_strategy="no",
+            report_to=report_to,
+            seed=cfg.seed,
+            bf16=cfg.bf16,
+            use_cpu=not torch.cuda.is_available(),
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+        )
+
+
+def run_grpo(
+    cfg: GRPOStageConfig, model_path: str | Path, curated_dir: str | Path, out_dir: str | Path,
+    search: SearchConfig | None = None, judge: JudgeConfig | None = None, policy_class: type[TokenPolicy] = TokenPolicy,
+) -> dict[str, Any]:
+    """GRPO on the curated RL pool from `model_path` (the SFT checkpoint); writes the checkpoint,
+    `dynamics.jsonl` and TensorBoard logs (when installed) under `out_dir`."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    started = time.time()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = load_prompts_dataset(curated_dir, cfg.pools, cfg.agent, cfg.max_samples)
+    processor = AutoProcessor.from_pretrained(model_path)
+    apply_pixel_budget(processor, cfg.max_pixels)
+    model = AutoModelForImageTextToText.from_pretrained(model_path)
+    frozen = freeze_vision_tower(model) if cfg.freeze_vision else 0
+    dynamics_path = out_dir / "dynamics.jsonl"
+    dynamics_path.unlink(missing_ok=True)
+    callback = _dynamics_callback(dynamics_path, cfg)
+    trainer_class = _make_trainer_class(policy_class)
+    shared_judge = Judge(judge or JudgeConfig())
+    with open_toolbox(cfg.agent, search or SearchConfig()) as toolbox:
+        trainer = trainer_class(
+            model=model, reward_funcs=[accuracy_reward, format_reward], args=grpo_arguments(cfg, out_dir), train_dataset=dataset,
+            processing_class=processor, callbacks=[callback], toolbox=toolbox, agent=cfg.agent, judge=shared_judge,
+        )
+        result = trainer.train()
+    aio.run(shared_judge.aclose())
+    checkpoint = out_dir / "checkpoint"
+    trainer.save_model(str(checkpoint))
+    processor.save_pretrained(str(checkpoint))
+    steps = [json.loads(line) for line in dynamics_path.read_text().splitlines()] if dynamics_path.exists() else []
+    return {
+        "checkpoint": str(checkpoint),
+        "prompts": len(dataset),
+        "steps": trainer.state.global_step,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "rewards": [s["reward"] for s in steps],
+        "tool_calls_per_trajectory": [s.get("tools/calls_per_trajectory") for s in steps],
+        "warnings": callback.warnings,
+        "frozen_vision_tensors": frozen,
+        "dynamics_path": str(dynamics_path),
+        "seconds": round(time.time() - started, 3),
+    }
