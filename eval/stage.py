@@ -1,14 +1,17 @@
-"""The evaluate stage: the shared agent loop on held-out samples, judged, with `metrics.json`.
+"""The evaluate stage: the shared agent loop on benchmarks, judged, with `metrics.json`.
 
-A tool run and, by default, the tool-free control (same model, no tools) side by side, with
-tool-usage statistics: an independent study found most tool-solved problems are solved without
-tools too, so a tool number alone says little.
+Every benchmark runs with tools and, by default, as the tool-free control (same model, no tools)
+side by side, with tool-usage analytics: an independent study found most tool-solved problems are
+solved without tools too, so a tool number alone says little. The model is a local checkpoint
+(transformers) or an OpenAI-compatible endpoint serving it (vLLM); either way responses go through
+a deterministic cache (`requests.sqlite`), so re-running an evaluation or its report costs nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -16,84 +19,118 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import ShardWriter, atomic_write_json, iter_rows
+from eval.benchmarks import load_benchmark, load_spec
+from eval.metrics import summarize
 from synth import aio
 from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
 from synth.judge import Judge, JudgeConfig
 from synth.policy import ChatPolicy, TransformersPolicy
+from synth.request_cache import CachedPolicy, RequestCache, open_endpoint
 from synth.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA
+
+REQUESTS_DB = "requests.sqlite"
+HELDOUT = "heldout"  # the run's own held-out pool, when no benchmark is named
 
 
 class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    pools: list[str] = Field(default_factory=lambda: ["eval"])
+    benchmarks: list[str] = Field(default_factory=list)  # shipped names (eval/benchmarks/) or YAML paths; []: the held-out pool
+    data_root: str = "data/eval"  # fills ${data_root} in benchmark files
+    pools: list[str] = Field(default_factory=lambda: ["eval"])  # the held-out pool(s) of the run's shards
     tool_free_control: bool = True
-    max_samples: int | None = None
+    max_samples: int | None = None  # per benchmark
+    model_url: str | None = None  # an OpenAI-compatible endpoint serving the model; None: load it with transformers
+    model_name: str | None = None  # the endpoint's model name
+    api_key_env: str | None = "OPENAI_API_KEY"
+    concurrency: int = Field(16, ge=1)  # episodes in flight against an endpoint
+    cache: bool = True  # the deterministic response cache
     agent: AgentConfig = Field(default_factory=lambda: AgentConfig(max_turns=4, max_tokens_per_turn=64, force_think_prefix=True))
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Accuracy overall and per category, and tool usage, for one run's trajectories."""
-    by_category: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_category[row["category"]].append(row)
+def checkpoint_fingerprint(model_path: str | Path) -> str:
+    """Names the weights in cache keys, so a retrained checkpoint at the same path is asked again."""
+    path = Path(model_path)
+    digest = hashlib.blake2b(digest_size=8)
+    for file in sorted(path.glob("*")) if path.is_dir() else []:
+        if file.is_file():
+            stat = file.stat()
+            digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
 
-    def stats(group: list[dict[str, Any]]) -> dict[str, Any]:
-        n = len(group)
-        calls = [len(r["tool_calls"]) for r in group]
-        tools: dict[str, int] = defaultdict(int)
-        for r in group:
-            for call in r["tool_calls"]:
-                tools[call["tool"]] += 1
-        return {
-            "n": n,
-            "accuracy": sum(r["correct"] for r in group) / n if n else 0.0,
-            "format_ok": sum(r["format_ok"] for r in group) / n if n else 0.0,
-            "mean_reward": sum(r["reward"] for r in group) / n if n else 0.0,
-            "judge_failed": sum(r["judge_failed"] for r in group),
-            "share_using_tools": sum(c > 0 for c in calls) / n if n else 0.0,
-            "tool_calls_per_sample": sum(calls) / n if n else 0.0,
-            "tool_calls_by_tool": dict(tools),
-            "stop_reasons": {k: sum(r["stop_reason"] == k for r in group) for k in {r["stop_reason"] for r in group}},
-        }
 
-    return {"overall": stats(rows), "per_category": {c: stats(g) for c, g in sorted(by_category.items())}}
+def _policy(cfg: EvalConfig, model_path: str | Path | None, out_dir: Path) -> ChatPolicy:
+    cache_path = out_dir / REQUESTS_DB if cfg.cache else None
+    if cfg.model_url:
+        policy, _ = open_endpoint(cfg.model_url, cfg.model_name or str(model_path), api_key_env=cfg.api_key_env, timeout_s=300,
+                                  max_retries=6, max_in_flight=cfg.concurrency, cache_path=cache_path)
+        return policy
+    local = TransformersPolicy(model_path, name=f"{Path(model_path).name}@{checkpoint_fingerprint(model_path)}")
+    return CachedPolicy(local, RequestCache(cache_path)) if cache_path else local
 
 
 async def _run_all(
-    policy: ChatPolicy, samples: list[Sample], tools: ToolBox, runs: dict[str, AgentConfig], judge_cfg: JudgeConfig
-) -> dict[str, list[dict[str, Any]]]:
-    # A local model generates one sequence at a time; the loop still runs the same code path.
-    # One judge for every run, so math-verify's worker pool starts once.
-    judge = Judge(judge_cfg)
+    policy: ChatPolicy, work: dict[str, list[Sample]], tools: ToolBox, runs: dict[str, AgentConfig], judges: dict[str, Judge],
+    concurrency: int,
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    limiter = asyncio.Semaphore(concurrency)
+
+    async def one(sample: Sample, agent: AgentConfig, judge: Judge) -> dict[str, Any]:
+        async with limiter:
+            return await run_episode(sample, policy, tools, agent, judge=judge)
+
     try:
-        return {name: [await run_episode(s, policy, tools, agent, judge=judge) for s in samples] for name, agent in runs.items()}
+        return {
+            bench: {name: list(await asyncio.gather(*(one(s, agent, judges[bench]) for s in samples))) for name, agent in runs.items()}
+            for bench, samples in work.items()
+        }
     finally:
-        await judge.aclose()
+        for judge in {id(j): j for j in judges.values()}.values():
+            await judge.aclose()
+        await policy.aclose()
 
 
 def run_evaluate(
-    cfg: EvalConfig, model_path: str | Path, curated_dir: str | Path, out_dir: str | Path, search: SearchConfig | None = None,
-    judge: JudgeConfig | None = None,
+    cfg: EvalConfig, model_path: str | Path | None, curated_dir: str | Path | None, out_dir: str | Path,
+    search: SearchConfig | None = None, judge: JudgeConfig | None = None,
 ) -> dict[str, Any]:
+    """Evaluate `model_path` (or `cfg.model_url`) on `cfg.benchmarks`, or on the held-out pool of
+    `curated_dir`; write trajectories per benchmark and run, and `metrics.json`."""
     started = time.time()
     out_dir = Path(out_dir)
-    samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in cfg.pools]
-    if cfg.max_samples is not None:
-        samples = samples[: cfg.max_samples]
-    policy = TransformersPolicy(model_path, name=Path(model_path).name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    judge_cfg = judge or JudgeConfig()
+    work: dict[str, list[Sample]] = {}
+    judges: dict[str, Judge] = {}
+    unreadable: dict[str, int] = {}
+    if cfg.benchmarks:
+        for name in cfg.benchmarks:
+            loaded = load_benchmark(load_spec(name, cfg.data_root, Path(curated_dir).parent if curated_dir else None), max_samples=cfg.max_samples)
+            work[loaded.spec.name], unreadable[loaded.spec.name] = loaded.samples, loaded.unreadable
+            # rules and math-verify always; the LLM judge only where the benchmark asks for it
+            judges[loaded.spec.name] = Judge(judge_cfg if loaded.spec.judge == "llm" else judge_cfg.model_copy(update={"llm_url": None}))
+    else:
+        samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in cfg.pools]
+        work[HELDOUT], unreadable[HELDOUT] = samples[: cfg.max_samples] if cfg.max_samples else samples, 0
+        judges[HELDOUT] = Judge(judge_cfg)
     runs = {"tools": cfg.agent}
     if cfg.tool_free_control:
         runs["no_tools"] = cfg.agent.model_copy(update={"tools": False})
-    metrics: dict[str, Any] = {"model": str(model_path), "samples": len(samples), "runs": {}}
+    policy = _policy(cfg, model_path, out_dir)
+    # A local model generates one sequence at a time; an endpoint takes many.
+    concurrency = cfg.concurrency if cfg.model_url else 1
     with open_toolbox(cfg.agent, search or SearchConfig()) as tools:
-        results = aio.run(_run_all(policy, samples, tools, runs, judge or JudgeConfig()))
-        for run_name, rows in results.items():
-            with ShardWriter(out_dir / run_name, TRAJECTORY_SCHEMA) as writer:
+        results = aio.run(_run_all(policy, work, tools, runs, judges, concurrency))
+    metrics: dict[str, Any] = {"model": cfg.model_name or str(model_path), "benchmarks": {}}
+    for bench, by_run in results.items():
+        entry: dict[str, Any] = {"samples": len(work[bench]), "unreadable": unreadable[bench], "runs": {}}
+        for run_name, rows in by_run.items():
+            with ShardWriter(out_dir / bench / run_name, TRAJECTORY_SCHEMA) as writer:
                 writer.write_many(rows)
-                writer.manifest_extra.update({"stage": "evaluate", "run": run_name})
-            metrics["runs"][run_name] = summarize(rows)
+                writer.manifest_extra.update({"stage": "evaluate", "benchmark": bench, "run": run_name})
+            entry["runs"][run_name] = summarize(rows)
+        metrics["benchmarks"][bench] = entry
     metrics["seconds"] = round(time.time() - started, 3)
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics

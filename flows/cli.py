@@ -27,6 +27,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from curation.select import ProbeDataError
     from curation.shards import ShardError
     from curation.sources import SourceError
+    from eval.benchmarks import BenchmarkError
+    from eval.report import ReportError
     from flows.config import ConfigError
     from synth.endpoint import EndpointError
     from synth.long_cot import LongCotError
@@ -35,7 +37,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from train.sft import TrainingDataError
 
     return (ConfigError, ShardError, EndpointError, LongCotError, SandboxUnavailable, SearchError, TrainingDataError, FileNotFoundError,
-            SourceError, ProbeDataError, ValidationError)
+            SourceError, ProbeDataError, ValidationError, BenchmarkError, ReportError)
 
 
 def _run_pipeline(config: Any, run_dir: Path) -> None:
@@ -76,11 +78,15 @@ def _print_summary(summary: dict[str, Any]) -> None:
         typer.echo(f"grpo:       {grpo['steps']} steps on {grpo['prompts']} prompts, reward {rewards[0] if rewards else float('nan'):.3f}"
                    f" -> {rewards[-1] if rewards else float('nan'):.3f}, tool calls per trajectory by step [{calls}]"
                    + (f"; {len(grpo['warnings'])} warning(s)" if grpo["warnings"] else ""))
-    for run_name, metrics in stages["evaluate"]["runs"].items():
-        overall = metrics["overall"]
-        typer.echo(f"eval ({run_name}): accuracy {overall['accuracy']:.3f} on {overall['n']} samples, "
-                   f"{overall['tool_calls_per_sample']:.2f} tool calls per sample")
+    for bench, entry in stages["evaluate"]["benchmarks"].items():
+        for run_name, metrics in entry["runs"].items():
+            overall = metrics["overall"]
+            low, high = overall["ci95"]
+            typer.echo(f"eval {bench} ({run_name}): accuracy {overall['accuracy']:.3f} [{low:.2f}, {high:.2f}] on {overall['n']} samples, "
+                       f"{overall['tool_calls_per_sample']:.2f} tool calls per sample")
     typer.echo(f"metrics:    {stages['evaluate']['metrics_path']}")
+    if "report" in stages:
+        typer.echo(f"report:     {stages['report']['html']}")
     typer.echo(f"took {summary['timings_s']['total']:.1f} s; run directory: {summary['run_dir']}")
 
 
@@ -224,6 +230,18 @@ def synth(
     summary = run_synthesize(cfg, input, out, search, progress=progress)
     bar.close()
     typer.echo(json.dumps(summary))
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories to put side by side (e.g. base, SFT, SFT+RL).")],
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: <first run>/report).")] = None,
+) -> None:
+    """One self-contained HTML report (and a Markdown twin) of one or more runs' evaluations."""
+    from eval.report import build_report
+
+    paths = build_report(runs, out or runs[0] / "report")
+    typer.echo(json.dumps(paths))
 
 
 @app.command("generate-world")

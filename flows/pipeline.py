@@ -1,9 +1,9 @@
-"""The Prefect flow: world → curate → probe → select → synthesize → SFT → GRPO → evaluate, a task per stage.
+"""The Prefect flow: world → curate → probe → select → synthesize → SFT → GRPO → evaluate → report, a task per stage.
 
 Tasks receive paths and plain config dicts (never DataFrames) and return small summaries; every
 stage reads the previous stage's shards from the run directory:
 
-    runs/<name>/world/  curate/  probe/  select/  synthesize/  model-base/  sft/  grpo/  eval/  summary.json
+    runs/<name>/world/  curate/  probe/  select/  synthesize/  model-base/  sft/  grpo/  eval/  report/  summary.json
 
 Without a `probe` section, curation splits by hash and there is no probe or select stage.
 """
@@ -24,6 +24,7 @@ from curation.select import SelectConfig, run_select
 from curation.shards import atomic_write_json
 from curation.sources import SourceSpec
 from curation.stage import CurateConfig, run_curate
+from eval.report import build_report
 from eval.stage import EvalConfig, run_evaluate
 from flows.config import PipelineConfig
 from synth.endpoint import ManagedServer, free_port
@@ -98,6 +99,11 @@ def evaluate_task(
         EvalConfig.model_validate(cfg), model_path, curated_dir, out_dir, SearchConfig.model_validate(search),
         JudgeConfig.model_validate(judge),
     )
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report_task(run_dirs: list[str], out_dir: str) -> dict[str, str]:
+    return build_report(run_dirs, out_dir)
 
 
 def replay_command(scripts_path: str, port: int, replay: dict[str, Any], teacher_model: str) -> list[str]:
@@ -191,6 +197,8 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
         cfg.judge.model_dump(mode="json"), final, curated, str(run / "eval"),
     )
     summary["stages"]["evaluate"] = {"metrics_path": str(run / "eval" / "metrics.json"), **metrics}
+    atomic_write_json(run / "summary.json", summary)  # the report reads the training curves from it
+    summary["stages"]["report"] = timed("report", report_task, [str(run)], str(run / "report"))
     summary["timings_s"] = {**timings, "total": round(time.time() - started, 2)}
     atomic_write_json(run / "summary.json", summary)
     return summary

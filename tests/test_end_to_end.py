@@ -36,10 +36,13 @@ def check_run_directory(run):
     assert (run / "sft" / "checkpoint" / "model.safetensors").is_file()
     assert (run / "sft" / "checkpoint" / "processor_config.json").is_file() or (run / "sft" / "checkpoint" / "preprocessor_config.json").is_file()
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    assert set(metrics["runs"]) == {"tools", "no_tools"}
-    for run_metrics in metrics["runs"].values():
-        assert run_metrics["overall"]["n"] == metrics["samples"] > 0
+    heldout = metrics["benchmarks"]["heldout"]
+    assert set(heldout["runs"]) == {"tools", "no_tools"}
+    for run_metrics in heldout["runs"].values():
+        assert run_metrics["overall"]["n"] == heldout["samples"] > 0
         assert 0.0 <= run_metrics["overall"]["accuracy"] <= 1.0
+        low, high = run_metrics["overall"]["ci95"]
+        assert 0.0 <= low <= run_metrics["overall"]["accuracy"] <= high <= 1.0
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["timings_s"]) >= {"curate", "synthesize", "sft", "evaluate", "total"}
 

@@ -1,0 +1,67 @@
+"""Evaluation metrics: accuracy with 95% intervals, judge failures apart, tool-usage analytics."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+# What a tool call was for: code that showed images is image work (crop, zoom, enhance); code that
+# only printed is numeric work; the two searches are themselves.
+TOOL_CLASSES = ("image_ops", "numeric_code", "text_search", "image_search", "other")
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval for a proportion: sound at small n and at 0 or 1, unlike p ± z·se."""
+    if n == 0:
+        return 0.0, 0.0
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def tool_class(call: dict[str, Any]) -> str:
+    if call["tool"] == "python":
+        return "image_ops" if call.get("images") else "numeric_code"
+    if call["tool"] == "search":
+        return "text_search"
+    if call["tool"] == "image_search":
+        return "image_search"
+    return "other"
+
+
+def group_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    n = len(rows)
+    correct = sum(1 for r in rows if r["correct"])
+    calls = [len(r["tool_calls"]) for r in rows]
+    by_tool: dict[str, int] = defaultdict(int)
+    by_class = dict.fromkeys(TOOL_CLASSES, 0)
+    for row in rows:
+        for call in row["tool_calls"]:
+            by_tool[call["tool"]] += 1
+            by_class[tool_class(call)] += 1
+    low, high = wilson_interval(correct, n)
+    return {
+        "n": n,
+        "correct": correct,
+        "accuracy": correct / n if n else 0.0,
+        "ci95": [round(low, 4), round(high, 4)],
+        # A verdict nobody could give is not a wrong answer: counted apart (and as not correct above).
+        "judge_failed": sum(1 for r in rows if r["judge_failed"]),
+        "format_ok": sum(1 for r in rows if r["format_ok"]) / n if n else 0.0,
+        "mean_reward": sum(r["reward"] for r in rows) / n if n else 0.0,
+        "share_using_tools": sum(1 for c in calls if c) / n if n else 0.0,
+        "tool_calls_per_sample": sum(calls) / n if n else 0.0,
+        "tool_calls_by_class": by_class,
+        "tool_calls_by_tool": dict(by_tool),
+        "stop_reasons": {k: sum(1 for r in rows if r["stop_reason"] == k) for k in sorted({r["stop_reason"] for r in rows})},
+    }
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Overall and per-category statistics of one run's trajectories."""
+    by_category: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_category[row["category"]].append(row)
+    return {"overall": group_stats(rows), "per_category": {c: group_stats(g) for c, g in sorted(by_category.items())}}

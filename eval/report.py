@@ -1,0 +1,212 @@
+"""The evaluation report: one self-contained HTML page (plots embedded) and its Markdown twin.
+
+`deepeyes report RUN [RUN ...]` puts runs side by side (e.g. base, SFT, SFT+RL): accuracy with and
+without tools per benchmark with 95% intervals, the tool distribution per task category, and the
+training curves from the runs' logs (SFT loss; GRPO reward, tool calls per trajectory, response
+length). Everything comes from files in the run directories, so a report costs no model call.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eval.metrics import TOOL_CLASSES
+
+
+class ReportError(ValueError):
+    """A run directory without what a report needs; names it."""
+
+
+@dataclass
+class RunData:
+    name: str
+    metrics: dict[str, Any]
+    sft_losses: list[float] = field(default_factory=list)
+    dynamics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    run = Path(run_dir)
+    metrics_path = run / "eval" / "metrics.json"
+    if not metrics_path.is_file():
+        raise ReportError(f"{run}: no eval/metrics.json (run the evaluate stage first)")
+    data = RunData(run.name, json.loads(metrics_path.read_text()))
+    summary = run / "summary.json"
+    if summary.is_file():
+        data.sft_losses = (json.loads(summary.read_text()).get("stages", {}).get("sft") or {}).get("losses") or []
+    dynamics = run / "grpo" / "dynamics.jsonl"
+    if dynamics.is_file():
+        data.dynamics = [json.loads(line) for line in dynamics.read_text().splitlines() if line.strip()]
+    return data
+
+
+def _png(figure) -> bytes:
+    out = io.BytesIO()
+    figure.savefig(out, format="png", dpi=110, bbox_inches="tight")
+    return out.getvalue()
+
+
+def _accuracy_plot(runs: list[RunData]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    benches = sorted({b for r in runs for b in r.metrics["benchmarks"]})
+    series = [(r, mode) for r in runs for mode in ("tools", "no_tools")]
+    width = 0.8 / max(1, len(series))
+    figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(benches) * max(1, len(runs))), 3.6))
+    for i, (run, mode) in enumerate(series):
+        values, lows, highs = [], [], []
+        for bench in benches:
+            overall = run.metrics["benchmarks"].get(bench, {}).get("runs", {}).get(mode, {}).get("overall")
+            acc = overall["accuracy"] if overall else 0.0
+            low, high = overall["ci95"] if overall else (0.0, 0.0)
+            values.append(acc)
+            lows.append(acc - low)
+            highs.append(high - acc)
+        positions = [b + (i - (len(series) - 1) / 2) * width for b in range(len(benches))]
+        axis.bar(positions, values, width, yerr=[lows, highs], capsize=3, label=f"{run.name} · {mode.replace('_', '-')}",
+                 hatch="" if mode == "tools" else "//")
+    axis.set_xticks(range(len(benches)), benches, rotation=20)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("accuracy (95% interval)")
+    axis.legend(fontsize=8)
+    data = _png(figure)
+    plt.close(figure)
+    return data
+
+
+def _tool_plot(runs: list[RunData]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.4), squeeze=False)
+    for axis, run in zip(axes[0], runs, strict=True):
+        per_category: dict[str, dict[str, int]] = {}
+        samples: dict[str, int] = {}
+        for entry in run.metrics["benchmarks"].values():
+            for category, stats in (entry["runs"].get("tools") or {}).get("per_category", {}).items():
+                bucket = per_category.setdefault(category, dict.fromkeys(TOOL_CLASSES, 0))
+                for cls, count in stats["tool_calls_by_class"].items():
+                    bucket[cls] += count
+                samples[category] = samples.get(category, 0) + stats["n"]
+        categories = sorted(per_category)
+        bottom = [0.0] * len(categories)
+        for cls in TOOL_CLASSES:
+            values = [per_category[c][cls] / max(1, samples[c]) for c in categories]
+            axis.bar(categories, values, bottom=bottom, label=cls.replace("_", " "))
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        axis.set_title(run.name)
+        axis.set_ylabel("tool calls per sample")
+    axes[0][-1].legend(fontsize=8)
+    data = _png(figure)
+    plt.close(figure)
+    return data
+
+
+def _training_plot(runs: list[RunData]) -> bytes | None:
+    if not any(r.sft_losses or r.dynamics for r in runs):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("SFT loss", None), ("GRPO reward", "reward"), ("tool calls per trajectory", "tools/calls_per_trajectory"),
+              ("response tokens", "rollout/response_tokens")]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3))
+    for axis, (title, key) in zip(axes, panels, strict=True):
+        for run in runs:
+            if key is None and run.sft_losses:
+                axis.plot(range(1, len(run.sft_losses) + 1), run.sft_losses, label=run.name)
+            elif key is not None and run.dynamics:
+                steps = [d["step"] for d in run.dynamics if key in d]
+                axis.plot(steps, [d[key] for d in run.dynamics if key in d], marker="o", label=run.name)
+        axis.set_title(title)
+        axis.set_xlabel("logged step")
+    axes[-1].legend(fontsize=8)
+    data = _png(figure)
+    plt.close(figure)
+    return data
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _tables(runs: list[RunData]) -> list[tuple[str, list[str], list[list[str]]]]:
+    benches = sorted({b for r in runs for b in r.metrics["benchmarks"]})
+    accuracy_rows = []
+    for bench in benches:
+        for run in runs:
+            entry = run.metrics["benchmarks"].get(bench)
+            if entry is None:
+                continue
+            cells = [bench, run.name, str(entry["samples"])]
+            for mode in ("tools", "no_tools"):
+                overall = (entry["runs"].get(mode) or {}).get("overall")
+                cells.append(f"{_pct(overall['accuracy'])} [{_pct(overall['ci95'][0])}, {_pct(overall['ci95'][1])}]" if overall else "—")
+            tools = (entry["runs"].get("tools") or {}).get("overall")
+            control = (entry["runs"].get("no_tools") or {}).get("overall")
+            cells.append(f"{100 * (tools['accuracy'] - control['accuracy']):+.1f}" if tools and control else "—")
+            cells.append(str(sum((entry["runs"].get(m) or {}).get("overall", {}).get("judge_failed", 0) for m in ("tools", "no_tools"))))
+            cells.append(str(entry.get("unreadable", 0)))
+            accuracy_rows.append(cells)
+    tool_rows = []
+    for run in runs:
+        for bench in benches:
+            entry = run.metrics["benchmarks"].get(bench)
+            for category, stats in ((entry or {}).get("runs", {}).get("tools") or {}).get("per_category", {}).items():
+                tool_rows.append([run.name, bench, category, str(stats["n"]), _pct(stats["share_using_tools"]),
+                                  f"{stats['tool_calls_per_sample']:.2f}", *(str(stats["tool_calls_by_class"].get(c, 0)) for c in TOOL_CLASSES)])
+    return [
+        ("Accuracy with and without tools (%, 95% interval)",
+         ["benchmark", "run", "n", "with tools", "tool-free control", "Δ (points)", "judge failures", "unreadable rows"], accuracy_rows),
+        ("Tool use per task category (the tool run)",
+         ["run", "benchmark", "category", "n", "% using tools", "calls / sample", *(c.replace("_", " ") for c in TOOL_CLASSES)], tool_rows),
+    ]
+
+
+def build_report(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, str]:
+    """Write `report.html` (self-contained) and `report.md` (+ `plots/`) to `out_dir`."""
+    runs = [load_run(r) for r in run_dirs]
+    out = Path(out_dir)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    plots = [("Accuracy per benchmark", "accuracy.png", _accuracy_plot(runs)), ("Tool distribution per task category", "tools.png", _tool_plot(runs))]
+    training = _training_plot(runs)
+    if training is not None:
+        plots.append(("Training curves", "training.png", training))
+    for _, file, data in plots:
+        (out / "plots" / file).write_bytes(data)
+    tables = _tables(runs)
+    title = "open-deepeyes evaluation: " + ", ".join(r.name for r in runs)
+
+    md = [f"# {title}", "", "Runs: " + "; ".join(f"**{r.name}** (model `{r.metrics.get('model')}`)" for r in runs), ""]
+    page = [f"<h1>{html.escape(title)}</h1>", "<p>Runs: " + "; ".join(
+        f"<b>{html.escape(r.name)}</b> (model <code>{html.escape(str(r.metrics.get('model')))}</code>)" for r in runs) + "</p>"]
+    for heading, header, rows in tables:
+        md += [f"## {heading}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        md += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+        page.append(f"<h2>{html.escape(heading)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+        page += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows]
+        page.append("</table>")
+    for heading, file, data in plots:
+        md += [f"## {heading}", "", f"![{heading}](plots/{file})", ""]
+        page.append(f"<h2>{html.escape(heading)}</h2><img alt=\"{html.escape(heading)}\" src=\"data:image/png;base64,{base64.b64encode(data).decode()}\">")
+    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+             "th{background:#f4f4f4}img{max-width:100%}")
+    document = f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title><style>{style}</style></head>" \
+               f"<body>{''.join(page)}</body></html>"
+    (out / "report.html").write_text(document)
+    (out / "report.md").write_text("\n".join(md))
+    return {"html": str(out / "report.html"), "markdown": str(out / "report.md")}

@@ -1,0 +1,118 @@
+"""Evaluation: benchmarks as data, metrics against hand-computed values, the cached endpoint run,
+and a self-contained report."""
+
+import base64
+import csv
+import json
+import re
+import shutil
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from eval.benchmarks import BenchmarkError, load_benchmark, load_spec, shipped
+from eval.metrics import group_stats, wilson_interval
+from eval.report import build_report
+from eval.stage import EvalConfig, run_evaluate
+from synth.agent import AgentConfig
+from synth.search import SearchConfig
+from tests.conftest import start_replay
+from tests.test_curation_sources import encode, noise
+
+
+def test_every_shipped_benchmark_definition_parses(tmp_path):
+    names = shipped()
+    assert {"vstar", "hrbench-4k", "hrbench-8k", "mme-realworld", "treebench", "ocrbench", "seedbench2-plus", "charxiv", "chartqa",
+            "mathvista", "mathverse", "mathvision", "wemath", "dynamath", "logicvista", "fvqa", "infoseek", "mmsearch", "simplevqa",
+            "realx-bench", "demo-heldout"} <= set(names)
+    for name in names:
+        spec = load_spec(name, data_root=tmp_path, run_dir=tmp_path / "run")
+        assert spec.name == name and str(tmp_path) in spec.source.path
+    with pytest.raises(BenchmarkError, match="unknown benchmark 'nope'.*vstar"):
+        load_spec("nope")
+    with pytest.raises(BenchmarkError, match="file not found"):
+        load_benchmark(load_spec("mathvista", data_root=tmp_path))
+
+
+def write_tsv(path, rows):
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t")
+        writer.writerow(["index", "image", "question", "A", "B", "answer", "category"])
+        writer.writerows(rows)
+
+
+def test_adapters_tsv_jsonl_parquet(tmp_path):
+    write_tsv(tmp_path / "b.tsv", [[0, base64.b64encode(encode(noise(seed=1))).decode(), "Left or right?", "left", "right", "B", "perception"],
+                                   [1, "broken", "Up?", "yes", "no", "A", "perception"]])
+    (tmp_path / "tsv.yaml").write_text("name: mini-tsv\nsource: {kind: tsv, path: ${data_root}/b.tsv}\njudge: rules\n")
+    loaded = load_benchmark(load_spec(str(tmp_path / "tsv.yaml"), data_root=tmp_path))
+    assert [s.answer for s in loaded.samples] == ["B"] and loaded.samples[0].choices == ["left", "right"] and loaded.unreadable == 1
+
+    (tmp_path / "a.png").write_bytes(encode(noise(seed=2)))
+    (tmp_path / "q.jsonl").write_text(json.dumps({"question": "Who built it?", "answer": "Oda Quill", "images": ["a.png"]}) + "\n")
+    (tmp_path / "jsonl.yaml").write_text("name: mini-jsonl\nsource: {kind: jsonl, path: ${data_root}/q.jsonl, category: search}\njudge: llm\n")
+    loaded = load_benchmark(load_spec(str(tmp_path / "jsonl.yaml"), data_root=tmp_path))
+    assert loaded.samples[0].category == "search" and loaded.spec.judge == "llm" and len(loaded.samples[0].images) == 1
+
+    pq.write_table(pa.table({"q": ["2+2?", "3*3?"], "a": ["4", "9"], "img": [{"bytes": encode(noise(seed=3)), "path": None}] * 2}),
+                   tmp_path / "m.parquet")
+    (tmp_path / "pq.yaml").write_text(
+        "name: mini-parquet\nsource: {kind: hf, path: parquet, data_files: ['${data_root}/m.parquet'], category: reasoning,"
+        " fields: {question: q, answer: a, images: img}}\njudge: math\n")
+    loaded = load_benchmark(load_spec(str(tmp_path / "pq.yaml"), data_root=tmp_path), max_samples=1)
+    assert [(s.question, s.answer, s.answer_type) for s in loaded.samples] == [("2+2?", "4", "number")]
+
+
+def test_wilson_interval_and_group_statistics_by_hand():
+    # p = 0.7, n = 10: centre (0.7 + 1.96²/20) / (1 + 1.96²/10) = 0.64449;
+    # half-width 1.96·sqrt(0.021 + 1.96²/400) / 1.38416 = 0.24772
+    low, high = wilson_interval(7, 10)
+    assert low == pytest.approx(0.39677, abs=1e-4) and high == pytest.approx(0.89221, abs=1e-4)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+
+    def row(correct, calls, judge_failed=False, category="perception"):
+        return {"correct": correct, "tool_calls": calls, "judge_failed": judge_failed, "format_ok": True, "reward": 0.8 * correct + 0.2,
+                "stop_reason": "answer", "category": category}
+
+    crop = {"tool": "python", "images": 1}
+    maths = {"tool": "python", "images": 0}
+    search = {"tool": "search", "images": 0}
+    stats = group_stats([row(True, [crop, maths]), row(False, []), row(True, [search]), row(False, [], judge_failed=True)])
+    assert stats["n"] == 4 and stats["correct"] == 2 and stats["accuracy"] == 0.5 and stats["judge_failed"] == 1
+    assert stats["share_using_tools"] == 0.5 and stats["tool_calls_per_sample"] == 0.75
+    assert stats["tool_calls_by_class"] == {"image_ops": 1, "numeric_code": 1, "text_search": 1, "image_search": 0, "other": 0}
+    assert stats["mean_reward"] == pytest.approx((1.0 + 0.2 + 1.0 + 0.2) / 4)
+
+
+def test_endpoint_run_on_a_benchmark_file_is_cached_and_reported(world, curated, tmp_path):
+    (tmp_path / "bench.yaml").write_text(f"name: world-jsonl\nsource: {{kind: jsonl, path: {world['samples_path']}}}\njudge: rules\n")
+    server, url = start_replay(world, tmp_path)
+    search = SearchConfig(corpus_path=world["corpus_path"], image_corpus_path=world["image_corpus_path"])
+    cfg = EvalConfig(benchmarks=[str(tmp_path / "bench.yaml")], model_url=url, model_name="demo-teacher", concurrency=4,
+                     agent=AgentConfig(max_turns=6, max_tokens_per_turn=512))
+    stats_url = url.replace("/v1", "/stats")
+    try:
+        first = run_evaluate(cfg, None, curated, tmp_path / "run" / "eval", search)
+        sent = httpx.get(stats_url).json()["requests"]
+        again = run_evaluate(cfg, None, curated, tmp_path / "run" / "eval", search)
+        assert httpx.get(stats_url).json()["requests"] == sent  # the second run came from the cache
+    finally:
+        server.stop()
+    entry = first["benchmarks"]["world-jsonl"]
+    assert entry["samples"] == 10 and entry["unreadable"] == 1  # the planted broken image; benchmarks keep duplicates
+    tools = entry["runs"]["tools"]["overall"]
+    assert tools["accuracy"] == 1.0 and tools["tool_calls_per_sample"] > 0 and tools["ci95"][0] > 0.6
+    assert again["benchmarks"] == first["benchmarks"]
+
+    # A report of two runs side by side: self-contained, nothing fetched from anywhere.
+    shutil.copytree(tmp_path / "run", tmp_path / "run-b")
+    paths = build_report([tmp_path / "run", tmp_path / "run-b"], tmp_path / "report")
+    page = open(paths["html"]).read()
+    images = re.findall(r"<img [^>]*src=\"([^\"]+)\"", page)
+    assert len(images) >= 2 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert not re.search(r"(src|href)=\"(https?:)?//", page) and "<script" not in page and "<link" not in page
+    assert "world-jsonl" in page and "run-b" in page
+    markdown = open(paths["markdown"]).read()
+    assert "| world-jsonl | run | 10 | 100.0 [" in markdown and (tmp_path / "report" / "plots" / "accuracy.png").is_file()
