@@ -26,6 +26,33 @@ def curated(world, tmp_path_factory) -> Path:
     return out
 
 
+def answered_requests(db_path: Path) -> int:
+    """Responses committed to a stage's request cache so far (0 while it does not exist yet)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(db_path, timeout=1) as db:
+            return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def kill_when_answered(proc, db_path: Path, target: int, timeout_s: float = 120) -> int:
+    """`kill -9` the process once `target` responses are committed; how many were."""
+    import os
+    import signal
+    import time
+
+    deadline, answered = time.monotonic() + timeout_s, 0
+    while time.monotonic() < deadline and answered < target and proc.poll() is None:
+        time.sleep(0.05)
+        answered = answered_requests(db_path)
+    assert proc.poll() is None, "the run finished before the kill point: make the world bigger"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return answered
+
+
 def start_replay(world: dict, log_dir: Path, **rates) -> tuple[ManagedServer, str]:
     port = free_port()
     command = [sys.executable, "-m", "flows.cli", "serve-replay", "--scripts", world["scripts_path"], "--port", str(port)]

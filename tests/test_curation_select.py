@@ -1,12 +1,8 @@
 """Near-duplicate removal, decontamination, probes (with resume) and the paper's split rule."""
 
 import json
-import os
-import signal
-import sqlite3
 import subprocess
 import sys
-import time
 
 import numpy as np
 import polars as pl
@@ -21,7 +17,7 @@ from curation.sources import SourceSpec
 from curation.stage import CurateConfig, run_curate
 from synth.probe import REQUESTS_DB, ProbeConfig, run_probes
 from synth.search import SearchConfig
-from tests.conftest import start_replay
+from tests.conftest import kill_when_answered, start_replay
 from tests.test_curation_sources import noise
 
 
@@ -180,17 +176,7 @@ def test_probes_resume_after_kill_9_like_synthesis(probe_world, tmp_path):
         total = json.loads(reference.stdout.strip().splitlines()[-1])["counts"]["requests_sent"]
         out = tmp_path / "crashed"
         proc = subprocess.Popen(probe_cli(world, curated, out, url), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        answered, deadline = 0, time.monotonic() + 120
-        while time.monotonic() < deadline and answered < total // 2:
-            time.sleep(0.05)
-            try:
-                with sqlite3.connect(out / REQUESTS_DB, timeout=1) as db:
-                    answered = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-            except sqlite3.Error:
-                pass
-        assert proc.poll() is None, "the probes finished before the midpoint"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        answered = kill_when_answered(proc, out / REQUESTS_DB, total // 2)
         resumed = subprocess.run(probe_cli(world, curated, out, url), capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         counts = json.loads(resumed.stdout.strip().splitlines()[-1])["counts"]

@@ -1,12 +1,8 @@
 """Synthesis under faults and crashes: no sample lost, none duplicated, nothing paid for twice."""
 
 import json
-import os
-import signal
-import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -16,7 +12,7 @@ from curation.sources import SourceSpec
 from curation.stage import CurateConfig, run_curate
 from synth.search import SearchConfig
 from synth.stage import REQUESTS_DB, SynthConfig, run_synthesize
-from tests.conftest import start_replay
+from tests.conftest import kill_when_answered, start_replay
 
 
 def rows_signature(directory):
@@ -50,19 +46,7 @@ def test_kill_9_then_resume_resends_only_in_flight_requests_and_writes_the_same_
 
         out = tmp_path / "crashed"
         proc = subprocess.Popen(synth_cli(world, curated, out, url, concurrency), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        answered = 0
-        while time.monotonic() < deadline and answered < total // 2:
-            time.sleep(0.05)
-            if (out / REQUESTS_DB).exists():
-                try:
-                    with sqlite3.connect(out / REQUESTS_DB, timeout=1) as db:
-                        answered = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-                except sqlite3.OperationalError:
-                    pass
-        assert proc.poll() is None, "the run finished before the midpoint: make the world bigger"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        answered = kill_when_answered(proc, out / REQUESTS_DB, total // 2)
 
         resumed = subprocess.run(synth_cli(world, curated, out, url, concurrency), capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -178,7 +178,7 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
                     model.train()
             episodes = [policy.take(f"{sample.id}/{start + i}") for i, sample in enumerate(samples)]
 
-            images, accuracy, fmt = [], [], []
+            images, accuracy, fmt, penalties = [], [], [], []
             for episode, row in zip(episodes, rows, strict=True):
                 ids = episode.prompt_ids + episode.completion_ids
                 placeholders = sum(1 for t in ids if t == policy.image_pad_id)
@@ -190,7 +190,9 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
                 parts = compute_reward(row["correct"], row["format_ok"], row["final_answer"], row["category"], used_search)
                 accuracy.append(parts.accuracy * (1.0 - parts.search_penalty))
                 fmt.append(parts.format)
+                penalties.append(parts.search_penalty * parts.accuracy)
             self._log_rollouts(mode, rows, episodes)
+            self._metrics[mode]["rewards/search_penalty/mean"].append(sum(penalties) / len(penalties))  # taken off accuracy
             completions = [[{"role": "assistant", "content": "".join(
                 p["text"] for m in row["messages"][2:] if m["role"] == "assistant" for p in m["content"])}] for row in rows]
             extra = {"env_mask": [e.env_mask for e in episodes], "episode_accuracy": accuracy, "episode_format": fmt}
