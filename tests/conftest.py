@@ -75,3 +75,12 @@ def tiny_model(world, tmp_path_factory) -> Path:
 
     texts = Path(world["scripts_path"]).read_text().splitlines() + Path(world["corpus_path"]).read_text().splitlines()
     return build_tiny_model(tmp_path_factory.mktemp("tiny"), texts, TinyModelConfig(vocab_size=1024))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen25(world, tmp_path_factory) -> Path:
+    """The paper's base family (Qwen2.5-VL), tiny."""
+    from train.tiny import TinyModelConfig, build_tiny_model
+
+    texts = Path(world["scripts_path"]).read_text().splitlines() + Path(world["corpus_path"]).read_text().splitlines()
+    return build_tiny_model(tmp_path_factory.mktemp("tiny25"), texts, TinyModelConfig(family="qwen2_5_vl", vocab_size=1024))

@@ -90,21 +90,25 @@ def test_rollout_tokens_masks_and_images(world, curated, tiny_model, scripted):
     assert sum(1 for t in episode.completion_ids if t == policy.image_pad_id) == image_token_count(processor, episode.images[1:])
 
 
-def test_one_grpo_step_trains_with_tool_images_in_the_forward_pass(world, curated, tiny_model, scripted, tmp_path, monkeypatch):
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl"])
+def test_one_grpo_step_trains_with_tool_images_in_the_forward_pass(world, curated, family, scripted, tmp_path, monkeypatch, request):
     import torch
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
     from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel
 
     from train.grpo import GRPOStageConfig, run_grpo
 
+    tiny_model = request.getfixturevalue("tiny_model" if family == "qwen3_vl" else "tiny_qwen25")
+    base = Qwen3VLModel if family == "qwen3_vl" else Qwen2_5_VLModel
     seen_grids = []
-    original = Qwen3VLModel.get_image_features
+    original = base.get_image_features
 
     def recording(self, pixel_values, image_grid_thw=None, **kwargs):
         if torch.is_grad_enabled():  # the training forward pass (rollouts and old log-probs run without grad)
             seen_grids.append(image_grid_thw.shape[0])
         return original(self, pixel_values, image_grid_thw, **kwargs)
 
-    monkeypatch.setattr(Qwen3VLModel, "get_image_features", recording)
+    monkeypatch.setattr(base, "get_image_features", recording)
     import trl
 
     batches = []

@@ -91,3 +91,9 @@ def test_sft_resumes_from_its_last_checkpoint(tiny_model, trajectories, tmp_path
     assert first["resumed_from"] is None and (tmp_path / "trainer" / "checkpoint-2").is_dir()
     again = run_sft(SFTStageConfig(learning_rate=5e-3, max_steps=4, save_steps=2), tiny_model, [trajectories], tmp_path)
     assert again["resumed_from"].endswith("checkpoint-2") and again["steps"] == 4
+
+
+def test_sft_on_the_papers_base_family(tiny_qwen25, trajectories, tmp_path):
+    """Qwen2.5-VL (the paper's base), tiny: the same stage, assistant-only loss, frozen vision tower."""
+    summary = run_sft(SFTStageConfig(learning_rate=5e-3, max_steps=2), tiny_qwen25, [trajectories], tmp_path)
+    assert summary["steps"] == 2 and summary["frozen_vision_tensors"] > 0 and summary["train_loss"] > 0

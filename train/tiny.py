@@ -1,13 +1,15 @@
-"""A tiny Qwen3-VL built offline: random weights from a config, a tokenizer trained on the spot.
+"""Tiny Qwen-VL models built offline: random weights from a config, a tokenizer trained on the spot.
 
-Same model family, processor and chat template as the real Qwen3-VL, so every code path that
-trains or serves a real checkpoint runs here on a laptop CPU in seconds. Nothing is downloaded.
+Qwen3-VL (the default) or Qwen2.5-VL (the paper's base family), with the same model class,
+processor and chat template as the real checkpoints, so every code path that trains or serves a
+real checkpoint runs here on a laptop CPU in seconds. Nothing is downloaded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -32,6 +34,7 @@ SPECIAL_TOKENS = [
 class TinyModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    family: Literal["qwen3_vl", "qwen2_5_vl"] = "qwen3_vl"  # qwen2_5_vl: the paper's base family
     vocab_size: int = 2048
     hidden_size: int = 64
     layers: int = 2
@@ -44,15 +47,15 @@ class TinyModelConfig(BaseModel):
     seed: int = 0
 
 
-def _chat_template() -> str:
-    # TRL recognises its bundled Qwen3-VL template by its exact text, and then swaps in the
+def _chat_template(family: str) -> str:
+    # TRL recognises its bundled Qwen templates by their exact text, and then swaps in the
     # training variant with generation markers for assistant-only loss.
-    from trl.chat_template_utils import qwen3_vl_chat_template
+    from trl import chat_template_utils
 
-    return qwen3_vl_chat_template
+    return getattr(chat_template_utils, f"{family}_chat_template")
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int):
+def train_tokenizer(texts: Iterable[str], vocab_size: int, family: str = "qwen3_vl"):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -73,27 +76,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
         padding_side="left",
         additional_special_tokens=SPECIAL_TOKENS[3:],
     )
-    tokenizer.chat_template = _chat_template()
+    tokenizer.chat_template = _chat_template(family)
     return tokenizer
 
 
-def build_tiny_model(out_dir: str | Path, texts: Iterable[str], cfg: TinyModelConfig | None = None) -> Path:
-    """Write a tiny Qwen3-VL (model, tokenizer, processor) to `out_dir`; return the path."""
-    import torch
-    from transformers import (
-        Qwen2VLImageProcessor,
-        Qwen3VLConfig,
-        Qwen3VLForConditionalGeneration,
-        Qwen3VLProcessor,
-        Qwen3VLVideoProcessor,
-    )
+def _qwen3_vl(cfg: TinyModelConfig, tokenizer, token_id):
+    from transformers import Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
-    cfg = cfg or TinyModelConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    tokenizer = train_tokenizer(texts, cfg.vocab_size)
-    token_id = tokenizer.convert_tokens_to_ids
     config = Qwen3VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
@@ -126,15 +115,79 @@ def build_tiny_model(out_dir: str | Path, texts: Iterable[str], cfg: TinyModelCo
         vision_end_token_id=token_id("<|vision_end|>"),
         tie_word_embeddings=True,
     )
-    model = Qwen3VLForConditionalGeneration(config)
+    size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=size, patch_size=16, merge_size=2, temporal_patch_size=2),
+        tokenizer=tokenizer,
+        video_processor=Qwen3VLVideoProcessor(size=size, patch_size=16, merge_size=2, temporal_patch_size=2),
+        chat_template=_chat_template(cfg.family),
+    )
+    return Qwen3VLForConditionalGeneration(config), processor
+
+
+def _qwen2_5_vl(cfg: TinyModelConfig, tokenizer, token_id):
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": cfg.hidden_size,
+            "intermediate_size": cfg.hidden_size * 2,
+            "num_hidden_layers": cfg.layers,
+            "num_attention_heads": cfg.heads,
+            "num_key_value_heads": cfg.kv_heads,
+            "max_position_embeddings": 8192,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            "pad_token_id": token_id("<|endoftext|>"),
+            "eos_token_id": token_id("<|im_end|>"),
+        },
+        vision_config={
+            "depth": 1,
+            "hidden_size": cfg.vision_hidden,
+            "intermediate_size": cfg.vision_hidden * 2,
+            "num_heads": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": cfg.hidden_size,
+            "window_size": 56,
+            "fullatt_block_indexes": [0],
+        },
+        image_token_id=token_id("<|image_pad|>"),
+        video_token_id=token_id("<|video_pad|>"),
+        vision_start_token_id=token_id("<|vision_start|>"),
+        vision_end_token_id=token_id("<|vision_end|>"),
+        tie_word_embeddings=True,
+    )
+    size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2),
+        chat_template=_chat_template(cfg.family),
+    )
+    return Qwen2_5_VLForConditionalGeneration(config), processor
+
+
+def build_tiny_model(out_dir: str | Path, texts: Iterable[str], cfg: TinyModelConfig | None = None) -> Path:
+    """Write a tiny Qwen-VL of `cfg.family` (model, tokenizer, processor) to `out_dir`; return the path."""
+    import torch
+
+    cfg = cfg or TinyModelConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    tokenizer = train_tokenizer(texts, cfg.vocab_size, cfg.family)
+    token_id = tokenizer.convert_tokens_to_ids
+    model, processor = (_qwen2_5_vl if cfg.family == "qwen2_5_vl" else _qwen3_vl)(cfg, tokenizer, token_id)
     model.generation_config.eos_token_id = [token_id("<|im_end|>"), token_id("<|endoftext|>")]
     model.generation_config.pad_token_id = token_id("<|endoftext|>")
-    size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
-    image_processor = Qwen2VLImageProcessor(size=size, patch_size=16, merge_size=2, temporal_patch_size=2)
-    video_processor = Qwen3VLVideoProcessor(size=size, patch_size=16, merge_size=2, temporal_patch_size=2)
-    processor = Qwen3VLProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor, chat_template=_chat_template()
-    )
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
