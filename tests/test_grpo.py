@@ -176,3 +176,20 @@ def test_batched_rollouts_generate_what_single_ones_do(curated, tiny_model):
     assert [g.text for g in together] == [g.text for g in alone]
     assert [batched.episodes[s.id].completion_ids for s in samples] == [single.episodes[s.id].completion_ids for s in samples]
     assert len({len(single.episodes[s.id].prompt_ids) for s in samples}) > 1  # the batch really needed padding
+
+
+def test_noop_code_cells_are_found():
+    from synth.protocol import render_code_observation
+    from train.grpo import noop_code_cells
+
+    def text(t):
+        return {"role": "user", "content": [{"type": "text", "text": t}]}
+
+    row = {
+        "messages": [text("system"), text("question"), text("turn 0"), text(render_code_observation("", "", 0)),
+                     text("turn 1"), text(render_code_observation("42\n", "", 0)), text("turn 2"),
+                     text(render_code_observation("", "", 1)), text("answer")],
+        "tool_calls": [{"tool": "python", "outcome": "ok", "turn": 0, "images": 0}, {"tool": "python", "outcome": "ok", "turn": 1, "images": 0},
+                       {"tool": "python", "outcome": "ok", "turn": 2, "images": 1}],
+    }
+    assert noop_code_cells(row) == (3, 1)

@@ -102,22 +102,18 @@ def load_prompts_dataset(curated_dir: str | Path, pools: list[str], agent: Agent
 
 
 def noop_code_cells(row: dict[str, Any]) -> tuple[int, int]:
-    """(code cells that ran, of which printed nothing and showed nothing) in a trajectory row."""
-    observations = [m for m in row["messages"][2:] if m["role"] == "user"]
-    assistant_turns = 0
+    """(code cells that ran, of which printed nothing and showed nothing) in a trajectory row.
+
+    Messages alternate after the prompt: assistant turn t at 2 + 2t, its observation at 3 + 2t."""
     ran = noop = 0
-    calls = {c["turn"]: c for c in row["tool_calls"]}
-    index = 0
-    for message in row["messages"][2:]:
-        if message["role"] == "assistant":
-            call = calls.get(assistant_turns)
-            assistant_turns += 1
-            if call is not None and call["tool"] == "python" and call["outcome"] == "ok":
-                ran += 1
-                text = "".join(p.get("text") or "" for p in observations[index]["content"]) if index < len(observations) else ""
-                noop += text.strip() == NOOP_OBSERVATION.strip() and call["images"] == 0
-            if call is not None:
-                index += 1
+    for call in row["tool_calls"]:
+        if call["tool"] != "python" or call["outcome"] != "ok":
+            continue
+        ran += 1
+        position = 3 + 2 * call["turn"]
+        observation = row["messages"][position] if position < len(row["messages"]) else {"content": []}
+        text = "".join(part.get("text") or "" for part in observation["content"])
+        noop += text.strip() == NOOP_OBSERVATION.strip() and call["images"] == 0
     return ran, noop
 
 
