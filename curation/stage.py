@@ -139,11 +139,15 @@ def run_curate(cfg: CurateConfig, out_dir: str | Path, probes: bool = False) -> 
                 sample = sample.model_copy(update={"images": images})
                 report.seen("exact_dedup")
                 # Exact duplicates: the same normalized question with the same image contents.
-                if content_id(sample.question, [image.bytes for image in images]) in seen or sample.id in origin_of:
-                    report.dropped("exact_dedup", "exact_duplicate", source, sample.category)
-                    quarantine.add(sample.to_row(), "exact_duplicate", origin)
+                content_key = content_id(sample.question, [image.bytes for image in images])
+                reason = "exact_duplicate" if content_key in seen else None
+                if reason is None and sample.id in origin_of:  # a source's own ids must be unique too
+                    reason = f"duplicate_id: {sample.id} (first at {origin_of[sample.id]})"
+                if reason is not None:
+                    report.dropped("exact_dedup", reason, source, sample.category)
+                    quarantine.add(sample.to_row(), reason, origin)
                     continue
-                seen.add(content_id(sample.question, [image.bytes for image in images]))
+                seen.add(content_key)
                 report.kept("exact_dedup")
                 origin_of[sample.id] = origin
                 items.append(DedupItem(sample.id, sample.question, [image_phash(i.bytes) for i in images] if need_phash else []))

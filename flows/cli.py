@@ -29,6 +29,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from curation.sources import SourceError
     from eval.benchmarks import BenchmarkError
     from eval.report import ReportError
+    from synth.probe import ProbeInputError
     from flows.config import ConfigError
     from synth.endpoint import EndpointError
     from synth.long_cot import LongCotError
@@ -37,7 +38,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from train.sft import TrainingDataError
 
     return (ConfigError, ShardError, EndpointError, LongCotError, SandboxUnavailable, SearchError, TrainingDataError, FileNotFoundError,
-            SourceError, ProbeDataError, ValidationError, BenchmarkError, ReportError)
+            SourceError, ProbeDataError, ValidationError, BenchmarkError, ReportError, ProbeInputError)
 
 
 def _run_pipeline(config: Any, run_dir: Path) -> None:

@@ -55,6 +55,10 @@ PROBE_SCHEMA = with_hf_features(
 REQUESTS_DB = "requests.sqlite"
 
 
+class ProbeInputError(ValueError):
+    """Curated shards with nothing to probe; says how to make some."""
+
+
 class ProbeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -148,6 +152,9 @@ def run_probes(
     started = time.time()
     quarantine = Quarantine(out_dir, "probe")
     samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] is None]
+    if not samples:
+        raise ProbeInputError(f"no candidates in {curated_dir}: every row already has a pool; curate with probes "
+                              "(`deepeyes curate --probes`, or a `probe:` section) so only the eval share is split off")
     summary = aio.run(_probe(cfg, samples, search or SearchConfig(), judge or JudgeConfig(), out_dir, quarantine, progress))
     quarantine.close()
     summary["seconds"] = round(time.time() - started, 3)

@@ -190,3 +190,10 @@ def test_probes_resume_after_kill_9_like_synthesis(probe_world, tmp_path):
         return sorted(tuple(r.values()) for r in read_table(directory).to_pylist())
 
     assert signature(out) == signature(tmp_path / "reference")
+
+
+def test_probing_a_fully_split_curation_says_what_to_do(curated, tmp_path):
+    from synth.probe import ProbeInputError
+
+    with pytest.raises(ProbeInputError, match="curate with probes"):
+        run_probes(ProbeConfig(), curated, tmp_path / "probe")

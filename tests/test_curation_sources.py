@@ -199,3 +199,14 @@ def test_datasets_csv_with_image_paths_next_to_the_file(tmp_path):
     assert [r["question"] for r in rows] == ["What is shown?"] and rows[0]["images"][0]["path"].endswith("a.png")
     assert summary["counts"]["invalid"] == 1
     assert list(quarantined(tmp_path / "out").values())[0].startswith("image_missing")
+
+
+def test_a_repeated_source_id_is_quarantined_as_such(tmp_path):
+    (tmp_path / "a.png").write_bytes(encode(noise(seed=11)))
+    rows = [{"id": "x1", "question": "First?", "answer": "a", "images": ["a.png"], "category": "perception"},
+            {"id": "x1", "question": "Another question entirely?", "answer": "b", "images": [], "category": "reasoning"}]
+    (tmp_path / "s.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    run_curate(CurateConfig(sources=[SourceSpec(path=tmp_path / "s.jsonl")], split={"coldstart": 1.0}), tmp_path / "out")
+    assert [r["question"] for r in read_table(tmp_path / "out").to_pylist()] == ["First?"]
+    reason = next(iter(quarantined(tmp_path / "out").values()))
+    assert reason.startswith("duplicate_id: x1 (first at ") and reason.endswith(":1)")

@@ -18,6 +18,7 @@ tool bonus), as two reward functions so TRL logs each component.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import logging
@@ -163,7 +164,7 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
                 policy = policy_class(model, self.processing_class, name="policy")
 
                 async def rollouts():
-                    return await __import__("asyncio").gather(*(
+                    return await asyncio.gather(*(
                         run_episode(sample, policy, self.toolbox, self.agent_cfg, attempt=start + i, seed=self.args.seed + start + i,
                                     judge=self.judge)
                         for i, sample in enumerate(samples)
