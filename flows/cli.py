@@ -29,10 +29,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from curation.sources import SourceError
     from eval.benchmarks import BenchmarkError
     from eval.report import ReportError
-    from synth.probe import ProbeInputError
     from flows.config import ConfigError
     from synth.endpoint import EndpointError
     from synth.long_cot import LongCotError
+    from synth.probe import ProbeInputError
     from synth.sandbox import SandboxUnavailable
     from synth.search import SearchError
     from train.sft import TrainingDataError
