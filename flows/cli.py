@@ -41,7 +41,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             SourceError, ProbeDataError, ValidationError, BenchmarkError, ReportError, ProbeInputError)
 
 
-def _run_pipeline(config: Any, run_dir: Path) -> None:
+def _run_pipeline(config: Any, run_dir: Path, dry_run: bool = False) -> None:
+    if dry_run:
+        from flows.pipeline import plan
+
+        typer.echo(f"run directory: {run_dir} (dry run: nothing is done)")
+        for number, step in enumerate(plan(config, run_dir), 1):
+            typer.echo(f"{number:>2}. {step['stage']:<11} -> {step['out']}: {step['does']}")
+        return
     configure_prefect_env()
     from flows.pipeline import pipeline_flow
 
@@ -95,6 +102,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 def demo(
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo"),
     per_family: Annotated[int | None, typer.Option(help="Samples per task family in the demo world.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the plan and stop.")] = False,
 ) -> None:
     """Run the whole pipeline on the embedded demo world (configs/demo.yaml)."""
     from flows.config import load_demo_config
@@ -102,19 +110,40 @@ def demo(
     config = load_demo_config()
     if per_family is not None:
         config.world.per_family = per_family
-    _run_pipeline(config, out.resolve())
+    _run_pipeline(config, out.resolve(), dry_run)
 
 
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Pipeline config (YAML).")],
     run_dir: Annotated[Path | None, typer.Option(help="Run directory (default: <runs_dir>/<name>).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Validate the config, print the plan and stop.")] = False,
 ) -> None:
     """Run the whole pipeline from a config file."""
     from flows.config import load_config
 
     cfg = load_config(config)
-    _run_pipeline(cfg, (run_dir or cfg.runs_dir / cfg.name).resolve())
+    _run_pipeline(cfg, (run_dir or cfg.runs_dir / cfg.name).resolve(), dry_run)
+
+
+@app.command()
+def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """Each stage of a run: complete, stale (an input changed since) or missing; rows, time, config hash, commit."""
+    from flows.lineage import status as run_status
+
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    summary_path = run_dir / "summary.json"
+    total = json.loads(summary_path.read_text()).get("timings_s", {}).get("total") if summary_path.exists() else None
+    typer.echo(f"run {run_dir}" + (f" (took {total:.1f} s)" if total else ""))
+    for row in run_status(run_dir):
+        if row["state"] in ("missing", "incomplete"):
+            typer.echo(f"  {row['stage']:<11} {row['state']}")
+            continue
+        changed = f"; changed since: {', '.join(row['changed_inputs'])}" if row["changed_inputs"] else ""
+        seconds = f"{row['seconds']:.1f} s" if row["seconds"] is not None else "-"
+        typer.echo(f"  {row['stage']:<11} {row['state']:<9} rows {row['rows'] if row['rows'] is not None else '-':<6} {seconds:<8} "
+                   f"config {row['config_hash'] or '-'}  commit {row['git_commit'] or '-'}{changed}")
 
 
 def _bar(desc: str, unit: str = "sample"):

@@ -26,6 +26,7 @@ from curation.sources import SourceSpec
 from curation.stage import CurateConfig, run_curate
 from eval.report import build_report
 from eval.stage import EvalConfig, run_evaluate
+from flows import lineage
 from flows.config import PipelineConfig
 from synth.endpoint import ManagedServer, free_port
 from synth.judge import JudgeConfig
@@ -114,6 +115,31 @@ def replay_command(scripts_path: str, port: int, replay: dict[str, Any], teacher
     return command
 
 
+def plan(cfg: PipelineConfig, run_dir: str | Path) -> list[dict[str, Any]]:
+    """The stages a run would execute, in order, with their outputs and main settings; does nothing."""
+    run = Path(run_dir)
+    curated = "select" if cfg.probe is not None else "curate"
+    teacher = "the replay server (managed)" if cfg.replay else (cfg.teacher_server.base_url + " (managed)" if cfg.teacher_server else cfg.synth.teacher_url)
+    steps: list[dict[str, Any]] = []
+    if cfg.world is not None:
+        steps.append({"stage": "world", "out": run / "world", "does": f"generate {cfg.world.per_family} samples per family (seed {cfg.world.seed})"})
+    sources = ["demo world" if cfg.world else None, *(f"{s.kind}:{s.path}" for s in cfg.curate.sources)]
+    steps.append({"stage": "curate", "out": run / "curate", "does": f"read {', '.join(s for s in sources if s)}; near-dup "
+                  f"{'on' if cfg.curate.near_dup.enabled else 'off'}; decontaminate against {len(cfg.curate.benchmarks)} benchmark(s)"})
+    if cfg.probe is not None:
+        steps.append({"stage": "probe", "out": run / "probe", "does": f"student {cfg.probe.student_model}: pass@{cfg.probe.k} without and with tools"})
+        steps.append({"stage": "select", "out": run / "select", "does": f"split by the rule (easy above {cfg.select.max_pass_rate_no_tools})"})
+    steps.append({"stage": "synthesize", "out": run / "synthesize", "does": f"teacher {cfg.synth.teacher_model} at {teacher} solves "
+                  f"{'/'.join(cfg.synth.pools)} from {curated}/, {cfg.synth.attempts} attempt(s), {cfg.synth.concurrency} in flight"})
+    steps.append({"stage": "sft", "out": run / "sft", "does": f"SFT of {cfg.sft.model_path or 'a tiny ' + cfg.tiny_model.family + ' model'}"})
+    if cfg.grpo is not None:
+        steps.append({"stage": "grpo", "out": run / "grpo", "does": f"GRPO on {'/'.join(cfg.grpo.pools)}, {cfg.grpo.num_generations} rollouts per prompt"})
+    steps.append({"stage": "evaluate", "out": run / "eval", "does": f"{', '.join(cfg.eval.benchmarks) or 'the held-out pool'}, "
+                  f"{'with the tool-free control' if cfg.eval.tool_free_control else 'tools only'}"})
+    steps.append({"stage": "report", "out": run / "report", "does": "report.html and report.md"})
+    return steps
+
+
 @flow(name="deepeyes-pipeline", log_prints=True)
 def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
     cfg = PipelineConfig.model_validate(config)
@@ -122,10 +148,13 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
     summary: dict[str, Any] = {"run_dir": str(run), "stages": {}}
     timings: dict[str, float] = {}
 
-    def timed(stage: str, fn, *args):
+    def timed(stage: str, fn, *args, out: str | None = None, config: Any = None, inputs: tuple = ()):
+        """Run a stage task; time it; with `out`, add its lineage to the stage's manifest."""
         t0 = time.time()
         result = fn(*args)
         timings[stage] = round(time.time() - t0, 2)
+        if out is not None:
+            lineage.record(out, stage, config, [i for i in inputs if i], timings[stage])
         print(f"[{stage}] done in {timings[stage]:.1f} s")
         return result
 
@@ -136,7 +165,8 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
     search.cache_dir = search.cache_dir or run.parent / ".cache" / "search"
     text_files: list[str] = []
     if cfg.world is not None:
-        world = timed("world", generate_world_task, cfg.world.model_dump(), str(run / "world"))
+        world = timed("world", generate_world_task, cfg.world.model_dump(), str(run / "world"), out=str(run / "world"),
+                      config=cfg.world.model_dump())
         curate_cfg.sources = [SourceSpec(path=Path(world["samples_path"]), name="demo-world"), *curate_cfg.sources]
         search.corpus_path = search.corpus_path or Path(world["corpus_path"])
         search.image_corpus_path = search.image_corpus_path or Path(world["image_corpus_path"])
@@ -147,7 +177,9 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
 
     probe_cfg = cfg.probe.model_copy(deep=True) if cfg.probe is not None else None
     curated = str(run / "curate")
-    summary["stages"]["curate"] = timed("curate", curate_task, curate_cfg.model_dump(mode="json"), curated, probe_cfg is not None)
+    summary["stages"]["curate"] = timed("curate", curate_task, curate_cfg.model_dump(mode="json"), curated, probe_cfg is not None,
+                                        out=curated, config=curate_cfg.model_dump(mode="json"),
+                                        inputs=tuple(s.path for s in curate_cfg.sources if s.kind != "hf"))
 
     server = nullcontext()
     if cfg.replay is not None:
@@ -169,32 +201,37 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
             probes = str(run / "probe")
             summary["stages"]["probe"] = timed(
                 "probe", probe_task, probe_cfg.model_dump(mode="json"), search.model_dump(mode="json"),
-                cfg.judge.model_dump(mode="json"), curated, probes,
+                cfg.judge.model_dump(mode="json"), curated, probes, out=probes, config=probe_cfg.model_dump(mode="json"), inputs=(curated,),
             )
             selected = str(run / "select")
-            summary["stages"]["select"] = timed("select", select_task, cfg.select.model_dump(mode="json"), curated, probes, selected)
+            summary["stages"]["select"] = timed("select", select_task, cfg.select.model_dump(mode="json"), curated, probes, selected,
+                                                out=selected, config=cfg.select.model_dump(mode="json"), inputs=(curated, probes))
             curated = selected  # synthesis and evaluation read the selected pools
         summary["stages"]["synthesize"] = timed(
             "synthesize", synthesize_task, synth_cfg.model_dump(mode="json"), search.model_dump(mode="json"),
             cfg.judge.model_dump(mode="json"), curated, trajectories,
+            out=trajectories, config=synth_cfg.model_dump(mode="json"), inputs=(curated,),
         )
 
     model_path = cfg.sft.model_path
     if model_path is None:
         model_path = timed("build-model", build_tiny_model_task, cfg.tiny_model.model_dump(), text_files, str(run / "model-base"))
-    sft = timed("sft", sft_task, cfg.sft.model_dump(mode="json"), model_path, [trajectories], str(run / "sft"))
+    sft = timed("sft", sft_task, cfg.sft.model_dump(mode="json"), model_path, [trajectories], str(run / "sft"),
+                out=str(run / "sft"), config=cfg.sft.model_dump(mode="json"), inputs=(trajectories, model_path))
     summary["stages"]["sft"] = sft
     final = sft["checkpoint"]
     if cfg.grpo is not None:
         grpo = timed(
             "grpo", grpo_task, cfg.grpo.model_dump(mode="json"), search.model_dump(mode="json"), cfg.judge.model_dump(mode="json"),
             sft["checkpoint"], curated, str(run / "grpo"),
+            out=str(run / "grpo"), config=cfg.grpo.model_dump(mode="json"), inputs=(curated, sft["checkpoint"]),
         )
         summary["stages"]["grpo"] = grpo
         final = grpo["checkpoint"]
     metrics = timed(
         "evaluate", evaluate_task, cfg.eval.model_dump(mode="json"), search.model_dump(mode="json"),
         cfg.judge.model_dump(mode="json"), final, curated, str(run / "eval"),
+        out=str(run / "eval"), config=cfg.eval.model_dump(mode="json"), inputs=(final, curated),
     )
     summary["stages"]["evaluate"] = {"metrics_path": str(run / "eval" / "metrics.json"), **metrics}
     atomic_write_json(run / "summary.json", summary)  # the report reads the training curves from it

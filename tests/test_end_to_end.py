@@ -18,6 +18,9 @@ curate: {split: {coldstart: 0.6, rl: 0.1, eval: 0.3}}
 synth: {attempts: 3, concurrency: 4, agent: {max_turns: 5, max_tokens_per_turn: 512}}
 tiny_model: {vocab_size: 1024}
 sft: {learning_rate: 0.005, epochs: 2, logging_steps: 2}
+probe: {k: 2, concurrency: 8, agent: {max_turns: 5, max_tokens_per_turn: 512}}
+grpo: {pools: [rl, coldstart], max_steps: 1, num_generations: 2, batch_size: 2, max_samples: 2,
+       agent: {max_turns: 2, max_tokens_per_turn: 32, temperature: 1.0}}
 eval: {agent: {max_turns: 3, max_tokens_per_turn: 48, force_think_prefix: true}}
 """
 
@@ -29,7 +32,10 @@ def run_cli(args, tmp_path, timeout=600):
 
 def check_run_directory(run):
     curated = read_table(run / "curate")
-    assert curated.num_rows == 9 and set(curated.column("pool").to_pylist()) <= {"coldstart", "rl", "eval"}
+    assert curated.num_rows == 9 and set(curated.column("pool").to_pylist()) <= {None, "eval"}  # the rest is selected
+    selected = read_table(run / "select")
+    assert set(selected.column("pool").to_pylist()) <= {"coldstart", "rl", "eval"} and read_table(run / "probe").num_rows > 0
+    assert json.loads((run / "grpo" / "dynamics.jsonl").read_text().splitlines()[0])["step"] == 1
     trajectories = datasets.load_dataset("parquet", data_files=str(run / "synthesize" / "part-*.parquet"), split="train")
     assert len(trajectories) > 0 and {"messages", "images"} <= set(trajectories.column_names)
     assert read_manifest(run / "synthesize")["counts"]["kept"] == len(trajectories)
@@ -45,6 +51,12 @@ def check_run_directory(run):
         assert 0.0 <= low <= run_metrics["overall"]["accuracy"] <= high <= 1.0
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["timings_s"]) >= {"curate", "synthesize", "sft", "evaluate", "total"}
+    # Lineage: every stage's manifest says what made it.
+    for stage in ("curate", "probe", "select", "synthesize", "sft", "grpo", "eval"):
+        lineage = read_manifest(run / stage)["lineage"]
+        assert len(lineage["config_hash"]) == 24 and lineage["versions"]["trl"] and lineage["inputs"]
+        assert all(fingerprint for fingerprint in lineage["inputs"].values())
+    assert (run / "report" / "report.html").is_file()
 
 
 def test_cli_run_produces_every_stage_output(tmp_path):
@@ -55,6 +67,19 @@ def test_cli_run_produces_every_stage_output(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"run directory: {run}" in result.stdout
     check_run_directory(run)
+    status = run_cli(["status", str(run)], tmp_path, timeout=120)
+    assert status.returncode == 0 and "synthesize  complete" in status.stdout and "stale" not in status.stdout
+    (run / "world" / "samples.jsonl").write_text((run / "world" / "samples.jsonl").read_text() + "\n")
+    assert "curate      stale" in run_cli(["status", str(run)], tmp_path, timeout=120).stdout
+
+
+def test_dry_run_prints_the_plan_and_does_nothing(tmp_path):
+    config = tmp_path / "e2e.yaml"
+    config.write_text(SMALL)
+    result = run_cli(["run", str(config), "--run-dir", str(tmp_path / "run"), "--dry-run"], tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "dry run" in result.stdout and " curate " in result.stdout and " evaluate " in result.stdout
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
