@@ -95,6 +95,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     typer.echo(f"metrics:    {stages['evaluate']['metrics_path']}")
     if "report" in stages:
         typer.echo(f"report:     {stages['report']['html']}")
+    if summary.get("cached"):
+        typer.echo(f"cached:     {', '.join(summary['cached'])} (same config, inputs and code; `cache: false` runs everything)")
     typer.echo(f"took {summary['timings_s']['total']:.1f} s; run directory: {summary['run_dir']}")
 
 

@@ -64,6 +64,7 @@ class PipelineConfig(BaseModel):
 
     name: str = "demo"
     runs_dir: Path = Path("runs")
+    cache: bool = True  # skip a stage whose output was made from the same config, inputs and code
     world: WorldSettings | None = None
     replay: ReplaySettingsModel | None = None
     teacher_server: TeacherServer | None = None

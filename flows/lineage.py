@@ -4,6 +4,7 @@ versions, and the stage's counts and time. `deepeyes status RUN` reads it back."
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -57,11 +58,42 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-def record(stage_dir: str | Path, stage: str, config: Any, inputs: list[str | Path], seconds: float) -> dict[str, Any]:
-    """Add the stage's lineage to its manifest (or write one for a stage without shards)."""
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """A digest of the pipeline's own code and data files: a change in any of them is a new version
+    (git commits miss uncommitted edits; this does not)."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.blake2b(digest_size=12)
+    for package in ("curation", "synth", "train", "eval", "flows", "configs"):
+        for file in sorted((root / package).rglob("*")):
+            if file.suffix in (".py", ".txt", ".yaml") and "__pycache__" not in file.parts:
+                digest.update(str(file.relative_to(root)).encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
+def stage_key(stage: str, config: Any, inputs: list[str | Path]) -> str:
+    """What a stage's output depends on: its config, its inputs' fingerprints, the code."""
+    parts = {"stage": stage, "config": config_hash(config), "inputs": {str(p): fingerprint(p) for p in inputs}, "code": code_version()}
+    return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def cached_result(stage_dir: str | Path, key: str) -> Any | None:
+    """The stage's recorded result when its output is complete and was made under `key`."""
+    lineage = (read_manifest(stage_dir) or {}).get("lineage") or {}
+    return lineage.get("result") if lineage.get("key") == key and "result" in lineage else None
+
+
+def record(
+    stage_dir: str | Path, stage: str, config: Any, inputs: list[str | Path], seconds: float, key: str | None = None, result: Any = None,
+) -> dict[str, Any]:
+    """Add the stage's lineage (and, for the cache, its key and result) to its manifest, or write one
+    for a stage without shards."""
     stage_dir = Path(stage_dir)
     lineage = {
         "stage": stage,
+        "key": key,
+        "result": json.loads(json.dumps(result, default=str)),
+        "code_version": code_version(),
         "config_hash": config_hash(config),
         "inputs": {str(p): fingerprint(p) for p in inputs},
         "git_commit": git_commit(),

@@ -148,13 +148,29 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
     summary: dict[str, Any] = {"run_dir": str(run), "stages": {}}
     timings: dict[str, float] = {}
 
+    cached: list[str] = []
+
+    def key_of(stage: str, config: Any, inputs: tuple) -> str:
+        return lineage.stage_key(stage, config, [i for i in inputs if i])
+
+    def is_cached(stage: str, out: str, config: Any, inputs: tuple = ()) -> bool:
+        return cfg.cache and lineage.cached_result(out, key_of(stage, config, inputs)) is not None
+
     def timed(stage: str, fn, *args, out: str | None = None, config: Any = None, inputs: tuple = ()):
-        """Run a stage task; time it; with `out`, add its lineage to the stage's manifest."""
+        """Run a stage task and time it. With `out`: skip it when its output was made from the same
+        config, inputs and code (its recorded result is returned), else record its lineage."""
+        key = key_of(stage, config, inputs) if out is not None else None
+        if out is not None and cfg.cache:
+            result = lineage.cached_result(out, key)
+            if result is not None:
+                cached.append(stage)
+                print(f"[{stage}] cached: same config, inputs and code as {out}")
+                return result
         t0 = time.time()
         result = fn(*args)
         timings[stage] = round(time.time() - t0, 2)
         if out is not None:
-            lineage.record(out, stage, config, [i for i in inputs if i], timings[stage])
+            lineage.record(out, stage, config, [i for i in inputs if i], timings[stage], key=key, result=result)
         print(f"[{stage}] done in {timings[stage]:.1f} s")
         return result
 
@@ -196,12 +212,21 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
             ready_timeout_s=cfg.teacher_server.ready_timeout_s,
         )
     trajectories = str(run / "synthesize")
+    managed = cfg.replay is not None or cfg.teacher_server is not None
+    # A managed server gets a new port each run: the URL is not part of what these stages depend on.
+    synth_key_cfg = synth_cfg.model_dump(mode="json") | ({"teacher_url": "managed"} if managed else {})
+    probe_key_cfg = probe_cfg.model_dump(mode="json") | ({"student_url": "managed"} if managed else {}) if probe_cfg else None
+    after_select = str(run / "select") if probe_cfg is not None else curated
+    if (is_cached("synthesize", trajectories, synth_key_cfg, (after_select,))
+            and (probe_cfg is None or (is_cached("probe", str(run / "probe"), probe_key_cfg, (curated,))
+                                       and is_cached("select", after_select, cfg.select.model_dump(mode="json"), (curated, str(run / "probe")))))):
+        server = nullcontext()  # nothing will ask the teacher or the student: do not start them
     with server:
         if probe_cfg is not None:
             probes = str(run / "probe")
             summary["stages"]["probe"] = timed(
                 "probe", probe_task, probe_cfg.model_dump(mode="json"), search.model_dump(mode="json"),
-                cfg.judge.model_dump(mode="json"), curated, probes, out=probes, config=probe_cfg.model_dump(mode="json"), inputs=(curated,),
+                cfg.judge.model_dump(mode="json"), curated, probes, out=probes, config=probe_key_cfg, inputs=(curated,),
             )
             selected = str(run / "select")
             summary["stages"]["select"] = timed("select", select_task, cfg.select.model_dump(mode="json"), curated, probes, selected,
@@ -210,12 +235,13 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
         summary["stages"]["synthesize"] = timed(
             "synthesize", synthesize_task, synth_cfg.model_dump(mode="json"), search.model_dump(mode="json"),
             cfg.judge.model_dump(mode="json"), curated, trajectories,
-            out=trajectories, config=synth_cfg.model_dump(mode="json"), inputs=(curated,),
+            out=trajectories, config=synth_key_cfg, inputs=(curated,),
         )
 
     model_path = cfg.sft.model_path
     if model_path is None:
-        model_path = timed("build-model", build_tiny_model_task, cfg.tiny_model.model_dump(), text_files, str(run / "model-base"))
+        model_path = timed("build-model", build_tiny_model_task, cfg.tiny_model.model_dump(), text_files, str(run / "model-base"),
+                           out=str(run / "model-base"), config=cfg.tiny_model.model_dump(), inputs=tuple(text_files))
     sft = timed("sft", sft_task, cfg.sft.model_dump(mode="json"), model_path, [trajectories], str(run / "sft"),
                 out=str(run / "sft"), config=cfg.sft.model_dump(mode="json"), inputs=(trajectories, model_path))
     summary["stages"]["sft"] = sft
@@ -234,8 +260,12 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
         out=str(run / "eval"), config=cfg.eval.model_dump(mode="json"), inputs=(final, curated),
     )
     summary["stages"]["evaluate"] = {"metrics_path": str(run / "eval" / "metrics.json"), **metrics}
-    atomic_write_json(run / "summary.json", summary)  # the report reads the training curves from it
-    summary["stages"]["report"] = timed("report", report_task, [str(run)], str(run / "report"))
+    if timings or not (run / "summary.json").exists():
+        atomic_write_json(run / "summary.json", summary)  # the report reads the training curves from it
+    summary["stages"]["report"] = timed("report", report_task, [str(run)], str(run / "report"), out=str(run / "report"), config={},
+                                        inputs=(str(run / "eval"), str(run / "sft"), str(run / "grpo") if cfg.grpo else None))
+    summary["cached"] = cached
     summary["timings_s"] = {**timings, "total": round(time.time() - started, 2)}
-    atomic_write_json(run / "summary.json", summary)
+    if timings:  # a run that did nothing changes no file
+        atomic_write_json(run / "summary.json", summary)
     return summary

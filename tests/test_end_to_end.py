@@ -69,6 +69,30 @@ def test_cli_run_produces_every_stage_output(tmp_path):
     check_run_directory(run)
     status = run_cli(["status", str(run)], tmp_path, timeout=120)
     assert status.returncode == 0 and "synthesize  complete" in status.stdout and "stale" not in status.stdout
+    first_total = json.loads((run / "summary.json").read_text())["timings_s"]["total"]
+
+    # The same pipeline again: nothing runs, no file changes.
+    def files():
+        return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in run.rglob("*") if p.is_file()}
+
+    before = files()
+    again = run_cli(["run", str(config), "--run-dir", str(run)], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "cached:     world, curate, probe, select, synthesize, build-model, sft, grpo, evaluate, report" in again.stdout
+    took = float(again.stdout.split("took ")[-1].split(" s")[0])
+    assert took < 0.1 * first_total
+    assert files() == before
+
+    # A changed synthesis config: synthesis and what depends on it run again, nothing before it.
+    config.write_text(SMALL.replace("synth: {attempts: 3", "synth: {attempts: 2"))
+    changed = run_cli(["run", str(config), "--run-dir", str(run)], tmp_path)
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    cached_line = next(line for line in changed.stdout.splitlines() if line.startswith("cached:"))
+    assert cached_line.startswith("cached:     world, curate, probe, select, build-model (")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["cached"] == ["world", "curate", "probe", "select", "build-model"]
+    assert set(summary["timings_s"]) == {"synthesize", "sft", "grpo", "evaluate", "report", "total"}
+
     (run / "world" / "samples.jsonl").write_text((run / "world" / "samples.jsonl").read_text() + "\n")
     assert "curate      stale" in run_cli(["status", str(run)], tmp_path, timeout=120).stdout
 
