@@ -26,7 +26,7 @@ from curation.sources import SourceSpec
 from curation.stage import CurateConfig, run_curate
 from eval.report import build_report
 from eval.stage import EvalConfig, run_evaluate
-from flows import lineage
+from flows import artifacts, lineage
 from flows.config import PipelineConfig
 from synth.endpoint import ManagedServer, free_port
 from synth.judge import JudgeConfig
@@ -52,7 +52,8 @@ def curate_task(cfg: dict[str, Any], out_dir: str, probes: bool) -> dict[str, An
 @task(name="probe", cache_policy=NO_CACHE)
 def probe_task(cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], curated_dir: str, out_dir: str) -> dict[str, Any]:
     return run_probes(
-        ProbeConfig.model_validate(cfg), curated_dir, out_dir, SearchConfig.model_validate(search), JudgeConfig.model_validate(judge)
+        ProbeConfig.model_validate(cfg), curated_dir, out_dir, SearchConfig.model_validate(search), JudgeConfig.model_validate(judge),
+        progress=artifacts.progress_reporter("probe"),
     )
 
 
@@ -64,7 +65,8 @@ def select_task(cfg: dict[str, Any], curated_dir: str, probe_dir: str, out_dir: 
 @task(name="synthesize", cache_policy=NO_CACHE)
 def synthesize_task(cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], curated_dir: str, out_dir: str) -> dict[str, Any]:
     return run_synthesize(
-        SynthConfig.model_validate(cfg), curated_dir, out_dir, SearchConfig.model_validate(search), JudgeConfig.model_validate(judge)
+        SynthConfig.model_validate(cfg), curated_dir, out_dir, SearchConfig.model_validate(search), JudgeConfig.model_validate(judge),
+        progress=artifacts.progress_reporter("synthesize"),
     )
 
 
@@ -171,6 +173,8 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
         timings[stage] = round(time.time() - t0, 2)
         if out is not None:
             lineage.record(out, stage, config, [i for i in inputs if i], timings[stage], key=key, result=result)
+        if isinstance(result, dict):
+            artifacts.counts_table(stage, result)
         print(f"[{stage}] done in {timings[stage]:.1f} s")
         return result
 
@@ -264,6 +268,8 @@ def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
         atomic_write_json(run / "summary.json", summary)  # the report reads the training curves from it
     summary["stages"]["report"] = timed("report", report_task, [str(run)], str(run / "report"), out=str(run / "report"), config={},
                                         inputs=(str(run / "eval"), str(run / "sft"), str(run / "grpo") if cfg.grpo else None))
+    if "report" not in cached:
+        artifacts.report_markdown(summary["stages"]["report"]["markdown"])
     summary["cached"] = cached
     summary["timings_s"] = {**timings, "total": round(time.time() - started, 2)}
     if timings:  # a run that did nothing changes no file

@@ -67,6 +67,17 @@ def test_cli_run_produces_every_stage_output(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"run directory: {run}" in result.stdout
     check_run_directory(run)
+    # Prefect artifacts: progress of the long stages, each stage's counts, the report.
+    query = ("import asyncio, json\nfrom flows.prefect_env import configure_prefect_env\nconfigure_prefect_env()\n"
+             "from prefect.client.orchestration import get_client\n"
+             "async def main():\n    async with get_client() as client:\n"
+             "        print(json.dumps(sorted({a.key for a in await client.read_artifacts() if a.key})))\nasyncio.run(main())")
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    found = subprocess.run([sys.executable, "-c", query], capture_output=True, text=True, env=env, timeout=180)
+    assert found.returncode == 0, found.stderr[-2000:]
+    keys = set(json.loads(found.stdout.strip().splitlines()[-1]))
+    assert {"probe-progress", "synthesize-progress", "curate-counts", "select-counts", "synthesize-counts", "eval-report"} <= keys
+
     status = run_cli(["status", str(run)], tmp_path, timeout=120)
     assert status.returncode == 0 and "synthesize  complete" in status.stdout and "stale" not in status.stdout
     first_total = json.loads((run / "summary.json").read_text())["timings_s"]["total"]
