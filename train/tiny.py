@@ -80,99 +80,71 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, family: str = "qwen3_
     return tokenizer
 
 
-def _qwen3_vl(cfg: TinyModelConfig, tokenizer, token_id):
-    from transformers import Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor, Qwen3VLVideoProcessor
-
-    config = Qwen3VLConfig(
-        text_config={
+def _shared_config(cfg: TinyModelConfig, tokenizer, token_id, patch_size: int) -> dict:
+    """What the two families' configs have in common: the text model, the vision tower's size, the
+    special tokens."""
+    return {
+        "text_config": {
             "vocab_size": len(tokenizer),
             "hidden_size": cfg.hidden_size,
             "intermediate_size": cfg.hidden_size * 2,
             "num_hidden_layers": cfg.layers,
             "num_attention_heads": cfg.heads,
             "num_key_value_heads": cfg.kv_heads,
-            "head_dim": cfg.head_dim,
             "max_position_embeddings": 8192,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True},
             "pad_token_id": token_id("<|endoftext|>"),
             "eos_token_id": token_id("<|im_end|>"),
         },
-        vision_config={
+        "vision_config": {
             "depth": 1,
             "hidden_size": cfg.vision_hidden,
             "intermediate_size": cfg.vision_hidden * 2,
             "num_heads": 2,
-            "patch_size": 16,
+            "patch_size": patch_size,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
             "out_hidden_size": cfg.hidden_size,
-            "num_position_embeddings": 256,
-            "deepstack_visual_indexes": [0],
         },
-        image_token_id=token_id("<|image_pad|>"),
-        video_token_id=token_id("<|video_pad|>"),
-        vision_start_token_id=token_id("<|vision_start|>"),
-        vision_end_token_id=token_id("<|vision_end|>"),
-        tie_word_embeddings=True,
-    )
+        "image_token_id": token_id("<|image_pad|>"),
+        "video_token_id": token_id("<|video_pad|>"),
+        "vision_start_token_id": token_id("<|vision_start|>"),
+        "vision_end_token_id": token_id("<|vision_end|>"),
+        "tie_word_embeddings": True,
+    }
+
+
+def _processor_parts(cfg: TinyModelConfig, patch_size: int, video_processor_class) -> dict:
+    from transformers import Qwen2VLImageProcessor
+
     size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
-    processor = Qwen3VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size=size, patch_size=16, merge_size=2, temporal_patch_size=2),
-        tokenizer=tokenizer,
-        video_processor=Qwen3VLVideoProcessor(size=size, patch_size=16, merge_size=2, temporal_patch_size=2),
-        chat_template=_chat_template(cfg.family),
+    return {
+        "image_processor": Qwen2VLImageProcessor(size=size, patch_size=patch_size, merge_size=2, temporal_patch_size=2),
+        "video_processor": video_processor_class(size=size, patch_size=patch_size, merge_size=2, temporal_patch_size=2),
+        "chat_template": _chat_template(cfg.family),
+    }
+
+
+def _qwen3_vl(cfg: TinyModelConfig, tokenizer, token_id):
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    shared = _shared_config(cfg, tokenizer, token_id, patch_size=16)
+    shared["text_config"].update(
+        head_dim=cfg.head_dim,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True},
     )
-    return Qwen3VLForConditionalGeneration(config), processor
+    shared["vision_config"].update(num_position_embeddings=256, deepstack_visual_indexes=[0])
+    processor = Qwen3VLProcessor(tokenizer=tokenizer, **_processor_parts(cfg, 16, Qwen3VLVideoProcessor))
+    return Qwen3VLForConditionalGeneration(Qwen3VLConfig(**shared)), processor
 
 
 def _qwen2_5_vl(cfg: TinyModelConfig, tokenizer, token_id):
-    from transformers import (
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2VLVideoProcessor
 
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": cfg.hidden_size,
-            "intermediate_size": cfg.hidden_size * 2,
-            "num_hidden_layers": cfg.layers,
-            "num_attention_heads": cfg.heads,
-            "num_key_value_heads": cfg.kv_heads,
-            "max_position_embeddings": 8192,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-            "pad_token_id": token_id("<|endoftext|>"),
-            "eos_token_id": token_id("<|im_end|>"),
-        },
-        vision_config={
-            "depth": 1,
-            "hidden_size": cfg.vision_hidden,
-            "intermediate_size": cfg.vision_hidden * 2,
-            "num_heads": 2,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "out_hidden_size": cfg.hidden_size,
-            "window_size": 56,
-            "fullatt_block_indexes": [0],
-        },
-        image_token_id=token_id("<|image_pad|>"),
-        video_token_id=token_id("<|video_pad|>"),
-        vision_start_token_id=token_id("<|vision_start|>"),
-        vision_end_token_id=token_id("<|vision_end|>"),
-        tie_word_embeddings=True,
-    )
-    size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2),
-        chat_template=_chat_template(cfg.family),
-    )
-    return Qwen2_5_VLForConditionalGeneration(config), processor
+    shared = _shared_config(cfg, tokenizer, token_id, patch_size=14)
+    shared["text_config"].update(rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]})
+    shared["vision_config"].update(window_size=56, fullatt_block_indexes=[0])
+    processor = Qwen2_5_VLProcessor(tokenizer=tokenizer, **_processor_parts(cfg, 14, Qwen2VLVideoProcessor))
+    return Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**shared)), processor
 
 
 def build_tiny_model(out_dir: str | Path, texts: Iterable[str], cfg: TinyModelConfig | None = None) -> Path:
