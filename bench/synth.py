@@ -37,8 +37,9 @@ from curation.demo_world import WorldConfig, generate_world
 from curation.sources import SourceSpec
 from curation.stage import CurateConfig, run_curate
 from synth.endpoint import ManagedServer, free_port
+from synth.request_cache import REQUESTS_DB
 from synth.search import SearchConfig
-from synth.stage import REQUESTS_DB, SynthConfig, run_synthesize
+from synth.stage import SynthConfig, run_synthesize
 
 
 def _server_requests(url: str) -> int:

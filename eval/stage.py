@@ -25,11 +25,10 @@ from synth import aio
 from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
 from synth.judge import Judge, JudgeConfig
 from synth.policy import ChatPolicy, TransformersPolicy
-from synth.request_cache import CachedPolicy, RequestCache, open_endpoint
+from synth.request_cache import REQUESTS_DB, CachedPolicy, RequestCache, open_endpoint
 from synth.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA
 
-REQUESTS_DB = "requests.sqlite"
 HELDOUT = "heldout"  # the run's own held-out pool, when no benchmark is named
 
 

@@ -86,6 +86,12 @@ def open_toolbox(agent: AgentConfig, search: SearchConfig) -> Iterator[ToolBox]:
             pool.close()
 
 
+def size_tool_threads(in_flight: int) -> None:
+    """Tool calls (kernel cells, searches) run in the event loop's default executor: give it a thread
+    for every episode in flight, so no episode waits for another's tool call."""
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=min(in_flight + 4, 512)))
+
+
 def _text(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.schema import SAMPLE_SCHEMA, Sample, hf_value, with_hf_features
 from curation.shards import Quarantine, ShardWriter, iter_rows
 from synth import aio
-from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
+from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode, size_tool_threads
 from synth.judge import Judge, JudgeConfig
-from synth.request_cache import CachedPolicy, open_endpoint
+from synth.request_cache import REQUESTS_DB, CachedPolicy, open_endpoint
 from synth.search import SearchConfig
 
 PROBE_SCHEMA_VERSION = "probe/1"
@@ -52,7 +51,6 @@ PROBE_SCHEMA = with_hf_features(
     PROBE_SCHEMA_VERSION,
 )
 
-REQUESTS_DB = "requests.sqlite"
 
 
 class ProbeInputError(ValueError):
@@ -129,7 +127,7 @@ async def _probe(
         if progress is not None:
             progress(counts)
 
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=min(cfg.concurrency + 4, 512)))
+    size_tool_threads(cfg.concurrency)
     try:
         with open_toolbox(modes["tools"], search) as tools:
             await asyncio.gather(*(probe(s, tools) for s in samples))

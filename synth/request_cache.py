@@ -22,6 +22,8 @@ from typing import Any
 from synth.policy import ChatPolicy, EndpointPolicy, Generation
 from synth.protocol import PROTOCOL_VERSION
 
+REQUESTS_DB = "requests.sqlite"  # a stage's request cache, in its output directory
+
 
 def request_key(model: str, params: dict[str, Any], messages: list[dict[str, Any]], images: list[bytes], tag: str = "") -> str:
     """A digest of everything that determines a response: model, sampling parameters, the

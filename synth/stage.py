@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import Quarantine, ShardWriter, iter_rows
 from synth import aio
-from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
+from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode, size_tool_threads
 from synth.judge import Judge, JudgeConfig
 from synth.long_cot import LongCotConfig, long_cot_rows
 from synth.protocol import MAX_ANSWER_CHARS
-from synth.request_cache import CachedPolicy, open_endpoint
+from synth.request_cache import REQUESTS_DB, CachedPolicy, open_endpoint
 from synth.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA
 
@@ -64,7 +63,6 @@ def reject_reason(row: dict[str, Any], allow_code_errors: bool) -> str | None:
     return None
 
 
-REQUESTS_DB = "requests.sqlite"
 
 Progress = Callable[[dict[str, int]], None]
 
@@ -110,8 +108,7 @@ async def _synthesize(
         if progress is not None:
             progress(counts)
 
-    # Tool calls (kernel cells, searches) run in threads: enough for every sample in flight.
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=min(cfg.concurrency + 4, 512)))
+    size_tool_threads(cfg.concurrency)
     try:
         with open_toolbox(cfg.agent, search) as tools:
             await asyncio.gather(*(solve(s, tools) for s in samples))

@@ -23,7 +23,6 @@ import importlib.util
 import json
 import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from synth.protocol import load_prompts, render_code_observation
 from synth.reward import compute_reward
 from synth.search import SearchConfig
 from train.rollout import RolloutError, TokenPolicy, image_token_count
-from train.sft import TrainingDataError, apply_pixel_budget, freeze_vision_tower
+from train.sft import TrainingDataError, apply_pixel_budget, freeze_vision_tower, trainer_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -260,36 +259,19 @@ def _dynamics_callback(path: Path, cfg: GRPOStageConfig):
 
 
 def grpo_arguments(cfg: GRPOStageConfig, out_dir: Path):
-    import torch
     from trl import GRPOConfig
 
-    report_to = ["tensorboard"] if importlib.util.find_spec("tensorboard") else "none"
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
-        return GRPOConfig(
-            output_dir=str(out_dir / "trainer"),
-            learning_rate=cfg.learning_rate,
-            num_train_epochs=cfg.epochs,
-            max_steps=cfg.max_steps,
-            per_device_train_batch_size=cfg.batch_size,
-            gradient_accumulation_steps=cfg.grad_accum,
-            num_generations=cfg.num_generations,
-            temperature=cfg.temperature,
-            beta=cfg.beta,
-            epsilon=cfg.epsilon,
-            loss_type=cfg.loss_type,
-            lr_scheduler_type=cfg.lr_scheduler,
-            reward_weights=[0.8, 0.2],
-            max_completion_length=cfg.agent.max_total_tokens,
-            logging_steps=cfg.logging_steps,
-            save_strategy="no",
-            report_to=report_to,
-            seed=cfg.seed,
-            bf16=cfg.bf16,
-            use_cpu=not torch.cuda.is_available(),
-            dataloader_num_workers=0,
-            disable_tqdm=True,
-        )
+    return trainer_arguments(
+        GRPOConfig, cfg, out_dir,
+        num_generations=cfg.num_generations,
+        temperature=cfg.temperature,
+        beta=cfg.beta,
+        epsilon=cfg.epsilon,
+        loss_type=cfg.loss_type,
+        reward_weights=[0.8, 0.2],
+        max_completion_length=cfg.agent.max_total_tokens,
+        report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else "none",
+    )
 
 
 def run_grpo(

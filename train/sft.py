@@ -73,34 +73,45 @@ def freeze_vision_tower(model) -> int:
     return frozen
 
 
-def sft_arguments(cfg: SFTStageConfig, out_dir: Path):
-    """TRL's `SFTConfig` for our stage config: assistant-only loss, never cutting image tokens."""
+def trainer_arguments(config_class, cfg, out_dir: Path, **stage_specific):
+    """A TRL config (`SFTConfig`, `GRPOConfig`) with the settings every stage shares: the schedule
+    from the stage config, CPU when there is no GPU, no progress bars, checkpoints under `trainer/`."""
     import torch
-    from trl import SFTConfig
 
+    shared = {
+        "output_dir": str(out_dir / "trainer"),
+        "learning_rate": cfg.learning_rate,
+        "num_train_epochs": cfg.epochs,
+        "max_steps": cfg.max_steps,
+        "per_device_train_batch_size": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "lr_scheduler_type": cfg.lr_scheduler,
+        "logging_steps": cfg.logging_steps,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": cfg.seed,
+        "bf16": cfg.bf16,  # explicit: TRL's default is bf16, which is slow on a CPU
+        "use_cpu": not torch.cuda.is_available(),
+        "dataloader_num_workers": 0,
+        "disable_tqdm": True,
+    }
     with warnings.catch_warnings():  # TRL passes a transformers argument that is being renamed
         warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
-        return SFTConfig(
-            output_dir=str(out_dir / "trainer"),
-            learning_rate=cfg.learning_rate,
-            num_train_epochs=cfg.epochs,
-            max_steps=cfg.max_steps,
-            per_device_train_batch_size=cfg.batch_size,
-            gradient_accumulation_steps=cfg.grad_accum,
-            lr_scheduler_type=cfg.lr_scheduler,
-            warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
-            max_length=cfg.max_length,
-            assistant_only_loss=True,
-            logging_steps=cfg.logging_steps,
-            save_strategy="steps" if cfg.save_steps else "no",
-            save_steps=cfg.save_steps or 500,
-            report_to="none",
-            seed=cfg.seed,
-            bf16=cfg.bf16,
-            use_cpu=not torch.cuda.is_available(),
-            dataloader_num_workers=0,
-            disable_tqdm=True,
-        )
+        return config_class(**(shared | stage_specific))
+
+
+def sft_arguments(cfg: SFTStageConfig, out_dir: Path):
+    """TRL's `SFTConfig` for our stage config: assistant-only loss, never cutting image tokens."""
+    from trl import SFTConfig
+
+    return trainer_arguments(
+        SFTConfig, cfg, out_dir,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        max_length=cfg.max_length,
+        assistant_only_loss=True,
+        save_strategy="steps" if cfg.save_steps else "no",
+        save_steps=cfg.save_steps or 500,
+    )
 
 
 def latest_checkpoint(trainer_dir: Path) -> str | None:
