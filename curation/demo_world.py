@@ -276,6 +276,14 @@ def _long_cot(rng: random.Random, index: int) -> dict[str, str]:
     return {"id": f"demo-cot-{index:05d}", "question": question, "response": response, "answer": str(total)}
 
 
+def world_files(out_dir: str | Path) -> dict[str, str]:
+    """The files a world in `out_dir` consists of (the flows find them here when run one by one)."""
+    out = Path(out_dir)
+    names = {"samples_path": "samples.jsonl", "corpus_path": "corpus.jsonl", "image_corpus_path": "image_corpus.jsonl",
+             "long_cot_path": "long_cot.jsonl", "scripts_path": "replay_scripts.jsonl"}
+    return {key: str(out / name) for key, name in names.items()}
+
+
 def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[str, Any]:
     """Write the demo world into `out_dir`; return a summary with the file paths and counts."""
     cfg = cfg or WorldConfig()
@@ -359,11 +367,7 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[
         "seed": cfg.seed,
         "samples": len(samples),
         "corpus_docs": len(corpus),
-        "samples_path": str(out / "samples.jsonl"),
-        "corpus_path": str(out / "corpus.jsonl"),
-        "image_corpus_path": str(out / "image_corpus.jsonl"),
-        "long_cot_path": str(out / "long_cot.jsonl"),
-        "scripts_path": str(out / "replay_scripts.jsonl"),
+        **world_files(out),
     }
     (out / "world.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -57,6 +57,30 @@ class StepReport:
         self._bump(self.by_source, source, "out")
         self._bump(self.by_category, category, "out")
 
+    def state(self) -> dict[str, Any]:
+        """The raw counts, for `merge` (a stage run as parallel parts reports as one)."""
+        return {"steps": self.steps, "by_source": self.by_source, "by_category": self.by_category, "extra": self.extra}
+
+    def merge(self, state: dict[str, Any]) -> None:
+        """Add the counts of another part's `state()`."""
+        for name, counts in state["steps"].items():
+            self._add(self._step(name), counts)
+        for mine, theirs in ((self.by_source, state["by_source"]), (self.by_category, state["by_category"])):
+            for key, counts in theirs.items():
+                self._add(mine.setdefault(key, {"in": 0, "out": 0, "dropped": {}}), counts)
+        for key, value in state["extra"].items():  # per-source breakdowns: dicts of counts
+            if isinstance(value, dict) and isinstance(self.extra.get(key), dict):
+                self.extra[key] = {**self.extra[key], **value}
+            else:
+                self.extra[key] = value
+
+    @staticmethod
+    def _add(into: dict[str, Any], counts: dict[str, Any]) -> None:
+        into["in"] += counts["in"]
+        into["out"] += counts["out"]
+        for reason, n in counts["dropped"].items():
+            into["dropped"][reason] = into["dropped"].get(reason, 0) + n
+
     def to_dict(self) -> dict[str, Any]:
         steps = [{"step": name, **counts} for name, counts in self.steps.items()]
         return {"stage": self.stage, "steps": steps, "by_source": self.by_source, "by_category": self.by_category, **self.extra}

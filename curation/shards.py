@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -101,6 +102,24 @@ class ShardWriter:
         self._shards.append({"file": name, "rows": table.num_rows})
         self._buffer = []
 
+    def adopt(self, shard_dir: str | Path) -> int:
+        """Take over the complete shards of another directory as this writer's next shards: hard
+        links (a copy across file systems), so the source stays intact (it may be a cached task's
+        output). Returns the rows taken over."""
+        self.flush()
+        manifest = read_manifest(shard_dir)
+        if manifest is None:
+            raise ShardError(f"{shard_dir}: incomplete shard directory (no {MANIFEST_NAME})")
+        for entry in manifest["shards"]:
+            name = f"{self.prefix}-{len(self._shards):05d}.parquet"
+            source, target = Path(shard_dir) / entry["file"], self.out_dir / name
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+            self._shards.append({"file": name, "rows": entry["rows"]})
+        return sum(entry["rows"] for entry in manifest["shards"])
+
     def close(self) -> dict[str, Any]:
         self.flush()
         manifest = {
@@ -190,6 +209,13 @@ class Quarantine:
             }
         )
 
+    def extend(self, quarantine_dir: str | Path) -> None:
+        """Take over the rows of another quarantine (a part of the same stage run as its own task)."""
+        for row in iter_rows(quarantine_dir, QUARANTINE_SCHEMA):
+            key = row["reason"].split(":", 1)[0]
+            self.reasons[key] = self.reasons.get(key, 0) + 1
+            self._writer.write(row)
+
     @property
     def count(self) -> int:
         return self._writer.rows_written
@@ -197,3 +223,19 @@ class Quarantine:
     def close(self) -> dict[str, Any]:
         self._writer.manifest_extra["reasons"] = self.reasons
         return self._writer.close()
+
+
+def merge_parts(part_dirs: Iterable[str | Path], writer: ShardWriter, quarantine: Quarantine | None = None) -> dict[str, int]:
+    """Take over the shards (and quarantines) of a stage's parts, in order, into one output; return
+    the parts' summed `counts` (a stage run as one task per input shard reads as one run)."""
+    counts: dict[str, int] = {}
+    for part in part_dirs:
+        manifest = read_manifest(part)
+        if manifest is None:
+            raise ShardError(f"{part}: a part of the stage did not finish (no {MANIFEST_NAME})")
+        for key, value in (manifest.get("counts") or {}).items():
+            counts[key] = counts.get(key, 0) + value
+        writer.adopt(part)
+        if quarantine is not None:
+            quarantine.extend(Path(part) / QUARANTINE_DIR)
+    return counts

@@ -1,9 +1,9 @@
 """The curate stage: sources → normalized, validated, deduplicated, decontaminated `Sample` shards.
 
-Two passes, so memory holds hashes, not images: the first reads every source, validates each row
-and stages the good ones as shards while collecting question and image hashes; then near
-duplicates and contamination are found over all rows at once; the second pass writes the rows
-that survive, with a pool each. Every dropped row lands in `quarantine/` with its reason, and
+Two passes, so memory holds hashes, not images. The first (`scan_source`, one task per source
+or part of one) validates each row and stages the good ones as shards with their content key and
+image hashes. Then (`finish_curate`) exact and near duplicates and contamination are found over
+all rows at once, and the second pass writes the rows that survive, with a pool each. Every dropped row lands in `quarantine/` with its reason, and
 `report.json` / `report.md` count rows in, out and dropped per step, source and category.
 
 Pools: `eval` is a held-out fraction by a seeded hash of the id. The rest is `coldstart` / `rl`
@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from curation.decontam import ContaminationIndex, DecontamConfig
@@ -27,7 +29,7 @@ from curation.dedup import HASH_SCHEME, DedupItem, NearDupConfig, find_near_dupl
 from curation.images import ImageLimits, ImageRejected, validate_image
 from curation.report import StepReport
 from curation.schema import SAMPLE_SCHEMA, ImageRef, Sample, content_id
-from curation.shards import Quarantine, ShardWriter, iter_rows
+from curation.shards import QUARANTINE_DIR, Quarantine, ShardError, ShardWriter, iter_rows, read_manifest, shard_files
 from curation.sources import RowRejected, SourceSpec, read_source, row_to_sample
 
 STAGING_DIR = "_staged"
@@ -49,6 +51,9 @@ class CurateConfig(BaseModel):
     split: dict[str, float] = Field(default_factory=lambda: {"coldstart": 0.5, "rl": 0.25, "eval": 0.25})
     seed: int = 0
     rows_per_shard: int = 1000
+    # Each source is read as this many interleaved parts, each a task of its own in the flow:
+    # validation (image decoding) runs in parallel. The result does not depend on it.
+    scan_parts: int = Field(1, ge=1)
 
     @field_validator("split")
     @classmethod
@@ -99,62 +104,103 @@ def _benchmark_index(cfg: CurateConfig, report: StepReport) -> ContaminationInde
     return index
 
 
-def run_curate(cfg: CurateConfig, out_dir: str | Path, probes: bool = False) -> dict[str, Any]:
-    """Read every source and write the curated shards, quarantine and report to `out_dir`.
+# Staged rows carry what the global steps need, so those steps read a few columns, not images.
+STAGED_SCHEMA = (
+    SAMPLE_SCHEMA.append(pa.field("_content_key", pa.string()))
+    .append(pa.field("_origin", pa.string()))
+    .append(pa.field("_phashes", pa.list_(pa.uint64())))
+)
+STAGED_COLUMNS = ("_content_key", "_origin", "_phashes")
+
+
+def staged_dir_name(source_index: int, part: int) -> str:
+    return f"{source_index:03d}-{part:03d}"
+
+
+def scan_source(cfg: CurateConfig, source_index: int, out_dir: str | Path, part: int = 0, parts: int = 1) -> dict[str, Any]:
+    """Pass 1 for one source, or for one of `parts` interleaved parts of it (rows whose ordinal
+    modulo `parts` is `part`): read, normalize and validate; stage the good rows with their content
+    key and image hashes, quarantine the rest. Independent of every other scan, so each is a task
+    of its own (`finish_curate` does the steps that need all rows)."""
+    spec = cfg.sources[source_index]
+    out_dir = Path(out_dir)
+    limits = ImageLimits(cfg.min_side, cfg.max_aspect, cfg.max_pixels)
+    need_phash = cfg.near_dup.enabled or (bool(cfg.benchmarks) and cfg.decontam.check_images)
+    report = StepReport("curate")
+    quarantine = Quarantine(out_dir, "curate")
+    source = spec.source_name
+    skipped: dict[str, int] = {}
+    with ShardWriter(out_dir, STAGED_SCHEMA, rows_per_shard=cfg.rows_per_shard) as staged:
+        for ordinal, (row, origin) in enumerate(read_source(spec, skipped)):
+            if ordinal % parts != part:
+                continue
+            report.seen("validate")
+            try:
+                if "__parse_error__" in row:
+                    raise RowRejected(row["__parse_error__"])
+                sample = row_to_sample(row, spec, spec.base_dir)
+                images = [ImageRef(bytes=validate_image(i.bytes, limits), path=i.path) for i in sample.images]
+            except (RowRejected, ImageRejected) as exc:
+                category = row.get(spec.fields.get("category", "category")) or spec.category
+                report.entered(source, category if isinstance(category, str) else None)
+                report.dropped("validate", str(exc), source, category if isinstance(category, str) else None)
+                quarantine.add(row, str(exc), origin)
+                continue
+            report.entered(source, sample.category)
+            report.kept("validate")
+            sample = sample.model_copy(update={"images": images})
+            staged.write({
+                **sample.to_row(),
+                # Exact duplicates: the same normalized question with the same image contents.
+                "_content_key": content_id(sample.question, [image.bytes for image in images]),
+                "_origin": origin,
+                "_phashes": [image_phash(i.bytes) for i in images] if need_phash else [],
+            })
+        if skipped.get("filtered") and part == 0:  # every part reads the whole source: count once
+            report.extra["filtered_by_include"] = {source: skipped["filtered"]}
+        quarantine.close()
+        staged.manifest_extra.update({"stage": "curate-scan", "source": source, "part": part, "parts": parts, "report": report.state()})
+    return {"source": source, "part": part, "rows": staged.rows_written, "quarantined": quarantine.count}
+
+
+def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str | Path, probes: bool = False) -> dict[str, Any]:
+    """The steps over all staged rows: exact duplicates (the first staged row wins), near
+    duplicates, contamination, then the pools; write the curated shards, quarantine and report.
 
     `probes`: leave `coldstart` / `rl` to the selection stage (rows get pool null, `eval` stays)."""
     out_dir = Path(out_dir)
     started = time.time()
-    limits = ImageLimits(cfg.min_side, cfg.max_aspect, cfg.max_pixels)
-    quarantine = Quarantine(out_dir, "curate")
     report = StepReport("curate")
-    staging = out_dir / STAGING_DIR
-    seen: set[str] = set()
-    items: list[DedupItem] = []
-    origin_of: dict[str, str] = {}
-    need_phash = cfg.near_dup.enabled or (bool(cfg.benchmarks) and cfg.decontam.check_images)
+    quarantine = Quarantine(out_dir, "curate")
+    for staged in staged_dirs:
+        manifest = read_manifest(staged)
+        if manifest is None:
+            raise ShardError(f"{staged}: a curate scan did not finish (no manifest)")
+        report.merge(manifest["report"])
+        quarantine.extend(Path(staged) / QUARANTINE_DIR)
     timings: dict[str, float] = {}
 
-    # Pass 1: read, normalize, validate, exact dedup; stage the good rows.
+    # Exact duplicates and the hashes of the rest, from a few columns of the staged rows.
     tick = time.time()
-    with ShardWriter(staging, SAMPLE_SCHEMA, rows_per_shard=cfg.rows_per_shard) as staged:
-        for spec in cfg.sources:
-            skipped: dict[str, int] = {}
-            for row, origin in read_source(spec, skipped):
-                source = spec.source_name
-                report.seen("validate")
-                try:
-                    if "__parse_error__" in row:
-                        raise RowRejected(row["__parse_error__"])
-                    sample = row_to_sample(row, spec, spec.base_dir)
-                    images = [ImageRef(bytes=validate_image(i.bytes, limits), path=i.path) for i in sample.images]
-                except (RowRejected, ImageRejected) as exc:
-                    category = row.get(spec.fields.get("category", "category")) or spec.category
-                    report.entered(source, category if isinstance(category, str) else None)
-                    report.dropped("validate", str(exc), source, category if isinstance(category, str) else None)
-                    quarantine.add(row, str(exc), origin)
-                    continue
-                report.entered(source, sample.category)
-                report.kept("validate")
-                sample = sample.model_copy(update={"images": images})
-                report.seen("exact_dedup")
-                # Exact duplicates: the same normalized question with the same image contents.
-                content_key = content_id(sample.question, [image.bytes for image in images])
-                reason = "exact_duplicate" if content_key in seen else None
-                if reason is None and sample.id in origin_of:  # a source's own ids must be unique too
-                    reason = f"duplicate_id: {sample.id} (first at {origin_of[sample.id]})"
-                if reason is not None:
-                    report.dropped("exact_dedup", reason, source, sample.category)
-                    quarantine.add(sample.to_row(), reason, origin)
-                    continue
-                seen.add(content_key)
-                report.kept("exact_dedup")
-                origin_of[sample.id] = origin
-                items.append(DedupItem(sample.id, sample.question, [image_phash(i.bytes) for i in images] if need_phash else []))
-                staged.write(sample.to_row())
-            if skipped.get("filtered"):
-                report.extra.setdefault("filtered_by_include", {})[spec.source_name] = skipped["filtered"]
-    timings["read_validate_s"] = round(time.time() - tick, 3)
+    exact: dict[int, str] = {}
+    seen: set[str] = set()
+    first_at: dict[str, str] = {}
+    items: list[DedupItem] = []
+    ordinal = 0
+    for staged in staged_dirs:
+        for file in shard_files(staged):
+            columns = pq.read_table(file, columns=["id", "question", "_content_key", "_origin", "_phashes"]).to_pydict()
+            for sample_id, question, key, origin, phashes in zip(*columns.values(), strict=True):
+                if key in seen:
+                    exact[ordinal] = "exact_duplicate"
+                elif sample_id in first_at:  # a source's own ids must be unique too
+                    exact[ordinal] = f"duplicate_id: {sample_id} (first at {first_at[sample_id]})"
+                else:
+                    seen.add(key)
+                    first_at[sample_id] = origin
+                    items.append(DedupItem(sample_id, question, list(phashes)))
+                ordinal += 1
+    timings["exact_dedup_s"] = round(time.time() - tick, 3)
 
     # Over all rows: near duplicates, then contamination.
     tick = time.time()
@@ -180,32 +226,42 @@ def run_curate(cfg: CurateConfig, out_dir: str | Path, probes: bool = False) -> 
     tick = time.time()
     per_pool: dict[str, int] = {}
     with ShardWriter(out_dir, SAMPLE_SCHEMA, rows_per_shard=cfg.rows_per_shard) as writer:
-        for row in iter_rows(staging, SAMPLE_SCHEMA):
-            source, category = row["source"], row["category"]
-            step = "near_dedup"
-            report.seen(step)
-            reason = drop.get(row["id"])
-            if reason is not None and reason.startswith("near_duplicate"):
-                report.dropped(step, reason, source, category)
-                quarantine.add(Sample.from_row(row).to_row(), reason, origin_of[row["id"]])
-                continue
-            report.kept(step)
-            if index is not None:
-                report.seen("decontaminate")
+        ordinal = 0
+        for staged in staged_dirs:
+            for full in iter_rows(staged, STAGED_SCHEMA):
+                origin = full["_origin"]
+                row = {k: v for k, v in full.items() if k not in STAGED_COLUMNS}
+                source, category = row["source"], row["category"]
+                report.seen("exact_dedup")
+                reason = exact.get(ordinal)
+                ordinal += 1
                 if reason is not None:
-                    report.dropped("decontaminate", reason, source, category)
-                    quarantine.add(Sample.from_row(row).to_row(), reason, origin_of[row["id"]])
+                    report.dropped("exact_dedup", reason, source, category)
+                    quarantine.add(Sample.from_row(row).to_row(), reason, origin)
                     continue
-                report.kept("decontaminate")
-            report.seen("split")
-            pool = assign_pool(row["id"], cfg.split, cfg.seed)
-            if probes and pool != "eval":
-                pool = None  # the selection stage decides from the probes
-            report.kept("split")
-            report.out(source, category)
-            writer.write({**row, "pool": pool})
-            per_pool[str(pool)] = per_pool.get(str(pool), 0) + 1
-        shutil.rmtree(staging)
+                report.kept("exact_dedup")
+                report.seen("near_dedup")
+                reason = drop.get(row["id"])
+                if reason is not None and reason.startswith("near_duplicate"):
+                    report.dropped("near_dedup", reason, source, category)
+                    quarantine.add(Sample.from_row(row).to_row(), reason, origin)
+                    continue
+                report.kept("near_dedup")
+                if index is not None:
+                    report.seen("decontaminate")
+                    if reason is not None:
+                        report.dropped("decontaminate", reason, source, category)
+                        quarantine.add(Sample.from_row(row).to_row(), reason, origin)
+                        continue
+                    report.kept("decontaminate")
+                report.seen("split")
+                pool = assign_pool(row["id"], cfg.split, cfg.seed)
+                if probes and pool != "eval":
+                    pool = None  # the selection stage decides from the probes
+                report.kept("split")
+                report.out(source, category)
+                writer.write({**row, "pool": pool})
+                per_pool[str(pool)] = per_pool.get(str(pool), 0) + 1
         timings["write_s"] = round(time.time() - tick, 3)
         quarantine_manifest = quarantine.close()
         counts = {
@@ -231,3 +287,21 @@ def run_curate(cfg: CurateConfig, out_dir: str | Path, probes: bool = False) -> 
         )
     report.write(out_dir)
     return {"counts": counts, "per_pool": per_pool, "per_category": {k: v["out"] for k, v in report.by_category.items()}}
+
+
+def run_curate(cfg: CurateConfig, out_dir: str | Path, probes: bool = False, keep_staged: bool = False) -> dict[str, Any]:
+    """Read every source and write the curated shards, quarantine and report to `out_dir`: the
+    scans one after another, then `finish_curate` (the flow runs the scans as parallel tasks).
+
+    `probes`: leave `coldstart` / `rl` to the selection stage (rows get pool null, `eval` stays)."""
+    out_dir = Path(out_dir)
+    staging = out_dir / STAGING_DIR
+    staged_dirs = []
+    for index in range(len(cfg.sources)):
+        for part in range(cfg.scan_parts):
+            staged_dirs.append(staging / staged_dir_name(index, part))
+            scan_source(cfg, index, staged_dirs[-1], part, cfg.scan_parts)
+    summary = finish_curate(cfg, staged_dirs, out_dir, probes)
+    if not keep_staged:
+        shutil.rmtree(staging)
+    return summary

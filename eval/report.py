@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from curation.shards import read_manifest
 from eval.metrics import TOOL_CLASSES
 
 
@@ -37,9 +38,9 @@ def load_run(run_dir: str | Path) -> RunData:
     if not metrics_path.is_file():
         raise ReportError(f"{run}: no eval/metrics.json (run the evaluate stage first)")
     data = RunData(run.name, json.loads(metrics_path.read_text()))
-    summary = run / "summary.json"
-    if summary.is_file():
-        data.sft_losses = (json.loads(summary.read_text()).get("stages", {}).get("sft") or {}).get("losses") or []
+    # The SFT stage's result, as its lineage recorded it (any run of it: the flow's or one by hand).
+    sft = (read_manifest(run / "sft") or {}).get("lineage") or {}
+    data.sft_losses = (sft.get("result") or {}).get("losses") or []
     dynamics = run / "grpo" / "dynamics.jsonl"
     if dynamics.is_file():
         data.dynamics = [json.loads(line) for line in dynamics.read_text().splitlines() if line.strip()]

@@ -10,10 +10,10 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 
 
-def progress_reporter(stage: str, step: float = 0.05) -> Callable[[dict[str, int]], None]:
-    """A stage's `progress` callback that moves a progress artifact, in steps of `step` (a call per
-    sample would be a request per sample)."""
-    artifact_id = create_progress_artifact(progress=0.0, key=f"{stage}-progress", description=f"{stage}: share of samples done")
+def progress_reporter(stage: str, part: str, step: float = 0.05) -> Callable[[dict[str, int]], None]:
+    """A stage task's `progress` callback that moves a progress artifact (one per input shard
+    `part`), in steps of `step` (a call per sample would be a request per sample)."""
+    artifact_id = create_progress_artifact(progress=0.0, key=f"{stage}-progress", description=f"{stage} {part}: share of samples done")
     last = [0.0]
 
     def report(counts: dict[str, int]) -> None:

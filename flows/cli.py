@@ -13,7 +13,7 @@ from flows.prefect_env import configure_prefect_env
 
 app = typer.Typer(
     name="deepeyes",
-    help="open-deepeyes: curate, synthesize tool-use trajectories, train (SFT), evaluate.",
+    help="open-deepeyes: curate, synthesize tool-use trajectories, train (SFT, GRPO), evaluate.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -41,63 +41,76 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             SourceError, ProbeDataError, ValidationError, BenchmarkError, ReportError, ProbeInputError)
 
 
-def _run_pipeline(config: Any, run_dir: Path, dry_run: bool = False) -> None:
+def _run_pipeline(config: Any, run_dir: Path, dry_run: bool = False, flow: str = "retrain") -> None:
     if dry_run:
         from flows.pipeline import plan
 
         typer.echo(f"run directory: {run_dir} (dry run: nothing is done)")
-        for number, step in enumerate(plan(config, run_dir), 1):
+        for number, step in enumerate(plan(config, run_dir, flow), 1):
             typer.echo(f"{number:>2}. {step['stage']:<11} -> {step['out']}: {step['does']}")
         return
     configure_prefect_env()
-    from flows.pipeline import pipeline_flow
+    from flows.pipeline import flow_for
+    from flows.prefect_env import local_run_settings
 
     run_dir.mkdir(parents=True, exist_ok=True)
     typer.echo(f"run directory: {run_dir}")
-    summary = pipeline_flow(config=config.model_dump(mode="json"), run_dir=str(run_dir))
+    with local_run_settings():
+        summary = flow_for(flow, config)(config=config.model_dump(mode="json"), run_dir=str(run_dir))
     _print_summary(summary)
 
 
+def _first_last(values: list[float]) -> str:
+    return f"{values[0]:.3f} -> {values[-1]:.3f}" if values else "n/a"
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
+    """What each stage that ran (or was cached) did, one line each."""
     stages = summary["stages"]
-    curate = stages["curate"]["counts"]
-    synth = stages["synthesize"]["counts"]
-    sft = stages["sft"]
     typer.echo("")
-    typer.echo(f"curate:     {curate['rows_in']} rows in, {curate['rows_out']} out; dropped {curate['invalid']} invalid, "
-               f"{curate['duplicates']} duplicates, {curate.get('near_duplicates', 0)} near duplicates, "
-               f"{curate.get('contaminated', 0)} contaminated")
+    if "curate" in stages:
+        curate = stages["curate"]["counts"]
+        typer.echo(f"curate:     {curate['rows_in']} rows in, {curate['rows_out']} out; dropped {curate['invalid']} invalid, "
+                   f"{curate['duplicates']} duplicates, {curate.get('near_duplicates', 0)} near duplicates, "
+                   f"{curate.get('contaminated', 0)} contaminated")
     if "probe" in stages:
         probe = stages["probe"]["counts"]
         typer.echo(f"probe:      {probe['samples']} samples x {probe['episodes'] // max(1, probe['samples'])} student episodes, "
                    f"{probe['failed_attempts']} failed")
+    if "select" in stages:
         select = stages["select"]
         pools = ", ".join(f"{pool} {n}" for pool, n in sorted(select["per_pool"].items()))
         dropped = ", ".join(f"{reason} {n}" for reason, n in sorted(select["dropped"].items())) or "none"
         typer.echo(f"select:     {pools}; dropped {dropped}")
-    long_cot = f" (+{synth['long_cot']} long-CoT rows)" if synth.get("long_cot") else ""
-    typer.echo(f"synthesize: {synth['kept']} trajectories kept{long_cot}, {synth['rejected']} rejected, {synth['failed']} failed")
-    typer.echo(f"sft:        {sft['steps']} steps on {sft['rows']} rows, loss {sft['losses'][0] if sft['losses'] else float('nan'):.3f}"
-               f" -> {sft['losses'][-1] if sft['losses'] else float('nan'):.3f}")
+    if "synthesize" in stages:
+        synth = stages["synthesize"]["counts"]
+        long_cot = f" (+{synth['long_cot']} long-CoT rows)" if synth.get("long_cot") else ""
+        typer.echo(f"synthesize: {synth['kept']} trajectories kept{long_cot}, {synth['rejected']} rejected, {synth['failed']} failed")
+    if "sft" in stages:
+        sft = stages["sft"]
+        typer.echo(f"sft:        {sft['steps']} steps on {sft['rows']} rows, loss {_first_last(sft['losses'])}")
     if "grpo" in stages:
         grpo = stages["grpo"]
         calls = ", ".join(f"{c:.2f}" for c in grpo["tool_calls_per_trajectory"] if c is not None)
-        rewards = grpo["rewards"]
-        typer.echo(f"grpo:       {grpo['steps']} steps on {grpo['prompts']} prompts, reward {rewards[0] if rewards else float('nan'):.3f}"
-                   f" -> {rewards[-1] if rewards else float('nan'):.3f}, tool calls per trajectory by step [{calls}]"
-                   + (f"; {len(grpo['warnings'])} warning(s)" if grpo["warnings"] else ""))
-    for bench, entry in stages["evaluate"]["benchmarks"].items():
-        for run_name, metrics in entry["runs"].items():
-            overall = metrics["overall"]
-            low, high = overall["ci95"]
-            typer.echo(f"eval {bench} ({run_name}): accuracy {overall['accuracy']:.3f} [{low:.2f}, {high:.2f}] on {overall['n']} samples, "
-                       f"{overall['tool_calls_per_sample']:.2f} tool calls per sample")
-    typer.echo(f"metrics:    {stages['evaluate']['metrics_path']}")
+        typer.echo(f"grpo:       {grpo['steps']} steps on {grpo['prompts']} prompts, reward {_first_last(grpo['rewards'])}, "
+                   f"tool calls per trajectory by step [{calls}]" + (f"; {len(grpo['warnings'])} warning(s)" if grpo["warnings"] else ""))
+    if "evaluate" in stages:
+        for bench, entry in stages["evaluate"]["benchmarks"].items():
+            for run_name, metrics in entry["runs"].items():
+                overall = metrics["overall"]
+                low, high = overall["ci95"]
+                typer.echo(f"eval {bench} ({run_name}): accuracy {overall['accuracy']:.3f} [{low:.2f}, {high:.2f}] on {overall['n']} samples, "
+                           f"{overall['tool_calls_per_sample']:.2f} tool calls per sample")
+        typer.echo(f"metrics:    {stages['evaluate']['metrics_path']}")
     if "report" in stages:
         typer.echo(f"report:     {stages['report']['html']}")
     if summary.get("cached"):
         typer.echo(f"cached:     {', '.join(summary['cached'])} (same config, inputs and code; `cache: false` runs everything)")
-    typer.echo(f"took {summary['timings_s']['total']:.1f} s; run directory: {summary['run_dir']}")
+    total = summary["timings_s"].get("total", sum(summary["timings_s"].values()))
+    typer.echo(f"took {total:.1f} s; run directory: {summary['run_dir']}")
+
+
+FLOW_NAMES = ("retrain", "curate", "synthesize", "train_sft", "train_grpo", "evaluate")
 
 
 @app.command()
@@ -115,17 +128,49 @@ def demo(
     _run_pipeline(config, out.resolve(), dry_run)
 
 
+def _flow_option(flow: str) -> str:
+    if flow not in FLOW_NAMES:
+        raise typer.BadParameter(f"unknown flow {flow!r}; one of: {', '.join(FLOW_NAMES)}", param_hint="--flow")
+    return flow
+
+
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Pipeline config (YAML).")],
     run_dir: Annotated[Path | None, typer.Option(help="Run directory (default: <runs_dir>/<name>).")] = None,
+    flow: Annotated[str, typer.Option(help=f"The flow to run: {', '.join(FLOW_NAMES)}.", callback=_flow_option)] = "retrain",
     dry_run: Annotated[bool, typer.Option(help="Validate the config, print the plan and stop.")] = False,
 ) -> None:
-    """Run the whole pipeline from a config file."""
+    """Run the whole pipeline (the `retrain` flow), or one of its flows, from a config file."""
     from flows.config import load_config
 
     cfg = load_config(config)
-    _run_pipeline(cfg, (run_dir or cfg.runs_dir / cfg.name).resolve(), dry_run)
+    _run_pipeline(cfg, (run_dir or cfg.runs_dir / cfg.name).resolve(), dry_run, flow)
+
+
+@app.command()
+def deploy(
+    config: Annotated[Path, typer.Argument(help="Pipeline config (YAML); each scheduled run reads it again.")],
+    flow: Annotated[str, typer.Option(help=f"The flow to deploy: {', '.join(FLOW_NAMES)}.", callback=_flow_option)] = "retrain",
+    name: Annotated[str | None, typer.Option(help="Deployment name (default: <config name>-<flow>).")] = None,
+    cron: Annotated[str | None, typer.Option(help="Cron schedule, e.g. '0 3 * * 1' (Mondays 03:00).")] = None,
+    timezone: Annotated[str, typer.Option(help="Time zone of the cron schedule.")] = "UTC",
+    work_pool: Annotated[str, typer.Option(help="Prefect work pool (a `process` pool is created when missing).")] = "deepeyes",
+    run_dir: Annotated[Path | None, typer.Option(help="Run directory of the scheduled runs (default: <runs_dir>/<name>).")] = None,
+) -> None:
+    """Register a flow with a Prefect server as a deployment, with an optional cron schedule; a worker
+    on the work pool runs it (`prefect worker start --pool deepeyes`)."""
+    from flows.config import load_config
+
+    cfg = load_config(config)  # a scheduled run must not be the first to find a mistake
+    configure_prefect_env()
+    from flows.deploy import deploy_flow
+
+    deployment = deploy_flow(flow, config.resolve(), (run_dir or cfg.runs_dir / cfg.name).resolve(), name or f"{cfg.name}-{flow}",
+                             work_pool, cron, timezone)
+    typer.echo(f"deployment {deployment['name']} ({deployment['id']}) on work pool {work_pool}"
+               + (f", schedule {cron} {timezone}" if cron else ", no schedule"))
+    typer.echo(f"run it now: prefect deployment run '{deployment['name']}'")
 
 
 @app.command()

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from curation.select import SelectConfig
 from curation.stage import CurateConfig
 from eval.stage import EvalConfig
+from flows.orchestration import OrchestrationConfig
 from synth.judge import JudgeConfig
 from synth.probe import ProbeConfig
 from synth.search import SearchConfig
@@ -78,6 +79,7 @@ class PipelineConfig(BaseModel):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)  # one set of tools for synthesis and eval
     judge: JudgeConfig = Field(default_factory=JudgeConfig)  # one judge for synthesis and eval
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)  # task runner, retries, endpoint limits
 
     def check(self) -> None:
         """Cross-field rules and files that must exist, before any work starts."""
@@ -99,6 +101,12 @@ class PipelineConfig(BaseModel):
             raise ConfigError("synth.long_cot.path: no long-CoT source given")
         if long_cot is not None and long_cot.path is not None and not long_cot.path.is_file():
             raise ConfigError(f"synth.long_cot.path: file not found: {long_cot.path}")
+        limit = self.orchestration.endpoint_max_in_flight
+        for field, in_flight in (("synth.concurrency", self.synth.concurrency), ("probe.concurrency", self.probe.concurrency if self.probe else 0),
+                                 ("eval.concurrency", self.eval.concurrency if self.eval.model_url else 0)):
+            if in_flight > limit:
+                raise ConfigError(f"{field}: {in_flight} requests in flight is above orchestration.endpoint_max_in_flight ({limit}), "
+                                  "the most one endpoint may get; raise the limit or lower the concurrency")
         model_path = self.sft.model_path
         # A hub id (org/name) also has a slash: only a path that is plainly local must exist.
         if model_path is not None and model_path.startswith((".", "/")) and not Path(model_path).exists():

@@ -77,10 +77,14 @@ def stage_key(stage: str, config: Any, inputs: list[str | Path]) -> str:
     return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
-def cached_result(stage_dir: str | Path, key: str) -> Any | None:
-    """The stage's recorded result when its output is complete and was made under `key`."""
-    lineage = (read_manifest(stage_dir) or {}).get("lineage") or {}
-    return lineage.get("result") if lineage.get("key") == key and "result" in lineage else None
+def recorded_key(stage_dir: str | Path) -> str | None:
+    """The key the output in `stage_dir` was made under; None when it is missing or incomplete."""
+    return ((read_manifest(stage_dir) or {}).get("lineage") or {}).get("key")
+
+
+def recorded_result(stage_dir: str | Path) -> Any | None:
+    """The result the stage's last complete run recorded (the next flow reads its checkpoint path)."""
+    return ((read_manifest(stage_dir) or {}).get("lineage") or {}).get("result")
 
 
 def record(
@@ -111,6 +115,19 @@ def record(
 STAGE_DIRS = ("world", "curate", "probe", "select", "synthesize", "sft", "grpo", "eval")
 
 
+def changed_inputs(lineage: dict[str, Any], depth: int = 4) -> list[str]:
+    """The inputs that changed since the output was made, following inputs that are themselves
+    outputs with lineage (a stage's parts: a changed source under a curate scan counts)."""
+    changed = []
+    for path, recorded in (lineage.get("inputs") or {}).items():
+        if fingerprint(path) != recorded:
+            changed.append(path)
+        elif depth and Path(path).is_dir():
+            inner = ((read_manifest(path) or {}).get("lineage")) or {}
+            changed += changed_inputs(inner, depth - 1)
+    return changed
+
+
 def status(run_dir: str | Path) -> list[dict[str, Any]]:
     """Each stage of a run: complete or not, rows, time, config hash, commit, and whether its inputs
     changed since it ran (stale)."""
@@ -122,7 +139,7 @@ def status(run_dir: str | Path) -> list[dict[str, Any]]:
             rows.append({"stage": name, "state": "missing" if not (run / name).exists() else "incomplete"})
             continue
         lineage = manifest.get("lineage") or {}
-        changed = [p for p, fp in (lineage.get("inputs") or {}).items() if fingerprint(p) != fp]
+        changed = changed_inputs(lineage)
         rows.append({
             "stage": name,
             "state": "stale" if changed else "complete",

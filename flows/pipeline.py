@@ -1,9 +1,16 @@
-"""The Prefect flow: world → curate → probe → select → synthesize → SFT → GRPO → evaluate → report, a task per stage.
+"""The Prefect flows: `curate`, `synthesize`, `train_sft`, `train_grpo`, `evaluate`, and `retrain`,
+which runs the five as subflows. Each takes the pipeline config (a dict, or the path of a YAML file,
+which is how deployments pass it) and a run directory, and reads the stages before it from there:
 
-Tasks receive paths and plain config dicts (never DataFrames) and return small summaries; every
-stage reads the previous stage's shards from the run directory:
+    runs/<name>/world/  curate/  probe/  select/  synthesize/  model-base/  sft/  grpo/  eval/  report/
 
-    runs/<name>/world/  curate/  probe/  select/  synthesize/  model-base/  sft/  grpo/  eval/  report/  summary.json
+Tasks receive paths and plain config dicts (never DataFrames). Curation scans, probes and synthesis
+run as one task per source part or input shard on the configured task runner (threads, Dask, Ray);
+a merge task per stage joins the parts. Every task is cached by Prefect under a key made of its
+config, its inputs' fingerprints and the code version (`flows.lineage.stage_key`), with its result
+persisted under `<run>/_prefect/`: re-running an unchanged pipeline does no work and changes no file,
+and a changed config re-runs its stage and what depends on it. The output on disk is checked too:
+a task whose output is missing or was made under another key runs again.
 
 Without a `probe` section, curation splits by hash and there is no probe or select stage.
 """
@@ -17,96 +24,321 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
+from prefect.filesystems import LocalFileSystem
+from prefect.results import ResultStore
+from tqdm import tqdm
 
-from curation.demo_world import WorldConfig, generate_world
+from curation.demo_world import WorldConfig, generate_world, world_files
 from curation.select import SelectConfig, run_select
-from curation.shards import atomic_write_json
+from curation.shards import atomic_write_json, shard_files
 from curation.sources import SourceSpec
-from curation.stage import CurateConfig, run_curate
+from curation.stage import STAGING_DIR, CurateConfig, finish_curate, scan_source, staged_dir_name
 from eval.report import build_report
 from eval.stage import EvalConfig, run_evaluate
 from flows import artifacts, lineage
-from flows.config import PipelineConfig
-from synth.endpoint import ManagedServer, free_port
+from flows.config import PipelineConfig, load_config
+from flows.orchestration import endpoint_limit_name, ensure_endpoint_limit, retry_options, task_runner
+from synth.endpoint import EndpointError, ManagedServer, free_port
 from synth.judge import JudgeConfig
-from synth.probe import ProbeConfig, run_probes
+from synth.probe import ProbeConfig, merge_probes, run_probes
 from synth.protocol import load_prompts
 from synth.search import SearchConfig
-from synth.stage import SynthConfig, run_synthesize
+from synth.stage import SynthConfig, merge_synthesized, run_synthesize
 from train.grpo import GRPOStageConfig, run_grpo
 from train.sft import SFTStageConfig, run_sft
 from train.tiny import TinyModelConfig, build_tiny_model
 
-
-@task(name="generate-world", cache_policy=NO_CACHE)
-def generate_world_task(world: dict[str, Any], out_dir: str) -> dict[str, Any]:
-    return generate_world(out_dir, WorldConfig(**world))
+RESULTS_DIR = "_prefect"  # Prefect's cache records of a run's tasks
+SHARDS_DIR = "_shards"  # a stage's per-input-shard outputs, before the merge
 
 
-@task(name="curate", cache_policy=NO_CACHE)
-def curate_task(cfg: dict[str, Any], out_dir: str, probes: bool) -> dict[str, Any]:
-    return run_curate(CurateConfig.model_validate(cfg), out_dir, probes=probes)
+def cache_key_from_record(context: Any, parameters: dict[str, Any]) -> str:
+    """Prefect's cache key of a stage task: the lineage key the flow computed for it."""
+    return parameters["record"]["key"]
 
 
-@task(name="probe", cache_policy=NO_CACHE)
-def probe_task(cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], curated_dir: str, out_dir: str) -> dict[str, Any]:
-    return run_probes(
-        ProbeConfig.model_validate(cfg), curated_dir, out_dir, SearchConfig.model_validate(search), JudgeConfig.model_validate(judge),
-        progress=artifacts.progress_reporter("probe"),
-    )
+CACHED = {"cache_key_fn": cache_key_from_record, "persist_result": True, "result_serializer": "json"}
 
 
-@task(name="select", cache_policy=NO_CACHE)
-def select_task(cfg: dict[str, Any], curated_dir: str, probe_dir: str, out_dir: str) -> dict[str, Any]:
-    return run_select(SelectConfig.model_validate(cfg), curated_dir, probe_dir, out_dir)
+def _recorded(record: dict[str, Any], out_dir: str, started: float, result: Any) -> Any:
+    """Add the task's lineage (and the key it was made under) to its output's manifest."""
+    lineage.record(out_dir, record["stage"], record["config"], record["inputs"], time.time() - started, key=record["key"], result=result)
+    return result
 
 
-@task(name="synthesize", cache_policy=NO_CACHE)
-def synthesize_task(cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], curated_dir: str, out_dir: str) -> dict[str, Any]:
-    return run_synthesize(
-        SynthConfig.model_validate(cfg), curated_dir, out_dir, SearchConfig.model_validate(search), JudgeConfig.model_validate(judge),
-        progress=artifacts.progress_reporter("synthesize"),
-    )
+def _endpoint_slots(endpoint: dict[str, Any], occupy: int):
+    """Hold `occupy` slots of the endpoint's global concurrency limit while the task calls it."""
+    return concurrency(endpoint["limit"], occupy=occupy, strict=True) if endpoint.get("limit") else nullcontext()
 
 
-@task(name="build-tiny-model", cache_policy=NO_CACHE)
-def build_tiny_model_task(cfg: dict[str, Any], text_files: list[str], out_dir: str) -> str:
+@task(name="generate-world", **CACHED)
+def world_task(world: dict[str, Any], out_dir: str, record: dict[str, Any]) -> dict[str, Any]:
+    started = time.time()
+    return _recorded(record, out_dir, started, generate_world(out_dir, WorldConfig(**world)))
+
+
+@task(name="curate-scan", **CACHED)
+def curate_scan_task(cfg: dict[str, Any], source_index: int, part: int, out_dir: str, record: dict[str, Any]) -> dict[str, Any]:
+    started = time.time()
+    curate = CurateConfig.model_validate(cfg)
+    return _recorded(record, out_dir, started, scan_source(curate, source_index, out_dir, part, curate.scan_parts))
+
+
+@task(name="curate-finish", **CACHED)
+def curate_finish_task(cfg: dict[str, Any], staged_dirs: list[str], out_dir: str, probes: bool, record: dict[str, Any]) -> dict[str, Any]:
+    started = time.time()
+    return _recorded(record, out_dir, started, finish_curate(CurateConfig.model_validate(cfg), staged_dirs, out_dir, probes=probes))
+
+
+@task(name="probe-shard", **CACHED)
+def probe_shard_task(
+    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], shard: str, out_dir: str, endpoint: dict[str, Any],
+    record: dict[str, Any],
+) -> dict[str, Any]:
+    started = time.time()
+    probe = ProbeConfig.model_validate(cfg)
+    probe.student_url = endpoint.get("url") or probe.student_url
+    with _endpoint_slots(endpoint, probe.concurrency):
+        result = run_probes(probe, shard, out_dir, SearchConfig.model_validate(search), JudgeConfig.model_validate(judge),
+                            progress=artifacts.progress_reporter("probe", Path(shard).name), allow_empty=True)
+    counts = result["counts"]
+    if counts["samples"] and counts["episodes"] == 0:  # raise: Prefect retries it, and caches nothing
+        raise EndpointError(f"student endpoint {probe.student_url} failed every probe of {shard} (see {out_dir}/quarantine)")
+    return _recorded(record, out_dir, started, result)
+
+
+@task(name="probe-merge", **CACHED)
+def probe_merge_task(cfg: dict[str, Any], shard_dirs: list[str], out_dir: str, record: dict[str, Any]) -> dict[str, Any]:
+    started = time.time()
+    return _recorded(record, out_dir, started, merge_probes(ProbeConfig.model_validate(cfg), shard_dirs, out_dir))
+
+
+@task(name="select", **CACHED)
+def select_task(cfg: dict[str, Any], curated_dir: str, probe_dir: str, out_dir: str, record: dict[str, Any]) -> dict[str, Any]:
+    started = time.time()
+    return _recorded(record, out_dir, started, run_select(SelectConfig.model_validate(cfg), curated_dir, probe_dir, out_dir))
+
+
+@task(name="synthesize-shard", **CACHED)
+def synthesize_shard_task(
+    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], shard: str, out_dir: str, endpoint: dict[str, Any],
+    record: dict[str, Any],
+) -> dict[str, Any]:
+    started = time.time()
+    synth = SynthConfig.model_validate(cfg)
+    synth.teacher_url = endpoint.get("url") or synth.teacher_url
+    synth.long_cot = None  # mixed in once, over all shards, by the merge
+    with _endpoint_slots(endpoint, synth.concurrency):
+        result = run_synthesize(synth, shard, out_dir, SearchConfig.model_validate(search), JudgeConfig.model_validate(judge),
+                                progress=artifacts.progress_reporter("synthesize", Path(shard).name))
+    counts = result["counts"]
+    if counts["samples"] and counts["failed"] == counts["samples"]:  # raise: Prefect retries it, and caches nothing
+        raise EndpointError(f"teacher endpoint {synth.teacher_url} failed every sample of {shard} (see {out_dir}/quarantine)")
+    return _recorded(record, out_dir, started, result)
+
+
+@task(name="synthesize-merge", **CACHED)
+def synthesize_merge_task(cfg: dict[str, Any], shard_dirs: list[str], out_dir: str, record: dict[str, Any]) -> dict[str, Any]:
+    started = time.time()
+    return _recorded(record, out_dir, started, merge_synthesized(SynthConfig.model_validate(cfg), shard_dirs, out_dir))
+
+
+@task(name="build-tiny-model", **CACHED)
+def build_tiny_model_task(cfg: dict[str, Any], text_files: list[str], out_dir: str, record: dict[str, Any]) -> str:
+    started = time.time()
     prompts = load_prompts(tools=True)
     texts = [prompts.system, prompts.user]
     for path in text_files:
         texts.extend(Path(path).read_text().splitlines())
-    return str(build_tiny_model(out_dir, texts, TinyModelConfig.model_validate(cfg)))
+    return _recorded(record, out_dir, started, str(build_tiny_model(out_dir, texts, TinyModelConfig.model_validate(cfg))))
 
 
-@task(name="sft", cache_policy=NO_CACHE)
-def sft_task(cfg: dict[str, Any], model_path: str, trajectory_dirs: list[str], out_dir: str) -> dict[str, Any]:
-    return run_sft(SFTStageConfig.model_validate(cfg), model_path, trajectory_dirs, out_dir)
+@task(name="sft", **CACHED)
+def sft_task(cfg: dict[str, Any], model_path: str, trajectory_dirs: list[str], out_dir: str, record: dict[str, Any]) -> dict[str, Any]:
+    started = time.time()
+    return _recorded(record, out_dir, started, run_sft(SFTStageConfig.model_validate(cfg), model_path, trajectory_dirs, out_dir))
 
 
-@task(name="grpo", cache_policy=NO_CACHE)
+@task(name="grpo", **CACHED)
 def grpo_task(
-    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], model_path: str, curated_dir: str, out_dir: str
+    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], model_path: str, curated_dir: str, out_dir: str,
+    record: dict[str, Any],
 ) -> dict[str, Any]:
-    return run_grpo(
-        GRPOStageConfig.model_validate(cfg), model_path, curated_dir, out_dir, SearchConfig.model_validate(search),
-        JudgeConfig.model_validate(judge),
-    )
+    started = time.time()
+    result = run_grpo(GRPOStageConfig.model_validate(cfg), model_path, curated_dir, out_dir, SearchConfig.model_validate(search),
+                      JudgeConfig.model_validate(judge))
+    return _recorded(record, out_dir, started, result)
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
+@task(name="evaluate", **CACHED)
 def evaluate_task(
-    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], model_path: str, curated_dir: str, out_dir: str
+    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], model_path: str, curated_dir: str, out_dir: str,
+    endpoint: dict[str, Any], record: dict[str, Any],
 ) -> dict[str, Any]:
-    return run_evaluate(
-        EvalConfig.model_validate(cfg), model_path, curated_dir, out_dir, SearchConfig.model_validate(search),
-        JudgeConfig.model_validate(judge),
-    )
+    started = time.time()
+    evaluation = EvalConfig.model_validate(cfg)
+    with _endpoint_slots(endpoint, evaluation.concurrency):
+        result = run_evaluate(evaluation, model_path, curated_dir, out_dir, SearchConfig.model_validate(search),
+                              JudgeConfig.model_validate(judge))
+    return _recorded(record, out_dir, started, result)
 
 
-@task(name="report", cache_policy=NO_CACHE)
-def report_task(run_dirs: list[str], out_dir: str) -> dict[str, str]:
-    return build_report(run_dirs, out_dir)
+@task(name="report", **CACHED)
+def report_task(run_dirs: list[str], out_dir: str, record: dict[str, Any]) -> dict[str, str]:
+    started = time.time()
+    return _recorded(record, out_dir, started, build_report(run_dirs, out_dir))
+
+
+class Stages:
+    """Runs a flow's stage tasks. For each task: the cache key from its config, its inputs and the
+    code; a forced re-run when the output on disk was not made under that key (deleted, or made
+    by another config since); what was cached, and how long each stage took."""
+
+    def __init__(self, cfg: PipelineConfig, run: Path) -> None:
+        self.cfg = cfg
+        self.run = run
+        self.storage = run / RESULTS_DIR
+        self.results: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        self.cached: list[str] = []
+
+    def _key(self, stage: str, config: Any, inputs: tuple) -> tuple[str, list[str]]:
+        inputs_list = [str(i) for i in inputs if i]
+        return lineage.stage_key(stage, config, inputs_list), inputs_list
+
+    def will_run(self, stage: str, out: str | Path, config: Any, inputs: tuple = ()) -> bool:
+        """Whether the task would do work (for starting a managed endpoint only when one will)."""
+        key, _ = self._key(stage, config, inputs)
+        if not self.cfg.cache or lineage.recorded_key(out) != key:
+            return True
+        return not ResultStore(result_storage=LocalFileSystem(basepath=str(self.storage))).exists(key)
+
+    def _task(self, task_fn: Any, stage: str, out: str | Path, config: Any, inputs: tuple, endpoint: bool) -> tuple[Any, dict[str, Any]]:
+        key, inputs_list = self._key(stage, config, inputs)
+        refresh = not self.cfg.cache or lineage.recorded_key(out) != key
+        options: dict[str, Any] = {"result_storage": self.storage, "refresh_cache": refresh}
+        if endpoint:
+            options.update(retry_options(self.cfg.orchestration))
+        return task_fn.with_options(**options), {"stage": stage, "config": config, "inputs": inputs_list, "key": key}
+
+    def call(self, stage: str, task_fn: Any, out: str | Path, config: Any, inputs: tuple, params: dict[str, Any],
+             endpoint: bool = False) -> Any:
+        """One task, in the flow's own process (merges, training)."""
+        started = time.time()
+        bound, record = self._task(task_fn, stage, out, config, inputs, endpoint)
+        state = bound(**params, record=record, return_state=True)
+        result = state.result()
+        self._note(stage, [state], started)
+        return result
+
+    def map(self, stage: str, task_fn: Any, calls: list[tuple[str | Path, Any, tuple, dict[str, Any]]], endpoint: bool = False) -> list[Any]:
+        """One task per part (source part, input shard) on the task runner; their results in order."""
+        started = time.time()
+        futures = []
+        for out, config, inputs, params in calls:
+            bound, record = self._task(task_fn, stage, out, config, inputs, endpoint)
+            futures.append(bound.submit(**params, record=record))
+        with tqdm(total=len(futures), desc=stage, unit="task", disable=len(futures) < 2, file=sys.stderr) as bar:
+            for future in futures:  # in submission order: a bar with an ETA, not exact completion order
+                future.wait()
+                bar.update()
+        results = [future.result() for future in futures]  # the first failure ends the flow with its message
+        self._note(stage, [future.state for future in futures], started)
+        return results
+
+    def _note(self, stage: str, states: list[Any], started: float) -> None:
+        if all(state.name == "Cached" for state in states):
+            if stage not in self.timings and stage not in self.cached:
+                self.cached.append(stage)
+            return
+        if stage in self.cached:
+            self.cached.remove(stage)
+        self.timings[stage] = round(self.timings.get(stage, 0.0) + time.time() - started, 2)
+
+    def done(self, stage: str, result: Any) -> Any:
+        """A stage's final result: printed, and its counts as an artifact when it ran."""
+        self.results[stage] = result
+        if stage in self.cached:
+            print(f"[{stage}] cached: same config, inputs and code")
+        else:
+            if isinstance(result, dict):
+                artifacts.counts_table(stage, result)
+            print(f"[{stage}] done in {self.timings.get(stage, 0.0):.1f} s")
+        return result
+
+    def summary(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run), "stages": self.results, "cached": self.cached, "timings_s": self.timings}
+
+
+class Resolved:
+    """What every flow derives from the config and the run directory: the stage configs with the
+    demo world's files filled in, and where each stage's output lives."""
+
+    def __init__(self, cfg: PipelineConfig, run: Path) -> None:
+        self.cfg, self.run = cfg, run
+        self.world = world_files(run / "world") if cfg.world is not None else None
+        self.curate = cfg.curate.model_copy(deep=True)
+        self.synth = cfg.synth.model_copy(deep=True)
+        self.search = cfg.search.model_copy(deep=True)
+        # Search results are cached beside the runs, so a regenerated run does not pay for them again.
+        self.search.cache_dir = self.search.cache_dir or run.parent / ".cache" / "search"
+        self.text_files: list[str] = []
+        if self.world is not None:
+            self.curate.sources = [SourceSpec(path=Path(self.world["samples_path"]), name="demo-world"), *self.curate.sources]
+            self.search.corpus_path = self.search.corpus_path or Path(self.world["corpus_path"])
+            self.search.image_corpus_path = self.search.image_corpus_path or Path(self.world["image_corpus_path"])
+            if self.synth.long_cot is not None and self.synth.long_cot.path is None:
+                self.synth.long_cot.path = Path(self.world["long_cot_path"])
+            self.text_files = [self.world["scripts_path"], self.world["corpus_path"]]
+        self.curated = str(run / "curate")
+        self.probes = str(run / "probe")
+        self.pools = str(run / "select") if cfg.probe is not None else self.curated  # what synthesis and evaluation read
+        self.trajectories = str(run / "synthesize")
+        self.managed = cfg.replay is not None or cfg.teacher_server is not None
+
+    def dumps(self) -> dict[str, Any]:
+        return {"search": self.search.model_dump(mode="json"), "judge": self.cfg.judge.model_dump(mode="json")}
+
+
+class Endpoint:
+    """The model endpoint probes and synthesis call: the configured URL, or a managed server (the
+    replay server, or `teacher_server.command`) started when a task first needs it, stopped at the end."""
+
+    def __init__(self, resolved: Resolved, url: str | None = None) -> None:
+        self.resolved = resolved
+        self._url = url
+        self._server: ManagedServer | None = None
+
+    def url(self) -> str:
+        cfg, run = self.resolved.cfg, self.resolved.run
+        if self._url is None and cfg.replay is not None:
+            port = free_port()
+            self._url = f"http://127.0.0.1:{port}/v1"
+            command = replay_command(self.resolved.world["scripts_path"], port, cfg.replay.model_dump(), cfg.synth.teacher_model)
+            self._server = ManagedServer(command, self._url, run / "logs" / "replay-server.log", ready_timeout_s=60).start()
+        elif self._url is None and cfg.teacher_server is not None:
+            self._url = cfg.teacher_server.base_url
+            self._server = ManagedServer(cfg.teacher_server.command, self._url, run / "logs" / "teacher-server.log",
+                                         ready_timeout_s=cfg.teacher_server.ready_timeout_s).start()
+        return self._url or ""
+
+    def task_param(self, configured_url: str, model: str, managed: bool, needed: bool) -> dict[str, Any]:
+        """What an endpoint-facing task gets: the URL to call (the managed server's, when `managed`)
+        and the name of the endpoint's concurrency limit, created when missing."""
+        if not needed:  # every task of the stage is cached: start nothing
+            return {}
+        url = self.url() if managed else configured_url
+        name = endpoint_limit_name(url, model)
+        ensure_endpoint_limit(name, self.resolved.cfg.orchestration.endpoint_max_in_flight)
+        return {"url": url if managed else None, "limit": name}
+
+    def __enter__(self) -> Endpoint:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._server is not None:
+            self._server.stop()
 
 
 def replay_command(scripts_path: str, port: int, replay: dict[str, Any], teacher_model: str) -> list[str]:
@@ -117,8 +349,217 @@ def replay_command(scripts_path: str, port: int, replay: dict[str, Any], teacher
     return command
 
 
-def plan(cfg: PipelineConfig, run_dir: str | Path) -> list[dict[str, Any]]:
-    """The stages a run would execute, in order, with their outputs and main settings; does nothing."""
+def _managed(config: dict[str, Any], field: str, managed: bool) -> dict[str, Any]:
+    """A managed server gets a new port each run: its URL is not part of what a stage depends on."""
+    return config | {field: "managed"} if managed else config
+
+
+def _config(config: dict[str, Any] | str) -> PipelineConfig:
+    """A flow's config parameter: the validated config, or a YAML path (deployments pass one, so an
+    edited file takes effect at the next scheduled run)."""
+    return load_config(config) if isinstance(config, str) else PipelineConfig.model_validate(config)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stages, as functions of (Stages, Resolved): the flows below compose them.
+
+
+def _curate(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
+    cfg, run = r.cfg, r.run
+    if cfg.world is not None:
+        stages.done("world", stages.call("world", world_task, run / "world", cfg.world.model_dump(), (),
+                                         {"world": cfg.world.model_dump(), "out_dir": str(run / "world")}))
+    curate = r.curate.model_dump(mode="json")
+    need_phash = r.curate.near_dup.enabled or (bool(r.curate.benchmarks) and r.curate.decontam.check_images)
+    scans, staged_dirs = [], []
+    for index, spec in enumerate(r.curate.sources):
+        for part in range(r.curate.scan_parts):
+            out = str(Path(r.curated) / STAGING_DIR / staged_dir_name(index, part))
+            # What a scan depends on: its source and the validation settings, not dedup or split.
+            key_cfg = {"source": spec.model_dump(mode="json"), "part": part, "parts": r.curate.scan_parts, "need_phash": need_phash,
+                       **r.curate.model_dump(include={"min_side", "max_aspect", "max_pixels", "rows_per_shard"})}
+            scans.append((out, key_cfg, (spec.path,) if spec.kind != "hf" else (),
+                          {"cfg": curate, "source_index": index, "part": part, "out_dir": out}))
+            staged_dirs.append(out)
+    stages.map("curate", curate_scan_task, scans)
+    probes = cfg.probe is not None
+    benchmark_files = tuple(spec.path for spec in r.curate.benchmarks if spec.kind != "hf")
+    stages.done("curate", stages.call("curate", curate_finish_task, r.curated, curate | {"probes": probes}, (*staged_dirs, *benchmark_files),
+                                      {"cfg": curate, "staged_dirs": staged_dirs, "out_dir": r.curated, "probes": probes}))
+    if cfg.probe is None:
+        return
+    probe = cfg.probe.model_dump(mode="json")
+    replayed = cfg.replay is not None  # the replay server plays the student too
+    probe_key = _managed(probe, "student_url", replayed) | r.dumps()
+    shards = [str(f) for f in shard_files(r.curated)]
+    outs = [str(Path(r.probes) / SHARDS_DIR / Path(s).stem) for s in shards]
+    needed = any(stages.will_run("probe", out, probe_key, (shard,)) for shard, out in zip(shards, outs, strict=True))
+    target = endpoint.task_param(cfg.probe.student_url, cfg.probe.student_model, replayed, needed)
+    stages.map("probe", probe_shard_task, [
+        (out, probe_key, (shard,), {"cfg": probe, **r.dumps(), "shard": shard, "out_dir": out, "endpoint": target})
+        for shard, out in zip(shards, outs, strict=True)], endpoint=True)
+    stages.done("probe", stages.call("probe", probe_merge_task, r.probes, probe_key, tuple(outs),
+                                     {"cfg": probe, "shard_dirs": outs, "out_dir": r.probes}))
+    select = cfg.select.model_dump(mode="json")
+    stages.done("select", stages.call("select", select_task, r.pools, select, (r.curated, r.probes),
+                                      {"cfg": select, "curated_dir": r.curated, "probe_dir": r.probes, "out_dir": r.pools}))
+
+
+def _synthesize(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
+    synth = r.synth.model_dump(mode="json")
+    shard_key = _managed(synth, "teacher_url", r.managed) | r.dumps() | {"long_cot": None}
+    shards = [str(f) for f in shard_files(r.pools)]
+    outs = [str(Path(r.trajectories) / SHARDS_DIR / Path(s).stem) for s in shards]
+    needed = any(stages.will_run("synthesize", out, shard_key, (shard,)) for shard, out in zip(shards, outs, strict=True))
+    target = endpoint.task_param(r.synth.teacher_url, r.synth.teacher_model, r.managed, needed)
+    stages.map("synthesize", synthesize_shard_task, [
+        (out, shard_key, (shard,), {"cfg": synth, **r.dumps(), "shard": shard, "out_dir": out, "endpoint": target})
+        for shard, out in zip(shards, outs, strict=True)], endpoint=True)
+    long_cot = r.synth.long_cot.path if r.synth.long_cot is not None else None
+    stages.done("synthesize", stages.call("synthesize", synthesize_merge_task, r.trajectories, _managed(synth, "teacher_url", r.managed),
+                                          (*outs, long_cot), {"cfg": synth, "shard_dirs": outs, "out_dir": r.trajectories}))
+
+
+def _sft_input_model(stages: Stages, r: Resolved) -> str:
+    if r.cfg.sft.model_path is not None:
+        return r.cfg.sft.model_path
+    out = str(r.run / "model-base")
+    tiny = r.cfg.tiny_model.model_dump()
+    return stages.done("build-model", stages.call("build-model", build_tiny_model_task, out, tiny, tuple(r.text_files),
+                                                  {"cfg": tiny, "text_files": r.text_files, "out_dir": out}))
+
+
+def _sft(stages: Stages, r: Resolved) -> str:
+    model_path = _sft_input_model(stages, r)
+    sft = r.cfg.sft.model_dump(mode="json")
+    out = str(r.run / "sft")
+    result = stages.call("sft", sft_task, out, sft, (r.trajectories, model_path),
+                         {"cfg": sft, "model_path": model_path, "trajectory_dirs": [r.trajectories], "out_dir": out})
+    return stages.done("sft", result)["checkpoint"]
+
+
+def _grpo(stages: Stages, r: Resolved, model_path: str) -> str:
+    grpo = r.cfg.grpo.model_dump(mode="json")
+    out = str(r.run / "grpo")
+    result = stages.call("grpo", grpo_task, out, grpo, (r.pools, model_path),
+                         {"cfg": grpo, **r.dumps(), "model_path": model_path, "curated_dir": r.pools, "out_dir": out})
+    return stages.done("grpo", result)["checkpoint"]
+
+
+def _evaluate(stages: Stages, r: Resolved, model_path: str) -> None:
+    evaluation = r.cfg.eval.model_dump(mode="json")
+    out = str(r.run / "eval")
+    endpoint = {}
+    if r.cfg.eval.model_url:  # an endpoint serves the checkpoint: share its limit with other runs
+        endpoint = {"limit": endpoint_limit_name(r.cfg.eval.model_url, r.cfg.eval.model_name or "")}
+        ensure_endpoint_limit(endpoint["limit"], r.cfg.orchestration.endpoint_max_in_flight)
+    metrics = stages.call("evaluate", evaluate_task, out, evaluation, (model_path, r.pools),
+                          {"cfg": evaluation, **r.dumps(), "model_path": model_path, "curated_dir": r.pools, "out_dir": out,
+                           "endpoint": endpoint}, endpoint=bool(endpoint))
+    stages.done("evaluate", {"metrics_path": str(Path(out) / "metrics.json"), **metrics})
+    grpo = str(r.run / "grpo") if r.cfg.grpo is not None else None
+    report = stages.done("report", stages.call("report", report_task, r.run / "report", {}, (out, str(r.run / "sft"), grpo),
+                                               {"run_dirs": [str(r.run)], "out_dir": str(r.run / "report")}))
+    if "report" not in stages.cached:
+        artifacts.report_markdown(report["markdown"])
+
+
+def _final_checkpoint(r: Resolved) -> str:
+    """The model the evaluate flow scores when run on its own: GRPO's, else SFT's."""
+    for stage in ("grpo", "sft") if r.cfg.grpo is not None else ("sft",):
+        result = lineage.recorded_result(r.run / stage)
+        if result is not None:
+            return result["checkpoint"]
+    raise FileNotFoundError(f"{r.run}: no trained checkpoint (run the train_sft flow first)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The flows.
+
+
+def _stage_flow(body: Any, config: dict[str, Any] | str, run_dir: str, endpoint_url: str | None = None) -> dict[str, Any]:
+    cfg = _config(config)
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    stages, resolved = Stages(cfg, run), Resolved(cfg, run)
+    with Endpoint(resolved, endpoint_url) as endpoint:
+        body(stages, resolved, endpoint)
+    return stages.summary()
+
+
+@flow(name="curate", log_prints=True)
+def curate_flow(config: dict[str, Any] | str, run_dir: str, endpoint_url: str | None = None) -> dict[str, Any]:
+    """The demo world (when configured), curation, and with a `probe:` section the student's probes and the selection."""
+    return _stage_flow(_curate, config, run_dir, endpoint_url)
+
+
+@flow(name="synthesize", log_prints=True)
+def synthesize_flow(config: dict[str, Any] | str, run_dir: str, endpoint_url: str | None = None) -> dict[str, Any]:
+    """Teacher trajectories for the cold-start pool, one task per input shard, then the merge."""
+    return _stage_flow(_synthesize, config, run_dir, endpoint_url)
+
+
+@flow(name="train_sft", log_prints=True)
+def train_sft_flow(config: dict[str, Any] | str, run_dir: str) -> dict[str, Any]:
+    """Cold-start SFT on the run's trajectories (building the tiny base model when none is configured)."""
+    return _stage_flow(lambda stages, r, _: _sft(stages, r), config, run_dir)
+
+
+@flow(name="train_grpo", log_prints=True)
+def train_grpo_flow(config: dict[str, Any] | str, run_dir: str) -> dict[str, Any]:
+    """GRPO with live tool rollouts, from the run's SFT checkpoint."""
+    def body(stages: Stages, r: Resolved, _: Endpoint) -> None:
+        if r.cfg.grpo is None:
+            raise ValueError("grpo: the config has no `grpo:` section")
+        sft = lineage.recorded_result(r.run / "sft")
+        if sft is None:
+            raise FileNotFoundError(f"{r.run}: no SFT checkpoint (run the train_sft flow first)")
+        _grpo(stages, r, sft["checkpoint"])
+
+    return _stage_flow(body, config, run_dir)
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate_flow(config: dict[str, Any] | str, run_dir: str, model_path: str | None = None) -> dict[str, Any]:
+    """The benchmarks with tools and the tool-free control, then the report."""
+    return _stage_flow(lambda stages, r, _: _evaluate(stages, r, model_path or _final_checkpoint(r)), config, run_dir)
+
+
+@flow(name="retrain", log_prints=True)
+def retrain_flow(config: dict[str, Any] | str, run_dir: str) -> dict[str, Any]:
+    """The whole recipe: curate → synthesize → train_sft → train_grpo → evaluate, as subflows.
+    Curation and synthesis run their shard tasks on the configured task runner."""
+    cfg = _config(config)
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    params = {"config": cfg.model_dump(mode="json"), "run_dir": str(run)}
+    runner = {"task_runner": task_runner(cfg.orchestration)}
+    summaries: list[dict[str, Any]] = []
+    # Each starts the managed endpoint it needs, only when a task of it will call it.
+    summaries.append(curate_flow.with_options(**runner)(**params))
+    summaries.append(synthesize_flow.with_options(**runner)(**params))
+    summaries.append(train_sft_flow(**params))
+    if cfg.grpo is not None:
+        summaries.append(train_grpo_flow(**params))
+    summaries.append(evaluate_flow(**params))
+    summary: dict[str, Any] = {"run_dir": str(run), "stages": {}, "cached": [], "timings_s": {}}
+    for part in summaries:
+        summary["stages"].update(part["stages"])
+        summary["cached"] += part["cached"]
+        summary["timings_s"].update(part["timings_s"])
+    summary["timings_s"]["total"] = round(time.time() - started, 2)
+    if len(summary["timings_s"]) > 1:  # a run that did nothing changes no file
+        atomic_write_json(run / "summary.json", summary)
+    return summary
+
+
+FLOW_OF_STAGE = {"world": "curate", "curate": "curate", "probe": "curate", "select": "curate", "synthesize": "synthesize",
+                 "build-model": "train_sft", "sft": "train_sft", "grpo": "train_grpo", "evaluate": "evaluate", "report": "evaluate"}
+
+
+def plan(cfg: PipelineConfig, run_dir: str | Path, flow_name: str = "retrain") -> list[dict[str, Any]]:
+    """The stages a flow would run, in order, with their outputs and main settings; does nothing."""
     run = Path(run_dir)
     curated = "select" if cfg.probe is not None else "curate"
     teacher = "the replay server (managed)" if cfg.replay else (cfg.teacher_server.base_url + " (managed)" if cfg.teacher_server else cfg.synth.teacher_url)
@@ -132,146 +573,23 @@ def plan(cfg: PipelineConfig, run_dir: str | Path) -> list[dict[str, Any]]:
         steps.append({"stage": "probe", "out": run / "probe", "does": f"student {cfg.probe.student_model}: pass@{cfg.probe.k} without and with tools"})
         steps.append({"stage": "select", "out": run / "select", "does": f"split by the rule (easy above {cfg.select.max_pass_rate_no_tools})"})
     steps.append({"stage": "synthesize", "out": run / "synthesize", "does": f"teacher {cfg.synth.teacher_model} at {teacher} solves "
-                  f"{'/'.join(cfg.synth.pools)} from {curated}/, {cfg.synth.attempts} attempt(s), {cfg.synth.concurrency} in flight"})
+                  f"{'/'.join(cfg.synth.pools)} from {curated}/ (a task per shard, {cfg.orchestration.task_runner}), "
+                  f"{cfg.synth.attempts} attempt(s), {cfg.synth.concurrency} in flight per task"})
+    if cfg.sft.model_path is None:
+        steps.append({"stage": "build-model", "out": run / "model-base", "does": f"a tiny {cfg.tiny_model.family} model from its config"})
     steps.append({"stage": "sft", "out": run / "sft", "does": f"SFT of {cfg.sft.model_path or 'a tiny ' + cfg.tiny_model.family + ' model'}"})
     if cfg.grpo is not None:
         steps.append({"stage": "grpo", "out": run / "grpo", "does": f"GRPO on {'/'.join(cfg.grpo.pools)}, {cfg.grpo.num_generations} rollouts per prompt"})
     steps.append({"stage": "evaluate", "out": run / "eval", "does": f"{', '.join(cfg.eval.benchmarks) or 'the held-out pool'}, "
                   f"{'with the tool-free control' if cfg.eval.tool_free_control else 'tools only'}"})
     steps.append({"stage": "report", "out": run / "report", "does": "report.html and report.md"})
-    return steps
+    return [step for step in steps if flow_name == "retrain" or FLOW_OF_STAGE[step["stage"]] == flow_name]
 
 
-@flow(name="deepeyes-pipeline", log_prints=True)
-def pipeline_flow(config: dict[str, Any], run_dir: str) -> dict[str, Any]:
-    cfg = PipelineConfig.model_validate(config)
-    run = Path(run_dir)
-    started = time.time()
-    summary: dict[str, Any] = {"run_dir": str(run), "stages": {}}
-    timings: dict[str, float] = {}
 
-    cached: list[str] = []
-
-    def key_of(stage: str, config: Any, inputs: tuple) -> str:
-        return lineage.stage_key(stage, config, [i for i in inputs if i])
-
-    def is_cached(stage: str, out: str, config: Any, inputs: tuple = ()) -> bool:
-        return cfg.cache and lineage.cached_result(out, key_of(stage, config, inputs)) is not None
-
-    def timed(stage: str, fn, *args, out: str | None = None, config: Any = None, inputs: tuple = ()):
-        """Run a stage task and time it. With `out`: skip it when its output was made from the same
-        config, inputs and code (its recorded result is returned), else record its lineage."""
-        key = key_of(stage, config, inputs) if out is not None else None
-        if out is not None and cfg.cache:
-            result = lineage.cached_result(out, key)
-            if result is not None:
-                cached.append(stage)
-                print(f"[{stage}] cached: same config, inputs and code as {out}")
-                return result
-        t0 = time.time()
-        result = fn(*args)
-        timings[stage] = round(time.time() - t0, 2)
-        if out is not None:
-            lineage.record(out, stage, config, [i for i in inputs if i], timings[stage], key=key, result=result)
-        if isinstance(result, dict):
-            artifacts.counts_table(stage, result)
-        print(f"[{stage}] done in {timings[stage]:.1f} s")
-        return result
-
-    curate_cfg = cfg.curate.model_copy(deep=True)
-    synth_cfg = cfg.synth.model_copy(deep=True)
-    search = cfg.search.model_copy(deep=True)
-    # Search results are cached beside the runs, so a regenerated run does not pay for them again.
-    search.cache_dir = search.cache_dir or run.parent / ".cache" / "search"
-    text_files: list[str] = []
-    if cfg.world is not None:
-        world = timed("world", generate_world_task, cfg.world.model_dump(), str(run / "world"), out=str(run / "world"),
-                      config=cfg.world.model_dump())
-        curate_cfg.sources = [SourceSpec(path=Path(world["samples_path"]), name="demo-world"), *curate_cfg.sources]
-        search.corpus_path = search.corpus_path or Path(world["corpus_path"])
-        search.image_corpus_path = search.image_corpus_path or Path(world["image_corpus_path"])
-        if synth_cfg.long_cot is not None and synth_cfg.long_cot.path is None:
-            synth_cfg.long_cot.path = Path(world["long_cot_path"])
-        text_files = [world["scripts_path"], world["corpus_path"]]
-        summary["stages"]["world"] = world
-
-    probe_cfg = cfg.probe.model_copy(deep=True) if cfg.probe is not None else None
-    curated = str(run / "curate")
-    summary["stages"]["curate"] = timed("curate", curate_task, curate_cfg.model_dump(mode="json"), curated, probe_cfg is not None,
-                                        out=curated, config=curate_cfg.model_dump(mode="json"),
-                                        inputs=tuple(s.path for s in curate_cfg.sources if s.kind != "hf"))
-
-    server = nullcontext()
-    if cfg.replay is not None:
-        port = free_port()
-        synth_cfg.teacher_url = f"http://127.0.0.1:{port}/v1"
-        if probe_cfg is not None:
-            probe_cfg.student_url = synth_cfg.teacher_url  # the replay server plays the student too
-        command = replay_command(world["scripts_path"], port, cfg.replay.model_dump(), synth_cfg.teacher_model)
-        server = ManagedServer(command, synth_cfg.teacher_url, run / "logs" / "replay-server.log", ready_timeout_s=60)
-    elif cfg.teacher_server is not None:
-        synth_cfg.teacher_url = cfg.teacher_server.base_url
-        server = ManagedServer(
-            cfg.teacher_server.command, cfg.teacher_server.base_url, run / "logs" / "teacher-server.log",
-            ready_timeout_s=cfg.teacher_server.ready_timeout_s,
-        )
-    trajectories = str(run / "synthesize")
-    managed = cfg.replay is not None or cfg.teacher_server is not None
-    # A managed server gets a new port each run: the URL is not part of what these stages depend on.
-    synth_key_cfg = synth_cfg.model_dump(mode="json") | ({"teacher_url": "managed"} if managed else {})
-    probe_key_cfg = probe_cfg.model_dump(mode="json") | ({"student_url": "managed"} if managed else {}) if probe_cfg else None
-    after_select = str(run / "select") if probe_cfg is not None else curated
-    if (is_cached("synthesize", trajectories, synth_key_cfg, (after_select,))
-            and (probe_cfg is None or (is_cached("probe", str(run / "probe"), probe_key_cfg, (curated,))
-                                       and is_cached("select", after_select, cfg.select.model_dump(mode="json"), (curated, str(run / "probe")))))):
-        server = nullcontext()  # nothing will ask the teacher or the student: do not start them
-    with server:
-        if probe_cfg is not None:
-            probes = str(run / "probe")
-            summary["stages"]["probe"] = timed(
-                "probe", probe_task, probe_cfg.model_dump(mode="json"), search.model_dump(mode="json"),
-                cfg.judge.model_dump(mode="json"), curated, probes, out=probes, config=probe_key_cfg, inputs=(curated,),
-            )
-            selected = str(run / "select")
-            summary["stages"]["select"] = timed("select", select_task, cfg.select.model_dump(mode="json"), curated, probes, selected,
-                                                out=selected, config=cfg.select.model_dump(mode="json"), inputs=(curated, probes))
-            curated = selected  # synthesis and evaluation read the selected pools
-        summary["stages"]["synthesize"] = timed(
-            "synthesize", synthesize_task, synth_cfg.model_dump(mode="json"), search.model_dump(mode="json"),
-            cfg.judge.model_dump(mode="json"), curated, trajectories,
-            out=trajectories, config=synth_key_cfg, inputs=(curated,),
-        )
-
-    model_path = cfg.sft.model_path
-    if model_path is None:
-        model_path = timed("build-model", build_tiny_model_task, cfg.tiny_model.model_dump(), text_files, str(run / "model-base"),
-                           out=str(run / "model-base"), config=cfg.tiny_model.model_dump(), inputs=tuple(text_files))
-    sft = timed("sft", sft_task, cfg.sft.model_dump(mode="json"), model_path, [trajectories], str(run / "sft"),
-                out=str(run / "sft"), config=cfg.sft.model_dump(mode="json"), inputs=(trajectories, model_path))
-    summary["stages"]["sft"] = sft
-    final = sft["checkpoint"]
-    if cfg.grpo is not None:
-        grpo = timed(
-            "grpo", grpo_task, cfg.grpo.model_dump(mode="json"), search.model_dump(mode="json"), cfg.judge.model_dump(mode="json"),
-            sft["checkpoint"], curated, str(run / "grpo"),
-            out=str(run / "grpo"), config=cfg.grpo.model_dump(mode="json"), inputs=(curated, sft["checkpoint"]),
-        )
-        summary["stages"]["grpo"] = grpo
-        final = grpo["checkpoint"]
-    metrics = timed(
-        "evaluate", evaluate_task, cfg.eval.model_dump(mode="json"), search.model_dump(mode="json"),
-        cfg.judge.model_dump(mode="json"), final, curated, str(run / "eval"),
-        out=str(run / "eval"), config=cfg.eval.model_dump(mode="json"), inputs=(final, curated),
-    )
-    summary["stages"]["evaluate"] = {"metrics_path": str(run / "eval" / "metrics.json"), **metrics}
-    if timings or not (run / "summary.json").exists():
-        atomic_write_json(run / "summary.json", summary)  # the report reads the training curves from it
-    summary["stages"]["report"] = timed("report", report_task, [str(run)], str(run / "report"), out=str(run / "report"), config={},
-                                        inputs=(str(run / "eval"), str(run / "sft"), str(run / "grpo") if cfg.grpo else None))
-    if "report" not in cached:
-        artifacts.report_markdown(summary["stages"]["report"]["markdown"])
-    summary["cached"] = cached
-    summary["timings_s"] = {**timings, "total": round(time.time() - started, 2)}
-    if timings:  # a run that did nothing changes no file
-        atomic_write_json(run / "summary.json", summary)
-    return summary
+def flow_for(name: str, cfg: PipelineConfig) -> Any:
+    """The flow called `name`, on the config's task runner where it maps shard tasks."""
+    flows = {"retrain": retrain_flow, "curate": curate_flow, "synthesize": synthesize_flow, "train_sft": train_sft_flow,
+             "train_grpo": train_grpo_flow, "evaluate": evaluate_flow}
+    chosen = flows[name]
+    return chosen.with_options(task_runner=task_runner(cfg.orchestration)) if name in ("curate", "synthesize") else chosen

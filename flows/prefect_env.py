@@ -18,9 +18,29 @@ def configure_prefect_env() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The default 20 s start-up limit of the ephemeral server is tight on 2 loaded cores.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    if not os.environ.get("PREFECT_API_URL"):
+        # The ephemeral API ends with the command. Its task-run recorder and event persister take
+        # SQLite's write lock for every task state and event, and each stalls a subflow's start by
+        # up to 2 s (a cached re-run would be mostly such waits). Flow runs, artifacts and
+        # concurrency limits are recorded without them; a Prefect server records everything.
+        os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED", "false")
+        os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_ROOT_LEVEL", "WARNING")
     # Library progress bars drown the pipeline's own progress lines.
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def local_run_settings():
+    """Settings for a flow run in this process. Without a Prefect server (ephemeral mode) flow-run
+    heartbeats detect nothing (the API ends with the process) and cost up to a second at the end of
+    every subflow, which a cached re-run would mostly spend waiting: they are off then."""
+    from contextlib import nullcontext
+
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
+
+    if get_current_settings().api.url:
+        return nullcontext()
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})

@@ -18,7 +18,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.schema import SAMPLE_SCHEMA, Sample, hf_value, with_hf_features
-from curation.shards import Quarantine, ShardWriter, iter_rows
+from curation.shards import Quarantine, ShardWriter, iter_rows, merge_parts
 from synth import aio
 from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode, size_tool_threads
 from synth.judge import Judge, JudgeConfig
@@ -143,17 +143,31 @@ async def _probe(
 
 def run_probes(
     cfg: ProbeConfig, curated_dir: str | Path, out_dir: str | Path, search: SearchConfig | None = None,
-    judge: JudgeConfig | None = None, progress: Callable[[dict[str, int]], None] | None = None,
+    judge: JudgeConfig | None = None, progress: Callable[[dict[str, int]], None] | None = None, allow_empty: bool = False,
 ) -> dict[str, Any]:
-    """Probe every curated candidate (rows whose pool is not yet set) and write `PROBE_SCHEMA` shards."""
+    """Probe every curated candidate (rows whose pool is not yet set) and write `PROBE_SCHEMA` shards.
+
+    `curated_dir` is a shard directory or one shard file (the flow runs a task per shard, with
+    `allow_empty`: one shard may hold only held-out rows, then `merge_probes`)."""
     out_dir = Path(out_dir)
     started = time.time()
     quarantine = Quarantine(out_dir, "probe")
     samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] is None]
-    if not samples:
+    if not samples and not allow_empty:
         raise ProbeInputError(f"no candidates in {curated_dir}: every row already has a pool; curate with probes "
                               "(`deepeyes curate --probes`, or a `probe:` section) so only the eval share is split off")
     summary = aio.run(_probe(cfg, samples, search or SearchConfig(), judge or JudgeConfig(), out_dir, quarantine, progress))
     quarantine.close()
     summary["seconds"] = round(time.time() - started, 3)
     return summary
+
+
+def merge_probes(cfg: ProbeConfig, shard_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
+    """One probe output from the per-shard outputs (hard links, not copies), with summed counts."""
+    writer = ShardWriter(out_dir, PROBE_SCHEMA, rows_per_shard=cfg.rows_per_shard)
+    quarantine = Quarantine(out_dir, "probe")
+    counts = merge_parts(shard_dirs, writer, quarantine)
+    quarantine.close()
+    writer.manifest_extra.update({"stage": "probe", "student": cfg.student_model, "k": cfg.k, "counts": counts})
+    writer.close()
+    return {"counts": counts}

@@ -185,7 +185,9 @@ def create_app(settings: ReplaySettings) -> FastAPI:
     if unknown:
         raise ValueError(f"unknown fault kind(s) {sorted(unknown)}; known: {', '.join(FAULTS)}")
     fault_rng = random.Random(settings.seed)
-    stats: dict[str, int] = {"requests": 0, "answered": 0, **{f"fault_{kind}": 0 for kind in FAULTS}}
+    # `in_flight` / `max_in_flight`: requests being answered now, and the most at once (what a
+    # concurrency limit on the clients' side must bound).
+    stats: dict[str, int] = {"requests": 0, "answered": 0, "in_flight": 0, "max_in_flight": 0, **{f"fault_{kind}": 0 for kind in FAULTS}}
 
     @app.get("/stats")
     async def get_stats() -> dict[str, int]:
@@ -200,6 +202,14 @@ def create_app(settings: ReplaySettings) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: dict[str, Any]) -> Any:
+        stats["in_flight"] += 1
+        stats["max_in_flight"] = max(stats["max_in_flight"], stats["in_flight"])
+        try:
+            return await answer(body)
+        finally:
+            stats["in_flight"] -= 1
+
+    async def answer(body: dict[str, Any]) -> Any:
         stats["requests"] += 1
         if settings.fault_rate and settings.faults and fault_rng.random() < settings.fault_rate:
             kind = fault_rng.choice(settings.faults)

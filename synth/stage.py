@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.schema import SAMPLE_SCHEMA, Sample
-from curation.shards import Quarantine, ShardWriter, iter_rows
+from curation.shards import Quarantine, ShardWriter, iter_rows, merge_parts, read_manifest
 from synth import aio
 from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode, size_tool_threads
 from synth.judge import Judge, JudgeConfig
@@ -118,6 +118,11 @@ async def _synthesize(
     counts["requests_sent"] = endpoint.sent
     counts["requests_replayed"] = policy.replayed if isinstance(policy, CachedPolicy) else 0
     counts["request_retries"] = endpoint.retries
+    return _close(cfg, kept_writer, reject_writer, counts, reasons)
+
+
+def _close(cfg: SynthConfig, kept_writer: ShardWriter, reject_writer: ShardWriter, counts: dict[str, Any], reasons: dict[str, int]) -> dict[str, Any]:
+    """Mix in the long-CoT rows and write both manifests (last: a directory with one is complete)."""
     reject_writer.manifest_extra["reasons"] = reasons
     reject_writer.close()
     long_cot_report = None
@@ -138,7 +143,9 @@ def run_synthesize(
 ) -> dict[str, Any]:
     """Synthesize trajectories for the curated samples of `cfg.pools`; write shards to `out_dir`.
 
-    `search` and `judge` configure the tools and the judge (the pipeline shares them with evaluation)."""
+    `curated_dir` is a shard directory or one shard file (the flow runs a task per shard, with
+    `long_cot` off, then `merge_synthesized`). `search` and `judge` configure the tools and the
+    judge (the pipeline shares them with evaluation)."""
     out_dir = Path(out_dir)
     started = time.time()
     quarantine = Quarantine(out_dir, "synthesize")
@@ -147,3 +154,20 @@ def run_synthesize(
     quarantine.close()
     summary["seconds"] = round(time.time() - started, 3)
     return summary
+
+
+def merge_synthesized(cfg: SynthConfig, shard_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
+    """One output from the per-shard outputs, in order: their trajectories, rejects and quarantine
+    (hard links, not copies), summed counts, then the long-CoT mix over the total."""
+    out_dir = Path(out_dir)
+    kept_writer = ShardWriter(out_dir, TRAJECTORY_SCHEMA, rows_per_shard=cfg.rows_per_shard)
+    reject_writer = ShardWriter(out_dir / REJECTS_DIR, TRAJECTORY_SCHEMA, rows_per_shard=cfg.rows_per_shard)
+    quarantine = Quarantine(out_dir, "synthesize")
+    counts: dict[str, Any] = merge_parts(shard_dirs, kept_writer, quarantine)
+    reasons: dict[str, int] = {}
+    for shard_dir in shard_dirs:
+        reject_writer.adopt(Path(shard_dir) / REJECTS_DIR)
+        for reason, n in read_manifest(shard_dir)["reject_reasons"].items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    quarantine.close()
+    return _close(cfg, kept_writer, reject_writer, counts, reasons)

@@ -57,10 +57,18 @@ def test_replay_without_world_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "text,expected",
-    [(GOOD + "  agnet: 1\n", "synth.agnet: unknown field"), (None, "config file not found")],
+    [
+        (GOOD + "  agnet: 1\n", "synth.agnet: unknown field"),
+        (None, "config file not found"),
+        (GOOD + "orchestration: {task_runner: spark}\n", "c.yaml:7: orchestration.task_runner: Input should be 'threads', 'dask' or 'ray'"),
+        (GOOD + "  concurrency: 64\norchestration: {endpoint_max_in_flight: 32}\n", "synth.concurrency: 64 requests in flight is above"),
+    ],
 )
 def test_cli_reports_user_mistakes_in_one_message_without_traceback(tmp_path, text, expected):
     path = write(tmp_path, text) if text is not None else tmp_path / "missing.yaml"
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(path)], capture_output=True, text=True, timeout=120)
+    run_dir = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(path), "--run-dir", str(run_dir)],
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert expected in result.stderr and "Traceback" not in result.stderr
+    assert not run_dir.exists()  # it failed before any work

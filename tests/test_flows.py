@@ -1,0 +1,98 @@
+"""The Prefect layer: shard tasks on a Dask cluster give the thread runner's rows, the endpoint's
+global concurrency limit bounds the requests in flight across parallel tasks, deployments."""
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import pyarrow.compute as pc
+import pytest
+
+from curation.shards import read_table
+from tests.conftest import start_replay
+
+
+def run_cli(args, home, timeout=600):
+    env = {**os.environ, "PREFECT_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def flow_config(world, teacher_url, orchestration):
+    return f"""\
+name: flows
+curate: {{sources: [{{path: {world["samples_path"]}}}], split: {{coldstart: 0.7, eval: 0.3}}, rows_per_shard: 3, scan_parts: 2}}
+search: {{corpus_path: {world["corpus_path"]}, image_corpus_path: {world["image_corpus_path"]}}}
+synth: {{teacher_url: "{teacher_url}", attempts: 1, concurrency: 2, agent: {{max_turns: 5, max_tokens_per_turn: 512}}}}
+orchestration: {json.dumps(orchestration)}
+"""
+
+
+def curate_and_synthesize(tmp_path, name, world, url, orchestration):
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(flow_config(world, url, orchestration))
+    run = tmp_path / name
+    for flow in ("curate", "synthesize"):
+        done = run_cli(["run", str(config), "--flow", flow, "--run-dir", str(run)], tmp_path / "prefect-home")
+        assert done.returncode == 0, done.stderr[-3000:]
+    return run
+
+
+def comparable(table, drop=()):
+    table = table.drop_columns([c for c in drop if c in table.column_names])
+    return table.take(pc.sort_indices(table, [("id", "ascending")])).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def slow_teacher(world, tmp_path_factory):
+    server, url = start_replay(world, tmp_path_factory.mktemp("slow-replay"), latency_ms=40, wrong_rate=0.2)
+    yield url
+    server.stop()
+
+
+def test_shard_tasks_on_a_dask_cluster_give_the_thread_runners_rows(world, slow_teacher, tmp_path):
+    from distributed import Client, LocalCluster
+
+    threads = curate_and_synthesize(tmp_path, "threads", world, slow_teacher, {"workers": 4, "endpoint_max_in_flight": 2})
+    # Several input shards, each its own task; at most 2 requests in flight across them (the limit).
+    assert len(list((threads / "synthesize" / "_shards").iterdir())) >= 2
+    assert len(list((threads / "curate" / "_staged").iterdir())) == 2  # one source, read as two parts
+    stats = httpx.get(slow_teacher.removesuffix("/v1") + "/stats").json()
+    assert 1 <= stats["max_in_flight"] <= 2
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        on_dask = curate_and_synthesize(tmp_path, "dask", world, slow_teacher, {"task_runner": "dask", "address": cluster.scheduler_address})
+        assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter) > 0  # the tasks ran there
+
+    assert comparable(read_table(on_dask / "curate")) == comparable(read_table(threads / "curate"))
+    timing = ("turn_latency_ms", "latency_ms", "tool_calls")  # wall-clock times differ; the rest must not
+    kept = comparable(read_table(on_dask / "synthesize"), timing)
+    assert kept and kept == comparable(read_table(threads / "synthesize"), timing)
+    assert comparable(read_table(on_dask / "synthesize" / "rejects"), timing) == comparable(read_table(threads / "synthesize" / "rejects"), timing)
+
+
+def test_deploy_registers_a_scheduled_deployment_and_checks_the_config_first(world, tmp_path):
+    config = tmp_path / "weekly.yaml"
+    config.write_text(flow_config(world, "http://127.0.0.1:9/v1", {}))
+    home = tmp_path / "prefect-home"
+    done = run_cli(["deploy", str(config), "--flow", "synthesize", "--name", "weekly", "--cron", "0 3 * * 1", "--work-pool", "test-pool",
+                    "--run-dir", str(tmp_path / "runs")], home)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "synthesize/weekly" in done.stdout and "0 3 * * 1" in done.stdout
+    query = ("import json\nfrom flows.prefect_env import configure_prefect_env\nconfigure_prefect_env()\n"
+             "from prefect.client.orchestration import get_client\n"
+             "with get_client(sync_client=True) as client:\n"
+             "    d = client.read_deployment_by_name('synthesize/weekly')\n"
+             "    print(json.dumps({'pool': d.work_pool_name, 'crons': [s.schedule.cron for s in d.schedules], 'params': d.parameters,"
+             " 'pool_type': client.read_work_pool('test-pool').type}))")
+    found = subprocess.run([sys.executable, "-c", query], capture_output=True, text=True, env={**os.environ, "PREFECT_HOME": str(home)},
+                           timeout=180)
+    assert found.returncode == 0, found.stderr[-2000:]
+    deployment = json.loads(found.stdout.strip().splitlines()[-1])
+    assert deployment == {"pool": "test-pool", "crons": ["0 3 * * 1"], "pool_type": "process",
+                          "params": {"config": str(config), "run_dir": str(tmp_path / "runs")}}
+
+    config.write_text(config.read_text().replace("concurrency: 2", "concurrency: 0"))
+    bad = run_cli(["deploy", str(config), "--name", "broken", "--work-pool", "test-pool"], home)
+    assert bad.returncode == 2 and "synth.concurrency" in bad.stderr and "Traceback" not in bad.stderr
