@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,6 +42,23 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             SourceError, ProbeDataError, ValidationError, BenchmarkError, ReportError, ProbeInputError)
 
 
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed task with its traceback. For a user's mistake (a config, a file, an
+    endpoint that is down) the message says it all; the command ends with it too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], _user_errors()):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_user_error_tracebacks() -> None:
+    names = ["prefect", *(name for name in logging.root.manager.loggerDict if name.startswith("prefect."))]
+    for handler in {h for name in names for h in logging.getLogger(name).handlers}:
+        if not any(isinstance(f, _NoTracebackForUserErrors) for f in handler.filters):
+            handler.addFilter(_NoTracebackForUserErrors())
+
+
 def _run_pipeline(config: Any, run_dir: Path, dry_run: bool = False, flow: str = "retrain") -> None:
     if dry_run:
         from flows.pipeline import plan
@@ -53,6 +71,7 @@ def _run_pipeline(config: Any, run_dir: Path, dry_run: bool = False, flow: str =
     from flows.pipeline import flow_for
     from flows.prefect_env import local_run_settings
 
+    _quiet_user_error_tracebacks()
     run_dir.mkdir(parents=True, exist_ok=True)
     typer.echo(f"run directory: {run_dir}")
     with local_run_settings():

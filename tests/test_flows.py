@@ -96,3 +96,22 @@ def test_deploy_registers_a_scheduled_deployment_and_checks_the_config_first(wor
     config.write_text(config.read_text().replace("concurrency: 2", "concurrency: 0"))
     bad = run_cli(["deploy", str(config), "--name", "broken", "--work-pool", "test-pool"], home)
     assert bad.returncode == 2 and "synth.concurrency" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_task_whose_endpoint_fails_every_sample_is_retried_then_fails_the_run(world, tmp_path):
+    server, url = start_replay(world, tmp_path, fault_rate=1.0, faults="500")
+    try:
+        config = tmp_path / "down.yaml"
+        config.write_text(flow_config(world, url, {"retries": 2, "retry_delay_s": 0}).replace("attempts: 1,", "attempts: 1, max_retries: 0,"))
+        run = tmp_path / "run"
+        curated = run_cli(["run", str(config), "--flow", "curate", "--run-dir", str(run)], tmp_path / "prefect-home")
+        assert curated.returncode == 0, curated.stderr[-3000:]
+        done = run_cli(["run", str(config), "--flow", "synthesize", "--run-dir", str(run)], tmp_path / "prefect-home")
+        requests = httpx.get(url.removesuffix("/v1") + "/stats").json()["requests"]
+    finally:
+        server.stop()
+    assert done.returncode == 2 and "failed every sample" in done.stderr and "Traceback" not in done.stderr
+    # Every shard task with samples ran three times (two retries), one request per sample each time.
+    coldstart = sum(1 for row in read_table(run / "curate").to_pylist() if row["pool"] == "coldstart")
+    assert coldstart > 0 and requests == 3 * coldstart
+    assert not list((run / "synthesize").glob("part-*.parquet"))  # nothing merged, nothing cached as done
