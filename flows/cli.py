@@ -200,14 +200,17 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
     summary_path = run_dir / "summary.json"
-    total = json.loads(summary_path.read_text()).get("timings_s", {}).get("total") if summary_path.exists() else None
+    timings = json.loads(summary_path.read_text()).get("timings_s", {}) if summary_path.exists() else {}
+    total = timings.get("total")
     typer.echo(f"run {run_dir}" + (f" (took {total:.1f} s)" if total else ""))
     for row in run_status(run_dir):
         if row["state"] in ("missing", "incomplete"):
             typer.echo(f"  {row['stage']:<11} {row['state']}")
             continue
         changed = f"; changed since: {', '.join(row['changed_inputs'])}" if row["changed_inputs"] else ""
-        seconds = f"{row['seconds']:.1f} s" if row["seconds"] is not None else "-"
+        # The stage's wall time over all its tasks when the last run took it, else its last task's.
+        took = timings.get("evaluate" if row["stage"] == "eval" else row["stage"], row["seconds"])
+        seconds = f"{took:.1f} s" if took is not None else "-"
         typer.echo(f"  {row['stage']:<11} {row['state']:<9} rows {row['rows'] if row['rows'] is not None else '-':<6} {seconds:<8} "
                    f"config {row['config_hash'] or '-'}  commit {row['git_commit'] or '-'}{changed}")
 
