@@ -36,7 +36,7 @@ from synth.judge import Judge, JudgeConfig
 from synth.protocol import load_prompts, render_code_observation
 from synth.reward import compute_reward
 from synth.search import SearchConfig
-from train.rollout import RolloutError, TokenPolicy, image_token_count
+from train.rollout import RolloutError, TokenPolicy, encoded_image_tokens
 from train.sft import TrainingDataError, apply_pixel_budget, freeze_vision_tower, trainer_arguments
 
 logger = logging.getLogger(__name__)
@@ -178,8 +178,8 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
             for episode, row in zip(episodes, rows, strict=True):
                 ids = episode.prompt_ids + episode.completion_ids
                 placeholders = sum(1 for t in ids if t == policy.image_pad_id)
-                expected = image_token_count(self.processing_class, episode.images)
-                if placeholders != expected:  # TRL would drop the batch's images: refuse instead
+                encoded, expected = encoded_image_tokens(self.processing_class, episode)
+                if placeholders != expected or encoded != len(episode.images):  # TRL would drop the batch's images: refuse instead
                     raise RolloutError(f"rollout {row['id']}: {placeholders} image placeholders for {expected} image features")
                 images.append(list(episode.images) or None)
                 used_search = any(c["tool"] in ("search", "image_search") for c in row["tool_calls"])

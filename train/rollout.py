@@ -175,11 +175,14 @@ class TokenPolicy:
         """The model's next tokens after each row of `inputs` (left-padded ids, mask, the pixels)."""
         import torch
 
-        kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "pad_token_id": self.tokenizer.pad_token_id}
+        # Sampled from the policy's own distribution (no top-k / top-p from the model's generation
+        # config), as TRL's GRPO samples: the loss assumes the rollouts came from the policy.
+        kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "pad_token_id": self.tokenizer.pad_token_id, "top_k": 0, "top_p": 1.0,
+                                  "disable_compile": True}
         if stop:
             kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
         if self.vision_ids:
-            kwargs["bad_words_ids"] = [[i] for i in self.vision_ids]
+            kwargs["suppress_tokens"] = self.vision_ids
         kwargs.update({"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False})
         if seed is not None:
             torch.manual_seed(seed)
@@ -207,7 +210,11 @@ class TokenPolicy:
                 for start in range(0, len(group), self.max_batch):
                     batch = group[start : start + self.max_batch]
                     try:
-                        results = await asyncio.to_thread(self._generate_batch, batch)
+                        # In the loop's own thread, which is the trainer's: on a CPU, torch called from
+                        # a second thread ran 1.7x slower (its OpenMP team competes with the first's
+                        # spinning one). Tool calls go on in their executor threads meanwhile; episodes
+                        # that ask for a turn during the batch join the next one.
+                        results = self._generate_batch(batch)
                     except Exception as exc:  # every waiting episode learns why
                         for request in batch:
                             request.future.set_exception(exc)
@@ -230,3 +237,11 @@ def image_token_count(processor, images: list[Any]) -> int:
     grid = processor.image_processor(images=images, return_tensors="pt")["image_grid_thw"]
     merge = getattr(processor.image_processor, "merge_size", 2) ** 2
     return int(sum(int(g.prod()) // merge for g in grid))
+
+
+def encoded_image_tokens(processor, state: EpisodeTokens) -> tuple[int, int]:
+    """(images, placeholder tokens) of the episode as it was encoded: from the grids the processor
+    computed then, without a second pass over the pixels."""
+    merge = getattr(processor.image_processor, "merge_size", 2) ** 2
+    grids = [g for chunk in state.vision for g in chunk.get("image_grid_thw", [])]
+    return len(grids), int(sum(int(g.prod()) // merge for g in grids))
