@@ -225,6 +225,17 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
     # Pass 2: write the survivors with their pool.
     tick = time.time()
     per_pool: dict[str, int] = {}
+
+    def passes(step: str, reason: str | None, row: dict[str, Any], origin: str) -> bool:
+        """Count the row through `step`; a reason drops it to the quarantine."""
+        report.seen(step)
+        if reason is None:
+            report.kept(step)
+            return True
+        report.dropped(step, reason, row["source"], row["category"])
+        quarantine.add(Sample.from_row(row).to_row(), reason, origin)
+        return False
+
     with ShardWriter(out_dir, SAMPLE_SCHEMA, rows_per_shard=cfg.rows_per_shard) as writer:
         ordinal = 0
         for staged in staged_dirs:
@@ -232,28 +243,15 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
                 origin = full["_origin"]
                 row = {k: v for k, v in full.items() if k not in STAGED_COLUMNS}
                 source, category = row["source"], row["category"]
-                report.seen("exact_dedup")
-                reason = exact.get(ordinal)
-                ordinal += 1
-                if reason is not None:
-                    report.dropped("exact_dedup", reason, source, category)
-                    quarantine.add(Sample.from_row(row).to_row(), reason, origin)
+                exact_reason, ordinal = exact.get(ordinal), ordinal + 1
+                if not passes("exact_dedup", exact_reason, row, origin):
                     continue
-                report.kept("exact_dedup")
-                report.seen("near_dedup")
-                reason = drop.get(row["id"])
-                if reason is not None and reason.startswith("near_duplicate"):
-                    report.dropped("near_dedup", reason, source, category)
-                    quarantine.add(Sample.from_row(row).to_row(), reason, origin)
+                reason = drop.get(row["id"])  # a near duplicate, or else contaminated
+                near = reason if reason is not None and reason.startswith("near_duplicate") else None
+                if not passes("near_dedup", near, row, origin):
                     continue
-                report.kept("near_dedup")
-                if index is not None:
-                    report.seen("decontaminate")
-                    if reason is not None:
-                        report.dropped("decontaminate", reason, source, category)
-                        quarantine.add(Sample.from_row(row).to_row(), reason, origin)
-                        continue
-                    report.kept("decontaminate")
+                if index is not None and not passes("decontaminate", reason, row, origin):
+                    continue
                 report.seen("split")
                 pool = assign_pool(row["id"], cfg.split, cfg.seed)
                 if probes and pool != "eval":
