@@ -20,8 +20,10 @@ import io
 import json
 import logging
 import os
+import shutil
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -114,12 +116,13 @@ class LocalTextSearch:
             tokens = bm25s.tokenize([f"{d['title']} {d['text']}" for d in self.docs], show_progress=False)
             self._index.index(tokens, show_progress=False)
             if index_dir is not None:
-                tmp = index_dir.with_name(f".{index_dir.name}.tmp-{os.getpid()}")
+                # A name of its own per call: parallel shard tasks build the same index in one process.
+                tmp = index_dir.with_name(f".{index_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
                 self._index.save(str(tmp))
                 try:
                     os.replace(tmp, index_dir)
-                except OSError:  # another process saved it first
-                    pass
+                except OSError:  # another task saved it first
+                    shutil.rmtree(tmp, ignore_errors=True)
 
     def search(self, query: str, k: int) -> list[dict[str, Any]]:
         import bm25s
@@ -184,7 +187,7 @@ class LocalImageSearch:
                 raise SearchError(f"{corpus_path}: cannot read image: {exc}") from exc
             if cached is not None:
                 cached.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cached.with_name(f".{cached.name}.tmp-{os.getpid()}.npy")
+                tmp = cached.with_name(f".{cached.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}.npy")
                 np.save(tmp, hashes)
                 os.replace(tmp, cached)
         return cls(entries, hashes, f"local-image:{fingerprint}", thumbnail_px)

@@ -1,6 +1,7 @@
 """Search tools: local BM25 and perceptual-hash search, HTTP backends, the persistent cache."""
 
 import json
+import shutil
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,6 +36,29 @@ def test_local_text_search_finds_the_entity_and_reuses_its_index(world, tmp_path
     monkeypatch.setattr(bm25s.BM25, "index", no_rebuild)
     again = LocalTextSearch(world["corpus_path"], tmp_path)
     assert again.search(f"{entity['title']} completed year", 3) == results
+
+
+def test_parallel_tasks_in_one_process_build_the_same_indexes_without_clashing(world, tmp_path):
+    # Shard tasks on the thread runner open the same search at the same moment.
+    cfg = SearchConfig(corpus_path=world["corpus_path"], image_corpus_path=world["image_corpus_path"], cache_dir=tmp_path)
+    errors: list[BaseException] = []
+
+    def build():
+        try:
+            build_search(cfg)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    for _ in range(3):  # a clash is a race: give it a few chances
+        for index in list((tmp_path / "indexes").glob("*")) if (tmp_path / "indexes").exists() else []:
+            shutil.rmtree(index) if index.is_dir() else index.unlink()
+        threads = [threading.Thread(target=build) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "indexes").iterdir()) == ["bm25", "phash"]  # no temporary left
 
 
 def test_local_image_search_matches_another_photo_of_the_landmark(world, tmp_path):
