@@ -225,10 +225,14 @@ class Quarantine:
         return self._writer.close()
 
 
-def merge_parts(part_dirs: Iterable[str | Path], writer: ShardWriter, quarantine: Quarantine | None = None) -> dict[str, int]:
+def merge_parts(
+    part_dirs: Iterable[str | Path], writer: ShardWriter, quarantine: Quarantine | None = None,
+) -> tuple[dict[str, int], list[dict[str, Any]]]:
     """Take over the shards (and quarantines) of a stage's parts, in order, into one output; return
-    the parts' summed `counts` (a stage run as one task per input shard reads as one run)."""
+    the parts' summed `counts` (a stage run as one task per input shard reads as one run) and their
+    manifests."""
     counts: dict[str, int] = {}
+    manifests = []
     for part in part_dirs:
         manifest = read_manifest(part)
         if manifest is None:
@@ -238,4 +242,5 @@ def merge_parts(part_dirs: Iterable[str | Path], writer: ShardWriter, quarantine
         writer.adopt(part)
         if quarantine is not None:
             quarantine.extend(Path(part) / QUARANTINE_DIR)
-    return counts
+        manifests.append(manifest)
+    return counts, manifests

@@ -287,7 +287,7 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
     return {"counts": counts, "per_pool": per_pool, "per_category": {k: v["out"] for k, v in report.by_category.items()}}
 
 
-def run_curate(cfg: CurateConfig, out_dir: str | Path, probes: bool = False, keep_staged: bool = False) -> dict[str, Any]:
+def run_curate(cfg: CurateConfig, out_dir: str | Path, probes: bool = False) -> dict[str, Any]:
     """Read every source and write the curated shards, quarantine and report to `out_dir`: the
     scans one after another, then `finish_curate` (the flow runs the scans as parallel tasks).
 
@@ -300,6 +300,5 @@ def run_curate(cfg: CurateConfig, out_dir: str | Path, probes: bool = False, kee
             staged_dirs.append(staging / staged_dir_name(index, part))
             scan_source(cfg, index, staged_dirs[-1], part, cfg.scan_parts)
     summary = finish_curate(cfg, staged_dirs, out_dir, probes)
-    if not keep_staged:
-        shutil.rmtree(staging)
+    shutil.rmtree(staging)  # the flow keeps its scans (cached tasks); one call by hand does not need them
     return summary

@@ -202,21 +202,25 @@ class Stages:
         self.results: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
         self.cached: list[str] = []
+        self._keys: dict[tuple, tuple[str, list[str], bool]] = {}
 
-    def _key(self, stage: str, config: Any, inputs: tuple) -> tuple[str, list[str]]:
+    def _key(self, stage: str, out: str | Path, config: Any, inputs: tuple) -> tuple[str, list[str], bool]:
+        """The task's cache key, its inputs, and whether it must run even on a cache record (its output
+        is missing or was made under another key). Once per task: `will_run` and the call share it."""
         inputs_list = [str(i) for i in inputs if i]
-        return lineage.stage_key(stage, config, inputs_list), inputs_list
+        memo = (stage, str(out), lineage.config_hash(config), tuple(inputs_list))
+        if memo not in self._keys:
+            key = lineage.stage_key(stage, config, inputs_list)
+            self._keys[memo] = (key, inputs_list, not self.cfg.cache or lineage.recorded_key(out) != key)
+        return self._keys[memo]
 
     def will_run(self, stage: str, out: str | Path, config: Any, inputs: tuple = ()) -> bool:
         """Whether the task would do work (for starting a managed endpoint only when one will)."""
-        key, _ = self._key(stage, config, inputs)
-        if not self.cfg.cache or lineage.recorded_key(out) != key:
-            return True
-        return not ResultStore(result_storage=LocalFileSystem(basepath=str(self.storage))).exists(key)
+        key, _, refresh = self._key(stage, out, config, inputs)
+        return refresh or not ResultStore(result_storage=LocalFileSystem(basepath=str(self.storage))).exists(key)
 
     def _task(self, task_fn: Any, stage: str, out: str | Path, config: Any, inputs: tuple, endpoint: bool) -> tuple[Any, dict[str, Any]]:
-        key, inputs_list = self._key(stage, config, inputs)
-        refresh = not self.cfg.cache or lineage.recorded_key(out) != key
+        key, inputs_list, refresh = self._key(stage, out, config, inputs)
         options: dict[str, Any] = {"result_storage": self.storage, "refresh_cache": refresh}
         if endpoint:
             options.update(retry_options(self.cfg.orchestration))
@@ -446,16 +450,16 @@ def _grpo(stages: Stages, r: Resolved, model_path: str) -> str:
     return stages.done("grpo", result)["checkpoint"]
 
 
-def _evaluate(stages: Stages, r: Resolved, model_path: str) -> None:
+def _evaluate(stages: Stages, r: Resolved, endpoint: Endpoint, model_path: str) -> None:
     evaluation = r.cfg.eval.model_dump(mode="json")
     out = str(r.run / "eval")
-    endpoint = {}
+    target: dict[str, Any] = {}
     if r.cfg.eval.model_url:  # an endpoint serves the checkpoint: share its limit with other runs
-        endpoint = {"limit": endpoint_limit_name(r.cfg.eval.model_url, r.cfg.eval.model_name or "")}
-        ensure_endpoint_limit(endpoint["limit"], r.cfg.orchestration.endpoint_max_in_flight)
+        needed = stages.will_run("evaluate", out, evaluation, (model_path, r.pools))
+        target = endpoint.task_param(r.cfg.eval.model_url, r.cfg.eval.model_name or "", False, needed)
     metrics = stages.call("evaluate", evaluate_task, out, evaluation, (model_path, r.pools),
                           {"cfg": evaluation, **r.dumps(), "model_path": model_path, "curated_dir": r.pools, "out_dir": out,
-                           "endpoint": endpoint}, endpoint=bool(endpoint))
+                           "endpoint": target}, endpoint=bool(target))
     stages.done("evaluate", {"metrics_path": str(Path(out) / "metrics.json"), **metrics})
     grpo = str(r.run / "grpo") if r.cfg.grpo is not None else None
     report = stages.done("report", stages.call("report", report_task, r.run / "report", {}, (out, str(r.run / "sft"), grpo),
@@ -522,7 +526,7 @@ def train_grpo_flow(config: dict[str, Any] | str, run_dir: str) -> dict[str, Any
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(config: dict[str, Any] | str, run_dir: str, model_path: str | None = None) -> dict[str, Any]:
     """The benchmarks with tools and the tool-free control, then the report."""
-    return _stage_flow(lambda stages, r, _: _evaluate(stages, r, model_path or _final_checkpoint(r)), config, run_dir)
+    return _stage_flow(lambda stages, r, endpoint: _evaluate(stages, r, endpoint, model_path or _final_checkpoint(r)), config, run_dir)
 
 
 @flow(name="retrain", log_prints=True)

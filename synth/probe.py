@@ -166,7 +166,7 @@ def merge_probes(cfg: ProbeConfig, shard_dirs: list[str | Path], out_dir: str | 
     """One probe output from the per-shard outputs (hard links, not copies), with summed counts."""
     writer = ShardWriter(out_dir, PROBE_SCHEMA, rows_per_shard=cfg.rows_per_shard)
     quarantine = Quarantine(out_dir, "probe")
-    counts = merge_parts(shard_dirs, writer, quarantine)
+    counts, _ = merge_parts(shard_dirs, writer, quarantine)
     quarantine.close()
     writer.manifest_extra.update({"stage": "probe", "student": cfg.student_model, "k": cfg.k, "counts": counts})
     writer.close()

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.schema import SAMPLE_SCHEMA, Sample
-from curation.shards import Quarantine, ShardWriter, iter_rows, merge_parts, read_manifest
+from curation.shards import Quarantine, ShardWriter, iter_rows, merge_parts
 from synth import aio
 from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode, size_tool_threads
 from synth.judge import Judge, JudgeConfig
@@ -163,11 +163,11 @@ def merge_synthesized(cfg: SynthConfig, shard_dirs: list[str | Path], out_dir: s
     kept_writer = ShardWriter(out_dir, TRAJECTORY_SCHEMA, rows_per_shard=cfg.rows_per_shard)
     reject_writer = ShardWriter(out_dir / REJECTS_DIR, TRAJECTORY_SCHEMA, rows_per_shard=cfg.rows_per_shard)
     quarantine = Quarantine(out_dir, "synthesize")
-    counts: dict[str, Any] = merge_parts(shard_dirs, kept_writer, quarantine)
+    counts, manifests = merge_parts(shard_dirs, kept_writer, quarantine)
     reasons: dict[str, int] = {}
-    for shard_dir in shard_dirs:
+    for shard_dir, manifest in zip(shard_dirs, manifests, strict=True):
         reject_writer.adopt(Path(shard_dir) / REJECTS_DIR)
-        for reason, n in read_manifest(shard_dir)["reject_reasons"].items():
+        for reason, n in manifest["reject_reasons"].items():
             reasons[reason] = reasons.get(reason, 0) + n
     quarantine.close()
     return _close(cfg, kept_writer, reject_writer, counts, reasons)
