@@ -36,10 +36,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from synth.probe import ProbeInputError
     from synth.sandbox import SandboxUnavailable
     from synth.search import SearchError
-    from train.sft import TrainingDataError
+    from train.sft import TrainingDataError, TrainingSetupError
 
-    return (ConfigError, ShardError, EndpointError, LongCotError, SandboxUnavailable, SearchError, TrainingDataError, FileNotFoundError,
-            SourceError, ProbeDataError, ValidationError, BenchmarkError, ReportError, ProbeInputError)
+    return (ConfigError, ShardError, EndpointError, LongCotError, SandboxUnavailable, SearchError, TrainingDataError, TrainingSetupError,
+            FileNotFoundError, SourceError, ProbeDataError, ValidationError, BenchmarkError, ReportError, ProbeInputError)
 
 
 class _NoTracebackForUserErrors(logging.Filter):

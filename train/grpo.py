@@ -36,12 +36,27 @@ from synth.judge import Judge, JudgeConfig
 from synth.protocol import load_prompts, render_code_observation
 from synth.reward import compute_reward
 from synth.search import SearchConfig
-from train.rollout import RolloutError, TokenPolicy, encoded_image_tokens
-from train.sft import TrainingDataError, apply_pixel_budget, freeze_vision_tower, trainer_arguments
+from train.rollout import RolloutError, TokenPolicy, VLLMTokenPolicy, encoded_image_tokens
+from train.sft import TrainingDataError, TrainingSetupError, apply_pixel_budget, freeze_vision_tower, trainer_arguments
 
 logger = logging.getLogger(__name__)
 
 NOOP_OBSERVATION = render_code_observation("", "", 0)
+
+
+class VLLMRolloutConfig(BaseModel):
+    """Rollouts sampled by a vLLM server (TRL's server mode), weights pushed to it after every step.
+
+    The server runs in its own environment (`vllm serve` with its development routes and an NCCL
+    weight-transfer engine, see the README); the trainer needs `vllm` importable for TRL's weight sync."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str  # the server's base URL, e.g. http://HOST:8000 (no /v1)
+    timeout_s: float = 240.0  # how long to wait for the server at start
+    group_port: int = 51216  # the NCCL weight-transfer group's port
+    max_in_flight: int = Field(64, ge=1)  # generation requests each training process keeps in flight
+    importance_sampling_correction: bool = True  # TRL's correction for the sampler/trainer mismatch (uses vLLM's log-probs)
 
 
 class GRPOStageConfig(BaseModel):
@@ -72,6 +87,7 @@ class GRPOStageConfig(BaseModel):
     warn_min_tool_calls: float = 0.05
     warn_noop_code_share: float = 0.5
     agent: AgentConfig = Field(default_factory=lambda: AgentConfig(max_turns=9, max_tokens_per_turn=2048, temperature=1.0))
+    vllm: VLLMRolloutConfig | None = None  # None: rollouts generate with the policy in the training processes
 
 
 def load_prompts_dataset(curated_dir: str | Path, pools: list[str], agent: AgentConfig, max_samples: int | None = None):
@@ -133,11 +149,13 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
     class ToolRolloutGRPOTrainer(GRPOTrainer):
         """`GRPOTrainer` whose generation is our agent loop with live tools (see the module docstring)."""
 
-        def __init__(self, *args, toolbox: ToolBox, agent: AgentConfig, judge: Judge, **kwargs) -> None:
+        def __init__(self, *args, toolbox: ToolBox, agent: AgentConfig, judge: Judge, vllm_max_in_flight: int = 64, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self.toolbox = toolbox
             self.agent_cfg = agent
             self.judge = judge
+            self.vllm_max_in_flight = vllm_max_in_flight
+            self._vllm_policy: VLLMTokenPolicy | None = None
             self._batch_inputs: list[dict[str, Any]] = []
             self._rollouts = 0
             # TRL sends a batch's images through its tool-image path only when it has tools; ours are
@@ -148,6 +166,28 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
             self._batch_inputs = inputs  # `_generate` gets only prompts; the rollout needs the samples
             return super()._generate_and_score_completions(inputs)
 
+        def _vllm_rollout_policy(self) -> VLLMTokenPolicy:
+            """The vLLM policy, with the main process's client (TRL's, which also syncs weights) or, on the
+            other processes, a client of their own: every process generates its own rollouts."""
+            if self._vllm_policy is None:
+                client = getattr(self.vllm_generation, "vllm_client", None)
+                if client is None:
+                    from trl.generation.vllm_client import VLLMClient
+
+                    client = VLLMClient(base_url=self.args.vllm_server_base_url, connection_timeout=self.args.vllm_server_timeout)
+                self._vllm_policy = VLLMTokenPolicy(client, self.processing_class, name="policy", max_in_flight=self.vllm_max_in_flight)
+            return self._vllm_policy
+
+        def _run_rollouts(self, policy: TokenPolicy, samples: list[Sample], start: int) -> list[dict[str, Any]]:
+            async def rollouts():
+                return await asyncio.gather(*(
+                    run_episode(sample, policy, self.toolbox, self.agent_cfg, attempt=start + i, seed=self.args.seed + start + i,
+                                judge=self.judge)
+                    for i, sample in enumerate(samples)
+                ))
+
+            return aio.run(rollouts())
+
         def _generate(self, prompts: list):
             from trl.models import unwrap_model_for_generation
 
@@ -157,21 +197,21 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
                        for x in self._batch_inputs]
             start = self._rollouts
             self._rollouts += len(samples)
-            with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as model:
-                was_training = model.training
-                model.eval()
-                policy = policy_class(model, self.processing_class, name="policy")
-
-                async def rollouts():
-                    return await asyncio.gather(*(
-                        run_episode(sample, policy, self.toolbox, self.agent_cfg, attempt=start + i, seed=self.args.seed + start + i,
-                                    judge=self.judge)
-                        for i, sample in enumerate(samples)
-                    ))
-
-                rows = aio.run(rollouts())
-                if was_training:
-                    model.train()
+            if self.use_vllm:
+                # The server must sample from the weights being trained: push them once per optimizer step, as TRL does.
+                if self.state.global_step != self._last_loaded_step:
+                    self.vllm_generation.sync_weights()
+                    self._last_loaded_step = self.state.global_step
+                policy = self._vllm_rollout_policy()
+                rows = self._run_rollouts(policy, samples, start)
+            else:
+                with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as model:
+                    was_training = model.training
+                    model.eval()
+                    policy = policy_class(model, self.processing_class, name="policy")
+                    rows = self._run_rollouts(policy, samples, start)
+                    if was_training:
+                        model.train()
             episodes = [policy.take(f"{sample.id}/{start + i}") for i, sample in enumerate(samples)]
 
             images, accuracy, fmt, penalties = [], [], [], []
@@ -198,7 +238,7 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
                 [e.completion_ids for e in episodes],
                 extra.pop("env_mask"),
                 completions,
-                None,  # sampling logprobs: only vLLM's importance-sampling correction uses them
+                [e.logprobs for e in episodes] if self.use_vllm else None,  # the sampler's: TRL's importance-sampling correction
                 extra,
                 images if has_images else None,
                 images if has_images else [[] for _ in episodes],
@@ -258,6 +298,26 @@ def _dynamics_callback(path: Path, cfg: GRPOStageConfig):
     return DynamicsLog()
 
 
+def check_vllm_trainer_environment() -> None:
+    """vLLM rollouts need `vllm` in the trainer's environment too: TRL pushes the weights to the server
+    through vLLM's NCCL weight-transfer engine. Said before the model loads, not deep in TRL."""
+    from trl.import_utils import is_vllm_available
+
+    if not is_vllm_available():
+        raise TrainingSetupError(
+            "grpo.vllm is set, but `vllm` is not importable here: TRL syncs the policy's weights to the server through vLLM's "
+            "NCCL engine. Run GRPO with `accelerate launch -m train.launch grpo` from a training environment with "
+            "`trl[vllm]` (README: vLLM generation for GRPO), or remove grpo.vllm to generate in the training processes.")
+
+
+def unreachable_server_errors(vllm: VLLMRolloutConfig | None) -> tuple[type[BaseException], ...]:
+    if vllm is None:
+        return ()
+    import requests  # TRL's vLLM client is built on it
+
+    return (requests.exceptions.ConnectionError,)
+
+
 def grpo_arguments(cfg: GRPOStageConfig, out_dir: Path):
     from trl import GRPOConfig
 
@@ -271,7 +331,18 @@ def grpo_arguments(cfg: GRPOStageConfig, out_dir: Path):
         reward_weights=[0.8, 0.2],
         max_completion_length=cfg.agent.max_total_tokens,
         report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else "none",
+        **vllm_arguments(cfg.vllm),
     )
+
+
+def vllm_arguments(vllm: VLLMRolloutConfig | None) -> dict[str, Any]:
+    """TRL's server-mode settings: TRL then connects to the server, joins its NCCL weight-transfer
+    group and corrects for the sampler's log-probs; our rollouts do the generating."""
+    if vllm is None:
+        return {"use_vllm": False}
+    return {"use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": vllm.url.rstrip("/").removesuffix("/v1"),
+            "vllm_server_timeout": vllm.timeout_s, "vllm_group_port": vllm.group_port,
+            "vllm_importance_sampling_correction": vllm.importance_sampling_correction}
 
 
 def run_grpo(
@@ -283,6 +354,8 @@ def run_grpo(
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     started = time.time()
+    if cfg.vllm is not None:
+        check_vllm_trainer_environment()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = load_prompts_dataset(curated_dir, cfg.pools, cfg.agent, cfg.max_samples)
@@ -296,11 +369,17 @@ def run_grpo(
     trainer_class = _make_trainer_class(policy_class)
     shared_judge = Judge(judge or JudgeConfig())
     with open_toolbox(cfg.agent, search or SearchConfig()) as toolbox:
-        trainer = trainer_class(
-            model=model, reward_funcs=[accuracy_reward, format_reward], args=grpo_arguments(cfg, out_dir), train_dataset=dataset,
-            processing_class=processor, callbacks=[callback], toolbox=toolbox, agent=cfg.agent, judge=shared_judge,
-        )
+        try:
+            trainer = trainer_class(
+                model=model, reward_funcs=[accuracy_reward, format_reward], args=grpo_arguments(cfg, out_dir), train_dataset=dataset,
+                processing_class=processor, callbacks=[callback], toolbox=toolbox, agent=cfg.agent, judge=shared_judge,
+                vllm_max_in_flight=cfg.vllm.max_in_flight if cfg.vllm else 64,
+            )
+        except unreachable_server_errors(cfg.vllm) as exc:  # TRL's client gave up waiting for the vLLM server
+            raise TrainingSetupError(f"grpo.vllm.url: {exc}") from None
         result = trainer.train()
+        if trainer._vllm_policy is not None:
+            aio.run(trainer._vllm_policy.aclose())
     aio.run(shared_judge.aclose())
     checkpoint = out_dir / "checkpoint"
     trainer.save_model(str(checkpoint))

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from synth.judge import JudgeConfig
 from synth.search import SearchConfig
 from train.grpo import GRPOStageConfig, run_grpo
-from train.sft import SFTStageConfig, TrainingDataError, run_sft
+from train.sft import SFTStageConfig, TrainingDataError, TrainingSetupError, run_sft
 
 
 def _fail(message: str) -> SystemExit:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
                 _section(raw, "grpo", GRPOStageConfig, source), args.model, args.data[0], args.out,
                 _section(raw, "search", SearchConfig, source), _section(raw, "judge", JudgeConfig, source),
             )
-    except TrainingDataError as exc:
+    except (TrainingDataError, TrainingSetupError) as exc:
         raise _fail(str(exc)) from None
     from accelerate import PartialState
 

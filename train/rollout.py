@@ -10,6 +10,8 @@ loop) with live tools. What it adds is the bookkeeping training needs:
   in `env_mask` so it never enters the loss;
 - the episode's images (inputs, then what tools returned) stay in order with their placeholders,
   so the training forward pass sees the images the model saw.
+
+`VLLMTokenPolicy` does the same with the tokens sampled by a vLLM server (TRL's server mode).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import functools
 import io
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,12 +37,16 @@ class EpisodeTokens:
     images: list[Any]  # PIL images in order of their placeholders
     completion_ids: list[int] = field(default_factory=list)
     env_mask: list[int] = field(default_factory=list)  # 1: sampled by the model; 0: added by the environment
+    # The sampler's log-probability of each completion token (0.0 for the environment's), where the
+    # sampler reports them (vLLM): TRL's importance-sampling correction compares them with the policy's.
+    logprobs: list[float] = field(default_factory=list)
     messages_seen: int = 0  # messages already in the ids (the assistant turn being generated excluded)
     vision: list[dict[str, Any]] = field(default_factory=list)  # the processor's pixel tensors, per encoded chunk
 
-    def extend(self, ids: list[int], sampled: bool) -> None:
+    def extend(self, ids: list[int], sampled: bool, logprobs: list[float] | None = None) -> None:
         self.completion_ids.extend(ids)
         self.env_mask.extend([1 if sampled else 0] * len(ids))
+        self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
 
 
 @functools.lru_cache(maxsize=512)
@@ -61,7 +68,7 @@ class _Request:
     seed: int | None
     prefix: str
     tag: str
-    future: asyncio.Future
+    future: asyncio.Future | None = None
 
 
 class TokenPolicy:
@@ -130,20 +137,22 @@ class TokenPolicy:
             state.extend(self.tokenizer(request.prefix, add_special_tokens=False)["input_ids"], sampled=False)
         return state
 
-    def _finish(self, state: EpisodeTokens, request: _Request, sampled: list[int]) -> Generation:
+    def _finish(self, state: EpisodeTokens, request: _Request, sampled: list[int], logprobs: list[float] | None = None) -> Generation:
         """Keep the model's tokens up to its end token (kept: the model chose it) or the padding after
         a stop string (dropped), within the request's own budget."""
         ended = False
+        keep = len(sampled)
         for position, token in enumerate(sampled):
             if token == self.tokenizer.eos_token_id:
-                sampled, ended = sampled[: position + 1], True
+                keep, ended = position + 1, True
                 break
             if token in self.end_ids:
-                sampled = sampled[:position]
+                keep = position
                 break
-        if len(sampled) > request.max_tokens:
-            sampled, ended = sampled[: request.max_tokens], False
-        state.extend(sampled, sampled=True)
+        if keep > request.max_tokens:
+            keep, ended = request.max_tokens, False
+        sampled = sampled[:keep]
+        state.extend(sampled, sampled=True, logprobs=logprobs[:keep] if logprobs is not None else None)
         text = self.tokenizer.decode([t for t in sampled if t not in self.end_ids], skip_special_tokens=False)
         ended = ended or any(text.endswith(s) for s in request.stop)
         return Generation(request.prefix + text, "stop" if ended else "length", len(sampled))
@@ -228,6 +237,79 @@ class TokenPolicy:
 
     async def aclose(self) -> None:
         return None
+
+
+def place_image_features(features: dict[str, Any], token_ids: list[int], image_token_id: int) -> dict[str, Any]:
+    """Point image features (rendered by the server in a throwaway conversation) at the runs of image
+    tokens in `token_ids`, one run per image, in order."""
+    runs, offset = [], 0
+    while offset < len(token_ids):
+        if token_ids[offset] != image_token_id:
+            offset += 1
+            continue
+        length = 0
+        while offset + length < len(token_ids) and token_ids[offset + length] == image_token_id:
+            length += 1
+        runs.append({"offset": offset, "length": length})
+        offset += length
+    rendered = features["mm_placeholders"]["image"]
+    if [r["length"] for r in runs] != [r["length"] for r in rendered]:
+        raise RolloutError(f"the episode's image token runs {[r['length'] for r in runs]} do not match the server's images "
+                           f"{[r['length'] for r in rendered]}: the trainer's processor and the server must use the same pixel budget")
+    return {**features, "mm_placeholders": {**features["mm_placeholders"], "image": runs}}
+
+
+class VLLMTokenPolicy(TokenPolicy):
+    """Rollouts sampled by a vLLM server (TRL's server mode), token-in/token-out.
+
+    Each turn sends the episode's ids as they stand (prompt, sampled ids, the environment's tokens)
+    with the features of its images pointed at their placeholders, so the server tokenizes nothing;
+    the sampled ids and their log-probabilities come back and are kept as they are. Requests go out
+    concurrently (the server batches them) through TRL's `VLLMClient`, whose calls block, on
+    `max_in_flight` threads; an episode's image features are fetched again only when a tool added an
+    image. Vision placeholders are banned by logit bias, as the local policy suppresses them."""
+
+    def __init__(self, client, processor, name: str = "policy", max_in_flight: int = 64) -> None:
+        super().__init__(None, processor, name)
+        self.client = client
+        self._executor = ThreadPoolExecutor(max_in_flight, thread_name_prefix="vllm-rollout")
+        self._features: dict[str, tuple[int, dict[str, Any] | None]] = {}  # per episode: (images rendered, their features)
+        self._ban = {str(i): -100.0 for i in self.vision_ids}
+
+    async def _call(self, fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def _image_features(self, tag: str, state: EpisodeTokens) -> dict[str, Any] | None:
+        if not state.images:
+            return None
+        rendered, features = self._features.get(tag, (0, None))
+        if rendered != len(state.images):
+            features = (await self._call(self.client.image_features, [list(state.images)]))[0]
+            self._features[tag] = (len(state.images), features)
+        return features
+
+    async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:
+        request = _Request(messages, images, list(stop), max_tokens, temperature, seed, prefix, tag)
+        state = self._prepare(request)
+        ids = state.prompt_ids + state.completion_ids
+        features = await self._image_features(tag, state)
+        extra: dict[str, Any] = {"stop": list(stop), "include_stop_str_in_output": True, "skip_special_tokens": False}
+        if seed is not None:
+            extra["seed"] = seed
+        if self._ban:
+            extra["logit_bias"] = self._ban
+        output = await self._call(self.client.generate, [ids], features=None if features is None else [place_image_features(features, ids, self.image_pad_id)],
+                                  n=1, temperature=temperature, top_p=1.0, top_k=0, min_p=0.0, max_tokens=max_tokens, logprobs=0,
+                                  generation_kwargs=extra)
+        logprobs = [position[0] for position in output["logprobs"][0]] if output.get("logprobs") else None
+        return self._finish(state, request, output["completion_ids"][0], logprobs)
+
+    def take(self, tag: str) -> EpisodeTokens:
+        self._features.pop(tag, None)
+        return super().take(tag)
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False)
 
 
 def image_token_count(processor, images: list[Any]) -> int:

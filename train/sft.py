@@ -52,6 +52,10 @@ class TrainingDataError(ValueError):
     """Training data that cannot be used; names the directory."""
 
 
+class TrainingSetupError(RuntimeError):
+    """A training setup that cannot start as configured (a missing package, an unreachable server); says what to do."""
+
+
 def load_trajectories(trajectory_dirs: list[str | Path]):
     """Trajectory shards as a `datasets.Dataset` with just `messages` and `images`."""
     import datasets
