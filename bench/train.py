@@ -11,19 +11,34 @@ and settings, in the same run.
   are single-turn too (`max_turns: 1`), so both do the same work per step and the ratio is the cost
   of our rollout path. Target ≤ 1.02 for both.
 
-Each trainer runs in a fresh process, `--repeats` times interleaved; the median counts.
+A step's time is the interval between two consecutive step ends (a `TrainerCallback` on both
+sides), so it holds everything the training loop does per step: fetching and collating the batch,
+rollouts, forward, backward, the optimizer, logging. The first `--warmup` steps are dropped
+(allocations, first-call costs) and the median of the rest is the run's figure, which one slow
+moment of the machine cannot move. Each trainer runs in a fresh process, `--repeats` times
+interleaved; the fastest run counts (`*_step_ratio`: noise on a shared machine only ever adds
+time; the identical SFT arguments on both sides still gave run medians 12% apart), and the
+ratio of the median runs is printed beside it (`*_median_ratio`). Both sides run torch on `--torch-threads` threads (1 by
+default): on a small CPU, torch's OpenMP team spinning against whatever runs on the other cores
+swung whole runs by ±30% (measured here), more than the ratio measures; on GPUs those threads
+compute nothing anyway.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
+
+from transformers import TrainerCallback
 
 from curation.demo_world import WorldConfig, generate_world
 from curation.shards import shard_files
@@ -38,7 +53,27 @@ from train.sft import SFTStageConfig, run_sft
 from train.tiny import TinyModelConfig, build_tiny_model
 
 
-def stock_sft(model_path: Path, shards: Path, steps: int, out: Path) -> float:
+class StepClock(TrainerCallback):
+    """Times every step from the previous step's end to its own (the first from the start of training)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.ends: list[float] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.ends = [time.perf_counter()]
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.ends.append(time.perf_counter())
+
+    def seconds_per_step(self) -> float:
+        intervals = [b - a for a, b in itertools.pairwise(self.ends)][self.warmup :]
+        if not intervals:
+            raise SystemExit(f"--steps must exceed --warmup ({self.warmup})")
+        return statistics.median(intervals)
+
+
+def stock_sft(model_path: Path, shards: Path, steps: int, out: Path, clock) -> None:
     import datasets
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -53,11 +88,12 @@ def stock_sft(model_path: Path, shards: Path, steps: int, out: Path) -> float:
     args = SFTConfig(output_dir=str(out), learning_rate=1e-5, max_steps=steps, per_device_train_batch_size=1, assistant_only_loss=True,
                      max_length=None, save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(),
                      dataloader_num_workers=0, disable_tqdm=True, logging_steps=steps, warmup_steps=0.1, lr_scheduler_type="cosine", seed=0, bf16=False)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=AutoProcessor.from_pretrained(model_path))
-    return trainer.train().metrics["train_runtime"] / steps
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=AutoProcessor.from_pretrained(model_path),
+                         callbacks=[clock])
+    trainer.train()
 
 
-def stock_grpo(model_path: Path, selected: Path, cfg: GRPOStageConfig, out: Path) -> float:
+def stock_grpo(model_path: Path, selected: Path, cfg: GRPOStageConfig, out: Path, clock) -> None:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import GRPOConfig, GRPOTrainer
@@ -77,40 +113,45 @@ def stock_grpo(model_path: Path, selected: Path, cfg: GRPOStageConfig, out: Path
                       use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, disable_tqdm=True, seed=cfg.seed,
                       logging_steps=cfg.max_steps, bf16=cfg.bf16, lr_scheduler_type=cfg.lr_scheduler)
     trainer = GRPOTrainer(model=model, reward_funcs=[length_reward], args=args, train_dataset=dataset,
-                          processing_class=AutoProcessor.from_pretrained(model_path))
-    return trainer.train().metrics["train_runtime"] / cfg.max_steps
+                          processing_class=AutoProcessor.from_pretrained(model_path), callbacks=[clock])
+    trainer.train()
 
 
 GRPO_BENCH = GRPOStageConfig(pools=["rl"], num_generations=4, batch_size=4, learning_rate=1e-6, max_samples=4,
                              agent=AgentConfig(max_turns=1, max_tokens_per_turn=32, temperature=1.0, prestart_kernel=False))
 
 
-def measure(which: str, root: Path, steps: int) -> float:
-    """Seconds per step of one trainer; each runs in a fresh process, so none inherits another's state."""
+def measure(which: str, root: Path, steps: int, warmup: int) -> float:
+    """Seconds per steady step of one trainer; each runs in a fresh process, so none inherits another's state."""
     model = root / "tiny"
     grpo = GRPO_BENCH.model_copy(update={"max_steps": steps})
     search = SearchConfig(corpus_path=root / "world" / "corpus.jsonl", image_corpus_path=root / "world" / "image_corpus.jsonl",
                           cache_dir=root / "cache")
+    clock = StepClock(warmup)
     if which == "sft":
-        return run_sft(SFTStageConfig(max_steps=steps, logging_steps=steps), model, [root / "trajectories"], root / which)["train_runtime_s"] / steps
-    if which == "stock_sft":
-        return stock_sft(model, root / "trajectories", steps, root / which)
-    if which == "grpo":
-        return run_grpo(grpo, model, root / "curate", root / which, search)["train_runtime_s"] / steps
-    return stock_grpo(model, root / "curate", grpo, root / which)
+        run_sft(SFTStageConfig(max_steps=steps, logging_steps=steps), model, [root / "trajectories"], root / which, callbacks=[clock])
+    elif which == "stock_sft":
+        stock_sft(model, root / "trajectories", steps, root / which, clock)
+    elif which == "grpo":
+        run_grpo(grpo, model, root / "curate", root / which, search, callbacks=[clock])
+    else:
+        stock_grpo(model, root / "curate", grpo, root / which, clock)
+    return clock.seconds_per_step()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each trainer; the median counts")
+    parser.add_argument("--steps", type=int, default=24)
+    parser.add_argument("--warmup", type=int, default=4, help="first steps of each run left out of its median")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each trainer; the fastest counts")
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch's CPU threads on both sides (OMP_NUM_THREADS)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--measure", choices=["sft", "stock_sft", "grpo", "stock_grpo"], help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if args.measure:
-        print(json.dumps({"seconds_per_step": measure(args.measure, args.root, args.steps)}))
+        print(json.dumps({"seconds_per_step": measure(args.measure, args.root, args.steps, args.warmup)}))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,22 +168,29 @@ def main() -> None:
         runs: dict[str, list[float]] = {}
         for _ in range(args.repeats):  # interleaved, so a slow moment of the machine hits both sides
             for which in ("stock_sft", "sft", "stock_grpo", "grpo"):
-                done = subprocess.run([sys.executable, "-m", "bench.train", "--measure", which, "--root", str(root), "--steps", str(args.steps)],
-                                      capture_output=True, text=True, check=False)
+                done = subprocess.run([sys.executable, "-m", "bench.train", "--measure", which, "--root", str(root), "--steps", str(args.steps),
+                                       "--warmup", str(args.warmup)],
+                                      capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": str(args.torch_threads)})
                 if done.returncode != 0:
                     raise SystemExit(f"{which} failed:\n{done.stderr[-3000:]}")
                 runs.setdefault(which, []).append(json.loads(done.stdout.strip().splitlines()[-1])["seconds_per_step"])
-        seconds = {which: statistics.median(values) for which, values in runs.items()}
+        seconds = {which: min(values) for which, values in runs.items()}
+        medians = {which: statistics.median(values) for which, values in runs.items()}
 
     result = {
         "steps": args.steps,
+        "warmup": args.warmup,
         "repeats": args.repeats,
+        "torch_threads": args.torch_threads,
+        "runs_s": {which: [round(v, 4) for v in values] for which, values in runs.items()},
         "sft_step_s": round(seconds["sft"], 4),
         "stock_sft_step_s": round(seconds["stock_sft"], 4),
         "sft_step_ratio": round(seconds["sft"] / seconds["stock_sft"], 3),
+        "sft_median_ratio": round(medians["sft"] / medians["stock_sft"], 3),
         "grpo_step_s": round(seconds["grpo"], 4),
         "stock_grpo_step_s": round(seconds["stock_grpo"], 4),
         "grpo_step_ratio": round(seconds["grpo"] / seconds["stock_grpo"], 3),
+        "grpo_median_ratio": round(medians["grpo"] / medians["stock_grpo"], 3),
     }
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
 

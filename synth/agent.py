@@ -86,6 +86,12 @@ def open_toolbox(agent: AgentConfig, search: SearchConfig) -> Iterator[ToolBox]:
             pool.close()
 
 
+def active_episodes(concurrency: int, active: int | None) -> int:
+    """Episodes run at once for `concurrency` requests in flight. An episode holds no request slot
+    while it is in a tool, so a quarter more episodes than slots keeps every slot busy."""
+    return active if active is not None else concurrency + max(1, concurrency // 4)
+
+
 def size_tool_threads(in_flight: int) -> None:
     """Tool calls (kernel cells, searches) run in the event loop's default executor: give it a thread
     for every episode in flight, so no episode waits for another's tool call."""

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.schema import SAMPLE_SCHEMA, Sample, hf_value, with_hf_features
 from curation.shards import Quarantine, ShardWriter, iter_rows, merge_parts
 from synth import aio
-from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode, size_tool_threads
+from synth.agent import AgentConfig, ToolBox, active_episodes, open_toolbox, run_episode, size_tool_threads
 from synth.judge import Judge, JudgeConfig
 from synth.request_cache import REQUESTS_DB, CachedPolicy, open_endpoint
 from synth.search import SearchConfig
@@ -65,7 +65,8 @@ class ProbeConfig(BaseModel):
     api_key_env: str | None = "OPENAI_API_KEY"
     k: int = Field(4, ge=1)  # attempts per sample in each mode
     temperature: float = Field(1.0, ge=0)  # sampled, so k attempts differ
-    concurrency: int = Field(16, ge=1)  # episodes in flight
+    concurrency: int = Field(16, ge=1)  # requests in flight to the student
+    active_episodes: int | None = Field(None, ge=1)  # episodes run at once (a kernel each); None: concurrency × 1.25
     request_timeout_s: float = 120.0
     max_retries: int = 6
     resume: bool = True
@@ -86,7 +87,8 @@ async def _probe(
         max_retries=cfg.max_retries, max_in_flight=cfg.concurrency, cache_path=out_dir / REQUESTS_DB if cfg.resume else None,
     )
     judge = Judge(judge_cfg)
-    limiter = asyncio.Semaphore(cfg.concurrency)
+    active = active_episodes(cfg.concurrency, cfg.active_episodes)
+    limiter = asyncio.Semaphore(active)
     modes = {"no_tools": _mode(cfg.agent, False, cfg.temperature), "tools": _mode(cfg.agent, True, cfg.temperature)}
     counts = {"samples": len(samples), "done": 0, "episodes": 0, "failed_attempts": 0}
     writer = ShardWriter(out_dir, PROBE_SCHEMA, rows_per_shard=cfg.rows_per_shard)
@@ -127,7 +129,7 @@ async def _probe(
         if progress is not None:
             progress(counts)
 
-    size_tool_threads(cfg.concurrency)
+    size_tool_threads(active)
     try:
         with open_toolbox(modes["tools"], search) as tools:
             await asyncio.gather(*(probe(s, tools) for s in samples))

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import Quarantine, ShardWriter, iter_rows, merge_parts
 from synth import aio
-from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode, size_tool_threads
+from synth.agent import AgentConfig, ToolBox, active_episodes, open_toolbox, run_episode, size_tool_threads
 from synth.judge import Judge, JudgeConfig
 from synth.long_cot import LongCotConfig, long_cot_rows
 from synth.protocol import MAX_ANSWER_CHARS
@@ -34,7 +34,8 @@ class SynthConfig(BaseModel):
     pools: list[str] = Field(default_factory=lambda: ["coldstart"])
     attempts: int = Field(2, ge=1)  # tries per sample
     keep_per_sample: int = Field(1, ge=1)  # verified trajectories kept per sample
-    concurrency: int = Field(16, ge=1)  # samples in flight (one request each at a time)
+    concurrency: int = Field(16, ge=1)  # requests in flight to the teacher
+    active_episodes: int | None = Field(None, ge=1)  # samples being solved at once (a kernel each); None: concurrency × 1.25
     allow_code_errors: bool = False  # keep trajectories with a failing code cell
     request_timeout_s: float = 120.0
     max_retries: int = 6  # per request: 429 (Retry-After), 5xx, time-outs, dropped, malformed, empty
@@ -76,7 +77,8 @@ async def _synthesize(
         max_retries=cfg.max_retries, max_in_flight=cfg.concurrency, cache_path=out_dir / REQUESTS_DB if cfg.resume else None,
     )
     judge = Judge(judge_cfg)
-    limiter = asyncio.Semaphore(cfg.concurrency)
+    active = active_episodes(cfg.concurrency, cfg.active_episodes)
+    limiter = asyncio.Semaphore(active)
     counts = {"samples": len(samples), "done": 0, "kept": 0, "rejected": 0, "failed": 0, "samples_with_trajectory": 0}
     reasons: dict[str, int] = {}
     kept_writer = ShardWriter(out_dir, TRAJECTORY_SCHEMA, rows_per_shard=cfg.rows_per_shard)
@@ -108,7 +110,7 @@ async def _synthesize(
         if progress is not None:
             progress(counts)
 
-    size_tool_threads(cfg.concurrency)
+    size_tool_threads(active)
     try:
         with open_toolbox(cfg.agent, search) as tools:
             await asyncio.gather(*(solve(s, tools) for s in samples))

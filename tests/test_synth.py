@@ -110,3 +110,19 @@ def test_long_cot_rows_are_mixed_in_at_the_target_ratio(world, curated, replay_u
     assert sorted(r["id"] for r in read_table(tmp_path / "b").to_pylist()) == sorted(r["id"] for r in rows)  # reproducible
     short = run(tmp_path / "c", 0.95)  # wants 171 rows, the source has 100
     assert short["long_cot"]["added"] == 100 and short["long_cot"]["short_by"] == 71
+
+
+@pytest.mark.parametrize(("active", "expected_in_flight"), [(1, 1), (None, 2)])
+def test_concurrency_bounds_requests_and_active_episodes_bounds_samples(world, curated, tmp_path, active, expected_in_flight):
+    """`concurrency` bounds the requests in flight and is reached; the samples being solved are bounded apart."""
+    import httpx
+
+    server, url = start_replay(world, tmp_path, latency_ms=60)
+    try:
+        summary = run_synthesize(synth_config(url, attempts=1, concurrency=2, active_episodes=active), curated, tmp_path / "out",
+                                 search_config(world))
+        stats = httpx.get(url.removesuffix("/v1") + "/stats").json()
+    finally:
+        server.stop()
+    assert summary["counts"]["kept"] == 9
+    assert stats["max_in_flight"] == expected_in_flight

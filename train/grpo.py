@@ -348,9 +348,11 @@ def vllm_arguments(vllm: VLLMRolloutConfig | None) -> dict[str, Any]:
 def run_grpo(
     cfg: GRPOStageConfig, model_path: str | Path, curated_dir: str | Path, out_dir: str | Path,
     search: SearchConfig | None = None, judge: JudgeConfig | None = None, policy_class: type[TokenPolicy] = TokenPolicy,
+    callbacks: list | None = None,
 ) -> dict[str, Any]:
     """GRPO on the curated RL pool from `model_path` (the SFT checkpoint); writes the checkpoint,
-    `dynamics.jsonl` and TensorBoard logs (when installed) under `out_dir`."""
+    `dynamics.jsonl` and TensorBoard logs (when installed) under `out_dir`. `callbacks` are more
+    `transformers.TrainerCallback`s for the trainer."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     started = time.time()
@@ -372,7 +374,7 @@ def run_grpo(
         try:
             trainer = trainer_class(
                 model=model, reward_funcs=[accuracy_reward, format_reward], args=grpo_arguments(cfg, out_dir), train_dataset=dataset,
-                processing_class=processor, callbacks=[callback], toolbox=toolbox, agent=cfg.agent, judge=shared_judge,
+                processing_class=processor, callbacks=[callback, *(callbacks or [])], toolbox=toolbox, agent=cfg.agent, judge=shared_judge,
                 vllm_max_in_flight=cfg.vllm.max_in_flight if cfg.vllm else 64,
             )
         except unreachable_server_errors(cfg.vllm) as exc:  # TRL's client gave up waiting for the vLLM server

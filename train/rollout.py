@@ -80,6 +80,7 @@ class TokenPolicy:
 
     batch_window_s = 0.005
     max_batch = 64
+    max_cached_prompts = 256
 
     def __init__(self, model, processor, name: str = "policy") -> None:
         self.model = model
@@ -87,6 +88,7 @@ class TokenPolicy:
         self.tokenizer = processor.tokenizer
         self.name = name
         self.episodes: dict[str, EpisodeTokens] = {}
+        self._prompts: dict[tuple[str, tuple[bytes, ...]], EpisodeTokens] = {}  # encoded prompts, by text and images
         self._lock = threading.Lock()  # one generate at a time on the shared model
         self._queue: list[_Request] = []
         self._drainer: asyncio.Future | None = None
@@ -112,10 +114,18 @@ class TokenPolicy:
         """The episode's ids up to the generation prompt of the next assistant turn."""
         state = self.episodes.get(tag)
         if state is None:
-            pil = [_pil(b) for b in images]
-            state = EpisodeTokens([], pil)
-            state.prompt_ids = self._encode(state, self._render(messages, add_generation_prompt=True), pil)
-            state.messages_seen = len(messages)
+            # A prompt's rollouts (GRPO's group) share its text and images: encode them once.
+            text = self._render(messages, add_generation_prompt=True)
+            key = (text, tuple(images))
+            if key not in self._prompts:
+                if len(self._prompts) >= self.max_cached_prompts:
+                    self._prompts.pop(next(iter(self._prompts)))  # the oldest: a step's prompts come together
+                pil = [_pil(b) for b in images]
+                first = EpisodeTokens([], pil)
+                first.prompt_ids = self._encode(first, text, pil)
+                self._prompts[key] = first
+            shared = self._prompts[key]
+            state = EpisodeTokens(list(shared.prompt_ids), list(shared.images), vision=list(shared.vision), messages_seen=len(messages))
             self.episodes[tag] = state
             return state
         # Everything after the model's last turn: its end token, the observation turn, the next

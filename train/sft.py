@@ -146,7 +146,9 @@ def apply_pixel_budget(processor, max_pixels: int | None) -> None:
         image_processor.max_pixels = max_pixels
 
 
-def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
+def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[str | Path], out_dir: str | Path,
+            callbacks: list | None = None) -> dict[str, Any]:
+    """SFT on the trajectory shards from `model_path`; `callbacks` are `transformers.TrainerCallback`s for the trainer."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import SFTTrainer
 
@@ -158,7 +160,7 @@ def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[s
     model = AutoModelForImageTextToText.from_pretrained(model_path)
     frozen = freeze_vision_tower(model) if cfg.freeze_vision else 0
     trainer = SFTTrainer(model=model, args=sft_arguments(cfg, out_dir), train_dataset=dataset, processing_class=processor,
-                         peft_config=lora_config(cfg.lora) if cfg.lora else None)
+                         peft_config=lora_config(cfg.lora) if cfg.lora else None, callbacks=callbacks)
     resume_from = latest_checkpoint(out_dir / "trainer") if cfg.resume else None
     result = trainer.train(resume_from_checkpoint=resume_from)
     checkpoint = out_dir / "checkpoint"
