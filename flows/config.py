@@ -6,6 +6,7 @@ are errors, not silently ignored). Relative paths are resolved against the confi
 
 from __future__ import annotations
 
+import importlib.util
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from curation.select import SelectConfig
 from curation.stage import CurateConfig
 from eval.stage import EvalConfig
+from flows.launcher import TrainingLauncher
 from flows.orchestration import OrchestrationConfig
 from synth.judge import JudgeConfig
 from synth.probe import ProbeConfig
@@ -76,6 +78,7 @@ class PipelineConfig(BaseModel):
     tiny_model: TinyModelConfig = Field(default_factory=TinyModelConfig)
     sft: SFTStageConfig = Field(default_factory=SFTStageConfig)
     grpo: GRPOStageConfig | None = None  # RL with live tool rollouts after SFT; None: SFT only
+    training: TrainingLauncher | None = None  # run SFT and GRPO through a launcher (accelerate, another env); None: in the flow
     eval: EvalConfig = Field(default_factory=EvalConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)  # one set of tools for synthesis and eval
     judge: JudgeConfig = Field(default_factory=JudgeConfig)  # one judge for synthesis and eval
@@ -107,6 +110,10 @@ class PipelineConfig(BaseModel):
             if in_flight > limit:
                 raise ConfigError(f"{field}: {in_flight} requests in flight is above orchestration.endpoint_max_in_flight ({limit}), "
                                   "the most one endpoint may get; raise the limit or lower the concurrency")
+        if self.grpo is not None and self.grpo.vllm is not None and self.training is None and importlib.util.find_spec("vllm") is None:
+            raise ConfigError("grpo.vllm: `vllm` does not import in this environment, and TRL syncs the weights through it; "
+                              "set training.command to a launcher from a training environment that has it "
+                              "(e.g. [/opt/grpo-env/bin/accelerate, launch]; README: vLLM generation for GRPO)")
         model_path = self.sft.model_path
         # A hub id (org/name) also has a slash: only a path that is plainly local must exist.
         if model_path is not None and model_path.startswith((".", "/")) and not Path(model_path).exists():

@@ -38,6 +38,7 @@ from eval.report import build_report
 from eval.stage import EvalConfig, run_evaluate
 from flows import artifacts, lineage
 from flows.config import PipelineConfig, load_config
+from flows.launcher import TrainingLauncher, launch_training
 from flows.orchestration import endpoint_limit_name, ensure_endpoint_limit, retry_options, task_runner
 from synth.endpoint import EndpointError, ManagedServer, free_port
 from synth.judge import JudgeConfig
@@ -155,19 +156,28 @@ def build_tiny_model_task(cfg: dict[str, Any], text_files: list[str], out_dir: s
 
 
 @task(name="sft", **CACHED)
-def sft_task(cfg: dict[str, Any], model_path: str, trajectory_dirs: list[str], out_dir: str, record: dict[str, Any]) -> dict[str, Any]:
+def sft_task(cfg: dict[str, Any], model_path: str, trajectory_dirs: list[str], out_dir: str, launcher: dict[str, Any] | None,
+             record: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
-    return _recorded(record, out_dir, started, run_sft(SFTStageConfig.model_validate(cfg), model_path, trajectory_dirs, out_dir))
+    if launcher is not None:
+        result = launch_training(TrainingLauncher.model_validate(launcher), "sft", {"sft": cfg}, model_path, trajectory_dirs, out_dir)
+    else:
+        result = run_sft(SFTStageConfig.model_validate(cfg), model_path, trajectory_dirs, out_dir)
+    return _recorded(record, out_dir, started, result)
 
 
 @task(name="grpo", **CACHED)
 def grpo_task(
     cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], model_path: str, curated_dir: str, out_dir: str,
-    record: dict[str, Any],
+    launcher: dict[str, Any] | None, record: dict[str, Any],
 ) -> dict[str, Any]:
     started = time.time()
-    result = run_grpo(GRPOStageConfig.model_validate(cfg), model_path, curated_dir, out_dir, SearchConfig.model_validate(search),
-                      JudgeConfig.model_validate(judge))
+    if launcher is not None:
+        sections = {"grpo": cfg, "search": search, "judge": judge}
+        result = launch_training(TrainingLauncher.model_validate(launcher), "grpo", sections, model_path, [curated_dir], out_dir)
+    else:
+        result = run_grpo(GRPOStageConfig.model_validate(cfg), model_path, curated_dir, out_dir, SearchConfig.model_validate(search),
+                          JudgeConfig.model_validate(judge))
     return _recorded(record, out_dir, started, result)
 
 
@@ -304,6 +314,10 @@ class Resolved:
     def dumps(self) -> dict[str, Any]:
         return {"search": self.search.model_dump(mode="json"), "judge": self.cfg.judge.model_dump(mode="json")}
 
+    def launcher(self) -> dict[str, Any] | None:
+        """How training runs (not part of a stage's cache key: where it runs does not change what it makes)."""
+        return self.cfg.training.model_dump() if self.cfg.training is not None else None
+
 
 class Endpoint:
     """The model endpoint probes and synthesis call: the configured URL, or a managed server (the
@@ -438,7 +452,7 @@ def _sft(stages: Stages, r: Resolved) -> str:
     sft = r.cfg.sft.model_dump(mode="json")
     out = str(r.run / "sft")
     result = stages.call("sft", sft_task, out, sft, (r.trajectories, model_path),
-                         {"cfg": sft, "model_path": model_path, "trajectory_dirs": [r.trajectories], "out_dir": out})
+                         {"cfg": sft, "model_path": model_path, "trajectory_dirs": [r.trajectories], "out_dir": out, "launcher": r.launcher()})
     return stages.done("sft", result)["checkpoint"]
 
 
@@ -446,7 +460,7 @@ def _grpo(stages: Stages, r: Resolved, model_path: str) -> str:
     grpo = r.cfg.grpo.model_dump(mode="json")
     out = str(r.run / "grpo")
     result = stages.call("grpo", grpo_task, out, grpo, (r.pools, model_path),
-                         {"cfg": grpo, **r.dumps(), "model_path": model_path, "curated_dir": r.pools, "out_dir": out})
+                         {"cfg": grpo, **r.dumps(), "model_path": model_path, "curated_dir": r.pools, "out_dir": out, "launcher": r.launcher()})
     return stages.done("grpo", result)["checkpoint"]
 
 

@@ -72,3 +72,12 @@ def test_cli_reports_user_mistakes_in_one_message_without_traceback(tmp_path, te
     assert result.returncode == 2
     assert expected in result.stderr and "Traceback" not in result.stderr
     assert not run_dir.exists()  # it failed before any work
+
+
+def test_vllm_rollouts_need_a_training_environment_with_vllm(tmp_path):
+    """Without `vllm` here, grpo.vllm needs a launcher from an environment that has it; with one, the config loads."""
+    text = GOOD + "grpo:\n  vllm: {url: 'http://127.0.0.1:8002'}\n"
+    with pytest.raises(ConfigError, match=r"grpo.vllm: .*training.command"):
+        load_config(write(tmp_path, text))
+    cfg = load_config(write(tmp_path, text + "training: {command: [/opt/grpo-env/bin/accelerate, launch]}\n"))
+    assert cfg.training.command[-1] == "launch" and cfg.grpo.vllm.url == "http://127.0.0.1:8002"

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True, help="A local model directory or hub id.")
     parser.add_argument("--data", required=True, nargs="+", help="Trajectory shards (sft) or selected samples (grpo).")
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--summary", type=Path, help="Also write the JSON summary to this file (the pipeline's launcher reads it).")
     args = parser.parse_args(argv)
 
     raw: dict = {}
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if PartialState().is_main_process:
         print(json.dumps(summary))
+        if args.summary is not None:
+            args.summary.write_text(json.dumps(summary))
 
 
 if __name__ == "__main__":
