@@ -18,7 +18,9 @@ rollouts, forward, backward, the optimizer, logging. The first `--warmup` steps 
 moment of the machine cannot move. Each trainer runs in a fresh process, `--repeats` times
 interleaved; the fastest run counts (`*_step_ratio`: noise on a shared machine only ever adds
 time; the identical SFT arguments on both sides still gave run medians 12% apart), and the
-ratio of the median runs is printed beside it (`*_median_ratio`). Both sides run torch on `--torch-threads` threads (1 by
+ratio of the median runs is printed beside it (`*_median_ratio`), and the ratio of the trainer
+process's CPU time per step (`*_cpu_ratio`: what other tenants of the machine cannot move, though
+it misses waits and child processes, so the target is on wall time). Both sides run torch on `--torch-threads` threads (1 by
 default): on a small CPU, torch's OpenMP team spinning against whatever runs on the other cores
 swung whole runs by ±30% (measured here), more than the ratio measures; on GPUs those threads
 compute nothing anyway.
@@ -58,19 +60,20 @@ class StepClock(TrainerCallback):
 
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
-        self.ends: list[float] = []
+        self.ends: list[tuple[float, float]] = []  # (wall, this process's CPU) at each step end
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.ends = [time.perf_counter()]
+        self.ends = [(time.perf_counter(), time.process_time())]
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.ends.append(time.perf_counter())
+        self.ends.append((time.perf_counter(), time.process_time()))
 
-    def seconds_per_step(self) -> float:
-        intervals = [b - a for a, b in itertools.pairwise(self.ends)][self.warmup :]
-        if not intervals:
+    def seconds_per_step(self) -> dict[str, float]:
+        """Median wall and CPU seconds of the steady steps."""
+        steps = [(b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(self.ends)][self.warmup :]
+        if not steps:
             raise SystemExit(f"--steps must exceed --warmup ({self.warmup})")
-        return statistics.median(intervals)
+        return {"wall": statistics.median(w for w, _ in steps), "cpu": statistics.median(c for _, c in steps)}
 
 
 def stock_sft(model_path: Path, shards: Path, steps: int, out: Path, clock) -> None:
@@ -121,7 +124,7 @@ GRPO_BENCH = GRPOStageConfig(pools=["rl"], num_generations=4, batch_size=4, lear
                              agent=AgentConfig(max_turns=1, max_tokens_per_turn=32, temperature=1.0, prestart_kernel=False))
 
 
-def measure(which: str, root: Path, steps: int, warmup: int) -> float:
+def measure(which: str, root: Path, steps: int, warmup: int) -> dict[str, float]:
     """Seconds per steady step of one trainer; each runs in a fresh process, so none inherits another's state."""
     model = root / "tiny"
     grpo = GRPO_BENCH.model_copy(update={"max_steps": steps})
@@ -151,7 +154,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if args.measure:
-        print(json.dumps({"seconds_per_step": measure(args.measure, args.root, args.steps, args.warmup)}))
+        print(json.dumps(measure(args.measure, args.root, args.steps, args.warmup)))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -165,7 +168,8 @@ def main() -> None:
         with ManagedServer(command, url, root / "replay.log"):
             run_synthesize(SynthConfig(teacher_url=url, attempts=1), root / "curate", root / "trajectories", search)
         build_tiny_model(root / "tiny", Path(world["scripts_path"]).read_text().splitlines(), TinyModelConfig())
-        runs: dict[str, list[float]] = {}
+        runs: dict[str, list[float]] = {}  # wall seconds per steady step, a run each
+        cpu: dict[str, list[float]] = {}  # the trainer process's CPU seconds per steady step (its threads, not its children)
         for _ in range(args.repeats):  # interleaved, so a slow moment of the machine hits both sides
             for which in ("stock_sft", "sft", "stock_grpo", "grpo"):
                 done = subprocess.run([sys.executable, "-m", "bench.train", "--measure", which, "--root", str(root), "--steps", str(args.steps),
@@ -173,9 +177,12 @@ def main() -> None:
                                       capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": str(args.torch_threads)})
                 if done.returncode != 0:
                     raise SystemExit(f"{which} failed:\n{done.stderr[-3000:]}")
-                runs.setdefault(which, []).append(json.loads(done.stdout.strip().splitlines()[-1])["seconds_per_step"])
+                step = json.loads(done.stdout.strip().splitlines()[-1])
+                runs.setdefault(which, []).append(step["wall"])
+                cpu.setdefault(which, []).append(step["cpu"])
         seconds = {which: min(values) for which, values in runs.items()}
         medians = {which: statistics.median(values) for which, values in runs.items()}
+        cpu_medians = {which: statistics.median(values) for which, values in cpu.items()}
 
     result = {
         "steps": args.steps,
@@ -191,6 +198,8 @@ def main() -> None:
         "stock_grpo_step_s": round(seconds["stock_grpo"], 4),
         "grpo_step_ratio": round(seconds["grpo"] / seconds["stock_grpo"], 3),
         "grpo_median_ratio": round(medians["grpo"] / medians["stock_grpo"], 3),
+        "sft_cpu_ratio": round(cpu_medians["sft"] / cpu_medians["stock_sft"], 3),
+        "grpo_cpu_ratio": round(cpu_medians["grpo"] / cpu_medians["stock_grpo"], 3),
     }
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
 

@@ -45,14 +45,14 @@ NOOP_OBSERVATION = render_code_observation("", "", 0)
 
 
 class VLLMRolloutConfig(BaseModel):
-    """Rollouts sampled by a vLLM server (TRL's server mode), weights pushed to it after every step.
+    """Rollouts sampled by a vLLM server (TRL's server mode), the policy's weights pushed to it before each step's rollouts.
 
     The server runs in its own environment (`vllm serve` with its development routes and an NCCL
     weight-transfer engine, see the README); the trainer needs `vllm` importable for TRL's weight sync."""
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str  # the server's base URL, e.g. http://HOST:8000 (no /v1)
+    url: str  # the server's base URL, e.g. http://HOST:8000 (a trailing /v1 is dropped)
     timeout_s: float = 240.0  # how long to wait for the server at start
     group_port: int = 51216  # the NCCL weight-transfer group's port
     max_in_flight: int = Field(64, ge=1)  # generation requests each training process keeps in flight

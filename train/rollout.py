@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
+import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -253,14 +254,10 @@ def place_image_features(features: dict[str, Any], token_ids: list[int], image_t
     """Point image features (rendered by the server in a throwaway conversation) at the runs of image
     tokens in `token_ids`, one run per image, in order."""
     runs, offset = [], 0
-    while offset < len(token_ids):
-        if token_ids[offset] != image_token_id:
-            offset += 1
-            continue
-        length = 0
-        while offset + length < len(token_ids) and token_ids[offset + length] == image_token_id:
-            length += 1
-        runs.append({"offset": offset, "length": length})
+    for token, group in itertools.groupby(token_ids):
+        length = sum(1 for _ in group)
+        if token == image_token_id:
+            runs.append({"offset": offset, "length": length})
         offset += length
     rendered = features["mm_placeholders"]["image"]
     if [r["length"] for r in runs] != [r["length"] for r in rendered]:
