@@ -1,10 +1,10 @@
 """Training step time: our SFT and GRPO stages ÷ stock TRL scripts on the same tiny model, data
 and settings, in the same run.
 
-    python -m bench.train --json [--steps 8]
+    python -m bench.train --json [--steps 24] [--warmup 4] [--repeats 5] [--torch-threads 1]
 
 - `sft_step_ratio`: `run_sft` (our stage: TRL `SFTTrainer` with the stage's arguments) ÷ a plain
-  `SFTTrainer` script on the same trajectory shards, time per optimizer step (`train_runtime`).
+  `SFTTrainer` script on the same trajectory shards, time per optimizer step.
 - `grpo_step_ratio`: `run_grpo` (our trainer: rollouts through the agent loop with live tools,
   token-in/token-out) ÷ a stock `GRPOTrainer` generating single-turn completions on the same prompts
   and images, with the same generations per prompt, batch, token budget and sampling; our rollouts
@@ -14,16 +14,17 @@ and settings, in the same run.
 A step's time is the interval between two consecutive step ends (a `TrainerCallback` on both
 sides), so it holds everything the training loop does per step: fetching and collating the batch,
 rollouts, forward, backward, the optimizer, logging. The first `--warmup` steps are dropped
-(allocations, first-call costs) and the median of the rest is the run's figure, which one slow
-moment of the machine cannot move. Each trainer runs in a fresh process, `--repeats` times
-interleaved; the fastest run counts (`*_step_ratio`: noise on a shared machine only ever adds
-time; the identical SFT arguments on both sides still gave run medians 12% apart), and the
-ratio of the median runs is printed beside it (`*_median_ratio`), and the ratio of the trainer
-process's CPU time per step (`*_cpu_ratio`: what other tenants of the machine cannot move, though
-it misses waits and child processes, so the target is on wall time). Both sides run torch on `--torch-threads` threads (1 by
-default): on a small CPU, torch's OpenMP team spinning against whatever runs on the other cores
-swung whole runs by ±30% (measured here), more than the ratio measures; on GPUs those threads
-compute nothing anyway.
+(allocations, first-call costs); the median of the rest is the run's figure.
+
+Each trainer runs in a fresh process, `--repeats` times interleaved, and the fastest run counts
+(`*_step_ratio`): noise on a shared machine only adds time, and the SFT stage, which calls TRL with
+the stock script's very arguments, still gave run medians 12% apart. Printed beside it: the ratio
+of the median runs (`*_median_ratio`) and of the trainer process's CPU time per step
+(`*_cpu_ratio`, which misses waits and child processes, so the target is on wall time).
+
+Both sides run torch on `--torch-threads` threads (1 by default): on a small CPU, torch's OpenMP
+team spinning against whatever runs on the other cores swung whole runs by ±30% (measured here);
+on GPUs those threads compute nothing anyway.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ are errors, not silently ignored). Relative paths are resolved against the confi
 
 from __future__ import annotations
 
-import importlib.util
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from synth.judge import JudgeConfig
 from synth.probe import ProbeConfig
 from synth.search import SearchConfig
 from synth.stage import SynthConfig
-from train.grpo import GRPOStageConfig
-from train.sft import SFTStageConfig
+from train.grpo import GRPOStageConfig, check_vllm_trainer_environment
+from train.sft import SFTStageConfig, TrainingSetupError
 from train.tiny import TinyModelConfig
 
 
@@ -110,10 +109,12 @@ class PipelineConfig(BaseModel):
             if in_flight > limit:
                 raise ConfigError(f"{field}: {in_flight} requests in flight is above orchestration.endpoint_max_in_flight ({limit}), "
                                   "the most one endpoint may get; raise the limit or lower the concurrency")
-        if self.grpo is not None and self.grpo.vllm is not None and self.training is None and importlib.util.find_spec("vllm") is None:
-            raise ConfigError("grpo.vllm: `vllm` does not import in this environment, and TRL syncs the weights through it; "
-                              "set training.command to a launcher from a training environment that has it "
-                              "(e.g. [/opt/grpo-env/bin/accelerate, launch]; README: vLLM generation for GRPO)")
+        if self.grpo is not None and self.grpo.vllm is not None and self.training is None:
+            try:
+                check_vllm_trainer_environment()
+            except TrainingSetupError as exc:
+                raise ConfigError(f"{exc} From a pipeline: set training.command to a launcher from that environment "
+                                  "(e.g. [/opt/grpo-env/bin/accelerate, launch]).") from None
         model_path = self.sft.model_path
         # A hub id (org/name) also has a slash: only a path that is plainly local must exist.
         if model_path is not None and model_path.startswith((".", "/")) and not Path(model_path).exists():

@@ -149,12 +149,12 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
     class ToolRolloutGRPOTrainer(GRPOTrainer):
         """`GRPOTrainer` whose generation is our agent loop with live tools (see the module docstring)."""
 
-        def __init__(self, *args, toolbox: ToolBox, agent: AgentConfig, judge: Judge, vllm_max_in_flight: int = 64, **kwargs) -> None:
+        def __init__(self, *args, toolbox: ToolBox, agent: AgentConfig, judge: Judge, vllm: VLLMRolloutConfig | None = None, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self.toolbox = toolbox
             self.agent_cfg = agent
             self.judge = judge
-            self.vllm_max_in_flight = vllm_max_in_flight
+            self.vllm_cfg = vllm  # set exactly when TRL's `use_vllm` is (see `vllm_arguments`)
             self._vllm_policy: VLLMTokenPolicy | None = None
             self._batch_inputs: list[dict[str, Any]] = []
             self._rollouts = 0
@@ -175,8 +175,16 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
                     from trl.generation.vllm_client import VLLMClient
 
                     client = VLLMClient(base_url=self.args.vllm_server_base_url, connection_timeout=self.args.vllm_server_timeout)
-                self._vllm_policy = VLLMTokenPolicy(client, self.processing_class, name="policy", max_in_flight=self.vllm_max_in_flight)
+                self._vllm_policy = VLLMTokenPolicy(client, self.processing_class, name="policy", max_in_flight=self.vllm_cfg.max_in_flight)
             return self._vllm_policy
+
+        def train(self, *args, **kwargs):
+            try:
+                return super().train(*args, **kwargs)
+            finally:  # the vLLM policy's request threads live as long as training
+                if self._vllm_policy is not None:
+                    aio.run(self._vllm_policy.aclose())
+                    self._vllm_policy = None
 
         def _run_rollouts(self, policy: TokenPolicy, samples: list[Sample], start: int) -> list[dict[str, Any]]:
             async def rollouts():
@@ -300,12 +308,13 @@ def _dynamics_callback(path: Path, cfg: GRPOStageConfig):
 
 def check_vllm_trainer_environment() -> None:
     """vLLM rollouts need `vllm` in the trainer's environment too: TRL pushes the weights to the server
-    through vLLM's NCCL weight-transfer engine. Said before the model loads, not deep in TRL."""
+    through vLLM's NCCL weight-transfer engine. Said before the model loads, not deep in TRL (the
+    pipeline's config check asks the same before any work starts)."""
     from trl.import_utils import is_vllm_available
 
     if not is_vllm_available():
         raise TrainingSetupError(
-            "grpo.vllm is set, but `vllm` is not importable here: TRL syncs the policy's weights to the server through vLLM's "
+            "grpo.vllm: `vllm` is not importable here, and TRL syncs the policy's weights to the server through vLLM's "
             "NCCL engine. Run GRPO with `accelerate launch -m train.launch grpo` from a training environment with "
             "`trl[vllm]` (README: vLLM generation for GRPO), or remove grpo.vllm to generate in the training processes.")
 
@@ -375,13 +384,11 @@ def run_grpo(
             trainer = trainer_class(
                 model=model, reward_funcs=[accuracy_reward, format_reward], args=grpo_arguments(cfg, out_dir), train_dataset=dataset,
                 processing_class=processor, callbacks=[callback, *(callbacks or [])], toolbox=toolbox, agent=cfg.agent, judge=shared_judge,
-                vllm_max_in_flight=cfg.vllm.max_in_flight if cfg.vllm else 64,
+                vllm=cfg.vllm,
             )
         except unreachable_server_errors(cfg.vllm) as exc:  # TRL's client gave up waiting for the vLLM server
             raise TrainingSetupError(f"grpo.vllm.url: {exc}") from None
         result = trainer.train()
-        if trainer._vllm_policy is not None:
-            aio.run(trainer._vllm_policy.aclose())
     aio.run(shared_judge.aclose())
     checkpoint = out_dir / "checkpoint"
     trainer.save_model(str(checkpoint))
