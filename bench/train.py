@@ -1,7 +1,7 @@
 """Training step time: our SFT and GRPO stages ÷ stock TRL scripts on the same tiny model, data
 and settings, in the same run.
 
-    python -m bench.train --json [--steps 24] [--warmup 4] [--repeats 5] [--torch-threads 1]
+    python -m bench.train --json [--steps 24] [--warmup 4] [--repeats 5] [--torch-threads 1] [--data DIR]
 
 - `sft_step_ratio`: `run_sft` (our stage: TRL `SFTTrainer` with the stage's arguments) ÷ a plain
   `SFTTrainer` script on the same trajectory shards, time per optimizer step.
@@ -21,6 +21,10 @@ Each trainer runs in a fresh process, `--repeats` times interleaved, and the fas
 the stock script's very arguments, still gave run medians 12% apart. Printed beside it: the ratio
 of the median runs (`*_median_ratio`) and of the trainer process's CPU time per step
 (`*_cpu_ratio`, which misses waits and child processes, so the target is on wall time).
+
+The inputs (a demo world, its curated samples and trajectories, a tiny model) are built in a
+temporary folder, or once into `--data DIR` and reused from there: a GPU machine that holds only
+the training stack can then time the trainers on inputs prepared elsewhere.
 
 Both sides run torch on `--torch-threads` threads (1 by default): on a small CPU, torch's OpenMP
 team spinning against whatever runs on the other cores swung whole runs by ±30% (measured here);
@@ -43,17 +47,11 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from curation.demo_world import WorldConfig, generate_world
 from curation.shards import shard_files
-from curation.sources import SourceSpec
-from curation.stage import CurateConfig, run_curate
 from synth.agent import AgentConfig
-from synth.endpoint import ManagedServer, free_port
 from synth.search import SearchConfig
-from synth.stage import SynthConfig, run_synthesize
 from train.grpo import GRPOStageConfig, load_prompts_dataset, run_grpo
 from train.sft import SFTStageConfig, run_sft
-from train.tiny import TinyModelConfig, build_tiny_model
 
 
 class StepClock(TrainerCallback):
@@ -143,12 +141,38 @@ def measure(which: str, root: Path, steps: int, warmup: int) -> dict[str, float]
     return clock.seconds_per_step()
 
 
+PREPARED = "prepared.json"  # written last: a folder without it is rebuilt
+
+
+def prepare(root: Path) -> None:
+    """The trainers' inputs: a demo world, its curated samples, trajectories synthesized through the
+    replay server, and a tiny model."""
+    from curation.demo_world import WorldConfig, generate_world
+    from curation.sources import SourceSpec
+    from curation.stage import CurateConfig, run_curate
+    from synth.endpoint import ManagedServer, free_port
+    from synth.stage import SynthConfig, run_synthesize
+    from train.tiny import TinyModelConfig, build_tiny_model
+
+    world = generate_world(root / "world", WorldConfig(seed=3, per_family=4, distractor_docs=10, long_cot=0))
+    run_curate(CurateConfig(sources=[SourceSpec(path=world["samples_path"])], split={"coldstart": 0.5, "rl": 0.5}), root / "curate")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    search = SearchConfig(corpus_path=world["corpus_path"], image_corpus_path=world["image_corpus_path"], cache_dir=root / "cache")
+    command = [sys.executable, "-m", "flows.cli", "serve-replay", "--scripts", world["scripts_path"], "--port", str(port)]
+    with ManagedServer(command, url, root / "replay.log"):
+        run_synthesize(SynthConfig(teacher_url=url, attempts=1), root / "curate", root / "trajectories", search)
+    build_tiny_model(root / "tiny", Path(world["scripts_path"]).read_text().splitlines(), TinyModelConfig())
+    (root / PREPARED).write_text(json.dumps({"world_seed": 3, "tiny_model": TinyModelConfig().model_dump()}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--warmup", type=int, default=4, help="first steps of each run left out of its median")
     parser.add_argument("--repeats", type=int, default=5, help="runs of each trainer; the fastest counts")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch's CPU threads on both sides (OMP_NUM_THREADS)")
+    parser.add_argument("--data", type=Path, help="build the inputs into DIR once and reuse them (default: a temporary folder)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--measure", choices=["sft", "stock_sft", "grpo", "stock_grpo"], help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
@@ -159,19 +183,12 @@ def main() -> None:
         return
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        world = generate_world(root / "world", WorldConfig(seed=3, per_family=4, distractor_docs=10, long_cot=0))
-        run_curate(CurateConfig(sources=[SourceSpec(path=world["samples_path"])], split={"coldstart": 0.5, "rl": 0.5}), root / "curate")
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/v1"
-        search = SearchConfig(corpus_path=world["corpus_path"], image_corpus_path=world["image_corpus_path"], cache_dir=root / "cache")
-        command = [sys.executable, "-m", "flows.cli", "serve-replay", "--scripts", world["scripts_path"], "--port", str(port)]
-        with ManagedServer(command, url, root / "replay.log"):
-            run_synthesize(SynthConfig(teacher_url=url, attempts=1), root / "curate", root / "trajectories", search)
-        build_tiny_model(root / "tiny", Path(world["scripts_path"]).read_text().splitlines(), TinyModelConfig())
+        root = args.data or Path(tmp)
+        if not (root / PREPARED).is_file():
+            prepare(root)
         runs: dict[str, list[float]] = {}  # wall seconds per steady step, a run each
         cpu: dict[str, list[float]] = {}  # the trainer process's CPU seconds per steady step (its threads, not its children)
-        for _ in range(args.repeats):  # interleaved, so a slow moment of the machine hits both sides
+        for repeat in range(args.repeats):  # interleaved, so a slow moment of the machine hits both sides
             for which in ("stock_sft", "sft", "stock_grpo", "grpo"):
                 done = subprocess.run([sys.executable, "-m", "bench.train", "--measure", which, "--root", str(root), "--steps", str(args.steps),
                                        "--warmup", str(args.warmup)],
@@ -181,11 +198,15 @@ def main() -> None:
                 step = json.loads(done.stdout.strip().splitlines()[-1])
                 runs.setdefault(which, []).append(step["wall"])
                 cpu.setdefault(which, []).append(step["cpu"])
+                print(f"run {repeat + 1}/{args.repeats} {which}: {step['wall']:.4f} s/step", file=sys.stderr, flush=True)
         seconds = {which: min(values) for which, values in runs.items()}
         medians = {which: statistics.median(values) for which, values in runs.items()}
         cpu_medians = {which: statistics.median(values) for which, values in cpu.items()}
 
+    import torch
+
     result = {
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "steps": args.steps,
         "warmup": args.warmup,
         "repeats": args.repeats,

@@ -43,17 +43,21 @@ class SandboxUnavailable(RuntimeError):
     """The sandbox cannot start; the message says why and what to do."""
 
 
-def _bwrap_works() -> str | None:
-    """None when bubblewrap can build the namespaces we need, else why not."""
-    if shutil.which("bwrap") is None:
-        return "bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+def _find_bwrap() -> tuple[str | None, str | None]:
+    """bubblewrap's absolute path when it can build the namespaces we need, else why not.
+
+    The path is found on the caller's PATH and used as is: the sandbox starts with a scrubbed PATH,
+    which would miss a bwrap in, say, ~/.local/bin or a conda environment."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return None, "bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
     probe = subprocess.run(
-        ["bwrap", "--ro-bind", "/", "/", "--unshare-net", "--unshare-pid", "--die-with-parent", "true"],
+        [bwrap, "--ro-bind", "/", "/", "--unshare-net", "--unshare-pid", "--die-with-parent", "true"],
         capture_output=True, text=True, timeout=30,
     )
     if probe.returncode != 0:
-        return f"bubblewrap cannot create namespaces here: {probe.stderr.strip() or probe.returncode}"
-    return None
+        return None, f"bubblewrap cannot create namespaces here: {probe.stderr.strip() or probe.returncode}"
+    return bwrap, None
 
 
 def _ro_binds() -> list[Path]:
@@ -68,9 +72,9 @@ def _ro_binds() -> list[Path]:
     return sorted(p for p in paths if not any(p != q and p.is_relative_to(q) for q in [*paths, *system]))
 
 
-def bwrap_command(argv: list[str]) -> list[str]:
+def bwrap_command(argv: list[str], bwrap: str = "bwrap") -> list[str]:
     command = [
-        "bwrap",
+        bwrap,
         "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
         "--die-with-parent", "--new-session",
         "--proc", "/proc", "--dev", "/dev",
@@ -112,13 +116,14 @@ class KernelPool:
         self._uids: set[int] = set()
         self._next_uid = 0  # round-robin: a uid is reused only after 10,000 sessions
         self._host_base: str | None = None  # the sessions' directory when unisolated
+        self._bwrap: str | None = None  # bubblewrap's absolute path once found
         # A random uid range per pool, so two pools on one machine do not share process limits.
         self._uid_base = 200_000 + random.SystemRandom().randrange(0, 1_000_000, 10_000)
 
     def _resolve_mode(self) -> str:
         if self.cfg.isolation == "none":
             return "none"
-        problem = _bwrap_works()
+        self._bwrap, problem = _find_bwrap()
         if problem is None:
             return "bwrap"
         if self.cfg.isolation == "auto" and self.cfg.allow_unisolated:
@@ -145,7 +150,7 @@ class KernelPool:
             argv = [sys.executable, "-I", "-c",
                     f"import sys; sys.path.insert(0, {str(_PROJECT_ROOT)!r}); from synth.zygote import main; main()",
                     str(theirs.fileno()), base, "1" if drop else "0"]
-            command = bwrap_command(argv) if self.mode == "bwrap" else argv
+            command = bwrap_command(argv, self._bwrap) if self.mode == "bwrap" else argv
             env = {  # scrubbed: no API keys or user settings reach model-written code
                 "PATH": "/usr/local/bin:/usr/bin:/bin",
                 "HOME": "/tmp",

@@ -169,6 +169,24 @@ def test_missing_bubblewrap_refuses_unless_unisolated_is_allowed(monkeypatch, ca
             assert kernel.execute("print(image_1.size)").stdout.strip() == "(120, 90)"
 
 
+def test_bubblewrap_is_run_from_where_the_callers_path_finds_it(tmp_path, monkeypatch):
+    """The sandbox starts with a scrubbed PATH: a bwrap outside it (~/.local/bin, a conda env) must still be the one run."""
+    import shutil
+
+    real = shutil.which("bwrap")
+    calls = tmp_path / "calls"
+    (tmp_path / "bin").mkdir()
+    wrapper = tmp_path / "bin" / "bwrap"
+    wrapper.write_text(f'#!/bin/sh\necho run >> {calls}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")  # found before the system one
+    with KernelPool(SandboxConfig(isolation="bwrap")) as private:
+        assert private.mode == "bwrap"
+        with PythonKernel([png()], private) as kernel:
+            assert kernel.execute("print(image_1.size)").stdout.strip() == "(120, 90)"
+    assert calls.read_text().split() == ["run", "run"]  # the probe, then the sandbox itself
+
+
 def test_working_directory_is_removed_with_the_session(pool):
     with PythonKernel([], pool) as first:
         where = first.execute("import os\nopen('note.txt', 'w').write('x')\nprint(os.getcwd())").stdout.strip()
