@@ -1,7 +1,7 @@
 """Training step time: our SFT and GRPO stages ÷ stock TRL scripts on the same tiny model, data
 and settings, in the same run.
 
-    python -m bench.train --json [--steps 24] [--warmup 4] [--repeats 5] [--torch-threads 1] [--data DIR]
+    python -m bench.train --json [--steps 100] [--warmup 4] [--repeats 4] [--torch-threads 1] [--data DIR]
 
 - `sft_step_ratio`: `run_sft` (our stage: TRL `SFTTrainer` with the stage's arguments) ÷ a plain
   `SFTTrainer` script on the same trajectory shards, time per optimizer step.
@@ -11,16 +11,24 @@ and settings, in the same run.
   are single-turn too (`max_turns: 1`), so both do the same work per step and the ratio is the cost
   of our rollout path. Target ≤ 1.02 for both.
 
-A step's time is the interval between two consecutive step ends (a `TrainerCallback` on both
-sides), so it holds everything the training loop does per step: fetching and collating the batch,
-rollouts, forward, backward, the optimizer, logging. The first `--warmup` steps are dropped
-(allocations, first-call costs); the median of the rest is the run's figure.
+A step's time runs from the end of the step before it (or the start of training) to its own end
+(a `TrainerCallback` on both sides), so it holds everything the training loop does per step:
+fetching and collating the batch, rollouts, forward, backward, the optimizer, logging.
 
-Each trainer runs in a fresh process, `--repeats` times interleaved, and the fastest run counts
-(`*_step_ratio`): noise on a shared machine only adds time, and the SFT stage, which calls TRL with
-the stock script's very arguments, still gave run medians 12% apart. Printed beside it: the ratio
-of the median runs (`*_median_ratio`) and of the trainer process's CPU time per step
-(`*_cpu_ratio`, which misses waits and child processes, so the target is on wall time).
+The two trainers of a comparison run at once in fresh processes and take turns, step by step: one
+runs a step while the other waits on a pipe, then hands the turn back. Step i of ours and step i of
+the stock script thus run back to back, on the same machine state and the same batch, and a run's
+ratio is the median over its steady pairs of steps (after `--warmup` pairs). A slow moment of a
+shared machine then slows both sides of the pair it touches, instead of whichever run it fell on.
+
+What pairing cannot remove is the process itself: two fresh processes of the very same stock
+script, paired, still differ by up to ±7% for a whole run (memory layout, hash seeds; measured on
+this 2-core machine). So a comparison is several runs: `*_step_ratio` is the mean of the
+`--repeats` runs' ratios (`*_run_ratios`, alternating which side starts), with a 95% bootstrap
+interval (`*_ratio_ci95`); `*_cpu_ratio` is the same from the trainer process's CPU time (which
+misses child processes, so the target is on wall time). Steps are cheap and process starts are
+not, and short runs are noisy: in the same 11 minutes, 4 runs of 100 steps spread SFT's run
+ratios over 0.97-1.08, 10 runs of 30 steps over 0.79-1.15.
 
 The inputs (a demo world, its curated samples and trajectories, a tiny model) are built in a
 temporary folder, or once into `--data DIR` and reused from there: a GPU machine that holds only
@@ -34,9 +42,9 @@ on GPUs those threads compute nothing anyway.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -54,25 +62,48 @@ from train.grpo import GRPOStageConfig, load_prompts_dataset, run_grpo
 from train.sft import SFTStageConfig, run_sft
 
 
-class StepClock(TrainerCallback):
-    """Times every step from the previous step's end to its own (the first from the start of training)."""
+class Baton:
+    """The turn between two trainer processes, passed as a byte over a pipe each way."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
-        self.ends: list[tuple[float, float]] = []  # (wall, this process's CPU) at each step end
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd, self.write_fd = read_fd, write_fd
+
+    def wait(self) -> None:
+        if not os.read(self.read_fd, 1):
+            raise SystemExit("the other trainer ended early")
+
+    def hand_over(self) -> None:
+        try:
+            os.write(self.write_fd, b"t")
+        except BrokenPipeError:  # the other side has finished
+            pass
+
+
+class StepClock(TrainerCallback):
+    """Times every step, from the end of the one before (or the start of training) to its own end;
+    with a baton, waits for its turn before each step and hands the turn over after it."""
+
+    def __init__(self, baton: Baton | None = None) -> None:
+        self.baton = baton
+        self.steps: list[tuple[float, float]] = []  # (wall, this process's CPU) seconds per step
+        self._start = (0.0, 0.0)
+
+    def _resume(self) -> None:
+        if self.baton is not None:
+            self.baton.wait()
+        self._start = (time.perf_counter(), time.process_time())
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.ends = [(time.perf_counter(), time.process_time())]
+        self._resume()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.ends.append((time.perf_counter(), time.process_time()))
-
-    def seconds_per_step(self) -> dict[str, float]:
-        """Median wall and CPU seconds of the steady steps."""
-        steps = [(b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(self.ends)][self.warmup :]
-        if not steps:
-            raise SystemExit(f"--steps must exceed --warmup ({self.warmup})")
-        return {"wall": statistics.median(w for w, _ in steps), "cpu": statistics.median(c for _, c in steps)}
+        self.steps.append((time.perf_counter() - self._start[0], time.process_time() - self._start[1]))
+        if self.baton is not None:
+            self.baton.hand_over()
+            if state.global_step < state.max_steps:
+                self._resume()
+        else:
+            self._start = (time.perf_counter(), time.process_time())
 
 
 def stock_sft(model_path: Path, shards: Path, steps: int, out: Path, clock) -> None:
@@ -123,13 +154,13 @@ GRPO_BENCH = GRPOStageConfig(pools=["rl"], num_generations=4, batch_size=4, lear
                              agent=AgentConfig(max_turns=1, max_tokens_per_turn=32, temperature=1.0, prestart_kernel=False))
 
 
-def measure(which: str, root: Path, steps: int, warmup: int) -> dict[str, float]:
-    """Seconds per steady step of one trainer; each runs in a fresh process, so none inherits another's state."""
+def measure(which: str, root: Path, steps: int, baton: Baton | None = None) -> dict[str, list[float]]:
+    """Wall and CPU seconds of each step of one trainer, run in this (fresh) process."""
     model = root / "tiny"
     grpo = GRPO_BENCH.model_copy(update={"max_steps": steps})
     search = SearchConfig(corpus_path=root / "world" / "corpus.jsonl", image_corpus_path=root / "world" / "image_corpus.jsonl",
                           cache_dir=root / "cache")
-    clock = StepClock(warmup)
+    clock = StepClock(baton)
     if which == "sft":
         run_sft(SFTStageConfig(max_steps=steps, logging_steps=steps), model, [root / "trajectories"], root / which, callbacks=[clock])
     elif which == "stock_sft":
@@ -138,7 +169,34 @@ def measure(which: str, root: Path, steps: int, warmup: int) -> dict[str, float]
         run_grpo(grpo, model, root / "curate", root / which, search, callbacks=[clock])
     else:
         stock_grpo(model, root / "curate", grpo, root / which, clock)
-    return clock.seconds_per_step()
+    return {"wall": [w for w, _ in clock.steps], "cpu": [c for _, c in clock.steps]}
+
+
+def measure_pair(first: str, second: str, root: Path, steps: int, torch_threads: int) -> dict[str, dict[str, list[float]]]:
+    """Two trainers in two fresh processes taking turns step by step, `first` starting."""
+    to_first, to_second = os.pipe(), os.pipe()  # (read, write) each
+    ends = {first: (to_first[0], to_second[1]), second: (to_second[0], to_first[1])}
+    procs, logs = {}, {}
+    for which, (read_fd, write_fd) in ends.items():
+        logs[which] = tempfile.TemporaryFile(mode="w+")  # files, not pipes: a full pipe would stall a turn
+        procs[which] = subprocess.Popen(
+            [sys.executable, "-m", "bench.train", "--measure", which, "--root", str(root), "--steps", str(steps),
+             "--baton", f"{read_fd},{write_fd}"],
+            pass_fds=(read_fd, write_fd), stdout=logs[which], stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "OMP_NUM_THREADS": str(torch_threads)},
+        )
+    os.write(to_first[1], b"t")
+    for fd in (*to_first, *to_second):  # only the trainers hold them now: one that dies ends the other's wait
+        os.close(fd)
+    results = {}
+    for which, proc in procs.items():
+        proc.wait()
+        logs[which].seek(0)
+        output = logs[which].read()
+        if proc.returncode != 0:
+            raise SystemExit(f"{which} failed:\n{output[-3000:]}")
+        results[which] = json.loads(output.strip().splitlines()[-1])
+    return results
 
 
 PREPARED = "prepared.json"  # written last: a folder without it is rebuilt
@@ -166,63 +224,75 @@ def prepare(root: Path) -> None:
     (root / PREPARED).write_text(json.dumps({"world_seed": 3, "tiny_model": TinyModelConfig().model_dump()}))
 
 
+def run_ratio(ours: list[float], stock: list[float], warmup: int) -> float:
+    """The median, over a run's steady pairs of steps, of our step's time ÷ the stock step's beside it."""
+    pairs = list(zip(ours, stock, strict=True))[warmup:]
+    if not pairs:
+        raise SystemExit(f"--steps must exceed --warmup ({warmup})")
+    return statistics.median(o / s for o, s in pairs)
+
+
+def mean_ci95(values: list[float], resamples: int = 10_000) -> tuple[float, float]:
+    """A 95% bootstrap interval of the mean (percentiles of resampled means, seeded)."""
+    rng = random.Random(0)
+    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(resamples))
+    return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=24)
-    parser.add_argument("--warmup", type=int, default=4, help="first steps of each run left out of its median")
-    parser.add_argument("--repeats", type=int, default=5, help="runs of each trainer; the fastest counts")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=4, help="first step pairs of each run left out")
+    parser.add_argument("--repeats", type=int, default=4, help="runs of each comparison, alternating which side starts")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch's CPU threads on both sides (OMP_NUM_THREADS)")
     parser.add_argument("--data", type=Path, help="build the inputs into DIR once and reuse them (default: a temporary folder)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--measure", choices=["sft", "stock_sft", "grpo", "stock_grpo"], help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--baton", help=argparse.SUPPRESS)  # READ_FD,WRITE_FD: the turn's pipes
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if args.measure:
-        print(json.dumps(measure(args.measure, args.root, args.steps, args.warmup)))
+        baton = Baton(*map(int, args.baton.split(","))) if args.baton else None
+        print(json.dumps(measure(args.measure, args.root, args.steps, baton)))
         return
 
+    comparisons = {"sft": "stock_sft", "grpo": "stock_grpo"}
+    wall_ratios: dict[str, list[float]] = {name: [] for name in comparisons}  # a run each
+    cpu_ratios: dict[str, list[float]] = {name: [] for name in comparisons}
+    step_s: dict[str, list[float]] = {}  # median wall seconds per steady step, a run each
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data or Path(tmp)
         if not (root / PREPARED).is_file():
             prepare(root)
-        runs: dict[str, list[float]] = {}  # wall seconds per steady step, a run each
-        cpu: dict[str, list[float]] = {}  # the trainer process's CPU seconds per steady step (its threads, not its children)
-        for repeat in range(args.repeats):  # interleaved, so a slow moment of the machine hits both sides
-            for which in ("stock_sft", "sft", "stock_grpo", "grpo"):
-                done = subprocess.run([sys.executable, "-m", "bench.train", "--measure", which, "--root", str(root), "--steps", str(args.steps),
-                                       "--warmup", str(args.warmup)],
-                                      capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": str(args.torch_threads)})
-                if done.returncode != 0:
-                    raise SystemExit(f"{which} failed:\n{done.stderr[-3000:]}")
-                step = json.loads(done.stdout.strip().splitlines()[-1])
-                runs.setdefault(which, []).append(step["wall"])
-                cpu.setdefault(which, []).append(step["cpu"])
-                print(f"run {repeat + 1}/{args.repeats} {which}: {step['wall']:.4f} s/step", file=sys.stderr, flush=True)
-        seconds = {which: min(values) for which, values in runs.items()}
-        medians = {which: statistics.median(values) for which, values in runs.items()}
-        cpu_medians = {which: statistics.median(values) for which, values in cpu.items()}
+        for repeat in range(args.repeats):
+            for ours, stock in comparisons.items():
+                order = (stock, ours) if repeat % 2 == 0 else (ours, stock)
+                steps = measure_pair(*order, root, args.steps, args.torch_threads)
+                wall_ratios[ours].append(run_ratio(steps[ours]["wall"], steps[stock]["wall"], args.warmup))
+                cpu_ratios[ours].append(run_ratio(steps[ours]["cpu"], steps[stock]["cpu"], args.warmup))
+                for which in (ours, stock):
+                    step_s.setdefault(which, []).append(statistics.median(steps[which]["wall"][args.warmup :]))
+                print(f"run {repeat + 1}/{args.repeats} {ours}: {wall_ratios[ours][-1]:.3f} of stock "
+                      f"({step_s[ours][-1]:.4f} s/step against {step_s[stock][-1]:.4f})", file=sys.stderr, flush=True)
 
     import torch
 
-    result = {
+    result: dict = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "steps": args.steps,
         "warmup": args.warmup,
         "repeats": args.repeats,
         "torch_threads": args.torch_threads,
-        "runs_s": {which: [round(v, 4) for v in values] for which, values in runs.items()},
-        "sft_step_s": round(seconds["sft"], 4),
-        "stock_sft_step_s": round(seconds["stock_sft"], 4),
-        "sft_step_ratio": round(seconds["sft"] / seconds["stock_sft"], 3),
-        "sft_median_ratio": round(medians["sft"] / medians["stock_sft"], 3),
-        "grpo_step_s": round(seconds["grpo"], 4),
-        "stock_grpo_step_s": round(seconds["stock_grpo"], 4),
-        "grpo_step_ratio": round(seconds["grpo"] / seconds["stock_grpo"], 3),
-        "grpo_median_ratio": round(medians["grpo"] / medians["stock_grpo"], 3),
-        "sft_cpu_ratio": round(cpu_medians["sft"] / cpu_medians["stock_sft"], 3),
-        "grpo_cpu_ratio": round(cpu_medians["grpo"] / cpu_medians["stock_grpo"], 3),
+        "runs_s": {which: [round(v, 4) for v in values] for which, values in step_s.items()},
     }
+    for ours, stock in comparisons.items():
+        result[f"{ours}_step_s"] = round(statistics.median(step_s[ours]), 4)
+        result[f"{stock}_step_s"] = round(statistics.median(step_s[stock]), 4)
+        result[f"{ours}_step_ratio"] = round(statistics.fmean(wall_ratios[ours]), 3)
+        result[f"{ours}_ratio_ci95"] = [round(bound, 3) for bound in mean_ci95(wall_ratios[ours])]
+        result[f"{ours}_run_ratios"] = [round(r, 3) for r in wall_ratios[ours]]
+        result[f"{ours}_cpu_ratio"] = round(statistics.fmean(cpu_ratios[ours]), 3)
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
 
 

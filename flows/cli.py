@@ -204,15 +204,16 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
     total = timings.get("total")
     typer.echo(f"run {run_dir}" + (f" (took {total:.1f} s)" if total else ""))
     for row in run_status(run_dir):
+        launched = f"; launcher log {row['launch_log']}" if "launch_log" in row else ""
         if row["state"] in ("missing", "incomplete"):
-            typer.echo(f"  {row['stage']:<11} {row['state']}")
+            typer.echo(f"  {row['stage']:<11} {row['state']}{launched}")
             continue
         changed = f"; changed since: {', '.join(row['changed_inputs'])}" if row["changed_inputs"] else ""
         # The stage's wall time over all its tasks when the last run took it, else its last task's.
         took = timings.get("evaluate" if row["stage"] == "eval" else row["stage"], row["seconds"])
         seconds = f"{took:.1f} s" if took is not None else "-"
         typer.echo(f"  {row['stage']:<11} {row['state']:<9} rows {row['rows'] if row['rows'] is not None else '-':<6} {seconds:<8} "
-                   f"config {row['config_hash'] or '-'}  commit {row['git_commit'] or '-'}{changed}")
+                   f"config {row['config_hash'] or '-'}  commit {row['git_commit'] or '-'}{changed}{launched}")
 
 
 def _bar(desc: str, unit: str = "sample"):

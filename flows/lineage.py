@@ -135,8 +135,11 @@ def status(run_dir: str | Path) -> list[dict[str, Any]]:
     rows = []
     for name in STAGE_DIRS:
         manifest = read_manifest(run / name)
+        # A stage trained through `training.command` kept its launcher's output there (a failed one too).
+        launch_log = run / name / f"launch-{name}.log"
+        launched = {"launch_log": str(launch_log)} if launch_log.is_file() else {}
         if manifest is None:
-            rows.append({"stage": name, "state": "missing" if not (run / name).exists() else "incomplete"})
+            rows.append({"stage": name, "state": "missing" if not (run / name).exists() else "incomplete", **launched})
             continue
         lineage = manifest.get("lineage") or {}
         changed = changed_inputs(lineage)
@@ -149,5 +152,6 @@ def status(run_dir: str | Path) -> list[dict[str, Any]]:
             "config_hash": lineage.get("config_hash"),
             "git_commit": (lineage.get("git_commit") or "")[:12] or None,
             "changed_inputs": changed,
+            **launched,
         })
     return rows
