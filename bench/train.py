@@ -22,8 +22,9 @@ ratio is the median over its steady pairs of steps (after `--warmup` pairs). A s
 shared machine then slows both sides of the pair it touches, instead of whichever run it fell on.
 
 What pairing cannot remove is the process itself: two fresh processes of the very same stock
-script, paired, still differ by up to ±7% for a whole run (memory layout, hash seeds; measured on
-this 2-core machine). So a comparison is several runs: `*_step_ratio` is the mean of the
+script, paired, still differ by up to ±7% for a whole run on this 2-core machine, and up to 13%
+with ASLR off and a fixed hash seed, so it is not their memory layout. So a comparison is several
+runs: `*_step_ratio` is the mean of the
 `--repeats` runs' ratios (`*_run_ratios`, alternating which side starts), with a 95% bootstrap
 interval (`*_ratio_ci95`); `*_cpu_ratio` is the same from the trainer process's CPU time (which
 misses child processes, so the target is on wall time). Steps are cheap and process starts are
