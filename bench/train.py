@@ -43,6 +43,7 @@ on GPUs those threads compute nothing anyway.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -81,17 +82,16 @@ class Baton:
 
 
 class StepClock(TrainerCallback):
-    """Times every step, from the end of the one before (or the start of training) to its own end;
-    with a baton, waits for its turn before each step and hands the turn over after it."""
+    """Times every step, from the end of the one before (or the start of training) to its own end,
+    waiting for its turn before each step and handing the turn over after it."""
 
-    def __init__(self, baton: Baton | None = None) -> None:
+    def __init__(self, baton: Baton) -> None:
         self.baton = baton
         self.steps: list[tuple[float, float]] = []  # (wall, this process's CPU) seconds per step
         self._start = (0.0, 0.0)
 
     def _resume(self) -> None:
-        if self.baton is not None:
-            self.baton.wait()
+        self.baton.wait()
         self._start = (time.perf_counter(), time.process_time())
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -99,12 +99,9 @@ class StepClock(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.steps.append((time.perf_counter() - self._start[0], time.process_time() - self._start[1]))
-        if self.baton is not None:
-            self.baton.hand_over()
-            if state.global_step < state.max_steps:
-                self._resume()
-        else:
-            self._start = (time.perf_counter(), time.process_time())
+        self.baton.hand_over()
+        if state.global_step < state.max_steps:
+            self._resume()
 
 
 def stock_sft(model_path: Path, shards: Path, steps: int, out: Path, clock) -> None:
@@ -155,7 +152,7 @@ GRPO_BENCH = GRPOStageConfig(pools=["rl"], num_generations=4, batch_size=4, lear
                              agent=AgentConfig(max_turns=1, max_tokens_per_turn=32, temperature=1.0, prestart_kernel=False))
 
 
-def measure(which: str, root: Path, steps: int, baton: Baton | None = None) -> dict[str, list[float]]:
+def measure(which: str, root: Path, steps: int, baton: Baton) -> dict[str, list[float]]:
     """Wall and CPU seconds of each step of one trainer, run in this (fresh) process."""
     model = root / "tiny"
     grpo = GRPO_BENCH.model_copy(update={"max_steps": steps})
@@ -254,16 +251,15 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if args.measure:
-        baton = Baton(*map(int, args.baton.split(","))) if args.baton else None
-        print(json.dumps(measure(args.measure, args.root, args.steps, baton)))
+        print(json.dumps(measure(args.measure, args.root, args.steps, Baton(*map(int, args.baton.split(","))))))
         return
 
     comparisons = {"sft": "stock_sft", "grpo": "stock_grpo"}
     wall_ratios: dict[str, list[float]] = {name: [] for name in comparisons}  # a run each
     cpu_ratios: dict[str, list[float]] = {name: [] for name in comparisons}
     step_s: dict[str, list[float]] = {}  # median wall seconds per steady step, a run each
-    with tempfile.TemporaryDirectory() as tmp:
-        root = args.data or Path(tmp)
+    with tempfile.TemporaryDirectory() if args.data is None else contextlib.nullcontext(args.data) as where:
+        root = Path(where)
         if not (root / PREPARED).is_file():
             prepare(root)
         for repeat in range(args.repeats):

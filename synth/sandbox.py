@@ -72,7 +72,8 @@ def _ro_binds() -> list[Path]:
     return sorted(p for p in paths if not any(p != q and p.is_relative_to(q) for q in [*paths, *system]))
 
 
-def bwrap_command(argv: list[str], bwrap: str = "bwrap") -> list[str]:
+def bwrap_command(bwrap: str, argv: list[str]) -> list[str]:
+    """`argv` inside the sandbox, run by the bubblewrap at `bwrap` (the path `_find_bwrap` returned)."""
     command = [
         bwrap,
         "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
@@ -150,7 +151,7 @@ class KernelPool:
             argv = [sys.executable, "-I", "-c",
                     f"import sys; sys.path.insert(0, {str(_PROJECT_ROOT)!r}); from synth.zygote import main; main()",
                     str(theirs.fileno()), base, "1" if drop else "0"]
-            command = bwrap_command(argv, self._bwrap) if self.mode == "bwrap" else argv
+            command = bwrap_command(self._bwrap, argv) if self.mode == "bwrap" else argv
             env = {  # scrubbed: no API keys or user settings reach model-written code
                 "PATH": "/usr/local/bin:/usr/bin:/bin",
                 "HOME": "/tmp",

@@ -5,6 +5,7 @@ What stands in for vLLM is the server and, in the training test, the NCCL weight
 needs CUDA): TRL's `init_communicator` and `update_named_params` are replaced by a copy of the
 streamed tensors into the stand-in's model. Everything else is TRL's and ours as it runs on a cluster."""
 
+import asyncio
 import json
 
 import pytest
@@ -85,12 +86,44 @@ def test_vllm_rollout_is_token_in_token_out(world, curated, tiny_model, vllm_ava
     assert segments == [list(zip(ids, lps, strict=True)) for ids, lps in turns]
     # Images: the input, then the crop the code showed; the server checked every run of placeholders.
     assert [r["images"] for r in double.requests] == [1] + [2] * (len(turns) - 1)
+    assert double.renders == [1, 2]  # features fetched again only when the crop added an image
     assert sum(1 for t in sequence if t == policy.image_pad_id) == image_token_count(processor, episode.images)
     # Sampling as the rollout asked: the protocol's stops, the episode's seed, vision tokens banned.
     params = double.requests[0]["sampling_params"]
     assert params["stop"] == ["</code>", "</tool_call>"] and params["include_stop_str_in_output"] and params["seed"] == 11
     assert params["temperature"] == 1.0 and params["max_tokens"] == 512 and params["n"] == 1
     assert {int(t) for t in params["logit_bias"]} == set(policy.vision_ids) and len(policy.vision_ids) >= 2
+
+
+def test_a_prompts_rollouts_fetch_its_image_features_once(world, curated, tiny_model, vllm_available):
+    from transformers import AutoProcessor
+    from trl.generation.vllm_client import VLLMClient
+
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    sample = Sample.from_row(next(r for r in read_table(curated, SAMPLE_SCHEMA).to_pylist() if r["category"] == "perception"))
+    answer = next(json.loads(line)["teacher"] for line in open(world["scripts_path"]) if json.loads(line)["sample_id"] == sample.id)[-1]
+
+    def answering(token_ids, images, params):
+        ids = one_char_per_token(processor.tokenizer, answer) + [processor.tokenizer.convert_tokens_to_ids("<|im_end|>")]
+        return ids, [-1.0] * len(ids)
+
+    double = VLLMDouble(answering, processor).start()
+    try:
+        policy = VLLMTokenPolicy(VLLMClient(base_url=double.url), processor, max_in_flight=4)
+        agent = AgentConfig(max_turns=2, max_tokens_per_turn=512, temperature=1.0)
+
+        async def group():
+            return await asyncio.gather(*(run_episode(sample, policy, tools, agent, attempt=i, seed=i) for i in range(4)))
+
+        with open_toolbox(agent, SearchConfig()) as tools:
+            rows = aio.run(group())
+        for i in range(4):
+            policy.take(f"{sample.id}/{i}")
+        aio.run(policy.aclose())
+    finally:
+        double.stop()
+    assert [row["correct"] for row in rows] == [True] * 4 and len(double.requests) == 4
+    assert double.renders == [1]  # four rollouts of one prompt, in flight together: one fetch of its image's features
 
 
 def test_features_must_match_the_prompts_images():

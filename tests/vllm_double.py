@@ -56,6 +56,7 @@ class VLLMDouble:
         self.model_name = model_name
         self.image_token_id = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
         self.requests: list[dict[str, Any]] = []  # every generate request, as received
+        self.renders: list[int] = []  # every render request: how many images it held
         self.prefix_cache_resets = 0
         self._server: uvicorn.Server | None = None
         self.url = ""
@@ -91,6 +92,7 @@ class VLLMDouble:
                       if isinstance(part, dict) and part.get("type") == "image_url"]
             if not images:
                 raise HTTPException(400, "no image to render")
+            self.renders.append(len(images))
             lengths = self._tokens_per_image([_image(i) for i in images])
             # Positions in this throwaway conversation, which are not the trained prompt's.
             placeholders = [{"offset": 3 + 100 * k, "length": n} for k, n in enumerate(lengths)]

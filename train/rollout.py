@@ -273,33 +273,36 @@ class VLLMTokenPolicy(TokenPolicy):
     with the features of its images pointed at their placeholders, so the server tokenizes nothing;
     the sampled ids and their log-probabilities come back and are kept as they are. Requests go out
     concurrently (the server batches them) through TRL's `VLLMClient`, whose calls block, on
-    `max_in_flight` threads; an episode's image features are fetched again only when a tool added an
+    `max_in_flight` threads. Image features are fetched once per set of images: a prompt's rollouts
+    (GRPO's group) share its images' features, and an episode fetches again only when a tool added an
     image. Vision placeholders are banned by logit bias, as the local policy suppresses them."""
 
     def __init__(self, client, processor, name: str = "policy", max_in_flight: int = 64) -> None:
         super().__init__(None, processor, name)
         self.client = client
         self._executor = ThreadPoolExecutor(max_in_flight, thread_name_prefix="vllm-rollout")
-        self._features: dict[str, tuple[int, dict[str, Any] | None]] = {}  # per episode: (images rendered, their features)
+        # The features of each set of images asked for by the episodes in flight, by the images' identities;
+        # the images are held beside them, so no identity is reused while its entry lives.
+        self._features: dict[tuple[int, ...], tuple[tuple[Any, ...], asyncio.Future]] = {}
         self._ban = {str(i): -100.0 for i in self.vision_ids}
 
     async def _call(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
-    async def _image_features(self, tag: str, state: EpisodeTokens) -> dict[str, Any] | None:
+    async def _image_features(self, state: EpisodeTokens) -> dict[str, Any] | None:
         if not state.images:
             return None
-        rendered, features = self._features.get(tag, (0, None))
-        if rendered != len(state.images):
-            features = (await self._call(self.client.image_features, [list(state.images)]))[0]
-            self._features[tag] = (len(state.images), features)
-        return features
+        images = tuple(state.images)
+        key = tuple(map(id, images))
+        if key not in self._features:  # the first asker fetches; the others, even while it is in flight, await its answer
+            self._features[key] = (images, asyncio.ensure_future(self._call(self.client.image_features, [list(images)])))
+        return (await self._features[key][1])[0]
 
     async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:
         request = _Request(messages, images, list(stop), max_tokens, temperature, seed, prefix, tag)
         state = self._prepare(request)
         ids = state.prompt_ids + state.completion_ids
-        features = await self._image_features(tag, state)
+        features = await self._image_features(state)
         extra: dict[str, Any] = {"stop": list(stop), "include_stop_str_in_output": True, "skip_special_tokens": False}
         if seed is not None:
             extra["seed"] = seed
@@ -312,8 +315,10 @@ class VLLMTokenPolicy(TokenPolicy):
         return self._finish(state, request, output["completion_ids"][0], logprobs)
 
     def take(self, tag: str) -> EpisodeTokens:
-        self._features.pop(tag, None)
-        return super().take(tag)
+        state = super().take(tag)
+        if not self.episodes:  # the batch's rollouts are over: their images will not be asked for again
+            self._features.clear()
+        return state
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False)
