@@ -41,6 +41,9 @@ class BenchmarkSpec(BaseModel):
     name: str
     source: SourceSpec | ShardSource
     judge: Literal["rules", "math", "llm"] = "rules"  # llm: ask the LLM judge where rules cannot decide
+    # With `judge: rules`, how a text answer that is not an exact match is scored: `exact` (it is
+    # wrong) or `contains` (right when the gold's words appear in it, as OCRBench scores).
+    text_match: Literal["exact", "contains"] = "exact"
     prompt: Literal["default", "no_tools"] = "default"
 
 

@@ -20,6 +20,7 @@ from flows.launcher import TrainingLauncher
 from flows.orchestration import OrchestrationConfig
 from synth.judge import JudgeConfig
 from synth.probe import ProbeConfig
+from synth.reward import RewardConfig
 from synth.search import SearchConfig
 from synth.stage import SynthConfig
 from train.grpo import GRPOStageConfig, check_vllm_trainer_environment
@@ -80,7 +81,8 @@ class PipelineConfig(BaseModel):
     training: TrainingLauncher | None = None  # run SFT and GRPO through a launcher (accelerate, another env); None: in the flow
     eval: EvalConfig = Field(default_factory=EvalConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)  # one set of tools for synthesis and eval
-    judge: JudgeConfig = Field(default_factory=JudgeConfig)  # one judge for synthesis and eval
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)  # one judge for probes, synthesis, GRPO and eval
+    reward: RewardConfig = Field(default_factory=RewardConfig)  # one scoring for probes, synthesis, GRPO and eval
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)  # task runner, retries, endpoint limits
 
     def check(self) -> None:

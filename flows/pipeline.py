@@ -44,6 +44,7 @@ from synth.endpoint import EndpointError, ManagedServer, free_port
 from synth.judge import JudgeConfig
 from synth.probe import ProbeConfig, merge_probes, run_probes
 from synth.protocol import load_prompts
+from synth.reward import RewardConfig
 from synth.search import SearchConfig
 from synth.stage import SynthConfig, merge_synthesized, run_synthesize
 from train.grpo import GRPOStageConfig, run_grpo
@@ -94,15 +95,16 @@ def curate_finish_task(cfg: dict[str, Any], staged_dirs: list[str], out_dir: str
 
 @task(name="probe-shard", **CACHED)
 def probe_shard_task(
-    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], shard: str, out_dir: str, endpoint: dict[str, Any],
-    record: dict[str, Any],
+    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], reward: dict[str, Any], shard: str, out_dir: str,
+    endpoint: dict[str, Any], record: dict[str, Any],
 ) -> dict[str, Any]:
     started = time.time()
     probe = ProbeConfig.model_validate(cfg)
     probe.student_url = endpoint.get("url") or probe.student_url
     with _endpoint_slots(endpoint, probe.concurrency):
         result = run_probes(probe, shard, out_dir, SearchConfig.model_validate(search), JudgeConfig.model_validate(judge),
-                            progress=artifacts.progress_reporter("probe", Path(shard).name), allow_empty=True)
+                            progress=artifacts.progress_reporter("probe", Path(shard).name), allow_empty=True,
+                            reward=RewardConfig.model_validate(reward))
     counts = result["counts"]
     if counts["samples"] and counts["episodes"] == 0:  # raise: Prefect retries it, and caches nothing
         raise EndpointError(f"student endpoint {probe.student_url} failed every probe of {shard} (see {out_dir}/quarantine)")
@@ -123,8 +125,8 @@ def select_task(cfg: dict[str, Any], curated_dir: str, probe_dir: str, out_dir: 
 
 @task(name="synthesize-shard", **CACHED)
 def synthesize_shard_task(
-    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], shard: str, out_dir: str, endpoint: dict[str, Any],
-    record: dict[str, Any],
+    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], reward: dict[str, Any], shard: str, out_dir: str,
+    endpoint: dict[str, Any], record: dict[str, Any],
 ) -> dict[str, Any]:
     started = time.time()
     synth = SynthConfig.model_validate(cfg)
@@ -132,7 +134,8 @@ def synthesize_shard_task(
     synth.long_cot = None  # mixed in once, over all shards, by the merge
     with _endpoint_slots(endpoint, synth.concurrency):
         result = run_synthesize(synth, shard, out_dir, SearchConfig.model_validate(search), JudgeConfig.model_validate(judge),
-                                progress=artifacts.progress_reporter("synthesize", Path(shard).name))
+                                progress=artifacts.progress_reporter("synthesize", Path(shard).name),
+                                reward=RewardConfig.model_validate(reward))
     counts = result["counts"]
     if counts["samples"] and counts["failed"] == counts["samples"]:  # raise: Prefect retries it, and caches nothing
         raise EndpointError(f"teacher endpoint {synth.teacher_url} failed every sample of {shard} (see {out_dir}/quarantine)")
@@ -168,29 +171,29 @@ def sft_task(cfg: dict[str, Any], model_path: str, trajectory_dirs: list[str], o
 
 @task(name="grpo", **CACHED)
 def grpo_task(
-    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], model_path: str, curated_dir: str, out_dir: str,
-    launcher: dict[str, Any] | None, record: dict[str, Any],
+    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], reward: dict[str, Any], model_path: str, curated_dir: str,
+    out_dir: str, launcher: dict[str, Any] | None, record: dict[str, Any],
 ) -> dict[str, Any]:
     started = time.time()
     if launcher is not None:
-        sections = {"grpo": cfg, "search": search, "judge": judge}
+        sections = {"grpo": cfg, "search": search, "judge": judge, "reward": reward}
         result = launch_training(TrainingLauncher.model_validate(launcher), "grpo", sections, model_path, [curated_dir], out_dir)
     else:
         result = run_grpo(GRPOStageConfig.model_validate(cfg), model_path, curated_dir, out_dir, SearchConfig.model_validate(search),
-                          JudgeConfig.model_validate(judge))
+                          JudgeConfig.model_validate(judge), reward=RewardConfig.model_validate(reward))
     return _recorded(record, out_dir, started, result)
 
 
 @task(name="evaluate", **CACHED)
 def evaluate_task(
-    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], model_path: str, curated_dir: str, out_dir: str,
-    endpoint: dict[str, Any], record: dict[str, Any],
+    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], reward: dict[str, Any], model_path: str, curated_dir: str,
+    out_dir: str, endpoint: dict[str, Any], record: dict[str, Any],
 ) -> dict[str, Any]:
     started = time.time()
     evaluation = EvalConfig.model_validate(cfg)
     with _endpoint_slots(endpoint, evaluation.concurrency):
         result = run_evaluate(evaluation, model_path, curated_dir, out_dir, SearchConfig.model_validate(search),
-                              JudgeConfig.model_validate(judge))
+                              JudgeConfig.model_validate(judge), RewardConfig.model_validate(reward))
     return _recorded(record, out_dir, started, result)
 
 
@@ -312,7 +315,8 @@ class Resolved:
         self.managed = cfg.replay is not None or cfg.teacher_server is not None
 
     def dumps(self) -> dict[str, Any]:
-        return {"search": self.search.model_dump(mode="json"), "judge": self.cfg.judge.model_dump(mode="json")}
+        return {"search": self.search.model_dump(mode="json"), "judge": self.cfg.judge.model_dump(mode="json"),
+                "reward": self.cfg.reward.model_dump(mode="json")}
 
     def launcher(self) -> dict[str, Any] | None:
         """How training runs (not part of a stage's cache key: where it runs does not change what it makes)."""
@@ -459,7 +463,8 @@ def _sft(stages: Stages, r: Resolved) -> str:
 def _grpo(stages: Stages, r: Resolved, model_path: str) -> str:
     grpo = r.cfg.grpo.model_dump(mode="json")
     out = str(r.run / "grpo")
-    result = stages.call("grpo", grpo_task, out, grpo, (r.pools, model_path),
+    # The judge and the reward are part of what GRPO and evaluation depend on: a new setting re-runs them.
+    result = stages.call("grpo", grpo_task, out, grpo | r.dumps(), (r.pools, model_path),
                          {"cfg": grpo, **r.dumps(), "model_path": model_path, "curated_dir": r.pools, "out_dir": out, "launcher": r.launcher()})
     return stages.done("grpo", result)["checkpoint"]
 
@@ -469,9 +474,9 @@ def _evaluate(stages: Stages, r: Resolved, endpoint: Endpoint, model_path: str) 
     out = str(r.run / "eval")
     target: dict[str, Any] = {}
     if r.cfg.eval.model_url:  # an endpoint serves the checkpoint: share its limit with other runs
-        needed = stages.will_run("evaluate", out, evaluation, (model_path, r.pools))
+        needed = stages.will_run("evaluate", out, evaluation | r.dumps(), (model_path, r.pools))
         target = endpoint.task_param(r.cfg.eval.model_url, r.cfg.eval.model_name or "", False, needed)
-    metrics = stages.call("evaluate", evaluate_task, out, evaluation, (model_path, r.pools),
+    metrics = stages.call("evaluate", evaluate_task, out, evaluation | r.dumps(), (model_path, r.pools),
                           {"cfg": evaluation, **r.dumps(), "model_path": model_path, "curated_dir": r.pools, "out_dir": out,
                            "endpoint": target}, endpoint=bool(target))
     stages.done("evaluate", {"metrics_path": str(Path(out) / "metrics.json"), **metrics})

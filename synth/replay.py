@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse, Response
 
 from curation.images import pixel_digest
 from synth.judge import normalize_text
+from synth.protocol import find_stop
 
 
 @dataclass(frozen=True)
@@ -155,10 +156,29 @@ def scripted_turn(
     return turn
 
 
-def _apply_stop(text: str, stop: list[str] | None) -> tuple[str, str]:
-    """OpenAI semantics: cut at the first stop string, which is not returned."""
-    cut = min((text.find(s) for s in stop or [] if s in text), default=-1)
-    return (text[:cut], "stop") if cut >= 0 else (text, "stop")
+def _apply_stop(text: str, stop: list[str] | None, include_stop: bool = False) -> tuple[str, str, str | None]:
+    """vLLM's semantics: cut at the first stop string, dropped from the text unless
+    `include_stop_str_in_output`; `finish_reason` is "stop" both for a stop string and for the end
+    of the turn, and `stop_reason` names the stop string (None: end of sequence)."""
+    hit = find_stop(text, stop or [])
+    if hit is None:
+        return text, "stop", None
+    end, matched = hit
+    return (text[:end] if include_stop else text[: end - len(matched)]), "stop", matched
+
+
+def _partial_turn(body: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[str, JSONResponse | None]:
+    """The partial assistant message a request asks the model to continue (vLLM's
+    `continue_final_message`), or "", with vLLM's refusals for inconsistent requests."""
+    if not body.get("continue_final_message"):
+        return "", None
+    if body.get("add_generation_prompt", True):
+        return "", _error(400, "Cannot set both `continue_final_message` and `add_generation_prompt` to True.", "invalid_request_error")
+    last = messages[-1]
+    if last.get("role") != "assistant":
+        return "", _error(400, "continue_final_message needs a final assistant message", "invalid_request_error")
+    content = last.get("content")
+    return (content if isinstance(content, str) else "".join(p.get("text", "") for p in content or [])), None
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:
@@ -239,30 +259,37 @@ def create_app(settings: ReplaySettings) -> FastAPI:
         script = scripts.find(messages)
         if script is None:
             return _error(400, "no scripted sample matches this conversation", "invalid_request_error")
-        turn_index = sum(1 for m in messages if m.get("role") == "assistant")
+        partial, refusal = _partial_turn(body, messages)
+        if refusal is not None:
+            return refusal
+        done_turns = messages[:-1] if partial or body.get("continue_final_message") else messages
+        turn_index = sum(1 for m in done_turns if m.get("role") == "assistant")
         text = scripted_turn(script, persona, turn_index, int(body.get("seed") or 0), settings, _has_tools(messages))
+        if partial and text.startswith(partial):  # the client pre-filled the start of the turn: continue after it
+            text = text[len(partial):]
         stop = body.get("stop")
-        text, finish = _apply_stop(text, [stop] if isinstance(stop, str) else stop)
+        text, finish, matched = _apply_stop(text, [stop] if isinstance(stop, str) else stop, bool(body.get("include_stop_str_in_output")))
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         words = text.split(" ")
         if max_tokens and len(words) > max_tokens:  # a whitespace word stands in for a token
-            text, finish = " ".join(words[:max_tokens]), "length"
+            text, finish, matched = " ".join(words[:max_tokens]), "length", None
         if settings.latency_ms:
             await asyncio.sleep(settings.latency_ms / 1000)
         stats["answered"] += 1
-        return _completion(body["model"], text, finish)
+        return _completion(body["model"], text, finish, matched)
 
     return app
 
 
-def _completion(model: str, text: str, finish: str) -> dict[str, Any]:
+def _completion(model: str, text: str, finish: str, stop_reason: str | None = None) -> dict[str, Any]:
     words = len(text.split(" "))
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
+                     "stop_reason": stop_reason}],
         "usage": {"prompt_tokens": 0, "completion_tokens": words, "total_tokens": words},
     }
 

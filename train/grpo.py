@@ -12,8 +12,9 @@ that overrides `_generate`, not one of TRL's hooks:
 The override returns the full image list of each episode (inputs, then tool images) through TRL's
 tool-image path, so the forward pass gets every image in placeholder order (checked here, not
 silently dropped), and the environment mask, so observation tokens never enter the loss.
-Rewards are the shared ones (0.8·accuracy + 0.2·format, the search penalty, the answer cap, no
-tool bonus), as two reward functions so TRL logs each component.
+Rewards are the shared ones (`synth.reward.score_response`, run inside the agent loop for every
+rollout: 0.8·accuracy + 0.2·format, the search penalty, the answer cap, no tool bonus), as two
+reward functions so TRL logs each component.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from synth import aio
 from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
 from synth.judge import Judge, JudgeConfig
 from synth.protocol import load_prompts, render_code_observation
-from synth.reward import compute_reward
+from synth.reward import RewardConfig
 from synth.search import SearchConfig
 from train.rollout import RolloutError, TokenPolicy, VLLMTokenPolicy, encoded_image_tokens
 from train.sft import TrainingDataError, TrainingSetupError, apply_pixel_budget, freeze_vision_tower, trainer_arguments
@@ -86,7 +87,9 @@ class GRPOStageConfig(BaseModel):
     # steps), or when more than this share of code cells print nothing and show nothing.
     warn_min_tool_calls: float = 0.05
     warn_noop_code_share: float = 0.5
-    agent: AgentConfig = Field(default_factory=lambda: AgentConfig(max_turns=9, max_tokens_per_turn=2048, temperature=1.0))
+    # The reference's RL environment pre-fills "<think>" after every observation.
+    agent: AgentConfig = Field(default_factory=lambda: AgentConfig(max_turns=9, max_tokens_per_turn=2048, temperature=1.0,
+                                                                   think_prefix="after_observation"))
     vllm: VLLMRolloutConfig | None = None  # None: rollouts generate with the policy in the training processes
 
 
@@ -134,13 +137,22 @@ def noop_code_cells(row: dict[str, Any]) -> tuple[int, int]:
 
 
 def accuracy_reward(completions, episode_accuracy, **kwargs) -> list[float]:
-    """0 or 1 for a right answer under the length cap, less the search penalty (weighted 0.8)."""
+    """0 or 1 for a right answer under the length cap, less the search penalty (weighted
+    `reward.accuracy_weight`, 0.8): the rollout row's `accuracy_reward`."""
     return list(episode_accuracy)
 
 
 def format_reward(completions, episode_format, **kwargs) -> list[float]:
-    """1 for a well-formed trajectory (weighted 0.2)."""
+    """1 for a well-formed trajectory under the length cap (weighted `reward.format_weight`, 0.2):
+    the rollout row's `format_reward`."""
     return list(episode_format)
+
+
+def episode_rewards(row: dict[str, Any]) -> tuple[float, float, float]:
+    """(accuracy reward, format reward, the accuracy the search penalty took) of a rollout row, as
+    the agent loop scored it: GRPO recomputes nothing."""
+    accuracy, penalty = row["accuracy_reward"], row["search_penalty"]
+    return accuracy, row["format_reward"], accuracy * penalty / (1.0 - penalty)
 
 
 def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
@@ -149,11 +161,13 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
     class ToolRolloutGRPOTrainer(GRPOTrainer):
         """`GRPOTrainer` whose generation is our agent loop with live tools (see the module docstring)."""
 
-        def __init__(self, *args, toolbox: ToolBox, agent: AgentConfig, judge: Judge, vllm: VLLMRolloutConfig | None = None, **kwargs) -> None:
+        def __init__(self, *args, toolbox: ToolBox, agent: AgentConfig, judge: Judge, vllm: VLLMRolloutConfig | None = None,
+                     reward: RewardConfig | None = None, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self.toolbox = toolbox
             self.agent_cfg = agent
             self.judge = judge
+            self.reward_cfg = reward or RewardConfig()
             self.vllm_cfg = vllm  # set exactly when TRL's `use_vllm` is (see `vllm_arguments`)
             self._vllm_policy: VLLMTokenPolicy | None = None
             self._batch_inputs: list[dict[str, Any]] = []
@@ -190,7 +204,7 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
             async def rollouts():
                 return await asyncio.gather(*(
                     run_episode(sample, policy, self.toolbox, self.agent_cfg, attempt=start + i, seed=self.args.seed + start + i,
-                                judge=self.judge)
+                                judge=self.judge, reward=self.reward_cfg)
                     for i, sample in enumerate(samples)
                 ))
 
@@ -230,13 +244,14 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
                 if placeholders != expected or encoded != len(episode.images):  # TRL would drop the batch's images: refuse instead
                     raise RolloutError(f"rollout {row['id']}: {placeholders} image placeholders for {expected} image features")
                 images.append(list(episode.images) or None)
-                used_search = any(c["tool"] in ("search", "image_search") for c in row["tool_calls"])
-                parts = compute_reward(row["correct"], row["format_ok"], row["final_answer"], row["category"], used_search)
-                accuracy.append(parts.accuracy * (1.0 - parts.search_penalty))
-                fmt.append(parts.format)
-                penalties.append(parts.search_penalty * parts.accuracy)
+                accuracy_part, format_part, taken = episode_rewards(row)
+                accuracy.append(accuracy_part)
+                fmt.append(format_part)
+                penalties.append(taken)
             self._log_rollouts(mode, rows, episodes)
             self._metrics[mode]["rewards/search_penalty/mean"].append(sum(penalties) / len(penalties))  # taken off accuracy
+            # A verdict nobody could give scores accuracy 0 here (GRPO needs a number); its share is logged apart.
+            self._metrics[mode]["judge/failed_share"].append(sum(1 for r in rows if r["judge_failed"]) / len(rows))
             completions = [[{"role": "assistant", "content": "".join(
                 p["text"] for m in row["messages"][2:] if m["role"] == "assistant" for p in m["content"])}] for row in rows]
             extra = {"env_mask": [e.env_mask for e in episodes], "episode_accuracy": accuracy, "episode_format": fmt}
@@ -327,9 +342,10 @@ def unreachable_server_errors(vllm: VLLMRolloutConfig | None) -> tuple[type[Base
     return (requests.exceptions.ConnectionError,)
 
 
-def grpo_arguments(cfg: GRPOStageConfig, out_dir: Path):
+def grpo_arguments(cfg: GRPOStageConfig, out_dir: Path, reward: RewardConfig | None = None):
     from trl import GRPOConfig
 
+    reward = reward or RewardConfig()
     return trainer_arguments(
         GRPOConfig, cfg, out_dir,
         num_generations=cfg.num_generations,
@@ -337,7 +353,7 @@ def grpo_arguments(cfg: GRPOStageConfig, out_dir: Path):
         beta=cfg.beta,
         epsilon=cfg.epsilon,
         loss_type=cfg.loss_type,
-        reward_weights=[0.8, 0.2],
+        reward_weights=[reward.accuracy_weight, reward.format_weight],
         max_completion_length=cfg.agent.max_total_tokens,
         report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else "none",
         **vllm_arguments(cfg.vllm),
@@ -357,11 +373,12 @@ def vllm_arguments(vllm: VLLMRolloutConfig | None) -> dict[str, Any]:
 def run_grpo(
     cfg: GRPOStageConfig, model_path: str | Path, curated_dir: str | Path, out_dir: str | Path,
     search: SearchConfig | None = None, judge: JudgeConfig | None = None, policy_class: type[TokenPolicy] = TokenPolicy,
-    callbacks: list | None = None,
+    callbacks: list | None = None, reward: RewardConfig | None = None,
 ) -> dict[str, Any]:
     """GRPO on the curated RL pool from `model_path` (the SFT checkpoint); writes the checkpoint,
     `dynamics.jsonl` and TensorBoard logs (when installed) under `out_dir`. `callbacks` are more
-    `transformers.TrainerCallback`s for the trainer."""
+    `transformers.TrainerCallback`s for the trainer; `judge` and `reward` score the rollouts as
+    synthesis and evaluation score episodes."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     started = time.time()
@@ -382,9 +399,9 @@ def run_grpo(
     with open_toolbox(cfg.agent, search or SearchConfig()) as toolbox:
         try:
             trainer = trainer_class(
-                model=model, reward_funcs=[accuracy_reward, format_reward], args=grpo_arguments(cfg, out_dir), train_dataset=dataset,
-                processing_class=processor, callbacks=[callback, *(callbacks or [])], toolbox=toolbox, agent=cfg.agent, judge=shared_judge,
-                vllm=cfg.vllm,
+                model=model, reward_funcs=[accuracy_reward, format_reward], args=grpo_arguments(cfg, out_dir, reward),
+                train_dataset=dataset, processing_class=processor, callbacks=[callback, *(callbacks or [])], toolbox=toolbox,
+                agent=cfg.agent, judge=shared_judge, vllm=cfg.vllm, reward=reward,
             )
         except unreachable_server_errors(cfg.vllm) as exc:  # TRL's client gave up waiting for the vLLM server
             raise TrainingSetupError(f"grpo.vllm.url: {exc}") from None
