@@ -199,6 +199,19 @@ class EndpointPolicy:
         await self._client.close()
 
 
+def local_turn(tokenizer, new_tokens: list[int], stop: list[str], prefix: str = "") -> Generation:
+    """A locally generated turn from its new token ids: cut at the end token (or padding), or just
+    after the stop string that ended it, which is then `matched_stop` (never for an end token)."""
+    ends = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
+    eos_at = next((i for i, t in enumerate(new_tokens) if t in ends), None)
+    text = tokenizer.decode(new_tokens[:eos_at], skip_special_tokens=False)
+    hit = find_stop(text, stop) if eos_at is None else None
+    if hit is not None:  # generation stops at the token that completes a stop string: keep up to it
+        text = text[: hit[0]]
+    ended = eos_at is not None or hit is not None
+    return Generation(prefix + text, "stop" if ended else "length", len(new_tokens), matched_stop=hit[1] if hit else None)
+
+
 class TransformersPolicy:
     """A local vision-language model: `AutoModelForImageTextToText` and `AutoProcessor`."""
 
@@ -229,15 +242,7 @@ class TransformersPolicy:
             if seed is not None:
                 torch.manual_seed(seed)
             output = self.model.generate(**inputs, **kwargs)
-        new_tokens = output[0, inputs["input_ids"].shape[1] :].tolist()
-        ends = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
-        eos_at = next((i for i, t in enumerate(new_tokens) if t in ends), None)
-        text = tokenizer.decode(new_tokens[:eos_at], skip_special_tokens=False)
-        hit = find_stop(text, stop) if eos_at is None else None
-        if hit is not None:  # generation stops at the token that completes a stop string: keep up to it
-            text = text[: hit[0]]
-        ended = eos_at is not None or hit is not None
-        return Generation(prefix + text, "stop" if ended else "length", len(new_tokens), matched_stop=hit[1] if hit else None)
+        return local_turn(tokenizer, output[0, inputs["input_ids"].shape[1] :].tolist(), stop, prefix)
 
     async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:
         return await asyncio.to_thread(self._generate_sync, messages, images, stop, max_tokens, temperature, seed, prefix)
