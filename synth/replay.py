@@ -10,6 +10,11 @@ sample's scripted pass rate: without tools (the tool-free prompt) it answers dir
 a right attempt follows the teacher's tool calls and a wrong one answers directly. Error injection turns a teacher episode
 wrong, makes its code raise, or malforms its tags, decided by a hash of the server seed, the
 request's `seed` and the sample, so every attempt is reproducible.
+
+Stop strings behave as vLLM's: the text is cut at the first one, which `stop_reason` names (null for
+the end of the turn) and `include_stop_str_in_output` keeps; a request whose last message is a partial
+assistant turn with `continue_final_message` (and `add_generation_prompt: false`) gets the scripted
+turn continued after that prefix. The judge persona answers the judge prompt with yes or no.
 """
 
 from __future__ import annotations
