@@ -17,42 +17,76 @@ class ImageLimits:
     max_pixels: int = 64_000_000  # decompression-bomb guard
 
 
+def pillow_pixel_ceiling() -> int | None:
+    """The most pixels pillow opens at all (it raises `DecompressionBombError` above twice
+    `Image.MAX_IMAGE_PIXELS`); None when a user switched its guard off."""
+    return 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
+
+
 class ImageRejected(ValueError):
     """An image that cannot be used; the message is the quarantine reason."""
 
 
+EXIF_ORIENTATION = 0x0112
+
+
 def validate_image(data: bytes, limits: ImageLimits) -> bytes:
-    """Return usable image bytes (the original when already clean, else a PNG re-encoding)."""
+    """Return usable image bytes: the original when already clean, else a PNG re-encoding (8-bit
+    RGB, EXIF orientation applied, no EXIF kept).
+
+    Raises `ImageRejected` (`image_too_large`, `image_too_small`, `image_bad_aspect`,
+    `image_undecodable`). Nothing else escapes: any failure of pillow's decoders on a file is the
+    file's fault. Broken EXIF metadata does not reject an image: it is read as no orientation and
+    left out of the re-encoded image, which later readers can then open."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as probe:
-                width, height = probe.size
-                if width * height > limits.max_pixels:
-                    raise ImageRejected(f"image_too_large: {width}x{height} exceeds {limits.max_pixels} pixels")
-                fmt = probe.format
-            image = Image.open(io.BytesIO(data))
-            image.load()  # full decode: truncated files fail here, not at training time
+        return _validate(data, limits)
     except ImageRejected:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected(f"image_undecodable: {exc}") from exc
+    except Exception as exc:  # any decoder or metadata failure is the file's, never a crashed scan
+        raise ImageRejected(f"image_undecodable: {type(exc).__name__}: {exc}") from None
+
+
+def _validate(data: bytes, limits: ImageLimits) -> bytes:
+    with warnings.catch_warnings():
+        # Our own `max_pixels` is the guard; pillow's warning below its hard limit must not refuse
+        # an image the config allows (the config cannot allow more than that limit).
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+            if width * height > limits.max_pixels:
+                raise ImageRejected(f"image_too_large: {width}x{height} exceeds {limits.max_pixels} pixels")
+            fmt = probe.format
+        image = Image.open(io.BytesIO(data))
+        image.load()  # full decode: truncated files fail here, not at training time
 
     if min(width, height) < limits.min_side:
         raise ImageRejected(f"image_too_small: {width}x{height}, min side {limits.min_side}")
     if max(width, height) / min(width, height) > limits.max_aspect:
         raise ImageRejected(f"image_bad_aspect: {width}x{height} exceeds aspect {limits.max_aspect}")
 
-    changed = image.getexif().get(0x0112, 1) != 1  # EXIF orientation other than "normal"
-    oriented = ImageOps.exif_transpose(image) if changed else image
+    orientation, exif_readable = _orientation(image)
+    changed = orientation != 1 or not exif_readable  # unreadable EXIF: re-encode without it
+    oriented = ImageOps.exif_transpose(image) if orientation != 1 else image
     if oriented.mode != "RGB":
         oriented = to_rgb(oriented)
         changed = True
     if not changed and fmt in {"PNG", "JPEG", "WEBP"}:
         return data
     out = io.BytesIO()
-    oriented.save(out, format="PNG")
+    oriented.save(out, format="PNG")  # pillow writes no EXIF to a PNG unless asked
     return out.getvalue()
+
+
+def _orientation(image: Image.Image) -> tuple[int, bool]:
+    """The EXIF orientation (1 to 8; 1 when absent or not a valid value) and whether the EXIF
+    block could be read (a PNG `eXIf` chunk with a broken TIFF header cannot)."""
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # SyntaxError "not a TIFF file", struct errors, truncated IFDs
+        return 1, False
+    if not isinstance(value, int) or not 1 <= value <= 8:
+        return 1, False
+    return value, True
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
