@@ -208,7 +208,8 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
         if row["state"] in ("missing", "incomplete"):
             typer.echo(f"  {row['stage']:<11} {row['state']}{launched}")
             continue
-        changed = f"; changed since: {', '.join(row['changed_inputs'])}" if row["changed_inputs"] else ""
+        shown, more = row["changed_inputs"][:5], len(row["changed_inputs"]) - 5
+        changed = f"; changed since: {', '.join(shown)}" + (f" and {more} more" if more > 0 else "") if shown else ""
         # The stage's wall time over all its tasks when the last run took it, else its last task's.
         took = timings.get("evaluate" if row["stage"] == "eval" else row["stage"], row["seconds"])
         seconds = f"{took:.1f} s" if took is not None else "-"
