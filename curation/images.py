@@ -39,7 +39,13 @@ def validate_image(data: bytes, limits: ImageLimits) -> bytes:
     file's fault. Broken EXIF metadata does not reject an image: it is read as no orientation and
     left out of the re-encoded image, which later readers can then open."""
     try:
-        return _validate(data, limits)
+        with warnings.catch_warnings():
+            # pillow warns about what it skips in a damaged file (a tag past the end, corrupt EXIF):
+            # the image passes or is quarantined with a reason, so the warnings only add noise. Our
+            # own `max_pixels` is the bomb guard; pillow's warning below its hard limit must not
+            # refuse an image the config allows (the config cannot allow more than that limit).
+            warnings.simplefilter("ignore")
+            return _validate(data, limits)
     except ImageRejected:
         raise
     except Exception as exc:  # any decoder or metadata failure is the file's, never a crashed scan
@@ -47,17 +53,13 @@ def validate_image(data: bytes, limits: ImageLimits) -> bytes:
 
 
 def _validate(data: bytes, limits: ImageLimits) -> bytes:
-    with warnings.catch_warnings():
-        # Our own `max_pixels` is the guard; pillow's warning below its hard limit must not refuse
-        # an image the config allows (the config cannot allow more than that limit).
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(io.BytesIO(data)) as probe:
-            width, height = probe.size
-            if width * height > limits.max_pixels:
-                raise ImageRejected(f"image_too_large: {width}x{height} exceeds {limits.max_pixels} pixels")
-            fmt = probe.format
-        image = Image.open(io.BytesIO(data))
-        image.load()  # full decode: truncated files fail here, not at training time
+    with Image.open(io.BytesIO(data)) as probe:
+        width, height = probe.size
+        if width * height > limits.max_pixels:
+            raise ImageRejected(f"image_too_large: {width}x{height} exceeds {limits.max_pixels} pixels")
+        fmt = probe.format
+    image = Image.open(io.BytesIO(data))
+    image.load()  # full decode: truncated files fail here, not at training time
 
     if min(width, height) < limits.min_side:
         raise ImageRejected(f"image_too_small: {width}x{height}, min side {limits.min_side}")
@@ -96,7 +98,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
         import numpy as np
 
         values = np.asarray(image, dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
+        finite = np.isfinite(values)  # a float image may hold NaN or infinities: they take the ends of the range
+        low, high = (float(values[finite].min()), float(values[finite].max())) if finite.any() else (0.0, 0.0)
+        values = np.nan_to_num(values, nan=low, posinf=high, neginf=low)
         scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
         return Image.fromarray(scaled.round().astype(np.uint8), mode="L").convert("RGB")
     if image.mode == "P" and "transparency" in image.info or image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
