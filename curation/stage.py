@@ -294,12 +294,13 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
             "rows_out": writer.rows_written,
         }
         report.extra.update({"per_pool": per_pool, "decontamination": contaminated, "timings": timings})
+        per_category = {k: v["out"] for k, v in report.by_category.items() if v["out"]}  # rows out per category
         writer.manifest_extra.update(
             {
                 "stage": "curate",
                 "counts": counts,
                 "per_pool": per_pool,
-                "per_category": {k: v["out"] for k, v in report.by_category.items()},
+                "per_category": per_category,
                 "quarantine_reasons": quarantine_manifest["reasons"],
                 "near_dup": {**cfg.near_dup.model_dump(), "datasketch": importlib.metadata.version("datasketch"),
                              "imagehash": importlib.metadata.version("ImageHash"), "hash_scheme": HASH_SCHEME},
@@ -307,7 +308,7 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
             }
         )
     report.write(out_dir)
-    return {"counts": counts, "per_pool": per_pool, "per_category": {k: v["out"] for k, v in report.by_category.items()},
+    return {"counts": counts, "per_pool": per_pool, "per_category": per_category,
             "files_read": sorted(files)}
 
 
