@@ -5,9 +5,11 @@ A source names its own columns and labels. `FieldMapping` (the part of a `Source
 how to read a row) holds:
 
 - `fields`: our field -> the source's column (`{question: query, answer: label}`);
-- `category` / `answer_type`: the value for rows that have none;
 - `category_map`: the source's category labels -> ours (`{color: perception, count: reasoning}`,
-  as MMBench labels its rows); the key `"*"` maps every label not listed.
+  as MMBench labels its rows);
+- `category`: the category of the rows that have none of ours (no label, or a label that is
+  neither ours nor in the map: a benchmark with its own taxonomy is `category: perception`);
+- `answer_type`: the value for rows that have none.
 
 Every lookup of a row's field goes through `FieldMapping.value`, every category through
 `FieldMapping.category_of`, so a richer way to name a column (a path into nested objects) or a
@@ -29,7 +31,6 @@ from curation.schema import AnswerType, Category
 OurField = Literal["id", "question", "answer", "images", "category", "answer_type", "choices", "meta"]
 CATEGORIES: tuple[str, ...] = get_args(Category)
 ANSWER_TYPES: tuple[str, ...] = get_args(AnswerType)
-ANY_LABEL = "*"  # a `category_map` key: every label the map does not list
 
 
 class RowRejected(ValueError):
@@ -72,11 +73,11 @@ class FieldMapping(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    category: Category | None = None  # for rows without one
+    category: Category | None = None  # for rows without one of ours (no label, or one neither ours nor mapped)
     answer_type: AnswerType | None = None  # for rows without one (otherwise inferred from the answer)
     # Our field -> the source's column, e.g. {question: query, answer: label, images: image}.
     fields: dict[OurField, str] = Field(default_factory=dict)
-    # The source's category labels -> ours; "*" maps every label not listed.
+    # The source's category labels -> ours.
     category_map: dict[str, Category] = Field(default_factory=dict)
 
     @field_validator("fields")
@@ -104,7 +105,7 @@ class FieldMapping(BaseModel):
     def category_of(self, row: dict[str, Any]) -> str:
         """Our category for the row: its own label mapped through `category_map` (or already one
         of ours), else the source's `category`. Raises `RowRejected` (`missing_category`,
-        `unknown_category`, `invalid_category`) with the fix in the reason."""
+        `unknown_category`, `invalid_category`) with the fix in the reason when neither gives one."""
         raw = self.value(row, "category")
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             if self.category is not None:
@@ -118,10 +119,10 @@ class FieldMapping(BaseModel):
             return self.category_map[label]
         if label in CATEGORIES:
             return label
-        if ANY_LABEL in self.category_map:
-            return self.category_map[ANY_LABEL]
+        if self.category is not None:
+            return self.category
         raise RowRejected(f"unknown_category: {label[:80]!r} is not one of {', '.join(CATEGORIES)} "
-                          f"(map the source's labels to ours with category_map)")
+                          f"(map the source's labels to ours with category_map, or give the source a category for the rest)")
 
     def reported_category(self, row: dict[str, Any]) -> str | None:
         """The row's category for the report's counts, or None when it has no usable one; never raises."""

@@ -206,14 +206,15 @@ def read_table_file(path: Path, required: set[str], what: str = "file") -> list[
 def _read_image(ref: Any, base_dir: Path, files: set[str] | None = None) -> tuple[bytes, str | None]:
     """An image given as a path, base64 (or a data URL), raw bytes, a `{bytes, path}` dict or a PIL
     image. A file it reads (or looks for and misses) is added to `files`."""
-    if isinstance(ref, dict):
-        data = ref.get("bytes")
+    if isinstance(ref, dict):  # `{bytes, path}`, as `datasets` stores images
+        data, path = ref.get("bytes"), ref.get("path")
         if data:
             if not isinstance(data, (bytes, bytearray)):
                 raise RowRejected(f"image_ref_invalid: `bytes` holds a {type(data).__name__}, not bytes")
-            path = ref.get("path")
             return bytes(data), path if isinstance(path, str) else None
-        ref = ref.get("path")
+        if isinstance(path, str) and path and "\0" not in path:  # a file, whatever its suffix
+            return _read_file(path, base_dir, files)
+        raise RowRejected("image_ref_invalid: an image object with neither bytes nor a path")
     if isinstance(ref, (bytes, bytearray)):
         return bytes(ref), None
     if hasattr(ref, "save") and hasattr(ref, "size"):  # a PIL image, as `datasets` decodes them
@@ -230,19 +231,24 @@ def _read_image(ref: Any, base_dir: Path, files: set[str] | None = None) -> tupl
     if not isinstance(ref, str) or not ref:
         raise RowRejected(f"image_ref_invalid: expected a path or base64 string, got {type(ref).__name__}")
     if len(ref) < 4096 and "\0" not in ref and Path(ref).suffix.lower() in IMAGE_SUFFIXES:
-        candidate = Path(ref) if Path(ref).is_absolute() else base_dir / ref
-        if files is not None:
-            files.add(str(candidate))
-        try:
-            return candidate.read_bytes(), str(candidate)
-        except FileNotFoundError:
-            raise RowRejected(f"image_missing: {candidate}") from None
-        except OSError as exc:  # a directory, no permission, a name too long
-            raise RowRejected(f"image_unreadable: {candidate}: {exc.strerror or exc}") from None
+        return _read_file(ref, base_dir, files)
     try:
         return base64.b64decode(ref.split(",", 1)[-1], validate=True), None
     except (binascii.Error, ValueError) as exc:
         raise RowRejected(f"image_ref_invalid: neither an image file nor base64 ({exc})") from None
+
+
+def _read_file(ref: str, base_dir: Path, files: set[str] | None) -> tuple[bytes, str]:
+    """An image file's bytes (a relative path starts at `base_dir`); the path goes into `files`."""
+    candidate = Path(ref) if Path(ref).is_absolute() else base_dir / ref
+    if files is not None:
+        files.add(str(candidate))
+    try:
+        return candidate.read_bytes(), str(candidate)
+    except FileNotFoundError:
+        raise RowRejected(f"image_missing: {candidate}") from None
+    except (OSError, ValueError) as exc:  # a directory, no permission, a name too long or not encodable
+        raise RowRejected(f"image_unreadable: {candidate}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _text(value: Any, field: str, required: bool) -> str | None:
@@ -525,7 +531,8 @@ def rows_fix_hint(reason_key: str) -> str:
         "missing_category": f"give the source a category (config `category: perception`, or on the command line "
                             f"`--source KIND:PATH,category=perception`; one of {', '.join(CATEGORIES)})",
         "unknown_category": "map the source's labels to ours with category_map (config `category_map: {color: perception}`, "
-                            "or `--source KIND:PATH,category_map.color=perception`; `*` maps every other label)",
+                            "or `--source KIND:PATH,category_map.color=perception`), or give the source a category for every "
+                            "label not mapped (`category: perception`)",
         "missing_question": "map our `question` to the source's column (`fields: {question: COLUMN}`, or `fields.question=COLUMN`)",
         "missing_answer": "map our `answer` to the source's column (`fields: {answer: COLUMN}`, or `fields.answer=COLUMN`)",
         "invalid_answer": "map `fields.answer` to a column of text or numbers, or set the right `answer_type`",

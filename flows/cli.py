@@ -232,10 +232,10 @@ def curate(
     benchmark: Annotated[list[str] | None, typer.Option(help="KIND:PATH[,NAME=VALUE...] of an eval set to decontaminate against; repeatable.")] = None,
     config: Annotated[Path | None, typer.Option(help="A pipeline YAML whose `curate:` section sets everything else.")] = None,
     probes: Annotated[bool, typer.Option(help="Leave cold start / RL to `deepeyes select` (only eval is split off).")] = False,
-    category: Annotated[str | None, typer.Option(help="Category of the --source rows that have none (perception, reasoning, search).")] = None,
+    category: Annotated[str | None, typer.Option(help="Category of the --source rows without one of ours (perception, reasoning, search).")] = None,
     answer_type: Annotated[str | None, typer.Option(help="Answer type of the --source rows that have none (choice, number, math, text).")] = None,
     fields: Annotated[list[str] | None, typer.Option(help="OURS=THEIRS: our field read from the --source column THEIRS, e.g. answer=label; repeatable.")] = None,
-    category_map: Annotated[list[str] | None, typer.Option(help="LABEL=OURS: a --source category label read as ours, e.g. color=perception (* for any other); repeatable.")] = None,
+    category_map: Annotated[list[str] | None, typer.Option(help="LABEL=OURS: a --source category label read as ours, e.g. color=perception; repeatable.")] = None,
 ) -> None:
     """Load, normalize, validate, deduplicate and decontaminate sources into sample shards.
 

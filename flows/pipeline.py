@@ -34,6 +34,7 @@ from curation.select import SelectConfig, run_select
 from curation.shards import atomic_write_json, shard_files
 from curation.sources import SourceSpec
 from curation.stage import STAGING_DIR, CurateConfig, finish_curate, scan_source, staged_dir_name
+from eval.benchmarks import benchmark_files
 from eval.report import build_report
 from eval.stage import EvalConfig, run_evaluate
 from flows import artifacts, lineage
@@ -480,11 +481,13 @@ def _grpo(stages: Stages, r: Resolved, model_path: str) -> str:
 def _evaluate(stages: Stages, r: Resolved, endpoint: Endpoint, model_path: str) -> None:
     evaluation = r.cfg.eval.model_dump(mode="json")
     out = str(r.run / "eval")
+    reads = (model_path, r.pools, *r.search_files(),
+             *(str(f) for name in r.cfg.eval.benchmarks for f in benchmark_files(name, r.cfg.eval.data_root, r.run)))
     target: dict[str, Any] = {}
     if r.cfg.eval.model_url:  # an endpoint serves the checkpoint: share its limit with other runs
-        needed = stages.will_run("evaluate", out, evaluation, (model_path, r.pools, *r.search_files()))
+        needed = stages.will_run("evaluate", out, evaluation, reads)
         target = endpoint.task_param(r.cfg.eval.model_url, r.cfg.eval.model_name or "", False, needed)
-    metrics = stages.call("evaluate", evaluate_task, out, evaluation, (model_path, r.pools, *r.search_files()),
+    metrics = stages.call("evaluate", evaluate_task, out, evaluation, reads,
                           {"cfg": evaluation, **r.dumps(), "model_path": model_path, "curated_dir": r.pools, "out_dir": out,
                            "endpoint": target}, endpoint=bool(target))
     stages.done("evaluate", {"metrics_path": str(Path(out) / "metrics.json"), **metrics})

@@ -94,3 +94,30 @@ def test_a_task_whose_read_files_changed_runs_again_under_the_same_key(tmp_path)
     assert Stages(stages.cfg, tmp_path)._key("curate", out, {"x": 1}, (str(source),)) == (key, [str(source)], True)
     image.unlink()  # a file that went is a change too
     assert lineage.changed_read_files(out) == [str(image)]
+
+
+def test_search_and_benchmark_files_are_inputs_of_the_stages_that_read_them(tmp_path):
+    """The image corpus names its images; replacing one is a new image-search index (not the
+    cached hashes of the old picture). A benchmark's definition and data file are eval's inputs."""
+    from eval.benchmarks import benchmark_files
+    from synth.search import LocalImageSearch, SearchConfig, search_input_files
+
+    (tmp_path / "a.png").write_bytes(png(1))
+    (tmp_path / "b.png").write_bytes(png(2))
+    corpus = tmp_path / "images.jsonl"
+    corpus.write_text("".join(json.dumps({"image": name, "title": name, "url": f"http://x/{name}"}) + "\n" for name in ("a.png", "b.png")))
+    text = tmp_path / "corpus.jsonl"
+    text.write_text(json.dumps({"title": "t", "url": "http://x", "text": "words"}) + "\n")
+    cfg = SearchConfig(corpus_path=text, image_corpus_path=corpus)
+    assert search_input_files(cfg) == [text, corpus, tmp_path / "a.png", tmp_path / "b.png"]
+    first = LocalImageSearch.from_corpus(corpus, tmp_path / "index")
+    assert LocalImageSearch.from_corpus(corpus, tmp_path / "index").backend_id == first.backend_id  # reused
+    (tmp_path / "a.png").write_bytes(png(3))
+    replaced = LocalImageSearch.from_corpus(corpus, tmp_path / "index")
+    assert replaced.backend_id != first.backend_id
+    assert replaced.search(png(3), 1)[0]["title"] == "a.png" and replaced.search(png(3), 1)[0]["distance"] == 0
+
+    (tmp_path / "bench.tsv").write_text("index\tquestion\tanswer\n0\tWhat?\tA\n")
+    definition = tmp_path / "mybench.yaml"
+    definition.write_text("name: mybench\nsource: {kind: tsv, path: ${data_root}/bench.tsv, category: perception}\n")
+    assert benchmark_files(str(definition), tmp_path) == [definition, tmp_path / "bench.tsv"]

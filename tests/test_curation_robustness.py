@@ -147,14 +147,14 @@ def test_a_category_map_from_the_sources_labels_in_config(tmp_path):
     assert_every_row_counted(tmp_path / "out", rows_in=8)
 
 
-def test_a_category_map_on_the_command_line_with_a_default_for_other_labels(tmp_path):
+def test_a_category_map_on_the_command_line_with_the_sources_category_for_other_labels(tmp_path):
     source = mmbench_like(tmp_path)
-    done = curate("--source", f"jsonl:{source},category_map.color=perception,category_map.count=reasoning", "--category-map", "*=perception",
+    done = curate("--source", f"jsonl:{source},category_map.color=perception,category_map.count=reasoning,category=search",
                   "--category-map", "reason=reasoning", "--out", str(tmp_path / "out"))
     assert done.code == 0, done.error
-    assert done.summary["per_category"] == {"perception": 4, "reasoning": 4}
+    assert done.summary["per_category"] == {"perception": 2, "reasoning": 4, "search": 2}
     categories = {row["question"]: row["category"] for row in read_table(tmp_path / "out").to_pylist()}
-    assert categories[QUESTIONS[3]] == "perception" and categories[QUESTIONS[1]] == "reasoning"  # ocr by "*", count by its entry
+    assert categories[QUESTIONS[3]] == "search" and categories[QUESTIONS[1]] == "reasoning"  # ocr by the source's, count by its entry
 
 
 def test_field_mappings_and_answer_type_on_the_command_line(tmp_path):
