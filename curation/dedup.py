@@ -7,9 +7,9 @@ Two steps for questions, because short questions defeat either alone. One substi
 different questions too. So the LSH runs over the set of single tokens (two substitutions in 12
 tokens leave Jaccard 0.71, swaps leave 1.0) at a low threshold, for recall, and each candidate pair
 is then checked exactly: near duplicates when their token edit distance (substitution, insertion,
-deletion, swap of neighbours: optimal string alignment) is at most `1 - similarity` of the longer
-question's tokens, and, by default, their numbers and symbols are the same in the same order
-("What is 48 + 12?" and "What is 48 - 12?" are different problems).
+deletion, swap of neighbours: optimal string alignment) is at most one edit per `tokens_per_edit`
+tokens of the longer question and at most `max_edits`, and, by default, their numbers and symbols
+are the same in the same order ("What is 48 + 12?" and "What is 48 - 12?" are different problems).
 
 Rows are taken in order and the first of a group is kept, so the result does not depend on how
 many workers computed the hashes. A pair is a duplicate according to `match`: `both` (question
@@ -83,9 +83,12 @@ class NearDupConfig(BaseModel):
     # sets (scikit-learn's `max_df`): shared by unrelated questions, they would make most pairs
     # candidates (see `candidate_sets` for when they stay). The exact check sees every token.
     max_df: float = Field(0.2, gt=0, le=1)
-    # The exact check: 1 - token edit distance / tokens of the longer question, at least this.
-    # 0.8: two edits in 10 tokens, one in 5.
-    similarity: float = Field(0.8, gt=0, le=1)
+    # The exact check: at most one token edit per `tokens_per_edit` tokens of the longer question,
+    # and at most `max_edits`. 6 and 2: a question of 12 tokens or more may differ by 2 edits, one
+    # of 6 to 11 by 1, a shorter one not at all ("What color is the dog?" and "... the cat?" are
+    # different questions, often about the same image); 20 tokens with 3 changed are another question.
+    tokens_per_edit: int = Field(6, ge=1)
+    max_edits: int = Field(2, ge=0)
     # Numbers, operators, relation symbols and brackets must be equal, in order: "48 + 12" and
     # "48 - 12" (or "x > 3" and "x < 3") are different problems however alike the words.
     exact_numbers_and_symbols: bool = True
@@ -101,7 +104,7 @@ class NearDupConfig(BaseModel):
             raise ValueError(
                 f"{threshold} is outside the range datasketch's MinHashLSH accepts with num_perm {num_perm}: "
                 f"0 < threshold <= {max_lsh_threshold(num_perm)} (above it, it cannot split the permutations "
-                f"into 2 or more bands); the exact check's `similarity` is the setting for stricter matches")
+                f"into 2 or more bands); `tokens_per_edit` and `max_edits` are the settings for stricter matches")
         return threshold
 
 
@@ -137,13 +140,13 @@ def candidate_sets(tokens: Sequence[Sequence[str]], n: int, max_df: float) -> li
 
 
 def questions_match(a: Sequence[str], b: Sequence[str], cfg: NearDupConfig) -> bool:
-    """The exact check of a candidate pair of token lists: at most `(1 - similarity) x` the longer
-    length in token edits (optimal string alignment: substitutions, insertions, deletions and
-    swaps of neighbours count 1 each), and the same numbers and symbols in order when
+    """The exact check of a candidate pair of token lists: at most `min(max_edits, longer length //
+    tokens_per_edit)` token edits (optimal string alignment: substitutions, insertions, deletions
+    and swaps of neighbours count 1 each), and the same numbers and symbols in order when
     `exact_numbers_and_symbols`."""
     from rapidfuzz.distance import OSA
 
-    allowed = int((1 - cfg.similarity) * max(len(a), len(b)) + 1e-9)
+    allowed = min(cfg.max_edits, max(len(a), len(b)) // cfg.tokens_per_edit)
     if abs(len(a) - len(b)) > allowed:
         return False
     if OSA.distance(a, b, score_cutoff=allowed) > allowed:
