@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from curation.tokens import is_symbolic, question_tokens
@@ -75,10 +76,10 @@ class NearDupConfig(BaseModel):
     # Candidates: MinHash LSH over the set of token n-grams of the question. 1 (single tokens):
     # one or two edits of a short question keep most of its tokens, but few of its 3-grams.
     ngram: int = Field(1, ge=1)
-    num_perm: int = Field(48, ge=16, le=1024)  # datasketch permutations (4 bytes a row each)
+    num_perm: int = Field(64, ge=16, le=1024)  # datasketch permutations (4 bytes a row each)
     # Jaccard similarity of the n-gram sets at which datasketch's MinHashLSH makes a pair a
     # candidate (its S-curve is centred there). Low, for recall: the exact check below decides.
-    threshold: float = Field(0.45, gt=0, le=1)
+    threshold: float = Field(0.4, gt=0, le=1)
     # n-grams in more than this share of the questions ("the", "what") are left out of the LSH's
     # sets (scikit-learn's `max_df`): shared by unrelated questions, they would make most pairs
     # candidates (see `candidate_sets` for when they stay). The exact check sees every token.
@@ -234,44 +235,76 @@ def find_near_duplicates(items: Sequence[DedupItem], cfg: NearDupConfig) -> list
         return _find_near_duplicates(items, cfg)
 
 
+def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows per band) that datasketch's `MinHashLSH` chooses for `threshold` (its
+    optimizer, weighing false positives and false negatives equally); ValueError where it finds
+    fewer than 2 bands."""
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    return lsh.b, lsh.r
+
+
+def lsh_candidates(signatures: np.ndarray, bands: int, rows: int) -> dict[int, list[int]]:
+    """For each row of `signatures` (one MinHash's hash values per row), the earlier rows that
+    equal it in all `rows` values of at least one of `bands` bands (ascending): the candidate
+    pairs of datasketch's `MinHashLSH` with those parameters, which keys each band's buckets by
+    the same values.
+
+    Banded here with numpy, one sort per band: `MinHashLSH` keeps a Python set per band and row
+    (12 sets a row at the defaults) and spent more than half of the step's time inserting them."""
+    earlier: dict[int, set[int]] = {}
+    for band in range(bands):
+        values = np.ascontiguousarray(signatures[:, band * rows : (band + 1) * rows])
+        keys = values.view(np.dtype((np.void, values.dtype.itemsize * rows))).ravel()
+        order = np.argsort(keys, kind="stable")  # equal keys stay in row order
+        ordered = keys[order]
+        starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1], [True])))
+        for first, stop in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True):
+            if stop - first > 1:
+                members = order[first:stop].tolist()
+                for index in range(1, len(members)):
+                    earlier.setdefault(members[index], set()).update(members[:index])
+    return {position: sorted(found) for position, found in earlier.items()}
+
+
 def _find_near_duplicates(items: Sequence[DedupItem], cfg: NearDupConfig) -> list[Duplicate]:
     import xxhash
-    from datasketch import MinHash, MinHashLSH
+    from datasketch import MinHash
 
     use_text = cfg.match in ("both", "question", "either")
     tokens = [question_tokens(item.question) for item in items] if use_text else []
-    minhashes = (
-        MinHash.bulk(candidate_sets(tokens, cfg.ngram, cfg.max_df), num_perm=cfg.num_perm, seed=cfg.seed,
-                     hashfunc=xxhash.xxh32_intdigest)
-        if use_text else []
-    )
-    lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm) if use_text else None
+    candidates: dict[int, list[int]] = {}
+    if use_text:
+        minhashes = MinHash.generator(candidate_sets(tokens, cfg.ngram, cfg.max_df), num_perm=cfg.num_perm, seed=cfg.seed,
+                                      hashfunc=xxhash.xxh32_intdigest)
+        signatures = np.stack([minhash.hashvalues for minhash in minhashes]) if items else np.zeros((0, cfg.num_perm), np.uint32)
+        candidates = lsh_candidates(signatures, *lsh_bands(cfg.threshold, cfg.num_perm))
     image_index = PhashIndex(cfg.image_hamming) if cfg.match in ("image", "either") else None
     kept: dict[str, int] = {}  # key -> position
+    kept_at: set[int] = set()
     duplicates: list[Duplicate] = []
     for position, item in enumerate(items):
         match: Duplicate | None = None
-        if lsh is not None:
-            for other in sorted(lsh.query(minhashes[position]), key=kept.__getitem__):
-                if not questions_match(tokens[kept[other]], tokens[position], cfg):
-                    continue  # an LSH candidate, not a near duplicate
-                if cfg.match != "both":
-                    match = Duplicate(item.key, other, "near_duplicate_question")
-                    break
-                if _images_match(items[kept[other]].phashes, item.phashes, cfg.image_hamming):
-                    match = Duplicate(item.key, other, "near_duplicate")
-                    break
+        for other in candidates.get(position, ()):
+            if other not in kept_at or not questions_match(tokens[other], tokens[position], cfg):
+                continue  # dropped itself, or an LSH candidate that is not a near duplicate
+            if cfg.match != "both":
+                match = Duplicate(item.key, items[other].key, "near_duplicate_question")
+                break
+            if _images_match(items[other].phashes, item.phashes, cfg.image_hamming):
+                match = Duplicate(item.key, items[other].key, "near_duplicate")
+                break
         if match is None and image_index is not None and item.phashes:
-            for other in sorted(image_index.query(item.phashes[0]), key=kept.__getitem__):
-                if _images_match(items[kept[other]].phashes, item.phashes, cfg.image_hamming):
-                    match = Duplicate(item.key, other, "near_duplicate_image")
+            for other_key in sorted(image_index.query(item.phashes[0]), key=kept.__getitem__):
+                if _images_match(items[kept[other_key]].phashes, item.phashes, cfg.image_hamming):
+                    match = Duplicate(item.key, other_key, "near_duplicate_image")
                     break
         if match is not None:
             duplicates.append(match)
             continue
         kept[item.key] = position
-        if lsh is not None:
-            lsh.insert(item.key, minhashes[position], check_duplication=False)
+        kept_at.add(position)
         if image_index is not None and item.phashes:
             image_index.add(item.phashes[0], item.key)
     return duplicates

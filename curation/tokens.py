@@ -12,16 +12,12 @@ from __future__ import annotations
 import re
 import unicodedata
 
+_DROPPED = ".,;:?¿¡'\"`´"
+# Quotation marks (Unicode's initial and final quote punctuation: “ ” « » ‘ ’ ...) become spaces.
+_QUOTES = str.maketrans({chr(c): " " for c in range(0x10000) if unicodedata.category(chr(c)) in ("Pi", "Pf")})
 # A number with thousands separators or a decimal part, then a word, then any other single
-# non-space character.
-_TOKEN = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\w+|[^\w\s]", re.UNICODE)
-_DROPPED = frozenset(".,;:?¿¡'\"`´")
-
-
-def _kept(token: str) -> bool:
-    if token in _DROPPED:
-        return False
-    return token.isascii() or len(token) > 1 or unicodedata.category(token) not in ("Pi", "Pf")
+# character that is neither a space nor dropped punctuation.
+_TOKEN = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\w+|[^\w\s" + re.escape(_DROPPED) + "]")
 
 
 def question_tokens(text: str) -> list[str]:
@@ -29,8 +25,11 @@ def question_tokens(text: str) -> list[str]:
 
     `question_tokens("Is x > 3 when x = 5?")` is `["is", "x", ">", "3", "when", "x", "=", "5"]`.
     """
-    found = _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
-    return [token.replace(",", "") if "," in token else token for token in found if _kept(token)]
+    normalized = unicodedata.normalize("NFKC", text).casefold().translate(_QUOTES)
+    tokens = _TOKEN.findall(normalized)
+    if "," in normalized:
+        return [token.replace(",", "") if token[0].isdigit() else token for token in tokens]
+    return tokens
 
 
 def is_symbolic(token: str) -> bool:

@@ -1,6 +1,7 @@
 """Near-duplicate questions: the shared tokenizer, the exact check of candidate pairs, recall on
 short questions with one or two edits, and the limits checked when a config loads."""
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -11,6 +12,8 @@ from curation.dedup import (
     NearDupConfig,
     candidate_sets,
     find_near_duplicates,
+    lsh_bands,
+    lsh_candidates,
     lsh_accepts,
     max_lsh_threshold,
     questions_match,
@@ -130,13 +133,13 @@ def test_short_questions_with_one_or_two_edits_are_found_without_false_positives
 def test_a_threshold_datasketch_cannot_band_is_refused_with_the_allowed_range(threshold):
     with pytest.raises(ValidationError) as info:
         NearDupConfig(threshold=threshold)
-    top = max_lsh_threshold(48)
-    assert f"num_perm 48: 0 < threshold <= {top}" in str(info.value)
-    assert lsh_accepts(top, 48) and not lsh_accepts(round(top + 0.01, 2), 48)  # the range is datasketch's own
+    top = max_lsh_threshold(64)
+    assert f"num_perm 64: 0 < threshold <= {top}" in str(info.value)
+    assert lsh_accepts(top, 64) and not lsh_accepts(round(top + 0.01, 2), 64)  # the range is datasketch's own
     with pytest.raises(ValidationError) as info:
-        NearDupConfig(num_perm=128, threshold=threshold)
-    assert f"num_perm 128: 0 < threshold <= {max_lsh_threshold(128)}" in str(info.value)
-    assert max_lsh_threshold(128) > top  # more permutations, more room
+        NearDupConfig(num_perm=32, threshold=threshold)
+    assert f"num_perm 32: 0 < threshold <= {max_lsh_threshold(32)}" in str(info.value)
+    assert max_lsh_threshold(32) < top  # fewer permutations, less room
     NearDupConfig(threshold=top)
 
 
@@ -149,3 +152,24 @@ def test_near_dup_limits_are_checked_when_the_config_loads(tmp_path):
     for bad in ({"seed": -1}, {"seed": 2**32}, {"tokens_per_edit": 0}, {"max_edits": -1}, {"max_df": 0}, {"num_perm": 8}, {"ngram": 0}):
         with pytest.raises(ValidationError):
             CurateConfig(near_dup=bad)
+
+
+def test_numpy_banding_finds_the_pairs_datasketch_lsh_finds():
+    import xxhash
+    from datasketch import MinHash, MinHashLSH
+
+    texts, _, _ = make_short_questions(1500, 300, seed=5)
+    cfg = NearDupConfig()
+    sets = candidate_sets([question_tokens(t) for t in texts], cfg.ngram, cfg.max_df)
+    minhashes = MinHash.bulk(sets, num_perm=cfg.num_perm, seed=cfg.seed, hashfunc=xxhash.xxh32_intdigest)
+    lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
+    expected = {}
+    for position, minhash in enumerate(minhashes):
+        found = sorted(lsh.query(minhash))
+        if found:
+            expected[position] = found
+        lsh.insert(position, minhash)
+    bands = lsh_bands(cfg.threshold, cfg.num_perm)
+    assert bands == (lsh.b, lsh.r)
+    assert lsh_candidates(np.stack([m.hashvalues for m in minhashes]), *bands) == expected
+    assert sum(map(len, expected.values())) > 300  # the copies, and pairs that only share a band
