@@ -257,7 +257,7 @@ def curate(
     if not cfg.sources:
         raise typer.BadParameter("give at least one --source (or a --config with curate.sources)", param_hint="--source")
     for spec in [*cfg.sources, *cfg.benchmarks]:
-        if spec.kind != "hf" and not spec.file.is_file():
+        if not spec.exists():
             raise FileNotFoundError(f"source {spec.source_name!r}: file not found: {spec.path}")
     summary = run_curate(cfg, out, probes=probes)
     typer.echo(json.dumps({**summary, "report": str(out / "report.md")}))

@@ -95,7 +95,7 @@ class PipelineConfig(BaseModel):
             raise ConfigError("curate.sources: no source given (or add a `world:` section for the demo world)")
         for section, specs in (("sources", self.curate.sources), ("benchmarks", self.curate.benchmarks)):
             for i, source in enumerate(specs):
-                if source.kind != "hf" and not source.file.is_file():
+                if not source.exists():
                     raise ConfigError(f"curate.{section}[{i}].path: file not found: {source.path}")
         for field, path in (("search.corpus_path", self.search.corpus_path), ("search.image_corpus_path", self.search.image_corpus_path)):
             if path is not None and not path.is_file():
