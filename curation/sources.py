@@ -33,7 +33,7 @@ from curation.normalize import LETTERS, clean_text, infer_answer_type, normalize
 from curation.verl import VERL_CATEGORY_MAP, verl_files, verl_rows
 from curation.schema import Sample
 
-__all__ = ["RowRejected", "SourceError", "SourceSpec", "TableFileError", "read_source", "read_table_file", "row_to_sample"]
+__all__ = ["RowRejected", "SourceError", "SourceSpec", "TableFileError", "read_image_ref", "read_source", "read_table_file", "row_to_sample"]
 
 PARSE_ERROR = "__parse_error__"  # the key of a row that could not be read (its value: the reason)
 SOURCE_KINDS = ("jsonl", "json", "tsv", "hf", "verl")
@@ -258,6 +258,13 @@ def _read_image(ref: Any, base_dir: Path, files: set[str] | None = None) -> tupl
         return base64.b64decode(ref.split(",", 1)[-1], validate=True), None
     except (binascii.Error, ValueError) as exc:
         raise RowRejected(f"image_ref_invalid: neither an image file nor base64 ({exc})") from None
+
+
+def read_image_ref(ref: Any, base_dir: Path, files: set[str] | None = None) -> tuple[bytes, str | None]:
+    """(bytes, path) of an image given as a path (relative to `base_dir`), base64 or a data URL,
+    raw bytes, a `{bytes, path}` dict or a PIL image, as every source reads them. Raises
+    `RowRejected` (`image_missing`, `image_unreadable`, `image_ref_invalid`, `image_undecodable`)."""
+    return _read_image(ref, base_dir, files)
 
 
 def _read_file(ref: str, base_dir: Path, files: set[str] | None) -> tuple[bytes, str]:

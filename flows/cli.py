@@ -440,6 +440,11 @@ def serve_replay(
     serve(settings, host=host, port=port)
 
 
+from flows.cli_interop import register  # noqa: E402 - the commands of flows/cli_interop.py join this app
+
+register(app)
+
+
 def main() -> None:
     try:
         app()

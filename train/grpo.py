@@ -34,7 +34,8 @@ from curation.shards import iter_rows
 from synth import aio
 from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
 from synth.judge import Judge, JudgeConfig
-from synth.protocol import load_prompts, render_code_observation
+from synth.profile import IMAGE_SLOT, load_profile
+from synth.protocol import load_prompts
 from synth.reward import RewardConfig
 from synth.search import SearchConfig
 from train.rollout import RolloutError, TokenPolicy, VLLMTokenPolicy, encoded_image_tokens
@@ -42,7 +43,6 @@ from train.sft import TrainingDataError, TrainingSetupError, apply_pixel_budget,
 
 logger = logging.getLogger(__name__)
 
-NOOP_OBSERVATION = render_code_observation("", "", 0)
 
 
 class VLLMRolloutConfig(BaseModel):
@@ -101,7 +101,7 @@ def load_prompts_dataset(curated_dir: str | Path, pools: list[str], agent: Agent
     rows = [r for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in pools][: max_samples or None]
     if not rows:
         raise TrainingDataError(f"no samples of pool(s) {pools} in {curated_dir}")
-    prompts = load_prompts(agent.tools)
+    prompts = load_prompts(agent.tools, agent.profile)
     records = []
     for row in rows:
         sample = Sample.from_row(row)
@@ -125,6 +125,8 @@ def noop_code_cells(row: dict[str, Any]) -> tuple[int, int]:
 
     Messages alternate after the prompt: assistant turn t at 2 + 2t, its observation at 3 + 2t."""
     ran = noop = 0
+    # A cell that printed nothing and showed nothing, in the layout the episode was shown.
+    empty = load_profile(row.get("protocol_version") or "deepeyes-v2").render_code("", "", 0).replace(IMAGE_SLOT, "").strip()
     for call in row["tool_calls"]:
         if call["tool"] != "python" or call["outcome"] != "ok":
             continue
@@ -132,7 +134,7 @@ def noop_code_cells(row: dict[str, Any]) -> tuple[int, int]:
         position = 3 + 2 * call["turn"]
         observation = row["messages"][position] if position < len(row["messages"]) else {"content": []}
         text = "".join(part.get("text") or "" for part in observation["content"])
-        noop += text.strip() == NOOP_OBSERVATION.strip() and call["images"] == 0
+        noop += text.strip() == empty and call["images"] == 0
     return ran, noop
 
 
