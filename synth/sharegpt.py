@@ -212,12 +212,14 @@ def _rewrite(turns: list[tuple[str, str]], source: Profile, target: Profile) -> 
     question, _ = split_question(turns[first_user][1])
     out = [("system", [{"type": "text", "text": target.system_prompt(tools)}]),
            ("user", target.user_parts(question, count_markers(turns[first_user][1]), tools))]
-    for number, (role, text) in enumerate(turns[first_user + 1:], start=1):
+    number = 0
+    for role, text in turns[first_user + 1:]:
         if role == "system":
             continue
         if role == "assistant":
             out.append((role, _parts(text)))
             continue
+        number += 1
         parsed = source.parse_observation(text.replace("<image>", IMAGE_SLOT))
         if parsed is None:
             raise RowRejected(f"observation_unparsed: observation {number} does not follow the layout of {source.version} "
