@@ -185,8 +185,8 @@ class Profile:
         places them with `{images}`)."""
         template = self.user_template(tools)
         slots = IMAGE_SLOT * n_images
-        text = template.replace("{question}", question)
-        return text.replace("{images}", slots) if "{images}" in template else slots + text
+        template = template.replace("{images}", slots) if "{images}" in template else slots + template
+        return template.replace("{question}", question)  # last: the question's own text is never read as a field
 
     def user_parts(self, question: str, n_images: int, tools: bool = True) -> list[dict[str, Any]]:
         """The first user turn as TRL content parts: image placeholders and the question's text."""
@@ -354,15 +354,33 @@ def shipped_profiles() -> dict[str, Path]:
     return {Path(str(f)).stem: Path(str(f)) for f in folder.iterdir() if str(f).endswith(".yaml")}
 
 
-@functools.lru_cache(maxsize=32)
+def _stamp(files: Sequence[Path]) -> tuple:
+    stamps = []
+    for file in files:
+        try:
+            stat = file.stat()
+            stamps.append((str(file), stat.st_mtime_ns, stat.st_size))
+        except OSError:
+            stamps.append((str(file), None, None))
+    return tuple(stamps)
+
+
+# path -> (the stamps of the profile file and its prompt files, the profile): an edited file is read again.
+_LOADED: dict[Path, tuple[tuple, Profile]] = {}
+
+
 def _load(path: Path) -> Profile:
+    cached = _LOADED.get(path)
+    if cached is not None and _stamp([Path(f) for f, _, _ in cached[0]]) == cached[0]:
+        return cached[1]
     try:
         raw = ProfileFile.model_validate(yaml.safe_load(path.read_text()))
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise ProfileError(f"profile {path}: {exc}") from None
-    texts = {}
+    texts, files = {}, [path]
     for key, relative in raw.prompts.items():
         prompt_path = (path.parent / relative).resolve()
+        files.append(prompt_path)
         try:
             texts[key] = prompt_path.read_text().strip()
         except OSError as exc:
@@ -373,8 +391,10 @@ def _load(path: Path) -> Profile:
     for key in ("user", "user_no_tools"):
         if "{question}" not in texts[key]:
             raise ProfileError(f"profile {path}: prompts.{key} has no {{question}}")
-    return Profile(raw.name, raw.version, raw.think_prefix, texts["system"], texts["user"], texts["system_no_tools"],
-                   texts["user_no_tools"], raw.observation, raw.max_images_per_observation, path)
+    profile = Profile(raw.name, raw.version, raw.think_prefix, texts["system"], texts["user"], texts["system_no_tools"],
+                      texts["user_no_tools"], raw.observation, raw.max_images_per_observation, path)
+    _LOADED[path] = (_stamp(files), profile)
+    return profile
 
 
 def load_profile(name_or_path: str | Path = DEFAULT_PROFILE) -> Profile:

@@ -119,3 +119,16 @@ def test_eval_defaults_fit_real_models_and_an_endpoint_is_named():
         EvalConfig(model_url="http://localhost:8000/v1")
     with pytest.raises(ValueError, match="unknown protocol profile 'nope'"):
         EvalConfig(agent={"profile": "nope"})
+
+
+def test_the_example_configs_load_with_real_model_budgets():
+    from pathlib import Path
+
+    from flows.config import load_config
+
+    configs = Path(__file__).parent.parent / "configs"
+    coldstart = load_config(configs / "vllm-teacher.example.yaml", check=False)
+    assert coldstart.eval.agent.max_turns == 10 and coldstart.eval.agent.max_tokens_per_turn == 8192
+    released = load_config(configs / "released-7b.example.yaml", check=False)
+    assert released.eval.model_url and released.eval.agent.profile == "deepeyesv2-reference"
+    assert released.eval.agent.prefix_for(1) == "<think>" and not released.curate.sources  # evaluation only: nothing to curate
