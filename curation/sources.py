@@ -305,6 +305,10 @@ def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: 
     for ref in images:
         data, path = _read_image(ref, base_dir, files)
         refs.append({"bytes": data, "path": path})
+    if spec.value(row, "question") is None and "question" not in spec.fields:
+        conversation = next((c for c in ("messages", "conversations") if isinstance(row.get(c), list)), None)
+        if conversation is not None:
+            raise RowRejected(f"sharegpt_row: the row is a conversation (`{conversation}`), not a question")
     question = _text(spec.value(row, "question"), "question", required=True)
     answer = _text(spec.value(row, "answer"), "answer", required=True)
     choices = spec.choices_of(row)
@@ -645,5 +649,7 @@ def rows_fix_hint(reason_key: str) -> str:
         "image_missing": "image paths are read relative to the source file's folder: check them, or map `fields.images`",
         "invalid_json": "give JSON Lines (one object per line) or a JSON array of objects",
         "invalid_encoding": "re-encode the file as UTF-8",
+        "sharegpt_row": "this is LLaMA-Factory's sharegpt layout (conversations with images): `deepeyes import sharegpt FILE --out DIR` "
+                        "turns it into trajectory shards and DIR/samples.jsonl, which curates as `--source jsonl:DIR/samples.jsonl`",
     }
     return hints.get(reason_key, "see the quarantine for each row's reason")

@@ -167,3 +167,10 @@ def test_llama_factory_default_tags_and_observation_role(tmp_path):
     with pytest.raises(ValueError, match="observation_unparsed: observation 1 does not follow the layout of deepeyesv2-reference/1"):
         import_row(broken, ImportConfig(layout="ours"), FIXTURE, "t")
     assert ShareGPTFormat().resolved(row)[:3] == ("conversations", "from", "value")
+
+
+def test_curating_the_sharegpt_file_itself_says_how_to_import_it(tmp_path):
+    done = run_cli(["curate", "--source", f"json:{FIXTURE / 'sft_part_0.json'},category=perception", "--out", str(tmp_path / "cur")], tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "all 3 rows are unusable, 3 for sharegpt_row: this is LLaMA-Factory's sharegpt layout" in done.stderr
+    assert "deepeyes import sharegpt FILE --out DIR" in done.stderr
