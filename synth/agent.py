@@ -206,6 +206,7 @@ class ToolSession:
 
 
 def trajectory_id(sample_id: str, policy: str, attempt: int, protocol_version: str) -> str:
+    """A trajectory's id: a 24-hex-digit digest of its sample, policy, attempt and protocol profile version."""
     return hashlib.blake2b(f"{sample_id}|{policy}|{attempt}|{protocol_version}".encode(), digest_size=12).hexdigest()
 
 
