@@ -132,3 +132,15 @@ def test_the_example_configs_load_with_real_model_budgets():
     released = load_config(configs / "released-7b.example.yaml", check=False)
     assert released.eval.model_url and released.eval.agent.profile == "deepeyesv2-reference"
     assert released.eval.agent.prefix_for(1) == "<think>" and not released.curate.sources  # evaluation only: nothing to curate
+
+
+def test_deepeyes_evaluate_a_checkpoint_path(tiny_model, world, bench, tmp_path):
+    out = tmp_path / "tiny"
+    done = run_cli(["evaluate", str(tiny_model), "--benchmark", str(bench), "--out", str(out), "--max-samples", "1", "--max-turns", "1",
+                    "--max-tokens", "8", "--no-tool-free-control", "--corpus", world["corpus_path"]], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["model"] == str(tiny_model.resolve()) and list(metrics["benchmarks"]["world"]["runs"]) == ["tools"]
+    assert metrics["benchmarks"]["world"]["runs"]["tools"]["overall"]["n"] == 1
+    missing = run_cli(["evaluate", str(tmp_path / "nowhere"), "--benchmark", str(bench)], tmp_path)
+    assert missing.returncode == 2 and "checkpoint not found" in missing.stderr and "Traceback" not in missing.stderr
