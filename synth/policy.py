@@ -98,6 +98,14 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, ValueError)  # JSON that does not decode
 
 
+# vLLM drops special tokens from the text it returns unless told not to, and the protocol's tags are
+# special tokens in Qwen's vocabularies: `<think>` vanishes and a stop on `</tool_call>` never fires.
+# Not `include_stop_str_in_output`: with special tokens kept, it also appends the end-of-turn token's
+# text (`<|im_end|>`) to every turn that ends on it; vLLM strips the stop string and names it in the
+# choice's `stop_reason` instead. Sent to vLLM alone: other servers (OpenAI's) refuse fields they do not know.
+VLLM_PROTOCOL_FIELDS = {"skip_special_tokens": False}
+
+
 class EndpointPolicy:
     """A model behind an OpenAI-compatible endpoint.
 
@@ -123,6 +131,8 @@ class EndpointPolicy:
         self.sent = 0  # requests asked for (retries counted apart)
         self.retries = 0
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._server_fields: dict[str, Any] | None = None  # VLLM_PROTOCOL_FIELDS for a vLLM server, once known
+        self._server_known = asyncio.Lock()
         # Retries live in one place, below, so every cause is counted; the client itself does none.
         # aiohttp underneath: httpx's own pool spends most of its time matching requests to
         # connections once there are hundreds of them in flight.
@@ -145,6 +155,17 @@ class EndpointPolicy:
         tokens = response.usage.completion_tokens if response.usage else 0
         return Generation(choice.message.content, choice.finish_reason or "stop", tokens or 0)
 
+    async def _protocol_fields(self) -> dict[str, Any]:
+        """What a turn of the protocol adds to the request for this server: asked once (vLLM lists its
+        models as `owned_by: vllm`)."""
+        if self._server_fields is not None:
+            return self._server_fields
+        async with self._server_known:
+            if self._server_fields is None:
+                models = await self._client.models.list()
+                self._server_fields = VLLM_PROTOCOL_FIELDS if any(m.owned_by == "vllm" for m in models.data) else {}
+        return self._server_fields
+
     async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:
         request = {
             "model": self.model,
@@ -161,6 +182,8 @@ class EndpointPolicy:
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     self.retries += 1
+                if stop:  # a protocol turn: its tags must survive
+                    request.update(await self._protocol_fields())
                 return await self._complete(request)
         raise AssertionError("unreachable")
 
