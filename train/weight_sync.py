@@ -28,10 +28,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from train.sft import TrainingSetupError
+
 logger = logging.getLogger(__name__)
 
 
-class WeightSyncError(RuntimeError):
+class WeightSyncError(TrainingSetupError):
     """The server did not take the weights (names the folder and the server's answer)."""
 
 
