@@ -162,8 +162,13 @@ class EndpointPolicy:
             return self._server_fields
         async with self._server_known:
             if self._server_fields is None:
-                models = await self._client.models.list()
-                self._server_fields = VLLM_PROTOCOL_FIELDS if any(m.owned_by == "vllm" for m in models.data) else {}
+                try:
+                    models = (await self._client.models.list()).data
+                except openai.APIStatusError as exc:
+                    if _retryable(exc):
+                        raise
+                    models = []  # a server that lists no models is no vLLM
+                self._server_fields = VLLM_PROTOCOL_FIELDS if any(m.owned_by == "vllm" for m in models) else {}
         return self._server_fields
 
     async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:

@@ -9,10 +9,10 @@ from synth.protocol import STOP_SEQUENCES
 from tests.vllm_double import VLLMDouble
 
 
-@pytest.mark.parametrize("owned_by, sent", [("vllm", VLLM_PROTOCOL_FIELDS), ("openai", {})])
+@pytest.mark.parametrize("owned_by, sent", [("vllm", VLLM_PROTOCOL_FIELDS), ("openai", {}), (None, {})])
 def test_protocol_turns_ask_vllm_to_keep_special_tokens(tiny_model, owned_by, sent):
     """vLLM (its models listed as owned by "vllm") keeps the protocol's special-token tags only when told;
-    other servers get no field they may refuse. A request without stop strings (the LLM judge) is no
+    other servers (and one that lists no models) get no field they may refuse. A request without stop strings (the LLM judge) is no
     protocol turn and goes as it is."""
     from transformers import AutoProcessor
 

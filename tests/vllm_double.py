@@ -55,13 +55,13 @@ def image_runs(token_ids: list[int], image_token_id: int) -> list[dict[str, int]
 
 class VLLMDouble:
     def __init__(self, sampler: Sampler, processor, model_name: str = "policy", reload: Callable[[str], None] | None = None,
-                 device: str = "cuda", owned_by: str = "vllm") -> None:
+                 device: str = "cuda", owned_by: str | None = "vllm") -> None:
         self.sampler = sampler
         self.processor = processor
         self.model_name = model_name
         self.reload = reload  # what `/collective_rpc reload_weights` does with its weights_path; None: the route is absent
         self.device = device  # what `/server_info` says the server runs on
-        self.owned_by = owned_by  # what `/v1/models` says (vLLM says "vllm")
+        self.owned_by = owned_by  # what `/v1/models` says (vLLM says "vllm"); None: no such route
         self.reloads: list[str] = []  # every weights_path reloaded
         self.encoder_cache_resets = 0
         self.chats: list[dict[str, Any]] = []  # every chat completion request, as received
@@ -86,6 +86,8 @@ class VLLMDouble:
 
         @app.get("/v1/models")
         def models():
+            if self.owned_by is None:
+                raise HTTPException(404, "Not Found")
             return {"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": self.owned_by}]}
 
         @app.get("/server_info")
