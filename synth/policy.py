@@ -120,6 +120,14 @@ def _matched_stop(choice: Any, text: str, finish_reason: str, stop: list[str]) -
     return infer_matched_stop(text, stop)
 
 
+# vLLM drops special tokens from the text it returns unless told not to, and the protocol's tags are
+# special tokens in Qwen's vocabularies: `<think>` vanishes and a stop on `</tool_call>` never fires.
+# Not `include_stop_str_in_output`: with special tokens kept, it also appends the end-of-turn token's
+# text (`<|im_end|>`) to every turn that ends on it; vLLM strips the stop string and names it in the
+# choice's `stop_reason` instead. Sent to vLLM alone: other servers (OpenAI's) refuse fields they do not know.
+VLLM_PROTOCOL_FIELDS = {"skip_special_tokens": False}
+
+
 class EndpointPolicy:
     """A model behind an OpenAI-compatible endpoint.
 
@@ -145,6 +153,8 @@ class EndpointPolicy:
         self.sent = 0  # requests asked for (retries counted apart)
         self.retries = 0
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._server_fields: dict[str, Any] | None = None  # VLLM_PROTOCOL_FIELDS for a vLLM server, once known
+        self._server_known = asyncio.Lock()
         # Retries live in one place, below, so every cause is counted; the client itself does none.
         # aiohttp underneath: httpx's own pool spends most of its time matching requests to
         # connections once there are hundreds of them in flight.
@@ -169,6 +179,22 @@ class EndpointPolicy:
         text = choice.message.content
         return Generation(prefix + text, finish, tokens or 0, matched_stop=_matched_stop(choice, text, finish, request.get("stop") or []))
 
+    async def _protocol_fields(self) -> dict[str, Any]:
+        """What a turn of the protocol adds to the request for this server: asked once (vLLM lists its
+        models as `owned_by: vllm`)."""
+        if self._server_fields is not None:
+            return self._server_fields
+        async with self._server_known:
+            if self._server_fields is None:
+                try:
+                    models = (await self._client.models.list()).data
+                except openai.APIStatusError as exc:
+                    if _retryable(exc):
+                        raise
+                    models = []  # a server that lists no models is no vLLM
+                self._server_fields = VLLM_PROTOCOL_FIELDS if any(m.owned_by == "vllm" for m in models) else {}
+        return self._server_fields
+
     async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:
         """The next assistant turn. A `prefix` (a pre-filled `<think>`) goes as a partial assistant
         message that the server continues (vLLM's `continue_final_message`); the returned text
@@ -192,6 +218,8 @@ class EndpointPolicy:
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     self.retries += 1
+                if stop:  # a protocol turn: its tags must survive
+                    request.update(await self._protocol_fields())
                 return await self._complete(request, prefix)
         raise AssertionError("unreachable")
 
