@@ -38,7 +38,7 @@ from eval.benchmarks import benchmark_files
 from eval.report import build_report
 from eval.stage import EvalConfig, run_evaluate
 from flows import artifacts, lineage
-from flows.config import PipelineConfig, load_config
+from flows.config import ConfigError, PipelineConfig, load_config
 from flows.launcher import TrainingLauncher, launch_training
 from flows.orchestration import endpoint_limit_name, ensure_endpoint_limit, retry_options, task_runner
 from synth.endpoint import EndpointError, ManagedServer, free_port
@@ -402,6 +402,8 @@ def _config(config: dict[str, Any] | str) -> PipelineConfig:
 
 def _curate(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
     cfg, run = r.cfg, r.run
+    if cfg.world is None and not cfg.curate.sources:  # a config that only evaluates an outside model
+        raise ConfigError("curate.sources: no source given: this config only evaluates a model (run it with --flow evaluate)")
     if cfg.world is not None:
         stages.done("world", stages.call("world", world_task, run / "world", cfg.world.model_dump(), (),
                                          {"world": cfg.world.model_dump(), "out_dir": str(run / "world")}))

@@ -144,3 +144,11 @@ def test_deepeyes_evaluate_a_checkpoint_path(tiny_model, world, bench, tmp_path)
     assert metrics["benchmarks"]["world"]["runs"]["tools"]["overall"]["n"] == 1
     missing = run_cli(["evaluate", str(tmp_path / "nowhere"), "--benchmark", str(bench)], tmp_path)
     assert missing.returncode == 2 and "checkpoint not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_an_evaluate_only_config_names_its_flow_when_run_whole(world, replay, bench, tmp_path):
+    config = tmp_path / "released.yaml"
+    config.write_text(f'eval: {{model_url: "{replay}", model_name: demo-teacher, benchmarks: ["{bench}"]}}\n')
+    done = run_cli(["run", str(config), "--run-dir", str(tmp_path / "run")], tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "this config only evaluates a model (run it with --flow evaluate)" in done.stderr
