@@ -91,11 +91,12 @@ class PipelineConfig(BaseModel):
             raise ConfigError("replay: the replay server serves the demo world's scripts; add a `world:` section")
         if self.replay is not None and self.teacher_server is not None:
             raise ConfigError("replay and teacher_server: choose one teacher")
-        if self.world is None and not self.curate.sources:
+        evaluate_only = bool(self.eval.benchmarks) and bool(self.eval.model_url or self.eval.model_path)
+        if self.world is None and not self.curate.sources and not evaluate_only:
             raise ConfigError("curate.sources: no source given (or add a `world:` section for the demo world)")
         for section, specs in (("sources", self.curate.sources), ("benchmarks", self.curate.benchmarks)):
             for i, source in enumerate(specs):
-                if source.kind != "hf" and not source.file.is_file():
+                if not source.exists():
                     raise ConfigError(f"curate.{section}[{i}].path: file not found: {source.path}")
         for field, path in (("search.corpus_path", self.search.corpus_path), ("search.image_corpus_path", self.search.image_corpus_path)):
             if path is not None and not path.is_file():
