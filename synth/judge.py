@@ -132,14 +132,24 @@ def _plain_char(ch: str) -> str:
     return ch
 
 
+# Cyrillic and Greek capitals that look like Latin ones, mapped where they stand alone (`A В` is
+# two option letters); inside a word they are left alone.
+_CONFUSABLE_CAPITALS = str.maketrans("АВСЕНКМОРТХΑΒΕΖΗΙΚΜΝΟΡΤΥΧ", "ABCEHKMOPTXABEZHIKMNOPTYX")
+_LONE_CONFUSABLE = re.compile(r"(?<![^\W\d_])[АВСЕНКМОРТХΑΒΕΖΗΙΚΜΝΟΡΤΥΧ](?![^\W\d_])")
+
+
 def canonical(text: str) -> str:
     """`text` with look-alike characters spelled one way: NFKC (full-width letters and digits,
     non-breaking spaces, `½` → `1/2`), superscripts as powers (`7²` → `7^2`: NFKC alone would
     make it `72`), every minus sign and dash as `-`, Unicode digits as ASCII digits, and no
-    invisible format characters. Linear in the length of `text`."""
+    invisible format characters; a lone Cyrillic or Greek capital that looks like a Latin one is that
+    letter (`В` → `B`). Linear in the length of `text`."""
+    if text.isascii():
+        return text
     text = _SUPERSCRIPT_RUN.sub(_caret, text)
     text = unicodedata.normalize("NFKC", text).translate(_LOOKALIKES)
-    return "".join(map(_plain_char, text)) if not text.isascii() else text
+    text = "".join(map(_plain_char, text))
+    return _LONE_CONFUSABLE.sub(lambda m: m.group(0).translate(_CONFUSABLE_CAPITALS), text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +251,8 @@ def _outside_boxes(text: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Words and symbols that change what an answer says
 
-_NEGATIONS = frozenset("not no never none neither nor cannot without except excluding nothing".split())
+_NEGATIONS = frozenset(("not no never none neither nor cannot without except excluding nothing but instead besides "
+                         "non wrong incorrect false untrue").split())
 _BOUNDS = frozenset(("more less fewer greater larger bigger smaller higher lower over under above below "
                      "beyond exceed exceeds exceeding within up upto max maximum minimum nearly almost plus onwards "
                      "upwards odd than till until").split())
@@ -256,6 +267,27 @@ _VALUE_WORDS = frozenset(("squared cubed factorial power root half halves quarte
 _EXPRESSION_WORDS = frozenset("sqrt pi log ln lg sin cos tan cot sec csc exp arcsin arccos arctan".split())
 _BOUND_SYMBOLS = frozenset("<>≤≥≮≯≲≳⩽⩾≪≫")
 _APPROX_SYMBOLS = frozenset("≈~∼≃≅")
+# Combining marks that strike a character out (`7̸`, `A̶`), and Markdown's strikethrough `~~`.
+_STRIKES = frozenset("\u0334\u0335\u0336\u0337\u0338\u20d2\u20d3\u20e0\u20e5\u20eb")
+
+
+def _symbol_kind(ch: str) -> str | None:
+    """negation | bound | list for a relation symbol, by its Unicode name (`≧`, `≰`, `∉`, `⊀` as
+    well as `<`, `≥`, `≠`), or None."""
+    if ch in _BOUND_SYMBOLS:
+        return "bound"
+    if ch.isascii() or unicodedata.category(ch) not in ("Sm", "Mn", "Me"):
+        return None
+    if ch in _STRIKES:
+        return "negation"
+    name = unicodedata.name(ch, "")
+    if name.startswith("NOT ") or " NOT " in name or name.startswith("NEITHER "):
+        return "negation"
+    if any(word in name for word in ("LESS-THAN", "GREATER-THAN", "PRECEDES", "SUCCEEDS")):
+        return "bound"
+    if "PLUS-MINUS" in name or "MINUS-OR-PLUS" in name:
+        return "list"
+    return None
 _HARMLESS_SYMBOLS = frozenset(".,:;()[]\"'`“”‘’′″-&°$€£¥₹¢")
 _CURRENCY = frozenset("$€£¥₹¢")
 
@@ -301,7 +333,8 @@ _LATEX = [
     (re.compile(r"\\(?:times|cdot)(?![a-zA-Z])"), "×"), (re.compile(r"\\infty(?![a-zA-Z])"), "∞"),
     (re.compile(r"\^\s*\{?\s*\\circ\s*\}?"), "°"), (re.compile(r"\\%"), "%"), (re.compile(r"\{,\}|\\[,!]"), ""),
     (re.compile(r"\\[;: ]|\\quad|\\qquad"), " "), (re.compile(r"\\(?:left|right)(?![a-zA-Z])"), ""),
-    (re.compile(r"<=|=<"), "≤"), (re.compile(r">=|=>"), "≥"), (re.compile(r"!="), "≠"), (re.compile(r"={2,}"), "="),
+    (re.compile(r"<=|=<"), "≤"), (re.compile(r">=|=>"), "≥"), (re.compile(r"!=|=/=|=\\=|/="), "≠"), (re.compile(r"={2,}"), "="),
+    (re.compile(r"\+/-|\+-(?=\s*\d)"), "±"), (re.compile(r"-/\+"), "∓"),
     (re.compile(r"\*\*|__"), ""),  # Markdown bold
     # A power of a unit is part of the unit (`7 m^2`, `9.8 m s^{-2}`), not a second number.
     (re.compile(r"(?<=[^\W\d_])\^\s*\{?\s*-?\d+\s*\}?"), ""),
@@ -436,26 +469,29 @@ def _next(tokens: list[_Token], i: int, step: int = 1) -> int:
     return i if 0 <= i < len(tokens) else -1
 
 
-def _qualifier(text: str, lists: bool = True) -> tuple[str, str] | None:
+def _qualifier(text: str, lists: bool = True, bounds: bool = True) -> tuple[str, str] | None:
     """(kind, why) of the first negation, bound or hedge in `text`; kind is negation | bound |
-    hedge | list (`or`, `either`, `between`, `±`: several values; skipped with `lists=False`).
-    Linear in the length of `text`."""
+    hedge | list (`or`, `either`, `between`, `±`: several values; skipped with `lists=False`;
+    bounds skipped with `bounds=False`). Linear in the length of `text`."""
     previous = ""
     for match in _WORD.finditer(text):
         word, shown = match.group(0).lower(), match.group(0)
         if _is_negation(word):
             return "negation", f"a negation ({shown!r})"
-        if word in _BOUNDS or (word in _AT_BOUNDS and previous == "at"):
+        if bounds and (word in _BOUNDS or (word in _AT_BOUNDS and previous == "at")):
             return "bound", f"a bound ({'at ' if word in _AT_BOUNDS else ''}{shown!r})"
         if word in _HEDGES and (lists or word not in ("or", "either", "between")):
             return ("list" if word in ("or", "either", "between") else "hedge"), f"a hedge ({shown!r})"
         previous = word
+    if "~~" in text:
+        return "negation", "a strikethrough ('~~')"
     for ch in text:
-        if ch in _BOUND_SYMBOLS:
+        kind = _symbol_kind(ch)
+        if kind == "negation":
+            return "negation", f"a negation ({ch!r})"
+        if kind == "bound" and bounds:
             return "bound", f"a bound ({ch!r})"
-        if ch == "≠":
-            return "negation", "a negation ('≠')"
-        if ch in "±∓" and lists:
+        if kind == "list" and lists:
             return "list", f"a hedge ({ch!r})"
         if ch == "?":
             return "hedge", "a question mark"
@@ -464,8 +500,9 @@ def _qualifier(text: str, lists: bool = True) -> tuple[str, str] | None:
 
 def qualifier(text: str) -> str | None:
     """What in `text` makes it other than a plain statement of its answer: a negation (`not`,
-    `no`, `≠`), a bound (`at least`, `more than`, `over`, `<`, `≥`), a hedge (`or`, `maybe`, `±`,
-    `?`), or None. Words and symbols only; linear in the length of `text`."""
+    `no`, `wrong`, `≠`, `∉`, a strikethrough `~~` or a struck-out character), a bound (`at least`,
+    `more than`, `over`, `<`, `≥`, any relation symbol by its Unicode name), a hedge (`or`,
+    `maybe`, `±`, `?`), or None. Words and symbols only; linear in the length of `text`."""
     found = _qualifier(text)
     return found[1] if found else None
 
@@ -575,8 +612,8 @@ def _read_number(tokens: list[_Token], first: int) -> StatedNumber | NotOneNumbe
         consumed.add(before)
         before -= 1
     prev = _next(tokens, before + 1, -1)
-    if not negative and prev >= first and tokens[prev].text == "-" and before == start - 1:
-        return NotOneNumber("unclear", "a dash before the number: a minus sign or a separator")  # `- 7`, `Total - 7`
+    if prev >= first and tokens[prev].text in ("-", "+"):  # `- 7`, `Total - 7`, `- -7`
+        return NotOneNumber("unclear", "a dash before the number: a minus sign or a separator")
     if prev >= first and tokens[prev].kind == "word" and tokens[prev].text.lower() in ("negative", "minus", "positive"):
         negative = tokens[prev].text.lower() != "positive"
         consumed.add(prev)
@@ -737,7 +774,6 @@ _LONE_CAPITAL = re.compile(r"(?<![\w'’])([A-Z])(?![\w'’])")
 # two letters. A word that could only follow a letter ("A or B", "A is right") keeps it a letter.
 _NOT_A_LETTER = re.compile(r"\s+(?!(?:or|and|nor|but|is|was)\b)[a-z]")
 _SENTENCE_START = frozenset(".!?:;(\"“\n")
-_CHOICE_HEDGES = frozenset("or either maybe perhaps possibly unsure".split())
 
 ChoiceReading = str | None | Literal["several", "negated"]
 
@@ -813,11 +849,9 @@ def choice_of(text: str, choices: list[str] | None) -> ChoiceReading:
         letter = alone.group(1).upper()
         return letter if letter in letters else None
     masked, named_options = _name_options(text, keys)
-    words = [w.lower() for w in _WORD.findall(masked)]
-    if any(_is_negation(w) for w in words):
-        return "negated"
-    if any(w in _CHOICE_HEDGES for w in words) or "?" in masked:
-        return "several"
+    said = _qualifier(masked, bounds=False)  # `higher`, `over` describe options; they bound no letter
+    if said:
+        return "negated" if said[0] == "negation" else "several"
     found = {letters[i] for i in named_options}
     for match in _LONE_CAPITAL.finditer(masked):
         if match.group(1) in letters and not _article(text, match):
@@ -952,6 +986,7 @@ _SQRT = re.compile(r"\bsqrt\s*\(")
 def plain_math_to_latex(text: str) -> str:
     """Plain-text math as LaTeX math-verify reads (`pi/2` → `\\pi/2`, `sqrt(3)/2` → `\\sqrt{3}/2`,
     `x**2` → `x^2`); text that already has LaTeX commands is left as it is."""
+    text = text.replace("+/-", "\\pm ").replace("-/+", "\\mp ")  # math-verify reads `7 +/- 1` as 1
     if "\\" in text:
         return text
     out = text.replace("**", "^")

@@ -226,6 +226,14 @@ JUDGE = {
     "number: a negation, not": ("not 7", "7", "number", None, "judge_failed"),
     "number: a negation, != in ASCII": ("!= 7", "7", "number", None, "judge_failed"),
     "number: a hedge, maybe": ("maybe 7", "7", "number", None, "judge_failed"),
+    "number: a hedge, +/-": ("7 +/- 1", "7", "number", None, "judge_failed"),
+    "number: a negation, wrong": ("7 is wrong", "7", "number", None, "judge_failed"),
+    "number: a negation, anything but": ("anything but 7", "7", "number", None, "judge_failed"),
+    "number: a negation, =/=": ("=/= 7", "7", "number", None, "judge_failed"),
+    "number: a strikethrough": ("~~7~~", "7", "number", None, "judge_failed"),
+    "number: a struck-out digit": ("7\u0338", "7", "number", None, "judge_failed"),
+    "number: a bound by its Unicode name": ("≧7", "7", "number", None, "judge_failed"),
+    "math: a negation by its Unicode name": ("∉ 7", "7", "math", None, "judge_failed"),
     "number: a hedge, a question": ("7?", "7", "number", None, "judge_failed"),
     "number: a hedge, ±": ("7 ± 1", "7", "number", None, "judge_failed"),
     "number: a hedge, a range with an en dash": ("6–8", "7", "number", None, "judge_failed"),
@@ -300,6 +308,13 @@ JUDGE = {
     "choice: the longest option text wins": ("It's dark red", "B", "choice", ["red", "dark red"], "correct"),
     "choice: a label with its own text": ("A: cat", "A", "choice", ["cat", "dog"], "correct"),
     "choice: full-width letter": ("Ｂ", "B", "choice", ["cat", "dog"], "correct"),
+    "choice: a lone Cyrillic capital is the letter it looks like": ("\u0412", "B", "choice", ["cat", "dog"], "correct"),
+    "choice: a Cyrillic letter beside a Latin one": ("A \u0412", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: a struck-out letter": ("A\u0336", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: a strikethrough": ("~~B~~ A", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: a negation word": ("A is wrong", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: a comparison describes, it does not bound": ("The larger one is A", "A", "choice", ["cat", "dog"], "correct"),
+    "choice: option A option B": ("option A option B", "B", "choice", ["cat", "dog"], "judge_failed"),
     "choice: letter and text agree in a sentence": ("I pick B, the dog", "B", "choice", ["cat", "dog"], "correct"),
     # yes/no: an opener decides unless the answer also says the other or hedges.
     "yes/no: yes or no": ("Yes or no", "yes", "text", None, "judge_failed"),
@@ -350,6 +365,7 @@ def test_rule_pieces():
     assert answer_key("The Velmora Tower.") == "velmora tower" and answer_key("A") == "a" and answer_key("3-1") == "3-1"
     assert answer_key("C++") == "c++" and answer_key("U.S.") == "u s" and answer_key(".") == ""
     assert plain_math_to_latex("sqrt(3)/2 + pi") == "\\sqrt{3}/2 + \\pi" and plain_math_to_latex("\\frac{1}{2}") == "\\frac{1}{2}"
+    assert plain_math_to_latex("7 +/- 1") == "7 \\pm  1"
     # What rules alone leave to math-verify or the LLM judge.
     for prediction, gold in (("0.5", "50%"), ("0.333", "1/3"), ("3.1416", "3.14"), ("3 or 4", "3")):
         assert rule_verdict(prediction, gold, "number").outcome == "undecided"
@@ -372,10 +388,11 @@ FOOLING = ["at least {n}", "at most {n}", "more than {n}", "less than {n}", "ove
            "almost {n}", "nearly {n}", "{n} or more", "{n}+", ">{n}", "< {n}", "≥ {n}", "≤{n}", ">= {n}", "≠ {n}", "!= {n}",
            "no {n}", "not {n}", "It isn't {n}", "maybe {n}", "{n}?", "{n} or {m}", "{n}, {m}", "{n}-{m}", "{n} – {m}",
            "{n} ± 1", "between {n} and {m}", "{n} = {m}", "\\boxed{{{n}}} \\boxed{{{m}}}", "not \\boxed{{{n}}}",
-           "{n} million", "{n} thousand", "{n}k", "{n}K", "{n}M", "{n} squared", "{n}-fold", "twice {n}", "{n} dozen"]
+           "{n} million", "{n} thousand", "{n}k", "{n}K", "{n}M", "{n} squared", "{n}-fold", "twice {n}", "{n} dozen",
+           "{n} is wrong", "anything but {n}", "~~{n}~~", "{n}\u0338", "≧ {n}", "{n} +/- 1", "- {n}"]
 OPERATIONS = ["{n}²", "{n}^2", "{n}!", "{n}x", "{n}π", "{n} × 10³", "{n}\\sqrt{{2}}", "{n}/x"]
 # Lists math-verify reads as sets (`2 or 3` is {2, 3}, which is not 2): math answers may go to it.
-MATH_SETS = ["{n} or {m}", "{n}, {m}", "{n}-{m}", "{n} – {m}", "{n} ± 1", "between {n} and {m}"]
+MATH_SETS = ["{n} or {m}", "{n}, {m}", "{n}-{m}", "{n} – {m}", "{n} ± 1", "{n} +/- 1", "between {n} and {m}"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
