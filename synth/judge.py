@@ -254,10 +254,10 @@ def _outside_boxes(text: str) -> str:
 _NEGATIONS = frozenset(("not no never none neither nor cannot without except excluding nothing but instead besides "
                          "non wrong incorrect false untrue").split())
 _BOUNDS = frozenset(("more less fewer greater larger bigger smaller higher lower over under above below "
-                     "beyond exceed exceeds exceeding within up upto max maximum minimum nearly almost plus onwards "
-                     "upwards odd than till until").split())
-# `least` and `most` bound only after `at` (`at least 7`); `the most common is 7` states a value.
-_AT_BOUNDS = frozenset(("least", "most"))
+                     "beyond exceed exceeds exceeding within upto max maximum minimum nearly almost plus onwards "
+                     "upwards than till until").split())
+# Bounds of two words: `at least 7`, `at most 7` (`the most common is 7` states a value), `up to 7`.
+_PAIR_BOUNDS = frozenset((("at", "least"), ("at", "most"), ("up", "to")))
 _HEDGES = frozenset("or either maybe perhaps possibly unsure uncertain unclear between".split())
 _APPROXIMATE = frozenset("about approximately approx around roughly circa ca ish estimated".split())
 # Words that change the value of the number they go with.
@@ -269,6 +269,10 @@ _BOUND_SYMBOLS = frozenset("<>≤≥≮≯≲≳⩽⩾≪≫")
 _APPROX_SYMBOLS = frozenset("≈~∼≃≅")
 # Combining marks that strike a character out (`7̸`, `A̶`), and Markdown's strikethrough `~~`.
 _STRIKES = frozenset("\u0334\u0335\u0336\u0337\u0338\u20d2\u20d3\u20e0\u20e5\u20eb")
+_HARMLESS_SYMBOLS = frozenset(".,:;()[]\"'`“”‘’′″-&°$€£¥₹¢")
+_CURRENCY = frozenset("$€£¥₹¢")
+
+_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
 
 
 def _symbol_kind(ch: str) -> str | None:
@@ -288,10 +292,6 @@ def _symbol_kind(ch: str) -> str | None:
     if "PLUS-MINUS" in name or "MINUS-OR-PLUS" in name:
         return "list"
     return None
-_HARMLESS_SYMBOLS = frozenset(".,:;()[]\"'`“”‘’′″-&°$€£¥₹¢")
-_CURRENCY = frozenset("$€£¥₹¢")
-
-_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
 
 
 def _is_negation(word: str) -> bool:
@@ -478,8 +478,8 @@ def _qualifier(text: str, lists: bool = True, bounds: bool = True) -> tuple[str,
         word, shown = match.group(0).lower(), match.group(0)
         if _is_negation(word):
             return "negation", f"a negation ({shown!r})"
-        if bounds and (word in _BOUNDS or (word in _AT_BOUNDS and previous == "at")):
-            return "bound", f"a bound ({'at ' if word in _AT_BOUNDS else ''}{shown!r})"
+        if bounds and (word in _BOUNDS or (previous, word) in _PAIR_BOUNDS):
+            return "bound", f"a bound ({previous + ' ' if (previous, word) in _PAIR_BOUNDS else ''}{shown!r})"
         if word in _HEDGES and (lists or word not in ("or", "either", "between")):
             return ("list" if word in ("or", "either", "between") else "hedge"), f"a hedge ({shown!r})"
         previous = word
@@ -789,7 +789,7 @@ def _article(text: str, match: re.Match) -> bool:
     if match.group(1) == "I":
         return True
     before = match.start() - 1
-    while before >= 0 and text[before] in " \t":  # bounded below: a letter ends each run it scans
+    while before >= 0 and text[before] in " \t":  # each run of spaces is scanned once, by the letter after it
         before -= 1
     return before < 0 or text[before] in _SENTENCE_START
 
@@ -825,11 +825,11 @@ def choice_of(text: str, choices: list[str] | None) -> ChoiceReading:
 
     In order: a label with an option's text (`B. green`; a label with another option's text, `A.
     dog`, names two options); one option's text, exactly (an option's text beats a letter: `a dog`
-    with options ["a cat", "a dog"] is B); a lone letter (`B`, `(B)`, `b.`); else the sentence: every option
-    whose text it contains (the longest match wins) and every capital letter standing alone (`I
-    think it is C`, `The answer is B`) must name the same option, with no negation or hedge word
-    outside the options' texts. An article or the pronoun I is never an option letter, and a letter
-    outside the options is ignored."""
+    with options ["a cat", "a dog"] is B); a lone letter (`B`, `(B)`, `b.`); else the sentence:
+    every option whose text it contains (the longest match wins) and every capital letter standing
+    alone (`I think it is C`, `The answer is B`) must name the same option, with no negation or
+    hedge outside the options' texts. An article or the pronoun I is never an option letter, and a
+    letter outside the options is ignored."""
     text = canonical(unwrap(text)).replace("**", "").strip()
     letters = _letters(choices)
     keys = [answer_key(c) for c in choices] if choices else []
@@ -945,8 +945,9 @@ def rule_verdict(prediction: str | None, gold: str, answer_type: str, choices: l
     boxed = boxed_answers(prediction)
     if len({re.sub(r"\s+", "", b) for b in boxed}) > 1:
         return _undecided(method, "several boxed answers")
-    if boxed and (said := qualifier(canonical(_outside_boxes(prediction)))):
-        return _undecided(method, f"{said} outside the box")
+    # math-verify reads only the box, so a list outside it (`roots 2 or 3: \boxed{2, 3}`) is harmless there.
+    if boxed and (said := _qualifier(_math_text(_outside_boxes(prediction)), lists=answer_type != "math")):
+        return _undecided(method, f"{said[1]} outside the box")
     if answer_type == "choice":
         verdict = choice_verdict(prediction, gold, choices)
         if verdict.decided or choices or verdict.detail != NO_OPTION:

@@ -289,6 +289,9 @@ JUDGE = {
     "math: two different boxes, the right one first": ("\\boxed{2} \\boxed{3}", "2", "math", None, "judge_failed"),
     "math: the same box twice is one answer": ("\\boxed{2} so \\boxed{2}", "2", "math", None, "correct"),
     "math: a bound outside the box": ("at least \\boxed{7}", "7", "math", None, "judge_failed"),
+    "math: a LaTeX bound outside the box": ("x \\geq \\boxed{7}", "7", "math", None, "judge_failed"),
+    "math: a list outside the box is the working": ("so x = 2 or x = 3, \\boxed{2, 3}", "2, 3", "math", None, "correct"),
+    "choice: a negation outside the box": ("not \\boxed{A}", "A", "choice", ["cat", "dog"], "judge_failed"),
     "math: a hedge between roots is not the root": ("2 or 3", "2", "math", None, "incorrect"),  # math-verify: {2, 3}
     # Choices: a leading label no longer short-circuits the reading of a hedge or a negation.
     "choice: a hedge between labels": ("A. or B.", "A", "choice", ["cat", "dog"], "judge_failed"),
