@@ -27,11 +27,8 @@ MAX_ANSWER_CHARS = 300  # the reference's answer cap (perception and search; see
 
 ActionKind = Literal["code", "search", "image_search", "answer", "tool_error", "none"]
 
-_CODE_BLOCK = re.compile(r"<code>(.*?)</code>", re.S)
 # A fenced Python block: ```python, ```Python, ```python3, ```py, or a bare ``` fence.
 _PY_FENCE = re.compile(r"```[ \t]*(?:python3?|py3?)?[ \t]*\n(.*?)```", re.S | re.I)
-_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 _TAG = re.compile(r"</?(?:think|code|tool_call|answer)>")
 _OPENING = {"</code>": "<code>", "</tool_call>": "<tool_call>"}
 KNOWN_TOOLS = ("search", "image_search")
@@ -109,6 +106,25 @@ def close_stopped_turn(text: str, matched_stop: str | None) -> str:
     return text
 
 
+def tag_blocks(text: str, opening: str, closing: str, limit: int | None = None) -> list[str]:
+    """The contents of `opening ... closing` blocks in `text`, as `re.findall` of
+    `opening(.*?)closing` with DOTALL gives them (leftmost, shortest, not overlapping), at most
+    `limit` of them. Linear in the length of `text`: the regex retries its lazy scan from every
+    unclosed opening tag, which is quadratic (160,000 characters of `<answer>` took a minute)."""
+    blocks: list[str] = []
+    at = 0
+    while limit is None or len(blocks) < limit:
+        start = text.find(opening, at)
+        if start < 0:
+            break
+        end = text.find(closing, start + len(opening))
+        if end < 0:
+            break  # no closing tag after this opening, so none after any later one either
+        blocks.append(text[start + len(opening) : end])
+        at = end + len(closing)
+    return blocks
+
+
 # ---------------------------------------------------------------------------------------------
 # The final answer and the format rule: the one extraction every caller uses (rewards, synthesis
 # verification, evaluation), after the reference's reward code (`deepeyesv2.py`: the first
@@ -117,9 +133,12 @@ def close_stopped_turn(text: str, matched_stop: str | None) -> str:
 
 def extract_answer(text: str) -> str | None:
     """The answer of a response or a turn: the first `<answer>...</answer>` after the last `</think>`,
-    stripped; None when there is none. An answer that appears only inside `<think>` is no answer."""
-    match = _ANSWER.search(text.rsplit("</think>", 1)[-1])
-    return match.group(1).strip() if match else None
+    stripped; None when there is none. An answer inside a closed `<think>...</think>` is no answer;
+    with no `</think>` at all the whole text counts as after it, so an answer inside an unclosed
+    `<think>` (`<think>I guess <answer>A</answer>`) is the answer (the reference splits on the last
+    `</think>` the same way), though the format fails."""
+    found = tag_blocks(text.rsplit("</think>", 1)[-1], "<answer>", "</answer>", limit=1)
+    return found[0].strip() if found else None
 
 
 @dataclass(frozen=True)
@@ -184,12 +203,12 @@ def parse_turn(text: str) -> Action:
     answer = extract_answer(text)
     if answer is not None:
         return Action("answer", answer=answer)
-    codes = _CODE_BLOCK.findall(text)
+    codes = tag_blocks(text, "<code>", "</code>")
     if codes:
         return Action("code", code=extract_code(codes[-1]))
     if "<code>" in text:
         return Action("none", error="unclosed <code> tag")
-    calls = _TOOL_CALL.findall(text)
+    calls = tag_blocks(text, "<tool_call>", "</tool_call>")
     if calls:
         return _parse_tool_call(calls[-1])
     if "<tool_call>" in text:

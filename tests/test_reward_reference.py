@@ -10,13 +10,30 @@ from the issue's rules where it does not (the judge's undecided cases)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion
 
 from curation.schema import Sample
 from synth.agent import AgentConfig, ToolBox, ToolSession, run_episode
-from synth.judge import Judge, JudgeConfig, Verdict, choice_of, parse_yes_no, plain_math_to_latex, rule_verdict, stated_number
+from synth.judge import (
+    Judge,
+    JudgeConfig,
+    Verdict,
+    answer_key,
+    canonical,
+    choice_of,
+    parse_yes_no,
+    plain_math_to_latex,
+    rule_verdict,
+    stated_number,
+)
 from synth.policy import Generation, _matched_stop, local_turn
 from synth.protocol import (
     check_response,
@@ -25,9 +42,11 @@ from synth.protocol import (
     extract_code,
     infer_matched_stop,
     parse_turn,
+    tag_blocks,
 )
 from synth.reward import RewardConfig, compute_reward, score_response
 
+ROOT = Path(__file__).resolve().parents[1]
 THINK_CODE_EOS = "<think>I could run <code> to zoom in, but the colour is clear.</think><answer>red</answer>"
 LONG = "x" * 300
 
@@ -51,6 +70,10 @@ EXTRACTION = {
     "tool_call tags free on perception": (['<think>a</think><tool_call>{"name": "search"', "<think>b</think><answer>red</answer>"],
                                           "perception", "red", True),
     "the answer is stripped": ("<think>t</think><answer>\n  red \n</answer>", "reasoning", "red", True),
+    # With no </think> at all, the whole text is "after the last </think>" (the reference splits the
+    # same way): an answer inside an unclosed <think> counts, and the format fails.
+    "an answer inside an unclosed think counts": ("<think>I guess <answer>A</answer>", "perception", "A", False),
+    "the first answer even with an unclosed one before": ("<think>t</think><answer>a <answer>b</answer>", "perception", "a <answer>b", False),
 }
 
 
@@ -100,6 +123,11 @@ REWARD = {
     "no penalty on a wrong answer": (SEARCHED, "blue", "text", "search", {}, 1, 0.2),
     "weights are settings": ("<think>t</think><answer>red</answer>", "red", "text", "perception",
                              {"accuracy_weight": 0.5, "format_weight": 0.5}, 0, 1.0),
+    "an answer inside an unclosed think: accuracy 1, format 0": ("<think>I guess <answer>A</answer>", "A", "choice", "perception",
+                                                                {}, 0, 0.8),
+    "a bound scores no accuracy": ("<think>t</think><answer>at least 7</answer>", "7", "number", "reasoning", {}, 0, 0.2),
+    "a hedge between options scores no accuracy": ("<think>t</think><answer>(A) or (B)</answer>", "A", "choice", "perception",
+                                                   {}, 0, 0.2),
 }
 
 
@@ -176,6 +204,142 @@ JUDGE = {
     "text: normalized equality": ("The Velmora Tower.", "velmora tower", "text", None, "correct"),
     "text: a paraphrase needs a judge": ("It stands in Velmorahaven.", "Velmorahaven", "text", None, "judge_failed"),
     "empty: no answer is wrong": ("", "4", "number", None, "incorrect"),
+    "empty: only invisible characters is no answer": ("\u200b\u2060", "4", "number", None, "incorrect"),
+    # Numbers: apart from the one number, nothing may change its value or make it a bound, a
+    # negation or a hedge; math-verify never sees those (it reads `7+` and `≠ 7` as 7).
+    "number: a bound, at least": ("at least 7", "7", "number", None, "judge_failed"),
+    "number: a bound, more than": ("more than 7", "7", "number", None, "judge_failed"),
+    "number: a bound, less than": ("less than 7", "7", "number", None, "judge_failed"),
+    "number: a bound, over": ("over 7", "7", "number", None, "judge_failed"),
+    "number: a bound, up to": ("up to 7", "7", "number", None, "judge_failed"),
+    "number: a bound, almost": ("almost 7", "7", "number", None, "judge_failed"),
+    "number: a bound, or more": ("7 or more", "7", "number", None, "judge_failed"),
+    "number: a bound, >": (">7", "7", "number", None, "judge_failed"),
+    "number: a bound, ≥": ("≥7", "7", "number", None, "judge_failed"),
+    "number: a bound, >= in ASCII": (">= 7", "7", "number", None, "judge_failed"),
+    "number: a bound, \\geq": ("x \\geq 7", "7", "number", None, "judge_failed"),
+    "number: a bound, 7+": ("7+", "7", "number", None, "judge_failed"),
+    "number: a bound, 7+ as math": ("7+", "7", "math", None, "judge_failed"),
+    "number: a negation, ≠": ("≠ 7", "7", "number", None, "judge_failed"),
+    "number: a negation, ≠ as math": ("≠ 7", "7", "math", None, "judge_failed"),
+    "number: a negation, no": ("no 7", "7", "number", None, "judge_failed"),
+    "number: a negation, not": ("not 7", "7", "number", None, "judge_failed"),
+    "number: a negation, != in ASCII": ("!= 7", "7", "number", None, "judge_failed"),
+    "number: a hedge, maybe": ("maybe 7", "7", "number", None, "judge_failed"),
+    "number: a hedge, +/-": ("7 +/- 1", "7", "number", None, "judge_failed"),
+    "number: a negation, wrong": ("7 is wrong", "7", "number", None, "judge_failed"),
+    "number: a negation, anything but": ("anything but 7", "7", "number", None, "judge_failed"),
+    "number: a negation, =/=": ("=/= 7", "7", "number", None, "judge_failed"),
+    "number: a strikethrough": ("~~7~~", "7", "number", None, "judge_failed"),
+    "number: a struck-out digit": ("7\u0338", "7", "number", None, "judge_failed"),
+    "number: a bound by its Unicode name": ("≧7", "7", "number", None, "judge_failed"),
+    "math: a negation by its Unicode name": ("∉ 7", "7", "math", None, "judge_failed"),
+    "number: a hedge, a question": ("7?", "7", "number", None, "judge_failed"),
+    "number: a hedge, ±": ("7 ± 1", "7", "number", None, "judge_failed"),
+    "number: a hedge, a range with an en dash": ("6–8", "7", "number", None, "judge_failed"),
+    "number: an equation whose sides differ": ("7 = 8", "8", "number", None, "judge_failed"),
+    "number: a power is an expression": ("7²", "7", "number", None, "incorrect"),  # math-verify: 49
+    "number: a caret power": ("7^2", "49", "number", None, "correct"),  # math-verify
+    "number: a factorial is an expression": ("7!", "7", "number", None, "incorrect"),  # math-verify: 5040
+    "number: a variable after it": ("2x", "2", "number", None, "incorrect"),  # math-verify: 2x
+    "number: a multiplication": ("7 × 10³", "7", "number", None, "incorrect"),  # math-verify: 7000
+    "number: an addition": ("3+4", "7", "number", None, "correct"),  # math-verify
+    "number: a value word": ("7 squared", "7", "number", None, "judge_failed"),
+    "number: a scale word the gold does not write": ("7 million", "7", "number", None, "judge_failed"),
+    "number: a scale suffix the gold does not write": ("7k", "7", "number", None, "judge_failed"),
+    "number: a scale word applied": ("7 thousand", "7000", "number", None, "correct"),
+    "number: a scale suffix applied": ("7k", "7000", "number", None, "correct"),
+    "number: a scaled decimal": ("1.5 million", "1500000", "number", None, "correct"),
+    "number: a scale in the gold": ("7000000", "7 million", "number", None, "correct"),
+    "number: a wrong scaled value": ("8 thousand", "7000", "number", None, "incorrect"),
+    "number: money in millions": ("$7m", "7000000", "number", None, "correct"),
+    "number: M without a currency is unclear": ("7M", "7", "number", None, "judge_failed"),
+    "number: an unknown symbol": ("7#", "7", "number", None, "judge_failed"),
+    "number: unknown letters glued on": ("7apples", "7", "number", None, "judge_failed"),
+    "number: a unit": ("7 cm", "7", "number", None, "correct"),
+    "number: a unit glued on": ("7cm", "7", "number", None, "correct"),
+    "number: a compound unit": ("7 km/h", "7", "number", None, "correct"),
+    "number: a unit with a power": ("7 m²", "7", "number", None, "correct"),
+    "number: a currency": ("$7", "7", "number", None, "correct"),
+    "number: degrees": ("7°C", "7", "number", None, "correct"),
+    "number: different units": ("7 cm", "7 m", "number", None, "judge_failed"),
+    "number: a count noun": ("7 people", "7", "number", None, "correct"),
+    "number: an ordinal": ("7th", "7", "number", None, "correct"),
+    "number: the same number in words": ("7 (seven)", "7", "number", None, "correct"),
+    "number: another number in words": ("7 (eight)", "7", "number", None, "judge_failed"),
+    "number: a superlative is no bound": ("The most common value is 7.", "7", "number", None, "correct"),
+    "number: approximately, equal": ("approximately 7", "7", "number", None, "correct"),
+    "number: approximately, not equal": ("about 7", "7.2", "number", None, "judge_failed"),
+    "number: Unicode minus against the positive": ("−7", "7", "number", None, "incorrect"),
+    "number: Unicode minus against the negative": ("−7", "-7", "number", None, "correct"),
+    "number: Unicode minus in the gold": ("-7", "−7", "number", None, "correct"),
+    "number: Unicode minus on a decimal": ("−0.5", "0.5", "number", None, "incorrect"),
+    "number: an en dash as a sign": ("–7", "-7", "number", None, "correct"),
+    "number: negative in words": ("negative 7", "-7", "number", None, "correct"),
+    "number: a spaced dash is a minus or a separator": ("- 7", "7", "number", None, "judge_failed"),
+    "number: a dash after a word": ("Total - 7", "-7", "number", None, "judge_failed"),
+    "number: full-width digits": ("７", "7", "number", None, "correct"),
+    "number: Arabic-Indic digits": ("٧", "7", "number", None, "correct"),
+    "number: a huge power of ten is no hang": ("1e9999999", "7", "number", None, "incorrect"),  # math-verify
+    "number: a huge number of digits": ("7" * 1000, "7", "number", None, "incorrect"),  # math-verify
+    # Math: a boxed answer is one answer; two different boxed values are a hedge.
+    "math: a variable is not the number": ("2x", "2", "math", None, "incorrect"),
+    "math: 7π is not 7": ("7π", "7", "math", None, "incorrect"),
+    "math: two different boxes are a hedge": ("\\boxed{3} \\boxed{2}", "2", "math", None, "judge_failed"),
+    "math: two different boxes, the right one first": ("\\boxed{2} \\boxed{3}", "2", "math", None, "judge_failed"),
+    "math: the same box twice is one answer": ("\\boxed{2} so \\boxed{2}", "2", "math", None, "correct"),
+    "math: a bound outside the box": ("at least \\boxed{7}", "7", "math", None, "judge_failed"),
+    "math: a LaTeX bound outside the box": ("x \\geq \\boxed{7}", "7", "math", None, "judge_failed"),
+    "math: a list outside the box is the working": ("so x = 2 or x = 3, \\boxed{2, 3}", "2, 3", "math", None, "correct"),
+    "choice: a negation outside the box": ("not \\boxed{A}", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "math: a hedge between roots is not the root": ("2 or 3", "2", "math", None, "incorrect"),  # math-verify: {2, 3}
+    # Choices: a leading label no longer short-circuits the reading of a hedge or a negation.
+    "choice: a hedge between labels": ("A. or B.", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: a hedge between parenthesized letters": ("(A) or (B)", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: every label": ("A) B) C) D)", "A", "choice", ["w", "x", "y", "z"], "judge_failed"),
+    "choice: every option with its label": ("A. cat, B. dog", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: a label then a hedge between texts": ("A: cat or dog", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: a label with another option's text": ("A. dog", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: two letters": ("A, B", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: both": ("Both A and B", "B", "choice", None, "judge_failed"),
+    "choice: a negation": ("Not A", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: a negation in a sentence": ("It is not A", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: a correction": ("The answer is A, not B", "B", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: neither": ("Neither A nor B", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: two boxes": ("\\boxed{A} \\boxed{B}", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: a negation inside an option's text is the option": ("not sure", "C", "choice", ["yes", "no", "not sure"], "correct"),
+    "choice: the longest option text wins": ("It's dark red", "B", "choice", ["red", "dark red"], "correct"),
+    "choice: a label with its own text": ("A: cat", "A", "choice", ["cat", "dog"], "correct"),
+    "choice: full-width letter": ("Ｂ", "B", "choice", ["cat", "dog"], "correct"),
+    "choice: a lone Cyrillic capital is the letter it looks like": ("\u0412", "B", "choice", ["cat", "dog"], "correct"),
+    "choice: a Cyrillic letter beside a Latin one": ("A \u0412", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: a struck-out letter": ("A\u0336", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: a strikethrough": ("~~B~~ A", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: a negation word": ("A is wrong", "A", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: a comparison describes, it does not bound": ("The larger one is A", "A", "choice", ["cat", "dog"], "correct"),
+    "choice: option A option B": ("option A option B", "B", "choice", ["cat", "dog"], "judge_failed"),
+    "choice: letter and text agree in a sentence": ("I pick B, the dog", "B", "choice", ["cat", "dog"], "correct"),
+    # yes/no: an opener decides unless the answer also says the other or hedges.
+    "yes/no: yes or no": ("Yes or no", "yes", "text", None, "judge_failed"),
+    "yes/no: yes, no": ("yes, no", "yes", "text", None, "judge_failed"),
+    "yes/no: Yes/No": ("Yes/No", "yes", "text", None, "judge_failed"),
+    "yes/no: no doubt, yes": ("No doubt, yes", "yes", "text", None, "judge_failed"),
+    "yes/no: a question": ("Yes?", "yes", "text", None, "judge_failed"),
+    "yes/no: a negative sentence that opens with no": ("No, it is not red.", "no", "text", None, "correct"),
+    # Text: a normalization that empties or changes the gold does not decide.
+    "text: punctuation is not the letter A": (".", "A", "text", None, "judge_failed"),
+    "text: an article is not another article": ("an", "The", "text", None, "judge_failed"),
+    "text: C is not C++": ("C", "C++", "text", None, "judge_failed"),
+    "text: C is not C#": ("C", "C#", "text", None, "judge_failed"),
+    "text: 31 is not 3-1": ("31", "3-1", "text", None, "judge_failed"),
+    "text: 3.1 is not 3-1": ("3.1", "3-1", "text", None, "judge_failed"),
+    "text: an inner article is kept": ("Vitamin", "Vitamin A", "text", None, "judge_failed"),
+    "text: the same symbols": ("c++", "C++", "text", None, "correct"),
+    "text: an en dash is a hyphen": ("3–1", "3-1", "text", None, "correct"),
+    "text: a zero-width space is nothing": ("re\u200bd", "red", "text", None, "correct"),
+    "text: full-width letters": ("ＲＥＤ", "red", "text", None, "correct"),
+    "text: Markdown bold": ("**Velmora Tower**", "Velmora Tower", "text", None, "correct"),
+    "long: an answer over judge.max_answer_chars": ("7 " * 1500, "7", "number", None, "judge_failed"),
 }
 
 
@@ -194,12 +358,150 @@ def test_judge(rules_judge, prediction, gold, answer_type, choices, outcome):
 
 def test_rule_pieces():
     assert choice_of("I think it is C", ABCD) == "C" and choice_of("A or B", ["x", "y"]) == "several"
-    assert stated_number("12 - 5 = 7").value == 7 and stated_number("3 or 4") == "several"
-    assert stated_number("4\\sqrt{2}") == "expression" and stated_number("one hundred and five").value == 105
+    assert choice_of("It is not A", ["x", "y"]) == "negated" and choice_of("A. cat, B. dog", ["cat", "dog"]) == "several"
+    assert stated_number("12 - 5 = 7").value == 7 and stated_number("3 or 4").kind == "several"
+    assert stated_number("4\\sqrt{2}").kind == "expression" and stated_number("one hundred and five").value == 105
+    assert stated_number("at least 7").kind == "qualified" and stated_number("1e9999999").kind == "too large"
+    assert stated_number("7 thousand").value == 7000 and stated_number("7 thousand").bare == 7
+    assert stated_number("7 cm").unit == "cm" and stated_number("≈ 7").approximate
+    assert canonical("−7²") == "-7^2" and canonical("Ｂ\u200b") == "B" and canonical("½") == "1/2"
+    assert answer_key("The Velmora Tower.") == "velmora tower" and answer_key("A") == "a" and answer_key("3-1") == "3-1"
+    assert answer_key("C++") == "c++" and answer_key("U.S.") == "u s" and answer_key(".") == ""
     assert plain_math_to_latex("sqrt(3)/2 + pi") == "\\sqrt{3}/2 + \\pi" and plain_math_to_latex("\\frac{1}{2}") == "\\frac{1}{2}"
+    assert plain_math_to_latex("7 +/- 1") == "7 \\pm  1"
     # What rules alone leave to math-verify or the LLM judge.
     for prediction, gold in (("0.5", "50%"), ("0.333", "1/3"), ("3.1416", "3.14"), ("3 or 4", "3")):
         assert rule_verdict(prediction, gold, "number").outcome == "undecided"
+    # ... and which of those math-verify may decide: never a bound, a negation, a hedge or a scale.
+    for prediction, answer_type, allowed in (("0.5", "number", True), ("7²", "number", True), ("1e9999999", "number", True),
+                                             ("7+", "number", False), ("≠ 7", "math", False), ("7+", "math", False),
+                                             ("at least 7", "math", False), ("3 or 4", "number", False),
+                                             ("7 million", "number", False), ("7 cm", "math", False),
+                                             ("\\boxed{7} \\boxed{8}", "math", False), ("2x", "math", True)):
+        verdict = rule_verdict(prediction, "7" if prediction != "0.5" else "50%", answer_type)
+        assert verdict.outcome == "undecided" or prediction == "7 cm", (prediction, verdict)
+        assert verdict.math_verify is (allowed and verdict.outcome == "undecided"), (prediction, verdict)
+
+
+# Properties: what no wording earns from the rules alone. Templates of a bound, a negation, a hedge,
+# a scale or an operation around the gold number; math-verify never sees the first four kinds (it
+# reads `7+` and `≠ 7` as 7), and may decide the operations.
+
+FOOLING = ["at least {n}", "at most {n}", "more than {n}", "less than {n}", "over {n}", "under {n}", "up to {n}",
+           "almost {n}", "nearly {n}", "{n} or more", "{n}+", ">{n}", "< {n}", "≥ {n}", "≤{n}", ">= {n}", "≠ {n}", "!= {n}",
+           "no {n}", "not {n}", "It isn't {n}", "maybe {n}", "{n}?", "{n} or {m}", "{n}, {m}", "{n}-{m}", "{n} – {m}",
+           "{n} ± 1", "between {n} and {m}", "{n} = {m}", "\\boxed{{{n}}} \\boxed{{{m}}}", "not \\boxed{{{n}}}",
+           "{n} million", "{n} thousand", "{n}k", "{n}K", "{n}M", "{n} squared", "{n}-fold", "twice {n}", "{n} dozen",
+           "{n} is wrong", "anything but {n}", "~~{n}~~", "{n}\u0338", "≧ {n}", "{n} +/- 1", "- {n}"]
+OPERATIONS = ["{n}²", "{n}^2", "{n}!", "{n}x", "{n}π", "{n} × 10³", "{n}\\sqrt{{2}}", "{n}/x"]
+# Lists math-verify reads as sets (`2 or 3` is {2, 3}, which is not 2): math answers may go to it.
+MATH_SETS = ["{n} or {m}", "{n}, {m}", "{n}-{m}", "{n} – {m}", "{n} ± 1", "{n} +/- 1", "between {n} and {m}"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(2, 10**6), m=st.integers(0, 10**6), template=st.sampled_from(FOOLING + OPERATIONS),
+       sign=st.sampled_from(["", "-", "−"]), answer_type=st.sampled_from(["number", "math", "text"]))
+def test_no_bound_negation_hedge_scale_or_operation_is_credited_by_rules(n, m, template, sign, answer_type):
+    assume(m != n)
+    value = f"{sign}{n}"
+    verdict = rule_verdict(template.format(n=value, m=m), value.replace("−", "-"), answer_type)
+    assert verdict.outcome != "correct", verdict
+    if template in FOOLING and not (answer_type == "math" and template in MATH_SETS):
+        assert not verdict.math_verify, verdict
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(1, 10**9), minus=st.sampled_from(["-", "−", "–", "‒", "－", "﹣", "➖"]))
+def test_every_minus_sign_is_a_minus(n, minus):
+    assert rule_verdict(f"{minus}{n}", str(n), "number").outcome == "incorrect"
+    assert rule_verdict(f"{minus}{n}", f"-{n}", "number").outcome == "correct"
+    assert rule_verdict(f"{n}", f"{minus}{n}", "number").outcome == "incorrect"
+
+
+LABELS = ["{}", "({})", "{}.", "{})", "{}:", "option {}", "**{}**"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(options=st.integers(2, 6), data=st.data())
+def test_no_hedge_or_negation_between_options_is_credited(options, data):
+    choices = [f"option text {k}" for k in range(options)]
+    letters = "ABCDEF"[:options]
+    gold, other = data.draw(st.sampled_from(letters)), data.draw(st.sampled_from(letters))
+    assume(gold != other)
+    style = data.draw(st.sampled_from(LABELS))
+    joiner = data.draw(st.sampled_from([" or ", ", ", " and ", "/", " ", " (or ", "; maybe "]))
+    pair = [style.format(gold), style.format(other)]
+    if data.draw(st.booleans()):
+        pair.reverse()
+    for prediction in (joiner.join(pair), f"not {style.format(gold)}", f"It is not {style.format(gold)}",
+                       f"{style.format(gold)} is not right"):
+        assert rule_verdict(prediction, gold, "choice", choices).outcome != "correct", prediction
+    assert rule_verdict(style.format(gold), gold, "choice", choices).outcome == "correct"
+
+
+@settings(max_examples=200, deadline=None)
+@given(gold=st.sampled_from(["A", "The", "an", "A+", "C++", "C#", "3-1", "U.S.", "Vitamin A", "AT&T", "x/y", "50%"]),
+       prediction=st.text(alphabet=st.sampled_from(list("aAcCtThHeEnN+#-./&%135 ")), max_size=8))
+def test_a_text_is_credited_only_on_an_equal_key(gold, prediction):
+    verdict = rule_verdict(prediction, gold, "text")
+    if verdict.correct and verdict.method == "text":
+        assert answer_key(prediction) == answer_key(gold) != ""
+    if answer_key(prediction) in ("", "a", "an", "the", "c", "31", "us", "vitamin", "att", "50") and answer_key(prediction) != answer_key(gold):
+        assert not verdict.correct, verdict
+
+
+@settings(max_examples=300, deadline=None)
+@given(prediction=st.text(max_size=120), gold=st.sampled_from(["7", "-7", "0.5", "50%", "A", "yes", "red", "\\frac{1}{2}", "C++"]),
+       answer_type=st.sampled_from(["number", "math", "choice", "text"]),
+       choices=st.sampled_from([None, ["red", "green"], ["yes", "no", "not sure"]]))
+def test_the_rules_read_any_text_without_failing(prediction, gold, answer_type, choices):
+    verdict = rule_verdict(prediction, gold, answer_type, choices)
+    assert verdict.outcome in ("correct", "incorrect", "undecided")
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(st.sampled_from(["<answer>", "</answer>", "<code>", "</code>", "a", "b\n", "<", ">", "/"]), max_size=20))
+def test_tag_blocks_read_as_the_regex_does(pieces):
+    import re
+
+    text = "".join(pieces)
+    for opening, closing in (("<answer>", "</answer>"), ("<code>", "</code>")):
+        assert tag_blocks(text, opening, closing) == re.findall(f"{opening}(.*?){closing}", text, re.S)
+        assert tag_blocks(text, opening, closing, limit=1) == re.findall(f"{opening}(.*?){closing}", text, re.S)[:1]
+
+
+def _finishes(code: str, seconds: float = 60) -> bool:
+    """Whether `code` ends within `seconds` in a fresh interpreter: a generous bound on what takes
+    well under a second, so a regression to super-linear reading (minutes, holding the GIL in C
+    code that no thread could interrupt) fails instead of stalling the suite."""
+    try:
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=seconds, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def test_no_rule_runs_super_linear_on_attacker_sized_answers():
+    # Fraction("1e99999999") builds a hundred-million-digit integer; a lazy regex retried from every
+    # unclosed tag is quadratic (400,000 characters of `<answer>` took minutes).
+    assert _finishes("""
+from synth.judge import rule_verdict, stated_number
+answers = ["1e99999999", "9" * 200_000, "7 " * 500_000, "\\\\boxed{" * 100_000, "A " * 500_000, "seven " * 200_000,
+           "\u2212" * 500_000, "1/" * 300_000, "m^" * 300_000, "1e99999999 " + "x" * 1000]
+for answer in answers:
+    stated_number(answer)
+    stated_number(answer[:1990])
+    for answer_type in ("number", "math", "choice", "text"):
+        rule_verdict(answer, "7", answer_type, ["a", "b"])
+        rule_verdict(answer[:1990], "7", answer_type, ["a", "b"])
+""")
+    assert _finishes("""
+from synth.protocol import check_response, parse_turn
+for tag in ("<answer>", "<code>", "<tool_call>"):
+    check_response("<think>t</think>" + tag * 50_000, "search")
+    parse_turn("<think>t</think>" + tag * 50_000)
+""")
+    assert stated_number("1e99999999").kind == "too large" and extract_answer("<answer>" * 50_000) is None
 
 
 def test_text_fallbacks_are_benchmark_rules():
@@ -208,6 +510,15 @@ def test_text_fallbacks_are_benchmark_rules():
     assert asyncio.run(exact.judge("q", "It is Velmorahaven", "Velmorahaven", "text")).outcome == "incorrect"
     assert asyncio.run(contains.judge("q", "It is Velmorahaven", "Velmorahaven", "text")).outcome == "correct"
     assert asyncio.run(contains.judge("q", "It is Quenhaven", "Velmorahaven", "text")).outcome == "incorrect"
+    # The fallbacks compare on answer keys: a normalization that empties or changes the gold cannot
+    # credit an answer, and `contains` gives no verdict on a negation or a hedge.
+    assert asyncio.run(exact.judge("q", ".", "A", "text")).outcome == "incorrect"
+    assert asyncio.run(exact.judge("q", "an", "The", "text")).outcome == "incorrect"
+    assert asyncio.run(contains.judge("q", "It is C", "C++", "text")).outcome == "incorrect"
+    assert asyncio.run(contains.judge("q", "I use C++ daily", "C++", "text")).outcome == "correct"
+    assert asyncio.run(contains.judge("q", "It is not Velmorahaven", "Velmorahaven", "text")).outcome == "judge_failed"
+    assert asyncio.run(contains.judge("q", "Velmorahaven or Quenhaven", "Velmorahaven", "text")).outcome == "judge_failed"
+    assert asyncio.run(contains.judge("q", "It is a dog", "A", "text")).outcome == "incorrect"  # one character: exact
 
 
 # The LLM judge: a strict yes/no verdict
@@ -246,6 +557,7 @@ def test_llm_judge_decides_what_rules_cannot_and_a_vague_reply_fails(reply, outc
     prompt = judge._llm.prompts[0]
     assert "Reference answer: Velmorahaven" in prompt and "Candidate answer: It stands in Velmorahaven." in prompt
     assert "hedges between several answers" in prompt and "always correct" in prompt and "seven and 7" in prompt
+    assert "a bound or a negation instead of the answer" in prompt and "at least 7" in prompt
 
 
 def test_rules_decide_before_the_llm_and_a_hedge_reaches_it():
@@ -254,6 +566,10 @@ def test_rules_decide_before_the_llm_and_a_hedge_reaches_it():
     assert asyncio.run(judge.judge("q", "The answer is B", "B", "choice", ABCD)).method == "choice"
     assert not judge._llm.prompts  # decided by rules: no model call
     assert asyncio.run(judge.judge("q", "A or B", "A", "choice", ABCD)).method == "llm"
+    # A bound or a negation goes to the LLM judge, never to math-verify (which reads `7+` as 7).
+    judge.math.fn = None  # math-verify would fail the call: it must not be asked
+    for prediction, answer_type in (("7+", "math"), ("at least 7", "number"), ("≠ 7", "math"), ("\\boxed{7} \\boxed{8}", "math")):
+        assert asyncio.run(judge.judge("q", prediction, "7", answer_type)).method == "llm", prediction
 
 
 def test_verdict_outcomes():
