@@ -120,15 +120,17 @@ def question_tokens(text: str) -> list[str]:
     `question_tokens("Is x > 3 when x = 5?")` is `["is", "x", ">", "3", "when", "x", "=", "5"]`;
     `question_tokens("What's f'(.5) in cm²?")` is
     `["what", "'s", "f", "′", "(", ".5", ")", "in", "cm", "^", "2"]`."""
-    text = unicodedata.normalize("NFKC", _scripts_as_operators(text)).translate(_OPERATORS)
-    if "'" in text or "’" in text:  # ‘ only opens a quotation: it matters only before one of these
-        text = _mark_primes(text.replace("’", "'"))
+    ascii_only = text.isascii()  # most questions: no step below that only non-ASCII needs
+    if not ascii_only:
+        text = unicodedata.normalize("NFKC", _scripts_as_operators(text)).translate(_OPERATORS).replace("’", "'")
+    if "'" in text:  # ‘ only opens a quotation: it matters only before a '
+        text = _mark_primes(text)
     text = text.casefold()
     if "n't" in text or "cannot" in text:
         text = _NOT.sub(lambda m: _NOT_IRREGULAR.get(m.group(), " not"), text)
     if "-" in text:
         text = _JOINING_HYPHEN.sub(" ", text)
-    tokens = _TOKEN.findall(text.translate(_QUOTES))
+    tokens = _TOKEN.findall(text if ascii_only else text.translate(_QUOTES))
     if "," in text:
         return [token.replace(",", "") if token[0].isdigit() else token for token in tokens]
     return tokens
@@ -139,7 +141,7 @@ def question_tokens(text: str) -> list[str]:
 MEANING_WORDS = frozenset("""
     plus minus times multiplied multiply divided divide over mod modulo squared cubed power root sqrt
     log ln exp sin cos tan add added subtract subtracted sum difference product quotient ratio per
-    percent percentage average mean median increase increased increases decrease decreased decreases
+    percent percentage average median increase increased increases decrease decreased decreases
     equal equals unequal same different true false
     greater less fewer more larger smaller bigger higher lower taller shorter longer heavier lighter
     older younger wider narrower faster slower closer farther further
