@@ -1,7 +1,7 @@
 """Near-duplicate question removal: ours (datasketch MinHash LSH candidates, a token edit distance
 check) against datatrove's MinHash dedup, on two generated sets, in one run.
 
-    python -m bench.dedup --json [--rows 100000] [--pairs 5000] [--copies 10000] [--sets planted,short]
+    python -m bench.dedup --json [--rows 100000] [--pairs 5000] [--copies 10000] [--variants 10000] [--sets planted,short,meaning]
 
 Sets (both built here from a seed; every row that is not a planted copy is a different question):
 
@@ -12,6 +12,13 @@ Sets (both built here from a seed; every row that is not a planted copy is a dif
   (a few words, like "the" and "what" in real questions, are in most rows), in which `copies` rows
   are copies of an earlier row with one or two edits, each a substituted word or two neighbouring
   words swapped.
+- `meaning`: like `short`, but each original also holds 1-3 tokens that carry its meaning exactly
+  (a number in one of several notations, an operator or relation word or symbol, a variable
+  letter); `copies` rows are copies with one or two edits of its other words (near duplicates to
+  remove), and `variants` rows are copies with one of those tokens changed (another number, "plus"
+  for "minus", "<" for ">", "y" for "x") or a "not" inserted, and nothing else: different
+  questions, to keep. `variants_removed` counts those removed (each also counts against
+  precision).
 
 On each set, our near-dup step (default `NearDupConfig`, `match: question`) and datatrove's MinHash
 pipeline (signatures, buckets, clusters over word 3-grams with our tokenizer, its 14 buckets x 8
@@ -127,6 +134,85 @@ def make_short_questions(count: int, copies: int, seed: int = 0) -> tuple[list[s
     return texts, planted, [edits for _, _, source, edits in keyed if source is not None]
 
 
+# Tokens that carry meaning, and what a variant changes each into (both ways).
+MEANING_SWAPS = {"plus": "minus", "times": "over", "left": "right", "above": "below", "more": "less", "largest": "smallest",
+                 "+": "-", ">": "<", "=": "≠", "x": "y", "n": "k"}
+MEANING_SWAPS |= {b: a for a, b in MEANING_SWAPS.items()}
+
+
+def _number(rng: random.Random) -> str:
+    """A number in one of the notations the tokenizer reads as one token."""
+    value = rng.randint(0, 999)
+    return rng.choice((str(value), f"{value}.{rng.randint(1, 9)}", f".{rng.randint(1, 99)}", f"{rng.randint(1, 9)}e{rng.randint(1, 9)}"))
+
+
+def make_meaning_questions(count: int, copies: int, variants: int, seed: int = 0
+                           ) -> tuple[list[str], list[tuple[int, int]], list[int], list[int]]:
+    """The `meaning` set: (texts, planted (source, copy) pairs with the source first, the number of
+    edits of each pair, the rows that are meaning variants of an earlier row).
+
+    Originals: 12-30 words from a Zipf(1) vocabulary with 1-3 meaning tokens put in (a number, a
+    word or symbol of `MEANING_SWAPS`). Copies (of distinct originals): one or two edits of the
+    other words, as in `make_short_questions`. Variants (of other distinct originals): one meaning
+    token changed (another number, its `MEANING_SWAPS` partner) or "not" inserted."""
+    rng = random.Random(seed)
+    vocab = _vocabulary(rng)
+    cumulative = list(itertools.accumulate(1 / rank for rank in range(1, len(vocab) + 1)))
+    swappable = sorted(MEANING_SWAPS)
+    originals: list[list[str]] = []
+    meaning_at: list[set[int]] = []
+    for _ in range(count - copies - variants):
+        tokens = rng.choices(vocab, cum_weights=cumulative, k=rng.randint(12, 30))
+        for _ in range(rng.randint(1, 3)):
+            tokens.insert(rng.randrange(len(tokens) + 1), _number(rng) if rng.random() < 0.4 else rng.choice(swappable))
+        originals.append(tokens)
+        meaning_at.append({i for i, t in enumerate(tokens) if t in MEANING_SWAPS or t[0].isdigit() or t[0] == "."})
+    keyed: list[tuple[float, list[str], int | None, int]] = [(float(i), tokens, None, 0) for i, tokens in enumerate(originals)]
+    chosen = rng.sample(range(len(originals)), copies + variants)
+    for number, source in enumerate(chosen):
+        tokens = list(originals[source])
+        plain = [i for i in range(len(tokens)) if i not in meaning_at[source]]
+        if number < copies:  # a near copy: edits of plain words only
+            edits = rng.choice((1, 2))
+            touched: set[int] = set()
+            for _ in range(edits):
+                while True:
+                    position = rng.choice(plain)
+                    if position in touched:
+                        continue
+                    if rng.random() < 0.5:
+                        replacement = rng.choices(vocab, cum_weights=cumulative)[0]
+                        if replacement == tokens[position]:
+                            continue
+                        tokens[position] = replacement
+                        touched.add(position)
+                    else:
+                        other = position + 1
+                        if other not in plain or other in touched or tokens[position] == tokens[other]:
+                            continue
+                        tokens[position], tokens[other] = tokens[other], tokens[position]
+                        touched.update((position, other))
+                    break
+        else:  # a variant: one meaning token changed, or a negation added
+            edits = -1
+            position = rng.choice(sorted(meaning_at[source]))
+            if rng.random() < 0.2:
+                tokens.insert(rng.randrange(len(tokens) + 1), "not")
+            elif tokens[position] in MEANING_SWAPS:
+                tokens[position] = MEANING_SWAPS[tokens[position]]
+            else:
+                while (number_text := _number(rng)) == tokens[position]:
+                    pass
+                tokens[position] = number_text
+        keyed.append((source + rng.uniform(0.001, len(originals) - source), tokens, source, edits))
+    keyed.sort(key=lambda entry: entry[0])
+    where = {int(key): new for new, (key, _, source, _) in enumerate(keyed) if source is None}
+    texts = [" ".join(tokens).capitalize() + "?" for _, tokens, _, _ in keyed]
+    planted = [(where[source], new) for new, (_, _, source, edits) in enumerate(keyed) if source is not None and edits > 0]
+    variant_rows = [new for new, (_, _, source, edits) in enumerate(keyed) if source is not None and edits < 0]
+    return texts, planted, [edits for _, _, source, edits in keyed if source is not None and edits > 0], variant_rows
+
+
 def score(removed: set[int], planted: list[tuple[int, int]]) -> tuple[float, float]:
     in_pairs = {i for pair in planted for i in pair}
     found = sum(1 for a, b in planted if (a in removed) != (b in removed))
@@ -220,16 +306,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--pairs", type=int, default=5_000, help="planted set: rows that are one-edit copies")
-    parser.add_argument("--copies", type=int, default=10_000, help="short set: rows that are 1-2 edit copies")
-    parser.add_argument("--sets", default="planted,short")
+    parser.add_argument("--copies", type=int, default=10_000, help="short and meaning sets: rows that are 1-2 edit copies")
+    parser.add_argument("--variants", type=int, default=10_000, help="meaning set: rows with one meaning token changed")
+    parser.add_argument("--sets", default="planted,short,meaning")
     parser.add_argument("--sample-rows", type=int, default=5_000, help="rows compared pair by pair for the generator's ground truth")
     parser.add_argument("--no-datatrove", action="store_true", help="ours only (development)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     cfg = NearDupConfig(match="question")
-    builders = {"planted": lambda: (*make_rows(args.rows, args.pairs), None),
-                "short": lambda: make_short_questions(args.rows, args.copies)}
+    builders = {"planted": lambda: (*make_rows(args.rows, args.pairs), None, []),
+                "short": lambda: (*make_short_questions(args.rows, args.copies), []),
+                "meaning": lambda: make_meaning_questions(args.rows, args.copies, args.variants)}
     names = [name.strip() for name in args.sets.split(",") if name.strip()]
     unknown = set(names) - set(builders)
     if unknown:
@@ -244,11 +332,15 @@ def main() -> None:
 
     results: dict[str, dict[str, float | int | list[float]]] = {}
     ours_seconds: dict[str, list[float]] = {}
-    for name, (texts, planted, edits) in sets.items():
+    def variant_figures(removed: set[int], variants: list[int], prefix: str) -> dict[str, int]:
+        return {f"{prefix}variants_removed": sum(1 for row in variants if row in removed)} if variants else {}
+
+    for name, (texts, planted, edits, variants) in sets.items():
         gc.collect()
         figures, removed, seconds = measure_ours(texts, planted, cfg)
         ours_seconds[name] = [seconds]
-        results[name] = {"rows": len(texts), "planted_pairs": len(planted), **figures, **by_edits(removed, planted, edits, "")}
+        results[name] = {"rows": len(texts), "planted_pairs": len(planted), **({"meaning_variants": len(variants)} if variants else {}),
+                         **figures, **by_edits(removed, planted, edits, ""), **variant_figures(removed, variants, "")}
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     if not args.no_datatrove:
@@ -259,24 +351,25 @@ def main() -> None:
         logger.remove()  # datatrove logs every step through loguru; the bench prints one line
         logging.getLogger("datatrove").setLevel(logging.ERROR)
         datatrove_seconds = {}
-        for name, (texts, planted, edits) in sets.items():
+        for name, (texts, planted, edits, variants) in sets.items():
             with tempfile.TemporaryDirectory() as tmp:
                 started = time.perf_counter()
                 theirs = run_datatrove(texts, Path(tmp))
                 datatrove_seconds[name] = time.perf_counter() - started
             datatrove_recall, datatrove_precision = score(theirs, planted)
             results[name].update({"datatrove_s": round(datatrove_seconds[name], 2), "datatrove_recall": round(datatrove_recall, 4),
-                                  "datatrove_precision": round(datatrove_precision, 4), **by_edits(theirs, planted, edits, "datatrove_")})
+                                  "datatrove_precision": round(datatrove_precision, 4), **by_edits(theirs, planted, edits, "datatrove_"),
+                                  **variant_figures(theirs, variants, "datatrove_")})
         # Ours again after datatrove, so both sides' runs span the same stretch of a shared
         # machine's load: our time is the mean of the run before and the run after.
-        for name, (texts, planted, _) in sets.items():
+        for name, (texts, planted, *_) in sets.items():
             gc.collect()
             ours_seconds[name].append(measure_ours(texts, planted, cfg)[2])
             mean = sum(ours_seconds[name]) / len(ours_seconds[name])
             results[name].update({"ours_s": round(mean, 2), "ours_runs_s": [round(x, 2) for x in ours_seconds[name]],
                                   "speed_ratio_vs_datatrove": round(datatrove_seconds[name] / mean, 3)})
 
-    for name, (texts, planted, _) in sets.items():
+    for name, (texts, planted, *_) in sets.items():
         results[name].update({"sample_rows": min(args.sample_rows, len(texts)),
                               "unplanted_near_copies_in_sample": unplanted_near_copies(texts, planted, cfg, args.sample_rows)})
     result = {"near_dup": cfg.model_dump(exclude={"enabled", "image_hamming"}), **results, "peak_rss_mb": round(peak_rss_mb, 1)}

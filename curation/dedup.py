@@ -8,8 +8,10 @@ different questions too. So the LSH runs over the set of single tokens (two subs
 tokens leave Jaccard 0.71, swaps leave 1.0) at a low threshold, for recall, and each candidate pair
 is then checked exactly: near duplicates when their token edit distance (substitution, insertion,
 deletion, swap of neighbours: optimal string alignment) is at most one edit per `tokens_per_edit`
-tokens of the longer question and at most `max_edits`, and, by default, their numbers and symbols
-are the same in the same order ("What is 48 + 12?" and "What is 48 - 12?" are different problems).
+tokens of the longer question and at most `max_edits`, and, by default, the tokens that carry their
+meaning exactly (numbers, symbols, operator and relation words, negations, single-letter variables:
+`curation.tokens.meaning_tokens`) are the same in the same order ("What is 48 + 12?" and "What is
+48 - 12?", or "Is the cat on the mat?" and "Is the cat not on the mat?", are different questions).
 
 Rows are taken in order and the first of a group is kept, so the result does not depend on how
 many workers computed the hashes. A pair is a duplicate according to `match`: `both` (question
@@ -32,7 +34,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from curation.tokens import is_symbolic, question_tokens
+from curation.tokens import meaning_tokens, question_tokens
 
 HASH_SCHEME = "datasketch-affine32+xxh32"  # recorded in manifests: signatures differ across schemes
 
@@ -84,18 +86,37 @@ class NearDupConfig(BaseModel):
     # sets (scikit-learn's `max_df`): shared by unrelated questions, they would make most pairs
     # candidates (see `candidate_sets` for when they stay). The exact check sees every token.
     max_df: float = Field(0.2, gt=0, le=1)
-    # The exact check: at most one token edit per `tokens_per_edit` tokens of the longer question,
-    # and at most `max_edits`. 6 and 2: a question of 12 tokens or more may differ by 2 edits, one
-    # of 6 to 11 by 1, a shorter one not at all ("What color is the dog?" and "... the cat?" are
-    # different questions, often about the same image); 20 tokens with 3 changed are another question.
+    # The exact check: at most one token edit per `tokens_per_edit` tokens of the longer question
+    # (rounded down), and at most `max_edits`. 6 and 2: a question of 12 tokens or more may differ
+    # by 2 edits, one of 6 to 11 by 1, a shorter one not at all ("What color is the dog?", 5 tokens,
+    # and "... the cat?" are different questions, often about the same image); 20 tokens with 3
+    # changed are another question.
     tokens_per_edit: int = Field(6, ge=1)
     max_edits: int = Field(2, ge=0)
-    # Numbers, operators, relation symbols and brackets must be equal, in order: "48 + 12" and
-    # "48 - 12" (or "x > 3" and "x < 3") are different problems however alike the words.
-    exact_numbers_and_symbols: bool = True
+    # The tokens that carry a question's meaning exactly must be equal, in order: numbers in every
+    # notation, symbols, operator and relation words, negations, single-letter variables
+    # (`curation.tokens.meaning_tokens`): "48 + 12" and "48 - 12", "x > 3" and "x < 3", "plus" and
+    # "minus", "on" and "not on" are different problems however alike the other words.
+    exact_meaning_tokens: bool = True
+    # More words that must be equal, in order, under `exact_meaning_tokens` (lower case): e.g.
+    # colours or units, where "How many red cars ...?" and "How many blue cars ...?" must both stay.
+    exact_words: list[str] = Field(default_factory=list)
     image_hamming: int = Field(6, ge=0, le=32)  # max bit difference of two 64-bit perceptual hashes
     match: Literal["both", "question", "image", "either"] = "both"
     seed: int = Field(1, ge=0, le=2**32 - 1)  # datasketch seeds numpy's RandomState with it
+
+    @field_validator("exact_words")
+    @classmethod
+    def _single_tokens(cls, words: list[str]) -> list[str]:
+        """Each word as `question_tokens` gives it (NFKC, lower case); one token each, since the
+        check compares tokens."""
+        normalized = []
+        for word in words:
+            tokens = question_tokens(word)
+            if len(tokens) != 1:
+                raise ValueError(f"{word!r} is {len(tokens)} tokens, not one word (give each word on its own)")
+            normalized.append(tokens[0])
+        return normalized
 
     @field_validator("threshold")
     @classmethod
@@ -141,10 +162,10 @@ def candidate_sets(tokens: Sequence[Sequence[str]], n: int, max_df: float) -> li
 
 
 def questions_match(a: Sequence[str], b: Sequence[str], cfg: NearDupConfig) -> bool:
-    """The exact check of a candidate pair of token lists: at most `min(max_edits, longer length //
-    tokens_per_edit)` token edits (optimal string alignment: substitutions, insertions, deletions
-    and swaps of neighbours count 1 each), and the same numbers and symbols in order when
-    `exact_numbers_and_symbols`."""
+    """The exact check of a candidate pair of token lists (`question_tokens`): at most
+    `min(max_edits, longer length // tokens_per_edit)` token edits (optimal string alignment:
+    substitutions, insertions, deletions and swaps of neighbours count 1 each), and, when
+    `exact_meaning_tokens`, the same `meaning_tokens` (with `exact_words`) in the same order."""
     from rapidfuzz.distance import OSA
 
     allowed = min(cfg.max_edits, max(len(a), len(b)) // cfg.tokens_per_edit)
@@ -152,7 +173,10 @@ def questions_match(a: Sequence[str], b: Sequence[str], cfg: NearDupConfig) -> b
         return False
     if OSA.distance(a, b, score_cutoff=allowed) > allowed:
         return False
-    return not cfg.exact_numbers_and_symbols or [t for t in a if is_symbolic(t)] == [t for t in b if is_symbolic(t)]
+    if not cfg.exact_meaning_tokens:
+        return True
+    extra = frozenset(cfg.exact_words)
+    return meaning_tokens(a, extra) == meaning_tokens(b, extra)
 
 
 def image_phash(data: bytes) -> int:

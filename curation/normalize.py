@@ -9,6 +9,8 @@ import re
 import unicodedata
 from typing import Any
 
+from curation.tokens import keep_scripts_nfkc
+
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _NUMBER = re.compile(r"^[-+]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?(e[-+]?\d+)?%?$", re.I)
 _LETTER = re.compile(r"^\(?([A-Z])[).:]?$")
@@ -16,8 +18,9 @@ _MATH_HINTS = ("\\frac", "\\sqrt", "^", "\\pi", "$", "\\cdot", "\\times")
 
 
 def clean_text(text: str) -> str:
-    """NFKC, no control characters, runs of whitespace collapsed (newlines kept as single ones)."""
-    text = unicodedata.normalize("NFKC", text)
+    """NFKC except superscripts and subscripts (NFKC would make "10²" the number 102: they stay as
+    written), no control characters, runs of whitespace collapsed (newlines kept as single ones)."""
+    text = keep_scripts_nfkc(text)
     text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
     lines = [" ".join(line.split()) for line in text.splitlines()]
     return "\n".join(line for line in lines if line).strip()

@@ -10,6 +10,8 @@ from typing import Any
 
 from curation.shards import atomic_write_json
 
+WARNINGS = "warnings"  # the extra holding one line per thing a user must know (a benchmark read in part)
+
 
 class StepReport:
     """Counts for one run of the steps, keyed by what the rows were (source, category)."""
@@ -103,7 +105,10 @@ def _reasons(dropped: dict[str, int]) -> str:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    lines = [f"# {report['stage'].capitalize()} report", "", "## Steps", ""]
+    lines = [f"# {report['stage'].capitalize()} report", ""]
+    if report.get(WARNINGS):
+        lines += ["## Warnings", "", *(f"- {warning}" for warning in report[WARNINGS]), ""]
+    lines += ["## Steps", ""]
     lines += _table(["step", "in", "out", "dropped", "why"],
                     [[s["step"], s["in"], s["out"], sum(s["dropped"].values()), _reasons(s["dropped"])] for s in report["steps"]])
     for title, key in (("By source", "by_source"), ("By category", "by_category")):
@@ -111,7 +116,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += _table([key.removeprefix("by_"), "in", "out", "dropped", "why"],
                         [[name, e["in"], e["out"], sum(e["dropped"].values()), _reasons(e["dropped"])] for name, e in sorted(report[key].items())])
     for key, value in report.items():
-        if key in ("stage", "steps", "by_source", "by_category"):
+        if key in ("stage", "steps", "by_source", "by_category", WARNINGS):
             continue
         lines += ["", f"## {key.replace('_', ' ').capitalize()}", ""]
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):

@@ -653,3 +653,21 @@ def rows_fix_hint(reason_key: str) -> str:
                         "turns it into trajectory shards and DIR/samples.jsonl, which curates as `--source jsonl:DIR/samples.jsonl`",
     }
     return hints.get(reason_key, "see the quarantine for each row's reason")
+
+
+def row_question_and_images(row: dict[str, Any], spec: SourceSpec, base_dir: Path, read_images: bool = True,
+                            files: set[str] | None = None) -> tuple[str | None, list[bytes], list[str]]:
+    """Only what decontamination compares of a row (a benchmark's answers, categories and answer
+    types do not matter to it): the question (cleaned; None when the row has none), the bytes of
+    each image that could be read (none unless `read_images`), and the reason for each that could
+    not. Raises `RowRejected` for a question that is not text. Image files go into `files`."""
+    question = _text(spec.value(row, "question"), "question", required=False)
+    images: list[bytes] = []
+    problems: list[str] = []
+    refs = spec.value(row, "images") if read_images else None
+    for ref in refs if isinstance(refs, list) else ([] if refs in (None, "") else [refs]):
+        try:
+            images.append(_read_image(ref, base_dir, files)[0])
+        except RowRejected as exc:
+            problems.append(str(exc))
+    return question, images, problems

@@ -2,9 +2,17 @@
 
 Two passes, so memory holds hashes, not images. The first (`scan_source`, one task per source
 or part of one) validates each row and stages the good ones as shards with their content key and
-image hashes. Then (`finish_curate`) exact and near duplicates and contamination are found over
-all rows at once, and the second pass writes the rows that survive, with a pool each. Every dropped row lands in `quarantine/` with its reason, and
-`report.json` / `report.md` count rows in, out and dropped per step, source and category.
+image hashes. Then (`finish_curate`) exact duplicates, contamination and near duplicates are found
+over all rows at once, and the second pass writes the rows that survive, with a pool each. Every
+dropped row lands in `quarantine/` with its reason, and `report.json` / `report.md` count rows in,
+out and dropped per step, source and category.
+
+The steps drop in this order, each counting only what the earlier ones left: `exact_dedup`,
+`decontaminate`, `near_dedup`. So `contaminated` counts every row that goes because of a benchmark:
+one that matches a benchmark item itself, and one in a near-duplicate group (a kept row and the
+rows that are its near duplicates) of which any member matches one, since a near copy of a
+benchmark question is one too; `near_duplicates` counts the rest of the near copies, each of a row
+that is in the output.
 
 Pools: `eval` is a held-out fraction by a seeded hash of the id. The rest is `coldstart` / `rl`
 by the same hash when no probes are configured (`split`), or left for the selection stage
@@ -24,10 +32,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from curation.decontam import ContaminationIndex, DecontamConfig
-from curation.dedup import HASH_SCHEME, DedupItem, NearDupConfig, find_near_duplicates, image_phash
+from curation.decontam import BenchmarkRead, ContaminationIndex, DecontamConfig, read_benchmarks
+from curation.dedup import HASH_SCHEME, DedupItem, Duplicate, NearDupConfig, find_near_duplicates, image_phash
 from curation.images import ImageLimits, ImageRejected, pillow_pixel_ceiling, validate_image
-from curation.report import StepReport
+from curation.report import WARNINGS, StepReport
 from curation.schema import SAMPLE_SCHEMA, ImageRef, Sample, content_id
 from curation.shards import QUARANTINE_DIR, Quarantine, ShardError, ShardWriter, iter_rows, read_manifest, shard_files
 from curation.sources import PARSE_ERROR, RowRejected, SourceError, SourceSpec, read_source, row_to_sample, rows_fix_hint
@@ -99,25 +107,20 @@ def assign_pool(sample_id: str, split: dict[str, float], seed: int) -> str:
     return list(split)[-1]
 
 
-def _benchmark_index(cfg: CurateConfig, report: StepReport, files: set[str]) -> ContaminationIndex | None:
-    """The benchmarks' questions and image hashes; the files their rows point to go into `files`."""
+def _benchmark_index(cfg: CurateConfig, report: StepReport, quarantine: Quarantine, out_dir: Path,
+                     files: set[str]) -> ContaminationIndex | None:
+    """The benchmarks' questions and image hashes (None without benchmarks); the files their rows
+    point to go into `files`, what each gave into the report (and a warning for one with rows it
+    could not read). A benchmark of which no row is usable ends the run (`_fail`)."""
     if not cfg.benchmarks:
         return None
-    index = ContaminationIndex(cfg.decontam)
-    limits = ImageLimits(cfg.min_side, cfg.max_aspect, cfg.max_pixels)
-    unreadable = 0
-    for spec in cfg.benchmarks:
-        for row, _origin in read_source(spec):
-            try:
-                if PARSE_ERROR in row:
-                    raise RowRejected(row[PARSE_ERROR])
-                sample = row_to_sample(row, spec, spec.base_dir, files)
-                hashes = [image_phash(validate_image(i.bytes, limits)) for i in sample.images] if cfg.decontam.check_images else []
-            except (RowRejected, ImageRejected):
-                unreadable += 1  # a benchmark row we cannot read cannot contaminate anything
-                continue
-            index.add(spec.source_name, sample.id, sample.question, hashes)
-    report.extra["benchmarks"] = {"sources": [s.source_name for s in cfg.benchmarks], "items": index.items, "unreadable_items": unreadable}
+    index, reads = read_benchmarks(cfg.benchmarks, cfg.decontam, ImageLimits(cfg.min_side, cfg.max_aspect, cfg.max_pixels), files)
+    report.extra["benchmarks"] = [read.summary() for read in reads]
+    report.extra.setdefault(WARNINGS, []).extend(w for w in (read.warning() for read in reads) if w)
+    dead: list[BenchmarkRead] = [read for read in reads if not read.items]
+    if dead:
+        others = f" ({len(dead) - 1} more benchmark(s) likewise)" if len(dead) > 1 else ""
+        _fail(report, quarantine, out_dir, dead[0].error() + others)
     return index
 
 
@@ -185,10 +188,14 @@ def scan_source(cfg: CurateConfig, source_index: int, out_dir: str | Path, part:
 
 
 def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str | Path, probes: bool = False) -> dict[str, Any]:
-    """The steps over all staged rows: exact duplicates (the first staged row wins), near
-    duplicates, contamination, then the pools; write the curated shards, quarantine and report.
+    """The steps over all staged rows: exact duplicates (the first staged row wins),
+    contamination (of a row or of its near-duplicate group), near duplicates, then the pools; write
+    the curated shards, quarantine and report. Returns `counts`, `per_pool`, `per_category`,
+    `files_read`, with benchmarks `benchmark_items`, and `warnings` when there are any.
 
-    `probes`: leave `coldstart` / `rl` to the selection stage (rows get pool null, `eval` stays)."""
+    Raises `SourceError` for a source or a benchmark none of whose rows is usable (the report and
+    quarantine are written, no shards). `probes`: leave `coldstart` / `rl` to the selection stage
+    (rows get pool null, `eval` stays)."""
     out_dir = Path(out_dir)
     started = time.time()
     report = StepReport("curate")
@@ -201,6 +208,11 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
         quarantine.extend(Path(staged) / QUARANTINE_DIR)
     _fail_on_unusable_sources(cfg, report, quarantine, out_dir)
     timings: dict[str, float] = {}
+    # The benchmarks first: one that cannot be used stops the run before the long steps.
+    tick = time.time()
+    files: set[str] = set()
+    index = _benchmark_index(cfg, report, quarantine, out_dir, files)
+    timings["read_benchmarks_s"] = round(time.time() - tick, 3)
 
     # Exact duplicates and the hashes of the rest, from a few columns of the staged rows.
     tick = time.time()
@@ -224,25 +236,12 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
                 ordinal += 1
     timings["exact_dedup_s"] = round(time.time() - tick, 3)
 
-    # Over all rows: near duplicates, then contamination.
+    # Over all rows: near-duplicate groups, then contamination of rows and of their groups.
     tick = time.time()
-    drop: dict[str, str] = {}
-    if cfg.near_dup.enabled:
-        for dup in find_near_duplicates(items, cfg.near_dup):
-            drop[dup.key] = f"{dup.reason}: of {dup.of}"
+    near = {dup.key: dup for dup in find_near_duplicates(items, cfg.near_dup)} if cfg.near_dup.enabled else {}
     timings["near_dedup_s"] = round(time.time() - tick, 3)
     tick = time.time()
-    contaminated: list[dict[str, str]] = []
-    files: set[str] = set()
-    index = _benchmark_index(cfg, report, files)
-    if index is not None:
-        for item in items:
-            if item.key in drop:
-                continue
-            hit = index.check(item.question, item.phashes)
-            if hit is not None:
-                drop[item.key] = f"contaminated_{hit.kind}: {hit.benchmark}/{hit.item} ({hit.evidence})"
-                contaminated.append({"sample_id": item.key, "benchmark": hit.benchmark, "item": hit.item, "kind": hit.kind, "evidence": hit.evidence})
+    contaminated = _contamination(items, near, index) if index is not None else {}
     timings["decontaminate_s"] = round(time.time() - tick, 3)
 
     # Pass 2: write the survivors with their pool.
@@ -269,11 +268,11 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
                 exact_reason, ordinal = exact.get(ordinal), ordinal + 1
                 if not passes("exact_dedup", exact_reason, row, origin):
                     continue
-                reason = drop.get(row["id"])  # a near duplicate, or else contaminated
-                near = reason if reason is not None and reason.startswith("near_duplicate") else None
-                if not passes("near_dedup", near, row, origin):
+                hit = contaminated.get(row["id"])
+                if index is not None and not passes("decontaminate", hit and hit["reason"], row, origin):
                     continue
-                if index is not None and not passes("decontaminate", reason, row, origin):
+                dup = near.get(row["id"])
+                if not passes("near_dedup", dup and f"{dup.reason}: of {dup.of}", row, origin):
                     continue
                 report.seen("split")
                 pool = assign_pool(row["id"], cfg.split, cfg.seed)
@@ -290,10 +289,11 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
             "invalid": sum(report.steps.get("validate", {}).get("dropped", {}).values()),
             "duplicates": sum(report.steps.get("exact_dedup", {}).get("dropped", {}).values()),
             "near_duplicates": sum(report.steps.get("near_dedup", {}).get("dropped", {}).values()),
-            "contaminated": len(contaminated),
+            "contaminated": sum(report.steps.get("decontaminate", {}).get("dropped", {}).values()),
             "rows_out": writer.rows_written,
         }
-        report.extra.update({"per_pool": per_pool, "decontamination": contaminated, "timings": timings})
+        decontamination = [{k: v for k, v in entry.items() if k != "reason"} for entry in contaminated.values()]
+        report.extra.update({"per_pool": per_pool, "decontamination": decontamination, "timings": timings})
         per_category = {k: v["out"] for k, v in report.by_category.items() if v["out"]}  # rows out per category
         writer.manifest_extra.update(
             {
@@ -308,28 +308,65 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
             }
         )
     report.write(out_dir)
-    return {"counts": counts, "per_pool": per_pool, "per_category": per_category,
-            "files_read": sorted(files)}
+    summary: dict[str, Any] = {"counts": counts, "per_pool": per_pool, "per_category": per_category}
+    if index is not None:
+        summary["benchmark_items"] = index.items
+    if report.extra.get(WARNINGS):
+        summary[WARNINGS] = report.extra[WARNINGS]
+    return {**summary, "files_read": sorted(files)}
+
+
+def _contamination(items: list[DedupItem], near: dict[str, Duplicate], index: ContaminationIndex) -> dict[str, dict[str, str]]:
+    """The contaminated rows by id, each `{sample_id, benchmark, item, kind, evidence, reason}`:
+    the rows that match a benchmark item themselves (kind `text` or `image`), and the other
+    members of their near-duplicate groups (kind `near_duplicate`; a group is a kept row and the
+    rows `near` makes its near duplicates), in row order."""
+    hits = {item.key: hit for item in items if (hit := index.check(item.question, item.phashes)) is not None}
+    group_hit = {}  # the kept row of a group -> its first member that matched
+    for item in items:
+        if item.key in hits:
+            group_hit.setdefault(near[item.key].of if item.key in near else item.key, item.key)
+    found = {}
+    for item in items:
+        key = item.key
+        member = key if key in hits else group_hit.get(near[key].of if key in near else key)
+        if member is None:
+            continue
+        hit = hits[member]
+        if member == key:
+            kind, evidence = hit.kind, hit.evidence
+            reason = f"contaminated_{hit.kind}: {hit.benchmark}/{hit.item} ({hit.evidence})"
+        else:
+            kind, evidence = "near_duplicate", f"near duplicate of {member} ({hit.kind}: {hit.evidence})"
+            reason = f"contaminated_near_duplicate: {hit.benchmark}/{hit.item} (a near duplicate of {member}, which matched it)"
+        found[key] = {"sample_id": key, "benchmark": hit.benchmark, "item": hit.item, "kind": kind, "evidence": evidence, "reason": reason}
+    return found
 
 
 def _fail_on_unusable_sources(cfg: CurateConfig, report: StepReport, quarantine: Quarantine, out_dir: Path) -> None:
     """A source none of whose rows passed validation is a mistake in its config (a missing
-    category, a wrong field mapping), not data to drop quietly: write the quarantine and report
-    (they say why, row by row), leave no curated shards, and raise `SourceError` with the most
-    common reason and its fix."""
+    category, a wrong field mapping), not data to drop quietly: `_fail` with the most common
+    reason and its fix."""
     names = {spec.source_name for spec in cfg.sources}
     dead = {name: entry for name, entry in report.by_source.items()
             if name in names and entry["in"] > 0 and sum(entry["dropped"].values()) >= entry["in"]}
     if not dead:
         return
-    ShardWriter(out_dir, SAMPLE_SCHEMA)  # clears an earlier run's shards and manifest: this run has none
-    quarantine.close()
-    report.write(out_dir)
     name, entry = next(iter(dead.items()))
     reason, count = max(entry["dropped"].items(), key=lambda kv: kv[1])
     others = f" ({len(dead) - 1} more source(s) likewise)" if len(dead) > 1 else ""
-    raise SourceError(f"source {name!r}: all {entry['in']} rows are unusable, {count} for {reason}: {rows_fix_hint(reason)}; "
-                      f"each row's reason is in {out_dir / QUARANTINE_DIR}{others}")
+    _fail(report, quarantine, out_dir, f"source {name!r}: all {entry['in']} rows are unusable, {count} for {reason}: "
+                                       f"{rows_fix_hint(reason)}; each row's reason is in {out_dir / QUARANTINE_DIR}{others}")
+
+
+def _fail(report: StepReport, quarantine: Quarantine, out_dir: Path, message: str) -> None:
+    """End the run for a mistake in the config: write the quarantine and report (they say why, row
+    by row), leave no curated shards, and raise `SourceError(message)`."""
+    ShardWriter(out_dir, SAMPLE_SCHEMA)  # clears an earlier run's shards and manifest: this run has none
+    quarantine.close()
+    report.extra.setdefault(WARNINGS, []).append(f"stopped: {message}")
+    report.write(out_dir)
+    raise SourceError(message)
 
 
 def run_curate(cfg: CurateConfig, out_dir: str | Path, probes: bool = False) -> dict[str, Any]:
