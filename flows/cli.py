@@ -412,6 +412,7 @@ def serve_replay(
     faults: Annotated[str, typer.Option(help="Fault kinds to draw from: 429,500,hang,drop,malformed,empty.")] = "429,500,hang,drop,malformed,empty",
     hang_s: float = 30.0,
     retry_after_s: float = 0.05,
+    faults_after: Annotated[int, typer.Option(help="Requests answered before faults start (a server that fails mid-run).")] = 0,
 ) -> None:
     """Serve scripted teacher and student turns over the OpenAI chat API."""
     from synth.replay import ReplaySettings, serve
@@ -422,6 +423,7 @@ def serve_replay(
         scripts_path=scripts, teacher_model=teacher_model, student_model=student_model, wrong_rate=wrong_rate,
         code_error_rate=code_error_rate, malformed_rate=malformed_rate, latency_ms=latency_ms, seed=seed,
         fault_rate=fault_rate, faults=tuple(f for f in faults.split(",") if f), hang_s=hang_s, retry_after_s=retry_after_s,
+        faults_after=faults_after,
     )
     typer.echo(f"replay server on http://{host}:{port}/v1 (models: {teacher_model}, {student_model})")
     serve(settings, host=host, port=port)

@@ -22,6 +22,7 @@ from curation.schema import Sample
 from synth.judge import Judge
 from synth.kernel import KernelConfig, PythonKernel
 from synth.policy import ChatPolicy
+from synth.preflight import StageRequest
 from synth.protocol import (
     PROTOCOL_VERSION,
     STOP_SEQUENCES,
@@ -199,6 +200,26 @@ class ToolSession:
             await asyncio.to_thread(self.kernel.close)
 
 
+def opening(sample: Sample, cfg: AgentConfig) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """An episode's first messages (the system prompt; the user turn with an image placeholder per
+    input image, then the question) and its input images, in TRL's conversational format."""
+    prompts = load_prompts(cfg.tools)
+    images = [image.bytes for image in sample.images]
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": [_text(prompts.system)]},
+        {"role": "user", "content": [{"type": "image"} for _ in images] + [_text(prompts.user_text(sample.question))]},
+    ]
+    return messages, images
+
+
+def first_request(sample: Sample, cfg: AgentConfig, section: str, seed: int | None = 0) -> StageRequest:
+    """The first request an episode of `sample` sends, for the endpoint preflight; `section` is the
+    stage's config section (`synth`, `probe`, `eval`), which the preflight's advice names."""
+    messages, images = opening(sample, cfg)
+    return StageRequest(messages, images, list(STOP_SEQUENCES), cfg.max_tokens_per_turn, cfg.temperature, seed, cfg.prefix_for(0),
+                        request_setting=f"{section}.request", prefix_setting=f"{section}.agent.think_prefix")
+
+
 def trajectory_id(sample_id: str, policy: str, attempt: int) -> str:
     return hashlib.blake2b(f"{sample_id}|{policy}|{attempt}|{PROTOCOL_VERSION}".encode(), digest_size=12).hexdigest()
 
@@ -218,12 +239,7 @@ async def run_episode(
     `synth.reward.score_response` with `judge` (a stage shares one; without it, a rules and
     math-verify judge for this episode) and the `reward` settings (the reference's by default)."""
     started = time.perf_counter()
-    prompts = load_prompts(cfg.tools)
-    images = [image.bytes for image in sample.images]
-    messages: list[dict[str, Any]] = [
-        {"role": "system", "content": [_text(prompts.system)]},
-        {"role": "user", "content": [{"type": "image"} for _ in images] + [_text(prompts.user_text(sample.question))]},
-    ]
+    messages, images = opening(sample, cfg)
     tool_calls: list[dict[str, Any]] = []
     assistant_turns: list[str] = []
     session = ToolSession(tools, cfg, list(images))  # the sample's inputs, before any tool image

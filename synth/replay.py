@@ -15,6 +15,7 @@ Stop strings behave as vLLM's: the text is cut at the first one, which `stop_rea
 the end of the turn) and `include_stop_str_in_output` keeps; a request whose last message is a partial
 assistant turn with `continue_final_message` (and `add_generation_prompt: false`) gets the scripted
 turn continued after that prefix. The judge persona answers the judge prompt with yes or no.
+`/v1/models` lists the personas as vLLM lists a served model (`root`: the scripts file).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class ReplaySettings:
     faults: tuple[str, ...] = ("429", "500", "hang", "drop", "malformed", "empty")
     hang_s: float = 30.0
     retry_after_s: float = 0.05
+    faults_after: int = 0  # requests answered without faults first (a server that fails mid-run)
 
 
 def _draw(*parts: Any) -> float:
@@ -220,9 +222,12 @@ def create_app(settings: ReplaySettings) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
+        # As vLLM: `root` names what is served (here the scripts), `created` is the time of the request.
+        root = str(settings.scripts_path.resolve())
         return {
             "object": "list",
-            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "open-deepeyes-replay"} for name in personas],
+            "data": [{"id": name, "object": "model", "created": int(time.time()), "owned_by": "open-deepeyes-replay", "root": root,
+                      "parent": None} for name in personas],
         }
 
     @app.post("/v1/chat/completions")
@@ -236,7 +241,8 @@ def create_app(settings: ReplaySettings) -> FastAPI:
 
     async def answer(body: dict[str, Any]) -> Any:
         stats["requests"] += 1
-        if settings.fault_rate and settings.faults and fault_rng.random() < settings.fault_rate:
+        faulty = stats["requests"] > settings.faults_after
+        if faulty and settings.fault_rate and settings.faults and fault_rng.random() < settings.fault_rate:
             kind = fault_rng.choice(settings.faults)
             stats[f"fault_{kind}"] += 1
             if kind == "429":
