@@ -31,6 +31,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from eval.benchmarks import BenchmarkError
     from eval.report import ReportError
     from flows.config import ConfigError
+    from flows.deploy import DeployError
     from synth.endpoint import EndpointError
     from synth.long_cot import LongCotError
     from synth.probe import ProbeInputError
@@ -39,7 +40,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from train.sft import TrainingDataError, TrainingSetupError
 
     return (ConfigError, ShardError, EndpointError, LongCotError, SandboxUnavailable, SearchError, TrainingDataError, TrainingSetupError,
-            FileNotFoundError, SourceError, ProbeDataError, ValidationError, BenchmarkError, ReportError, ProbeInputError)
+            FileNotFoundError, SourceError, ProbeDataError, ValidationError, BenchmarkError, ReportError, ProbeInputError, DeployError)
 
 
 class _NoTracebackForUserErrors(logging.Filter):
@@ -183,8 +184,10 @@ def deploy(
 
     cfg = load_config(config)  # a scheduled run must not be the first to find a mistake
     configure_prefect_env()
-    from flows.deploy import deploy_flow
+    from flows.deploy import check_schedule, deploy_flow, require_prefect_server
 
+    check_schedule(cron, timezone)
+    require_prefect_server()
     deployment = deploy_flow(flow, config.resolve(), (run_dir or cfg.runs_dir / cfg.name).resolve(), name or f"{cfg.name}-{flow}",
                              work_pool, cron, timezone)
     typer.echo(f"deployment {deployment['name']} ({deployment['id']}) on work pool {work_pool}"
@@ -250,6 +253,30 @@ def curate(
     typer.echo(json.dumps({**summary, "report": str(out / "report.md")}))
 
 
+def _agent_and_request(agent: Any, max_tokens: int | None, max_turns: int | None, stop: bool, extra_body: str | None) -> tuple[Any, Any]:
+    """The stage's agent and request settings with the command line's knobs applied."""
+    from synth.policy import RequestOptions
+
+    updates = {k: v for k, v in (("max_tokens_per_turn", max_tokens), ("max_turns", max_turns)) if v is not None}
+    try:
+        extra = json.loads(extra_body) if extra_body else {}
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"not JSON: {exc.msg}", param_hint="--extra-body") from None
+    if not isinstance(extra, dict):
+        raise typer.BadParameter("a JSON object of request fields, e.g. '{\"chat_template_kwargs\": {\"enable_thinking\": false}}'",
+                                 param_hint="--extra-body")
+    return agent.model_copy(update=updates), RequestOptions(send_stop=stop, extra_body=extra)
+
+
+MaxTokens = Annotated[int | None, typer.Option(help="Tokens per assistant turn (max_tokens of each request).", min=1)]
+MaxTurns = Annotated[int | None, typer.Option(help="Assistant turns per episode.", min=1)]
+RequestTimeout = Annotated[float, typer.Option(help="Seconds one request may take.", min=0.1)]
+Limit = Annotated[int | None, typer.Option(help="Only the first N samples.", min=1)]
+Stop = Annotated[bool, typer.Option("--stop/--no-stop", help="Send stop strings to the server (--no-stop for servers that refuse "
+                                    "`stop`, e.g. transformers serve with a vision model; they are applied on the client either way).")]
+ExtraBody = Annotated[str | None, typer.Option(help="Extra request fields as a JSON object, e.g. '{\"chat_template_kwargs\": {...}}'.")]
+
+
 @app.command()
 def probe(
     input: Annotated[Path, typer.Option("--input", help="Curated shards (`deepeyes curate --probes`).")],
@@ -258,15 +285,25 @@ def probe(
     student_model: Annotated[str, typer.Option(help="Model name the endpoint serves.")],
     k: Annotated[int, typer.Option(help="Attempts per sample, without tools and with tools.")] = 4,
     concurrency: Annotated[int, typer.Option(help="Requests in flight to the student.")] = 64,
+    max_tokens: MaxTokens = None,
+    max_turns: MaxTurns = None,
+    request_timeout: RequestTimeout = 120.0,
+    limit: Limit = None,
+    stop: Stop = True,
+    extra_body: ExtraBody = None,
     corpus: Annotated[Path | None, typer.Option(help="Local text search corpus (JSONL/Parquet).")] = None,
     image_corpus: Annotated[Path | None, typer.Option(help="Local image search corpus (JSONL).")] = None,
     api_key_env: str = "OPENAI_API_KEY",
 ) -> None:
-    """The student's pass@k without and with tools for every curated candidate (resumable)."""
+    """The student's pass@k without and with tools for every curated candidate (resumable). The
+    endpoint is checked before any sample goes out; a run where every attempt failed exits with 2."""
     from synth.probe import ProbeConfig, run_probes
     from synth.search import SearchConfig
 
-    cfg = ProbeConfig(student_url=student_url, student_model=student_model, k=k, concurrency=concurrency, api_key_env=api_key_env)
+    _check_files(("--input", input, False), ("--corpus", corpus, True), ("--image-corpus", image_corpus, True))
+    agent, request = _agent_and_request(ProbeConfig().agent, max_tokens, max_turns, stop, extra_body)
+    cfg = ProbeConfig(student_url=student_url, student_model=student_model, k=k, concurrency=concurrency, api_key_env=api_key_env,
+                      request_timeout_s=request_timeout, agent=agent, request=request)
     bar = _bar("probe")
 
     def progress(counts: dict[str, int]) -> None:
@@ -274,9 +311,19 @@ def probe(
         bar.set_postfix(failed=counts["failed_attempts"], refresh=False)
         bar.refresh()
 
-    summary = run_probes(cfg, input, out, SearchConfig(corpus_path=corpus, image_corpus_path=image_corpus), progress=progress)
-    bar.close()
+    try:
+        summary = run_probes(cfg, input, out, SearchConfig(corpus_path=corpus, image_corpus_path=image_corpus), progress=progress,
+                             limit=limit)
+    finally:
+        bar.close()
     typer.echo(json.dumps(summary))
+
+
+def _check_files(*paths: tuple[str, Path | None, bool]) -> None:
+    """Each (option, path, must be a file): raise FileNotFoundError naming the option."""
+    for option, path, is_file in paths:
+        if path is not None and not (path.is_file() if is_file else path.exists()):
+            raise FileNotFoundError(f"{option}: {'file' if is_file else 'path'} not found: {path}")
 
 
 @app.command()
@@ -304,20 +351,27 @@ def synth(
     concurrency: Annotated[int, typer.Option(help="Requests in flight to the teacher (samples being solved: 1.25 times as many).")] = 64,
     attempts: int = 2,
     pools: Annotated[str, typer.Option(help="Comma-separated pools to solve.")] = "coldstart",
+    max_tokens: MaxTokens = None,
+    max_turns: MaxTurns = None,
+    request_timeout: RequestTimeout = 120.0,
+    limit: Limit = None,
+    stop: Stop = True,
+    extra_body: ExtraBody = None,
     corpus: Annotated[Path | None, typer.Option(help="Local text search corpus (JSONL/Parquet).")] = None,
     image_corpus: Annotated[Path | None, typer.Option(help="Local image search corpus (JSONL).")] = None,
     search_cache: Annotated[Path | None, typer.Option(help="Persistent search cache directory.")] = None,
     api_key_env: str = "OPENAI_API_KEY",
 ) -> None:
-    """Synthesize verified tool-use trajectories with a teacher endpoint (resumable after a crash)."""
+    """Synthesize verified tool-use trajectories with a teacher endpoint (resumable after a crash).
+    The endpoint is checked before any sample goes out; a run where every sample failed exits with 2."""
     from synth.search import SearchConfig
     from synth.stage import SynthConfig, run_synthesize
 
-    for name, path in (("--corpus", corpus), ("--image-corpus", image_corpus)):
-        if path is not None and not path.is_file():
-            raise FileNotFoundError(f"{name}: file not found: {path}")
+    _check_files(("--input", input, False), ("--corpus", corpus, True), ("--image-corpus", image_corpus, True))
+    agent, request = _agent_and_request(SynthConfig().agent, max_tokens, max_turns, stop, extra_body)
     cfg = SynthConfig(teacher_url=teacher_url, teacher_model=teacher_model, concurrency=concurrency, attempts=attempts,
-                      pools=[p for p in pools.split(",") if p], api_key_env=api_key_env)
+                      pools=[p for p in pools.split(",") if p], api_key_env=api_key_env, request_timeout_s=request_timeout,
+                      agent=agent, request=request)
     search = SearchConfig(corpus_path=corpus, image_corpus_path=image_corpus, cache_dir=search_cache)
     bar = _bar("synthesize")
 
@@ -327,8 +381,10 @@ def synth(
         bar.set_postfix(kept=counts["kept"], rejected=counts["rejected"], failed=counts["failed"], refresh=False)
         bar.refresh()
 
-    summary = run_synthesize(cfg, input, out, search, progress=progress)
-    bar.close()
+    try:
+        summary = run_synthesize(cfg, input, out, search, progress=progress, limit=limit)
+    finally:
+        bar.close()
     typer.echo(json.dumps(summary))
 
 

@@ -72,30 +72,97 @@ def test_shard_tasks_on_a_dask_cluster_give_the_thread_runners_rows(world, slow_
     assert comparable(read_table(on_dask / "synthesize" / "rejects"), timing) == comparable(read_table(threads / "synthesize" / "rejects"), timing)
 
 
-def test_deploy_registers_a_scheduled_deployment_and_checks_the_config_first(world, tmp_path):
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """A real Prefect server (`prefect server start`), as `deepeyes deploy` needs: its API URL."""
+    import signal
+    import time
+
+    from synth.endpoint import free_port
+
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(home),
+                                                                           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    prefect = os.path.join(os.path.dirname(sys.executable), "prefect")
+    with open(home / "server.log", "wb") as log:
+        proc = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    api = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, (home / "server.log").read_text()[-2000:]
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        yield api
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_deploy_registers_a_scheduled_deployment_and_checks_the_config_first(world, prefect_server, tmp_path):
+    api = prefect_server
     config = tmp_path / "weekly.yaml"
     config.write_text(flow_config(world, "http://127.0.0.1:9/v1", {}))
-    home = tmp_path / "prefect-home"
-    done = run_cli(["deploy", str(config), "--flow", "synthesize", "--name", "weekly", "--cron", "0 3 * * 1", "--work-pool", "test-pool",
-                    "--run-dir", str(tmp_path / "runs")], home)
+    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "client-home")}
+    run = lambda args: subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env, timeout=300)  # noqa: E731
+    done = run(["deploy", str(config), "--flow", "synthesize", "--name", "weekly", "--cron", "0 3 * * 1", "--work-pool", "test-pool",
+                "--run-dir", str(tmp_path / "runs")])
     assert done.returncode == 0, done.stderr[-3000:]
     assert "synthesize/weekly" in done.stdout and "0 3 * * 1" in done.stdout
-    query = ("import json\nfrom flows.prefect_env import configure_prefect_env\nconfigure_prefect_env()\n"
-             "from prefect.client.orchestration import get_client\n"
+    query = ("import json\nfrom prefect.client.orchestration import get_client\n"
              "with get_client(sync_client=True) as client:\n"
              "    d = client.read_deployment_by_name('synthesize/weekly')\n"
              "    print(json.dumps({'pool': d.work_pool_name, 'crons': [s.schedule.cron for s in d.schedules], 'params': d.parameters,"
              " 'pool_type': client.read_work_pool('test-pool').type}))")
-    found = subprocess.run([sys.executable, "-c", query], capture_output=True, text=True, env={**os.environ, "PREFECT_HOME": str(home)},
-                           timeout=180)
+    found = subprocess.run([sys.executable, "-c", query], capture_output=True, text=True, env=env, timeout=180)
     assert found.returncode == 0, found.stderr[-2000:]
     deployment = json.loads(found.stdout.strip().splitlines()[-1])
     assert deployment == {"pool": "test-pool", "crons": ["0 3 * * 1"], "pool_type": "process",
                           "params": {"config": str(config), "run_dir": str(tmp_path / "runs")}}
+    assert not (tmp_path / "client-home").exists() or not list((tmp_path / "client-home").glob("*.db"))  # nothing local
 
     config.write_text(config.read_text().replace("concurrency: 2", "concurrency: 0"))
-    bad = run_cli(["deploy", str(config), "--name", "broken", "--work-pool", "test-pool"], home)
+    bad = run(["deploy", str(config), "--name", "broken", "--work-pool", "test-pool"])
     assert bad.returncode == 2 and "synth.concurrency" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_deploy_without_a_running_prefect_server_says_how_to_start_one(world, tmp_path):
+    config = tmp_path / "weekly.yaml"
+    config.write_text(flow_config(world, "http://127.0.0.1:9/v1", {}))
+    home = tmp_path / "prefect-home"
+    base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    cases = {
+        "none configured": ({**base, "PREFECT_HOME": str(home)}, ["--cron", "0 3 * * 1"],
+                            "needs a Prefect server and none is configured (PREFECT_API_URL is not set)"),
+        "a stopped server": ({**base, "PREFECT_HOME": str(home), "PREFECT_API_URL": "http://127.0.0.1:9/api"}, [],
+                             "the Prefect server at http://127.0.0.1:9/api does not answer"),
+        "a bad cron string": ({**base, "PREFECT_HOME": str(home), "PREFECT_API_URL": "http://127.0.0.1:9/api"}, ["--cron", "0 3 * *"],
+                              "--cron: '0 3 * *' is not a cron expression"),
+        "a bad time zone": ({**base, "PREFECT_HOME": str(home)}, ["--cron", "0 3 * * 1", "--timezone", "Mars/Olympus"],
+                            "--timezone: unknown time zone 'Mars/Olympus'"),
+    }
+    for case, (env, args, expected) in cases.items():
+        done = subprocess.run([sys.executable, "-m", "flows.cli", "deploy", str(config), *args], capture_output=True, text=True, env=env,
+                              timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and expected in lines[0], (case, done.stderr[-2000:])
+        assert "prefect server start" in lines[0] or "cron" in case or "zone" in case
+    assert not list(home.rglob("*.db"))  # nothing was registered into a throwaway database
+
+
+def test_prefect_keeps_its_local_database_in_its_own_home_not_in_the_venv(tmp_path):
+    query = ("from flows.prefect_env import configure_prefect_env\nconfigure_prefect_env()\n"
+             "from prefect.settings import get_current_settings\nprint(get_current_settings().home)")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"} | {"HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", query], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    home = done.stdout.strip().splitlines()[-1]
+    assert home == str(tmp_path / ".prefect") and not home.startswith(sys.prefix)
 
 
 def test_a_task_whose_endpoint_fails_every_sample_is_retried_then_fails_the_run(world, tmp_path):
