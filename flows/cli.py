@@ -219,10 +219,29 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
                    f"config {row['config_hash'] or '-'}  commit {row['git_commit'] or '-'}{changed}{launched}")
 
 
-def _bar(desc: str, unit: str = "sample"):
-    from tqdm import tqdm
+class _LazyBar:
+    """A tqdm progress bar that appears with the first progress report: a run that fails before
+    any sample (a preflight) prints its one error line and nothing else."""
 
-    return tqdm(unit=unit, dynamic_ncols=True, desc=desc)
+    def __init__(self, desc: str, unit: str) -> None:
+        self.desc, self.unit, self._bar = desc, unit, None
+
+    def update(self, total: int, done: int, **postfix: int) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(unit=self.unit, dynamic_ncols=True, desc=self.desc)
+        self._bar.total, self._bar.n = total, done
+        self._bar.set_postfix(refresh=False, **postfix)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _bar(desc: str, unit: str = "sample") -> _LazyBar:
+    return _LazyBar(desc, unit)
 
 
 @app.command()
@@ -307,9 +326,7 @@ def probe(
     bar = _bar("probe")
 
     def progress(counts: dict[str, int]) -> None:
-        bar.total, bar.n = counts["samples"], counts["done"]
-        bar.set_postfix(failed=counts["failed_attempts"], refresh=False)
-        bar.refresh()
+        bar.update(counts["samples"], counts["done"], failed=counts["failed_attempts"])
 
     try:
         summary = run_probes(cfg, input, out, SearchConfig(corpus_path=corpus, image_corpus_path=image_corpus), progress=progress,
@@ -364,6 +381,7 @@ def synth(
 ) -> None:
     """Synthesize verified tool-use trajectories with a teacher endpoint (resumable after a crash).
     The endpoint is checked before any sample goes out; a run where every sample failed exits with 2."""
+    from curation.shards import ShardError
     from synth.search import SearchConfig
     from synth.stage import SynthConfig, run_synthesize
 
@@ -376,15 +394,14 @@ def synth(
     bar = _bar("synthesize")
 
     def progress(counts: dict[str, int]) -> None:
-        bar.total = counts["samples"]
-        bar.n = counts["done"]
-        bar.set_postfix(kept=counts["kept"], rejected=counts["rejected"], failed=counts["failed"], refresh=False)
-        bar.refresh()
+        bar.update(counts["samples"], counts["done"], kept=counts["kept"], rejected=counts["rejected"], failed=counts["failed"])
 
     try:
         summary = run_synthesize(cfg, input, out, search, progress=progress, limit=limit)
     finally:
         bar.close()
+    if not summary["counts"]["samples"]:
+        raise ShardError(f"--input {input}: no samples in pool(s) {', '.join(cfg.pools)} (--pools chooses them)")
     typer.echo(json.dumps(summary))
 
 
@@ -469,6 +486,7 @@ def serve_replay(
     hang_s: float = 30.0,
     retry_after_s: float = 0.05,
     faults_after: Annotated[int, typer.Option(help="Requests answered before faults start (a server that fails mid-run).")] = 0,
+    refuse_fields: Annotated[str, typer.Option(help="Request fields to refuse as transformers serve does (e.g. stop).")] = "",
 ) -> None:
     """Serve scripted teacher and student turns over the OpenAI chat API."""
     from synth.replay import ReplaySettings, serve
@@ -479,7 +497,7 @@ def serve_replay(
         scripts_path=scripts, teacher_model=teacher_model, student_model=student_model, wrong_rate=wrong_rate,
         code_error_rate=code_error_rate, malformed_rate=malformed_rate, latency_ms=latency_ms, seed=seed,
         fault_rate=fault_rate, faults=tuple(f for f in faults.split(",") if f), hang_s=hang_s, retry_after_s=retry_after_s,
-        faults_after=faults_after,
+        faults_after=faults_after, refuse_fields=tuple(f for f in refuse_fields.split(",") if f),
     )
     typer.echo(f"replay server on http://{host}:{port}/v1 (models: {teacher_model}, {student_model})")
     serve(settings, host=host, port=port)

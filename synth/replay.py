@@ -59,6 +59,9 @@ class ReplaySettings:
     hang_s: float = 30.0
     retry_after_s: float = 0.05
     faults_after: int = 0  # requests answered without faults first (a server that fails mid-run)
+    # Request fields refused as `transformers serve` refuses them: `stop` with HTTP 500 and a plain
+    # "Internal Server Error", any other with 422 naming it (servers that differ from vLLM).
+    refuse_fields: tuple[str, ...] = ()
 
 
 def _draw(*parts: Any) -> float:
@@ -259,6 +262,11 @@ def create_app(settings: ReplaySettings) -> FastAPI:
                 return Response('{"id": "chatcmpl-x", "choices": [', media_type="application/json")
             elif kind == "empty":
                 return _completion(body.get("model", ""), "", "stop")
+        refused = sorted(set(settings.refuse_fields) & set(body))
+        if "stop" in refused:
+            return Response("Internal Server Error", status_code=500, media_type="text/plain")
+        if refused:
+            return JSONResponse(status_code=422, content={"detail": f"Unexpected fields in the request: {set(refused)}"})
         persona = personas.get(body.get("model", ""))
         if persona is None:
             return _error(404, f"model {body.get('model')!r} not served; available: {sorted(personas)}", "not_found_error")
