@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -44,20 +45,31 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 class _NoTracebackForUserErrors(logging.Filter):
-    """Prefect logs a failed task with its traceback. For a user's mistake (a config, a file, an
-    endpoint that is down) the message says it all; the command ends with it too."""
+    """Prefect logs a failed task and flow with tracebacks, once per task, retry and subflow. For a
+    user's mistake (a config, a file, an endpoint that is down) the command's own last line says it
+    all: Prefect's records of it are dropped (other failures keep theirs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        names = "|".join(sorted({cls.__name__ for cls in _user_errors()}))
+        self._mentions = re.compile(rf"\b(?:{names})\b[(:]")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], _user_errors()):
-            record.exc_info, record.exc_text = None, None
-        return True
+            record.exc_info, record.exc_text = None, None  # for any handler that sees the record after this one
+            return False
+        return not (record.levelno >= logging.ERROR and self._mentions.search(record.getMessage()))
 
 
 def _quiet_user_error_tracebacks() -> None:
-    names = ["prefect", *(name for name in logging.root.manager.loggerDict if name.startswith("prefect."))]
-    for handler in {h for name in names for h in logging.getLogger(name).handlers}:
-        if not any(isinstance(f, _NoTracebackForUserErrors) for f in handler.filters):
-            handler.addFilter(_NoTracebackForUserErrors())
+    """The filter on every Prefect logger (records made there: task and flow runs, the engines) and
+    on their handlers (records that propagate to them)."""
+    names = ["prefect", "prefect.task_runs", "prefect.flow_runs", "prefect.task_engine", "prefect.flow_engine",
+             *(name for name in logging.root.manager.loggerDict if name.startswith("prefect."))]
+    loggers = [logging.getLogger(name) for name in dict.fromkeys(names)]
+    for target in [*loggers, *{h for logger in loggers for h in logger.handlers}]:
+        if not any(isinstance(f, _NoTracebackForUserErrors) for f in target.filters):
+            target.addFilter(_NoTracebackForUserErrors())
 
 
 def _run_pipeline(config: Any, run_dir: Path, dry_run: bool = False, flow: str = "retrain") -> None:

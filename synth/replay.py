@@ -217,7 +217,8 @@ def create_app(settings: ReplaySettings) -> FastAPI:
     fault_rng = random.Random(settings.seed)
     # `in_flight` / `max_in_flight`: requests being answered now, and the most at once (what a
     # concurrency limit on the clients' side must bound).
-    stats: dict[str, int] = {"requests": 0, "answered": 0, "in_flight": 0, "max_in_flight": 0, **{f"fault_{kind}": 0 for kind in FAULTS}}
+    stats: dict[str, int] = {"requests": 0, "answered": 0, "in_flight": 0, "max_in_flight": 0, "model_listings": 0,
+                             **{f"fault_{kind}": 0 for kind in FAULTS}}
 
     @app.get("/stats")
     async def get_stats() -> dict[str, int]:
@@ -226,6 +227,7 @@ def create_app(settings: ReplaySettings) -> FastAPI:
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         # As vLLM: `root` names what is served (here the scripts), `created` is the time of the request.
+        stats["model_listings"] += 1
         root = str(settings.scripts_path.resolve())
         return {
             "object": "list",

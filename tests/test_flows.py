@@ -165,20 +165,126 @@ def test_prefect_keeps_its_local_database_in_its_own_home_not_in_the_venv(tmp_pa
     assert home == str(tmp_path / ".prefect") and not home.startswith(sys.prefix)
 
 
-def test_a_task_whose_endpoint_fails_every_sample_is_retried_then_fails_the_run(world, tmp_path):
+def one_error_line(stderr: str) -> str:
+    """The command's error line, after checking it is the only line about the failure (progress
+    bars aside): no traceback, no log records."""
+    lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and "task/s]" not in line and "|" not in line[:40]]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in stderr and "ERROR" not in stderr, stderr[-3000:]
+    return lines[0]
+
+
+def _shards_with(run, pool):
+    from curation.shards import shard_files
+
+    return sum(1 for f in shard_files(run / "curate") if any(r["pool"] == pool for r in read_table(f).to_pylist()))
+
+
+@pytest.fixture(scope="module")
+def curated_run(world, tmp_path_factory):
+    """A run directory after the curate flow of `flow_config` (shards of three rows), to copy."""
+    root = tmp_path_factory.mktemp("curated-run")
+    config = root / "c.yaml"
+    config.write_text(flow_config(world, "http://127.0.0.1:9/v1", {}))
+    done = run_cli(["run", str(config), "--flow", "curate", "--run-dir", str(root / "run")], root / "prefect-home")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "run"
+
+
+def copy_of(run, tmp_path):
+    import shutil
+
+    shutil.copytree(run / "curate", tmp_path / "run" / "curate")
+    return tmp_path / "run"
+
+
+def test_an_endpoint_that_may_recover_is_retried_and_one_that_cannot_fails_the_run_at_once(world, curated_run, tmp_path):
     server, url = start_replay(world, tmp_path, fault_rate=1.0, faults="500")
+    stats_url = url.removesuffix("/v1") + "/stats"
     try:
         config = tmp_path / "down.yaml"
         config.write_text(flow_config(world, url, {"retries": 2, "retry_delay_s": 0}).replace("attempts: 1,", "attempts: 1, max_retries: 0,"))
-        run = tmp_path / "run"
-        curated = run_cli(["run", str(config), "--flow", "curate", "--run-dir", str(run)], tmp_path / "prefect-home")
-        assert curated.returncode == 0, curated.stderr[-3000:]
-        done = run_cli(["run", str(config), "--flow", "synthesize", "--run-dir", str(run)], tmp_path / "prefect-home")
-        requests = httpx.get(url.removesuffix("/v1") + "/stats").json()["requests"]
+        run = copy_of(curated_run, tmp_path)
+        down = run_cli(["run", str(config), "--flow", "synthesize", "--run-dir", str(run)], tmp_path / "prefect-home")
+        after_down = httpx.get(stats_url).json()
+        # A wrong model name never gets better: no retry, however many are configured.
+        config.write_text(config.read_text().replace("synth: {", "synth: {teacher_model: nope, "))
+        wrong = run_cli(["run", str(config), "--flow", "synthesize", "--run-dir", str(run)], tmp_path / "prefect-home")
+        after_wrong = httpx.get(stats_url).json()
     finally:
         server.stop()
-    assert done.returncode == 2 and "failed every sample" in done.stderr and "Traceback" not in done.stderr
-    # Every shard task with samples ran three times (two retries), one request per sample each time.
-    coldstart = sum(1 for row in read_table(run / "curate").to_pylist() if row["pool"] == "coldstart")
-    assert coldstart > 0 and requests == 3 * coldstart
+    shards = _shards_with(run, "coldstart")
+    assert shards > 1
+    assert down.returncode == 2 and one_error_line(down.stderr).startswith(
+        f"error: teacher endpoint {url} (model 'demo-teacher'): the first request failed (HTTP 500: internal error (injected))")
+    # The preflight of every shard task ran three times (two retries): the stage's request, then the
+    # same without `stop` to see whether the server refuses that field. No sample went out.
+    assert after_down["requests"] == 3 * 2 * shards
     assert not list((run / "synthesize").glob("part-*.parquet"))  # nothing merged, nothing cached as done
+    assert wrong.returncode == 2 and "model 'nope' is not served there; it serves: 'demo-teacher'" in one_error_line(wrong.stderr)
+    assert after_wrong["model_listings"] - after_down["model_listings"] == shards and after_wrong["requests"] == after_down["requests"]
+
+
+def test_a_shard_with_failed_samples_is_not_cached_and_a_rerun_retries_exactly_them(world, tmp_path):
+    """A teacher that died mid-shard, then the same command again (issue 17)."""
+    from curation.shards import shard_files
+    from synth.endpoint import free_port
+    from tests.test_resume_and_faults import rows_signature
+
+    port = free_port()
+    answered_before_death = 5
+    # The first request is the preflight; the teacher answers four more, then fails every request.
+    dying, url = start_replay(world, tmp_path / "dying", port=port, fault_rate=1.0, faults="500", faults_after=answered_before_death)
+    synth = "{teacher_url: \"URL\", attempts: 1, concurrency: 1, active_episodes: 1, max_retries: 0, request: {server_error_retries: 0}, " \
+            "agent: {max_turns: 5, max_tokens_per_turn: 512}}".replace("URL", url)
+    config = tmp_path / "c.yaml"
+    config.write_text(flow_config(world, url, {"retries": 0}).replace("rows_per_shard: 3", "rows_per_shard: 100")
+                      .replace(flow_config(world, url, {}).split("synth: ")[1].split("\n")[0], synth))
+    run, home = tmp_path / "run", tmp_path / "prefect-home"
+    try:
+        assert run_cli(["run", str(config), "--flow", "curate", "--run-dir", str(run)], home).returncode == 0
+        died = run_cli(["run", str(config), "--flow", "synthesize", "--run-dir", str(run)], home)
+    finally:
+        dying.stop()
+    assert died.returncode == 0, died.stderr[-3000:]
+    [shard_out] = list((run / "synthesize" / "_shards").iterdir())
+    first = json.loads((shard_out / "_manifest.json").read_text())
+    assert 0 < first["counts"]["failed"] < first["counts"]["samples"] and len(shard_files(run / "curate")) == 1
+    assert first["lineage"]["key"] is None  # not a complete cache entry
+    before = {row[0]: row for row in rows_signature(shard_out)}
+
+    restarted, _ = start_replay(world, tmp_path / "restarted", port=port)
+    try:
+        again = run_cli(["run", str(config), "--flow", "synthesize", "--run-dir", str(run)], home)
+        sent = httpx.get(url.removesuffix("/v1") + "/stats").json()["requests"]
+    finally:
+        restarted.stop()
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "cached:" not in again.stdout or "synthesize" not in again.stdout.split("cached:")[1]
+    second = json.loads((shard_out / "_manifest.json").read_text())
+    counts = second["counts"]
+    assert counts["failed"] == 0 and counts["done"] == counts["samples"] == first["counts"]["samples"]
+    # Exactly the failed samples' requests went out again (and the preflight); the answered ones were replayed.
+    assert counts["requests_replayed"] == answered_before_death - 1 and counts["requests_sent"] == sent - 1
+    after = {row[0]: row for row in rows_signature(shard_out)}
+    assert {k: after[k] for k in before} == before and len(after) == counts["samples"]  # the rest reused as it was
+    assert second["lineage"]["key"] is not None  # complete now: the next run takes it from the cache
+
+
+def test_an_evaluation_endpoint_that_fails_ends_deepeyes_run_with_one_line(world, curated_run, tmp_path):
+    """`deepeyes run` with an evaluation model URL whose server returns 500 (issue 17: about 230
+    lines of tracebacks before)."""
+    from flows import lineage
+
+    server, url = start_replay(world, tmp_path, fault_rate=1.0, faults="500")
+    config = tmp_path / "eval.yaml"
+    config.write_text(flow_config(world, "http://127.0.0.1:9/v1", {"retries": 0})
+                      + f"eval: {{model_url: \"{url}\", model_name: demo-teacher}}\n")
+    run, home = copy_of(curated_run, tmp_path), tmp_path / "prefect-home"
+    try:
+        # The run's SFT stage recorded its checkpoint (evaluation through an endpoint only names it).
+        lineage.record(run / "sft", "sft", {}, [], 0.0, key=None, result={"checkpoint": str(tmp_path / "checkpoint")})
+        done = run_cli(["run", str(config), "--flow", "evaluate", "--run-dir", str(run)], home)
+    finally:
+        server.stop()
+    assert done.returncode == 2
+    assert f"evaluated model endpoint {url} (model 'demo-teacher'): the first request failed (HTTP 500" in one_error_line(done.stderr)
