@@ -73,6 +73,18 @@ def load_spec(name_or_path: str, data_root: str | Path = "data/eval", run_dir: s
         raise BenchmarkError(f"{path}: {exc}") from None
 
 
+def benchmark_files(name_or_path: str, data_root: str | Path = "data/eval", run_dir: str | Path | None = None) -> list[Path]:
+    """The local files a benchmark reads: its definition and its source's files (what the evaluate
+    stage's cache key must cover; a `shards` source is the run's own output, covered already).
+    Raises `BenchmarkError` for an unknown benchmark."""
+    definition = Path(name_or_path) if Path(name_or_path).is_file() else shipped().get(name_or_path)
+    spec = load_spec(name_or_path, data_root, run_dir)
+    files = [definition] if definition is not None else []
+    if isinstance(spec.source, SourceSpec):
+        files += spec.source.local_files()
+    return files
+
+
 @dataclass
 class LoadedBenchmark:
     spec: BenchmarkSpec

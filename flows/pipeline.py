@@ -34,6 +34,7 @@ from curation.select import SelectConfig, run_select
 from curation.shards import atomic_write_json, shard_files
 from curation.sources import SourceSpec
 from curation.stage import STAGING_DIR, CurateConfig, finish_curate, scan_source, staged_dir_name
+from eval.benchmarks import benchmark_files
 from eval.report import build_report
 from eval.stage import EvalConfig, run_evaluate
 from flows import artifacts, lineage
@@ -45,7 +46,7 @@ from synth.judge import JudgeConfig
 from synth.probe import ProbeConfig, merge_probes, run_probes
 from synth.protocol import load_prompts
 from synth.reward import RewardConfig
-from synth.search import SearchConfig
+from synth.search import SearchConfig, search_input_files
 from synth.stage import SynthConfig, merge_synthesized, run_synthesize
 from train.grpo import GRPOStageConfig, run_grpo
 from train.sft import SFTStageConfig, run_sft
@@ -71,13 +72,15 @@ def failed_items(result: Any) -> int:
     return int(counts.get("failed", 0) or counts.get("failed_attempts", 0) or result.get("failed", 0) or 0)
 
 
-def _recorded(record: dict[str, Any], out_dir: str, started: float, result: Any, endpoint_facing: bool = False) -> Any:
-    """Add the task's lineage to its output's manifest, with the key it was made under when it is
-    complete. The output of a task whose endpoint failed some samples is not: it has no key, so the
-    next run runs the task again, and its request cache sends exactly the failed samples' requests
-    again (the answered ones are replayed)."""
+def _recorded(record: dict[str, Any], out_dir: str, started: float, result: Any, read_files: list[str] | None = None,
+              endpoint_facing: bool = False) -> Any:
+    """Add the task's lineage (and the files it found and read) to its output's manifest, with the
+    key it was made under when it is complete. The output of a task whose endpoint failed some
+    samples is not: it has no key, so the next run runs the task again, and its request cache
+    sends exactly the failed samples' requests again (the answered ones are replayed)."""
     key = None if endpoint_facing and failed_items(result) else record["key"]
-    lineage.record(out_dir, record["stage"], record["config"], record["inputs"], time.time() - started, key=key, result=result)
+    lineage.record(out_dir, record["stage"], record["config"], record["inputs"], time.time() - started, key=key, result=result,
+                   read_files=read_files)
     return result
 
 
@@ -96,13 +99,15 @@ def world_task(world: dict[str, Any], out_dir: str, record: dict[str, Any]) -> d
 def curate_scan_task(cfg: dict[str, Any], source_index: int, part: int, out_dir: str, record: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
     curate = CurateConfig.model_validate(cfg)
-    return _recorded(record, out_dir, started, scan_source(curate, source_index, out_dir, part, curate.scan_parts))
+    result = scan_source(curate, source_index, out_dir, part, curate.scan_parts)
+    return _recorded(record, out_dir, started, result, read_files=result.pop("files_read"))
 
 
 @task(name="curate-finish", **CACHED)
 def curate_finish_task(cfg: dict[str, Any], staged_dirs: list[str], out_dir: str, probes: bool, record: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
-    return _recorded(record, out_dir, started, finish_curate(CurateConfig.model_validate(cfg), staged_dirs, out_dir, probes=probes))
+    result = finish_curate(CurateConfig.model_validate(cfg), staged_dirs, out_dir, probes=probes)
+    return _recorded(record, out_dir, started, result, read_files=result.pop("files_read"))
 
 
 @task(name="probe-shard", **CACHED)
@@ -234,7 +239,9 @@ class Stages:
         memo = (stage, str(out), lineage.config_hash(config), tuple(inputs_list))
         if memo not in self._keys:
             key = lineage.stage_key(stage, config, inputs_list)
-            self._keys[memo] = (key, inputs_list, not self.cfg.cache or lineage.recorded_key(out) != key)
+            # Files the last run found and read (a source's images) are checked too: one that changed re-runs it.
+            refresh = not self.cfg.cache or lineage.recorded_key(out) != key or bool(lineage.changed_read_files(out, limit=1))
+            self._keys[memo] = (key, inputs_list, refresh)
         return self._keys[memo]
 
     def will_run(self, stage: str, out: str | Path, config: Any, inputs: tuple = ()) -> bool:
@@ -323,10 +330,18 @@ class Resolved:
         self.pools = str(run / "select") if cfg.probe is not None else self.curated  # what synthesis and evaluation read
         self.trajectories = str(run / "synthesize")
         self.managed = cfg.replay is not None or cfg.teacher_server is not None
+        self._search_files: tuple[str, ...] | None = None
 
     def dumps(self) -> dict[str, Any]:
         return {"search": self.search.model_dump(mode="json"), "judge": self.cfg.judge.model_dump(mode="json"),
                 "reward": self.cfg.reward.model_dump(mode="json")}
+
+    def search_files(self) -> tuple[str, ...]:
+        """The local files the tools' search reads (corpora, the image corpus's images): inputs of
+        every stage whose episodes search. Read when first asked, once the demo world exists."""
+        if self._search_files is None:
+            self._search_files = tuple(str(f) for f in search_input_files(self.search))
+        return self._search_files
 
     def launcher(self) -> dict[str, Any] | None:
         """How training runs (not part of a stage's cache key: where it runs does not change what it makes)."""
@@ -415,12 +430,12 @@ def _curate(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
             # What a scan depends on: its source and the validation settings, not dedup or split.
             key_cfg = {"source": spec.model_dump(mode="json"), "part": part, "parts": r.curate.scan_parts, "need_phash": need_phash,
                        **r.curate.model_dump(include={"min_side", "max_aspect", "max_pixels", "rows_per_shard"})}
-            scans.append((out, key_cfg, (spec.path,) if spec.kind != "hf" else (),
+            scans.append((out, key_cfg, tuple(str(f) for f in spec.local_files()),
                           {"cfg": curate, "source_index": index, "part": part, "out_dir": out}))
             staged_dirs.append(out)
     stages.map("curate", curate_scan_task, scans)
     probes = cfg.probe is not None
-    benchmark_files = tuple(spec.path for spec in r.curate.benchmarks if spec.kind != "hf")
+    benchmark_files = tuple(str(f) for spec in r.curate.benchmarks for f in spec.local_files())
     stages.done("curate", stages.call("curate", curate_finish_task, r.curated, curate | {"probes": probes}, (*staged_dirs, *benchmark_files),
                                       {"cfg": curate, "staged_dirs": staged_dirs, "out_dir": r.curated, "probes": probes}))
     if cfg.probe is None:
@@ -430,10 +445,10 @@ def _curate(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
     probe_key = _managed(probe, "student_url", replayed) | r.dumps()
     shards = [str(f) for f in shard_files(r.curated)]
     outs = [str(Path(r.probes) / SHARDS_DIR / Path(s).stem) for s in shards]
-    needed = any(stages.will_run("probe", out, probe_key, (shard,)) for shard, out in zip(shards, outs, strict=True))
+    needed = any(stages.will_run("probe", out, probe_key, (shard, *r.search_files())) for shard, out in zip(shards, outs, strict=True))
     target = endpoint.task_param(cfg.probe.student_url, cfg.probe.student_model, replayed, needed)
     stages.map("probe", probe_shard_task, [
-        (out, probe_key, (shard,), {"cfg": probe, **r.dumps(), "shard": shard, "out_dir": out, "endpoint": target})
+        (out, probe_key, (shard, *r.search_files()), {"cfg": probe, **r.dumps(), "shard": shard, "out_dir": out, "endpoint": target})
         for shard, out in zip(shards, outs, strict=True)], endpoint=True)
     stages.done("probe", stages.call("probe", probe_merge_task, r.probes, probe_key, tuple(outs),
                                      {"cfg": probe, "shard_dirs": outs, "out_dir": r.probes}))
@@ -447,10 +462,10 @@ def _synthesize(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
     shard_key = _managed(synth, "teacher_url", r.managed) | r.dumps() | {"long_cot": None}
     shards = [str(f) for f in shard_files(r.pools)]
     outs = [str(Path(r.trajectories) / SHARDS_DIR / Path(s).stem) for s in shards]
-    needed = any(stages.will_run("synthesize", out, shard_key, (shard,)) for shard, out in zip(shards, outs, strict=True))
+    needed = any(stages.will_run("synthesize", out, shard_key, (shard, *r.search_files())) for shard, out in zip(shards, outs, strict=True))
     target = endpoint.task_param(r.synth.teacher_url, r.synth.teacher_model, r.managed, needed)
     stages.map("synthesize", synthesize_shard_task, [
-        (out, shard_key, (shard,), {"cfg": synth, **r.dumps(), "shard": shard, "out_dir": out, "endpoint": target})
+        (out, shard_key, (shard, *r.search_files()), {"cfg": synth, **r.dumps(), "shard": shard, "out_dir": out, "endpoint": target})
         for shard, out in zip(shards, outs, strict=True)], endpoint=True)
     long_cot = r.synth.long_cot.path if r.synth.long_cot is not None else None
     stages.done("synthesize", stages.call("synthesize", synthesize_merge_task, r.trajectories, _managed(synth, "teacher_url", r.managed),
@@ -479,7 +494,7 @@ def _grpo(stages: Stages, r: Resolved, model_path: str) -> str:
     grpo = r.cfg.grpo.model_dump(mode="json")
     out = str(r.run / "grpo")
     # The judge and the reward are part of what GRPO and evaluation depend on: a new setting re-runs them.
-    result = stages.call("grpo", grpo_task, out, grpo | r.dumps(), (r.pools, model_path),
+    result = stages.call("grpo", grpo_task, out, grpo | r.dumps(), (r.pools, model_path, *r.search_files()),
                          {"cfg": grpo, **r.dumps(), "model_path": model_path, "curated_dir": r.pools, "out_dir": out, "launcher": r.launcher()})
     return stages.done("grpo", result)["checkpoint"]
 
@@ -487,11 +502,13 @@ def _grpo(stages: Stages, r: Resolved, model_path: str) -> str:
 def _evaluate(stages: Stages, r: Resolved, endpoint: Endpoint, model_path: str) -> None:
     evaluation = r.cfg.eval.model_dump(mode="json")
     out = str(r.run / "eval")
+    reads = (model_path, r.pools, *r.search_files(),
+             *(str(f) for name in r.cfg.eval.benchmarks for f in benchmark_files(name, r.cfg.eval.data_root, r.run)))
     target: dict[str, Any] = {}
     if r.cfg.eval.model_url:  # an endpoint serves the checkpoint: share its limit with other runs
-        needed = stages.will_run("evaluate", out, evaluation | r.dumps(), (model_path, r.pools))
+        needed = stages.will_run("evaluate", out, evaluation | r.dumps(), reads)
         target = endpoint.task_param(r.cfg.eval.model_url, r.cfg.eval.model_name or "", False, needed)
-    metrics = stages.call("evaluate", evaluate_task, out, evaluation | r.dumps(), (model_path, r.pools),
+    metrics = stages.call("evaluate", evaluate_task, out, evaluation | r.dumps(), reads,
                           {"cfg": evaluation, **r.dumps(), "model_path": model_path, "curated_dir": r.pools, "out_dir": out,
                            "endpoint": target}, endpoint=bool(target))
     stages.done("evaluate", {"metrics_path": str(Path(out) / "metrics.json"), **metrics})
