@@ -275,7 +275,7 @@ def curate(
 
     --category, --answer-type, --fields and --category-map apply to every --source given here;
     a source's own ,NAME=VALUE options win over them."""
-    from curation.sources import SourceSpec, cli_source_defaults
+    from curation.sources import SourceSpec, check_mapped_columns, cli_source_defaults
     from curation.stage import CurateConfig, run_curate
 
     cfg = CurateConfig()
@@ -293,6 +293,7 @@ def curate(
     for spec in [*cfg.sources, *cfg.benchmarks]:
         if spec.kind != "hf" and not spec.file.is_file():
             raise FileNotFoundError(f"source {spec.source_name!r}: file not found: {spec.path}")
+        check_mapped_columns(spec)
     summary = run_curate(cfg, out, probes=probes)
     typer.echo(json.dumps({**summary, "report": str(out / "report.md")}))
 

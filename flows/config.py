@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from curation.select import SelectConfig
-from curation.sources import SourceSpec
+from curation.sources import SourceError, SourceSpec, check_mapped_columns
 from curation.stage import CurateConfig
 from eval.benchmarks import BenchmarkError, load_spec
 from eval.stage import EvalConfig
@@ -104,6 +104,10 @@ class PipelineConfig(BaseModel):
             for i, source in enumerate(specs):
                 if source.kind != "hf" and not source.file.is_file():
                     raise ConfigError(f"curate.{section}[{i}].path: file not found: {source.path}")
+                try:
+                    check_mapped_columns(source)
+                except SourceError as exc:
+                    raise ConfigError(f"curate.{section}[{i}].fields: {exc}") from None
         for field, path in (("search.corpus_path", self.search.corpus_path), ("search.image_corpus_path", self.search.image_corpus_path)):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{field}: file not found: {path}")
@@ -170,6 +174,11 @@ class PipelineConfig(BaseModel):
             if isinstance(source, SourceSpec) and source.kind != "hf" and "${run_dir}" not in source.path and not source.file.is_file():
                 raise ConfigError(f"eval.benchmarks[{i}] ({spec.name}): data file not found: {source.path} "
                                   f"(eval.data_root is {Path(self.eval.data_root).resolve()})")
+            if isinstance(source, SourceSpec):
+                try:
+                    check_mapped_columns(source)
+                except SourceError as exc:
+                    raise ConfigError(f"eval.benchmarks[{i}] ({spec.name}): {exc}") from None
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

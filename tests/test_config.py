@@ -132,3 +132,20 @@ def test_benchmarks_are_checked_before_any_work(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "MathVista_MINI.tsv").write_text("index\tquestion\tanswer\n")
     assert load_config(write(tmp_path, base + "  benchmarks: [mathvista]\n")).eval.benchmarks == ["mathvista"]
+
+
+def test_an_unknown_source_kind_and_a_mapping_to_a_missing_column_are_named_before_any_work(tmp_path):
+    from tests.curate_cli import curate
+
+    source = tmp_path / "s.jsonl"
+    source.write_text('{"query": "How many?", "label": "4"}\n' * 3)
+    unknown = curate("--source", f"parquet:{source}", "--out", str(tmp_path / "a"))
+    assert unknown.code == 2 and "unknown source kind 'parquet' (kinds: jsonl, json, tsv, hf" in unknown.error
+    missing = curate("--source", f"{source},fields.question=query,fields.answer=answer_text,category=reasoning", "--out", str(tmp_path / "b"))
+    assert missing.code == 2 and "fields.answer: 'answer_text': no such column in its first rows (columns: label, query)" in missing.error
+    assert not (tmp_path / "b").exists()  # refused before any work
+    ok = curate("--source", f"{source},fields.question=query,fields.answer=label,category=reasoning", "--out", str(tmp_path / "c"))
+    assert ok.code == 0 and ok.summary["counts"]["rows_in"] == 3
+    config = write(tmp_path, f"curate: {{sources: [{{path: {source}, category: reasoning, fields: {{question: query, answer: ans}}}}]}}\n")
+    with pytest.raises(ConfigError, match=r"curate.sources\[0\].fields: source 's': fields.answer: 'ans': no such column"):
+        load_config(config)
