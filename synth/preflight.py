@@ -9,12 +9,14 @@ cause, quoting the server where it answered:
 2. `GET <url>/models` answers within seconds (a refused connection, a host that does not resolve,
    a time-out and an HTTP error are told apart) and lists the model; when it does not, the error
    names the models the server offers;
-3. one real chat request with the stage's exact fields (its system prompt, its first sample's
-   images and question, `stop`, the `<think>` pre-fill, `seed`, `extra_body`; only `max_tokens` is
-   small) answers. When it fails, the same request without each optional field in turn finds the
-   one the server refuses (`transformers serve` answers HTTP 500 to any request with `stop` for a
-   vision-language model, and 422 to vLLM's `continue_final_message`), and the error says which
-   setting turns it off.
+3. one real chat request with the stage's exact fields and values (its system prompt, its first
+   sample's images and question, `stop`, the `<think>` pre-fill, `max_tokens`, `seed`,
+   `extra_body`) answers: the first turn of the first sample, its answer not used. (`max_tokens`
+   is not made small: a server that parses tool calls out of the text fails on a call cut short.)
+   When it fails, the same request without each optional field in turn finds the one the server
+   refuses (`transformers serve` answers HTTP 500 to any request with `stop` for a vision-language
+   model, and 422 to vLLM's `continue_final_message`), and the error says which setting turns it
+   off.
 
 The model's entry in `/v1/models` also gives the request cache the served model's identity
 (`model_identity`): a new checkpoint served under the same name is asked again, not replayed.
@@ -35,7 +37,6 @@ import openai
 from synth.endpoint import EndpointError
 from synth.policy import EmptyResponse, EndpointPolicy, describe_error, server_message
 
-PREFLIGHT_MAX_TOKENS = 16  # the check's answer: enough to read it back, cheap on any server
 MODELS_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 # Fields of a `/v1/models` entry that say which weights answer (vLLM: `root` is the served path or
 # hub id, `max_model_len`; OpenAI: `created` is the model's creation time, `owned_by`).
@@ -169,18 +170,22 @@ def _variants(body: dict[str, Any], request: StageRequest, endpoint: EndpointPol
 
 
 async def _answers(endpoint: EndpointPolicy, body: dict[str, Any], request: StageRequest) -> bool:
-    try:
-        endpoint.read_reply(await endpoint.post(body), request.stop, request.prefix, "stop" in body)
-    except EmptyResponse:
-        return True  # an empty turn is the model's answer; the stage retries such replies
-    except (openai.APIError, ValueError):
-        return False
-    return True
+    for _ in range(2):  # a server that failed the last request may have closed its connection: once more on a new one
+        try:
+            endpoint.read_reply(await endpoint.post(body), request.stop, request.prefix, "stop" in body)
+        except EmptyResponse:
+            return True  # an empty turn is the model's answer; the stage retries such replies
+        except openai.APIConnectionError:
+            continue
+        except (openai.APIError, ValueError):
+            return False
+        return True
+    return False
 
 
 async def _one_request(endpoint: EndpointPolicy, request: StageRequest, where: str) -> None:
     body = endpoint.request_body(request.messages, request.images, stop=request.stop, temperature=request.temperature,
-                                 max_tokens=min(request.max_tokens, PREFLIGHT_MAX_TOKENS), seed=request.seed, prefix=request.prefix)
+                                 max_tokens=request.max_tokens, seed=request.seed, prefix=request.prefix)
     try:
         endpoint.read_reply(await endpoint.post(body), request.stop, request.prefix, "stop" in body)
         return
