@@ -557,3 +557,19 @@ class Judge:
         self.math.close()
         if self._llm is not None:
             await self._llm.aclose()
+
+
+def check_judge(cfg: JudgeConfig) -> None:
+    """The LLM judge's preflight (`Judge.preflight`) with a judge of its own, closed afterwards: for
+    callers whose shared judge serves other event loops (GRPO's rollouts). Raises `EndpointError`."""
+    from synth import aio
+
+    async def check() -> None:
+        judge = Judge(cfg)
+        try:
+            await judge.preflight()
+        finally:
+            await judge.aclose()
+
+    if cfg.llm_url:
+        aio.run(check())

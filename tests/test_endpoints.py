@@ -274,3 +274,18 @@ def test_deepeyes_synth_fails_in_one_line_within_10_seconds(world, curated, tmp_
         assert counts["samples"] == 2 and counts["kept"] == 2
     finally:
         server.stop()
+
+
+def test_the_llm_judge_is_checked_before_a_stage_sends_anything(world, curated, replay_url, tmp_path):
+    from synth.judge import JudgeConfig, check_judge
+
+    check_judge(JudgeConfig(llm_url=replay_url, llm_model="demo-judge"))  # answers: passes
+    with pytest.raises(EndpointError, match=r"judge endpoint .*model 'judge-72b' is not served there"):
+        check_judge(JudgeConfig(llm_url=replay_url, llm_model="judge-72b"))
+    search = SearchConfig(corpus_path=world["corpus_path"], image_corpus_path=world["image_corpus_path"])
+    before = httpx.get(replay_url.removesuffix("/v1") + "/stats").json()["requests"]
+    with pytest.raises(EndpointError, match=r"judge endpoint http://127.0.0.1:9/v1 \(model 'demo-judge'\): connection refused"):
+        run_synthesize(SynthConfig(teacher_url=replay_url, pools=["coldstart"]), curated, tmp_path / "out", search,
+                       JudgeConfig(llm_url="http://127.0.0.1:9/v1", llm_model="demo-judge"))
+    # Only the teacher's preflight went out: no sample before both endpoints answered.
+    assert httpx.get(replay_url.removesuffix("/v1") + "/stats").json()["requests"] == before + 1
