@@ -267,6 +267,15 @@ def test_deepeyes_synth_fails_in_one_line_within_10_seconds(world, curated, tmp_
             lines = done.stderr.strip().splitlines()
             assert done.returncode == 2 and len(lines) == 1 and expected in lines[0], done.stderr[-2000:]
             assert took < 10, f"{took:.1f} s: {lines}"
+        failing, failing_url = start_replay(world, tmp_path / "failing", fault_rate=1.0, faults="500", faults_after=1)
+        try:  # past the preflight, every request fails: the run exits with 2 and names the top cause and its count
+            done = subprocess.run(synth_cli(world, curated, failing_url, "demo-teacher", "--limit", "3", "--attempts", "1"),
+                                  capture_output=True, text=True, timeout=300)
+        finally:
+            failing.stop()
+        lines = [line for line in done.stderr.replace("\r", "\n").splitlines() if line.startswith("error")]
+        assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert "all 3 samples failed; top cause: HTTP 500: internal error (injected) (3 of 3); quarantine: " in lines[0]
         ok = subprocess.run(synth_cli(world, curated, url, "demo-teacher", "--no-stop", "--limit", "2", "--max-turns", "6"),
                             capture_output=True, text=True, timeout=300)
         assert ok.returncode == 0, ok.stderr[-2000:]
@@ -289,3 +298,19 @@ def test_the_llm_judge_is_checked_before_a_stage_sends_anything(world, curated, 
                        JudgeConfig(llm_url="http://127.0.0.1:9/v1", llm_model="demo-judge"))
     # Only the teacher's preflight went out: no sample before both endpoints answered.
     assert httpx.get(replay_url.removesuffix("/v1") + "/stats").json()["requests"] == before + 1
+
+
+def test_deepeyes_probe_takes_the_knobs_users_of_vllm_and_openai_expect(world, curated, replay_url, tmp_path):
+    _write_without_pools(curated, tmp_path / "candidates")
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "probe", "--input", str(tmp_path / "candidates"), "--out", str(tmp_path / "p"),
+                           "--student-url", replay_url, "--student-model", "demo-student", "--k", "1", "--limit", "2",
+                           "--max-turns", "1", "--max-tokens", "3", "--request-timeout", "30", "--no-stop",
+                           "--extra-body", '{"top_k": 20}', "--corpus", world["corpus_path"]], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    counts = json.loads(done.stdout.strip().splitlines()[-1])["counts"]
+    # Two samples, one attempt in each mode, one turn each: the replay server's word-tokens cut at 3.
+    assert counts["samples"] == 2 and counts["episodes"] == 4 and counts["requests_sent"] == 4
+    bad = subprocess.run([sys.executable, "-m", "flows.cli", "probe", "--input", str(tmp_path / "candidates"), "--out", str(tmp_path / "q"),
+                          "--student-url", replay_url, "--student-model", "demo-student", "--extra-body", "[1]"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--extra-body" in bad.stderr and "Traceback" not in bad.stderr
