@@ -122,7 +122,7 @@ class PipelineConfig(BaseModel):
             if in_flight > limit:
                 raise ConfigError(f"{field}: {in_flight} requests in flight is above orchestration.endpoint_max_in_flight ({limit}), "
                                   "the most one endpoint may get; raise the limit or lower the concurrency")
-        if self.grpo is not None and self.grpo.vllm is not None and self.training is None:
+        if self.grpo is not None and self.grpo.vllm is not None and self.grpo.vllm.weight_sync == "nccl" and self.training is None:
             try:
                 check_vllm_trainer_environment()
             except TrainingSetupError as exc:

@@ -197,6 +197,14 @@ def _matched_stop(choice: Any, text: str, finish_reason: str, stop: list[str]) -
     return infer_matched_stop(text, stop)
 
 
+# vLLM drops special tokens from the text it returns unless told not to, and the protocol's tags are
+# special tokens in Qwen's vocabularies: `<think>` vanishes and a stop on `</tool_call>` never fires.
+# Not `include_stop_str_in_output`: with special tokens kept, it also appends the end-of-turn token's
+# text (`<|im_end|>`) to every turn that ends on it; vLLM strips the stop string and names it in the
+# choice's `stop_reason` instead. Sent to vLLM alone: other servers (OpenAI's) refuse fields they do not know.
+VLLM_PROTOCOL_FIELDS = {"skip_special_tokens": False}
+
+
 class EndpointPolicy:
     """A model behind an OpenAI-compatible endpoint (vLLM, OpenAI, `transformers serve`, the replay
     server).
@@ -237,6 +245,8 @@ class EndpointPolicy:
         self.sent = 0  # requests asked for (retries counted apart)
         self.retries = 0
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._server_fields: dict[str, Any] | None = None  # VLLM_PROTOCOL_FIELDS for a vLLM server, once known
+        self._server_known = asyncio.Lock()
         # Retries live in one place, below, so every cause is counted; the client itself does none.
         # aiohttp underneath: httpx's own pool spends most of its time matching requests to
         # connections once there are hundreds of them in flight.
@@ -247,11 +257,12 @@ class EndpointPolicy:
 
     def request_body(
         self, messages: list[dict[str, Any]], images: list[bytes], *, stop: Sequence[str], max_tokens: int, temperature: float,
-        seed: int | None = None, prefix: str = "",
+        seed: int | None = None, prefix: str = "", server_fields: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The JSON body of one chat request: the only place one is made (the preflight sends the
         same). A `prefix` (a pre-filled `<think>`) goes as a partial assistant message that the
-        server continues (vLLM's `continue_final_message`)."""
+        server continues (vLLM's `continue_final_message`); `server_fields` are what a protocol turn
+        needs from this kind of server (`protocol_fields`); `options.extra_body` comes last and wins."""
         converted = to_openai_messages(messages, images)
         body: dict[str, Any] = {"model": self.model, "messages": converted, "max_tokens": max_tokens, "temperature": temperature}
         if seed is not None:
@@ -261,6 +272,7 @@ class EndpointPolicy:
         if prefix:
             body["messages"] = [*converted, {"role": "assistant", "content": prefix}]
             body.update(continue_final_message=True, add_generation_prompt=False)
+        body.update(server_fields or {})
         body.update(self.options.extra_body)
         return body
 
@@ -298,10 +310,29 @@ class EndpointPolicy:
         matched = _matched_stop(choice, body, finish, list(stop)) if stop_sent else None
         return Generation(text, finish, tokens, matched_stop=matched)
 
+    def know_server(self, entry: dict[str, Any] | None) -> None:
+        """Take what kind of server this is from its `/v1/models` entry for the model (the preflight
+        read it), so `protocol_fields` need not ask again."""
+        self._server_fields = VLLM_PROTOCOL_FIELDS if (entry or {}).get("owned_by") == "vllm" else {}
+
+    async def protocol_fields(self) -> dict[str, Any]:
+        """What a turn of the protocol adds to the request for this server: asked once (vLLM lists its
+        models as `owned_by: vllm`), unless the preflight told (`know_server`)."""
+        if self._server_fields is not None:
+            return self._server_fields
+        async with self._server_known:
+            if self._server_fields is None:
+                try:
+                    models = (await self._client.models.list()).data
+                except openai.APIStatusError as exc:
+                    if _retryable(exc):
+                        raise
+                    models = []  # a server that lists no models is no vLLM
+                self._server_fields = VLLM_PROTOCOL_FIELDS if any(m.owned_by == "vllm" for m in models) else {}
+        return self._server_fields
+
     async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:
         """The next assistant turn; its text starts with `prefix`."""
-        body = self.request_body(messages, images, stop=stop, max_tokens=max_tokens, temperature=temperature, seed=seed, prefix=prefix)
-        stop_sent = "stop" in body
         self.sent += 1
         server_errors = 0
 
@@ -314,7 +345,10 @@ class EndpointPolicy:
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     self.retries += 1
-                return self.read_reply(await self.post(body), stop, prefix, stop_sent)
+                fields = await self.protocol_fields() if stop else {}  # a protocol turn: its tags must survive
+                body = self.request_body(messages, images, stop=stop, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                                         prefix=prefix, server_fields=fields)
+                return self.read_reply(await self.post(body), stop, prefix, "stop" in body)
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:

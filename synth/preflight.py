@@ -8,7 +8,7 @@ cause, quoting the server where it answered:
 1. the URL has `http://` or `https://`;
 2. `GET <url>/models` answers within seconds (a refused connection, a host that does not resolve,
    a time-out and an HTTP error are told apart) and lists the model; when it does not, the error
-   names the models the server offers;
+   names the models the server offers (a server without that route, HTTP 404, goes on to step 3);
 3. one real chat request with the stage's exact fields and values (its system prompt, its first
    sample's images and question, `stop`, the `<think>` pre-fill, `max_tokens`, `seed`,
    `extra_body`) answers: the first turn of the first sample, its answer not used. (`max_tokens`
@@ -110,8 +110,9 @@ def _connection_cause(exc: httpx.HTTPError, timeout: httpx.Timeout) -> tuple[str
 
 
 async def listed_model(endpoint: EndpointPolicy, where: str) -> dict[str, Any] | None:
-    """The model's entry in `GET <url>/models`; raises `EndpointError` when the server cannot be
-    reached, answers with an error, or does not serve the model (naming those it does)."""
+    """The model's entry in `GET <url>/models` (None when the server has no such route); raises
+    `EndpointError` when the server cannot be reached, answers with an error, or does not serve the
+    model (naming those it does)."""
     headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
     url = f"{endpoint.base_url}/models"
     try:
@@ -124,8 +125,7 @@ async def listed_model(endpoint: EndpointPolicy, where: str) -> dict[str, Any] |
         raise EndpointError(f"{where}: the server refused the API key (HTTP {response.status_code}: {_text(response)}); "
                             "put the key in the environment variable named by api_key_env")
     if response.status_code == 404:
-        hint = f" (most servers answer under /v1: {endpoint.base_url}/v1)" if not endpoint.base_url.endswith("/v1") else ""
-        raise EndpointError(f"{where}: GET {url} answered HTTP 404: not the base URL of an OpenAI-compatible API{hint}")
+        return None  # no model list here: the chat request tells whether this is an OpenAI-compatible API at all
     if response.status_code != 200:
         raise EndpointError(f"{where}: GET {url} answered HTTP {response.status_code}: {_text(response)}",
                             transient=response.status_code >= 500 or response.status_code in (408, 429))
@@ -183,9 +183,10 @@ async def _answers(endpoint: EndpointPolicy, body: dict[str, Any], request: Stag
     return False
 
 
-async def _one_request(endpoint: EndpointPolicy, request: StageRequest, where: str) -> None:
+async def _one_request(endpoint: EndpointPolicy, request: StageRequest, where: str, unlisted: bool = False) -> None:
+    fields = await endpoint.protocol_fields() if request.stop else {}
     body = endpoint.request_body(request.messages, request.images, stop=request.stop, temperature=request.temperature,
-                                 max_tokens=request.max_tokens, seed=request.seed, prefix=request.prefix)
+                                 max_tokens=request.max_tokens, seed=request.seed, prefix=request.prefix, server_fields=fields)
     try:
         endpoint.read_reply(await endpoint.post(body), request.stop, request.prefix, "stop" in body)
         return
@@ -196,6 +197,10 @@ async def _one_request(endpoint: EndpointPolicy, request: StageRequest, where: s
     except openai.APIError as exc:  # connection, time-out, a body that is not a chat completion
         raise EndpointError(f"{where}: the first request failed: {describe_error(exc)}",
                             transient=isinstance(exc, openai.APIConnectionError)) from None
+    if failure.status_code == 404 and unlisted:
+        hint = f" (most servers answer under /v1: {endpoint.base_url}/v1)" if not endpoint.base_url.endswith("/v1") else ""
+        raise EndpointError(f"{where}: GET /models and POST /chat/completions both answered HTTP 404: not the base URL of an "
+                            f"OpenAI-compatible API{hint}")
     quoted = f"HTTP {failure.status_code}: {server_message(failure)}"
     for what, hint, variant in _variants(body, request, endpoint):
         if await _answers(endpoint, variant, request):
@@ -216,8 +221,9 @@ async def preflight(
     check_url(endpoint.base_url, setting)
     entry = await listed_model(endpoint, where)
     endpoint.identity = model_identity(identity_url or endpoint.base_url, endpoint.model, entry)
+    endpoint.know_server(entry)
     if request is not None:
-        await _one_request(endpoint, request, where)
+        await _one_request(endpoint, request, where, unlisted=entry is None)
 
 
 @dataclass

@@ -149,3 +149,11 @@ def test_an_unknown_source_kind_and_a_mapping_to_a_missing_column_are_named_befo
     config = write(tmp_path, f"curate: {{sources: [{{path: {source}, category: reasoning, fields: {{question: query, answer: ans}}}}]}}\n")
     with pytest.raises(ConfigError, match=r"curate.sources\[0\].fields: source 's': fields.answer: 'ans': no such column"):
         load_config(config)
+
+
+def test_disk_weight_sync_needs_no_vllm_here(tmp_path):
+    """`grpo.vllm.weight_sync: disk` reloads the weights through HTTP: the pipeline's own environment trains."""
+    cfg = load_config(write(tmp_path, GOOD + "grpo:\n  vllm: {url: 'http://127.0.0.1:8002', weight_sync: disk}\n"))
+    assert cfg.grpo.vllm.weight_sync == "disk" and cfg.training is None
+    with pytest.raises(ConfigError, match="grpo.vllm.weight_sync"):
+        load_config(write(tmp_path, GOOD + "grpo:\n  vllm: {url: 'http://127.0.0.1:8002', weight_sync: gloo}\n"))

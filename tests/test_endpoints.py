@@ -141,8 +141,8 @@ def one_sample(curated):
     ("http://127.0.0.1:9/v1", "demo-teacher", "connection refused (no server listens there"),
     ("127.0.0.1:8000/v1", "demo-teacher", "synth.teacher_url: '127.0.0.1:8000/v1' is not an http:// or https:// URL"),
     ("http://no-such-host.invalid/v1", "demo-teacher", "the host name does not resolve"),
-    ("{replay}", "demo-teacher", "GET {replay}/models answered HTTP 404: not the base URL of an OpenAI-compatible API "
-                                 "(most servers answer under /v1: {replay}/v1)"),
+    ("{replay}", "demo-teacher", "GET /models and POST /chat/completions both answered HTTP 404: not the base URL of an "
+                                 "OpenAI-compatible API (most servers answer under /v1: {replay}/v1)"),
 ])
 def test_the_preflight_names_the_cause_in_one_line_within_seconds(replay_url, one_sample, url, model, expected):
     root = replay_url.removesuffix("/v1")

@@ -25,7 +25,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,6 +39,7 @@ from synth.reward import RewardConfig
 from synth.search import SearchConfig
 from train.rollout import RolloutError, TokenPolicy, VLLMTokenPolicy, encoded_image_tokens
 from train.sft import TrainingDataError, TrainingSetupError, apply_pixel_budget, freeze_vision_tower, trainer_arguments
+from train.weight_sync import DiskWeightSync, http_vllm_client
 
 logger = logging.getLogger(__name__)
 
@@ -48,16 +49,22 @@ NOOP_OBSERVATION = render_code_observation("", "", 0)
 class VLLMRolloutConfig(BaseModel):
     """Rollouts sampled by a vLLM server (TRL's server mode), the policy's weights pushed to it before each step's rollouts.
 
-    The server runs in its own environment (`vllm serve` with its development routes and an NCCL
-    weight-transfer engine, see the README); the trainer needs `vllm` importable for TRL's weight sync."""
+    The server runs in its own environment (`vllm serve` with its development routes, see the README).
+    `weight_sync: nccl` is TRL's: the tensors are broadcast into the server's workers (CUDA on both
+    sides, and `vllm` importable in the trainer). `disk` saves the policy to `weight_dir` each step and
+    has the server reload it in place (`train.weight_sync`): no NCCL, no `vllm` in the trainer."""
 
     model_config = ConfigDict(extra="forbid")
 
     url: str  # the server's base URL, e.g. http://HOST:8000 (a trailing /v1 is dropped)
     timeout_s: float = 240.0  # how long to wait for the server at start
-    group_port: int = 51216  # the NCCL weight-transfer group's port
+    group_port: int = 51216  # the NCCL weight-transfer group's port (weight_sync: nccl)
     max_in_flight: int = Field(64, ge=1)  # generation requests each training process keeps in flight
     importance_sampling_correction: bool = True  # TRL's correction for the sampler/trainer mismatch (uses vLLM's log-probs)
+    weight_sync: Literal["nccl", "disk"] = "nccl"
+    # weight_sync: disk: where the trainer writes the weights, a path the server reads as it is (a shared
+    # file system across machines); None: <the GRPO output>/vllm-weights
+    weight_dir: str | None = None
 
 
 class GRPOStageConfig(BaseModel):
@@ -162,8 +169,20 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
         """`GRPOTrainer` whose generation is our agent loop with live tools (see the module docstring)."""
 
         def __init__(self, *args, toolbox: ToolBox, agent: AgentConfig, judge: Judge, vllm: VLLMRolloutConfig | None = None,
-                     reward: RewardConfig | None = None, **kwargs) -> None:
+                     reward: RewardConfig | None = None, weight_dir: str | Path | None = None, **kwargs) -> None:
+            disk = vllm is not None and vllm.weight_sync == "disk"
+            if disk:  # TRL's server mode would join the server's NCCL group now: the disk sync stands in for it
+                kwargs["args"].use_vllm = False
             super().__init__(*args, **kwargs)
+            if disk:
+                self.args.use_vllm = self.use_vllm = True
+                self._last_loaded_step = -1  # as TRL's server mode sets it: the first step syncs too
+                client = None
+                if self.accelerator.is_main_process:
+                    client = http_vllm_client(self.args.vllm_server_base_url, self.args.vllm_server_timeout)
+                    check_disk_sync_server(client, self.model, self.vllm_importance_sampling_correction)
+                self.vllm_generation = DiskWeightSync(lambda: self.model_wrapped, self.accelerator, client, weight_dir)
+                self.accelerator.wait_for_everyone()
             self.toolbox = toolbox
             self.agent_cfg = agent
             self.judge = judge
@@ -186,9 +205,7 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
             if self._vllm_policy is None:
                 client = getattr(self.vllm_generation, "vllm_client", None)
                 if client is None:
-                    from trl.generation.vllm_client import VLLMClient
-
-                    client = VLLMClient(base_url=self.args.vllm_server_base_url, connection_timeout=self.args.vllm_server_timeout)
+                    client = http_vllm_client(self.args.vllm_server_base_url, self.args.vllm_server_timeout)
                 self._vllm_policy = VLLMTokenPolicy(client, self.processing_class, name="policy", max_in_flight=self.vllm_cfg.max_in_flight)
             return self._vllm_policy
 
@@ -321,6 +338,25 @@ def _dynamics_callback(path: Path, cfg: GRPOStageConfig):
     return DynamicsLog()
 
 
+def check_disk_sync_server(client, model, importance_sampling_correction: bool) -> None:
+    """What `weight_sync: disk` needs of the server, asked once before training: its development routes;
+    on a CPU server, an LM head of its own (vLLM 0.31's CPU backend keeps a packed copy of a head tied to
+    the embeddings, which a reload leaves at the old weights); and, as TRL checks in server mode,
+    log-probs after temperature for the importance-sampling correction. Raises `TrainingSetupError`."""
+    try:
+        info = client.get_server_info()
+    except RuntimeError as exc:  # TRL's message: no development routes
+        raise TrainingSetupError(f"grpo.vllm.weight_sync: disk: {exc}") from None
+    if info.get("device_config", {}).get("device") == "cpu" and getattr(model.config, "tie_word_embeddings", False):
+        raise TrainingSetupError(
+            "grpo.vllm.weight_sync: disk: the vLLM server runs on a CPU, where reloaded weights never reach an LM head tied to "
+            "the embeddings (vLLM 0.31 keeps the head's packed copy); serve on a GPU, or untie the checkpoint's embeddings")
+    mode = info["model_config"]["logprobs_mode"]
+    if importance_sampling_correction and mode != "processed_logprobs":
+        logger.warning(f"The vLLM server runs with `--logprobs-mode {mode}`, which biases the importance sampling correction. "
+                       "Restart it with `--logprobs-mode processed_logprobs`, or set grpo.vllm.importance_sampling_correction: false.")
+
+
 def check_vllm_trainer_environment() -> None:
     """vLLM rollouts need `vllm` in the trainer's environment too: TRL pushes the weights to the server
     through vLLM's NCCL weight-transfer engine. Said before the model loads, not deep in TRL (the
@@ -331,7 +367,8 @@ def check_vllm_trainer_environment() -> None:
         raise TrainingSetupError(
             "grpo.vllm: `vllm` is not importable here, and TRL syncs the policy's weights to the server through vLLM's "
             "NCCL engine. Run GRPO with `accelerate launch -m train.launch grpo` from a training environment with "
-            "`trl[vllm]` (README: vLLM generation for GRPO), or remove grpo.vllm to generate in the training processes.")
+            "`trl[vllm]` (README: vLLM generation for GRPO), set grpo.vllm.weight_sync: disk (the server reloads the "
+            "weights from a folder), or remove grpo.vllm to generate in the training processes.")
 
 
 def unreachable_server_errors(vllm: VLLMRolloutConfig | None) -> tuple[type[BaseException], ...]:
@@ -382,7 +419,7 @@ def run_grpo(
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     started = time.time()
-    if cfg.vllm is not None:
+    if cfg.vllm is not None and cfg.vllm.weight_sync == "nccl":
         check_vllm_trainer_environment()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -403,6 +440,7 @@ def run_grpo(
                 model=model, reward_funcs=[accuracy_reward, format_reward], args=grpo_arguments(cfg, out_dir, reward),
                 train_dataset=dataset, processing_class=processor, callbacks=[callback, *(callbacks or [])], toolbox=toolbox,
                 agent=cfg.agent, judge=shared_judge, vllm=cfg.vllm, reward=reward,
+                weight_dir=(cfg.vllm.weight_dir or out_dir / "vllm-weights") if cfg.vllm is not None else None,
             )
         except unreachable_server_errors(cfg.vllm) as exc:  # TRL's client gave up waiting for the vLLM server
             raise TrainingSetupError(f"grpo.vllm.url: {exc}") from None
