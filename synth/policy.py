@@ -16,10 +16,10 @@ import functools
 import io
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import openai
 from openai.types.chat import ChatCompletion
@@ -28,6 +28,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from synth.protocol import find_stop, fold_turn, infer_matched_stop
 from synth.retry import wait_retry_after
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -331,9 +333,8 @@ class EndpointPolicy:
                 self._server_fields = VLLM_PROTOCOL_FIELDS if any(m.owned_by == "vllm" for m in models) else {}
         return self._server_fields
 
-    async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:
-        """The next assistant turn; its text starts with `prefix`."""
-        self.sent += 1
+    async def with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()` under the retry policy (the class docstring): the one retry layer of every request."""
         server_errors = 0
 
         def give_up(state: RetryCallState) -> bool:
@@ -345,11 +346,20 @@ class EndpointPolicy:
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     self.retries += 1
-                fields = await self.protocol_fields() if stop else {}  # a protocol turn: its tags must survive
-                body = self.request_body(messages, images, stop=stop, max_tokens=max_tokens, temperature=temperature, seed=seed,
-                                         prefix=prefix, server_fields=fields)
-                return self.read_reply(await self.post(body), stop, prefix, "stop" in body)
+                return await call()
         raise AssertionError("unreachable")
+
+    async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:
+        """The next assistant turn; its text starts with `prefix`."""
+        self.sent += 1
+
+        async def turn() -> Generation:
+            fields = await self.protocol_fields() if stop else {}  # a protocol turn: its tags must survive
+            body = self.request_body(messages, images, stop=stop, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                                     prefix=prefix, server_fields=fields)
+            return self.read_reply(await self.post(body), stop, prefix, "stop" in body)
+
+        return await self.with_retries(turn)
 
     async def aclose(self) -> None:
         await self._client.close()

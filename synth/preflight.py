@@ -9,7 +9,7 @@ cause, quoting the server where it answered:
 2. `GET <url>/models` answers within seconds (a refused connection, a host that does not resolve,
    a time-out and an HTTP error are told apart) and lists the model; when it does not, the error
    names the models the server offers (a server without that route, HTTP 404, goes on to step 3);
-3. one real chat request with the stage's exact fields and values (its system prompt, its first
+3. one real chat request, under the stage's retry policy, with the stage's exact fields and values (its system prompt, its first
    sample's images and question, `stop`, the `<think>` pre-fill, `max_tokens`, `seed`,
    `extra_body`) answers: the first turn of the first sample, its answer not used. (`max_tokens`
    is not made small: a server that parses tool calls out of the text fails on a call cut short.)
@@ -187,8 +187,11 @@ async def _one_request(endpoint: EndpointPolicy, request: StageRequest, where: s
     fields = await endpoint.protocol_fields() if request.stop else {}
     body = endpoint.request_body(request.messages, request.images, stop=request.stop, temperature=request.temperature,
                                  max_tokens=request.max_tokens, seed=request.seed, prefix=request.prefix, server_fields=fields)
-    try:
+    async def ask() -> None:
         endpoint.read_reply(await endpoint.post(body), request.stop, request.prefix, "stop" in body)
+
+    try:  # under the stage's own retry policy: a busy server's 429, a dropped connection, a 5xx or two are not its verdict
+        await endpoint.with_retries(ask)
         return
     except EmptyResponse:
         return
