@@ -117,7 +117,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if "synthesize" in stages:
         synth = stages["synthesize"]["counts"]
         long_cot = f" (+{synth['long_cot']} long-CoT rows)" if synth.get("long_cot") else ""
-        typer.echo(f"synthesize: {synth['kept']} trajectories kept{long_cot}, {synth['rejected']} rejected, {synth['failed']} failed")
+        retry = " (the teacher failed them: the next run asks again for exactly those)" if synth["failed"] else ""
+        typer.echo(f"synthesize: {synth['kept']} trajectories kept{long_cot}, {synth['rejected']} rejected, {synth['failed']} failed{retry}")
     if "sft" in stages:
         sft = stages["sft"]
         typer.echo(f"sft:        {sft['steps']} steps on {sft['rows']} rows, loss {_first_last(sft['losses'])}")
@@ -131,8 +132,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
             for run_name, metrics in entry["runs"].items():
                 overall = metrics["overall"]
                 low, high = overall["ci95"]
+                failed = (entry.get("failed") or {}).get(run_name, 0)
                 typer.echo(f"eval {bench} ({run_name}): accuracy {overall['accuracy']:.3f} [{low:.2f}, {high:.2f}] on {overall['n']} samples, "
-                           f"{overall['tool_calls_per_sample']:.2f} tool calls per sample")
+                           f"{overall['tool_calls_per_sample']:.2f} tool calls per sample"
+                           + (f"; {failed} failed at the endpoint (left out; the next run asks again)" if failed else ""))
         typer.echo(f"metrics:    {stages['evaluate']['metrics_path']}")
     if "report" in stages:
         typer.echo(f"report:     {stages['report']['html']}")
