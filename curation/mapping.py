@@ -4,7 +4,9 @@ per-source defaults and the checks that a value is usable.
 A source names its own columns and labels. `FieldMapping` (the part of a `SourceSpec` that says
 how to read a row) holds:
 
-- `fields`: our field -> the source's column (`{question: query, answer: label}`);
+- `fields`: our field -> the source's column (`{question: query, answer: label}`), or a dotted
+  path into nested objects (`{answer: reward_model.ground_truth, question: extra_info.question}`,
+  as verl's RL parquet files nest them; a number in a path indexes a list: `images.0`);
 - `category_map`: the source's category labels -> ours (`{color: perception, count: reasoning}`,
   as MMBench labels its rows);
 - `category`: the category of the rows that have none of ours (no label, or a label that is
@@ -36,6 +38,36 @@ ANSWER_TYPES: tuple[str, ...] = get_args(AnswerType)
 class RowRejected(ValueError):
     """A source row that cannot become a `Sample`; the message is the quarantine reason
     (`<key>: <detail>`, the key counted in the report)."""
+
+
+_MISSING = object()
+
+
+def lookup(row: dict[str, Any], path: str) -> Any:
+    """The value at `path` in a row: the column of that exact name when there is one, else a dotted
+    path walked through nested objects (a struct column arrives as a dict; an object stored as a JSON
+    string is read on the way) and lists (a number indexes them). None when any step is absent."""
+    if path in row:
+        return row[path]
+    if "." not in path:
+        return None
+    value: Any = row
+    for step in path.split("."):
+        if isinstance(value, str) and value.lstrip().startswith(("{", "[")):
+            try:
+                value = json.loads(value)
+            except (ValueError, RecursionError):
+                return None
+        if isinstance(value, dict):
+            value = value.get(step, _MISSING)
+        elif isinstance(value, (list, tuple)) and step.lstrip("-").isdigit():
+            index = int(step)
+            value = value[index] if -len(value) <= index < len(value) else _MISSING
+        else:
+            return None
+        if value is _MISSING:
+            return None
+    return value
 
 
 def label_text(value: Any) -> str:
@@ -75,7 +107,8 @@ class FieldMapping(BaseModel):
 
     category: Category | None = None  # for rows without one of ours (no label, or one neither ours nor mapped)
     answer_type: AnswerType | None = None  # for rows without one (otherwise inferred from the answer)
-    # Our field -> the source's column, e.g. {question: query, answer: label, images: image}.
+    # Our field -> the source's column or a dotted path into it, e.g. {question: query, answer: label},
+    # {answer: reward_model.ground_truth}.
     fields: dict[OurField, str] = Field(default_factory=dict)
     # The source's category labels -> ours.
     category_map: dict[str, Category] = Field(default_factory=dict)
@@ -99,8 +132,8 @@ class FieldMapping(BaseModel):
         return self.fields.get(field, field)
 
     def value(self, row: dict[str, Any], field: OurField) -> Any:
-        """The row's value for our `field` (None when the column is absent)."""
-        return row.get(self.column(field))
+        """The row's value for our `field` (None when the column or path is absent): see `lookup`."""
+        return lookup(row, self.column(field))
 
     def category_of(self, row: dict[str, Any]) -> str:
         """Our category for the row: its own label mapped through `category_map` (or already one
@@ -123,6 +156,15 @@ class FieldMapping(BaseModel):
             return self.category
         raise RowRejected(f"unknown_category: {label[:80]!r} is not one of {', '.join(CATEGORIES)} "
                           f"(map the source's labels to ours with category_map, or give the source a category for the rest)")
+
+    def own_label(self, row: dict[str, Any]) -> str | None:
+        """The row's category label when it is not one of ours (a benchmark's fine-grained label that
+        was mapped or defaulted): kept in the sample's `meta.source_category`; None otherwise."""
+        raw = self.value(row, "category")
+        if raw is None or not is_scalar(raw):
+            return None
+        label = label_text(raw).strip()
+        return label if label and label not in CATEGORIES else None
 
     def reported_category(self, row: dict[str, Any]) -> str | None:
         """The row's category for the report's counts, or None when it has no usable one; never raises."""

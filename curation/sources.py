@@ -13,6 +13,7 @@ its place in the file. A file that is not a table of rows at all raises `SourceE
 
 from __future__ import annotations
 
+import ast
 import base64
 import binascii
 import csv
@@ -25,15 +26,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from curation.mapping import CATEGORIES, FieldMapping, RowRejected, scalar_text
+from curation.mapping import CATEGORIES, FieldMapping, RowRejected, lookup, scalar_text
 from curation.normalize import LETTERS, clean_text, infer_answer_type, normalize_answer
+from curation.verl import VERL_CATEGORY_MAP, verl_files, verl_rows
 from curation.schema import Sample
 
-__all__ = ["RowRejected", "SourceError", "SourceSpec", "TableFileError", "read_source", "read_table_file", "row_to_sample"]
+__all__ = ["RowRejected", "SourceError", "SourceSpec", "TableFileError", "read_image_ref", "read_source", "read_table_file", "row_to_sample"]
 
 PARSE_ERROR = "__parse_error__"  # the key of a row that could not be read (its value: the reason)
+SOURCE_KINDS = ("jsonl", "json", "tsv", "hf", "verl")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
@@ -47,9 +50,12 @@ class SourceSpec(FieldMapping):
       `question`, `answer`, option columns `A`, `B`, ..., optional `category`, `hint`.
     - `hf`: anything `datasets.load_dataset` opens: `path` is a hub id (where the network allows)
       or a builder name (`parquet`, `json`, `csv`, `imagefolder`) with `data_files`.
+    - `verl`: verl's RL parquet layout (DeepEyesV2's released RL data; `curation.verl`): `path` is a
+      parquet file, a folder of them or a glob; `data_source` is the category (`reason` read as
+      `reasoning`), `reward_model.ground_truth` the answer, `extra_info.question` the question.
     """
 
-    kind: Literal["jsonl", "json", "tsv", "hf"] = "jsonl"
+    kind: Literal["jsonl", "json", "tsv", "hf", "verl"] = "jsonl"
     path: str
     name: str | None = None  # the `source` column; defaults to the file's stem or the dataset id
     include: dict[str, list[Any]] = Field(default_factory=dict)  # keep rows whose column has one of these values
@@ -93,9 +99,25 @@ class SourceSpec(FieldMapping):
             return self.name
         return self.file.stem if self.kind != "hf" else self.path.replace("/", "__")
 
+    @model_validator(mode="after")
+    def _verl_labels(self) -> SourceSpec:
+        # verl's `reason` data source is our `reasoning`; a source's own category_map wins.
+        if self.kind == "verl":
+            self.category_map = {**VERL_CATEGORY_MAP, **self.category_map}
+        return self
+
+    def exists(self) -> bool:
+        """Whether the file(s) the spec names are there (an `hf` source is checked when it loads)."""
+        if self.kind == "hf":
+            return True
+        return bool(verl_files(self.path)) if self.kind == "verl" else self.file.is_file()
+
     def local_files(self) -> list[Path]:
-        """The local files the spec itself names (its file, or an `hf` source's data files with
-        their globs expanded): what a cache key must cover besides the files the rows point to."""
+        """The local files the spec itself names (its file, a `verl` source's parquet files, or an
+        `hf` source's data files with their globs expanded): what a cache key must cover besides the
+        files the rows point to."""
+        if self.kind == "verl":
+            return verl_files(self.path)
         if self.kind != "hf":
             return [self.file]
         patterns = [self.data_files] if isinstance(self.data_files, str) else list(self.data_files or [])
@@ -124,11 +146,10 @@ class SourceSpec(FieldMapping):
         refuse."""
         head, options = _split_cli_options(text)
         kind, sep, path = head.partition(":")
-        known = ("jsonl", "json", "tsv", "hf")
-        if sep and kind not in known and re.fullmatch(r"[a-z][a-z0-9_]+", kind) and not Path(head).exists():
-            raise SourceError(f"--source {text!r}: unknown source kind {kind!r} (kinds: {', '.join(known)}; Parquet, CSV and other "
-                              f"files: hf:parquet,data_files=PATH)")
-        values: dict[str, Any] = {"kind": kind, "path": path} if sep and kind in known else {"path": head}
+        if sep and kind not in SOURCE_KINDS and re.fullmatch(r"[a-z][a-z0-9_]+", kind) and not Path(head).exists():
+            raise SourceError(f"--source {text!r}: unknown source kind {kind!r} (kinds: {', '.join(SOURCE_KINDS)}; Parquet, CSV and "
+                              f"other files: hf:parquet,data_files=PATH)")
+        values: dict[str, Any] = {"kind": kind, "path": path} if sep and kind in SOURCE_KINDS else {"path": head}
         for key, value in [*defaults, *options]:
             if key in cls.CLI_OPTIONS:
                 values[key] = value
@@ -164,7 +185,7 @@ _CLI_OPTION = re.compile(r",(?=(?:fields\.|category_map\.|include\.)[^,=]+=|[a-z
 def _split_cli_options(text: str) -> tuple[str, list[tuple[str, str]]]:
     """`KIND:PATH,a=1,b.c=2` -> (`KIND:PATH`, [(a, 1), (b.c, 2)]); a path that exists as written
     (commas and all) has no options."""
-    bare = text.partition(":")[2] if text.partition(":")[0] in ("jsonl", "json", "tsv", "hf") else text
+    bare = text.partition(":")[2] if text.partition(":")[0] in SOURCE_KINDS else text
     if Path(bare).exists():
         return text, []
     head, *rest = _CLI_OPTION.split(text)
@@ -242,6 +263,13 @@ def _read_image(ref: Any, base_dir: Path, files: set[str] | None = None) -> tupl
         raise RowRejected(f"image_ref_invalid: neither an image file nor base64 ({exc})") from None
 
 
+def read_image_ref(ref: Any, base_dir: Path, files: set[str] | None = None) -> tuple[bytes, str | None]:
+    """(bytes, path) of an image given as a path (relative to `base_dir`), base64 or a data URL,
+    raw bytes, a `{bytes, path}` dict or a PIL image, as every source reads them. Raises
+    `RowRejected` (`image_missing`, `image_unreadable`, `image_ref_invalid`, `image_undecodable`)."""
+    return _read_image(ref, base_dir, files)
+
+
 def _read_file(ref: str, base_dir: Path, files: set[str] | None) -> tuple[bytes, str]:
     """An image file's bytes (a relative path starts at `base_dir`); the path goes into `files`."""
     candidate = Path(ref) if Path(ref).is_absolute() else base_dir / ref
@@ -280,6 +308,10 @@ def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: 
     for ref in images:
         data, path = _read_image(ref, base_dir, files)
         refs.append({"bytes": data, "path": path})
+    if spec.value(row, "question") is None and "question" not in spec.fields:
+        conversation = next((c for c in ("messages", "conversations") if isinstance(row.get(c), list)), None)
+        if conversation is not None:
+            raise RowRejected(f"sharegpt_row: the row is a conversation (`{conversation}`), not a question")
     question = _text(spec.value(row, "question"), "question", required=True)
     answer = _text(spec.value(row, "answer"), "answer", required=True)
     choices = spec.choices_of(row)
@@ -302,6 +334,9 @@ def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: 
         "choices": choices,
         "meta": spec.meta_of(row),
     }
+    label = spec.own_label(row)
+    if label is not None:
+        fields["meta"] = {**fields["meta"], "source_category": label}
     try:
         return Sample.model_validate(fields)
     except ValidationError as exc:
@@ -453,8 +488,15 @@ def _json_lines(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
                           f"no line holds a JSON object (line 1: {shown!r}){_file_kind_hint(path)}")
 
 
-def _tsv_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
-    """VLMEvalKit's layout, turned into the generic fields (unless `fields` maps them otherwise)."""
+# VLMEvalKit stores an image shared by several rows once: the other rows' `image` field holds the
+# `index` of the row that has it (VLMEvalKit tells the two apart by length: at most 64 characters
+# is an index; no image is that short in base64).
+MAX_IMAGE_REF_CHARS = 64
+
+
+def _tsv_reader(spec: SourceSpec) -> Iterator[tuple[dict[str, Any] | None, str, str | None]]:
+    """(row or None, origin, problem) for each line of a TSV; a line the csv module cannot read, or
+    one that is not UTF-8, comes with its problem instead of a row."""
     csv.field_size_limit(sys.maxsize)  # base64 images are far longer than csv's default limit
     path = spec.file
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
@@ -465,26 +507,85 @@ def _tsv_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
             except StopIteration:
                 return
             except csv.Error as exc:  # a NUL byte, a broken quote: this line only
-                yield _parse_error(f"invalid_tsv: line {reader.line_num}: {exc}"), f"{path}:{reader.line_num}"
+                yield None, f"{path}:{reader.line_num}", f"invalid_tsv: line {reader.line_num}: {exc}"
                 continue
             origin = f"{path}:{reader.line_num}"
             row: dict[str, Any] = {k: v for k, v in raw.items() if k is not None}
             if _has_undecodable(row) or (reader.fieldnames and _has_undecodable(list(reader.fieldnames))):
-                yield _parse_error(f"invalid_encoding: line {reader.line_num}: not UTF-8"), origin
+                yield None, origin, f"invalid_encoding: line {reader.line_num}: not UTF-8"
                 continue
-            image: Any = row.get("image") or ""
-            if image.startswith("["):
-                try:
-                    image = json.loads(image)
-                except (ValueError, RecursionError):
-                    pass
-            choices = [row[letter] for letter in LETTERS if row.get(letter) not in (None, "", "nan")]
-            question = row.get("question") or ""
-            if row.get("hint") not in (None, "", "nan"):
-                question = f"Hint: {row['hint']}\n{question}"
-            generic = {"id": row.get("index"), "question": question, "answer": row.get("answer"), "images": image or [],
-                       "category": row.get("category"), "choices": choices or None}
-            yield {**row, **{k: v for k, v in generic.items() if k not in spec.fields.values()}}, origin
+            yield row, origin, None
+
+
+def _tsv_images(value: Any) -> list[str]:
+    """A TSV `image` field as a list of entries: one base64 string (or index), or a list written as
+    JSON or, as VLMEvalKit writes them, as a Python list (`['...', '...']`)."""
+    text = value.strip() if isinstance(value, str) else ""
+    if not text:
+        return []
+    if text.startswith("[") and text.endswith("]"):
+        for parse in (json.loads, ast.literal_eval):
+            try:
+                parsed = parse(text)
+            except (ValueError, SyntaxError, RecursionError, MemoryError):
+                continue
+            if isinstance(parsed, list):
+                return [str(x) for x in parsed]
+    return [text]
+
+
+def _is_image_ref(entry: str) -> bool:
+    return len(entry) <= MAX_IMAGE_REF_CHARS and Path(entry).suffix.lower() not in IMAGE_SUFFIXES
+
+
+def _tsv_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
+    """VLMEvalKit's layout, turned into the generic fields (unless `fields` maps them otherwise).
+
+    An `image` entry of at most 64 characters is the `index` of the row whose image it shares
+    (before or after it in the file; VLMEvalKit's convention); one that names no row with an image
+    is `image_ref_invalid`. Without an `image`, `image_path` names files relative to the TSV's folder
+    (or VLMEvalKit's `images/<name>/` beside it). A file with references is read twice: once to
+    find the rows they point to, once to yield the rows, holding only the shared images."""
+    image_column = spec.column("images") if spec.fields.get("images") else "image"
+    wanted = {entry for row, _, _ in _tsv_reader(spec) if row is not None
+              for entry in _tsv_images(row.get(image_column)) if _is_image_ref(entry)}
+    shared: dict[str, str] = {}
+    if wanted:
+        for row, _, _ in _tsv_reader(spec):
+            if row is not None and str(row.get("index", "")).strip() in wanted:
+                entries = _tsv_images(row.get(image_column))
+                if len(entries) == 1 and not _is_image_ref(entries[0]):
+                    shared[str(row["index"]).strip()] = entries[0]
+    for row, origin, problem in _tsv_reader(spec):
+        if row is None:
+            yield _parse_error(problem or "invalid_tsv"), origin
+            continue
+        entries = _tsv_images(row.get(image_column))
+        unknown = [e for e in entries if _is_image_ref(e) and e not in shared]
+        if unknown:
+            yield _parse_error(f"image_ref_invalid: {unknown[0][:40]!r} is neither base64 nor the index of a row with an image "
+                               "in this file"), origin
+            continue
+        images: list[Any] = [shared[e] if _is_image_ref(e) else e for e in entries]
+        if not images and row.get("image_path") not in (None, "", "nan"):
+            images = [_vlmevalkit_image_path(spec, p) for p in _tsv_images(row["image_path"])]
+        choices = [row[letter] for letter in LETTERS if row.get(letter) not in (None, "", "nan")]
+        question = row.get("question") or ""
+        if row.get("hint") not in (None, "", "nan"):
+            question = f"Hint: {row['hint']}\n{question}"
+        generic = {"id": row.get("index"), "question": question, "answer": row.get("answer"), "images": images,
+                   "category": row.get("category"), "choices": choices or None}
+        resolved = {image_column: images} if spec.fields.get("images") else {}  # a mapped image column, resolved too
+        yield {**row, **{k: v for k, v in generic.items() if k not in spec.fields.values()}, **resolved}, origin
+
+
+def _vlmevalkit_image_path(spec: SourceSpec, name: str) -> str:
+    """An `image_path` entry: as it is when it exists beside the TSV (or absolute), else where
+    VLMEvalKit keeps a dataset's images (`images/<dataset>/` beside the TSV)."""
+    if Path(name).is_absolute() or (spec.base_dir / name).exists():
+        return name
+    candidate = Path("images") / spec.file.stem / name
+    return str(candidate) if (spec.base_dir / candidate).exists() else name
 
 
 def _hf_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
@@ -503,18 +604,25 @@ def _hf_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
             index += 1
 
 
+def _verl_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
+    try:
+        yield from verl_rows(spec.path, set(spec.fields.values()))
+    except (OSError, ValueError) as exc:  # pyarrow's errors for a file that is not parquet derive from these
+        raise SourceError(f"source {spec.source_name!r}: {spec.path} cannot be read as parquet: {type(exc).__name__}: {exc}") from exc
+
+
 def read_source(spec: SourceSpec, skipped: dict[str, int] | None = None) -> Iterator[tuple[dict[str, Any], str]]:
     """Yield `(raw row, origin)` for the rows `spec.include` keeps, up to `spec.limit`; a line or
     item that cannot be read yields a row with a `__parse_error__` key (the quarantine reason).
     Rows left out by `include` are counted in `skipped["filtered"]`. Raises `SourceError` for a
     source that cannot be read as rows at all."""
-    if spec.kind != "hf" and not spec.file.is_file():
-        raise SourceError(f"source {spec.source_name!r}: file not found: {spec.file}")
-    rows = {"jsonl": _json_rows, "json": _json_rows, "tsv": _tsv_rows, "hf": _hf_rows}[spec.kind](spec)
+    if not spec.exists():
+        raise SourceError(f"source {spec.source_name!r}: file not found: {spec.path}")
+    rows = {"jsonl": _json_rows, "json": _json_rows, "tsv": _tsv_rows, "hf": _hf_rows, "verl": _verl_rows}[spec.kind](spec)
     taken = 0
     for row, origin in rows:
         if spec.include and PARSE_ERROR not in row:
-            if any(not _included(row.get(column), allowed) for column, allowed in spec.include.items()):
+            if any(not _included(lookup(row, column), allowed) for column, allowed in spec.include.items()):
                 if skipped is not None:
                     skipped["filtered"] = skipped.get("filtered", 0) + 1
                 continue
@@ -527,11 +635,12 @@ def read_source(spec: SourceSpec, skipped: dict[str, int] | None = None) -> Iter
 def check_mapped_columns(spec: SourceSpec, sample_rows: int = 100) -> None:
     """Before any work: raise `SourceError` when `spec.fields` maps one of our fields to a column
     that none of the source's first `sample_rows` rows has, naming the columns they do have. Local
-    files only (JSONL, JSON, TSV); an `hf` source is read in full by `datasets`, so it is left to the
+    JSONL, JSON and TSV files only; other kinds (`hf` is read in full by `datasets`) are left to the
     scan, whose error names the same fix when every row misses the column."""
-    if not spec.fields or spec.kind == "hf" or not spec.file.is_file():
+    readers = {"jsonl": _json_rows, "json": _json_rows, "tsv": _tsv_rows}
+    if not spec.fields or spec.kind not in readers or not spec.file.is_file():
         return
-    rows = {"jsonl": _json_rows, "json": _json_rows, "tsv": _tsv_rows}[spec.kind](spec)
+    rows = readers[spec.kind](spec)
     seen: set[str] = set()
     for index, (row, _) in enumerate(rows):
         seen.update(key for key in row if key != PARSE_ERROR)
@@ -566,5 +675,7 @@ def rows_fix_hint(reason_key: str) -> str:
         "image_missing": "image paths are read relative to the source file's folder: check them, or map `fields.images`",
         "invalid_json": "give JSON Lines (one object per line) or a JSON array of objects",
         "invalid_encoding": "re-encode the file as UTF-8",
+        "sharegpt_row": "this is LLaMA-Factory's sharegpt layout (conversations with images): `deepeyes import sharegpt FILE --out DIR` "
+                        "turns it into trajectory shards and DIR/samples.jsonl, which curates as `--source jsonl:DIR/samples.jsonl`",
     }
     return hints.get(reason_key, "see the quarantine for each row's reason")

@@ -100,7 +100,7 @@ def load_benchmark(spec: BenchmarkSpec, limits: ImageLimits | None = None, max_s
         samples = [Sample.from_row(r) for r in rows if r["pool"] == spec.source.pool]
     else:
         source = spec.source.model_copy(update={"name": spec.source.name or spec.name})
-        if source.kind != "hf" and not source.file.is_file():
+        if not source.exists():
             raise BenchmarkError(f"benchmark {spec.name!r}: file not found: {source.path}")
         for row, _origin in read_source(source):
             try:

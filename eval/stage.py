@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import ShardWriter, atomic_write_json, iter_rows
@@ -43,14 +43,28 @@ class EvalConfig(BaseModel):
     tool_free_control: bool = True
     max_samples: int | None = None  # per benchmark
     model_url: str | None = None  # an OpenAI-compatible endpoint serving the model; None: load it with transformers
-    model_name: str | None = None  # the endpoint's model name
+    model_name: str | None = None  # the endpoint's model name (required with model_url)
+    # A checkpoint to evaluate instead of the run's own (loaded with transformers; with model_url,
+    # only its name in reports). With model_url or model_path, the evaluate flow needs no trained model.
+    model_path: str | None = None
     api_key_env: str | None = "OPENAI_API_KEY"
     request_timeout_s: float = Field(300.0, gt=0)
     max_retries: int = Field(6, ge=0)
     request: RequestOptions = Field(default_factory=RequestOptions)  # send_stop, extra_body, 5xx retries
     concurrency: int = Field(16, ge=1)  # episodes in flight against an endpoint
     cache: bool = True  # the deterministic response cache
-    agent: AgentConfig = Field(default_factory=lambda: AgentConfig(max_turns=4, max_tokens_per_turn=64, think_prefix="every_turn"))
+    # Real models think at length: about ten turns (the reference's evaluation allows ten tries; its
+    # RL nine turns of up to 8,192 tokens), 8,192 tokens a turn, the context's 32k in all. The
+    # pre-fill is the profile's (the reference: "<think>" after every observation). The tiny demo
+    # model sets its own small budget in configs/demo.yaml.
+    agent: AgentConfig = Field(default_factory=lambda: AgentConfig(max_turns=10, max_tokens_per_turn=8192, max_total_tokens=32768))
+
+    @model_validator(mode="after")
+    def _endpoint_named(self) -> EvalConfig:
+        if self.model_url and not self.model_name:
+            raise ValueError("eval.model_name: name the model the endpoint at eval.model_url serves "
+                             "(vLLM: the id or path given to `vllm serve`; its /v1/models lists it)")
+        return self
 
 
 def benchmark_judge(cfg: JudgeConfig, spec: BenchmarkSpec) -> JudgeConfig:
@@ -132,6 +146,9 @@ def run_evaluate(
     accuracy and counted (`failed` per benchmark and run, `failure_causes`). Raises
     `synth.endpoint.EndpointError` (one line) when the preflight or every episode failed."""
     started = time.time()
+    model_path = model_path if model_path is not None else cfg.model_path
+    if not cfg.model_url and model_path is None:
+        raise FileNotFoundError("no model to evaluate: give a checkpoint (eval.model_path) or an endpoint (eval.model_url, eval.model_name)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     judge_cfg = judge or JudgeConfig()
@@ -156,7 +173,7 @@ def run_evaluate(
     failures = Failures()
     with open_toolbox(cfg.agent, search or SearchConfig()) as tools:
         results = aio.run(_run_all(policy, endpoint, work, tools, runs, judges, concurrency, reward or RewardConfig(), failures))
-    metrics: dict[str, Any] = {"model": cfg.model_name or str(model_path), "benchmarks": {}}
+    metrics: dict[str, Any] = {"model": cfg.model_name or str(model_path), "protocol_version": cfg.agent.protocol.version, "benchmarks": {}}
     episodes = 0
     for bench, by_run in results.items():
         entry: dict[str, Any] = {"samples": len(work[bench]), "unreadable": unreadable[bench], "runs": {}, "failed": {}}

@@ -294,7 +294,7 @@ def curate(
     if not cfg.sources:
         raise typer.BadParameter("give at least one --source (or a --config with curate.sources)", param_hint="--source")
     for spec in [*cfg.sources, *cfg.benchmarks]:
-        if spec.kind != "hf" and not spec.file.is_file():
+        if not spec.exists():
             raise FileNotFoundError(f"source {spec.source_name!r}: file not found: {spec.path}")
         check_mapped_columns(spec)
     summary = run_curate(cfg, out, probes=probes)
@@ -530,6 +530,11 @@ def serve_replay(
     )
     typer.echo(f"replay server on http://{host}:{port}/v1 (models: {teacher_model}, {student_model})")
     serve(settings, host=host, port=port)
+
+
+from flows.cli_interop import register  # noqa: E402 - the commands of flows/cli_interop.py join this app
+
+register(app)
 
 
 def main() -> None:

@@ -98,11 +98,12 @@ class PipelineConfig(BaseModel):
         if self.replay is not None and self.teacher_server is not None:
             raise ConfigError("replay and teacher_server: choose one teacher")
         self._check_endpoints()
-        if self.world is None and not self.curate.sources:
+        evaluate_only = bool(self.eval.benchmarks) and bool(self.eval.model_url or self.eval.model_path)
+        if self.world is None and not self.curate.sources and not evaluate_only:
             raise ConfigError("curate.sources: no source given (or add a `world:` section for the demo world)")
         for section, specs in (("sources", self.curate.sources), ("benchmarks", self.curate.benchmarks)):
             for i, source in enumerate(specs):
-                if source.kind != "hf" and not source.file.is_file():
+                if not source.exists():
                     raise ConfigError(f"curate.{section}[{i}].path: file not found: {source.path}")
                 try:
                     check_mapped_columns(source)

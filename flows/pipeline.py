@@ -38,7 +38,7 @@ from eval.benchmarks import benchmark_files
 from eval.report import build_report
 from eval.stage import EvalConfig, run_evaluate
 from flows import artifacts, lineage
-from flows.config import PipelineConfig, load_config
+from flows.config import ConfigError, PipelineConfig, load_config
 from flows.launcher import TrainingLauncher, launch_training
 from flows.orchestration import endpoint_limit_name, ensure_endpoint_limit, retry_options, task_runner
 from synth.endpoint import ManagedServer, free_port
@@ -186,7 +186,7 @@ def sft_task(cfg: dict[str, Any], model_path: str, trajectory_dirs: list[str], o
 
 @task(name="grpo", **CACHED)
 def grpo_task(
-    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], reward: dict[str, Any], model_path: str, curated_dir: str,
+    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], reward: dict[str, Any], model_path: str | None, curated_dir: str,
     out_dir: str, launcher: dict[str, Any] | None, record: dict[str, Any],
 ) -> dict[str, Any]:
     started = time.time()
@@ -201,7 +201,7 @@ def grpo_task(
 
 @task(name="evaluate", **CACHED)
 def evaluate_task(
-    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], reward: dict[str, Any], model_path: str, curated_dir: str,
+    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], reward: dict[str, Any], model_path: str | None, curated_dir: str,
     out_dir: str, endpoint: dict[str, Any], record: dict[str, Any],
 ) -> dict[str, Any]:
     started = time.time()
@@ -418,6 +418,8 @@ def _config(config: dict[str, Any] | str) -> PipelineConfig:
 
 def _curate(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
     cfg, run = r.cfg, r.run
+    if cfg.world is None and not cfg.curate.sources:  # a config that only evaluates an outside model
+        raise ConfigError("curate.sources: no source given: this config only evaluates a model (run it with --flow evaluate)")
     if cfg.world is not None:
         stages.done("world", stages.call("world", world_task, run / "world", cfg.world.model_dump(), (),
                                          {"world": cfg.world.model_dump(), "out_dir": str(run / "world")}))
@@ -499,7 +501,7 @@ def _grpo(stages: Stages, r: Resolved, model_path: str) -> str:
     return stages.done("grpo", result)["checkpoint"]
 
 
-def _evaluate(stages: Stages, r: Resolved, endpoint: Endpoint, model_path: str) -> None:
+def _evaluate(stages: Stages, r: Resolved, endpoint: Endpoint, model_path: str | None) -> None:
     evaluation = r.cfg.eval.model_dump(mode="json")
     out = str(r.run / "eval")
     reads = (model_path, r.pools, *r.search_files(),
@@ -576,8 +578,15 @@ def train_grpo_flow(config: dict[str, Any] | str, run_dir: str) -> dict[str, Any
 
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(config: dict[str, Any] | str, run_dir: str, model_path: str | None = None) -> dict[str, Any]:
-    """The benchmarks with tools and the tool-free control, then the report."""
-    return _stage_flow(lambda stages, r, endpoint: _evaluate(stages, r, endpoint, model_path or _final_checkpoint(r)), config, run_dir)
+    """The benchmarks with tools and the tool-free control, then the report. The model: `model_path`,
+    else `eval.model_path`, else an endpoint (`eval.model_url`) serving any model, else the run's
+    own trained checkpoint."""
+    def model(r: Resolved) -> str | None:
+        if model_path or r.cfg.eval.model_path:
+            return model_path or r.cfg.eval.model_path
+        return None if r.cfg.eval.model_url else _final_checkpoint(r)
+
+    return _stage_flow(lambda stages, r, endpoint: _evaluate(stages, r, endpoint, model(r)), config, run_dir)
 
 
 @flow(name="retrain", log_prints=True)
@@ -635,8 +644,9 @@ def plan(cfg: PipelineConfig, run_dir: str | Path, flow_name: str = "retrain") -
     steps.append({"stage": "sft", "out": run / "sft", "does": f"SFT of {cfg.sft.model_path or 'a tiny ' + cfg.tiny_model.family + ' model'}"})
     if cfg.grpo is not None:
         steps.append({"stage": "grpo", "out": run / "grpo", "does": f"GRPO on {'/'.join(cfg.grpo.pools)}, {cfg.grpo.num_generations} rollouts per prompt"})
-    steps.append({"stage": "evaluate", "out": run / "eval", "does": f"{', '.join(cfg.eval.benchmarks) or 'the held-out pool'}, "
-                  f"{'with the tool-free control' if cfg.eval.tool_free_control else 'tools only'}"})
+    model = (f"{cfg.eval.model_name} at {cfg.eval.model_url}" if cfg.eval.model_url else cfg.eval.model_path or "the run's trained checkpoint")
+    steps.append({"stage": "evaluate", "out": run / "eval", "does": f"{model} on {', '.join(cfg.eval.benchmarks) or 'the held-out pool'}, "
+                  f"{'with the tool-free control' if cfg.eval.tool_free_control else 'tools only'}, profile {cfg.eval.agent.profile}"})
     steps.append({"stage": "report", "out": run / "report", "does": "report.html and report.md"})
     return [step for step in steps if flow_name == "retrain" or FLOW_OF_STAGE[step["stage"]] == flow_name]
 

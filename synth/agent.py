@@ -8,33 +8,24 @@ turn limit. The result is a `Trajectory` row (judged and scored).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from curation.schema import Sample
 from synth.judge import Judge
 from synth.kernel import KernelConfig, PythonKernel
 from synth.policy import ChatPolicy
+from synth.profile import DEFAULT_PROFILE, Profile, ThinkPrefix, load_profile, to_parts
+from synth.protocol import STOP_SEQUENCES, Action, close_stopped_turn, parse_turn
 from synth.preflight import StageRequest
-from synth.protocol import (
-    PROTOCOL_VERSION,
-    STOP_SEQUENCES,
-    THINK_PREFIX,
-    Action,
-    close_stopped_turn,
-    load_prompts,
-    parse_turn,
-    render_code_observation,
-    render_image_results,
-    render_search_results,
-)
 from synth.reward import RewardConfig, score_response
 from synth.sandbox import KernelPool
 from synth.search import ImageSearch, SearchConfig, SearchError, TextSearch, build_search
@@ -48,9 +39,12 @@ class AgentConfig(BaseModel):
     max_total_tokens: int = Field(16384, ge=1)  # all assistant turns together (the paper's 16k response)
     temperature: float = Field(0.0, ge=0.0)
     tools: bool = True  # False: the tool-free control (no tool prompt, tool calls refused)
+    # What the model is shown: a protocol profile (`synth.profile`) by name or file: ours
+    # (deepeyes-v2) or the released checkpoint's (deepeyesv2-reference).
+    profile: str = DEFAULT_PROFILE
     # Pre-fill "<think>" at the start of assistant turns: never, after an observation (the
-    # reference's RL environment), or on every turn, the first included.
-    think_prefix: Literal["none", "after_observation", "every_turn"] = "none"
+    # reference's RL environment), or on every turn, the first included; None: the profile's default.
+    think_prefix: ThinkPrefix | None = None
     search_top_k: int = 5
     max_search_queries: int = Field(5, ge=1)  # queries run from one call's list-valued `query`
     prestart_kernel: bool = True  # start the episode's kernel while its first turn is generated
@@ -66,11 +60,20 @@ class AgentConfig(BaseModel):
             data.setdefault("think_prefix", "every_turn" if forced else "none")
         return data
 
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        load_profile(value)  # a ProfileError (a ValueError) names the profiles there are
+        return value
+
+    @property
+    def protocol(self) -> Profile:
+        """The loaded protocol profile."""
+        return load_profile(self.profile)
+
     def prefix_for(self, turn: int) -> str:
         """The text pre-filled at the start of assistant turn `turn` (0: the first)."""
-        if self.think_prefix == "every_turn" or (self.think_prefix == "after_observation" and turn > 0):
-            return THINK_PREFIX
-        return ""
+        return self.protocol.prefix_for(turn, self.think_prefix)
 
 
 @dataclass
@@ -140,6 +143,7 @@ class ToolSession:
         self.tools = tools
         self.cfg = cfg
         self.input_images = input_images
+        self.profile = cfg.protocol
         self.kernel: PythonKernel | None = None
         self.image_search_used = False
         self._starting: asyncio.Future | None = None
@@ -170,16 +174,17 @@ class ToolSession:
             if self.kernel is None:
                 self.kernel = PythonKernel(self.input_images, self.tools.kernel_pool, self.cfg.kernel)
             result = await asyncio.to_thread(self.kernel.execute, action.code)
-            parts = [_text(render_code_observation(result.stdout, result.stderr, len(result.images)))]
-            return Observation(parts + [{"type": "image"} for _ in result.images], result.images, tool, result.status)
+            shown = result.images[: self.profile.max_images_per_observation]
+            text = self.profile.render_code(result.stdout, result.stderr, len(shown))
+            return Observation(to_parts(text), shown, tool, result.status)
         try:
             if action.kind == "search" and self.tools.text_search is not None:
                 # A list-valued query runs its first `max_search_queries` queries, answered together.
                 queries = action.queries[: self.cfg.max_search_queries]
                 results = await asyncio.gather(*(
                     self.tools.run_search(self.tools.text_search.search, query, self.cfg.search_top_k) for query in queries))
-                text = render_search_results(list(zip(queries, results, strict=True)), len(action.queries) - len(queries))
-                return Observation([_text(text)], [], tool, "ok")
+                text = self.profile.render_search(list(zip(queries, results, strict=True)), len(action.queries) - len(queries))
+                return Observation(to_parts(text), [], tool, "ok")
             if action.kind == "image_search" and self.tools.image_search is not None and self.input_images:
                 if self.image_search_used:
                     return _error("Error: image_search may be used once per question.", tool, "error")
@@ -187,8 +192,9 @@ class ToolSession:
                 results = await self.tools.run_search(
                     self.tools.image_search.search, self.input_images[0], self.cfg.search_top_k
                 )
-                parts, thumbnails = render_image_results(results)
-                return Observation(parts, thumbnails, tool, "ok")
+                text, shown = self.profile.render_image_search(results)
+                thumbnails = [base64.b64decode(results[i]["thumbnail"]) for i in shown]
+                return Observation(to_parts(text), thumbnails, tool, "ok")
         except SearchError as exc:
             return _error(f"Error: {tool} failed: {exc}", tool, "error")
         return _error(f"Error: the {tool} tool is not available in this run.", tool, "unavailable")
@@ -201,15 +207,11 @@ class ToolSession:
 
 
 def opening(sample: Sample, cfg: AgentConfig) -> tuple[list[dict[str, Any]], list[bytes]]:
-    """An episode's first messages (the system prompt; the user turn with an image placeholder per
-    input image, then the question) and its input images, in TRL's conversational format."""
-    prompts = load_prompts(cfg.tools)
+    """An episode's first messages (the protocol profile's system prompt; the user turn with an
+    image placeholder per input image and the question) and its input images, in TRL's
+    conversational format."""
     images = [image.bytes for image in sample.images]
-    messages: list[dict[str, Any]] = [
-        {"role": "system", "content": [_text(prompts.system)]},
-        {"role": "user", "content": [{"type": "image"} for _ in images] + [_text(prompts.user_text(sample.question))]},
-    ]
-    return messages, images
+    return cfg.protocol.messages(sample.question, len(images), cfg.tools), images
 
 
 def first_request(sample: Sample, cfg: AgentConfig, section: str, seed: int | None = 0) -> StageRequest:
@@ -220,8 +222,9 @@ def first_request(sample: Sample, cfg: AgentConfig, section: str, seed: int | No
                         request_setting=f"{section}.request", prefix_setting=f"{section}.agent.think_prefix")
 
 
-def trajectory_id(sample_id: str, policy: str, attempt: int) -> str:
-    return hashlib.blake2b(f"{sample_id}|{policy}|{attempt}|{PROTOCOL_VERSION}".encode(), digest_size=12).hexdigest()
+def trajectory_id(sample_id: str, policy: str, attempt: int, protocol_version: str) -> str:
+    """A trajectory's id: a 24-hex-digit digest of its sample, policy, attempt and protocol profile version."""
+    return hashlib.blake2b(f"{sample_id}|{policy}|{attempt}|{protocol_version}".encode(), digest_size=12).hexdigest()
 
 
 async def run_episode(
@@ -239,6 +242,7 @@ async def run_episode(
     `synth.reward.score_response` with `judge` (a stage shares one; without it, a rules and
     math-verify judge for this episode) and the `reward` settings (the reference's by default)."""
     started = time.perf_counter()
+    profile = cfg.protocol
     messages, images = opening(sample, cfg)
     tool_calls: list[dict[str, Any]] = []
     assistant_turns: list[str] = []
@@ -253,7 +257,7 @@ async def run_episode(
             if budget <= 0:
                 stop_reason = "length"
                 break
-            prefix = cfg.prefix_for(turn)
+            prefix = profile.prefix_for(turn, cfg.think_prefix)
             turn_started = time.perf_counter()
             generation = await policy.generate(
                 messages,
@@ -304,12 +308,12 @@ async def run_episode(
         if own_judge:
             await judge.aclose()
     return {
-        "id": trajectory_id(sample.id, policy.name, attempt),
+        "id": trajectory_id(sample.id, policy.name, attempt, profile.version),
         "sample_id": sample.id,
         "category": sample.category,
         "policy": policy.name,
         "attempt": attempt,
-        "protocol_version": PROTOCOL_VERSION,
+        "protocol_version": profile.version,
         "messages": messages,
         "images": [{"bytes": data, "path": None} for data in images],
         "tool_calls": tool_calls,

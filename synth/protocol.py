@@ -1,7 +1,9 @@
 """The agent protocol (FORMAT.md): what the model writes, how a turn is parsed, how tools answer.
 
-Every caller (teacher synthesis, GRPO rollouts, evaluation) goes through this module; a
-trajectory records `PROTOCOL_VERSION` so data made under one version is never mixed silently
+Every caller (teacher synthesis, GRPO rollouts, evaluation) goes through this module. What the
+model is shown (prompts, observation layouts) is a protocol profile (`synth.profile`); what it
+writes and how that is parsed and scored is the same under every profile. A trajectory records its
+profile's version (`PROTOCOL_VERSION` is ours), so data made under one is never mixed silently
 with another's.
 """
 
@@ -12,10 +14,11 @@ import re
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Literal
 
-PROTOCOL_VERSION = "deepeyes-v2/2"  # 2: the reference's answer extraction, format rule and action precedence
+from synth.profile import DEFAULT_PROFILE, IMAGE_SLOT, load_profile, to_parts
+
+PROTOCOL_VERSION = "deepeyes-v2/2"  # ours (synth/profiles/deepeyes-v2.yaml); 2: the reference's answer extraction, format rule and action precedence
 
 STOP_SEQUENCES = ("</code>", "</tool_call>")
 THINK_PREFIX = "<think>"
@@ -58,17 +61,14 @@ class Prompts:
     user: str
 
     def user_text(self, question: str) -> str:
-        return self.user.format(question=question)
+        return self.user.replace("{images}", "").replace("{question}", question)
 
 
-def load_prompts(tools: bool = True) -> Prompts:
-    """The prompt files shipped with this protocol version (`synth/prompts/`)."""
-    base = resources.files("synth") / "prompts"
-    suffix = "" if tools else "_no_tools"
-    return Prompts(
-        system=(base / f"system{suffix}.txt").read_text().strip(),
-        user=(base / f"user{suffix}.txt").read_text().strip(),
-    )
+def load_prompts(tools: bool = True, profile: str = DEFAULT_PROFILE) -> Prompts:
+    """The system prompt and user template of a protocol profile (`synth.profile`; ours by default),
+    with or without tools."""
+    loaded = load_profile(profile)
+    return Prompts(system=loaded.system_prompt(tools), user=loaded.user_template(tools))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,48 +245,30 @@ def _parse_tool_call(payload: str) -> Action:
     return Action("search", queries=tuple(q.strip() for q in queries))
 
 
+# Observations: rendered by a protocol profile (`synth.profile`); these are ours, for callers that
+# need our layout's text.
+
+
 def render_code_observation(stdout: str, stderr: str, n_images: int) -> str:
-    parts = ["Code execution result:", f"stdout:\n{stdout}", f"stderr:\n{stderr}"]
-    if n_images:
-        parts.append("Images:")
-    return "\n".join(parts)
-
-
-def _numbered_results(results: list[dict[str, Any]]) -> str:
-    if not results:
-        return "No results found."
-    return "\n".join(f"{k}. [{r.get('title', '')}]({r.get('url', '')})\n{r.get('snippet', '')}" for k, r in enumerate(results, 1))
+    """A code cell's observation in our layout, as text (the images follow as parts)."""
+    return load_profile().render_code(stdout, stderr, n_images).replace(IMAGE_SLOT, "")
 
 
 def render_text_results(results: list[dict[str, Any]]) -> str:
-    """One text search's results as one observation."""
-    return f"<tool_response>\n{_numbered_results(results)}\n</tool_response>"
+    """One text search's results as one observation (our layout)."""
+    return load_profile().render_search([("", results)])
 
 
 def render_search_results(per_query: list[tuple[str, list[dict[str, Any]]]], skipped: int = 0) -> str:
     """The results of a search call with one query or several (a list-valued `query`), in one
-    observation: one query as `render_text_results`; several, each under its query; `skipped`
-    queries past the per-call limit are named as not run."""
-    if len(per_query) == 1 and not skipped:
-        return render_text_results(per_query[0][1])
-    sections = [f"Results for {json.dumps(query, ensure_ascii=False)}:\n{_numbered_results(results)}" for query, results in per_query]
-    if skipped:
-        sections.append(f"({skipped} more queries not run: at most {len(per_query)} per call.)")
-    return "<tool_response>\n" + "\n\n".join(sections) + "\n</tool_response>"
+    observation (our layout): one query as `render_text_results`; several, each under its query;
+    `skipped` queries past the per-call limit are named as not run."""
+    return load_profile().render_search(per_query, skipped)
 
 
 def render_image_results(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[bytes]]:
-    """Image search results: numbered titles and links, each followed by its thumbnail."""
+    """Image search results (our layout): numbered titles and links, each followed by its thumbnail."""
     import base64
 
-    parts: list[dict[str, Any]] = [{"type": "text", "text": "<tool_response>\nImage search results:"}]
-    thumbnails: list[bytes] = []
-    if not results:
-        parts.append({"type": "text", "text": "\nNo results found."})
-    for k, result in enumerate(results, 1):
-        parts.append({"type": "text", "text": f"\n{k}. [{result.get('title', '')}]({result.get('url', '')})\n"})
-        if result.get("thumbnail") and len(thumbnails) < MAX_IMAGES_PER_OBSERVATION:
-            parts.append({"type": "image"})
-            thumbnails.append(base64.b64decode(result["thumbnail"]))
-    parts.append({"type": "text", "text": "\n</tool_response>"})
-    return parts, thumbnails
+    text, shown = load_profile().render_image_search(results)
+    return to_parts(text), [base64.b64decode(results[i]["thumbnail"]) for i in shown]

@@ -16,6 +16,13 @@ the end of the turn) and `include_stop_str_in_output` keeps; a request whose las
 assistant turn with `continue_final_message` (and `add_generation_prompt: false`) gets the scripted
 turn continued after that prefix. The judge persona answers the judge prompt with yes or no.
 `/v1/models` lists the personas as vLLM lists a served model (`root`: the scripts file).
+
+Protocol profiles (`synth.profile`): a conversation whose system prompt is a shipped profile's is
+held to that profile: every observation (a user turn after the first) must read as one of its
+observations, or the request is refused (400) as a model trained on another layout would be
+confused by it; `/stats` counts requests per profile version (`profile:<version>`) and the turns
+that came pre-filled with `<think>` after an observation (`prefill:<version>`). A system prompt no
+profile has is served as before.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from fastapi.responses import JSONResponse, Response
 
 from curation.images import pixel_digest
 from synth.judge import normalize_text
+from synth.profile import IMAGE_SLOT, Profile, profile_of_system_prompt
 from synth.protocol import find_stop
 
 
@@ -136,12 +144,35 @@ def _malform(turn: str) -> str:
     return turn.replace("</answer>", "", 1)
 
 
-def _has_tools(messages: list[dict[str, Any]]) -> bool:
-    """Whether the conversation's system prompt offers tools (the tool-free prompt names none)."""
+def _message_text(message: dict[str, Any]) -> str:
+    """An OpenAI message's content as text, each image part as an image slot."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(IMAGE_SLOT if p.get("type") == "image_url" else p.get("text", "") for p in content or [] if isinstance(p, dict))
+
+
+def _system_text(messages: list[dict[str, Any]]) -> str:
     system = next((m for m in messages if m.get("role") == "system"), None)
-    content = system.get("content") if system else ""
-    text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
-    return "<code>" in text
+    return _message_text(system) if system else ""
+
+
+def _has_tools(messages: list[dict[str, Any]]) -> bool:
+    """Whether the conversation's system prompt offers tools: as its profile says, or for a
+    prompt no profile has, whether it names `<code>` (the tool-free prompts name none)."""
+    known = profile_of_system_prompt(_system_text(messages))
+    return known[1] if known is not None else "<code>" in _system_text(messages)
+
+
+def misplaced_observation(messages: list[dict[str, Any]], profile: Profile) -> str | None:
+    """Why the conversation's observations do not follow `profile`'s layout (the first that does
+    not read as one of its observations), or None when they all do."""
+    users = [m for m in messages if m.get("role") == "user"]
+    for number, message in enumerate(users[1:], start=1):
+        if profile.parse_observation(_message_text(message)) is None:
+            shown = _message_text(message).replace(IMAGE_SLOT, "<image>")[:80]
+            return f"observation {number} does not follow the layout of protocol profile {profile.version}: {shown!r}"
+    return None
 
 
 def scripted_turn(
@@ -277,6 +308,13 @@ def create_app(settings: ReplaySettings) -> FastAPI:
             return _error(400, "messages must be a non-empty list", "invalid_request_error")
         if persona == "judge":
             return _completion(body["model"], judge_reply(messages), "stop")
+        known = profile_of_system_prompt(_system_text(messages))
+        if known is not None:
+            profile = known[0]
+            problem = misplaced_observation(messages, profile)
+            if problem is not None:
+                return _error(400, problem, "invalid_request_error")
+            stats[f"profile:{profile.version}"] = stats.get(f"profile:{profile.version}", 0) + 1
         script = scripts.find(messages)
         if script is None:
             return _error(400, "no scripted sample matches this conversation", "invalid_request_error")
@@ -288,6 +326,10 @@ def create_app(settings: ReplaySettings) -> FastAPI:
         text = scripted_turn(script, persona, turn_index, int(body.get("seed") or 0), settings, _has_tools(messages))
         if partial and text.startswith(partial):  # the client pre-filled the start of the turn: continue after it
             text = text[len(partial):]
+        if known is not None and partial.startswith("<think>") and messages[-2 if body.get("continue_final_message") else -1].get("role") == "user" \
+                and sum(1 for m in messages if m.get("role") == "user") > 1:
+            key = f"prefill:{known[0].version}"  # a turn after an observation came pre-filled, as the profile says
+            stats[key] = stats.get(key, 0) + 1
         stop = body.get("stop")
         text, finish, matched = _apply_stop(text, [stop] if isinstance(stop, str) else stop, bool(body.get("include_stop_str_in_output")))
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")

@@ -15,50 +15,48 @@ import time
 from pathlib import Path
 
 from synth.endpoint import ManagedServer, free_port
-from synth.protocol import load_prompts
 
 SEARCH_QUERY = "landmark city"
 SEARCH_TURN = '<think>I should search.</think><tool_call>{"name": "search", "arguments": {"query": "landmark city"}}</tool_call>'
 ANSWER_TURN = "<think>Found it.</think><answer>42</answer>"
 
 
-def teach_tiny_model(out_dir: str | Path, inputs: list[tuple[str, list[bytes]]], observation: str, max_steps: int = 800,
-                     seed: int = 0) -> Path:
+def teach_tiny_model(out_dir: str | Path, samples: list, observation: str, max_steps: int = 800, seed: int = 0) -> Path:
     """Build a tiny Qwen3-VL (`train.tiny`) and train it until greedy decoding writes `SEARCH_TURN`
-    after the tool prompt and a user turn (each of `inputs`: a question and its images),
-    `ANSWER_TURN` after that turn and `observation` (what the search tool answers), and
-    `ANSWER_TURN` at once after the tool-free prompt (the evaluation's control run). The prompts
-    are the agent loop's own, so the server sees what was taught. Writes `teaching.json` (steps,
+    after the opening of an episode of each of `samples` (`curation.schema.Sample`), `ANSWER_TURN`
+    after that turn and `observation` (what the search tool answers), and `ANSWER_TURN` at once
+    after the tool-free control's opening. The conversations are the agent loop's own
+    (`synth.agent.opening`), so the server sees what was taught. Writes `teaching.json` (steps,
     last losses, seconds) beside the model."""
     import torch
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from synth.agent import AgentConfig, opening
     from train.tiny import TinyModelConfig, build_tiny_model
 
     started = time.time()
-    prompts, control = load_prompts(True), load_prompts(False)
-    texts = [prompts.system, prompts.user, control.system, control.user, SEARCH_TURN, ANSWER_TURN, observation, *(q for q, _ in inputs)]
-    model_dir = build_tiny_model(out_dir, texts * 4, TinyModelConfig(vocab_size=2048, seed=seed))
+    tools, control = AgentConfig(), AgentConfig(tools=False)
+    conversations = []
+    for sample in samples:
+        first, images = opening(sample, tools)
+        second = [*first, {"role": "assistant", "content": [{"type": "text", "text": SEARCH_TURN}]},
+                  {"role": "user", "content": [{"type": "text", "text": observation}]}]
+        conversations += [(first, images, SEARCH_TURN), (second, images, ANSWER_TURN), (opening(sample, control)[0], images, ANSWER_TURN)]
+    texts = [part["text"] for conversation, _, _ in conversations for message in conversation for part in message["content"]
+             if part["type"] == "text"]
+    model_dir = build_tiny_model(out_dir, [*dict.fromkeys(texts), SEARCH_TURN, ANSWER_TURN] * 4, TinyModelConfig(vocab_size=2048, seed=seed))
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir)
-    text = lambda t: {"type": "text", "text": t}  # noqa: E731
     examples = []
-    for question, images in inputs:
-        pil = [Image.open(io.BytesIO(data)).convert("RGB") for data in images]
-        def opening(kind):
-            return [{"role": "system", "content": [text(kind.system)]},
-                    {"role": "user", "content": [*({"type": "image"} for _ in images), text(kind.user_text(question))]}]
-
-        first = opening(prompts)
-        second = [*first, {"role": "assistant", "content": [text(SEARCH_TURN)]}, {"role": "user", "content": [text(observation)]}]
-        for conversation, target in ((first, SEARCH_TURN), (second, ANSWER_TURN), (opening(control), ANSWER_TURN)):
-            prompt = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-            encoded = processor(text=[prompt + target + "<|im_end|>"], images=pil or None, return_tensors="pt")
-            prompt_len = processor(text=[prompt], images=pil or None, return_tensors="pt")["input_ids"].shape[1]
-            labels = encoded["input_ids"].clone()
-            labels[:, :prompt_len] = -100  # the loss on the assistant turn only
-            examples.append((encoded, labels))
+    for conversation, images, target in conversations:
+        pil = [Image.open(io.BytesIO(data)).convert("RGB") for data in images] or None
+        prompt = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        encoded = processor(text=[prompt + target + "<|im_end|>"], images=pil, return_tensors="pt")
+        prompt_len = processor(text=[prompt], images=pil, return_tensors="pt")["input_ids"].shape[1]
+        labels = encoded["input_ids"].clone()
+        labels[:, :prompt_len] = -100  # the loss on the assistant turn only
+        examples.append((encoded, labels))
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
@@ -86,13 +84,14 @@ def teach_tiny_model(out_dir: str | Path, inputs: list[tuple[str, list[bytes]]],
 
 
 def search_observation(corpus_path: str, top_k: int = 5) -> str:
-    """What the agent's text search answers `SEARCH_QUERY` with on a local corpus (the tool's own render)."""
-    from synth.protocol import render_search_results
+    """What the agent's text search answers `SEARCH_QUERY` with on a local corpus, as the default
+    protocol profile renders it."""
+    from synth.agent import AgentConfig
     from synth.search import SearchConfig, build_search
 
     text_search, _ = build_search(SearchConfig(corpus_path=corpus_path))
     try:
-        return render_search_results([(SEARCH_QUERY, text_search.search(SEARCH_QUERY, top_k))])
+        return AgentConfig().protocol.render_search([(SEARCH_QUERY, text_search.search(SEARCH_QUERY, top_k))])
     finally:
         text_search.close()
 

@@ -257,7 +257,7 @@ def test_per_source_options_parse_with_the_configs_names():
     ("{sources: [{path: x.jsonl, category_map: {color: colour}}]}", "curate.sources.0.category_map.color: Input should be"),
     ("{sources: [{path: x.jsonl, fields: {answer: ''}}]}", "curate.sources.0.fields: Value error, an empty column name for ['answer']"),
     ("{sources: [{path: x.jsonl, name: ''}]}", "curate.sources.0.name: Value error, must not be empty"),
-    ("{sources: [{kind: parquet, path: x.parquet}]}", "curate.sources.0.kind: Input should be 'jsonl', 'json', 'tsv' or 'hf'"),
+    ("{sources: [{kind: parquet, path: x.parquet}]}", "curate.sources.0.kind: Input should be 'jsonl', 'json', 'tsv', 'hf' or 'verl'"),
 ])
 def test_curation_settings_are_refused_when_the_config_loads(tmp_path, section, says):
     from flows.config import ConfigError, load_config

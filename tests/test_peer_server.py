@@ -35,8 +35,10 @@ def used_samples(curated):
 def peer(world, curated, tmp_path_factory):
     """(base URL, model name) of `transformers serve` serving the taught tiny checkpoint."""
     root = tmp_path_factory.mktemp("peer")
-    inputs = [(r["question"], [image["bytes"] for image in r["images"]]) for r in used_samples(curated)]
-    model_dir = teach_tiny_model(root / "model", inputs, search_observation(world["corpus_path"]))
+    from curation.schema import Sample
+
+    samples = [Sample.from_row(r) for r in used_samples(curated)]
+    model_dir = teach_tiny_model(root / "model", samples, search_observation(world["corpus_path"]))
     server, url = start_transformers_serve(model_dir, root)
     yield url, str(model_dir)
     server.stop()

@@ -34,7 +34,8 @@ from curation.shards import iter_rows
 from synth import aio
 from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
 from synth.judge import Judge, JudgeConfig, check_judge
-from synth.protocol import load_prompts, render_code_observation
+from synth.profile import IMAGE_SLOT, Profile, load_profile
+from synth.protocol import load_prompts
 from synth.reward import RewardConfig
 from synth.search import SearchConfig
 from train.rollout import RolloutError, TokenPolicy, VLLMTokenPolicy, encoded_image_tokens
@@ -43,7 +44,6 @@ from train.weight_sync import DiskWeightSync, http_vllm_client
 
 logger = logging.getLogger(__name__)
 
-NOOP_OBSERVATION = render_code_observation("", "", 0)
 
 
 class VLLMRolloutConfig(BaseModel):
@@ -108,7 +108,7 @@ def load_prompts_dataset(curated_dir: str | Path, pools: list[str], agent: Agent
     rows = [r for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in pools][: max_samples or None]
     if not rows:
         raise TrainingDataError(f"no samples of pool(s) {pools} in {curated_dir}")
-    prompts = load_prompts(agent.tools)
+    prompts = load_prompts(agent.tools, agent.profile)
     records = []
     for row in rows:
         sample = Sample.from_row(row)
@@ -127,11 +127,13 @@ def load_prompts_dataset(curated_dir: str | Path, pools: list[str], agent: Agent
     return datasets.Dataset.from_list(records, features=features)
 
 
-def noop_code_cells(row: dict[str, Any]) -> tuple[int, int]:
+def noop_code_cells(row: dict[str, Any], profile: Profile | None = None) -> tuple[int, int]:
     """(code cells that ran, of which printed nothing and showed nothing) in a trajectory row.
 
     Messages alternate after the prompt: assistant turn t at 2 + 2t, its observation at 3 + 2t."""
     ran = noop = 0
+    # A cell that printed nothing and showed nothing, in the layout the episode was shown (`profile`; ours by default).
+    empty = (profile or load_profile()).render_code("", "", 0).replace(IMAGE_SLOT, "").strip()
     for call in row["tool_calls"]:
         if call["tool"] != "python" or call["outcome"] != "ok":
             continue
@@ -139,7 +141,7 @@ def noop_code_cells(row: dict[str, Any]) -> tuple[int, int]:
         position = 3 + 2 * call["turn"]
         observation = row["messages"][position] if position < len(row["messages"]) else {"content": []}
         text = "".join(part.get("text") or "" for part in observation["content"])
-        noop += text.strip() == NOOP_OBSERVATION.strip() and call["images"] == 0
+        noop += text.strip() == empty and call["images"] == 0
     return ran, noop
 
 
@@ -288,7 +290,7 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
             metrics = self._metrics[mode]
             calls = [len(r["tool_calls"]) for r in rows]
             failed = sum(1 for r in rows for c in r["tool_calls"] if c["outcome"] != "ok")
-            ran, noop = map(sum, zip(*(noop_code_cells(r) for r in rows), strict=True)) if rows else (0, 0)
+            ran, noop = map(sum, zip(*(noop_code_cells(r, self.agent_cfg.protocol) for r in rows), strict=True)) if rows else (0, 0)
             metrics["tools/calls_per_trajectory"].append(sum(calls) / len(rows))
             metrics["tools/failure_rate"].append(failed / sum(calls) if sum(calls) else 0.0)
             metrics["tools/noop_code_share"].append(noop / ran if ran else 0.0)
