@@ -109,12 +109,12 @@ def _connection_cause(exc: httpx.HTTPError, timeout: httpx.Timeout) -> tuple[str
     return f"no connection ({' '.join(str(chain[-1]).split()) or type(chain[-1]).__name__})", True
 
 
-async def listed_model(endpoint: EndpointPolicy, where: str) -> dict[str, Any] | None:
-    """The model's entry in `GET <url>/models` (None when the server has no such route); raises
-    `EndpointError` when the server cannot be reached, answers with an error, or does not serve the
-    model (naming those it does)."""
-    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
-    url = f"{endpoint.base_url}/models"
+async def served_models(base_url: str, api_key: str | None, where: str) -> dict[str, dict[str, Any]] | None:
+    """The models `GET <base_url>/models` lists, by id (None when the server has no such route);
+    raises `EndpointError` (one line, starting with `where`) when the server cannot be reached or
+    answers with an error."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    url = f"{base_url.rstrip('/')}/models"
     try:
         async with httpx.AsyncClient(timeout=MODELS_TIMEOUT) as client:
             response = await client.get(url, headers=headers)
@@ -125,15 +125,23 @@ async def listed_model(endpoint: EndpointPolicy, where: str) -> dict[str, Any] |
         raise EndpointError(f"{where}: the server refused the API key (HTTP {response.status_code}: {_text(response)}); "
                             "put the key in the environment variable named by api_key_env")
     if response.status_code == 404:
-        return None  # no model list here: the chat request tells whether this is an OpenAI-compatible API at all
+        return None  # no model list here: a chat request tells whether this is an OpenAI-compatible API at all
     if response.status_code != 200:
         raise EndpointError(f"{where}: GET {url} answered HTTP {response.status_code}: {_text(response)}",
                             transient=response.status_code >= 500 or response.status_code in (408, 429))
     try:
-        entries = response.json()["data"]
-        served = {str(entry["id"]): entry for entry in entries}
+        return {str(entry["id"]): entry for entry in response.json()["data"]}
     except (ValueError, KeyError, TypeError):
         raise EndpointError(f"{where}: GET {url} did not answer a model list ({_text(response)[:120]})") from None
+
+
+async def listed_model(endpoint: EndpointPolicy, where: str) -> dict[str, Any] | None:
+    """The model's entry in `GET <url>/models` (None when the server has no such route); raises
+    `EndpointError` when the server cannot be reached, answers with an error, or does not serve the
+    model (naming those it does)."""
+    served = await served_models(endpoint.base_url, endpoint.api_key, where)
+    if served is None:
+        return None
     if endpoint.model not in served:
         offered = ", ".join(repr(name) for name in list(served)[:20]) or "none"
         raise EndpointError(f"{where}: model {endpoint.model!r} is not served there; it serves: {offered}")
