@@ -146,6 +146,9 @@ class SourceSpec(FieldMapping):
         refuse."""
         head, options = _split_cli_options(text)
         kind, sep, path = head.partition(":")
+        if sep and kind not in SOURCE_KINDS and re.fullmatch(r"[a-z][a-z0-9_]+", kind) and not Path(head).exists():
+            raise SourceError(f"--source {text!r}: unknown source kind {kind!r} (kinds: {', '.join(SOURCE_KINDS)}; Parquet, CSV and "
+                              f"other files: hf:parquet,data_files=PATH)")
         values: dict[str, Any] = {"kind": kind, "path": path} if sep and kind in SOURCE_KINDS else {"path": head}
         for key, value in [*defaults, *options]:
             if key in cls.CLI_OPTIONS:
@@ -627,6 +630,29 @@ def read_source(spec: SourceSpec, skipped: dict[str, int] | None = None) -> Iter
         taken += 1
         if spec.limit is not None and taken >= spec.limit:
             return
+
+
+def check_mapped_columns(spec: SourceSpec, sample_rows: int = 100) -> None:
+    """Before any work: raise `SourceError` when `spec.fields` maps one of our fields to a column
+    that none of the source's first `sample_rows` rows has, naming the columns they do have. Local
+    JSONL, JSON and TSV files only; other kinds (`hf` is read in full by `datasets`) are left to the
+    scan, whose error names the same fix when every row misses the column."""
+    readers = {"jsonl": _json_rows, "json": _json_rows, "tsv": _tsv_rows}
+    if not spec.fields or spec.kind not in readers or not spec.file.is_file():
+        return
+    rows = readers[spec.kind](spec)
+    seen: set[str] = set()
+    for index, (row, _) in enumerate(rows):
+        seen.update(key for key in row if key != PARSE_ERROR)
+        if index + 1 >= sample_rows:
+            break
+    if not seen:
+        return  # nothing readable: the scan reports that
+    missing = {ours: theirs for ours, theirs in spec.fields.items() if theirs not in seen}
+    if missing:
+        named = ", ".join(f"fields.{ours}: {theirs!r}" for ours, theirs in missing.items())
+        raise SourceError(f"source {spec.source_name!r}: {named}: no such column in its first rows (columns: "
+                          f"{', '.join(sorted(seen)[:30])})")
 
 
 def _included(value: Any, allowed: list[Any]) -> bool:

@@ -22,9 +22,10 @@ from curation.shards import ShardWriter, atomic_write_json, iter_rows
 from eval.benchmarks import BenchmarkSpec, load_benchmark, load_spec
 from eval.metrics import summarize
 from synth import aio
-from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
+from synth.agent import AgentConfig, ToolBox, first_request, open_toolbox, run_episode
 from synth.judge import Judge, JudgeConfig
-from synth.policy import ChatPolicy, TransformersPolicy
+from synth.policy import ChatPolicy, EndpointPolicy, RequestOptions, TransformersPolicy
+from synth.preflight import Failures, preflight
 from synth.request_cache import REQUESTS_DB, CachedPolicy, RequestCache, open_endpoint
 from synth.reward import RewardConfig
 from synth.search import SearchConfig
@@ -47,6 +48,9 @@ class EvalConfig(BaseModel):
     # only its name in reports). With model_url or model_path, the evaluate flow needs no trained model.
     model_path: str | None = None
     api_key_env: str | None = "OPENAI_API_KEY"
+    request_timeout_s: float = Field(300.0, gt=0)
+    max_retries: int = Field(6, ge=0)
+    request: RequestOptions = Field(default_factory=RequestOptions)  # send_stop, extra_body, 5xx retries
     concurrency: int = Field(16, ge=1)  # episodes in flight against an endpoint
     cache: bool = True  # the deterministic response cache
     # Real models think at length: about ten turns (the reference's evaluation allows ten tries; its
@@ -86,27 +90,41 @@ def checkpoint_fingerprint(model_path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _policy(cfg: EvalConfig, model_path: str | Path | None, out_dir: Path) -> ChatPolicy:
+def _policy(cfg: EvalConfig, model_path: str | Path | None, out_dir: Path) -> tuple[ChatPolicy, EndpointPolicy | None]:
+    """The evaluated model (behind the response cache), and its endpoint when it is served."""
     cache_path = out_dir / REQUESTS_DB if cfg.cache else None
     if cfg.model_url:
-        policy, _ = open_endpoint(cfg.model_url, cfg.model_name or str(model_path), api_key_env=cfg.api_key_env, timeout_s=300,
-                                  max_retries=6, max_in_flight=cfg.concurrency, cache_path=cache_path)
-        return policy
+        return open_endpoint(cfg.model_url, cfg.model_name or str(model_path), api_key_env=cfg.api_key_env, timeout_s=cfg.request_timeout_s,
+                             max_retries=cfg.max_retries, max_in_flight=cfg.concurrency, cache_path=cache_path, options=cfg.request)
     local = TransformersPolicy(model_path, name=f"{Path(model_path).name}@{checkpoint_fingerprint(model_path)}")
-    return CachedPolicy(local, RequestCache(cache_path)) if cache_path else local
+    return (CachedPolicy(local, RequestCache(cache_path)) if cache_path else local), None
 
 
 async def _run_all(
-    policy: ChatPolicy, work: dict[str, list[Sample]], tools: ToolBox, runs: dict[str, AgentConfig], judges: dict[str, Judge],
-    concurrency: int, reward: RewardConfig,
-) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    policy: ChatPolicy, endpoint: EndpointPolicy | None, work: dict[str, list[Sample]], tools: ToolBox, runs: dict[str, AgentConfig],
+    judges: dict[str, Judge], concurrency: int, reward: RewardConfig, failures: Failures,
+) -> dict[str, dict[str, list[dict[str, Any] | None]]]:
+    """Every benchmark's episodes in each run; None for an episode the endpoint failed (after its
+    retries), counted in `failures`. A local model's errors are bugs, and raise."""
     limiter = asyncio.Semaphore(concurrency)
 
-    async def one(sample: Sample, agent: AgentConfig, judge: Judge) -> dict[str, Any]:
+    async def one(sample: Sample, agent: AgentConfig, judge: Judge) -> dict[str, Any] | None:
         async with limiter:
-            return await run_episode(sample, policy, tools, agent, judge=judge, reward=reward)
+            try:
+                return await run_episode(sample, policy, tools, agent, judge=judge, reward=reward)
+            except Exception as exc:
+                if endpoint is None:
+                    raise
+                failures.add(exc)
+                return None
 
     try:
+        first = next((samples[0] for samples in work.values() if samples), None)
+        if endpoint is not None and first is not None:  # nothing goes out before the endpoint answered one real request
+            await preflight(endpoint, "evaluated model", first_request(first, next(iter(runs.values())), "eval"), setting="eval.model_url")
+        if first is not None:
+            for judge in {id(j): j for j in judges.values()}.values():
+                await judge.preflight()
         return {
             bench: {name: list(await asyncio.gather(*(one(s, agent, judges[bench]) for s in samples))) for name, agent in runs.items()}
             for bench, samples in work.items()
@@ -123,7 +141,10 @@ def run_evaluate(
 ) -> dict[str, Any]:
     """Evaluate `model_path` (or `cfg.model_url`) on `cfg.benchmarks`, or on the held-out pool of
     `curated_dir`; write trajectories per benchmark and run, and `metrics.json`. Episodes are
-    scored as synthesis and GRPO score them (`synth.reward.score_response`)."""
+    scored as synthesis and GRPO score them (`synth.reward.score_response`). An endpoint is checked
+    before the first episode (`synth.preflight`); episodes it still fails are left out of the
+    accuracy and counted (`failed` per benchmark and run, `failure_causes`). Raises
+    `synth.endpoint.EndpointError` (one line) when the preflight or every episode failed."""
     started = time.time()
     model_path = model_path if model_path is not None else cfg.model_path
     if not cfg.model_url and model_path is None:
@@ -146,20 +167,29 @@ def run_evaluate(
     runs = {"tools": cfg.agent}
     if cfg.tool_free_control:
         runs["no_tools"] = cfg.agent.model_copy(update={"tools": False})
-    policy = _policy(cfg, model_path, out_dir)
+    policy, endpoint = _policy(cfg, model_path, out_dir)
     # A local model generates one sequence at a time; an endpoint takes many.
     concurrency = cfg.concurrency if cfg.model_url else 1
+    failures = Failures()
     with open_toolbox(cfg.agent, search or SearchConfig()) as tools:
-        results = aio.run(_run_all(policy, work, tools, runs, judges, concurrency, reward or RewardConfig()))
+        results = aio.run(_run_all(policy, endpoint, work, tools, runs, judges, concurrency, reward or RewardConfig(), failures))
     metrics: dict[str, Any] = {"model": cfg.model_name or str(model_path), "protocol_version": cfg.agent.protocol.version, "benchmarks": {}}
+    episodes = 0
     for bench, by_run in results.items():
-        entry: dict[str, Any] = {"samples": len(work[bench]), "unreadable": unreadable[bench], "runs": {}}
-        for run_name, rows in by_run.items():
+        entry: dict[str, Any] = {"samples": len(work[bench]), "unreadable": unreadable[bench], "runs": {}, "failed": {}}
+        for run_name, results_of_run in by_run.items():
+            rows = [row for row in results_of_run if row is not None]
+            episodes += len(results_of_run)
             with ShardWriter(out_dir / bench / run_name, TRAJECTORY_SCHEMA) as writer:
                 writer.write_many(rows)
                 writer.manifest_extra.update({"stage": "evaluate", "benchmark": bench, "run": run_name})
+            # An episode the endpoint failed is neither right nor wrong: left out of the accuracy, counted here.
             entry["runs"][run_name] = summarize(rows)
+            entry["failed"][run_name] = len(results_of_run) - len(rows)
         metrics["benchmarks"][bench] = entry
+    metrics["failed"] = len(failures)
+    metrics["failure_causes"] = dict(failures.causes)
     metrics["seconds"] = round(time.time() - started, 3)
     atomic_write_json(out_dir / "metrics.json", metrics)
+    failures.raise_if_all(episodes, "episodes", f"evaluate: model endpoint {cfg.model_url} (model {cfg.model_name!r})")
     return metrics

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,6 +32,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from eval.benchmarks import BenchmarkError
     from eval.report import ReportError
     from flows.config import ConfigError
+    from flows.deploy import DeployError
     from synth.endpoint import EndpointError
     from synth.long_cot import LongCotError
     from synth.probe import ProbeInputError
@@ -39,24 +41,35 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from train.sft import TrainingDataError, TrainingSetupError
 
     return (ConfigError, ShardError, EndpointError, LongCotError, SandboxUnavailable, SearchError, TrainingDataError, TrainingSetupError,
-            FileNotFoundError, SourceError, ProbeDataError, ValidationError, BenchmarkError, ReportError, ProbeInputError)
+            FileNotFoundError, SourceError, ProbeDataError, ValidationError, BenchmarkError, ReportError, ProbeInputError, DeployError)
 
 
 class _NoTracebackForUserErrors(logging.Filter):
-    """Prefect logs a failed task with its traceback. For a user's mistake (a config, a file, an
-    endpoint that is down) the message says it all; the command ends with it too."""
+    """Prefect logs a failed task and flow with tracebacks, once per task, retry and subflow. For a
+    user's mistake (a config, a file, an endpoint that is down) the command's own last line says it
+    all: Prefect's records of it are dropped (other failures keep theirs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        names = "|".join(sorted({cls.__name__ for cls in _user_errors()}))
+        self._mentions = re.compile(rf"\b(?:{names})\b[(:]")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], _user_errors()):
-            record.exc_info, record.exc_text = None, None
-        return True
+            record.exc_info, record.exc_text = None, None  # for any handler that sees the record after this one
+            return False
+        return not (record.levelno >= logging.ERROR and self._mentions.search(record.getMessage()))
 
 
 def _quiet_user_error_tracebacks() -> None:
-    names = ["prefect", *(name for name in logging.root.manager.loggerDict if name.startswith("prefect."))]
-    for handler in {h for name in names for h in logging.getLogger(name).handlers}:
-        if not any(isinstance(f, _NoTracebackForUserErrors) for f in handler.filters):
-            handler.addFilter(_NoTracebackForUserErrors())
+    """The filter on every Prefect logger (records made there: task and flow runs, the engines) and
+    on their handlers (records that propagate to them)."""
+    names = ["prefect", "prefect.task_runs", "prefect.flow_runs", "prefect.task_engine", "prefect.flow_engine",
+             *(name for name in logging.root.manager.loggerDict if name.startswith("prefect."))]
+    loggers = [logging.getLogger(name) for name in dict.fromkeys(names)]
+    for target in [*loggers, *{h for logger in loggers for h in logger.handlers}]:
+        if not any(isinstance(f, _NoTracebackForUserErrors) for f in target.filters):
+            target.addFilter(_NoTracebackForUserErrors())
 
 
 def _run_pipeline(config: Any, run_dir: Path, dry_run: bool = False, flow: str = "retrain") -> None:
@@ -104,7 +117,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if "synthesize" in stages:
         synth = stages["synthesize"]["counts"]
         long_cot = f" (+{synth['long_cot']} long-CoT rows)" if synth.get("long_cot") else ""
-        typer.echo(f"synthesize: {synth['kept']} trajectories kept{long_cot}, {synth['rejected']} rejected, {synth['failed']} failed")
+        retry = " (the teacher failed them: the next run asks again for exactly those)" if synth["failed"] else ""
+        typer.echo(f"synthesize: {synth['kept']} trajectories kept{long_cot}, {synth['rejected']} rejected, {synth['failed']} failed{retry}")
     if "sft" in stages:
         sft = stages["sft"]
         typer.echo(f"sft:        {sft['steps']} steps on {sft['rows']} rows, loss {_first_last(sft['losses'])}")
@@ -118,8 +132,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
             for run_name, metrics in entry["runs"].items():
                 overall = metrics["overall"]
                 low, high = overall["ci95"]
+                failed = (entry.get("failed") or {}).get(run_name, 0)
                 typer.echo(f"eval {bench} ({run_name}): accuracy {overall['accuracy']:.3f} [{low:.2f}, {high:.2f}] on {overall['n']} samples, "
-                           f"{overall['tool_calls_per_sample']:.2f} tool calls per sample")
+                           f"{overall['tool_calls_per_sample']:.2f} tool calls per sample"
+                           + (f"; {failed} failed at the endpoint (left out; the next run asks again)" if failed else ""))
         typer.echo(f"metrics:    {stages['evaluate']['metrics_path']}")
     if "report" in stages:
         typer.echo(f"report:     {stages['report']['html']}")
@@ -183,8 +199,10 @@ def deploy(
 
     cfg = load_config(config)  # a scheduled run must not be the first to find a mistake
     configure_prefect_env()
-    from flows.deploy import deploy_flow
+    from flows.deploy import check_schedule, deploy_flow, require_prefect_server
 
+    check_schedule(cron, timezone)
+    require_prefect_server()
     deployment = deploy_flow(flow, config.resolve(), (run_dir or cfg.runs_dir / cfg.name).resolve(), name or f"{cfg.name}-{flow}",
                              work_pool, cron, timezone)
     typer.echo(f"deployment {deployment['name']} ({deployment['id']}) on work pool {work_pool}"
@@ -217,10 +235,29 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
                    f"config {row['config_hash'] or '-'}  commit {row['git_commit'] or '-'}{changed}{launched}")
 
 
-def _bar(desc: str, unit: str = "sample"):
-    from tqdm import tqdm
+class _LazyBar:
+    """A tqdm progress bar that appears with the first progress report: a run that fails before
+    any sample (a preflight) prints its one error line and nothing else."""
 
-    return tqdm(unit=unit, dynamic_ncols=True, desc=desc)
+    def __init__(self, desc: str, unit: str) -> None:
+        self.desc, self.unit, self._bar = desc, unit, None
+
+    def update(self, total: int, done: int, **postfix: int) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(unit=self.unit, dynamic_ncols=True, desc=self.desc)
+        self._bar.total, self._bar.n = total, done
+        self._bar.set_postfix(refresh=False, **postfix)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _bar(desc: str, unit: str = "sample") -> _LazyBar:
+    return _LazyBar(desc, unit)
 
 
 @app.command()
@@ -241,7 +278,7 @@ def curate(
 
     --category, --answer-type, --fields and --category-map apply to every --source given here;
     a source's own ,NAME=VALUE options win over them."""
-    from curation.sources import SourceSpec, cli_source_defaults
+    from curation.sources import SourceSpec, check_mapped_columns, cli_source_defaults
     from curation.stage import CurateConfig, run_curate
 
     cfg = CurateConfig()
@@ -259,8 +296,33 @@ def curate(
     for spec in [*cfg.sources, *cfg.benchmarks]:
         if not spec.exists():
             raise FileNotFoundError(f"source {spec.source_name!r}: file not found: {spec.path}")
+        check_mapped_columns(spec)
     summary = run_curate(cfg, out, probes=probes)
     typer.echo(json.dumps({**summary, "report": str(out / "report.md")}))
+
+
+def _agent_and_request(agent: Any, max_tokens: int | None, max_turns: int | None, stop: bool, extra_body: str | None) -> tuple[Any, Any]:
+    """The stage's agent and request settings with the command line's knobs applied."""
+    from synth.policy import RequestOptions
+
+    updates = {k: v for k, v in (("max_tokens_per_turn", max_tokens), ("max_turns", max_turns)) if v is not None}
+    try:
+        extra = json.loads(extra_body) if extra_body else {}
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"not JSON: {exc.msg}", param_hint="--extra-body") from None
+    if not isinstance(extra, dict):
+        raise typer.BadParameter("a JSON object of request fields, e.g. '{\"chat_template_kwargs\": {\"enable_thinking\": false}}'",
+                                 param_hint="--extra-body")
+    return agent.model_copy(update=updates), RequestOptions(send_stop=stop, extra_body=extra)
+
+
+MaxTokens = Annotated[int | None, typer.Option(help="Tokens per assistant turn (max_tokens of each request).", min=1)]
+MaxTurns = Annotated[int | None, typer.Option(help="Assistant turns per episode.", min=1)]
+RequestTimeout = Annotated[float, typer.Option(help="Seconds one request may take.", min=0.1)]
+Limit = Annotated[int | None, typer.Option(help="Only the first N samples.", min=1)]
+Stop = Annotated[bool, typer.Option("--stop/--no-stop", help="Send stop strings to the server (--no-stop for servers that refuse "
+                                    "`stop`, e.g. transformers serve with a vision model; they are applied on the client either way).")]
+ExtraBody = Annotated[str | None, typer.Option(help="Extra request fields as a JSON object, e.g. '{\"chat_template_kwargs\": {...}}'.")]
 
 
 @app.command()
@@ -271,25 +333,43 @@ def probe(
     student_model: Annotated[str, typer.Option(help="Model name the endpoint serves.")],
     k: Annotated[int, typer.Option(help="Attempts per sample, without tools and with tools.")] = 4,
     concurrency: Annotated[int, typer.Option(help="Requests in flight to the student.")] = 64,
+    max_tokens: MaxTokens = None,
+    max_turns: MaxTurns = None,
+    request_timeout: RequestTimeout = 120.0,
+    limit: Limit = None,
+    stop: Stop = True,
+    extra_body: ExtraBody = None,
     corpus: Annotated[Path | None, typer.Option(help="Local text search corpus (JSONL/Parquet).")] = None,
     image_corpus: Annotated[Path | None, typer.Option(help="Local image search corpus (JSONL).")] = None,
     api_key_env: str = "OPENAI_API_KEY",
 ) -> None:
-    """The student's pass@k without and with tools for every curated candidate (resumable)."""
+    """The student's pass@k without and with tools for every curated candidate (resumable). The
+    endpoint is checked before any sample goes out; a run where every attempt failed exits with 2."""
     from synth.probe import ProbeConfig, run_probes
     from synth.search import SearchConfig
 
-    cfg = ProbeConfig(student_url=student_url, student_model=student_model, k=k, concurrency=concurrency, api_key_env=api_key_env)
+    _check_files(("--input", input, False), ("--corpus", corpus, True), ("--image-corpus", image_corpus, True))
+    agent, request = _agent_and_request(ProbeConfig().agent, max_tokens, max_turns, stop, extra_body)
+    cfg = ProbeConfig(student_url=student_url, student_model=student_model, k=k, concurrency=concurrency, api_key_env=api_key_env,
+                      request_timeout_s=request_timeout, agent=agent, request=request)
     bar = _bar("probe")
 
     def progress(counts: dict[str, int]) -> None:
-        bar.total, bar.n = counts["samples"], counts["done"]
-        bar.set_postfix(failed=counts["failed_attempts"], refresh=False)
-        bar.refresh()
+        bar.update(counts["samples"], counts["done"], failed=counts["failed_attempts"])
 
-    summary = run_probes(cfg, input, out, SearchConfig(corpus_path=corpus, image_corpus_path=image_corpus), progress=progress)
-    bar.close()
+    try:
+        summary = run_probes(cfg, input, out, SearchConfig(corpus_path=corpus, image_corpus_path=image_corpus), progress=progress,
+                             limit=limit)
+    finally:
+        bar.close()
     typer.echo(json.dumps(summary))
+
+
+def _check_files(*paths: tuple[str, Path | None, bool]) -> None:
+    """Each (option, path, must be a file): raise FileNotFoundError naming the option."""
+    for option, path, is_file in paths:
+        if path is not None and not (path.is_file() if is_file else path.exists()):
+            raise FileNotFoundError(f"{option}: {'file' if is_file else 'path'} not found: {path}")
 
 
 @app.command()
@@ -317,31 +397,40 @@ def synth(
     concurrency: Annotated[int, typer.Option(help="Requests in flight to the teacher (samples being solved: 1.25 times as many).")] = 64,
     attempts: int = 2,
     pools: Annotated[str, typer.Option(help="Comma-separated pools to solve.")] = "coldstart",
+    max_tokens: MaxTokens = None,
+    max_turns: MaxTurns = None,
+    request_timeout: RequestTimeout = 120.0,
+    limit: Limit = None,
+    stop: Stop = True,
+    extra_body: ExtraBody = None,
     corpus: Annotated[Path | None, typer.Option(help="Local text search corpus (JSONL/Parquet).")] = None,
     image_corpus: Annotated[Path | None, typer.Option(help="Local image search corpus (JSONL).")] = None,
     search_cache: Annotated[Path | None, typer.Option(help="Persistent search cache directory.")] = None,
     api_key_env: str = "OPENAI_API_KEY",
 ) -> None:
-    """Synthesize verified tool-use trajectories with a teacher endpoint (resumable after a crash)."""
+    """Synthesize verified tool-use trajectories with a teacher endpoint (resumable after a crash).
+    The endpoint is checked before any sample goes out; a run where every sample failed exits with 2."""
+    from curation.shards import ShardError
     from synth.search import SearchConfig
     from synth.stage import SynthConfig, run_synthesize
 
-    for name, path in (("--corpus", corpus), ("--image-corpus", image_corpus)):
-        if path is not None and not path.is_file():
-            raise FileNotFoundError(f"{name}: file not found: {path}")
+    _check_files(("--input", input, False), ("--corpus", corpus, True), ("--image-corpus", image_corpus, True))
+    agent, request = _agent_and_request(SynthConfig().agent, max_tokens, max_turns, stop, extra_body)
     cfg = SynthConfig(teacher_url=teacher_url, teacher_model=teacher_model, concurrency=concurrency, attempts=attempts,
-                      pools=[p for p in pools.split(",") if p], api_key_env=api_key_env)
+                      pools=[p for p in pools.split(",") if p], api_key_env=api_key_env, request_timeout_s=request_timeout,
+                      agent=agent, request=request)
     search = SearchConfig(corpus_path=corpus, image_corpus_path=image_corpus, cache_dir=search_cache)
     bar = _bar("synthesize")
 
     def progress(counts: dict[str, int]) -> None:
-        bar.total = counts["samples"]
-        bar.n = counts["done"]
-        bar.set_postfix(kept=counts["kept"], rejected=counts["rejected"], failed=counts["failed"], refresh=False)
-        bar.refresh()
+        bar.update(counts["samples"], counts["done"], kept=counts["kept"], rejected=counts["rejected"], failed=counts["failed"])
 
-    summary = run_synthesize(cfg, input, out, search, progress=progress)
-    bar.close()
+    try:
+        summary = run_synthesize(cfg, input, out, search, progress=progress, limit=limit)
+    finally:
+        bar.close()
+    if not summary["counts"]["samples"]:
+        raise ShardError(f"--input {input}: no samples in pool(s) {', '.join(cfg.pools)} (--pools chooses them)")
     typer.echo(json.dumps(summary))
 
 
@@ -425,6 +514,8 @@ def serve_replay(
     faults: Annotated[str, typer.Option(help="Fault kinds to draw from: 429,500,hang,drop,malformed,empty.")] = "429,500,hang,drop,malformed,empty",
     hang_s: float = 30.0,
     retry_after_s: float = 0.05,
+    faults_after: Annotated[int, typer.Option(help="Requests answered before faults start (a server that fails mid-run).")] = 0,
+    refuse_fields: Annotated[str, typer.Option(help="Request fields to refuse as transformers serve does (e.g. stop).")] = "",
 ) -> None:
     """Serve scripted teacher and student turns over the OpenAI chat API."""
     from synth.replay import ReplaySettings, serve
@@ -435,6 +526,7 @@ def serve_replay(
         scripts_path=scripts, teacher_model=teacher_model, student_model=student_model, wrong_rate=wrong_rate,
         code_error_rate=code_error_rate, malformed_rate=malformed_rate, latency_ms=latency_ms, seed=seed,
         fault_rate=fault_rate, faults=tuple(f for f in faults.split(",") if f), hang_s=hang_s, retry_after_s=retry_after_s,
+        faults_after=faults_after, refuse_fields=tuple(f for f in refuse_fields.split(",") if f),
     )
     typer.echo(f"replay server on http://{host}:{port}/v1 (models: {teacher_model}, {student_model})")
     serve(settings, host=host, port=port)

@@ -65,18 +65,18 @@ def import_sharegpt_cmd(
 
 def endpoint_model(url: str, api_key_env: str | None) -> str:
     """The one model an OpenAI-compatible endpoint serves (its /v1/models), for a command that was not told."""
+    import asyncio
     import os
 
-    import httpx
-
     from synth.endpoint import EndpointError
+    from synth.preflight import check_url, served_models
 
-    headers = {"Authorization": f"Bearer {os.environ[api_key_env]}"} if api_key_env and os.environ.get(api_key_env) else {}
-    try:
-        listed = httpx.get(url.rstrip("/") + "/models", headers=headers, timeout=30).json().get("data") or []
-    except (httpx.HTTPError, ValueError, AttributeError) as exc:
-        raise EndpointError(f"--model: cannot list the models of {url} ({type(exc).__name__}: {exc}); name the model") from None
-    names = [m.get("id") for m in listed if isinstance(m, dict) and m.get("id")]
+    check_url(url, "--model-url")
+    api_key = os.environ.get(api_key_env) if api_key_env else None
+    listed = asyncio.run(served_models(url, api_key, f"--model: the models of {url}"))
+    if listed is None:
+        raise EndpointError(f"--model: {url} lists no models (GET /models answered 404): name the model")
+    names = list(listed)
     if len(names) != 1:
         raise EndpointError(f"--model: {url} serves {len(names)} models ({', '.join(names[:8])}): name one with --model")
     return names[0]

@@ -6,6 +6,8 @@ are errors, not silently ignored). Relative paths are resolved against the confi
 
 from __future__ import annotations
 
+import difflib
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,11 +16,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from curation.select import SelectConfig
+from curation.sources import SourceError, SourceSpec, check_mapped_columns
 from curation.stage import CurateConfig
+from eval.benchmarks import BenchmarkError, load_spec
 from eval.stage import EvalConfig
 from flows.launcher import TrainingLauncher
 from flows.orchestration import OrchestrationConfig
+from synth.endpoint import EndpointError
 from synth.judge import JudgeConfig
+from synth.preflight import check_url
 from synth.probe import ProbeConfig
 from synth.reward import RewardConfig
 from synth.search import SearchConfig
@@ -91,6 +97,7 @@ class PipelineConfig(BaseModel):
             raise ConfigError("replay: the replay server serves the demo world's scripts; add a `world:` section")
         if self.replay is not None and self.teacher_server is not None:
             raise ConfigError("replay and teacher_server: choose one teacher")
+        self._check_endpoints()
         evaluate_only = bool(self.eval.benchmarks) and bool(self.eval.model_url or self.eval.model_path)
         if self.world is None and not self.curate.sources and not evaluate_only:
             raise ConfigError("curate.sources: no source given (or add a `world:` section for the demo world)")
@@ -98,6 +105,10 @@ class PipelineConfig(BaseModel):
             for i, source in enumerate(specs):
                 if not source.exists():
                     raise ConfigError(f"curate.{section}[{i}].path: file not found: {source.path}")
+                try:
+                    check_mapped_columns(source)
+                except SourceError as exc:
+                    raise ConfigError(f"curate.{section}[{i}].fields: {exc}") from None
         for field, path in (("search.corpus_path", self.search.corpus_path), ("search.image_corpus_path", self.search.image_corpus_path)):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{field}: file not found: {path}")
@@ -122,6 +133,53 @@ class PipelineConfig(BaseModel):
         # A hub id (org/name) also has a slash: only a path that is plainly local must exist.
         if model_path is not None and model_path.startswith((".", "/")) and not Path(model_path).exists():
             raise ConfigError(f"sft.model_path: directory not found: {model_path}")
+        self._check_benchmarks()
+
+    def _check_endpoints(self) -> None:
+        """One teacher (and student) per config, named once; every URL one an HTTP client can use.
+        A URL written beside a `replay:` or `teacher_server:` section is refused rather than
+        silently ignored (the managed server would get the requests, the user's server none)."""
+        if self.replay is not None and "teacher_url" in self.synth.model_fields_set:
+            raise ConfigError("synth.teacher_url and replay: both name the teacher (the replay server would answer, your server "
+                              "would get no request); remove the `replay:` section to use your server, or synth.teacher_url for the demo")
+        if self.replay is not None and self.probe is not None and "student_url" in self.probe.model_fields_set:
+            raise ConfigError("probe.student_url and replay: both name the student (the replay server plays it); remove the "
+                              "`replay:` section to use your server, or probe.student_url for the demo")
+        server = self.teacher_server
+        if server is not None and "teacher_url" in self.synth.model_fields_set and \
+                self.synth.teacher_url.rstrip("/") != server.base_url.rstrip("/"):
+            raise ConfigError(f"synth.teacher_url ({self.synth.teacher_url}) and teacher_server.base_url ({server.base_url}) name "
+                              "two teachers; the managed server is reached at teacher_server.base_url: remove synth.teacher_url")
+        urls = [("teacher_server.base_url", self.teacher_server.base_url if self.teacher_server else None),
+                ("synth.teacher_url", self.synth.teacher_url if self.replay is None and self.teacher_server is None else None),
+                ("probe.student_url", self.probe.student_url if self.probe is not None and self.replay is None else None),
+                ("eval.model_url", self.eval.model_url), ("judge.llm_url", self.judge.llm_url)]
+        for field, url in urls:
+            if url is not None:
+                try:
+                    check_url(url, field)
+                except EndpointError as exc:
+                    raise ConfigError(str(exc)) from None
+        if self.judge.llm_url and not self.judge.llm_model:
+            raise ConfigError("judge.llm_model: required with judge.llm_url")
+
+    def _check_benchmarks(self) -> None:
+        """Every `eval.benchmarks` entry names a shipped benchmark or a readable definition whose
+        data file exists (a source under the run's own directory is made by the run itself)."""
+        for i, name in enumerate(self.eval.benchmarks):
+            try:
+                spec = load_spec(name, self.eval.data_root)
+            except BenchmarkError as exc:
+                raise ConfigError(f"eval.benchmarks[{i}]: {exc}") from None
+            source = spec.source
+            if isinstance(source, SourceSpec) and source.kind != "hf" and "${run_dir}" not in source.path and not source.file.is_file():
+                raise ConfigError(f"eval.benchmarks[{i}] ({spec.name}): data file not found: {source.path} "
+                                  f"(eval.data_root is {Path(self.eval.data_root).resolve()})")
+            if isinstance(source, SourceSpec):
+                try:
+                    check_mapped_columns(source)
+                except SourceError as exc:
+                    raise ConfigError(f"eval.benchmarks[{i}] ({spec.name}): {exc}") from None
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
@@ -139,6 +197,38 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
         else:
             break
     return line
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside a field's type (`Model`, `Model | None`, `list[Model]`, ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def known_fields(loc: tuple[Any, ...], model: type[BaseModel] = None) -> list[str]:  # type: ignore[assignment]
+    """The field names of the section at `loc` (a validation error's location, list indexes
+    included), for "did you mean"; [] where the location is not a section."""
+    current: type[BaseModel] | None = model or PipelineConfig
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        field = current.model_fields.get(str(part))
+        if field is None:  # a union's tag or a dict key: not a field of ours
+            continue
+        current = _model_in(field.annotation)
+    return list(current.model_fields) if current is not None else []
+
+
+def unknown_field_message(loc: tuple[Any, ...]) -> str:
+    """`unknown field`, with the closest known names of its section."""
+    name = str(loc[-1]) if loc else ""
+    close = difflib.get_close_matches(name, known_fields(loc[:-1]), n=3, cutoff=0.6)
+    return "unknown field" + (f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "")
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
@@ -187,7 +277,7 @@ def parse_config(
             loc = tuple(error["loc"])
             where = ".".join(str(p) for p in loc) or "(top level)"
             line = _line_of(node, loc)
-            message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+            message = unknown_field_message(loc) if error["type"] == "extra_forbidden" else error["msg"]
             lines.append(f"{source}{f':{line}' if line else ''}: {where}: {message}")
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
     try:

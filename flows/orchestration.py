@@ -52,15 +52,27 @@ def task_runner(cfg: OrchestrationConfig) -> Any:
     return RayTaskRunner(address=cfg.address, init_kwargs={} if cfg.address else {"num_cpus": cfg.workers})
 
 
+def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition for endpoint-facing tasks: an endpoint that may answer later (a
+    refused connection, time-outs, HTTP 5xx) is tried again; one that never will (a wrong model
+    name, a refused request field, a malformed URL) fails the run at once."""
+    from synth.endpoint import EndpointError
+
+    error = getattr(state, "data", None)
+    return not (isinstance(error, EndpointError) and not error.transient)
+
+
 def retry_options(cfg: OrchestrationConfig) -> dict[str, Any]:
-    """Task options for endpoint-facing tasks: exponential backoff with jitter. The stages retry
-    single requests themselves; this retries a task that failed as a whole (endpoint gone)."""
+    """Task options for endpoint-facing tasks: exponential backoff with jitter, only for failures
+    worth retrying (`worth_retrying`). The stages retry single requests themselves; this retries a
+    task that failed as a whole (endpoint gone)."""
     from prefect.tasks import exponential_backoff
 
     return {
         "retries": cfg.retries,
         "retry_delay_seconds": exponential_backoff(backoff_factor=cfg.retry_delay_s) if cfg.retry_delay_s else 0,
         "retry_jitter_factor": cfg.retry_jitter,
+        "retry_condition_fn": worth_retrying,
     }
 
 

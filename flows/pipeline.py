@@ -41,7 +41,7 @@ from flows import artifacts, lineage
 from flows.config import ConfigError, PipelineConfig, load_config
 from flows.launcher import TrainingLauncher, launch_training
 from flows.orchestration import endpoint_limit_name, ensure_endpoint_limit, retry_options, task_runner
-from synth.endpoint import EndpointError, ManagedServer, free_port
+from synth.endpoint import ManagedServer, free_port
 from synth.judge import JudgeConfig
 from synth.probe import ProbeConfig, merge_probes, run_probes
 from synth.protocol import load_prompts
@@ -64,9 +64,22 @@ def cache_key_from_record(context: Any, parameters: dict[str, Any]) -> str:
 CACHED = {"cache_key_fn": cache_key_from_record, "persist_result": True, "result_serializer": "json"}
 
 
-def _recorded(record: dict[str, Any], out_dir: str, started: float, result: Any, read_files: list[str] | None = None) -> Any:
-    """Add the task's lineage (and the key it was made under, and the files it found and read) to its output's manifest."""
-    lineage.record(out_dir, record["stage"], record["config"], record["inputs"], time.time() - started, key=record["key"], result=result,
+def failed_items(result: Any) -> int:
+    """Samples (synthesis), attempts (probes) or episodes (evaluation) a task's endpoint failed."""
+    if not isinstance(result, dict):
+        return 0
+    counts = result.get("counts") or {}
+    return int(counts.get("failed", 0) or counts.get("failed_attempts", 0) or result.get("failed", 0) or 0)
+
+
+def _recorded(record: dict[str, Any], out_dir: str, started: float, result: Any, read_files: list[str] | None = None,
+              endpoint_facing: bool = False) -> Any:
+    """Add the task's lineage (and the files it found and read) to its output's manifest, with the
+    key it was made under when it is complete. The output of a task whose endpoint failed some
+    samples is not: it has no key, so the next run runs the task again, and its request cache
+    sends exactly the failed samples' requests again (the answered ones are replayed)."""
+    key = None if endpoint_facing and failed_items(result) else record["key"]
+    lineage.record(out_dir, record["stage"], record["config"], record["inputs"], time.time() - started, key=key, result=result,
                    read_files=read_files)
     return result
 
@@ -105,14 +118,13 @@ def probe_shard_task(
     started = time.time()
     probe = ProbeConfig.model_validate(cfg)
     probe.student_url = endpoint.get("url") or probe.student_url
+    # A failed preflight, or every attempt failed, raises EndpointError: Prefect retries it when
+    # that may help, and caches nothing.
     with _endpoint_slots(endpoint, probe.concurrency):
         result = run_probes(probe, shard, out_dir, SearchConfig.model_validate(search), JudgeConfig.model_validate(judge),
                             progress=artifacts.progress_reporter("probe", Path(shard).name), allow_empty=True,
-                            reward=RewardConfig.model_validate(reward))
-    counts = result["counts"]
-    if counts["samples"] and counts["episodes"] == 0:  # raise: Prefect retries it, and caches nothing
-        raise EndpointError(f"student endpoint {probe.student_url} failed every probe of {shard} (see {out_dir}/quarantine)")
-    return _recorded(record, out_dir, started, result)
+                            reward=RewardConfig.model_validate(reward), identity_url=endpoint.get("identity"))
+    return _recorded(record, out_dir, started, result, endpoint_facing=True)
 
 
 @task(name="probe-merge", **CACHED)
@@ -136,14 +148,13 @@ def synthesize_shard_task(
     synth = SynthConfig.model_validate(cfg)
     synth.teacher_url = endpoint.get("url") or synth.teacher_url
     synth.long_cot = None  # mixed in once, over all shards, by the merge
+    # A failed preflight, or every sample failed, raises EndpointError: Prefect retries it when that
+    # may help, and caches nothing.
     with _endpoint_slots(endpoint, synth.concurrency):
         result = run_synthesize(synth, shard, out_dir, SearchConfig.model_validate(search), JudgeConfig.model_validate(judge),
                                 progress=artifacts.progress_reporter("synthesize", Path(shard).name),
-                                reward=RewardConfig.model_validate(reward))
-    counts = result["counts"]
-    if counts["samples"] and counts["failed"] == counts["samples"]:  # raise: Prefect retries it, and caches nothing
-        raise EndpointError(f"teacher endpoint {synth.teacher_url} failed every sample of {shard} (see {out_dir}/quarantine)")
-    return _recorded(record, out_dir, started, result)
+                                reward=RewardConfig.model_validate(reward), identity_url=endpoint.get("identity"))
+    return _recorded(record, out_dir, started, result, endpoint_facing=True)
 
 
 @task(name="synthesize-merge", **CACHED)
@@ -198,7 +209,7 @@ def evaluate_task(
     with _endpoint_slots(endpoint, evaluation.concurrency):
         result = run_evaluate(evaluation, model_path, curated_dir, out_dir, SearchConfig.model_validate(search),
                               JudgeConfig.model_validate(judge), RewardConfig.model_validate(reward))
-    return _recorded(record, out_dir, started, result)
+    return _recorded(record, out_dir, started, result, endpoint_facing=bool(evaluation.model_url))
 
 
 @task(name="report", **CACHED)
@@ -367,7 +378,12 @@ class Endpoint:
         url = self.url() if managed else configured_url
         name = endpoint_limit_name(url, model)
         ensure_endpoint_limit(name, self.resolved.cfg.orchestration.endpoint_max_in_flight)
-        return {"url": url if managed else None, "limit": name}
+        # A managed server's port is new each run: the request cache knows it by what it serves.
+        identity = None
+        if managed:
+            teacher_server = self.resolved.cfg.teacher_server
+            identity = f"managed:{teacher_server.base_url}" if teacher_server is not None else "managed:replay"
+        return {"url": url if managed else None, "limit": name, "identity": identity}
 
     def __enter__(self) -> Endpoint:
         return self

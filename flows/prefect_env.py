@@ -1,19 +1,17 @@
 """Prefect settings for this project, applied before Prefect is imported.
 
-Prefect's ephemeral mode keeps its SQLite database under PREFECT_HOME (default `~/.prefect`);
-we keep it inside the virtual environment instead of the user's home. A user who points
-PREFECT_API_URL at a real server, or sets PREFECT_HOME, keeps their own settings.
+Prefect's ephemeral mode (no PREFECT_API_URL) keeps its SQLite database under Prefect's own home,
+PREFECT_HOME (default `~/.prefect`), where Prefect users expect it: shared by every run, so a
+global concurrency limit is one limit across them, and never inside the virtual environment,
+which a reinstall wipes. A user's own PREFECT_HOME or PREFECT_API_URL is left as it is.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 
 def configure_prefect_env() -> None:
-    os.environ.setdefault("PREFECT_HOME", str(Path(sys.prefix) / "prefect-home"))
     # Analytics off: it causes "database is locked" tracebacks on the ephemeral SQLite server.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The default 20 s start-up limit of the ephemeral server is tight on 2 loaded cores.

@@ -25,6 +25,7 @@ from synth.kernel import KernelConfig, PythonKernel
 from synth.policy import ChatPolicy
 from synth.profile import DEFAULT_PROFILE, Profile, ThinkPrefix, load_profile, to_parts
 from synth.protocol import STOP_SEQUENCES, Action, close_stopped_turn, parse_turn
+from synth.preflight import StageRequest
 from synth.reward import RewardConfig, score_response
 from synth.sandbox import KernelPool
 from synth.search import ImageSearch, SearchConfig, SearchError, TextSearch, build_search
@@ -205,6 +206,22 @@ class ToolSession:
             await asyncio.to_thread(self.kernel.close)
 
 
+def opening(sample: Sample, cfg: AgentConfig) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """An episode's first messages (the protocol profile's system prompt; the user turn with an
+    image placeholder per input image and the question) and its input images, in TRL's
+    conversational format."""
+    images = [image.bytes for image in sample.images]
+    return cfg.protocol.messages(sample.question, len(images), cfg.tools), images
+
+
+def first_request(sample: Sample, cfg: AgentConfig, section: str, seed: int | None = 0) -> StageRequest:
+    """The first request an episode of `sample` sends, for the endpoint preflight; `section` is the
+    stage's config section (`synth`, `probe`, `eval`), which the preflight's advice names."""
+    messages, images = opening(sample, cfg)
+    return StageRequest(messages, images, list(STOP_SEQUENCES), cfg.max_tokens_per_turn, cfg.temperature, seed, cfg.prefix_for(0),
+                        request_setting=f"{section}.request", prefix_setting=f"{section}.agent.think_prefix")
+
+
 def trajectory_id(sample_id: str, policy: str, attempt: int, protocol_version: str) -> str:
     """A trajectory's id: a 24-hex-digit digest of its sample, policy, attempt and protocol profile version."""
     return hashlib.blake2b(f"{sample_id}|{policy}|{attempt}|{protocol_version}".encode(), digest_size=12).hexdigest()
@@ -226,8 +243,7 @@ async def run_episode(
     math-verify judge for this episode) and the `reward` settings (the reference's by default)."""
     started = time.perf_counter()
     profile = cfg.protocol
-    images = [image.bytes for image in sample.images]
-    messages: list[dict[str, Any]] = profile.messages(sample.question, len(images), cfg.tools)
+    messages, images = opening(sample, cfg)
     tool_calls: list[dict[str, Any]] = []
     assistant_turns: list[str] = []
     session = ToolSession(tools, cfg, list(images))  # the sample's inputs, before any tool image

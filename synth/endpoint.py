@@ -1,4 +1,5 @@
-"""Managed model servers: start a server process, wait until `/v1/models` answers, stop it.
+"""Managed model servers: start a server process, wait until `/v1/models` answers, stop it; and
+`EndpointError`, how every endpoint failure reaches the user.
 
 Used for the replay server in the demo and, with `vllm serve MODEL` from vLLM's own environment
 as the command, for a real teacher: the pipeline reaches either only over HTTP.
@@ -17,7 +18,15 @@ import httpx
 
 
 class EndpointError(RuntimeError):
-    """A model server that did not come up; names the command and its log file."""
+    """A model endpoint that cannot serve a stage: a managed server that did not come up (the
+    message names its command and log file), an endpoint that failed the preflight
+    (`synth.preflight`), or one that failed every sample of a stage. The message is one line for
+    the user. `transient`: whether the same call may work later (a refused connection, a time-out,
+    an HTTP 5xx), so a flow's task retries are worth it; a wrong model name or a refused field is not."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def free_port() -> int:

@@ -34,6 +34,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from synth.policy import RequestOptions
+
 Outcome = Literal["correct", "incorrect", "undecided", "judge_failed"]
 
 # Rules read at most this many characters of an answer (or a gold answer); longer ones are left
@@ -93,6 +95,7 @@ class JudgeConfig(BaseModel):
     api_key_env: str | None = "OPENAI_API_KEY"
     llm_timeout_s: float = 60.0
     llm_max_retries: int = 4
+    llm_request: RequestOptions = Field(default_factory=RequestOptions)  # extra fields, retries of 5xx
     # A text answer that rules cannot match, with no LLM judge to ask: judge_failed (nobody can
     # tell a paraphrase from a wrong answer), or a benchmark's own string rule: `exact` (normalized
     # equality decides, as VLMEvalKit's exact-match fallback) or `contains` (the gold's words inside
@@ -1115,8 +1118,23 @@ class Judge:
             if not self.cfg.llm_model:
                 raise ValueError("judge.llm_model: required with judge.llm_url")
             api_key = os.environ.get(self.cfg.api_key_env) if self.cfg.api_key_env else None
-            self._llm = EndpointPolicy(self.cfg.llm_url, self.cfg.llm_model, api_key=api_key,
-                                       timeout_s=self.cfg.llm_timeout_s, max_retries=self.cfg.llm_max_retries, max_in_flight=64)
+            self._llm = EndpointPolicy(self.cfg.llm_url, self.cfg.llm_model, api_key=api_key, timeout_s=self.cfg.llm_timeout_s,
+                                       max_retries=self.cfg.llm_max_retries, max_in_flight=64, options=self.cfg.llm_request)
+
+    async def preflight(self) -> None:
+        """Check the LLM judge's endpoint, when one is configured, with a real judge request
+        (`synth.preflight`); raises `EndpointError` with one line. Stages call it before work starts."""
+        if self._llm is None:
+            return
+        from synth.preflight import StageRequest, preflight
+
+        request = StageRequest(self._judge_messages("What is 2 + 2?", "4", "4"), [], [], 8, 0.0,
+                               request_setting="judge.llm_request", prefix_setting="judge")
+        await preflight(self._llm, "judge", request, setting="judge.llm_url")
+
+    @staticmethod
+    def _judge_messages(question: str, gold: str, prediction: str) -> list[dict]:
+        return [{"role": "user", "content": [{"type": "text", "text": judge_prompt(question, gold, prediction)}]}]
 
     async def judge(self, question: str, prediction: str | None, gold: str, answer_type: str, choices: list[str] | None = None) -> Verdict:
         """Rules, then math-verify where the rules allow it (`Verdict.math_verify`), then the LLM
@@ -1142,12 +1160,11 @@ class Judge:
 
     async def _ask_llm(self, question: str, prediction: str, gold: str) -> Verdict:
         try:
-            generation = await self._llm.generate(
-                [{"role": "user", "content": [{"type": "text", "text": judge_prompt(question, gold, prediction)}]}], [],
-                stop=[], max_tokens=8, temperature=0.0,
-            )
+            generation = await self._llm.generate(self._judge_messages(question, gold, prediction), [], stop=[], max_tokens=8, temperature=0.0)
         except Exception as exc:
-            return Verdict("judge_failed", "llm", f"the LLM judge failed: {type(exc).__name__}")
+            from synth.policy import describe_error
+
+            return Verdict("judge_failed", "llm", f"the LLM judge failed: {describe_error(exc)}")
         said = parse_yes_no(generation.text)
         if said is None:
             return Verdict("judge_failed", "llm", f"the LLM judge replied {generation.text[:40]!r}, not yes or no")
@@ -1157,3 +1174,19 @@ class Judge:
         self.math.close()
         if self._llm is not None:
             await self._llm.aclose()
+
+
+def check_judge(cfg: JudgeConfig) -> None:
+    """The LLM judge's preflight (`Judge.preflight`) with a judge of its own, closed afterwards: for
+    callers whose shared judge serves other event loops (GRPO's rollouts). Raises `EndpointError`."""
+    from synth import aio
+
+    async def check() -> None:
+        judge = Judge(cfg)
+        try:
+            await judge.preflight()
+        finally:
+            await judge.aclose()
+
+    if cfg.llm_url:
+        aio.run(check())

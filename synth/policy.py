@@ -1,7 +1,7 @@
 """Chat policies: what the agent loop asks for the next assistant turn.
 
-- `EndpointPolicy`: any OpenAI-compatible server (vLLM, OpenAI, the replay server) through the
-  `openai` client; images go as base64 data URLs in the OpenAI vision format.
+- `EndpointPolicy`: any OpenAI-compatible server (vLLM, OpenAI, `transformers serve`, the replay
+  server) through the `openai` client; images go as base64 data URLs in the OpenAI vision format.
 - `TransformersPolicy`: a local Hugging Face vision-language model (evaluation of a checkpoint
   without a server).
 
@@ -14,17 +14,22 @@ import asyncio
 import base64
 import functools
 import io
+import json
 import threading
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import openai
 from openai.types.chat import ChatCompletion
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from synth.protocol import find_stop, infer_matched_stop
+from synth.protocol import find_stop, fold_turn, infer_matched_stop
 from synth.retry import wait_retry_after
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -94,7 +99,39 @@ def to_openai_messages(messages: list[dict[str, Any]], images: list[bytes]) -> l
 
 
 class EmptyResponse(Exception):
-    """The endpoint answered 200 with no content: retried like a transient failure."""
+    """The endpoint answered 200 with no content (and not because the length limit cut it): retried
+    like a transient failure."""
+
+
+class RequestOptions(BaseModel):
+    """How a stage's requests go to its OpenAI-compatible endpoint, for servers that differ from
+    vLLM (`synth.request`, `probe.request`, `eval.request`, `judge.llm_request`).
+
+    Stop strings are always applied on the client as well (the turn is cut just after the first one,
+    which is kept), so `send_stop: false` changes only what the server is asked: servers that answer
+    a request with `stop` with an error (`transformers serve` for vision-language models) work
+    without it. `extra_body` fields are merged into every request as they are (e.g.
+    `chat_template_kwargs`, `top_k`, `repetition_penalty`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    send_stop: bool = True
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    # Retries of an HTTP 5xx within `max_retries`: a server that fails a request deterministically
+    # (a field it cannot handle) is not asked the same thing max_retries times.
+    server_error_retries: int = Field(2, ge=0)
+
+    @field_validator("extra_body")
+    @classmethod
+    def _no_core_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        core = sorted(set(value) & {"model", "messages"})
+        if core:
+            raise ValueError(f"{', '.join(core)} cannot be set here: the stage sets them")
+        return value
+
+
+def _is_server_error(exc: BaseException | None) -> bool:
+    return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -105,6 +142,48 @@ def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in (408, 409, 429) or exc.status_code >= 500
     return isinstance(exc, ValueError)  # JSON that does not decode
+
+
+def server_message(exc: openai.APIStatusError) -> str:
+    """What the server said about a failed request, on one line: the `message` (OpenAI, vLLM) or
+    `detail` (FastAPI servers, `transformers serve`) of its error body, else the body's text."""
+    body: Any = exc.body
+    for _ in range(3):  # {"error": {"message": ...}}, {"detail": ...}, or a plain string
+        if isinstance(body, dict):
+            body = body.get("error") or body.get("message") or body.get("detail") or json.dumps(body)
+    text = body if isinstance(body, str) and body.strip() else ""
+    if not text:
+        try:
+            text = exc.response.text
+        except Exception:  # a streamed or closed response
+            text = exc.message
+    return " ".join(str(text).split())[:400] or "(no error text)"
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a failed request: the HTTP status and the server's own words, or what happened
+    on the connection (refused, unknown host, time-out). Quarantine reasons and stage errors use it.
+    The aiohttp transport reports a refused connection as a connect time-out: its cause tells."""
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}: {server_message(exc)}"
+    if isinstance(exc, openai.APIConnectionError):  # APITimeoutError too
+        cause = exc.__cause__ or exc.__context__
+        detail = " ".join(str(cause).split()) if cause is not None else ""
+        lowered = detail.lower()
+        if "connect call failed" in lowered or "refused" in lowered:
+            return "connection refused (no server listens there)"
+        if "name or service not known" in lowered or "nodename nor servname" in lowered or "name resolution" in lowered:
+            return "the host name does not resolve"
+        if "unsupportedprotocol" in type(cause).__name__.lower():
+            return "the URL has no http:// or https://"
+        if isinstance(exc, openai.APITimeoutError):
+            return "no connection within the time-out" if "connect" in type(cause).__name__.lower() else "no answer within the request time-out"
+        return f"connection failed ({detail})" if detail else "connection failed"
+    if isinstance(exc, openai.APIResponseValidationError):
+        return "the response was not a chat completion"
+    if isinstance(exc, EmptyResponse):
+        return f"empty response ({exc})"
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
 
 
 def _matched_stop(choice: Any, text: str, finish_reason: str, stop: list[str]) -> str | None:
@@ -129,10 +208,19 @@ VLLM_PROTOCOL_FIELDS = {"skip_special_tokens": False}
 
 
 class EndpointPolicy:
-    """A model behind an OpenAI-compatible endpoint.
+    """A model behind an OpenAI-compatible endpoint (vLLM, OpenAI, `transformers serve`, the replay
+    server).
 
-    Requests retry on 429 (honouring Retry-After), 5xx, connection errors, time-outs, malformed and
-    empty responses, with exponential backoff and jitter; `max_in_flight` bounds concurrent requests.
+    Requests retry on 429 (honouring Retry-After), connection errors, time-outs, malformed and
+    empty responses (up to `max_retries`) and HTTP 5xx (up to `options.server_error_retries` of
+    those), with exponential backoff and jitter; `max_in_flight` bounds concurrent requests.
+
+    A reply is read back into the protocol's text whatever the server did with it: reasoning it
+    moved into `reasoning_content` / `reasoning` goes back inside `<think>...</think>`, tool calls
+    it parsed into `tool_calls` back into `<tool_call>` text, and the turn is cut just after the
+    first stop string (which is kept) when the server did not stop there itself. `identity` names
+    the endpoint and the served model in request-cache keys (`synth.preflight` sets it from what the
+    server tells about the model).
     """
 
     def __init__(
@@ -145,9 +233,15 @@ class EndpointPolicy:
         max_retries: int = 6,
         max_in_flight: int = 256,
         backoff_max_s: float = 30.0,
+        options: RequestOptions | None = None,
     ) -> None:
         self.name = model
         self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout_s = timeout_s
+        self.options = options or RequestOptions()
+        self.identity = f"{self.base_url}|{model}"
         self.max_retries = max_retries
         self.backoff_max_s = backoff_max_s
         self.sent = 0  # requests asked for (retries counted apart)
@@ -163,25 +257,69 @@ class EndpointPolicy:
             http_client=openai.DefaultAioHttpClient(timeout=timeout_s),
         )
 
-    async def _complete(self, request: dict[str, Any], prefix: str = "") -> Generation:
+    def request_body(
+        self, messages: list[dict[str, Any]], images: list[bytes], *, stop: Sequence[str], max_tokens: int, temperature: float,
+        seed: int | None = None, prefix: str = "", server_fields: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The JSON body of one chat request: the only place one is made (the preflight sends the
+        same). A `prefix` (a pre-filled `<think>`) goes as a partial assistant message that the
+        server continues (vLLM's `continue_final_message`); `server_fields` are what a protocol turn
+        needs from this kind of server (`protocol_fields`); `options.extra_body` comes last and wins."""
+        converted = to_openai_messages(messages, images)
+        body: dict[str, Any] = {"model": self.model, "messages": converted, "max_tokens": max_tokens, "temperature": temperature}
+        if seed is not None:
+            body["seed"] = seed
+        if stop and self.options.send_stop:
+            body["stop"] = list(stop)
+        if prefix:
+            body["messages"] = [*converted, {"role": "assistant", "content": prefix}]
+            body.update(continue_final_message=True, add_generation_prompt=False)
+        body.update(server_fields or {})
+        body.update(self.options.extra_body)
+        return body
+
+    async def post(self, body: dict[str, Any]) -> ChatCompletion:
+        """One request, no retries."""
         # `post` is the client's documented route for a plain JSON body; `chat.completions.create`
         # would first walk the whole request against its TypedDicts, which costs more CPU than the
         # rest of the request together once a conversation carries several images.
         async with self._in_flight:
-            response = await self._client.post("/chat/completions", body=request, cast_to=ChatCompletion)
+            return await self._client.post("/chat/completions", body=body, cast_to=ChatCompletion)
+
+    def read_reply(self, response: ChatCompletion, stop: Sequence[str], prefix: str = "", stop_sent: bool = True) -> Generation:
+        """The turn in a response, as the model wrote it (the class docstring); raises
+        `EmptyResponse` for a reply with no text that the length limit did not cut."""
         if not response.choices:
             raise EmptyResponse("no choices in the response")
         choice = response.choices[0]
-        if not (choice.message.content or "").strip():
-            raise EmptyResponse("empty content")
-        tokens = response.usage.completion_tokens if response.usage else 0
+        message = choice.message
+        extra = message.model_extra or {}
+        reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+        calls = [(call.function.name, call.function.arguments) for call in message.tool_calls or [] if getattr(call, "function", None)]
+        body = fold_turn(message.content or "", reasoning if isinstance(reasoning, str) else None, calls)
+        # Reasoning folded back starts with `<think>`: a pre-filled `<think>` is already in it.
+        text = body if reasoning and prefix and body.startswith(prefix) else prefix + body
+        tokens = (response.usage.completion_tokens if response.usage else 0) or 0
         finish = choice.finish_reason or "stop"
-        text = choice.message.content
-        return Generation(prefix + text, finish, tokens or 0, matched_stop=_matched_stop(choice, text, finish, request.get("stop") or []))
+        if not text[len(prefix):].strip():
+            if finish == "length":  # the budget went on tokens the server does not return (special tokens)
+                return Generation(text, "length", tokens)
+            raise EmptyResponse("empty content")
+        hit = find_stop(text[len(prefix):], stop)
+        if hit is not None:  # the server did not stop there (not asked, ignored it, or kept the string)
+            return Generation(text[: len(prefix) + hit[0]], "stop", tokens, matched_stop=hit[1])
+        finish = "length" if finish == "length" else "stop"  # tool_calls, content_filter, ...: the turn ended
+        matched = _matched_stop(choice, body, finish, list(stop)) if stop_sent else None
+        return Generation(text, finish, tokens, matched_stop=matched)
 
-    async def _protocol_fields(self) -> dict[str, Any]:
+    def know_server(self, entry: dict[str, Any] | None) -> None:
+        """Take what kind of server this is from its `/v1/models` entry for the model (the preflight
+        read it), so `protocol_fields` need not ask again."""
+        self._server_fields = VLLM_PROTOCOL_FIELDS if (entry or {}).get("owned_by") == "vllm" else {}
+
+    async def protocol_fields(self) -> dict[str, Any]:
         """What a turn of the protocol adds to the request for this server: asked once (vLLM lists its
-        models as `owned_by: vllm`)."""
+        models as `owned_by: vllm`), unless the preflight told (`know_server`)."""
         if self._server_fields is not None:
             return self._server_fields
         async with self._server_known:
@@ -195,33 +333,33 @@ class EndpointPolicy:
                 self._server_fields = VLLM_PROTOCOL_FIELDS if any(m.owned_by == "vllm" for m in models) else {}
         return self._server_fields
 
-    async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:
-        """The next assistant turn. A `prefix` (a pre-filled `<think>`) goes as a partial assistant
-        message that the server continues (vLLM's `continue_final_message`); the returned text
-        starts with it."""
-        converted = to_openai_messages(messages, images)
-        request: dict[str, Any] = {
-            "model": self.model,
-            "messages": converted,
-            "stop": list(stop) or None,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "seed": seed,
-        }
-        if prefix:
-            request["messages"] = [*converted, {"role": "assistant", "content": prefix}]
-            request.update(continue_final_message=True, add_generation_prompt=False)
-        self.sent += 1
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries + 1), wait=wait_retry_after(self.backoff_max_s), retry=retry_if_exception(_retryable), reraise=True
-        ):
+    async def with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()` under the retry policy (the class docstring): the one retry layer of every request."""
+        server_errors = 0
+
+        def give_up(state: RetryCallState) -> bool:
+            nonlocal server_errors
+            server_errors += _is_server_error(state.outcome.exception())
+            return state.attempt_number > self.max_retries or server_errors > self.options.server_error_retries
+
+        async for attempt in AsyncRetrying(stop=give_up, wait=wait_retry_after(self.backoff_max_s), retry=retry_if_exception(_retryable), reraise=True):
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     self.retries += 1
-                if stop:  # a protocol turn: its tags must survive
-                    request.update(await self._protocol_fields())
-                return await self._complete(request, prefix)
+                return await call()
         raise AssertionError("unreachable")
+
+    async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:
+        """The next assistant turn; its text starts with `prefix`."""
+        self.sent += 1
+
+        async def turn() -> Generation:
+            fields = await self.protocol_fields() if stop else {}  # a protocol turn: its tags must survive
+            body = self.request_body(messages, images, stop=stop, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                                     prefix=prefix, server_fields=fields)
+            return self.read_reply(await self.post(body), stop, prefix, "stop" in body)
+
+        return await self.with_retries(turn)
 
     async def aclose(self) -> None:
         await self._client.close()

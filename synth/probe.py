@@ -20,8 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.schema import SAMPLE_SCHEMA, Sample, hf_value, with_hf_features
 from curation.shards import Quarantine, ShardWriter, iter_rows, merge_parts
 from synth import aio
-from synth.agent import AgentConfig, ToolBox, active_episodes, open_toolbox, run_episode, size_tool_threads
+from synth.agent import AgentConfig, ToolBox, active_episodes, first_request, open_toolbox, run_episode, size_tool_threads
 from synth.judge import Judge, JudgeConfig
+from synth.policy import RequestOptions
+from synth.preflight import Failures, preflight
 from synth.reward import RewardConfig
 from synth.request_cache import REQUESTS_DB, CachedPolicy, open_endpoint
 from synth.search import SearchConfig
@@ -70,6 +72,7 @@ class ProbeConfig(BaseModel):
     active_episodes: int | None = Field(None, ge=1)  # episodes run at once (a kernel each); None: concurrency × 1.25
     request_timeout_s: float = 120.0
     max_retries: int = 6
+    request: RequestOptions = Field(default_factory=RequestOptions)  # send_stop, extra_body, 5xx retries
     resume: bool = True
     rows_per_shard: int = 1000
     agent: AgentConfig = Field(default_factory=lambda: AgentConfig(max_turns=6))
@@ -81,12 +84,14 @@ def _mode(agent: AgentConfig, tools: bool, temperature: float) -> AgentConfig:
 
 async def _probe(
     cfg: ProbeConfig, samples: list[Sample], search: SearchConfig, judge_cfg: JudgeConfig, out_dir: Path,
-    quarantine: Quarantine, progress: Callable[[dict[str, int]], None] | None, reward: RewardConfig,
+    quarantine: Quarantine, progress: Callable[[dict[str, int]], None] | None, reward: RewardConfig, identity_url: str | None,
 ) -> dict[str, Any]:
     policy, endpoint = open_endpoint(
         cfg.student_url, cfg.student_model, api_key_env=cfg.api_key_env, timeout_s=cfg.request_timeout_s,
         max_retries=cfg.max_retries, max_in_flight=cfg.concurrency, cache_path=out_dir / REQUESTS_DB if cfg.resume else None,
+        options=cfg.request,
     )
+    failures = Failures()
     judge = Judge(judge_cfg)
     active = active_episodes(cfg.concurrency, cfg.active_episodes)
     limiter = asyncio.Semaphore(active)
@@ -100,7 +105,7 @@ async def _probe(
                 # The seed differs per attempt, so a sampling endpoint gives k different answers.
                 return await run_episode(sample, policy, tools, modes[mode], attempt=index, seed=index, judge=judge, reward=reward)
             except Exception as exc:  # the endpoint failed after its retries: counted, not a pass
-                quarantine.add(sample.to_row(), f"probe_failed: {mode}/{index}: {type(exc).__name__}: {exc}", sample.id)
+                quarantine.add(sample.to_row(), f"probe_failed: {mode}/{index}: {failures.add(exc)}", sample.id)
                 return None
 
     async def probe(sample: Sample, tools: ToolBox) -> None:
@@ -130,8 +135,11 @@ async def _probe(
         if progress is not None:
             progress(counts)
 
-    size_tool_threads(active)
     try:
+        if samples:  # nothing goes out before the endpoint answered one real request (in the tool mode's shape)
+            await preflight(endpoint, "student", first_request(samples[0], modes["tools"], "probe"), identity_url, "probe.student_url")
+            await judge.preflight()
+        size_tool_threads(active)
         with open_toolbox(modes["tools"], search) as tools:
             await asyncio.gather(*(probe(s, tools) for s in samples))
     finally:
@@ -141,28 +149,36 @@ async def _probe(
     counts["requests_replayed"] = policy.replayed if isinstance(policy, CachedPolicy) else 0
     writer.manifest_extra.update({"stage": "probe", "student": cfg.student_model, "k": cfg.k, "counts": counts})
     writer.close()
-    return {"counts": counts}
+    failures.raise_if_all(2 * cfg.k * len(samples), "attempts", f"probe: student endpoint {cfg.student_url} (model {cfg.student_model!r})",
+                          str(out_dir / "quarantine"))
+    return {"counts": counts, "failure_causes": dict(failures.causes)}
 
 
 def run_probes(
     cfg: ProbeConfig, curated_dir: str | Path, out_dir: str | Path, search: SearchConfig | None = None,
     judge: JudgeConfig | None = None, progress: Callable[[dict[str, int]], None] | None = None, allow_empty: bool = False,
-    reward: RewardConfig | None = None,
+    reward: RewardConfig | None = None, limit: int | None = None, identity_url: str | None = None,
 ) -> dict[str, Any]:
-    """Probe every curated candidate (rows whose pool is not yet set) and write `PROBE_SCHEMA` shards.
+    """Probe every curated candidate (rows whose pool is not yet set; the first `limit`, when given)
+    and write `PROBE_SCHEMA` shards.
 
     `curated_dir` is a shard directory or one shard file (the flow runs a task per shard, with
-    `allow_empty`: one shard may hold only held-out rows, then `merge_probes`)."""
+    `allow_empty`: one shard may hold only held-out rows, then `merge_probes`). `identity_url`
+    stands for the student's URL in request-cache keys (a managed server's port changes every run).
+    Raises `synth.endpoint.EndpointError` (one line) when the student fails the preflight or every
+    attempt failed."""
     out_dir = Path(out_dir)
     started = time.time()
     quarantine = Quarantine(out_dir, "probe")
-    samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] is None]
+    samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] is None][:limit]
     if not samples and not allow_empty:
         raise ProbeInputError(f"no candidates in {curated_dir}: every row already has a pool; curate with probes "
                               "(`deepeyes curate --probes`, or a `probe:` section) so only the eval share is split off")
-    summary = aio.run(_probe(cfg, samples, search or SearchConfig(), judge or JudgeConfig(), out_dir, quarantine, progress,
-                             reward or RewardConfig()))
-    quarantine.close()
+    try:
+        summary = aio.run(_probe(cfg, samples, search or SearchConfig(), judge or JudgeConfig(), out_dir, quarantine, progress,
+                                 reward or RewardConfig(), identity_url))
+    finally:
+        quarantine.close()
     summary["seconds"] = round(time.time() - started, 3)
     return summary
 

@@ -98,6 +98,29 @@ def infer_matched_stop(text: str, stop: Sequence[str]) -> str | None:
     return None
 
 
+def render_tool_call(name: str, arguments: str | dict[str, Any] | None) -> str:
+    """A structured tool call (an OpenAI `tool_calls` entry a server parsed out of the model's text)
+    written back as the protocol's `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`.
+    `arguments` is the JSON string the API carries (or its parsed value); a string that is not JSON
+    is kept as it is, so the turn fails to parse exactly as the model's own text would have."""
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError:
+            return f'<tool_call>{{"name": {json.dumps(name)}, "arguments": {arguments}}}</tool_call>'
+    return "<tool_call>" + json.dumps({"name": name, "arguments": arguments or {}}, ensure_ascii=False) + "</tool_call>"
+
+
+def fold_turn(content: str, reasoning: str | None = None, tool_calls: Sequence[tuple[str, Any]] = ()) -> str:
+    """One assistant turn as the model wrote it, from a server that split it into fields: its
+    reasoning (`reasoning_content` or `reasoning`, which servers cut out of `<think>...</think>`)
+    back inside `<think>...</think>` first, then the content, then each structured tool call as
+    `<tool_call>` text (`render_tool_call`). The whitespace between the parts is not recoverable."""
+    text = f"{THINK_PREFIX}{reasoning}</think>" if reasoning else ""
+    text += content
+    return text + "".join(render_tool_call(name, arguments) for name, arguments in tool_calls)
+
+
 def close_stopped_turn(text: str, matched_stop: str | None) -> str:
     """The turn as stored: `text` with the stop string that ended it, when one did (`matched_stop`,
     from the policy) and the server stripped it. A turn that ended any other way is unchanged."""

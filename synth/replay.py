@@ -15,6 +15,7 @@ Stop strings behave as vLLM's: the text is cut at the first one, which `stop_rea
 the end of the turn) and `include_stop_str_in_output` keeps; a request whose last message is a partial
 assistant turn with `continue_final_message` (and `add_generation_prompt: false`) gets the scripted
 turn continued after that prefix. The judge persona answers the judge prompt with yes or no.
+`/v1/models` lists the personas as vLLM lists a served model (`root`: the scripts file).
 
 Protocol profiles (`synth.profile`): a conversation whose system prompt is a shipped profile's is
 held to that profile: every observation (a user turn after the first) must read as one of its
@@ -65,6 +66,10 @@ class ReplaySettings:
     faults: tuple[str, ...] = ("429", "500", "hang", "drop", "malformed", "empty")
     hang_s: float = 30.0
     retry_after_s: float = 0.05
+    faults_after: int = 0  # requests answered without faults first (a server that fails mid-run)
+    # Request fields refused as `transformers serve` refuses them: `stop` with HTTP 500 and a plain
+    # "Internal Server Error", any other with 422 naming it (servers that differ from vLLM).
+    refuse_fields: tuple[str, ...] = ()
 
 
 def _draw(*parts: Any) -> float:
@@ -243,7 +248,8 @@ def create_app(settings: ReplaySettings) -> FastAPI:
     fault_rng = random.Random(settings.seed)
     # `in_flight` / `max_in_flight`: requests being answered now, and the most at once (what a
     # concurrency limit on the clients' side must bound).
-    stats: dict[str, int] = {"requests": 0, "answered": 0, "in_flight": 0, "max_in_flight": 0, **{f"fault_{kind}": 0 for kind in FAULTS}}
+    stats: dict[str, int] = {"requests": 0, "answered": 0, "in_flight": 0, "max_in_flight": 0, "model_listings": 0,
+                             **{f"fault_{kind}": 0 for kind in FAULTS}}
 
     @app.get("/stats")
     async def get_stats() -> dict[str, int]:
@@ -251,9 +257,13 @@ def create_app(settings: ReplaySettings) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
+        # As vLLM: `root` names what is served (here the scripts), `created` is the time of the request.
+        stats["model_listings"] += 1
+        root = str(settings.scripts_path.resolve())
         return {
             "object": "list",
-            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "open-deepeyes-replay"} for name in personas],
+            "data": [{"id": name, "object": "model", "created": int(time.time()), "owned_by": "open-deepeyes-replay", "root": root,
+                      "parent": None} for name in personas],
         }
 
     @app.post("/v1/chat/completions")
@@ -267,7 +277,8 @@ def create_app(settings: ReplaySettings) -> FastAPI:
 
     async def answer(body: dict[str, Any]) -> Any:
         stats["requests"] += 1
-        if settings.fault_rate and settings.faults and fault_rng.random() < settings.fault_rate:
+        faulty = stats["requests"] > settings.faults_after
+        if faulty and settings.fault_rate and settings.faults and fault_rng.random() < settings.fault_rate:
             kind = fault_rng.choice(settings.faults)
             stats[f"fault_{kind}"] += 1
             if kind == "429":
@@ -284,6 +295,11 @@ def create_app(settings: ReplaySettings) -> FastAPI:
                 return Response('{"id": "chatcmpl-x", "choices": [', media_type="application/json")
             elif kind == "empty":
                 return _completion(body.get("model", ""), "", "stop")
+        refused = sorted(set(settings.refuse_fields) & set(body))
+        if "stop" in refused:
+            return Response("Internal Server Error", status_code=500, media_type="text/plain")
+        if refused:
+            return JSONResponse(status_code=422, content={"detail": f"Unexpected fields in the request: {set(refused)}"})
         persona = personas.get(body.get("model", ""))
         if persona is None:
             return _error(404, f"model {body.get('model')!r} not served; available: {sorted(personas)}", "not_found_error")

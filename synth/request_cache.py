@@ -3,7 +3,13 @@
 A re-run after a crash (even `kill -9`) replays answered requests from the cache and sends only
 those that were in flight, so it writes exactly the rows an uninterrupted run would have written.
 SQLite in WAL mode: each response is its own committed transaction, readers never block writers.
-Empty responses are never cached (a retry may well get a real one).
+Empty responses are never cached (a retry may well get a real one), unless the length limit cut
+them (the same request gets the same cut).
+
+A key names who answered: for an endpoint, its URL and what the server tells about the served model
+(`synth.preflight.model_identity`: vLLM's `root`, the path or hub id it serves, and so on), so a
+new checkpoint served under the same name, or another server, is asked again rather than replayed;
+for a local model, its checkpoint's fingerprint.
 """
 
 from __future__ import annotations
@@ -19,16 +25,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from synth.policy import ChatPolicy, EndpointPolicy, Generation
+from synth.policy import ChatPolicy, EndpointPolicy, Generation, RequestOptions
 from synth.protocol import PROTOCOL_VERSION
 
 REQUESTS_DB = "requests.sqlite"  # a stage's request cache, in its output directory
 
 
 def request_key(model: str, params: dict[str, Any], messages: list[dict[str, Any]], images: list[bytes], tag: str = "") -> str:
-    """A digest of everything that determines a response: model, sampling parameters, the
-    conversation (images by content digest), the caller's tag (sample id and attempt), and the
-    protocol version."""
+    """A digest of everything that determines a response: who answers (`model`: the policy's
+    identity), sampling parameters, the conversation (images by content digest), the caller's tag
+    (sample id and attempt), and the protocol version."""
     canonical = {
         "tag": tag,
         "model": model,
@@ -62,7 +68,7 @@ class RequestCache:
         return Generation(row[0], row[1], row[2] or 0, matched_stop=row[3]) if row else None
 
     def put(self, key: str, generation: Generation) -> bool:
-        if not generation.text.strip():
+        if not generation.text.strip() and generation.finish_reason != "length":
             return False
         with self._lock:
             self._db.execute(
@@ -94,7 +100,7 @@ class CachedPolicy:
 
     async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:
         params = {"stop": list(stop), "max_tokens": max_tokens, "temperature": temperature, "seed": seed, "prefix": prefix}
-        key = request_key(self.policy.name, params, messages, images, tag)
+        key = request_key(getattr(self.policy, "identity", self.policy.name), params, messages, images, tag)
         loop = asyncio.get_running_loop()
         cached = await loop.run_in_executor(self._io, self.cache.get, key)
         if cached is not None:
@@ -114,12 +120,13 @@ class CachedPolicy:
 
 def open_endpoint(
     url: str, model: str, *, api_key_env: str | None, timeout_s: float, max_retries: int, max_in_flight: int,
-    cache_path: Path | None,
+    cache_path: Path | None, options: RequestOptions | None = None,
 ) -> tuple[ChatPolicy, EndpointPolicy]:
     """A stage's model: the endpoint client, behind the request cache when `cache_path` is given.
-    Returns (the policy to use, the endpoint itself for its request counters)."""
+    Returns (the policy to use, the endpoint itself for its preflight and request counters)."""
     api_key = os.environ.get(api_key_env) if api_key_env else None
-    endpoint = EndpointPolicy(url, model, api_key=api_key, timeout_s=timeout_s, max_retries=max_retries, max_in_flight=max_in_flight)
+    endpoint = EndpointPolicy(url, model, api_key=api_key, timeout_s=timeout_s, max_retries=max_retries, max_in_flight=max_in_flight,
+                              options=options)
     if cache_path is None:
         return endpoint, endpoint
     return CachedPolicy(endpoint, RequestCache(cache_path)), endpoint

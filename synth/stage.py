@@ -14,9 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import Quarantine, ShardWriter, iter_rows, merge_parts
 from synth import aio
-from synth.agent import AgentConfig, ToolBox, active_episodes, open_toolbox, run_episode, size_tool_threads
+from synth.agent import AgentConfig, ToolBox, active_episodes, first_request, open_toolbox, run_episode, size_tool_threads
 from synth.judge import Judge, JudgeConfig
 from synth.long_cot import LongCotConfig, long_cot_rows
+from synth.policy import RequestOptions
+from synth.preflight import Failures, preflight
 from synth.request_cache import REQUESTS_DB, CachedPolicy, open_endpoint
 from synth.reward import RewardConfig
 from synth.search import SearchConfig
@@ -39,6 +41,7 @@ class SynthConfig(BaseModel):
     allow_code_errors: bool = False  # keep trajectories with a failing code cell
     request_timeout_s: float = 120.0
     max_retries: int = 6  # per request: 429 (Retry-After), 5xx, time-outs, dropped, malformed, empty
+    request: RequestOptions = Field(default_factory=RequestOptions)  # send_stop, extra_body, 5xx retries
     resume: bool = True  # replay answered requests from <out>/requests.sqlite after a crash
     rows_per_shard: int = 500
     long_cot: LongCotConfig | None = None  # text-only long-CoT rows mixed in at a target ratio
@@ -72,17 +75,19 @@ Progress = Callable[[dict[str, int]], None]
 
 async def _synthesize(
     cfg: SynthConfig, search: SearchConfig, judge_cfg: JudgeConfig, samples: list[Sample], out_dir: Path,
-    quarantine: Quarantine, progress: Progress | None, reward: RewardConfig,
+    quarantine: Quarantine, progress: Progress | None, reward: RewardConfig, identity_url: str | None,
 ) -> dict[str, Any]:
     policy, endpoint = open_endpoint(
         cfg.teacher_url, cfg.teacher_model, api_key_env=cfg.api_key_env, timeout_s=cfg.request_timeout_s,
         max_retries=cfg.max_retries, max_in_flight=cfg.concurrency, cache_path=out_dir / REQUESTS_DB if cfg.resume else None,
+        options=cfg.request,
     )
     judge = Judge(judge_cfg)
     active = active_episodes(cfg.concurrency, cfg.active_episodes)
     limiter = asyncio.Semaphore(active)
     counts = {"samples": len(samples), "done": 0, "kept": 0, "rejected": 0, "failed": 0, "samples_with_trajectory": 0}
     reasons: dict[str, int] = {}
+    failures = Failures()
     kept_writer = ShardWriter(out_dir, TRAJECTORY_SCHEMA, rows_per_shard=cfg.rows_per_shard)
     reject_writer = ShardWriter(out_dir / REJECTS_DIR, TRAJECTORY_SCHEMA, rows_per_shard=cfg.rows_per_shard)
 
@@ -94,7 +99,7 @@ async def _synthesize(
                     row = await run_episode(sample, policy, tools, cfg.agent, attempt=attempt, judge=judge, reward=reward)
                 except Exception as exc:  # endpoint down after retries, bad response, ...
                     counts["failed"] += 1
-                    quarantine.add(sample.to_row(), f"teacher_failed: {type(exc).__name__}: {exc}", sample.id)
+                    quarantine.add(sample.to_row(), f"teacher_failed: {failures.add(exc)}", sample.id)
                     break
                 reason = reject_reason(row, cfg.allow_code_errors, reward)
                 if reason is None:
@@ -112,8 +117,11 @@ async def _synthesize(
         if progress is not None:
             progress(counts)
 
-    size_tool_threads(active)
     try:
+        if samples:  # nothing goes out before the endpoint answered one real request
+            await preflight(endpoint, "teacher", first_request(samples[0], cfg.agent, "synth"), identity_url, "synth.teacher_url")
+            await judge.preflight()
+        size_tool_threads(active)
         with open_toolbox(cfg.agent, search) as tools:
             await asyncio.gather(*(solve(s, tools) for s in samples))
     finally:
@@ -122,7 +130,11 @@ async def _synthesize(
     counts["requests_sent"] = endpoint.sent
     counts["requests_replayed"] = policy.replayed if isinstance(policy, CachedPolicy) else 0
     counts["request_retries"] = endpoint.retries
-    return _close(cfg, kept_writer, reject_writer, counts, reasons)
+    summary = _close(cfg, kept_writer, reject_writer, counts, reasons)
+    summary["failure_causes"] = dict(failures.causes)
+    failures.raise_if_all(len(samples), "samples", f"synthesize: teacher endpoint {cfg.teacher_url} (model {cfg.teacher_model!r})",
+                          str(out_dir / "quarantine"))
+    return summary
 
 
 def _close(cfg: SynthConfig, kept_writer: ShardWriter, reject_writer: ShardWriter, counts: dict[str, Any], reasons: dict[str, int]) -> dict[str, Any]:
@@ -144,19 +156,27 @@ def _close(cfg: SynthConfig, kept_writer: ShardWriter, reject_writer: ShardWrite
 def run_synthesize(
     cfg: SynthConfig, curated_dir: str | Path, out_dir: str | Path, search: SearchConfig | None = None,
     judge: JudgeConfig | None = None, progress: Progress | None = None, reward: RewardConfig | None = None,
+    limit: int | None = None, identity_url: str | None = None,
 ) -> dict[str, Any]:
-    """Synthesize trajectories for the curated samples of `cfg.pools`; write shards to `out_dir`.
+    """Synthesize trajectories for the curated samples of `cfg.pools` (the first `limit` of them,
+    when given); write shards to `out_dir`.
 
     `curated_dir` is a shard directory or one shard file (the flow runs a task per shard, with
     `long_cot` off, then `merge_synthesized`). `search`, `judge` and `reward` configure the tools,
-    the judge and the scoring (the pipeline shares them with GRPO and evaluation)."""
+    the judge and the scoring (the pipeline shares them with GRPO and evaluation). `identity_url`
+    stands for the teacher's URL in request-cache keys (a managed server's port changes every run).
+
+    Raises `synth.endpoint.EndpointError` (one line) when the teacher fails the preflight, or when
+    every sample failed (naming the top cause and its count; the outputs are written first)."""
     out_dir = Path(out_dir)
     started = time.time()
     quarantine = Quarantine(out_dir, "synthesize")
-    samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in cfg.pools]
-    summary = aio.run(_synthesize(cfg, search or SearchConfig(), judge or JudgeConfig(), samples, out_dir, quarantine, progress,
-                                  reward or RewardConfig()))
-    quarantine.close()
+    samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in cfg.pools][:limit]
+    try:
+        summary = aio.run(_synthesize(cfg, search or SearchConfig(), judge or JudgeConfig(), samples, out_dir, quarantine, progress,
+                                      reward or RewardConfig(), identity_url))
+    finally:
+        quarantine.close()
     summary["seconds"] = round(time.time() - started, 3)
     return summary
 

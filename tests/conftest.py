@@ -53,8 +53,8 @@ def kill_when_answered(proc, db_path: Path, target: int, timeout_s: float = 120)
     return answered
 
 
-def start_replay(world: dict, log_dir: Path, **rates) -> tuple[ManagedServer, str]:
-    port = free_port()
+def start_replay(world: dict, log_dir: Path, port: int | None = None, **rates) -> tuple[ManagedServer, str]:
+    port = port or free_port()
     command = [sys.executable, "-m", "flows.cli", "serve-replay", "--scripts", world["scripts_path"], "--port", str(port)]
     for key, value in rates.items():
         command += [f"--{key.replace('_', '-')}", str(value)]

@@ -83,6 +83,74 @@ def test_vllm_rollouts_need_a_training_environment_with_vllm(tmp_path):
     assert cfg.training.command[-1] == "launch" and cfg.grpo.vllm.url == "http://127.0.0.1:8002"
 
 
+def test_unknown_fields_get_the_closest_known_names(tmp_path):
+    path = write(tmp_path, GOOD + "  agent: {max_turn: 3, kernel: {timeout: 5}}\nevall: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "synth.agent.max_turn: unknown field; did you mean 'max_turns'?" in message
+    assert "synth.agent.kernel.timeout: unknown field; did you mean 'timeout_s'?" in message
+    assert "evall: unknown field; did you mean 'eval'?" in message
+
+
+def test_an_explicit_teacher_url_beside_a_replay_section_is_refused(tmp_path):
+    """A copy of configs/demo.yaml with synth.teacher_url set: the replay server would answer and the
+    user's server get no request, so the config is refused in one line (issue 17)."""
+    from flows.config import demo_config_text
+
+    text = demo_config_text().replace("synth:\n", "synth:\n  teacher_url: http://127.0.0.1:8011/v1\n", 1)
+    with pytest.raises(ConfigError, match=r"synth.teacher_url and replay: both name the teacher") as info:
+        load_config(write(tmp_path, text))
+    assert "\n" not in str(info.value)
+    student = demo_config_text().replace("  student_model: demo-student", "  student_url: http://127.0.0.1:8011/v1\n  student_model: demo-student")
+    with pytest.raises(ConfigError, match=r"probe.student_url and replay: both name the student"):
+        load_config(write(tmp_path, student))
+    assert load_demo_config().synth.teacher_model == "demo-teacher"  # the demo itself names one teacher
+
+
+@pytest.mark.parametrize("field,text", [
+    ("synth.teacher_url", "synth: {teacher_url: 'localhost:8000/v1'}\n"),
+    ("eval.model_url", "eval: {model_url: '127.0.0.1:8000/v1', model_name: m}\n"),
+    ("judge.llm_url", "judge: {llm_url: 'ftp://host/v1', llm_model: j}\n"),
+])
+def test_a_url_without_http_is_named_before_any_work(tmp_path, field, text):
+    config = "curate: {sources: [{path: s.jsonl}]}\n" + text
+    (tmp_path / "s.jsonl").write_text("")
+    with pytest.raises(ConfigError, match=rf"{field}: '.*' is not an http:// or https:// URL"):
+        load_config(write(tmp_path, config))
+
+
+def test_benchmarks_are_checked_before_any_work(tmp_path):
+    base = GOOD + "eval:\n  data_root: " + str(tmp_path / "data") + "\n"
+    with pytest.raises(ConfigError, match=r"eval.benchmarks\[0\]: unknown benchmark 'vstar-typo'"):
+        load_config(write(tmp_path, base + "  benchmarks: [vstar-typo]\n"))
+    with pytest.raises(ConfigError, match=r"eval.benchmarks\[0\] \(mathvista\): data file not found: .*MathVista_MINI.tsv"):
+        load_config(write(tmp_path, base + "  benchmarks: [mathvista]\n"))
+    (tmp_path / "broken.yaml").write_text("name: b\nsource: {kind: tsv}\n")
+    with pytest.raises(ConfigError, match=r"eval.benchmarks\[0\]: .*broken.yaml"):
+        load_config(write(tmp_path, base + f"  benchmarks: [{tmp_path / 'broken.yaml'}]\n"))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "MathVista_MINI.tsv").write_text("index\tquestion\tanswer\n")
+    assert load_config(write(tmp_path, base + "  benchmarks: [mathvista]\n")).eval.benchmarks == ["mathvista"]
+
+
+def test_an_unknown_source_kind_and_a_mapping_to_a_missing_column_are_named_before_any_work(tmp_path):
+    from tests.curate_cli import curate
+
+    source = tmp_path / "s.jsonl"
+    source.write_text('{"query": "How many?", "label": "4"}\n' * 3)
+    unknown = curate("--source", f"parquet:{source}", "--out", str(tmp_path / "a"))
+    assert unknown.code == 2 and "unknown source kind 'parquet' (kinds: jsonl, json, tsv, hf" in unknown.error
+    missing = curate("--source", f"{source},fields.question=query,fields.answer=answer_text,category=reasoning", "--out", str(tmp_path / "b"))
+    assert missing.code == 2 and "fields.answer: 'answer_text': no such column in its first rows (columns: label, query)" in missing.error
+    assert not (tmp_path / "b").exists()  # refused before any work
+    ok = curate("--source", f"{source},fields.question=query,fields.answer=label,category=reasoning", "--out", str(tmp_path / "c"))
+    assert ok.code == 0 and ok.summary["counts"]["rows_in"] == 3
+    config = write(tmp_path, f"curate: {{sources: [{{path: {source}, category: reasoning, fields: {{question: query, answer: ans}}}}]}}\n")
+    with pytest.raises(ConfigError, match=r"curate.sources\[0\].fields: source 's': fields.answer: 'ans': no such column"):
+        load_config(config)
+
+
 def test_disk_weight_sync_needs_no_vllm_here(tmp_path):
     """`grpo.vllm.weight_sync: disk` reloads the weights through HTTP: the pipeline's own environment trains."""
     cfg = load_config(write(tmp_path, GOOD + "grpo:\n  vllm: {url: 'http://127.0.0.1:8002', weight_sync: disk}\n"))

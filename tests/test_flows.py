@@ -72,46 +72,220 @@ def test_shard_tasks_on_a_dask_cluster_give_the_thread_runners_rows(world, slow_
     assert comparable(read_table(on_dask / "synthesize" / "rejects"), timing) == comparable(read_table(threads / "synthesize" / "rejects"), timing)
 
 
-def test_deploy_registers_a_scheduled_deployment_and_checks_the_config_first(world, tmp_path):
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """A real Prefect server (`prefect server start`), as `deepeyes deploy` needs: its API URL."""
+    import signal
+    import time
+
+    from synth.endpoint import free_port
+
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(home),
+                                                                           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    prefect = os.path.join(os.path.dirname(sys.executable), "prefect")
+    with open(home / "server.log", "wb") as log:
+        proc = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    api = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, (home / "server.log").read_text()[-2000:]
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        yield api
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_deploy_registers_a_scheduled_deployment_and_checks_the_config_first(world, prefect_server, tmp_path):
+    api = prefect_server
     config = tmp_path / "weekly.yaml"
     config.write_text(flow_config(world, "http://127.0.0.1:9/v1", {}))
-    home = tmp_path / "prefect-home"
-    done = run_cli(["deploy", str(config), "--flow", "synthesize", "--name", "weekly", "--cron", "0 3 * * 1", "--work-pool", "test-pool",
-                    "--run-dir", str(tmp_path / "runs")], home)
+    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "client-home")}
+    run = lambda args: subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env, timeout=300)  # noqa: E731
+    done = run(["deploy", str(config), "--flow", "synthesize", "--name", "weekly", "--cron", "0 3 * * 1", "--work-pool", "test-pool",
+                "--run-dir", str(tmp_path / "runs")])
     assert done.returncode == 0, done.stderr[-3000:]
     assert "synthesize/weekly" in done.stdout and "0 3 * * 1" in done.stdout
-    query = ("import json\nfrom flows.prefect_env import configure_prefect_env\nconfigure_prefect_env()\n"
-             "from prefect.client.orchestration import get_client\n"
+    query = ("import json\nfrom prefect.client.orchestration import get_client\n"
              "with get_client(sync_client=True) as client:\n"
              "    d = client.read_deployment_by_name('synthesize/weekly')\n"
              "    print(json.dumps({'pool': d.work_pool_name, 'crons': [s.schedule.cron for s in d.schedules], 'params': d.parameters,"
              " 'pool_type': client.read_work_pool('test-pool').type}))")
-    found = subprocess.run([sys.executable, "-c", query], capture_output=True, text=True, env={**os.environ, "PREFECT_HOME": str(home)},
-                           timeout=180)
+    found = subprocess.run([sys.executable, "-c", query], capture_output=True, text=True, env=env, timeout=180)
     assert found.returncode == 0, found.stderr[-2000:]
     deployment = json.loads(found.stdout.strip().splitlines()[-1])
     assert deployment == {"pool": "test-pool", "crons": ["0 3 * * 1"], "pool_type": "process",
                           "params": {"config": str(config), "run_dir": str(tmp_path / "runs")}}
+    assert not (tmp_path / "client-home").exists() or not list((tmp_path / "client-home").glob("*.db"))  # nothing local
 
     config.write_text(config.read_text().replace("concurrency: 2", "concurrency: 0"))
-    bad = run_cli(["deploy", str(config), "--name", "broken", "--work-pool", "test-pool"], home)
+    bad = run(["deploy", str(config), "--name", "broken", "--work-pool", "test-pool"])
     assert bad.returncode == 2 and "synth.concurrency" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_a_task_whose_endpoint_fails_every_sample_is_retried_then_fails_the_run(world, tmp_path):
+def test_deploy_without_a_running_prefect_server_says_how_to_start_one(world, tmp_path):
+    config = tmp_path / "weekly.yaml"
+    config.write_text(flow_config(world, "http://127.0.0.1:9/v1", {}))
+    home = tmp_path / "prefect-home"
+    base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    cases = {
+        "none configured": ({**base, "PREFECT_HOME": str(home)}, ["--cron", "0 3 * * 1"],
+                            "needs a Prefect server and none is configured (PREFECT_API_URL is not set)"),
+        "a stopped server": ({**base, "PREFECT_HOME": str(home), "PREFECT_API_URL": "http://127.0.0.1:9/api"}, [],
+                             "the Prefect server at http://127.0.0.1:9/api does not answer"),
+        "a bad cron string": ({**base, "PREFECT_HOME": str(home), "PREFECT_API_URL": "http://127.0.0.1:9/api"}, ["--cron", "0 3 * *"],
+                              "--cron: '0 3 * *' is not a cron expression"),
+        "a bad time zone": ({**base, "PREFECT_HOME": str(home)}, ["--cron", "0 3 * * 1", "--timezone", "Mars/Olympus"],
+                            "--timezone: unknown time zone 'Mars/Olympus'"),
+    }
+    for case, (env, args, expected) in cases.items():
+        done = subprocess.run([sys.executable, "-m", "flows.cli", "deploy", str(config), *args], capture_output=True, text=True, env=env,
+                              timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and expected in lines[0], (case, done.stderr[-2000:])
+        assert "prefect server start" in lines[0] or "cron" in case or "zone" in case
+    assert not list(home.rglob("*.db"))  # nothing was registered into a throwaway database
+
+
+def test_prefect_keeps_its_local_database_in_its_own_home_not_in_the_venv(tmp_path):
+    query = ("from flows.prefect_env import configure_prefect_env\nconfigure_prefect_env()\n"
+             "from prefect.settings import get_current_settings\nprint(get_current_settings().home)")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"} | {"HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", query], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    home = done.stdout.strip().splitlines()[-1]
+    assert home == str(tmp_path / ".prefect") and not home.startswith(sys.prefix)
+
+
+def one_error_line(stderr: str) -> str:
+    """The command's error line, after checking it is the only line about the failure (progress
+    bars aside): no traceback, no log records."""
+    lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and "task/s]" not in line and "|" not in line[:40]]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in stderr and "ERROR" not in stderr, stderr[-3000:]
+    return lines[0]
+
+
+def _shards_with(run, pool):
+    from curation.shards import shard_files
+
+    return sum(1 for f in shard_files(run / "curate") if any(r["pool"] == pool for r in read_table(f).to_pylist()))
+
+
+@pytest.fixture(scope="module")
+def curated_run(world, tmp_path_factory):
+    """A run directory after the curate flow of `flow_config` (shards of three rows), to copy."""
+    root = tmp_path_factory.mktemp("curated-run")
+    config = root / "c.yaml"
+    config.write_text(flow_config(world, "http://127.0.0.1:9/v1", {}))
+    done = run_cli(["run", str(config), "--flow", "curate", "--run-dir", str(root / "run")], root / "prefect-home")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "run"
+
+
+def copy_of(run, tmp_path):
+    import shutil
+
+    shutil.copytree(run / "curate", tmp_path / "run" / "curate")
+    return tmp_path / "run"
+
+
+def test_an_endpoint_that_may_recover_is_retried_and_one_that_cannot_fails_the_run_at_once(world, curated_run, tmp_path):
     server, url = start_replay(world, tmp_path, fault_rate=1.0, faults="500")
+    stats_url = url.removesuffix("/v1") + "/stats"
     try:
         config = tmp_path / "down.yaml"
         config.write_text(flow_config(world, url, {"retries": 2, "retry_delay_s": 0}).replace("attempts: 1,", "attempts: 1, max_retries: 0,"))
-        run = tmp_path / "run"
-        curated = run_cli(["run", str(config), "--flow", "curate", "--run-dir", str(run)], tmp_path / "prefect-home")
-        assert curated.returncode == 0, curated.stderr[-3000:]
-        done = run_cli(["run", str(config), "--flow", "synthesize", "--run-dir", str(run)], tmp_path / "prefect-home")
-        requests = httpx.get(url.removesuffix("/v1") + "/stats").json()["requests"]
+        run = copy_of(curated_run, tmp_path)
+        down = run_cli(["run", str(config), "--flow", "synthesize", "--run-dir", str(run)], tmp_path / "prefect-home")
+        after_down = httpx.get(stats_url).json()
+        # A wrong model name never gets better: no retry, however many are configured.
+        config.write_text(config.read_text().replace("synth: {", "synth: {teacher_model: nope, "))
+        wrong = run_cli(["run", str(config), "--flow", "synthesize", "--run-dir", str(run)], tmp_path / "prefect-home")
+        after_wrong = httpx.get(stats_url).json()
     finally:
         server.stop()
-    assert done.returncode == 2 and "failed every sample" in done.stderr and "Traceback" not in done.stderr
-    # Every shard task with samples ran three times (two retries), one request per sample each time.
-    coldstart = sum(1 for row in read_table(run / "curate").to_pylist() if row["pool"] == "coldstart")
-    assert coldstart > 0 and requests == 3 * coldstart
+    shards = _shards_with(run, "coldstart")
+    assert shards > 1
+    assert down.returncode == 2 and one_error_line(down.stderr).startswith(
+        f"error: teacher endpoint {url} (model 'demo-teacher'): the first request failed (HTTP 500: internal error (injected))")
+    # The preflight of every shard task ran three times (two task retries): the stage's request under
+    # its retry policy (max_retries: 0 here), then the same without `stop` to see whether the server
+    # refuses that field. No sample went out.
+    assert after_down["requests"] == 3 * (1 + 1) * shards
     assert not list((run / "synthesize").glob("part-*.parquet"))  # nothing merged, nothing cached as done
+    assert wrong.returncode == 2 and "model 'nope' is not served there; it serves: 'demo-teacher'" in one_error_line(wrong.stderr)
+    assert after_wrong["model_listings"] - after_down["model_listings"] == shards and after_wrong["requests"] == after_down["requests"]
+
+
+def test_a_shard_with_failed_samples_is_not_cached_and_a_rerun_retries_exactly_them(world, tmp_path):
+    """A teacher that died mid-shard, then the same command again (issue 17)."""
+    from curation.shards import shard_files
+    from synth.endpoint import free_port
+    from tests.test_resume_and_faults import rows_signature
+
+    port = free_port()
+    answered_before_death = 5
+    # The first request is the preflight; the teacher answers four more, then fails every request.
+    dying, url = start_replay(world, tmp_path / "dying", port=port, fault_rate=1.0, faults="500", faults_after=answered_before_death)
+    synth = "{teacher_url: \"URL\", attempts: 1, concurrency: 1, active_episodes: 1, max_retries: 0, request: {server_error_retries: 0}, " \
+            "agent: {max_turns: 5, max_tokens_per_turn: 512}}".replace("URL", url)
+    config = tmp_path / "c.yaml"
+    config.write_text(flow_config(world, url, {"retries": 0}).replace("rows_per_shard: 3", "rows_per_shard: 100")
+                      .replace(flow_config(world, url, {}).split("synth: ")[1].split("\n")[0], synth))
+    run, home = tmp_path / "run", tmp_path / "prefect-home"
+    try:
+        assert run_cli(["run", str(config), "--flow", "curate", "--run-dir", str(run)], home).returncode == 0
+        died = run_cli(["run", str(config), "--flow", "synthesize", "--run-dir", str(run)], home)
+    finally:
+        dying.stop()
+    assert died.returncode == 0, died.stderr[-3000:]
+    [shard_out] = list((run / "synthesize" / "_shards").iterdir())
+    first = json.loads((shard_out / "_manifest.json").read_text())
+    assert 0 < first["counts"]["failed"] < first["counts"]["samples"] and len(shard_files(run / "curate")) == 1
+    assert first["lineage"]["key"] is None  # not a complete cache entry
+    before = {row[0]: row for row in rows_signature(shard_out)}
+
+    restarted, _ = start_replay(world, tmp_path / "restarted", port=port)
+    try:
+        again = run_cli(["run", str(config), "--flow", "synthesize", "--run-dir", str(run)], home)
+        sent = httpx.get(url.removesuffix("/v1") + "/stats").json()["requests"]
+    finally:
+        restarted.stop()
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "cached:" not in again.stdout or "synthesize" not in again.stdout.split("cached:")[1]
+    second = json.loads((shard_out / "_manifest.json").read_text())
+    counts = second["counts"]
+    assert counts["failed"] == 0 and counts["done"] == counts["samples"] == first["counts"]["samples"]
+    # Exactly the failed samples' requests went out again (and the preflight); the answered ones were replayed.
+    assert counts["requests_replayed"] == answered_before_death - 1 and counts["requests_sent"] == sent - 1
+    after = {row[0]: row for row in rows_signature(shard_out)}
+    assert {k: after[k] for k in before} == before and len(after) == counts["samples"]  # the rest reused as it was
+    assert second["lineage"]["key"] is not None  # complete now: the next run takes it from the cache
+
+
+def test_an_evaluation_endpoint_that_fails_ends_deepeyes_run_with_one_line(world, curated_run, tmp_path):
+    """`deepeyes run` with an evaluation model URL whose server returns 500 (issue 17: about 230
+    lines of tracebacks before)."""
+    from flows import lineage
+
+    server, url = start_replay(world, tmp_path, fault_rate=1.0, faults="500")
+    config = tmp_path / "eval.yaml"
+    config.write_text(flow_config(world, "http://127.0.0.1:9/v1", {"retries": 0})
+                      + f"eval: {{model_url: \"{url}\", model_name: demo-teacher}}\n")
+    run, home = copy_of(curated_run, tmp_path), tmp_path / "prefect-home"
+    try:
+        # The run's SFT stage recorded its checkpoint (evaluation through an endpoint only names it).
+        lineage.record(run / "sft", "sft", {}, [], 0.0, key=None, result={"checkpoint": str(tmp_path / "checkpoint")})
+        done = run_cli(["run", str(config), "--flow", "evaluate", "--run-dir", str(run)], home)
+    finally:
+        server.stop()
+    assert done.returncode == 2
+    assert f"evaluated model endpoint {url} (model 'demo-teacher'): the first request failed (HTTP 500" in one_error_line(done.stderr)

@@ -1,10 +1,13 @@
 """Synthesis through the replay server: the agent loop, live tools, verification, shards."""
 
+import time
+
 import datasets
 import pytest
 
 from curation.shards import read_manifest, read_table
 from synth.agent import AgentConfig
+from synth.endpoint import EndpointError
 from synth.search import SearchConfig
 from synth.judge import JudgeConfig
 from synth.stage import SynthConfig, run_synthesize
@@ -81,13 +84,46 @@ def test_faulty_teacher_outputs_are_rejected_with_reasons(world, curated, tmp_pa
     assert all(r["correct"] and all(c["outcome"] == "ok" for c in r["tool_calls"]) for r in kept)
 
 
-def test_an_unreachable_teacher_quarantines_samples_instead_of_crashing(world, curated, tmp_path):
-    cfg = synth_config("http://127.0.0.1:9/v1", max_retries=0, request_timeout_s=2)
-    summary = run_synthesize(cfg, curated, tmp_path / "out", search_config(world))
-    assert summary["counts"]["failed"] == 9 and summary["counts"]["kept"] == 0
+def test_an_unreachable_teacher_fails_the_preflight_in_one_line_before_any_work(world, curated, tmp_path):
+    cfg = synth_config("http://127.0.0.1:9/v1", max_retries=6, request_timeout_s=60)
+    started = time.monotonic()
+    with pytest.raises(EndpointError) as info:
+        run_synthesize(cfg, curated, tmp_path / "out", search_config(world))
+    message = str(info.value)
+    assert time.monotonic() - started < 10 and "\n" not in message
+    # A refused connection is named as such (the aiohttp transport calls it a time-out).
+    assert "http://127.0.0.1:9/v1" in message and "connection refused" in message and "time" not in message
+
+
+def test_a_teacher_failing_mid_run_quarantines_samples_with_the_servers_words(world, curated, tmp_path):
+    server, url = start_replay(world, tmp_path, fault_rate=0.5, faults="500", faults_after=1, seed=3)
+    try:
+        summary = run_synthesize(synth_config(url, attempts=1, max_retries=0), curated, tmp_path / "out", search_config(world))
+    finally:
+        server.stop()
+    counts = summary["counts"]
+    assert 0 < counts["failed"] < 9 and counts["kept"] + counts["failed"] == 9
     reasons = read_table(tmp_path / "out" / "quarantine").column("reason").to_pylist()
-    # (aiohttp reports a refused connection as a time-out; both are openai.APIConnectionError)
-    assert all(r.startswith(("teacher_failed: APIConnectionError", "teacher_failed: APITimeoutError")) for r in reasons)
+    assert len(reasons) == counts["failed"]
+    assert set(reasons) == {"teacher_failed: HTTP 500: internal error (injected)"}
+    assert summary["failure_causes"] == {"HTTP 500: internal error (injected)": counts["failed"]}
+
+
+def test_a_stage_whose_samples_all_fail_raises_the_top_cause_and_retries_a_5xx_a_bounded_number_of_times(world, curated, tmp_path):
+    import httpx
+
+    server, url = start_replay(world, tmp_path, fault_rate=1.0, faults="500", faults_after=1)
+    try:
+        with pytest.raises(EndpointError) as info:
+            run_synthesize(synth_config(url, attempts=1, max_retries=6), curated, tmp_path / "out", search_config(world))
+        requests = httpx.get(url.removesuffix("/v1") + "/stats").json()["requests"]
+    finally:
+        server.stop()
+    assert str(info.value).startswith(f"synthesize: teacher endpoint {url} (model 'demo-teacher'): all 9 samples failed; "
+                                      "top cause: HTTP 500: internal error (injected) (9 of 9)")
+    # The preflight, then each sample once and twice more (request.server_error_retries), not 1 + max_retries times.
+    assert requests == 1 + 9 * 3
+    assert len(read_table(tmp_path / "out" / "quarantine")) == 9  # the outputs are written before the stage fails
 
 
 def test_the_turn_limit_ends_an_episode(world, curated, replay_url, tmp_path):

@@ -33,7 +33,7 @@ from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import iter_rows
 from synth import aio
 from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
-from synth.judge import Judge, JudgeConfig
+from synth.judge import Judge, JudgeConfig, check_judge
 from synth.profile import IMAGE_SLOT, Profile, load_profile
 from synth.protocol import load_prompts
 from synth.reward import RewardConfig
@@ -426,6 +426,7 @@ def run_grpo(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = load_prompts_dataset(curated_dir, cfg.pools, cfg.agent, cfg.max_samples)
+    check_judge(judge or JudgeConfig())  # an LLM judge that cannot answer fails here, not in the first reward
     processor = AutoProcessor.from_pretrained(model_path)
     apply_pixel_budget(processor, cfg.max_pixels)
     model = AutoModelForImageTextToText.from_pretrained(model_path)
