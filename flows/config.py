@@ -22,6 +22,7 @@ from eval.benchmarks import BenchmarkError, load_spec
 from eval.stage import EvalConfig
 from flows.launcher import TrainingLauncher
 from flows.orchestration import OrchestrationConfig
+from flows.user_input import InputFileError, bools_for_numbers, load_yaml, read_text_file, yaml_error_line
 from synth.endpoint import EndpointError
 from synth.judge import JudgeConfig
 from synth.preflight import check_url
@@ -262,17 +263,18 @@ def parse_config(
 ) -> PipelineConfig:
     try:
         node = yaml.compose(text)
-        raw = yaml.safe_load(text) or {}
+        raw = load_yaml(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{source}: not valid YAML: {yaml_error_line(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     raw.update(overrides or {})
     _resolve_paths(raw, base_dir)
     try:
+        bools = bools_for_numbers(PipelineConfig, raw)
         config = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = []
+        lines = [f"{source}:{_line_of(node, loc)}: {'.'.join(map(str, loc))}: a number is expected, not a boolean" for loc in bools]
         for error in exc.errors():
             loc = tuple(error["loc"])
             where = ".".join(str(p) for p in loc) or "(top level)"
@@ -280,6 +282,9 @@ def parse_config(
             message = unknown_field_message(loc) if error["type"] == "extra_forbidden" else error["msg"]
             lines.append(f"{source}{f':{line}' if line else ''}: {where}: {message}")
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+    if bools:  # pydantic's lax mode read them as 0 and 1
+        raise ConfigError("invalid config:\n  " + "\n  ".join(
+            f"{source}:{_line_of(node, loc)}: {'.'.join(map(str, loc))}: a number is expected, not a boolean" for loc in bools))
     try:
         if check:  # off when a command uses one section and checks its own inputs
             config.check()
@@ -290,9 +295,11 @@ def parse_config(
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None, check: bool = True) -> PipelineConfig:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    return parse_config(path.read_text(), str(path), path.parent.resolve(), overrides, check)
+    try:
+        text = read_text_file(path, "config file")
+    except InputFileError as exc:
+        raise ConfigError(str(exc)) from None
+    return parse_config(text, str(path), path.parent.resolve(), overrides, check)
 
 
 def demo_config_text() -> str:
