@@ -229,8 +229,9 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
     typer.echo(f"run {run_dir}" + (f" (took {total:.1f} s)" if total else ""))
     for row in run_status(run_dir):
         launched = f"; launcher log {row['launch_log']}" if "launch_log" in row else ""
-        if row["state"] in ("missing", "incomplete"):
-            typer.echo(f"  {row['stage']:<11} {row['state']}{launched}")
+        if row["state"] in ("missing", "incomplete", "corrupt"):
+            problem = f": {row['problem']}; the next run runs the stage again" if "problem" in row else ""
+            typer.echo(f"  {row['stage']:<11} {row['state']}{problem}{launched}")
             continue
         shown, more = row["changed_inputs"][:5], len(row["changed_inputs"]) - 5
         changed = f"; changed since: {', '.join(shown)}" + (f" and {more} more" if more > 0 else "") if shown else ""
@@ -487,7 +488,7 @@ def sandbox_exec(
 
     from flows.user_input import InputFileError, read_text_file
 
-    code = read_text_file(file, "FILE")
+    code = read_text_file(file, "file")
     images = []
     for path in image or []:
         if not path.is_file():
