@@ -114,15 +114,23 @@ def _deadline(seconds: float | None):
     """Raise `CellTimeout` in this (the main) thread after `seconds` of wall time, so a cell that
     runs too long stops with what it printed so far. Code stuck in C does not see the signal: the
     pipeline's own deadline, a little later, kills the session then (and its output is lost)."""
+    import os
     import signal
     import threading
+    import time
 
     if not seconds or threading.current_thread() is not threading.main_thread():
         yield
         return
 
+    ends = time.monotonic() + seconds
+
     def _raise(signum, frame):
-        raise CellTimeout
+        if time.monotonic() >= ends - 0.05:
+            raise CellTimeout
+        # The cell's own alarm (`signal.alarm`): what it would do without us, end the session.
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGALRM)
 
     previous = signal.signal(signal.SIGALRM, _raise)
     signal.setitimer(signal.ITIMER_REAL, seconds)
