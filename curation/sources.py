@@ -208,6 +208,9 @@ def read_table_file(path: Path, required: set[str], what: str = "file") -> list[
 
         located = [(f"row {i}", row) for i, row in enumerate(pq.read_table(path).to_pylist())]
     else:
+        encoding = wide_encoding(path)
+        if encoding:
+            raise TableFileError(f"{what} {path} is {encoding} text: save it as UTF-8")
         located = []
         with open(path, "rb") as handle:
             for line_no, raw in enumerate(handle, 1):
@@ -404,6 +407,13 @@ def _file_kind_hint(path: Path) -> str:
         head = handle.read(512)
     if head.startswith(b"PAR1"):
         return " (it looks like Parquet: use `kind: hf, path: parquet, data_files: [FILE]`)"
+    try:
+        head.decode("utf-8")
+        binary = b"\x00" in head
+    except UnicodeDecodeError as exc:
+        binary = exc.start < len(head) - 3  # not a character cut at the end of the sample
+    if binary:
+        return " (it is not text: a binary file?)"
     first = head.splitlines()[0] if head.strip() else b""
     if b"\t" in first:
         return " (it looks like TSV: use `kind: tsv`)"

@@ -196,3 +196,12 @@ def test_a_config_that_is_not_utf8_text_is_named_in_one_line(tmp_path, content, 
     assert str(raised.value) == expected.format(path=path)
     done = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(path), "--dry-run"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip() == "error: " + expected.format(path=path)
+
+
+def test_a_benchmark_definition_that_is_not_text_is_named(tmp_path):
+    (tmp_path / "bench.yaml").write_bytes(b"\xea\x01\x9cnot yaml")
+    config = write(tmp_path, f"eval:\n  benchmarks: [{tmp_path / 'bench.yaml'}]\n  model_url: http://x/v1\n  model_name: m\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert str(raised.value) == (f"{config}: eval.benchmarks[0]: {tmp_path / 'bench.yaml'}: not UTF-8 text (invalid continuation byte "
+                                 "at byte 0); a benchmark definition is YAML")

@@ -396,3 +396,16 @@ def test_a_decompression_bomb_is_image_too_large_and_a_file_that_is_no_image_has
     assert reasons["bomb"].startswith("image_too_large: exceeds 64000000 pixels (Image size (400000000 pixels) exceeds limit")
     assert reasons["text"] == "image_undecodable: not an image format pillow knows"
     assert [row["id"] for row in read_table(tmp_path / "out").to_pylist()] == ["ok"]
+
+
+def test_a_binary_file_given_as_a_source_or_a_corpus_is_named_as_such(tmp_path):
+    from curation.sources import TableFileError, read_table_file
+
+    (tmp_path / "blob.jsonl").write_bytes(bytes(range(256)) * 4)
+    done = curate("--source", f"jsonl:{tmp_path / 'blob.jsonl'}", "--out", str(tmp_path / "out"))
+    assert done.code == 2 and done.error.startswith(f"error: source 'blob': {tmp_path / 'blob.jsonl'} is neither JSON Lines nor")
+    assert done.error.endswith("(it is not text: a binary file?)")
+    (tmp_path / "corpus.jsonl").write_bytes(json.dumps({"title": "t", "url": "u", "text": "x"}).encode("utf-16"))
+    with pytest.raises(TableFileError) as raised:
+        read_table_file(tmp_path / "corpus.jsonl", {"title"}, "search corpus")
+    assert str(raised.value) == f"search corpus {tmp_path / 'corpus.jsonl'} is UTF-16 text: save it as UTF-8"
