@@ -111,6 +111,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         typer.echo(f"curate:     {curate['rows_in']} rows in, {curate['rows_out']} out; dropped {curate['invalid']} invalid, "
                    f"{curate['duplicates']} duplicates, {curate.get('near_duplicates', 0)} near duplicates, "
                    f"{curate.get('contaminated', 0)} contaminated")
+        for warning in stages["curate"].get("warnings", []):
+            typer.echo(f"warning:    {warning}")
     if "probe" in stages:
         probe = stages["probe"]["counts"]
         typer.echo(f"probe:      {probe['samples']} samples x {probe['episodes'] // max(1, probe['samples'])} student episodes, "
