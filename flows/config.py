@@ -271,10 +271,11 @@ def parse_config(
     raw.update(overrides or {})
     _resolve_paths(raw, base_dir)
     try:
-        bools = bools_for_numbers(PipelineConfig, raw)
+        # pydantic's lax mode reads `true` as 1 where a number is wanted: refused with the other mistakes.
+        lines = [f"{source}{f':{line}' if (line := _line_of(node, loc)) else ''}: {'.'.join(map(str, loc))}: a number is expected, "
+                 "not a boolean" for loc in bools_for_numbers(PipelineConfig, raw)]
         config = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{source}:{_line_of(node, loc)}: {'.'.join(map(str, loc))}: a number is expected, not a boolean" for loc in bools]
         for error in exc.errors():
             loc = tuple(error["loc"])
             where = ".".join(str(p) for p in loc) or "(top level)"
@@ -282,9 +283,8 @@ def parse_config(
             message = unknown_field_message(loc) if error["type"] == "extra_forbidden" else error["msg"]
             lines.append(f"{source}{f':{line}' if line else ''}: {where}: {message}")
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
-    if bools:  # pydantic's lax mode read them as 0 and 1
-        raise ConfigError("invalid config:\n  " + "\n  ".join(
-            f"{source}:{_line_of(node, loc)}: {'.'.join(map(str, loc))}: a number is expected, not a boolean" for loc in bools))
+    if lines:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
     try:
         if check:  # off when a command uses one section and checks its own inputs
             config.check()
