@@ -7,7 +7,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,10 @@ def validate_image(data: bytes, limits: ImageLimits) -> bytes:
             return _validate(data, limits)
     except ImageRejected:
         raise
+    except UnidentifiedImageError:  # its message holds the buffer's address: no use in a reason
+        raise ImageRejected("image_undecodable: not an image format pillow knows") from None
+    except Image.DecompressionBombError as exc:  # above pillow's hard ceiling (2 x MAX_IMAGE_PIXELS): too large, not broken
+        raise ImageRejected(f"image_too_large: exceeds {limits.max_pixels} pixels ({exc})") from None
     except Exception as exc:  # any decoder or metadata failure is the file's, never a crashed scan
         raise ImageRejected(f"image_undecodable: {type(exc).__name__}: {exc}") from None
 

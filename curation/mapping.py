@@ -21,6 +21,7 @@ quarantine reason (`missing_category: ...`, `invalid_answer: ...`).
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from typing import Any, Literal, get_args
@@ -68,6 +69,35 @@ def lookup(row: dict[str, Any], path: str) -> Any:
         if value is _MISSING:
             return None
     return value
+
+
+def ours_lower(value: Any) -> Any:
+    """One of our categories or answer types as we spell it (lower case) when given in another case
+    (`Perception`, `NUMBER`); anything else unchanged, for the field's own check to refuse."""
+    if isinstance(value, str) and value.strip().lower() in (*CATEGORIES, *ANSWER_TYPES):
+        return value.strip().lower()
+    return value
+
+
+def category_names(names: Any, field: str) -> Any:
+    """Config keys or values that name our categories (a select `mix`'s shares, the reward's caps),
+    in our spelling: any case is read (`Perception`); a name that is none of ours raises ValueError
+    naming `field`, with the closest category. Anything that is not a list or dict of names is
+    returned unchanged, for pydantic to refuse."""
+    def one(name: Any) -> Any:
+        if not isinstance(name, str):
+            return name
+        if name.strip().lower() in CATEGORIES:
+            return name.strip().lower()
+        close = difflib.get_close_matches(name.strip().lower(), CATEGORIES, n=1, cutoff=0.6)
+        raise ValueError(f"{field}: unknown category {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                         + f" (one of {', '.join(CATEGORIES)})")
+
+    if isinstance(names, dict):
+        return {one(k): v for k, v in names.items()}
+    if isinstance(names, (list, tuple)):
+        return [one(n) for n in names]
+    return names
 
 
 def label_text(value: Any) -> str:
@@ -125,7 +155,13 @@ class FieldMapping(BaseModel):
     @classmethod
     def _labels_as_text(cls, value: Any) -> Any:
         # YAML reads `1: reasoning` or `yes: perception` with an int or bool key; rows compare as text.
-        return {label_text(k): v for k, v in value.items()} if isinstance(value, dict) else value
+        # Our categories are read in any case (`Perception`), as in the rows.
+        return {label_text(k): ours_lower(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+    @field_validator("category", "answer_type", mode="before")
+    @classmethod
+    def _ours_in_any_case(cls, value: Any) -> Any:
+        return ours_lower(value)
 
     def column(self, field: OurField) -> str:
         """The source's column that holds our `field`."""
@@ -150,8 +186,8 @@ class FieldMapping(BaseModel):
         label = label_text(raw).strip()
         if label in self.category_map:
             return self.category_map[label]
-        if label in CATEGORIES:
-            return label
+        if label.lower() in CATEGORIES:  # ours in any case: `Perception` is perception
+            return label.lower()
         if self.category is not None:
             return self.category
         raise RowRejected(f"unknown_category: {label[:80]!r} is not one of {', '.join(CATEGORIES)} "
@@ -164,7 +200,7 @@ class FieldMapping(BaseModel):
         if raw is None or not is_scalar(raw):
             return None
         label = label_text(raw).strip()
-        return label if label and label not in CATEGORIES else None
+        return label if label and label.lower() not in CATEGORIES else None
 
     def reported_category(self, row: dict[str, Any]) -> str | None:
         """The row's category for the report's counts, or None when it has no usable one; never raises."""
@@ -178,10 +214,10 @@ class FieldMapping(BaseModel):
         raw = self.value(row, "answer_type")
         if raw is None or raw == "":
             return self.answer_type
-        if not isinstance(raw, str) or raw.strip() not in ANSWER_TYPES:
+        if not isinstance(raw, str) or raw.strip().lower() not in ANSWER_TYPES:
             shown = raw[:40] if isinstance(raw, str) else type(raw).__name__
             raise RowRejected(f"invalid_answer_type: {shown!r} is not one of {', '.join(ANSWER_TYPES)}")
-        return raw.strip()
+        return raw.strip().lower()
 
     def meta_of(self, row: dict[str, Any]) -> dict[str, Any]:
         """The row's `meta` object (a JSON object, or a string holding one); {} when absent."""

@@ -30,6 +30,22 @@ def is_number(answer: str) -> bool:
     return bool(answer) and bool(_NUMBER.match(answer.replace(" ", "")))
 
 
+# Spelled numbers a `number` answer may be (the judge reads them as numbers too).
+_NUMBER_WORDS = frozenset(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+    "eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million billion and a".split()
+)
+
+
+def holds_number(answer: str) -> bool:
+    """Whether a gold answer of type `number` states a number: it has a digit (`42`, `3.5 cm`,
+    `$1,200`, `1/2`) or is spelled in number words (`three`, `forty-two`). `many` or `none` do not."""
+    if any(ch.isdigit() for ch in answer):
+        return True
+    words = re.split(r"[\s-]+", answer.strip().lower())
+    return any(w not in ("and", "a") for w in words) and all(w in _NUMBER_WORDS for w in words)
+
+
 def infer_answer_type(answer: str, choices: list[str] | None) -> str:
     if choices:
         return "choice"

@@ -24,6 +24,7 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from curation.mapping import category_names
 from curation.report import StepReport
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import Quarantine, ShardWriter, read_table, shard_files
@@ -42,6 +43,13 @@ class SelectConfig(BaseModel):
     mix: dict[str, dict[str, float]] = Field(default_factory=dict)
     seed: int = 0
     rows_per_shard: int = 1000
+
+    @field_validator("mix", mode="before")
+    @classmethod
+    def _our_categories(cls, mix: Any) -> Any:
+        if not isinstance(mix, dict):
+            return mix
+        return {pool: category_names(shares, f"mix.{pool}") for pool, shares in mix.items()}
 
     @field_validator("mix")
     @classmethod

@@ -172,11 +172,28 @@ def iter_rows(path: str | Path, schema: pa.Schema | None = None) -> Iterator[dic
         yield from pq.read_table(file, schema=schema).to_pylist()
 
 
+class CorruptManifest(ShardError):
+    """A `_manifest.json` that is not a JSON object (a crash mid-write by another tool, a hand
+    edit); the message names the file and the fix. `path`: the file; `why`: what is wrong."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{path}: corrupt manifest ({why}); delete it and run the stage that wrote it again")
+        self.path, self.why = path, why
+
+
 def read_manifest(path: str | Path) -> dict[str, Any] | None:
+    """The directory's manifest (None when it has none: the output is incomplete). Raises
+    `CorruptManifest` naming the file when it cannot be read as a JSON object."""
     manifest = Path(path) / MANIFEST_NAME
     if not manifest.exists():
         return None
-    return json.loads(manifest.read_text())
+    try:
+        value = json.loads(manifest.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CorruptManifest(manifest, f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(value, dict):
+        raise CorruptManifest(manifest, f"a JSON {type(value).__name__}, not an object")
+    return value
 
 
 def _summarize(value: Any) -> Any:

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from curation.mapping import CATEGORIES, FieldMapping, RowRejected, lookup, scalar_text
-from curation.normalize import LETTERS, clean_text, infer_answer_type, normalize_answer
+from curation.normalize import LETTERS, clean_text, holds_number, infer_answer_type, normalize_answer
 from curation.verl import VERL_CATEGORY_MAP, verl_files, verl_rows
 from curation.schema import Sample
 
@@ -208,6 +208,9 @@ def read_table_file(path: Path, required: set[str], what: str = "file") -> list[
 
         located = [(f"row {i}", row) for i, row in enumerate(pq.read_table(path).to_pylist())]
     else:
+        encoding = wide_encoding(path)
+        if encoding:
+            raise TableFileError(f"{what} {path} is {encoding} text: save it as UTF-8")
         located = []
         with open(path, "rb") as handle:
             for line_no, raw in enumerate(handle, 1):
@@ -316,6 +319,10 @@ def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: 
     answer = _text(spec.value(row, "answer"), "answer", required=True)
     choices = spec.choices_of(row)
     answer_type = spec.answer_type_of(row) or infer_answer_type(answer, choices)
+    if answer_type == "choice" and not choices:
+        raise RowRejected(f"missing_choices: answer_type is choice but the row has no `{spec.column('choices')}` (or they are empty)")
+    if answer_type == "number" and not holds_number(answer):
+        raise RowRejected(f"invalid_answer: answer_type is number but the answer {answer[:40]!r} holds no number")
     if answer_type in ("choice", "number"):
         try:
             answer = normalize_answer(answer, answer_type, choices)
@@ -372,12 +379,41 @@ def _has_undecodable(value: Any) -> bool:
     return False
 
 
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+
+
+def wide_encoding(path: Path) -> str | None:
+    """`UTF-16` or `UTF-32` for a text file saved in one of them (by its byte-order mark, as
+    Windows tools write it; or ASCII text with a NUL byte beside each character), else None. Files we read as text
+    must be UTF-8: the caller's error says so."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError:
+        return None
+    for bom, name in _WIDE_BOMS:
+        if head.startswith(bom):
+            return name
+    head = head[:len(head) // 2 * 2]
+    for zeros, text in ((head[1::2], head[0::2]), (head[0::2], head[1::2])):  # ASCII text in UTF-16 LE or BE, no mark
+        if len(head) >= 8 and not any(zeros) and all(32 <= b < 127 or b in b"\t\r\n" for b in text):
+            return "UTF-16"
+    return None
+
+
 def _file_kind_hint(path: Path) -> str:
     """What a file that is not JSON looks like, for the error message."""
     with open(path, "rb") as handle:
         head = handle.read(512)
     if head.startswith(b"PAR1"):
         return " (it looks like Parquet: use `kind: hf, path: parquet, data_files: [FILE]`)"
+    try:
+        head.decode("utf-8")
+        binary = b"\x00" in head
+    except UnicodeDecodeError as exc:
+        binary = exc.start < len(head) - 3  # not a character cut at the end of the sample
+    if binary:
+        return " (it is not text: a binary file?)"
     first = head.splitlines()[0] if head.strip() else b""
     if b"\t" in first:
         return " (it looks like TSV: use `kind: tsv`)"
@@ -408,11 +444,13 @@ def _json_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
                 break
     start = first_line.lstrip()
     document = None
+    document_error = None
     if start[:1] == b"[" or (start[:1] == b"{" and not _is_json(start)):
         try:
             document = _json_document(path)
-        except ValueError:
+        except ValueError as exc:
             document = None  # not one document: read it as lines (a broken first line is quarantined)
+            document_error = exc
     if isinstance(document, dict):
         raise SourceError(f"source {spec.source_name!r}: {path} holds one JSON object, not rows: "
                           "give a JSON array of objects or JSON Lines (one object per line)")
@@ -432,7 +470,21 @@ def _json_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
             else:
                 yield row, origin
         return
-    yield from _json_lines(spec)
+    try:
+        yield from _json_lines(spec)
+    except SourceError:
+        if not isinstance(document_error, json.JSONDecodeError):
+            raise
+        # Neither lines nor one document: where the document broke is what to fix.
+        raise SourceError(f"source {spec.source_name!r}: {path} is not valid JSON: {_json_error_text(document_error)}") from None
+
+
+def _json_error_text(exc: json.JSONDecodeError) -> str:
+    """`Expecting value at line 12 column 3`, with the likely cause when it is a trailing comma."""
+    before = exc.doc[:exc.pos].rstrip()
+    comma = " (a trailing comma before it?)" if before.endswith(",") and exc.doc[exc.pos:exc.pos + 1] in ("]", "}") else ""
+    at = "" if exc.msg.endswith(" at") else " at"  # `Unterminated string starting at` says it already
+    return f"{exc.msg}{at} line {exc.lineno} column {exc.colno}{comma}"
 
 
 def _is_json(text: bytes) -> bool:
@@ -618,6 +670,10 @@ def read_source(spec: SourceSpec, skipped: dict[str, int] | None = None) -> Iter
     source that cannot be read as rows at all."""
     if not spec.exists():
         raise SourceError(f"source {spec.source_name!r}: file not found: {spec.path}")
+    if spec.kind in ("jsonl", "json", "tsv"):
+        encoding = wide_encoding(spec.file)
+        if encoding:
+            raise SourceError(f"source {spec.source_name!r}: {spec.path} is {encoding} text: save it as UTF-8")
     rows = {"jsonl": _json_rows, "json": _json_rows, "tsv": _tsv_rows, "hf": _hf_rows, "verl": _verl_rows}[spec.kind](spec)
     taken = 0
     for row, origin in rows:
@@ -671,6 +727,7 @@ def rows_fix_hint(reason_key: str) -> str:
         "missing_question": "map our `question` to the source's column (`fields: {question: COLUMN}`, or `fields.question=COLUMN`)",
         "missing_answer": "map our `answer` to the source's column (`fields: {answer: COLUMN}`, or `fields.answer=COLUMN`)",
         "invalid_answer": "map `fields.answer` to a column of text or numbers, or set the right `answer_type`",
+        "missing_choices": "map `fields.choices` to the column of options, or give the source another answer_type (number, math or text)",
         "invalid_answer_type": "give the source an answer_type (choice, number, math or text) or map `fields.answer_type`",
         "image_missing": "image paths are read relative to the source file's folder: check them, or map `fields.images`",
         "invalid_json": "give JSON Lines (one object per line) or a JSON array of objects",

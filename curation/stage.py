@@ -346,7 +346,19 @@ def _contamination(items: list[DedupItem], near: dict[str, Duplicate], index: Co
 def _fail_on_unusable_sources(cfg: CurateConfig, report: StepReport, quarantine: Quarantine, out_dir: Path) -> None:
     """A source none of whose rows passed validation is a mistake in its config (a missing
     category, a wrong field mapping), not data to drop quietly: `_fail` with the most common
-    reason and its fix."""
+    reason and its fix. A source with no rows at all is a warning; every source empty, a `_fail`
+    naming their files."""
+    empty = [spec for spec in cfg.sources if report.by_source.get(spec.source_name, {}).get("in", 0) == 0]
+    filtered = report.extra.get("filtered_by_include", {})
+
+    def no_rows(spec: SourceSpec) -> str:
+        left_out = filtered.get(spec.source_name)
+        return f"source {spec.source_name!r} ({spec.path}): no rows" + (f" ({left_out} left out by `include`)" if left_out else "")
+
+    if empty and len(empty) == len(cfg.sources):
+        _fail(report, quarantine, out_dir, "; ".join(no_rows(spec) for spec in empty) + ": nothing to curate (an empty file, or a "
+                                           "filter that keeps nothing)")
+    report.extra.setdefault(WARNINGS, []).extend(no_rows(spec) for spec in empty)
     names = {spec.source_name for spec in cfg.sources}
     dead = {name: entry for name, entry in report.by_source.items()
             if name in names and entry["in"] > 0 and sum(entry["dropped"].values()) >= entry["in"]}

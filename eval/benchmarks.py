@@ -64,7 +64,11 @@ def load_spec(name_or_path: str, data_root: str | Path = "data/eval", run_dir: s
         if name_or_path not in known:
             raise BenchmarkError(f"unknown benchmark {name_or_path!r}: not a file, and not one of {', '.join(sorted(known))}")
         path = known[name_or_path]
-    text = path.read_text().replace("${data_root}", str(Path(data_root).resolve()))
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BenchmarkError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); a benchmark definition is YAML") from None
+    text = text.replace("${data_root}", str(Path(data_root).resolve()))
     if run_dir is not None:
         text = text.replace("${run_dir}", str(Path(run_dir).resolve()))
     try:

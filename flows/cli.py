@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from flows.prefect_env import configure_prefect_env
+from flows.user_input import out_dir_option
 
 app = typer.Typer(
     name="deepeyes",
@@ -38,10 +39,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from synth.probe import ProbeInputError
     from synth.sandbox import SandboxUnavailable
     from synth.search import SearchError
+    from flows.user_input import InputFileError
     from train.sft import TrainingDataError, TrainingSetupError
 
     return (ConfigError, ShardError, EndpointError, LongCotError, SandboxUnavailable, SearchError, TrainingDataError, TrainingSetupError,
-            FileNotFoundError, SourceError, ProbeDataError, ValidationError, BenchmarkError, ReportError, ProbeInputError, DeployError)
+            FileNotFoundError, SourceError, ProbeDataError, ValidationError, BenchmarkError, ReportError, ProbeInputError, DeployError,
+            InputFileError)
 
 
 class _NoTracebackForUserErrors(logging.Filter):
@@ -73,6 +76,9 @@ def _quiet_user_error_tracebacks() -> None:
 
 
 def _run_pipeline(config: Any, run_dir: Path, dry_run: bool = False, flow: str = "retrain") -> None:
+    from flows.user_input import check_out_dir
+
+    check_out_dir(run_dir, "run directory")
     if dry_run:
         from flows.pipeline import plan
 
@@ -105,6 +111,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         typer.echo(f"curate:     {curate['rows_in']} rows in, {curate['rows_out']} out; dropped {curate['invalid']} invalid, "
                    f"{curate['duplicates']} duplicates, {curate.get('near_duplicates', 0)} near duplicates, "
                    f"{curate.get('contaminated', 0)} contaminated")
+        for warning in stages["curate"].get("warnings", []):
+            typer.echo(f"warning:    {warning}")
     if "probe" in stages:
         probe = stages["probe"]["counts"]
         typer.echo(f"probe:      {probe['samples']} samples x {probe['episodes'] // max(1, probe['samples'])} student episodes, "
@@ -150,7 +158,7 @@ FLOW_NAMES = ("retrain", "curate", "synthesize", "train_sft", "train_grpo", "eva
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo"),
+    out: Annotated[Path, typer.Option(help="Run directory.", callback=out_dir_option)] = Path("runs/demo"),
     per_family: Annotated[int | None, typer.Option(help="Samples per task family in the demo world.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the plan and stop.")] = False,
 ) -> None:
@@ -172,7 +180,7 @@ def _flow_option(flow: str) -> str:
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Pipeline config (YAML).")],
-    run_dir: Annotated[Path | None, typer.Option(help="Run directory (default: <runs_dir>/<name>).")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run directory (default: <runs_dir>/<name>).", callback=out_dir_option)] = None,
     flow: Annotated[str, typer.Option(help=f"The flow to run: {', '.join(FLOW_NAMES)}.", callback=_flow_option)] = "retrain",
     dry_run: Annotated[bool, typer.Option(help="Validate the config, print the plan and stop.")] = False,
 ) -> None:
@@ -191,7 +199,7 @@ def deploy(
     cron: Annotated[str | None, typer.Option(help="Cron schedule, e.g. '0 3 * * 1' (Mondays 03:00).")] = None,
     timezone: Annotated[str, typer.Option(help="Time zone of the cron schedule.")] = "UTC",
     work_pool: Annotated[str, typer.Option(help="Prefect work pool (a `process` pool is created when missing).")] = "deepeyes",
-    run_dir: Annotated[Path | None, typer.Option(help="Run directory of the scheduled runs (default: <runs_dir>/<name>).")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run directory of the scheduled runs (default: <runs_dir>/<name>).", callback=out_dir_option)] = None,
 ) -> None:
     """Register a flow with a Prefect server as a deployment, with an optional cron schedule; a worker
     on the work pool runs it (`prefect worker start --pool deepeyes`)."""
@@ -223,8 +231,9 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
     typer.echo(f"run {run_dir}" + (f" (took {total:.1f} s)" if total else ""))
     for row in run_status(run_dir):
         launched = f"; launcher log {row['launch_log']}" if "launch_log" in row else ""
-        if row["state"] in ("missing", "incomplete"):
-            typer.echo(f"  {row['stage']:<11} {row['state']}{launched}")
+        if row["state"] in ("missing", "incomplete", "corrupt"):
+            problem = f": {row['problem']}; the next run runs the stage again" if "problem" in row else ""
+            typer.echo(f"  {row['stage']:<11} {row['state']}{problem}{launched}")
             continue
         shown, more = row["changed_inputs"][:5], len(row["changed_inputs"]) - 5
         changed = f"; changed since: {', '.join(shown)}" + (f" and {more} more" if more > 0 else "") if shown else ""
@@ -262,7 +271,7 @@ def _bar(desc: str, unit: str = "sample") -> _LazyBar:
 
 @app.command()
 def curate(
-    out: Annotated[Path, typer.Option(help="Output directory for the curated shards, quarantine and report.")],
+    out: Annotated[Path, typer.Option(help="Output directory for the curated shards, quarantine and report.", callback=out_dir_option)],
     source: Annotated[list[str] | None, typer.Option(
         help="KIND:PATH of a source (jsonl:, json:, tsv:, hf:), then optional per-source ,NAME=VALUE options with the config's "
              "names, e.g. jsonl:mine.jsonl,category=perception,fields.answer=label,category_map.color=perception; repeatable.")] = None,
@@ -298,6 +307,8 @@ def curate(
             raise FileNotFoundError(f"source {spec.source_name!r}: file not found: {spec.path}")
         check_mapped_columns(spec)
     summary = run_curate(cfg, out, probes=probes)
+    for warning in summary.get("warnings", []):
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(json.dumps({**summary, "report": str(out / "report.md")}))
 
 
@@ -328,7 +339,7 @@ ExtraBody = Annotated[str | None, typer.Option(help="Extra request fields as a J
 @app.command()
 def probe(
     input: Annotated[Path, typer.Option("--input", help="Curated shards (`deepeyes curate --probes`).")],
-    out: Annotated[Path, typer.Option(help="Output directory for the probe shards.")],
+    out: Annotated[Path, typer.Option(help="Output directory for the probe shards.", callback=out_dir_option)],
     student_url: Annotated[str, typer.Option(help="OpenAI-compatible base URL of the student, e.g. http://host:8001/v1.")],
     student_model: Annotated[str, typer.Option(help="Model name the endpoint serves.")],
     k: Annotated[int, typer.Option(help="Attempts per sample, without tools and with tools.")] = 4,
@@ -376,7 +387,7 @@ def _check_files(*paths: tuple[str, Path | None, bool]) -> None:
 def select(
     input: Annotated[Path, typer.Option("--input", help="Curated shards (`deepeyes curate --probes`).")],
     probes: Annotated[Path, typer.Option(help="Probe shards (`deepeyes probe`).")],
-    out: Annotated[Path, typer.Option(help="Output directory for the selected shards and report.")],
+    out: Annotated[Path, typer.Option(help="Output directory for the selected shards and report.", callback=out_dir_option)],
     max_pass_rate_no_tools: Annotated[float, typer.Option(help="Drop items the student solves more often than this without tools.")] = 0.5,
     min_tool_benefit: Annotated[float, typer.Option(help="RL needs pass rate with tools - without >= this.")] = 0.0,
     seed: int = 0,
@@ -391,7 +402,7 @@ def select(
 @app.command()
 def synth(
     input: Annotated[Path, typer.Option("--input", help="Curated sample shards (a curate output directory).")],
-    out: Annotated[Path, typer.Option(help="Output directory for trajectory shards.")],
+    out: Annotated[Path, typer.Option(help="Output directory for trajectory shards.", callback=out_dir_option)],
     teacher_url: Annotated[str, typer.Option(help="OpenAI-compatible base URL, e.g. http://host:8000/v1.")],
     teacher_model: Annotated[str, typer.Option(help="Model name the endpoint serves.")],
     concurrency: Annotated[int, typer.Option(help="Requests in flight to the teacher (samples being solved: 1.25 times as many).")] = 64,
@@ -437,7 +448,7 @@ def synth(
 @app.command()
 def report(
     runs: Annotated[list[Path], typer.Argument(help="Run directories to put side by side (e.g. base, SFT, SFT+RL).")],
-    out: Annotated[Path | None, typer.Option(help="Output directory (default: <first run>/report).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: <first run>/report).", callback=out_dir_option)] = None,
 ) -> None:
     """One self-contained HTML report (and a Markdown twin) of one or more runs' evaluations."""
     from eval.report import build_report
@@ -448,7 +459,7 @@ def report(
 
 @app.command("generate-world")
 def generate_world_cmd(
-    out: Annotated[Path, typer.Argument(help="Directory for the world.")],
+    out: Annotated[Path, typer.Argument(help="Directory for the world.", callback=out_dir_option)],
     seed: int = 0,
     per_family: int = 12,
 ) -> None:
@@ -472,21 +483,30 @@ def sandbox_exec(
     """Run one file in a fresh sandboxed kernel; print one JSON object with the outcome."""
     import io
 
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     from synth.kernel import KernelConfig, PythonKernel
     from synth.sandbox import KernelPool, SandboxConfig
 
-    if not file.is_file():
-        raise FileNotFoundError(f"file not found: {file}")
+    from flows.user_input import InputFileError, read_text_file
+
+    code = read_text_file(file, "file")
     images = []
     for path in image or []:
         if not path.is_file():
-            raise FileNotFoundError(f"image not found: {path}")
-        images.append(path.read_bytes())
+            raise FileNotFoundError(f"--image {path}: {'a directory, not an image file' if path.is_dir() else 'image not found'}")
+        try:
+            data = path.read_bytes()
+            with Image.open(io.BytesIO(data)) as opened:
+                opened.load()
+        except UnidentifiedImageError:
+            raise InputFileError(f"--image {path}: not an image (pillow knows no such format)") from None
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's
+            raise InputFileError(f"--image {path}: not an image pillow can read ({type(exc).__name__}: {exc})") from None
+        images.append(data)
     cfg = KernelConfig(timeout_s=timeout, sandbox=SandboxConfig(allow_unisolated=allow_unisolated))
     with KernelPool(cfg.sandbox) as pool, PythonKernel(images, pool, cfg) as kernel:
-        result = kernel.execute(file.read_text())
+        result = kernel.execute(code)
     sizes = [list(Image.open(io.BytesIO(data)).size) for data in result.images]
     typer.echo(json.dumps({
         "status": result.status,
@@ -537,11 +557,28 @@ from flows.cli_interop import register  # noqa: E402 - the commands of flows/cli
 register(app)
 
 
+def _one_line(exc: BaseException) -> str:
+    """A user error's message; a pydantic error (settings built from command-line options) as one
+    line naming the option given (`timeout_s` is `--timeout`), the rule and the value."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    given = {arg.split("=", 1)[0] for arg in sys.argv[1:] if arg.startswith("--")}
+    parts = []
+    for error in exc.errors():
+        field = ".".join(map(str, error["loc"]))
+        names = [f"--{field.replace('_', '-')}", f"--{field.removesuffix('_s').replace('_', '-')}"]
+        name = next((n for n in names if n in given), field)
+        parts.append(f"{name}: {error['msg']} (got {error['input']!r})" if "input" in error else f"{name}: {error['msg']}")
+    return "; ".join(parts)
+
+
 def main() -> None:
     try:
         app()
     except _user_errors() as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -17,6 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
+from flows.user_input import out_dir_option
+
 import_app = typer.Typer(help="Bring others' data in: LLaMA-Factory sharegpt conversations (DeepEyesV2's cold-start data).",
                          no_args_is_help=True)
 
@@ -34,7 +36,7 @@ def curated_sample_ids(curated: Path) -> set[str]:
 @import_app.command("sharegpt")
 def import_sharegpt_cmd(
     files: Annotated[list[Path] | None, typer.Argument(help="sharegpt files: a JSON array or JSON Lines of {messages, images}.")] = None,
-    out: Annotated[Path, typer.Option(help="Output directory: trajectories/ (shards) and samples.jsonl.")] = Path("runs/import"),
+    out: Annotated[Path, typer.Option(help="Output directory: trajectories/ (shards) and samples.jsonl.", callback=out_dir_option)] = Path("runs/import"),
     dataset_info: Annotated[Path | None, typer.Option(help="LLaMA-Factory's dataset_info.json: its sharegpt datasets' files, columns and tags.")] = None,
     dataset: Annotated[list[str] | None, typer.Option(help="With --dataset-info: only these datasets (repeatable).")] = None,
     layout: Annotated[str, typer.Option(help="keep: the data's prompts and observations as they are; ours: rewritten into our protocol.")] = "keep",
@@ -87,7 +89,7 @@ def evaluate_cmd(
     model_url: Annotated[str | None, typer.Option(help="An OpenAI-compatible endpoint serving the model, e.g. http://host:8000/v1 (vLLM).")] = None,
     model: Annotated[str | None, typer.Option(help="The model name the endpoint serves (default: the one its /v1/models lists).")] = None,
     benchmark: Annotated[list[str] | None, typer.Option(help="A benchmark: a shipped name (vstar, mathvista, ...) or a YAML file; repeatable.")] = None,
-    out: Annotated[Path, typer.Option(help="Run directory: eval/ (trajectories, metrics.json) and report/.")] = Path("runs/evaluate"),
+    out: Annotated[Path, typer.Option(help="Run directory: eval/ (trajectories, metrics.json) and report/.", callback=out_dir_option)] = Path("runs/evaluate"),
     profile: Annotated[str | None, typer.Option(help="Protocol profile: deepeyes-v2 (ours), deepeyesv2-reference (the released checkpoints), or a file.")] = None,
     config: Annotated[Path | None, typer.Option(help="A pipeline YAML whose eval, search, judge and reward sections are the base.")] = None,
     data_root: Annotated[Path | None, typer.Option(help="Where the benchmark files are (fills ${data_root}).")] = None,

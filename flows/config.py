@@ -22,6 +22,7 @@ from eval.benchmarks import BenchmarkError, load_spec
 from eval.stage import EvalConfig
 from flows.launcher import TrainingLauncher
 from flows.orchestration import OrchestrationConfig
+from flows.user_input import InputFileError, bools_for_numbers, load_yaml, read_text_file, yaml_error_line
 from synth.endpoint import EndpointError
 from synth.judge import JudgeConfig
 from synth.preflight import check_url
@@ -108,7 +109,7 @@ class PipelineConfig(BaseModel):
                 try:
                     check_mapped_columns(source)
                 except SourceError as exc:
-                    raise ConfigError(f"curate.{section}[{i}].fields: {exc}") from None
+                    raise ConfigError(f"curate.{section}[{i}]: {exc}") from None  # it names the source and `fields.X`
         for field, path in (("search.corpus_path", self.search.corpus_path), ("search.image_corpus_path", self.search.image_corpus_path)):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{field}: file not found: {path}")
@@ -262,17 +263,19 @@ def parse_config(
 ) -> PipelineConfig:
     try:
         node = yaml.compose(text)
-        raw = yaml.safe_load(text) or {}
+        raw = load_yaml(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{source}: not valid YAML: {yaml_error_line(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     raw.update(overrides or {})
     _resolve_paths(raw, base_dir)
     try:
+        # pydantic's lax mode reads `true` as 1 where a number is wanted: refused with the other mistakes.
+        lines = [f"{source}{f':{line}' if (line := _line_of(node, loc)) else ''}: {'.'.join(map(str, loc))}: a number is expected, "
+                 "not a boolean" for loc in bools_for_numbers(PipelineConfig, raw)]
         config = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = []
         for error in exc.errors():
             loc = tuple(error["loc"])
             where = ".".join(str(p) for p in loc) or "(top level)"
@@ -280,6 +283,8 @@ def parse_config(
             message = unknown_field_message(loc) if error["type"] == "extra_forbidden" else error["msg"]
             lines.append(f"{source}{f':{line}' if line else ''}: {where}: {message}")
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+    if lines:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
     try:
         if check:  # off when a command uses one section and checks its own inputs
             config.check()
@@ -290,9 +295,11 @@ def parse_config(
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None, check: bool = True) -> PipelineConfig:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    return parse_config(path.read_text(), str(path), path.parent.resolve(), overrides, check)
+    try:
+        text = read_text_file(path, "config file")
+    except InputFileError as exc:
+        raise ConfigError(str(exc)) from None
+    return parse_config(text, str(path), path.parent.resolve(), overrides, check)
 
 
 def demo_config_text() -> str:

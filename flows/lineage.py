@@ -14,13 +14,15 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from curation.shards import MANIFEST_NAME, atomic_write_json, read_manifest
+from curation.shards import MANIFEST_NAME, CorruptManifest, atomic_write_json
+from curation.shards import read_manifest as read_shard_manifest
 
 READ_FILES_NAME = "_read_files.json"  # the files a stage found and read while it ran, with their stamps
 PACKAGES = ("open-deepeyes", "torch", "transformers", "trl", "datasets", "prefect", "pyarrow", "datasketch", "openai")
@@ -56,6 +58,27 @@ def file_stamp(path: str | Path) -> str | None:
     except (OSError, ValueError):
         return None
     return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+logger = logging.getLogger(__name__)
+
+
+def read_manifest(stage_dir: str | Path) -> dict[str, Any] | None:
+    """A stage output's manifest, or None when it is missing or corrupt: a corrupt one (see
+    `curation.shards.CorruptManifest`) makes the output incomplete, so the stage runs again and
+    writes a new one; the warning names the file."""
+    manifest, problem = _manifest_or_problem(stage_dir)
+    if problem:
+        logger.warning("%s; the stage runs again", problem)
+    return manifest
+
+
+def _manifest_or_problem(stage_dir: str | Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The manifest (or None), and why it cannot be read when it is corrupt (else None)."""
+    try:
+        return read_shard_manifest(stage_dir), None
+    except CorruptManifest as exc:
+        return None, f"{exc.path}: corrupt manifest ({exc.why})"
 
 
 def changed_read_files(stage_dir: str | Path, limit: int | None = None) -> list[str]:
@@ -186,12 +209,13 @@ def status(run_dir: str | Path) -> list[dict[str, Any]]:
     run = Path(run_dir)
     rows = []
     for name in STAGE_DIRS:
-        manifest = read_manifest(run / name)
+        manifest, problem = _manifest_or_problem(run / name)
         # A stage trained through `training.command` kept its launcher's output there (a failed one too).
         launch_log = run / name / f"launch-{name}.log"
         launched = {"launch_log": str(launch_log)} if launch_log.is_file() else {}
         if manifest is None:
-            rows.append({"stage": name, "state": "missing" if not (run / name).exists() else "incomplete", **launched})
+            state = "missing" if not (run / name).exists() else "corrupt" if problem else "incomplete"
+            rows.append({"stage": name, "state": state, **launched, **({"problem": problem} if problem else {})})
             continue
         lineage = manifest.get("lineage") or {}
         changed = changed_inputs(lineage, stage_dir=run / name)

@@ -18,6 +18,9 @@ from synth import wire
 from synth.sandbox import KernelPool, SandboxConfig, SandboxUnavailable
 
 
+TIMEOUT_GRACE_S = 2.0  # how long past `timeout_s` the pipeline waits for the kernel's own time-out reply
+
+
 class KernelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -76,7 +79,7 @@ class PythonKernel:
             reply = None
         if not reply or reply.get("status") != "ok":
             self._stop()
-            raise ConnectionError("the kernel session did not start")
+            raise ConnectionError((reply or {}).get("error") or "the kernel session did not start")
 
     def execute(self, code: str) -> ExecResult:
         started = time.perf_counter()
@@ -86,7 +89,10 @@ class PythonKernel:
                 self.start()
             except SandboxUnavailable as exc:
                 return ExecResult("sandbox_unavailable", stderr=f"Error: the Python sandbox is unavailable: {exc}")
-            except (ConnectionError, OSError):
+            except ConnectionError as exc:
+                detail = f": {exc}" if str(exc) != "the kernel session did not start" else "."
+                return ExecResult("kernel_died", stderr=f"Error: the Python kernel failed to start{detail}")
+            except OSError:
                 return ExecResult("kernel_died", stderr="Error: the Python kernel failed to start.")
             if self._restarted:
                 note = "Note: the kernel was restarted; variables from earlier cells are lost.\n"
@@ -98,16 +104,25 @@ class PythonKernel:
             "min_side": self.cfg.min_image_side,
             "max_aspect": self.cfg.max_image_aspect,
             "max_pixels": self.cfg.max_image_pixels,
+            "timeout_s": self.cfg.timeout_s,  # the kernel stops the cell then, and sends what it printed
         }
+        timed_out = f"Error: execution timed out after {self.cfg.timeout_s:g} s."
         try:
             wire.send(self._channel, request)
-            reply = wire.recv(self._channel, timeout=self.cfg.timeout_s)
+            # A little past the kernel's own deadline: its reply keeps the cell's output. Code stuck
+            # in C never answers: the session is killed here, without it.
+            reply = wire.recv(self._channel, timeout=self.cfg.timeout_s + TIMEOUT_GRACE_S)
         except wire.ChannelTimeout:
             self._stop()
-            return self._failure("timeout", note + f"Error: execution timed out after {self.cfg.timeout_s:g} s.", started)
+            return self._failure("timeout", note + timed_out, started)
         except (wire.ChannelClosed, OSError, KeyError):
             self._stop()
             return self._failure("kernel_died", note + "Error: the Python kernel died (crashed, was killed, or exceeded a limit).", started)
+        if reply["status"] == "timeout":  # the session is killed after a time-out, as when it does not answer
+            self._stop()
+            printed = reply["stderr"] + ("\n" if reply["stderr"] and not reply["stderr"].endswith("\n") else "")
+            return ExecResult("timeout", stdout=reply["stdout"], stderr=note + printed + timed_out,
+                              images=[base64.b64decode(i) for i in reply["images"]], duration_ms=(time.perf_counter() - started) * 1000)
         return ExecResult(
             status=reply["status"],
             stdout=reply["stdout"],

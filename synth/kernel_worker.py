@@ -104,6 +104,43 @@ def _print_cell_traceback(etype, value, tb) -> None:
     print("".join(report.format()), end="", file=sys.stderr)
 
 
+class CellTimeout(BaseException):
+    """Raised in the cell when its wall time is up (a BaseException, so `except Exception` in the
+    model's code does not swallow it)."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float | None):
+    """Raise `CellTimeout` in this (the main) thread after `seconds` of wall time, so a cell that
+    runs too long stops with what it printed so far. Code stuck in C does not see the signal: the
+    pipeline's own deadline, a little later, kills the session then (and its output is lost)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    ends = time.monotonic() + seconds
+
+    def _raise(signum, frame):
+        if time.monotonic() >= ends - 0.05:
+            raise CellTimeout
+        # The cell's own alarm (`signal.alarm`): what it would do without us, end the session.
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGALRM)
+
+    previous = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def run_cell(namespace: dict, request: dict) -> dict:
     limit = request.get("output_limit", 8000)
     stdout, stderr = CappedStream(limit), CappedStream(limit)
@@ -113,7 +150,10 @@ def run_cell(namespace: dict, request: dict) -> dict:
     linecache.cache["<cell>"] = (len(code), None, code.splitlines(True), "<cell>")
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
-            exec(compile(code, "<cell>", "exec"), namespace)
+            with _deadline(request.get("timeout_s")):
+                exec(compile(code, "<cell>", "exec"), namespace)
+        except CellTimeout:  # also when it fires as the cell ends, before the timer is cancelled
+            status = "timeout"
         except MemoryError:
             status = "memory_exceeded"
             print("MemoryError: the cell exceeded the kernel's memory limit", file=sys.stderr)
@@ -141,9 +181,14 @@ def serve(sock) -> None:
         except (wire.ChannelClosed, OSError):
             return
         if request["op"] == "init":
-            for i, data in enumerate(request["images"], start=1):
-                namespace[f"image_{i}"] = Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
             reply = {"status": "ok"}
+            for i, data in enumerate(request["images"], start=1):
+                try:
+                    namespace[f"image_{i}"] = Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+                except Exception as exc:  # not an image: the session cannot start as asked; say which and why
+                    reason = "not an image format pillow knows" if type(exc).__name__ == "UnidentifiedImageError" else f"{type(exc).__name__}: {exc}"
+                    reply = {"status": "error", "error": f"input image {i} cannot be opened ({reason})"}
+                    break
         else:
             try:
                 reply = run_cell(namespace, request)

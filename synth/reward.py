@@ -20,7 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from curation.mapping import category_names
 
 from synth.judge import Judge, Verdict
 from synth.protocol import MAX_ANSWER_CHARS, ResponseCheck, check_response
@@ -48,6 +50,11 @@ class RewardConfig(BaseModel):
     # True: exactly one <answer> after the last </think> (a second one fails the format); the
     # reference only asks the tags to balance.
     single_answer: bool = False
+
+    @field_validator("answer_cap_chars", "search_penalty_categories", mode="before")
+    @classmethod
+    def _our_categories(cls, value: Any, info: Any) -> Any:
+        return category_names(value, info.field_name)
 
     def capped(self, answer: str | None, category: str) -> bool:
         """Whether `answer` is at or over its category's length cap."""

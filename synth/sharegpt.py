@@ -98,9 +98,11 @@ def dataset_info_entries(path: str | Path, names: list[str] | None = None) -> li
     Tolerates the trailing commas some hand-edited files have. Raises `SourceError`."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise SourceError(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         info = json.loads(text)
     except ValueError:

@@ -147,7 +147,7 @@ def test_an_unknown_source_kind_and_a_mapping_to_a_missing_column_are_named_befo
     ok = curate("--source", f"{source},fields.question=query,fields.answer=label,category=reasoning", "--out", str(tmp_path / "c"))
     assert ok.code == 0 and ok.summary["counts"]["rows_in"] == 3
     config = write(tmp_path, f"curate: {{sources: [{{path: {source}, category: reasoning, fields: {{question: query, answer: ans}}}}]}}\n")
-    with pytest.raises(ConfigError, match=r"curate.sources\[0\].fields: source 's': fields.answer: 'ans': no such column"):
+    with pytest.raises(ConfigError, match=r"curate.sources\[0\]: source 's': fields.answer: 'ans': no such column"):
         load_config(config)
 
 
@@ -157,3 +157,51 @@ def test_disk_weight_sync_needs_no_vllm_here(tmp_path):
     assert cfg.grpo.vllm.weight_sync == "disk" and cfg.training is None
     with pytest.raises(ConfigError, match="grpo.vllm.weight_sync"):
         load_config(write(tmp_path, GOOD + "grpo:\n  vllm: {url: 'http://127.0.0.1:8002', weight_sync: gloo}\n"))
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("curate:\n  near_dup: {max_edits: true}\n", "c.yaml:2: curate.near_dup.max_edits: a number is expected, not a boolean"),
+    ("curate:\n  split: {coldstart: true, eval: 0}\n", "c.yaml:2: curate.split.coldstart: a number is expected, not a boolean"),
+    ("synth:\n  attempts: false\n", "c.yaml:2: synth.attempts: a number is expected, not a boolean"),
+    ("curate:\n  seed: 1\n  seed: 2\n", "c.yaml: not valid YAML: line 3 column 3: duplicate key 'seed' (first at line 2)"),
+    ("\tcurate: {}\n", "(YAML indents with spaces, not tabs)"),
+])
+def test_booleans_for_numbers_and_duplicate_keys_are_refused_naming_field_and_line(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, text), check=False)
+    assert expected in str(raised.value)
+
+
+def test_a_yaml_merge_key_may_be_overridden_and_booleans_stay_booleans(tmp_path):
+    text = ("name: t\nsynth:\n  agent: &agent {max_turns: 3, max_tokens_per_turn: 64}\nprobe:\n  agent:\n    <<: *agent\n"
+            "    max_turns: 2\ncurate:\n  near_dup: {enabled: false}\n")
+    config = load_config(write(tmp_path, text), check=False)
+    assert (config.synth.agent.max_turns, config.probe.agent.max_turns, config.probe.agent.max_tokens_per_turn) == (3, 2, 64)
+    assert config.curate.near_dup.enabled is False
+
+
+@pytest.mark.parametrize("content,expected", [
+    (b"\xea\x01\x9c\x00binary", "config file {path} is not UTF-8 text (byte 0xea at offset 0): is it a binary file?"),
+    ("name: t\n".encode("utf-16"), "config file {path} is UTF-16 text: save it as UTF-8"),
+    (b"\xef\xbb\xbfname: t\n", None),  # UTF-8 with a byte-order mark is UTF-8
+])
+def test_a_config_that_is_not_utf8_text_is_named_in_one_line(tmp_path, content, expected):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    if expected is None:
+        assert load_config(path, check=False).name == "t"
+        return
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, check=False)
+    assert str(raised.value) == expected.format(path=path)
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(path), "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip() == "error: " + expected.format(path=path)
+
+
+def test_a_benchmark_definition_that_is_not_text_is_named(tmp_path):
+    (tmp_path / "bench.yaml").write_bytes(b"\xea\x01\x9cnot yaml")
+    config = write(tmp_path, f"eval:\n  benchmarks: [{tmp_path / 'bench.yaml'}]\n  model_url: http://x/v1\n  model_name: m\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert str(raised.value) == (f"{config}: eval.benchmarks[0]: {tmp_path / 'bench.yaml'}: not UTF-8 text (invalid continuation byte "
+                                 "at byte 0); a benchmark definition is YAML")

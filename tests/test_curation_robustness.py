@@ -278,3 +278,134 @@ def test_category_map_keys_from_yaml_numbers_and_booleans_match_the_rows(tmp_pat
     done = curate("--config", str(config), "--out", str(tmp_path / "out"))
     assert done.code == 0, done.error
     assert done.summary["per_category"] == {"reasoning": 1, "search": 1}
+
+
+def test_a_number_answer_without_a_number_and_a_choice_without_choices_are_quarantined_naming_the_field(tmp_path):
+    rows = [
+        {"id": "many", "question": QUESTIONS[0], "answer": "many", "answer_type": "number", "category": "reasoning"},
+        {"id": "none", "question": QUESTIONS[1], "answer": "B", "answer_type": "choice", "category": "reasoning"},
+        {"id": "empty", "question": QUESTIONS[2], "answer": "B", "answer_type": "choice", "choices": [], "category": "reasoning"},
+        {"id": "blank", "question": QUESTIONS[3], "answer": "B", "answer_type": "choice", "choices": ["", None], "category": "reasoning"},
+        # Numbers as the judge reads them: digits with a unit, a fraction, a spelled number.
+        {"id": "unit", "question": QUESTIONS[4], "answer": "3.5 cm", "answer_type": "number", "category": "reasoning"},
+        {"id": "frac", "question": QUESTIONS[5], "answer": "1/2", "answer_type": "number", "category": "reasoning"},
+        {"id": "word", "question": QUESTIONS[6], "answer": "forty-two", "answer_type": "number", "category": "reasoning"},
+        {"id": "choice", "question": QUESTIONS[7], "answer": "no", "answer_type": "choice", "choices": ["yes", "no"], "category": "reasoning"},
+    ]
+    done = curate("--source", f"jsonl:{write_jsonl(tmp_path / 'src.jsonl', rows)}", "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    reasons = {json.loads(q["row"])["id"]: q["reason"] for q in quarantine(tmp_path / "out")}
+    assert reasons == {
+        "many": "invalid_answer: answer_type is number but the answer 'many' holds no number",
+        "none": "missing_choices: answer_type is choice but the row has no `choices` (or they are empty)",
+        "empty": "missing_choices: answer_type is choice but the row has no `choices` (or they are empty)",
+        "blank": "missing_choices: answer_type is choice but the row has no `choices` (or they are empty)",
+    }
+    kept = {row["id"]: row for row in read_table(tmp_path / "out").to_pylist()}
+    assert set(kept) == {"unit", "frac", "word", "choice"} and kept["choice"]["answer"] == "B"
+    assert_every_row_counted(tmp_path / "out", rows_in=8)
+
+
+def test_our_categories_and_answer_types_are_read_in_any_case(tmp_path):
+    rows = [{"id": "a", "question": QUESTIONS[0], "answer": "4", "category": "Perception", "answer_type": "NUMBER"},
+            {"id": "b", "question": QUESTIONS[1], "answer": "x", "category": " SEARCH "},
+            {"id": "c", "question": QUESTIONS[2], "answer": "y", "category": "colour"}]
+    source = write_jsonl(tmp_path / "src.jsonl", rows)
+    done = curate("--source", f"jsonl:{source},category=Reasoning,category_map.colour=Perception", "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    kept = {row["id"]: row for row in read_table(tmp_path / "out").to_pylist()}
+    assert {k: (r["category"], r["answer_type"]) for k, r in kept.items()} == {
+        "a": ("perception", "number"), "b": ("search", "text"), "c": ("perception", "text")}
+    assert json.loads(kept["a"]["meta"]) == {} and json.loads(kept["c"]["meta"]) == {"source_category": "colour"}
+
+
+@pytest.mark.parametrize("mix,says", [
+    ("{rl: {Perception: 1}}", None),
+    ("{rl: {perceptoin: 1}}", "select.mix: Value error, mix.rl: unknown category 'perceptoin'; did you mean 'perception'?"),
+])
+def test_category_names_in_the_select_mix_and_reward_caps_are_ours_in_any_case_or_refused(tmp_path, mix, says):
+    from flows.config import ConfigError, load_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"select: {{mix: {mix}}}\nreward: {{answer_cap_chars: {{Search: 7}}, search_penalty_categories: [SEARCH]}}\n")
+    if says is None:
+        loaded = load_config(config, check=False)
+        assert loaded.select.mix == {"rl": {"perception": 1.0}}
+        assert loaded.reward.answer_cap_chars == {"search": 7} and loaded.reward.search_penalty_categories == ["search"]
+    else:
+        with pytest.raises(ConfigError) as raised:
+            load_config(config, check=False)
+        assert says in str(raised.value)
+
+
+def test_an_empty_source_warns_and_only_empty_sources_fail_naming_the_files(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "none.json").write_text("[]\n")
+    good = write_jsonl(tmp_path / "good.jsonl", own_rows(3, category="reasoning"))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+    def run(*sources):
+        args = [a for s in sources for a in ("--source", s)]
+        return subprocess.run([sys.executable, "-m", "flows.cli", "curate", *args, "--out", str(tmp_path / "out")],
+                              capture_output=True, text=True, timeout=300, env=env)
+
+    done = run(f"jsonl:{tmp_path / 'empty.jsonl'}", f"jsonl:{good}")
+    assert done.returncode == 0 and json.loads(done.stdout)["counts"]["rows_out"] == 3
+    assert done.stderr.strip() == f"warning: source 'empty' ({tmp_path / 'empty.jsonl'}): no rows"
+    done = run(f"jsonl:{tmp_path / 'empty.jsonl'}", f"json:{tmp_path / 'none.json'}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (f"error: source 'empty' ({tmp_path / 'empty.jsonl'}): no rows; source 'none' ({tmp_path / 'none.json'}): "
+                                   "no rows: nothing to curate (an empty file, or a filter that keeps nothing)")
+
+
+def test_a_json_array_that_does_not_parse_names_line_and_column_and_a_utf16_file_is_named(tmp_path):
+    rows = own_rows(2, category="reasoning")
+    (tmp_path / "comma.json").write_text(json.dumps(rows, indent=2)[:-1].rstrip() + ",\n]\n")
+    done = curate("--source", f"json:{tmp_path / 'comma.json'}", "--out", str(tmp_path / "a"))
+    assert done.code == 2
+    assert done.error == (f"error: source 'comma': {tmp_path / 'comma.json'} is not valid JSON: Expecting value at line 12 column 1 "
+                          "(a trailing comma before it?)")
+    (tmp_path / "cut.json").write_text('[\n  {"question": "abc')  # a file cut short
+    done = curate("--source", f"json:{tmp_path / 'cut.json'}", "--out", str(tmp_path / "b"))
+    assert done.error == f"error: source 'cut': {tmp_path / 'cut.json'} is not valid JSON: Unterminated string starting at line 2 column 16"
+    for encoding in ("utf-16", "utf-16-le"):  # with a byte-order mark, and without one
+        (tmp_path / "wide.jsonl").write_bytes("".join(json.dumps(r) + "\n" for r in rows).encode(encoding))
+        done = curate("--source", f"jsonl:{tmp_path / 'wide.jsonl'}", "--out", str(tmp_path / "c"))
+        assert done.error == f"error: source 'wide': {tmp_path / 'wide.jsonl'} is UTF-16 text: save it as UTF-8"
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims `width` x `height` (pillow reads the size before any pixel)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+
+
+def test_a_decompression_bomb_is_image_too_large_and_a_file_that_is_no_image_has_a_stable_reason(tmp_path):
+    import base64
+
+    rows = [{"id": "bomb", "question": QUESTIONS[0], "answer": "1", "category": "perception",
+             "images": [base64.b64encode(png_header_only(20000, 20000)).decode()]},
+            {"id": "text", "question": QUESTIONS[1], "answer": "1", "category": "perception",
+             "images": [base64.b64encode(b"not an image at all").decode()]},
+            {"id": "ok", "question": QUESTIONS[2], "answer": "1", "category": "perception", "images": [base64.b64encode(png(3)).decode()]}]
+    done = curate("--source", f"jsonl:{write_jsonl(tmp_path / 'src.jsonl', rows)}", "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    reasons = {json.loads(q["row"])["id"]: q["reason"] for q in quarantine(tmp_path / "out")}
+    assert reasons["bomb"].startswith("image_too_large: exceeds 64000000 pixels (Image size (400000000 pixels) exceeds limit")
+    assert reasons["text"] == "image_undecodable: not an image format pillow knows"
+    assert [row["id"] for row in read_table(tmp_path / "out").to_pylist()] == ["ok"]
+
+
+def test_a_binary_file_given_as_a_source_or_a_corpus_is_named_as_such(tmp_path):
+    from curation.sources import TableFileError, read_table_file
+
+    (tmp_path / "blob.jsonl").write_bytes(bytes(range(256)) * 4)
+    done = curate("--source", f"jsonl:{tmp_path / 'blob.jsonl'}", "--out", str(tmp_path / "out"))
+    assert done.code == 2 and done.error.startswith(f"error: source 'blob': {tmp_path / 'blob.jsonl'} is neither JSON Lines nor")
+    assert done.error.endswith("(it is not text: a binary file?)")
+    (tmp_path / "corpus.jsonl").write_bytes(json.dumps({"title": "t", "url": "u", "text": "x"}).encode("utf-16"))
+    with pytest.raises(TableFileError) as raised:
+        read_table_file(tmp_path / "corpus.jsonl", {"title"}, "search corpus")
+    assert str(raised.value) == f"search corpus {tmp_path / 'corpus.jsonl'} is UTF-16 text: save it as UTF-8"

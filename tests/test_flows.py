@@ -289,3 +289,49 @@ def test_an_evaluation_endpoint_that_fails_ends_deepeyes_run_with_one_line(world
         server.stop()
     assert done.returncode == 2
     assert f"evaluated model endpoint {url} (model 'demo-teacher'): the first request failed (HTTP 500" in one_error_line(done.stderr)
+
+
+def test_an_output_path_that_is_a_file_is_refused_in_one_line_naming_the_option(tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("mine\n")
+    source = tmp_path / "s.jsonl"
+    source.write_text(json.dumps({"question": "q?", "answer": "1", "category": "reasoning"}) + "\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"curate:\n  sources: [{{path: {source}}}]\n")
+    fix = "a file is there; an output directory is needed (give a new or existing folder)"
+    for args, option in [
+        (["curate", "--source", f"jsonl:{source}", "--out", str(taken)], "--out"),
+        (["generate-world", str(taken)], "OUT"),
+        (["run", str(config), "--flow", "curate", "--run-dir", str(taken)], "--run-dir"),
+        (["import", "sharegpt", str(source), "--out", str(taken)], "--out"),
+    ]:
+        done = run_cli(args, tmp_path, timeout=120)
+        assert done.returncode == 2 and one_error_line(done.stderr) == f"error: {option} {taken}: {fix}", args
+    assert taken.read_text() == "mine\n"  # nothing written over it
+
+
+def test_settings_from_command_line_options_that_break_a_rule_are_one_line_naming_the_option(tmp_path):
+    done = run_cli(["select", "--input", str(tmp_path), "--probes", str(tmp_path), "--out", str(tmp_path / "o"),
+                    "--max-pass-rate-no-tools", "3"], tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert one_error_line(done.stderr) == "error: --max-pass-rate-no-tools: Input should be less than or equal to 1 (got 3.0)"
+
+
+def test_a_corrupt_manifest_is_named_by_status_and_the_stage_counts_as_not_run(tmp_path, caplog):
+    from flows import lineage
+
+    stage = tmp_path / "run" / "curate"
+    stage.mkdir(parents=True)
+    (stage / "_manifest.json").write_text('{"rows": 3, "trunc')
+    done = run_cli(["status", str(tmp_path / "run")], tmp_path, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr
+    [line] = [line for line in done.stdout.splitlines() if line.strip().startswith("curate")]
+    assert line.split()[:2] == ["curate", "corrupt:"]
+    assert f"{stage / '_manifest.json'}: corrupt manifest (JSONDecodeError: Unterminated string" in line
+    assert line.endswith("; the next run runs the stage again")
+    # A run reads it as no output: the stage runs again (and says why), and writes a new manifest.
+    with caplog.at_level("WARNING", logger="flows.lineage"):
+        assert lineage.recorded_key(stage) is None and lineage.recorded_result(stage) is None
+    assert f"{stage / '_manifest.json'}: corrupt manifest" in caplog.text and "the stage runs again" in caplog.text
+    lineage.record(stage, "curate", {}, [], 0.1, key="k")
+    assert lineage.recorded_key(stage) == "k"

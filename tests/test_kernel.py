@@ -228,3 +228,46 @@ def test_an_empty_crop_is_a_code_error_and_the_session_lives_on(pool):
         assert "empty image (0x40 pixels)" in result.stderr and "kernel_worker" not in result.stderr
         after = kernel.execute("print(zoom, seen)")
         assert (after.status, after.stdout.strip()) == ("ok", "3 (300, 200)")  # the same session, its variables intact
+
+
+def test_a_cell_that_times_out_keeps_what_it_printed_and_the_next_cell_starts_fresh(pool):
+    with PythonKernel([png()], pool, KernelConfig(timeout_s=1.0)) as kernel:
+        kernel.execute("kept = 1")
+        result = kernel.execute("import sys\nprint('partial result 42', flush=True)\nprint('to stderr', file=sys.stderr)\n"
+                                "try:\n    while True:\n        pass\nexcept Exception:\n    pass")
+        assert result.status == "timeout" and result.stdout == "partial result 42\n"
+        assert result.stderr == "to stderr\nError: execution timed out after 1 s."
+        assert 900 <= result.duration_ms < 1000 * (1.0 + 2.0)
+        after = kernel.execute("print('kept' in globals(), image_1.size)")
+        assert after.status == "ok" and after.stdout.strip() == "False (120, 90)"  # a fresh session, its images loaded again
+        assert after.stderr.startswith("Note: the kernel was restarted")
+
+
+def test_an_input_image_the_kernel_cannot_open_is_named_not_a_bare_kernel_death(pool):
+    with PythonKernel([png(), b"not an image"], pool, KernelConfig(timeout_s=5)) as kernel:
+        result = kernel.execute("print(1)")
+    assert result.status == "kernel_died"
+    assert result.stderr == "Error: the Python kernel failed to start: input image 2 cannot be opened (not an image format pillow knows)"
+
+
+def test_sandbox_exec_names_a_file_that_is_not_text_an_image_that_is_not_one_and_a_bad_timeout(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "cell.py").write_text("print(1)\n")
+    (tmp_path / "binary.py").write_bytes(b"\x00\xc4\xff\x01")
+    (tmp_path / "wide.py").write_bytes("print(1)\n".encode("utf-16"))
+    (tmp_path / "fake.png").write_bytes(b"text, not pixels")
+    run = lambda *args: subprocess.run([sys.executable, "-m", "flows.cli", "sandbox", "exec", *args],  # noqa: E731
+                                       capture_output=True, text=True, timeout=120)
+    cell = str(tmp_path / "cell.py")
+    for args, expected in [
+        ((str(tmp_path / "binary.py"),), f"file {tmp_path / 'binary.py'} is not UTF-8 text (byte 0xc4 at offset 1): is it a binary file?"),
+        ((str(tmp_path / "wide.py"),), f"file {tmp_path / 'wide.py'} is UTF-16 text: save it as UTF-8"),
+        ((str(tmp_path),), f"file is a directory, not a file: {tmp_path}"),
+        ((cell, "--image", str(tmp_path / "fake.png")), f"--image {tmp_path / 'fake.png'}: not an image (pillow knows no such format)"),
+        ((cell, "--image", str(tmp_path)), f"--image {tmp_path}: a directory, not an image file"),
+        ((cell, "--timeout", "0"), "--timeout: Input should be greater than 0 (got 0.0)"),
+    ]:
+        done = run(*args)
+        assert done.returncode == 2 and done.stderr.strip() == f"error: {expected}", (args, done.stderr[-2000:])
