@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from curation.select import SelectConfig
 from curation.stage import CurateConfig
+from curation.worlds import WorldKind
 from eval.stage import EvalConfig
 from flows.launcher import TrainingLauncher
 from flows.orchestration import OrchestrationConfig
@@ -22,6 +23,7 @@ from synth.judge import JudgeConfig
 from synth.probe import ProbeConfig
 from synth.search import SearchConfig
 from synth.stage import SynthConfig
+from train.base import BaseStageConfig
 from train.grpo import GRPOStageConfig, check_vllm_trainer_environment
 from train.sft import SFTStageConfig, TrainingSetupError
 from train.tiny import TinyModelConfig
@@ -35,9 +37,16 @@ class WorldSettings(BaseModel):
     """Generate the demo world and use it as the source, the search corpus and the replay script."""
 
     model_config = ConfigDict(extra="forbid")
+    kind: WorldKind = "classic"  # classic: tests the plumbing; learnable: a tiny model learns it (curation/worlds.py)
     seed: int = 0
     per_family: int = Field(12, ge=1)
     distractor_docs: int = 40
+    instruct_per_family: int = Field(0, ge=0)  # learnable only: samples per family for the `base:` instruct stage
+
+    def generator_settings(self) -> dict[str, Any]:
+        """The fields the world's generator takes."""
+        fields = {"seed", "per_family", "distractor_docs"} | ({"instruct_per_family"} if self.kind == "learnable" else set())
+        return self.model_dump(include=fields)
 
 
 class ReplaySettingsModel(BaseModel):
@@ -75,6 +84,7 @@ class PipelineConfig(BaseModel):
     select: SelectConfig = Field(default_factory=SelectConfig)  # the paper's rule on the probes
     synth: SynthConfig = Field(default_factory=SynthConfig)
     tiny_model: TinyModelConfig = Field(default_factory=TinyModelConfig)
+    base: BaseStageConfig | None = None  # the instruct stage that turns the tiny model into a base like the paper's; None: SFT starts from the tiny model
     sft: SFTStageConfig = Field(default_factory=SFTStageConfig)
     grpo: GRPOStageConfig | None = None  # RL with live tool rollouts after SFT; None: SFT only
     training: TrainingLauncher | None = None  # run SFT and GRPO through a launcher (accelerate, another env); None: in the flow
@@ -89,6 +99,14 @@ class PipelineConfig(BaseModel):
             raise ConfigError("replay: the replay server serves the demo world's scripts; add a `world:` section")
         if self.replay is not None and self.teacher_server is not None:
             raise ConfigError("replay and teacher_server: choose one teacher")
+        if self.base is not None:
+            if self.world is None or self.world.kind != "learnable" or not self.world.instruct_per_family:
+                raise ConfigError("base: the instruct stage trains on the learnable world's instruct samples; "
+                                  "set world.kind: learnable and world.instruct_per_family > 0")
+            if self.replay is None:
+                raise ConfigError("base: the instruct samples are answered by the replay server's instruct persona; add a `replay:` section")
+            if self.sft.model_path is not None:
+                raise ConfigError("base and sft.model_path: the base stage makes the model SFT starts from; choose one")
         if self.world is None and not self.curate.sources:
             raise ConfigError("curate.sources: no source given (or add a `world:` section for the demo world)")
         for section, specs in (("sources", self.curate.sources), ("benchmarks", self.curate.benchmarks)):

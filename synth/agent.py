@@ -27,6 +27,7 @@ from synth.protocol import (
     STOP_SEQUENCES,
     THINK_PREFIX,
     Action,
+    PromptProfile,
     check_format,
     close_stopped_turn,
     load_prompts,
@@ -49,6 +50,7 @@ class AgentConfig(BaseModel):
     temperature: float = Field(0.0, ge=0.0)
     tools: bool = True  # False: the tool-free control (no tool prompt, tool calls refused)
     force_think_prefix: bool = False  # start turns after an observation with "<think>" (local models)
+    prompts: PromptProfile = "default"  # compact: a short system prompt for tiny models (synth/prompts/system_compact.txt)
     search_top_k: int = 5
     prestart_kernel: bool = True  # start the episode's kernel while its first turn is generated
     kernel: KernelConfig = Field(default_factory=KernelConfig)
@@ -194,7 +196,7 @@ async def run_episode(
     """Run one episode of `sample` with `policy`; return a `TRAJECTORY_SCHEMA` row, judged by
     `judge` (a stage shares one; without it, a rules and math-verify judge for this episode)."""
     started = time.perf_counter()
-    prompts = load_prompts(cfg.tools)
+    prompts = load_prompts(cfg.tools, cfg.prompts)
     images = [image.bytes for image in sample.images]
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": [_text(prompts.system)]},

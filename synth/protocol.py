@@ -49,12 +49,21 @@ class Prompts:
         return self.user.format(question=question)
 
 
-def load_prompts(tools: bool = True) -> Prompts:
-    """The prompt files shipped with this protocol version (`synth/prompts/`)."""
+PromptProfile = Literal["default", "compact"]
+
+
+def load_prompts(tools: bool = True, profile: PromptProfile = "default") -> Prompts:
+    """The prompt files shipped with this protocol version (`synth/prompts/`).
+
+    `compact`: the same tools and format in a system prompt of about 90 tokens instead of about
+    250, for tiny models trained on a CPU, where every row carries the system prompt (a long fixed
+    prefix also slowed a tiny model's learning to copy by more than the rows' cost: see the README's
+    learnable world). The tool-free prompts are short already and have no compact variant."""
     base = resources.files("synth") / "prompts"
     suffix = "" if tools else "_no_tools"
+    system = base / f"system{suffix}_compact.txt" if profile == "compact" and tools else base / f"system{suffix}.txt"
     return Prompts(
-        system=(base / f"system{suffix}.txt").read_text().strip(),
+        system=system.read_text().strip(),
         user=(base / f"user{suffix}.txt").read_text().strip(),
     )
 

@@ -81,6 +81,7 @@ class GRPOStageConfig(BaseModel):
     logging_steps: int = 1
     seed: int = 0
     bf16: bool = False
+    gradient_checkpointing: bool = True  # TRL's default; off pays for tiny models on a CPU
     max_samples: int | None = None
     # The reward-hacking watch: warn when tool calls per trajectory fall below this (after the first
     # steps), or when more than this share of code cells print nothing and show nothing.
@@ -98,7 +99,7 @@ def load_prompts_dataset(curated_dir: str | Path, pools: list[str], agent: Agent
     rows = [r for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in pools][: max_samples or None]
     if not rows:
         raise TrainingDataError(f"no samples of pool(s) {pools} in {curated_dir}")
-    prompts = load_prompts(agent.tools)
+    prompts = load_prompts(agent.tools, agent.prompts)
     records = []
     for row in rows:
         sample = Sample.from_row(row)
