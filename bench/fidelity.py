@@ -30,6 +30,7 @@ calls per trajectory likewise. `targets` says which of the issue's targets hold;
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -147,8 +148,9 @@ def targets(arms: dict[str, dict[str, Any]], seconds: float) -> dict[str, Any]:
     return out
 
 
-def _run_pipeline(config_path: Path, run_dir: Path, prefect_home: Path) -> None:
-    env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+def _run_pipeline(config_path: Path, run_dir: Path, prefect_home: Path, torch_threads: int) -> None:
+    env = {**os.environ, "PREFECT_HOME": str(prefect_home), "OMP_NUM_THREADS": str(torch_threads),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     log = run_dir.parent / "pipeline.log"
     with open(log, "w") as handle:
         done = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config_path), "--run-dir", str(run_dir)],
@@ -157,14 +159,17 @@ def _run_pipeline(config_path: Path, run_dir: Path, prefect_home: Path) -> None:
         raise SystemExit(f"the pipeline run failed (exit {done.returncode}); see {log}:\n" + log.read_text()[-3000:])
 
 
-def run(config_path: Path, out: Path) -> dict[str, Any]:
+def run(config_path: Path, out: Path, torch_threads: int = 1) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(torch_threads)
     started = time.time()
     cfg: PipelineConfig = load_config(config_path)
     if cfg.base is None or cfg.grpo is None:
         raise SystemExit(f"{config_path}: the fidelity bench needs `base:` and `grpo:` sections")
     seconds: dict[str, float] = {}
     run_dir = out / "sft_rl"
-    _run_pipeline(config_path, run_dir, out / "prefect-home")
+    _run_pipeline(config_path, run_dir, out / "prefect-home", torch_threads)
     seconds["pipeline (sft_rl arm)"] = round(time.time() - started, 1)
     resolved = Resolved(cfg, run_dir)
     search, judge = resolved.search, cfg.judge
@@ -224,10 +229,14 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "fidelity.yaml")
     parser.add_argument("--out", type=Path, default=None, help="where the runs go (default: a new temporary folder, kept)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch's threads for training and evaluation (1: on a small shared CPU, a second OpenMP thread spinning "
+                             "against other work slowed training several times over here; bench.train does the same)")
     args = parser.parse_args()
     out = (args.out or Path(tempfile.mkdtemp(prefix="deepeyes-fidelity-"))).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    result = run(args.config.resolve(), out)
+    with contextlib.redirect_stdout(sys.stderr):  # the stages' progress lines; stdout carries the result only
+        result = run(args.config.resolve(), out, args.torch_threads)
     result["pipeline"] = _strip(result["pipeline"])
     (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.json:

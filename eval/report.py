@@ -136,7 +136,9 @@ def _training_plot(runs: list[RunData]) -> bytes | None:
                 axis.plot(steps, [d[key] for d in run.dynamics if key in d], marker="o", label=run.name)
         axis.set_title(title)
         axis.set_xlabel("logged step")
-    axes[-1].legend(fontsize=8)
+    labelled = [axis for axis in axes if axis.get_legend_handles_labels()[0]]
+    if labelled:
+        labelled[-1].legend(fontsize=8)
     data = _png(figure)
     plt.close(figure)
     return data
