@@ -1,4 +1,5 @@
 # The two commands: `make demo` and `make test`. Each creates .venv when missing.
+# `make test-vllm` runs the tests against a real vLLM server, from its own environment (`make vllm-env`).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,10 @@ SHELL := /bin/bash
 # pip on this machine warns once per package about an index folder it skips: keep the log readable.
 FILTER_PIP := 2>&1 | { grep -v '^WARNING: Location' || true; }
 
-.PHONY: demo test test-slow bench lock clean bwrap
+# vLLM's own environment (its pins exclude Prefect's): never .venv. scripts/vllm-env.sh says what it installs.
+VLLM_VENV ?= .venv-vllm
+
+.PHONY: demo test test-slow test-vllm vllm-env bench lock clean bwrap
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +39,14 @@ test: $(STAMP) bwrap
 
 test-slow: $(STAMP) bwrap
 	$(PY) -m pytest -q -m slow
+
+# Idempotent: a finished install is kept (CPU build here; VLLM_TARGET=cuda for the GPU build).
+vllm-env:
+	bash scripts/vllm-env.sh $(VLLM_VENV)
+
+# The tests marked `vllm`: they start `vllm serve` from $(VLLM_VENV) themselves and stop it at the end.
+test-vllm: $(STAMP) bwrap vllm-env
+	DEEPEYES_VLLM_ENV=$(abspath $(VLLM_VENV)) $(PY) -m pytest -q -m vllm
 
 # The speed checks: each prints its ratio against a baseline measured in the same run.
 # bench.dedup compares against datatrove, a dev dependency (the `bench` extra).

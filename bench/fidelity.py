@@ -172,22 +172,22 @@ def run(config_path: Path, out: Path, torch_threads: int = 1) -> dict[str, Any]:
     _run_pipeline(config_path, run_dir, out / "prefect-home", torch_threads)
     seconds["pipeline (sft_rl arm)"] = round(time.time() - started, 1)
     resolved = Resolved(cfg, run_dir)
-    search, judge = resolved.search, cfg.judge
+    search, judge, reward = resolved.search, cfg.judge, cfg.reward
     summary = json.loads((run_dir / "summary.json").read_text())["stages"]
     base_ckpt, sft_ckpt = summary["base"]["checkpoint"], summary["sft"]["checkpoint"]
 
     step = time.time()
-    run_evaluate(cfg.eval, base_ckpt, resolved.pools, out / "base" / "eval", search, judge)
+    run_evaluate(cfg.eval, base_ckpt, resolved.pools, out / "base" / "eval", search, judge, reward)
     seconds["base: evaluate"] = round(time.time() - step, 1)
     step = time.time()
-    run_evaluate(cfg.eval, sft_ckpt, resolved.pools, out / "sft" / "eval", search, judge)
+    run_evaluate(cfg.eval, sft_ckpt, resolved.pools, out / "sft" / "eval", search, judge, reward)
     (out / "sft" / "sft").symlink_to(run_dir / "sft")  # the report's SFT loss curve
     seconds["sft: evaluate"] = round(time.time() - step, 1)
     step = time.time()
-    rl = run_grpo(cfg.grpo, base_ckpt, resolved.pools, out / "rl_only" / "grpo", search, judge)
+    rl = run_grpo(cfg.grpo, base_ckpt, resolved.pools, out / "rl_only" / "grpo", search, judge, reward=reward)
     seconds["rl_only: grpo"] = round(time.time() - step, 1)
     step = time.time()
-    run_evaluate(cfg.eval, rl["checkpoint"], resolved.pools, out / "rl_only" / "eval", search, judge)
+    run_evaluate(cfg.eval, rl["checkpoint"], resolved.pools, out / "rl_only" / "eval", search, judge, reward)
     seconds["rl_only: evaluate"] = round(time.time() - step, 1)
 
     dirs = {"base": out / "base", "rl_only": out / "rl_only", "sft": out / "sft", "sft_rl": run_dir}

@@ -1,7 +1,9 @@
 """Decontamination: drop training rows that overlap an evaluation benchmark.
 
-Text: a row is contaminated when it shares a word n-gram (default 8 words, after normalization)
-with a benchmark question, or, for questions shorter than n words, when it equals one. Images: a
+Text: a row is contaminated when it shares a token n-gram (default 8 tokens of
+`curation.tokens.question_tokens`, the tokens near-duplicate removal compares: words, numbers,
+operators and relation symbols) with a benchmark question, or, for questions shorter than n
+tokens, when it equals one. Images: a
 perceptual hash within `image_hamming` bits of a benchmark image. Every removal names the
 benchmark and the benchmark item it matched.
 """
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.dedup import PhashIndex
-from curation.normalize import words
+from curation.tokens import question_tokens
 
 
 class DecontamConfig(BaseModel):
@@ -37,7 +39,7 @@ class Contamination:
 
 
 def _grams(text: str, n: int) -> set[str]:
-    tokens = words(text)
+    tokens = question_tokens(text)
     if len(tokens) < n:
         return {" ".join(tokens)} if tokens else set()
     return {" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}

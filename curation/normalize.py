@@ -13,7 +13,6 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _NUMBER = re.compile(r"^[-+]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?(e[-+]?\d+)?%?$", re.I)
 _LETTER = re.compile(r"^\(?([A-Z])[).:]?$")
 _MATH_HINTS = ("\\frac", "\\sqrt", "^", "\\pi", "$", "\\cdot", "\\times")
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def clean_text(text: str) -> str:
@@ -22,11 +21,6 @@ def clean_text(text: str) -> str:
     text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
     lines = [" ".join(line.split()) for line in text.splitlines()]
     return "\n".join(line for line in lines if line).strip()
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased word tokens without punctuation: the unit of n-gram dedup and decontamination."""
-    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
 def is_number(answer: str) -> bool:

@@ -189,6 +189,28 @@ def _summarize(value: Any) -> Any:
     return value
 
 
+def _storable(text: str) -> str:
+    """Text Parquet can hold: anything that is not valid UTF-8 (a lone surrogate) escaped."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _row_json(row: Any) -> str:
+    """A rejected row as JSON (bytes summarized); a row too deep or odd to write is described instead,
+    so the quarantine never fails on what it quarantines."""
+    for sort_keys in (True, False):  # keys of mixed types cannot be sorted
+        try:
+            return json.dumps(_summarize(row), default=str, sort_keys=sort_keys)
+        except TypeError:
+            continue
+        except (RecursionError, ValueError) as exc:
+            return json.dumps({"unwritable_row": f"{type(exc).__name__}: {str(exc)[:200]}"})
+    return json.dumps({"unwritable_row": repr(type(row))})
+
+
 class Quarantine:
     """Rejected rows with their reasons, written as shards under `<stage dir>/quarantine/`."""
 
@@ -200,14 +222,7 @@ class Quarantine:
     def add(self, row: Any, reason: str, origin: str = "") -> None:
         key = reason.split(":", 1)[0]
         self.reasons[key] = self.reasons.get(key, 0) + 1
-        self._writer.write(
-            {
-                "stage": self.stage,
-                "reason": reason,
-                "origin": origin,
-                "row": json.dumps(_summarize(row), default=str, sort_keys=True),
-            }
-        )
+        self._writer.write({"stage": self.stage, "reason": _storable(reason), "origin": _storable(origin), "row": _row_json(row)})
 
     def extend(self, quarantine_dir: str | Path) -> None:
         """Take over the rows of another quarantine (a part of the same stage run as its own task)."""

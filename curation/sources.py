@@ -1,47 +1,63 @@
 """Source adapters: rows from a source file turned into `Sample`s, bad rows into quarantine.
 
-The generic JSONL source: one object per line with `question`, `answer`, `images` (paths relative
-to the file, absolute paths, or base64 strings), and optional `id`, `category`, `answer_type`,
-`choices`, `meta`. Missing `category` / `answer_type` come from the source's defaults.
+The generic JSON source (`jsonl`, or `json`): JSON Lines (one object per line) or a JSON array of
+objects (pretty-printed or not; which one is found from the file), each with `question`, `answer`,
+`images` (paths relative to the file, absolute paths, or base64 strings), and optional `id`,
+`category`, `answer_type`, `choices`, `meta`. Missing `category` / `answer_type` come from the
+source's defaults; `curation.mapping` says how a source's own columns and labels map to ours.
+
+Nothing in a source's content stops a scan: a line that is not UTF-8, not JSON or not an object,
+and a row whose fields or images cannot be used, each become a quarantined row with its reason and
+its place in the file. A file that is not a table of rows at all raises `SourceError`.
 """
 
 from __future__ import annotations
 
+import ast
 import base64
 import binascii
 import csv
+import glob
 import io
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from curation.normalize import LETTERS, clean_text, infer_answer_type, normalize_answer, normalize_choices
+from curation.mapping import CATEGORIES, FieldMapping, RowRejected, lookup, scalar_text
+from curation.normalize import LETTERS, clean_text, infer_answer_type, normalize_answer
+from curation.verl import VERL_CATEGORY_MAP, verl_files, verl_rows
 from curation.schema import Sample
 
+__all__ = ["RowRejected", "SourceError", "SourceSpec", "TableFileError", "read_image_ref", "read_source", "read_table_file", "row_to_sample"]
 
-class SourceSpec(BaseModel):
-    """One source in the curation config: where the rows are and how their fields map to ours.
+PARSE_ERROR = "__parse_error__"  # the key of a row that could not be read (its value: the reason)
+SOURCE_KINDS = ("jsonl", "json", "tsv", "hf", "verl")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
-    - `jsonl`: the generic JSONL (the module docstring); `path` is the file.
+
+class SourceSpec(FieldMapping):
+    """One source in the curation config: where the rows are and how their fields map to ours
+    (`fields`, `category`, `answer_type`, `category_map`: see `curation.mapping.FieldMapping`).
+
+    - `jsonl` / `json`: the generic JSON source (the module docstring); `path` is the file. Both
+      read JSON Lines and JSON arrays alike.
     - `tsv`: a VLMEvalKit TSV: `index`, `image` (base64, or a JSON list of base64 strings),
       `question`, `answer`, option columns `A`, `B`, ..., optional `category`, `hint`.
     - `hf`: anything `datasets.load_dataset` opens: `path` is a hub id (where the network allows)
       or a builder name (`parquet`, `json`, `csv`, `imagefolder`) with `data_files`.
+    - `verl`: verl's RL parquet layout (DeepEyesV2's released RL data; `curation.verl`): `path` is a
+      parquet file, a folder of them or a glob; `data_source` is the category (`reason` read as
+      `reasoning`), `reward_model.ground_truth` the answer, `extra_info.question` the question.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["jsonl", "tsv", "hf"] = "jsonl"
+    kind: Literal["jsonl", "json", "tsv", "hf", "verl"] = "jsonl"
     path: str
     name: str | None = None  # the `source` column; defaults to the file's stem or the dataset id
-    category: str | None = None  # for rows without one
-    answer_type: str | None = None  # for rows without one (otherwise inferred from the answer)
-    # Our field -> the source's column, e.g. {question: query, answer: label, images: image}.
-    fields: dict[Literal["id", "question", "answer", "images", "category", "answer_type", "choices"], str] = Field(default_factory=dict)
     include: dict[str, list[Any]] = Field(default_factory=dict)  # keep rows whose column has one of these values
     limit: int | None = Field(None, ge=1)  # the first N rows (after `include`)
     # `hf` only
@@ -55,6 +71,13 @@ class SourceSpec(BaseModel):
         value = str(value) if isinstance(value, Path) else value
         if isinstance(value, str) and not value.strip():
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty (leave it out for the file's name)")
         return value
 
     @property
@@ -76,13 +99,94 @@ class SourceSpec(BaseModel):
             return self.name
         return self.file.stem if self.kind != "hf" else self.path.replace("/", "__")
 
+    @model_validator(mode="after")
+    def _verl_labels(self) -> SourceSpec:
+        # verl's `reason` data source is our `reasoning`; a source's own category_map wins.
+        if self.kind == "verl":
+            self.category_map = {**VERL_CATEGORY_MAP, **self.category_map}
+        return self
+
+    def exists(self) -> bool:
+        """Whether the file(s) the spec names are there (an `hf` source is checked when it loads)."""
+        if self.kind == "hf":
+            return True
+        return bool(verl_files(self.path)) if self.kind == "verl" else self.file.is_file()
+
+    def local_files(self) -> list[Path]:
+        """The local files the spec itself names (its file, a `verl` source's parquet files, or an
+        `hf` source's data files with their globs expanded): what a cache key must cover besides the
+        files the rows point to."""
+        if self.kind == "verl":
+            return verl_files(self.path)
+        if self.kind != "hf":
+            return [self.file]
+        patterns = [self.data_files] if isinstance(self.data_files, str) else list(self.data_files or [])
+        found: set[Path] = set()
+        for pattern in patterns:
+            if "://" in pattern:
+                continue  # remote files are outside what a local fingerprint can see
+            found.update(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        return sorted(found)
+
+    # The per-source options `parse_cli` takes: fields of the spec, and `fields.`, `category_map.`
+    # and `include.` entries (an include value lists alternatives with `|`).
+    CLI_OPTIONS: ClassVar[tuple[str, ...]] = ("name", "category", "answer_type", "limit", "subset", "split", "data_files")
+    CLI_PREFIXES: ClassVar[tuple[str, ...]] = ("fields.", "category_map.", "include.")
+
     @classmethod
-    def parse_cli(cls, text: str) -> SourceSpec:
-        """`KIND:PATH` (jsonl:data/x.jsonl, tsv:V_star.tsv, hf:org/dataset) or a bare JSONL path."""
-        kind, sep, path = text.partition(":")
-        if sep and kind in ("jsonl", "tsv", "hf"):
-            return cls(kind=kind, path=path)
-        return cls(path=text)
+    def parse_cli(cls, text: str, defaults: list[tuple[str, str]] = ()) -> SourceSpec:
+        """A source from the command line: `KIND:PATH` (jsonl:data/x.jsonl, json:x.json,
+        tsv:V_star.tsv, hf:org/dataset) or a bare JSON path, then optional `,NAME=VALUE` options
+        with the config's names: `category=perception`, `answer_type=number`, `name=mine`,
+        `limit=100`, `fields.answer=label`, `category_map.color=perception`,
+        `include.split=test|val`, and for `hf` `subset=`, `split=`, `data_files=`. `defaults` are
+        options in the same form (the CLI's `--category` and friends) that the text's own override.
+
+        Raises `SourceError` naming the option for an unknown option or a value the config would
+        refuse."""
+        head, options = _split_cli_options(text)
+        kind, sep, path = head.partition(":")
+        values: dict[str, Any] = {"kind": kind, "path": path} if sep and kind in SOURCE_KINDS else {"path": head}
+        for key, value in [*defaults, *options]:
+            if key in cls.CLI_OPTIONS:
+                values[key] = value
+            elif key.startswith(cls.CLI_PREFIXES) and key.split(".", 1)[1]:
+                group, entry = key.split(".", 1)
+                values.setdefault(group, {})[entry] = value.split("|") if group == "include" else value
+            else:
+                allowed = ", ".join([*cls.CLI_OPTIONS, *(p + "X" for p in cls.CLI_PREFIXES)])
+                raise SourceError(f"--source {text!r}: unknown option {key!r} (options: {allowed})")
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise SourceError(f"--source {text!r}: {problems}") from None
+
+
+def cli_source_defaults(category: str | None, answer_type: str | None, fields: list[str], category_map: list[str]) -> list[tuple[str, str]]:
+    """The CLI's `--category`, `--answer-type`, `--fields OURS=THEIRS` and `--category-map
+    LABEL=OURS` as `parse_cli` options. Raises `SourceError` for an entry without `=`."""
+    options = [(key, value) for key, value in (("category", category), ("answer_type", answer_type)) if value is not None]
+    for flag, group, entries in (("--fields", "fields", fields), ("--category-map", "category_map", category_map)):
+        for entry in entries:
+            key, sep, value = entry.partition("=")
+            if not sep or not key.strip():
+                raise SourceError(f"{flag} {entry!r}: expected NAME=VALUE, e.g. {'answer=label' if group == 'fields' else 'color=perception'}")
+            options.append((f"{group}.{key.strip()}", value.strip()))
+    return options
+
+
+_CLI_OPTION = re.compile(r",(?=(?:fields\.|category_map\.|include\.)[^,=]+=|[a-z_]+=)")
+
+
+def _split_cli_options(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """`KIND:PATH,a=1,b.c=2` -> (`KIND:PATH`, [(a, 1), (b.c, 2)]); a path that exists as written
+    (commas and all) has no options."""
+    bare = text.partition(":")[2] if text.partition(":")[0] in SOURCE_KINDS else text
+    if Path(bare).exists():
+        return text, []
+    head, *rest = _CLI_OPTION.split(text)
+    return head, [tuple(part.split("=", 1)) for part in rest]  # type: ignore[misc]
 
 
 class TableFileError(ValueError):
@@ -102,14 +206,16 @@ def read_table_file(path: Path, required: set[str], what: str = "file") -> list[
         located = [(f"row {i}", row) for i, row in enumerate(pq.read_table(path).to_pylist())]
     else:
         located = []
-        with open(path, encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, 1):
-                if not line.strip():
+        with open(path, "rb") as handle:
+            for line_no, raw in enumerate(handle, 1):
+                if not raw.strip():
                     continue
                 try:
-                    located.append((f"line {line_no}", json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise TableFileError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from exc
+                    located.append((f"line {line_no}", json.loads(raw.decode("utf-8-sig" if line_no == 1 else "utf-8"))))
+                except UnicodeDecodeError as exc:
+                    raise TableFileError(f"{path}:{line_no}: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+                except (json.JSONDecodeError, RecursionError) as exc:
+                    raise TableFileError(f"{path}:{line_no}: invalid JSON ({getattr(exc, 'msg', 'nested too deeply')})") from exc
     for where, row in located:
         if not isinstance(row, dict):
             raise TableFileError(f"{path}, {where}: expected a JSON object")
@@ -119,125 +225,364 @@ def read_table_file(path: Path, required: set[str], what: str = "file") -> list[
     return [row for _, row in located]
 
 
-class RowRejected(ValueError):
-    """A source row that cannot become a `Sample`; the message is the quarantine reason."""
-
-
-def _read_image(ref: Any, base_dir: Path) -> tuple[bytes, str | None]:
-    """An image given as a path, base64 (or a data URL), raw bytes, a `{bytes, path}` dict or a PIL image."""
-    if isinstance(ref, dict):
-        if ref.get("bytes"):
-            return bytes(ref["bytes"]), ref.get("path")
-        ref = ref.get("path")
+def _read_image(ref: Any, base_dir: Path, files: set[str] | None = None) -> tuple[bytes, str | None]:
+    """An image given as a path, base64 (or a data URL), raw bytes, a `{bytes, path}` dict or a PIL
+    image. A file it reads (or looks for and misses) is added to `files`."""
+    if isinstance(ref, dict):  # `{bytes, path}`, as `datasets` stores images
+        data, path = ref.get("bytes"), ref.get("path")
+        if data:
+            if not isinstance(data, (bytes, bytearray)):
+                raise RowRejected(f"image_ref_invalid: `bytes` holds a {type(data).__name__}, not bytes")
+            return bytes(data), path if isinstance(path, str) else None
+        if isinstance(path, str) and path and "\0" not in path:  # a file, whatever its suffix
+            return _read_file(path, base_dir, files)
+        raise RowRejected("image_ref_invalid: an image object with neither bytes nor a path")
     if isinstance(ref, (bytes, bytearray)):
         return bytes(ref), None
     if hasattr(ref, "save") and hasattr(ref, "size"):  # a PIL image, as `datasets` decodes them
-        out = io.BytesIO()
-        ref.save(out, format="PNG")
-        return out.getvalue(), getattr(ref, "filename", None) or None
+        problem = ""
+        for fmt in ("PNG", "TIFF"):  # TIFF holds the modes PNG cannot (CMYK, LAB, F, ...)
+            out = io.BytesIO()
+            try:
+                ref.save(out, format=fmt)
+            except Exception as exc:  # a mode neither holds, a broken lazy decode
+                problem = f"{type(exc).__name__}: {exc}"
+                continue
+            return out.getvalue(), getattr(ref, "filename", None) or None
+        raise RowRejected(f"image_undecodable: {problem}")
     if not isinstance(ref, str) or not ref:
         raise RowRejected(f"image_ref_invalid: expected a path or base64 string, got {type(ref).__name__}")
-    candidate = Path(ref) if Path(ref).is_absolute() else base_dir / ref
-    if len(ref) < 1024 and candidate.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}:
-        if not candidate.is_file():
-            raise RowRejected(f"image_missing: {candidate}")
-        return candidate.read_bytes(), str(candidate)
+    if len(ref) < 4096 and "\0" not in ref and Path(ref).suffix.lower() in IMAGE_SUFFIXES:
+        return _read_file(ref, base_dir, files)
     try:
         return base64.b64decode(ref.split(",", 1)[-1], validate=True), None
     except (binascii.Error, ValueError) as exc:
-        raise RowRejected(f"image_ref_invalid: neither an image file nor base64 ({exc})") from exc
+        raise RowRejected(f"image_ref_invalid: neither an image file nor base64 ({exc})") from None
 
 
-def _field(row: dict[str, Any], spec: SourceSpec, name: str) -> Any:
-    column = spec.fields.get(name, name)  # type: ignore[call-overload]
-    return row.get(column)
+def read_image_ref(ref: Any, base_dir: Path, files: set[str] | None = None) -> tuple[bytes, str | None]:
+    """(bytes, path) of an image given as a path (relative to `base_dir`), base64 or a data URL,
+    raw bytes, a `{bytes, path}` dict or a PIL image, as every source reads them. Raises
+    `RowRejected` (`image_missing`, `image_unreadable`, `image_ref_invalid`, `image_undecodable`)."""
+    return _read_image(ref, base_dir, files)
 
 
-def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path) -> Sample:
-    """A source row (in the source's own field names, mapped by `spec.fields`) as a normalized `Sample`."""
-    images = _field(row, spec, "images")
+def _read_file(ref: str, base_dir: Path, files: set[str] | None) -> tuple[bytes, str]:
+    """An image file's bytes (a relative path starts at `base_dir`); the path goes into `files`."""
+    candidate = Path(ref) if Path(ref).is_absolute() else base_dir / ref
+    if files is not None:
+        files.add(str(candidate))
+    try:
+        return candidate.read_bytes(), str(candidate)
+    except FileNotFoundError:
+        raise RowRejected(f"image_missing: {candidate}") from None
+    except (OSError, ValueError) as exc:  # a directory, no permission, a name too long or not encodable
+        raise RowRejected(f"image_unreadable: {candidate}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _text(value: Any, field: str, required: bool) -> str | None:
+    """A text field, cleaned; `RowRejected` (`missing_<field>`, `invalid_<field>`) when unusable."""
+    text = scalar_text(value, field)
+    text = clean_text(text) if text is not None else None
+    if not text:
+        if required:
+            raise RowRejected(f"missing_{field}: the row has no `{field}` (or it is empty)")
+        return None
+    return text
+
+
+def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: set[str] | None = None) -> Sample:
+    """A source row (in the source's own field names, mapped by `spec`) as a normalized `Sample`.
+
+    Raises `RowRejected` with the quarantine reason. Image files the row points to are added to
+    `files` (for the cache key), whether they exist or not."""
+    images = spec.value(row, "images")
     if images is None or (isinstance(images, str) and not images):
         images = []
     elif not isinstance(images, list):
         images = [images]
     refs = []
     for ref in images:
-        data, path = _read_image(ref, base_dir)
+        data, path = _read_image(ref, base_dir, files)
         refs.append({"bytes": data, "path": path})
-    question = _field(row, spec, "question")
-    answer = _field(row, spec, "answer")
-    try:
-        choices = normalize_choices(_field(row, spec, "choices"))
-    except ValueError as exc:
-        raise RowRejected(f"invalid_row: choices: {exc}") from exc
-    question = clean_text(question) if isinstance(question, str) else question
-    answer = None if answer is None else clean_text(str(answer))
-    answer_type = _field(row, spec, "answer_type") or spec.answer_type or (infer_answer_type(answer, choices) if answer else None)
-    if answer and answer_type in ("choice", "number"):
+    if spec.value(row, "question") is None and "question" not in spec.fields:
+        conversation = next((c for c in ("messages", "conversations") if isinstance(row.get(c), list)), None)
+        if conversation is not None:
+            raise RowRejected(f"sharegpt_row: the row is a conversation (`{conversation}`), not a question")
+    question = _text(spec.value(row, "question"), "question", required=True)
+    answer = _text(spec.value(row, "answer"), "answer", required=True)
+    choices = spec.choices_of(row)
+    answer_type = spec.answer_type_of(row) or infer_answer_type(answer, choices)
+    if answer_type in ("choice", "number"):
         try:
             answer = normalize_answer(answer, answer_type, choices)
         except ValueError as exc:
-            raise RowRejected(f"invalid_row: answer: {exc}") from exc
+            raise RowRejected(f"invalid_answer: {exc}") from None
+    raw_id = spec.value(row, "id")
+    sample_id = scalar_text(raw_id, "id") if raw_id != "" else None
     fields = {
-        "id": str(_field(row, spec, "id") or ""),
+        "id": (sample_id or "").strip(),
         "source": spec.source_name,
-        "category": _field(row, spec, "category") or spec.category,
+        "category": spec.category_of(row),
         "question": question,
         "images": refs,
         "answer": answer,
         "answer_type": answer_type,
         "choices": choices,
-        "meta": row.get("meta") or {},
+        "meta": spec.meta_of(row),
     }
+    label = spec.own_label(row)
+    if label is not None:
+        fields["meta"] = {**fields["meta"], "source_category": label}
     try:
         return Sample.model_validate(fields)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise RowRejected(f"invalid_row: {problems}") from exc
+        raise RowRejected(f"invalid_row: {problems}") from None
 
 
 class SourceError(ValueError):
-    """A source that cannot be opened at all (missing file, unknown dataset); names the source."""
+    """A source that cannot be read as rows at all (missing file, unknown dataset, a file that is
+    not a table), or whose rows are all unusable; the message names the source and the fix."""
 
 
-def _jsonl_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
+def _parse_error(reason: str, excerpt: str | bytes | None = None) -> dict[str, Any]:
+    row: dict[str, Any] = {PARSE_ERROR: reason}
+    if excerpt is not None:
+        row["line"] = excerpt[:200].decode("utf-8", "replace") if isinstance(excerpt, bytes) else excerpt[:200]
+    return row
+
+
+def _has_undecodable(value: Any) -> bool:
+    """Whether a value holds a string that cannot be written as UTF-8: bytes that were not UTF-8
+    (read with `surrogateescape`), or a lone surrogate from a JSON escape."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_undecodable(k) or _has_undecodable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_undecodable(v) for v in value)
+    return False
+
+
+def _file_kind_hint(path: Path) -> str:
+    """What a file that is not JSON looks like, for the error message."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if head.startswith(b"PAR1"):
+        return " (it looks like Parquet: use `kind: hf, path: parquet, data_files: [FILE]`)"
+    first = head.splitlines()[0] if head.strip() else b""
+    if b"\t" in first:
+        return " (it looks like TSV: use `kind: tsv`)"
+    if b"," in first and not first.lstrip().startswith((b"{", b"[")):
+        return " (it looks like CSV: use `kind: hf, path: csv, data_files: [FILE]`)"
+    return ""
+
+
+def _json_document(path: Path) -> Any:
+    """The whole file as one JSON value (bytes that are not UTF-8 kept as surrogates, so one bad
+    string spoils its row, not the file); raises ValueError when it is not one."""
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _json_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
+    """JSON Lines, or a JSON array of objects: a file that starts with `[` (or a `{` whose first
+    line is not a whole object) is tried as one JSON document first."""
     path = spec.file
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
+    first_line = b""
+    with open(path, "rb") as handle:
+        for raw in handle:
+            if raw.strip():
+                first_line = raw.lstrip(b"\xef\xbb\xbf \t\r")
+                break
+    start = first_line.lstrip()
+    document = None
+    if start[:1] == b"[" or (start[:1] == b"{" and not _is_json(start)):
+        try:
+            document = _json_document(path)
+        except ValueError:
+            document = None  # not one document: read it as lines (a broken first line is quarantined)
+    if isinstance(document, dict):
+        raise SourceError(f"source {spec.source_name!r}: {path} holds one JSON object, not rows: "
+                          "give a JSON array of objects or JSON Lines (one object per line)")
+    if isinstance(document, list):
+        for index, row in enumerate(document):
+            origin = f"{path}[{index}]"
+            if not isinstance(row, dict):
+                yield _parse_error(f"invalid_json: item {index} of the array is a {type(row).__name__}, not an object"), origin
                 continue
+            try:
+                undecodable = _has_undecodable(row)
+            except RecursionError:
+                yield _parse_error(f"invalid_json: item {index}: nested too deeply"), origin
+                continue
+            if undecodable:
+                yield _parse_error(f"invalid_encoding: item {index}: a string is not UTF-8 or not valid Unicode"), origin
+            else:
+                yield row, origin
+        return
+    yield from _json_lines(spec)
+
+
+def _is_json(text: bytes) -> bool:
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def _json_lines(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
+    path = spec.file
+    objects = lines = 0
+    first = b""
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if line_no == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            if not raw.strip():
+                continue
+            lines += 1
+            first = first or raw
             origin = f"{path}:{line_no}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield _parse_error(f"invalid_encoding: line {line_no}: not UTF-8 ({exc.reason} at byte {exc.start})", raw), origin
+                continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield {"__parse_error__": f"invalid_json: {exc.msg}", "line": line[:200]}, origin
+                yield _parse_error(f"invalid_json: line {line_no}: {exc.msg}", line), origin
+                continue
+            except RecursionError:
+                yield _parse_error(f"invalid_json: line {line_no}: nested too deeply", line), origin
                 continue
             if not isinstance(row, dict):
-                yield {"__parse_error__": "invalid_json: a line must hold a JSON object", "line": line[:200]}, origin
+                yield _parse_error(f"invalid_json: line {line_no}: a line must hold a JSON object", line), origin
+                continue
+            objects += 1
+            try:
+                undecodable = _has_undecodable(row)
+            except RecursionError:
+                yield _parse_error(f"invalid_json: line {line_no}: nested too deeply", line), origin
+                continue
+            if undecodable:  # a lone surrogate escape (`"\ud800"`) is not text any writer can store
+                yield _parse_error(f"invalid_encoding: line {line_no}: a string is not valid Unicode", line), origin
                 continue
             yield row, origin
+    if lines and not objects:
+        shown = first[:60].decode("utf-8", "replace").strip()
+        raise SourceError(f"source {spec.source_name!r}: {path} is neither JSON Lines nor a JSON array of objects: "
+                          f"no line holds a JSON object (line 1: {shown!r}){_file_kind_hint(path)}")
+
+
+# VLMEvalKit stores an image shared by several rows once: the other rows' `image` field holds the
+# `index` of the row that has it (VLMEvalKit tells the two apart by length: at most 64 characters
+# is an index; no image is that short in base64).
+MAX_IMAGE_REF_CHARS = 64
+
+
+def _tsv_reader(spec: SourceSpec) -> Iterator[tuple[dict[str, Any] | None, str, str | None]]:
+    """(row or None, origin, problem) for each line of a TSV; a line the csv module cannot read, or
+    one that is not UTF-8, comes with its problem instead of a row."""
+    csv.field_size_limit(sys.maxsize)  # base64 images are far longer than csv's default limit
+    path = spec.file
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        while True:
+            try:
+                raw = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # a NUL byte, a broken quote: this line only
+                yield None, f"{path}:{reader.line_num}", f"invalid_tsv: line {reader.line_num}: {exc}"
+                continue
+            origin = f"{path}:{reader.line_num}"
+            row: dict[str, Any] = {k: v for k, v in raw.items() if k is not None}
+            if _has_undecodable(row) or (reader.fieldnames and _has_undecodable(list(reader.fieldnames))):
+                yield None, origin, f"invalid_encoding: line {reader.line_num}: not UTF-8"
+                continue
+            yield row, origin, None
+
+
+def _tsv_images(value: Any) -> list[str]:
+    """A TSV `image` field as a list of entries: one base64 string (or index), or a list written as
+    JSON or, as VLMEvalKit writes them, as a Python list (`['...', '...']`)."""
+    text = value.strip() if isinstance(value, str) else ""
+    if not text:
+        return []
+    if text.startswith("[") and text.endswith("]"):
+        for parse in (json.loads, ast.literal_eval):
+            try:
+                parsed = parse(text)
+            except (ValueError, SyntaxError, RecursionError, MemoryError):
+                continue
+            if isinstance(parsed, list):
+                return [str(x) for x in parsed]
+    return [text]
+
+
+def _is_image_ref(entry: str) -> bool:
+    return len(entry) <= MAX_IMAGE_REF_CHARS and Path(entry).suffix.lower() not in IMAGE_SUFFIXES
 
 
 def _tsv_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
-    """VLMEvalKit's layout, turned into the generic fields (unless `fields` maps them otherwise)."""
-    csv.field_size_limit(sys.maxsize)  # base64 images are far longer than csv's default limit
-    path = spec.file
-    with open(path, encoding="utf-8", newline="") as handle:
-        for line_no, raw in enumerate(csv.DictReader(handle, delimiter="\t"), start=2):
-            row: dict[str, Any] = {k: v for k, v in raw.items() if k is not None}
-            image = row.get("image") or ""
-            if image.startswith("["):
-                try:
-                    image = json.loads(image)
-                except json.JSONDecodeError:
-                    pass
-            choices = [row[letter] for letter in LETTERS if row.get(letter) not in (None, "", "nan")]
-            question = row.get("question") or ""
-            if row.get("hint") not in (None, "", "nan"):
-                question = f"Hint: {row['hint']}\n{question}"
-            generic = {"id": row.get("index"), "question": question, "answer": row.get("answer"), "images": image or [],
-                       "category": row.get("category"), "choices": choices or None}
-            yield {**row, **{k: v for k, v in generic.items() if k not in spec.fields.values()}}, f"{path}:{line_no}"
+    """VLMEvalKit's layout, turned into the generic fields (unless `fields` maps them otherwise).
+
+    An `image` entry of at most 64 characters is the `index` of the row whose image it shares
+    (before or after it in the file; VLMEvalKit's convention); one that names no row with an image
+    is `image_ref_invalid`. Without an `image`, `image_path` names files relative to the TSV's folder
+    (or VLMEvalKit's `images/<name>/` beside it). A file with references is read twice: once to
+    find the rows they point to, once to yield the rows, holding only the shared images."""
+    image_column = spec.column("images") if spec.fields.get("images") else "image"
+    wanted = {entry for row, _, _ in _tsv_reader(spec) if row is not None
+              for entry in _tsv_images(row.get(image_column)) if _is_image_ref(entry)}
+    shared: dict[str, str] = {}
+    if wanted:
+        for row, _, _ in _tsv_reader(spec):
+            if row is not None and str(row.get("index", "")).strip() in wanted:
+                entries = _tsv_images(row.get(image_column))
+                if len(entries) == 1 and not _is_image_ref(entries[0]):
+                    shared[str(row["index"]).strip()] = entries[0]
+    for row, origin, problem in _tsv_reader(spec):
+        if row is None:
+            yield _parse_error(problem or "invalid_tsv"), origin
+            continue
+        entries = _tsv_images(row.get(image_column))
+        unknown = [e for e in entries if _is_image_ref(e) and e not in shared]
+        if unknown:
+            yield _parse_error(f"image_ref_invalid: {unknown[0][:40]!r} is neither base64 nor the index of a row with an image "
+                               "in this file"), origin
+            continue
+        images: list[Any] = [shared[e] if _is_image_ref(e) else e for e in entries]
+        if not images and row.get("image_path") not in (None, "", "nan"):
+            images = [_vlmevalkit_image_path(spec, p) for p in _tsv_images(row["image_path"])]
+        choices = [row[letter] for letter in LETTERS if row.get(letter) not in (None, "", "nan")]
+        question = row.get("question") or ""
+        if row.get("hint") not in (None, "", "nan"):
+            question = f"Hint: {row['hint']}\n{question}"
+        generic = {"id": row.get("index"), "question": question, "answer": row.get("answer"), "images": images,
+                   "category": row.get("category"), "choices": choices or None}
+        resolved = {image_column: images} if spec.fields.get("images") else {}  # a mapped image column, resolved too
+        yield {**row, **{k: v for k, v in generic.items() if k not in spec.fields.values()}, **resolved}, origin
+
+
+def _vlmevalkit_image_path(spec: SourceSpec, name: str) -> str:
+    """An `image_path` entry: as it is when it exists beside the TSV (or absolute), else where
+    VLMEvalKit keeps a dataset's images (`images/<dataset>/` beside the TSV)."""
+    if Path(name).is_absolute() or (spec.base_dir / name).exists():
+        return name
+    candidate = Path("images") / spec.file.stem / name
+    return str(candidate) if (spec.base_dir / candidate).exists() else name
 
 
 def _hf_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
@@ -247,21 +592,34 @@ def _hf_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
         dataset = datasets.load_dataset(spec.path, spec.subset, split=spec.split, data_files=spec.data_files)
     except Exception as exc:  # the hub unreachable, no such dataset or files, a bad builder
         raise SourceError(f"source {spec.source_name!r}: datasets.load_dataset({spec.path!r}) failed: {type(exc).__name__}: {exc}") from exc
-    for index, row in enumerate(dataset):
-        yield dict(row), f"{spec.path}[{spec.split}][{index}]"
+    # Arrow rows, not decoded ones: images stay `{bytes, path}`, so a broken one is quarantined by
+    # our validation instead of failing inside `datasets`' decoder.
+    index = 0
+    for batch in dataset.with_format("arrow").iter(batch_size=256):
+        for row in batch.to_pylist():
+            yield row, f"{spec.path}[{spec.split}][{index}]"
+            index += 1
+
+
+def _verl_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
+    try:
+        yield from verl_rows(spec.path, set(spec.fields.values()))
+    except (OSError, ValueError) as exc:  # pyarrow's errors for a file that is not parquet derive from these
+        raise SourceError(f"source {spec.source_name!r}: {spec.path} cannot be read as parquet: {type(exc).__name__}: {exc}") from exc
 
 
 def read_source(spec: SourceSpec, skipped: dict[str, int] | None = None) -> Iterator[tuple[dict[str, Any], str]]:
-    """Yield `(raw row, origin)` for the rows `spec.include` keeps, up to `spec.limit`; an
-    unparsable line yields a row with a `__parse_error__` key (for the quarantine). Rows left out
-    by `include` are counted in `skipped["filtered"]`."""
-    if spec.kind != "hf" and not spec.file.is_file():
-        raise SourceError(f"source {spec.source_name!r}: file not found: {spec.file}")
-    rows = {"jsonl": _jsonl_rows, "tsv": _tsv_rows, "hf": _hf_rows}[spec.kind](spec)
+    """Yield `(raw row, origin)` for the rows `spec.include` keeps, up to `spec.limit`; a line or
+    item that cannot be read yields a row with a `__parse_error__` key (the quarantine reason).
+    Rows left out by `include` are counted in `skipped["filtered"]`. Raises `SourceError` for a
+    source that cannot be read as rows at all."""
+    if not spec.exists():
+        raise SourceError(f"source {spec.source_name!r}: file not found: {spec.path}")
+    rows = {"jsonl": _json_rows, "json": _json_rows, "tsv": _tsv_rows, "hf": _hf_rows, "verl": _verl_rows}[spec.kind](spec)
     taken = 0
     for row, origin in rows:
-        if spec.include and "__parse_error__" not in row:
-            if any(row.get(column) not in allowed for column, allowed in spec.include.items()):
+        if spec.include and PARSE_ERROR not in row:
+            if any(not _included(lookup(row, column), allowed) for column, allowed in spec.include.items()):
                 if skipped is not None:
                     skipped["filtered"] = skipped.get("filtered", 0) + 1
                 continue
@@ -269,3 +627,29 @@ def read_source(spec: SourceSpec, skipped: dict[str, int] | None = None) -> Iter
         taken += 1
         if spec.limit is not None and taken >= spec.limit:
             return
+
+
+def _included(value: Any, allowed: list[Any]) -> bool:
+    """`include` compares values, and a number with its text (the CLI gives every value as text)."""
+    return value in allowed or (isinstance(value, (int, float, str)) and str(value) in {str(a) for a in allowed})
+
+
+def rows_fix_hint(reason_key: str) -> str:
+    """What to do when every row of a source fails for `reason_key` (for the one-line error)."""
+    hints = {
+        "missing_category": f"give the source a category (config `category: perception`, or on the command line "
+                            f"`--source KIND:PATH,category=perception`; one of {', '.join(CATEGORIES)})",
+        "unknown_category": "map the source's labels to ours with category_map (config `category_map: {color: perception}`, "
+                            "or `--source KIND:PATH,category_map.color=perception`), or give the source a category for every "
+                            "label not mapped (`category: perception`)",
+        "missing_question": "map our `question` to the source's column (`fields: {question: COLUMN}`, or `fields.question=COLUMN`)",
+        "missing_answer": "map our `answer` to the source's column (`fields: {answer: COLUMN}`, or `fields.answer=COLUMN`)",
+        "invalid_answer": "map `fields.answer` to a column of text or numbers, or set the right `answer_type`",
+        "invalid_answer_type": "give the source an answer_type (choice, number, math or text) or map `fields.answer_type`",
+        "image_missing": "image paths are read relative to the source file's folder: check them, or map `fields.images`",
+        "invalid_json": "give JSON Lines (one object per line) or a JSON array of objects",
+        "invalid_encoding": "re-encode the file as UTF-8",
+        "sharegpt_row": "this is LLaMA-Factory's sharegpt layout (conversations with images): `deepeyes import sharegpt FILE --out DIR` "
+                        "turns it into trajectory shards and DIR/samples.jsonl, which curates as `--source jsonl:DIR/samples.jsonl`",
+    }
+    return hints.get(reason_key, "see the quarantine for each row's reason")

@@ -22,15 +22,15 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from curation.decontam import ContaminationIndex, DecontamConfig
 from curation.dedup import HASH_SCHEME, DedupItem, NearDupConfig, find_near_duplicates, image_phash
-from curation.images import ImageLimits, ImageRejected, validate_image
+from curation.images import ImageLimits, ImageRejected, pillow_pixel_ceiling, validate_image
 from curation.report import StepReport
 from curation.schema import SAMPLE_SCHEMA, ImageRef, Sample, content_id
 from curation.shards import QUARANTINE_DIR, Quarantine, ShardError, ShardWriter, iter_rows, read_manifest, shard_files
-from curation.sources import RowRejected, SourceSpec, read_source, row_to_sample
+from curation.sources import PARSE_ERROR, RowRejected, SourceError, SourceSpec, read_source, row_to_sample, rows_fix_hint
 
 STAGING_DIR = "_staged"
 
@@ -39,9 +39,9 @@ class CurateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sources: list[SourceSpec] = Field(default_factory=list)
-    min_side: int = 28
-    max_aspect: float = 200.0
-    max_pixels: int = 64_000_000  # decompression-bomb guard
+    min_side: int = Field(28, ge=1)
+    max_aspect: float = Field(200.0, ge=1.0)
+    max_pixels: int = Field(64_000_000, ge=1)  # decompression-bomb guard (at most pillow's own, see below)
     near_dup: NearDupConfig = Field(default_factory=NearDupConfig)
     # Evaluation sets to decontaminate against (any source kind); empty: no decontamination.
     benchmarks: list[SourceSpec] = Field(default_factory=list)
@@ -50,10 +50,26 @@ class CurateConfig(BaseModel):
     # With probes (the pipeline's `select`), only `eval` is taken here and the rest is selected.
     split: dict[str, float] = Field(default_factory=lambda: {"coldstart": 0.5, "rl": 0.25, "eval": 0.25})
     seed: int = 0
-    rows_per_shard: int = 1000
+    rows_per_shard: int = Field(1000, ge=1)
     # Each source is read as this many interleaved parts, each a task of its own in the flow:
     # validation (image decoding) runs in parallel. The result does not depend on it.
     scan_parts: int = Field(1, ge=1)
+
+    @field_validator("max_pixels")
+    @classmethod
+    def _pillow_opens_it(cls, max_pixels: int) -> int:
+        ceiling = pillow_pixel_ceiling()
+        if ceiling is not None and max_pixels > ceiling:
+            raise ValueError(f"{max_pixels} is above the {ceiling} pixels pillow opens at all (2 x PIL.Image.MAX_IMAGE_PIXELS, "
+                             "its decompression-bomb error); allowed: 1 to that")
+        return max_pixels
+
+    @model_validator(mode="after")
+    def _limits_leave_room(self) -> CurateConfig:
+        if self.min_side * self.min_side > self.max_pixels:
+            raise ValueError(f"min_side {self.min_side} and max_pixels {self.max_pixels}: no image can have both "
+                             f"(a {self.min_side}x{self.min_side} image has {self.min_side ** 2} pixels)")
+        return self
 
     @field_validator("split")
     @classmethod
@@ -83,7 +99,8 @@ def assign_pool(sample_id: str, split: dict[str, float], seed: int) -> str:
     return list(split)[-1]
 
 
-def _benchmark_index(cfg: CurateConfig, report: StepReport) -> ContaminationIndex | None:
+def _benchmark_index(cfg: CurateConfig, report: StepReport, files: set[str]) -> ContaminationIndex | None:
+    """The benchmarks' questions and image hashes; the files their rows point to go into `files`."""
     if not cfg.benchmarks:
         return None
     index = ContaminationIndex(cfg.decontam)
@@ -92,9 +109,9 @@ def _benchmark_index(cfg: CurateConfig, report: StepReport) -> ContaminationInde
     for spec in cfg.benchmarks:
         for row, _origin in read_source(spec):
             try:
-                if "__parse_error__" in row:
-                    raise RowRejected(row["__parse_error__"])
-                sample = row_to_sample(row, spec, spec.base_dir)
+                if PARSE_ERROR in row:
+                    raise RowRejected(row[PARSE_ERROR])
+                sample = row_to_sample(row, spec, spec.base_dir, files)
                 hashes = [image_phash(validate_image(i.bytes, limits)) for i in sample.images] if cfg.decontam.check_images else []
             except (RowRejected, ImageRejected):
                 unreadable += 1  # a benchmark row we cannot read cannot contaminate anything
@@ -130,21 +147,25 @@ def scan_source(cfg: CurateConfig, source_index: int, out_dir: str | Path, part:
     quarantine = Quarantine(out_dir, "curate")
     source = spec.source_name
     skipped: dict[str, int] = {}
+    files: set[str] = set()  # files the rows point to: part of what the scan's output depends on
     with ShardWriter(out_dir, STAGED_SCHEMA, rows_per_shard=cfg.rows_per_shard) as staged:
         for ordinal, (row, origin) in enumerate(read_source(spec, skipped)):
             if ordinal % parts != part:
                 continue
             report.seen("validate")
             try:
-                if "__parse_error__" in row:
-                    raise RowRejected(row["__parse_error__"])
-                sample = row_to_sample(row, spec, spec.base_dir)
+                if PARSE_ERROR in row:
+                    raise RowRejected(row[PARSE_ERROR])
+                sample = row_to_sample(row, spec, spec.base_dir, files)
                 images = [ImageRef(bytes=validate_image(i.bytes, limits), path=i.path) for i in sample.images]
-            except (RowRejected, ImageRejected) as exc:
-                category = row.get(spec.fields.get("category", "category")) or spec.category
-                report.entered(source, category if isinstance(category, str) else None)
-                report.dropped("validate", str(exc), source, category if isinstance(category, str) else None)
-                quarantine.add(row, str(exc), origin)
+            except Exception as exc:  # noqa: BLE001 - a row is quarantined, never the scan lost
+                # RowRejected and ImageRejected carry the reason; anything else is a case the
+                # checks above missed: still the row's problem, kept with its type for a fix.
+                reason = str(exc) if isinstance(exc, (RowRejected, ImageRejected)) else f"row_error: {type(exc).__name__}: {exc}"
+                category = spec.reported_category(row) if PARSE_ERROR not in row else spec.category
+                report.entered(source, category)
+                report.dropped("validate", reason, source, category)
+                quarantine.add(row, reason, origin)
                 continue
             report.entered(source, sample.category)
             report.kept("validate")
@@ -160,7 +181,7 @@ def scan_source(cfg: CurateConfig, source_index: int, out_dir: str | Path, part:
             report.extra["filtered_by_include"] = {source: skipped["filtered"]}
         quarantine.close()
         staged.manifest_extra.update({"stage": "curate-scan", "source": source, "part": part, "parts": parts, "report": report.state()})
-    return {"source": source, "part": part, "rows": staged.rows_written, "quarantined": quarantine.count}
+    return {"source": source, "part": part, "rows": staged.rows_written, "quarantined": quarantine.count, "files_read": sorted(files)}
 
 
 def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str | Path, probes: bool = False) -> dict[str, Any]:
@@ -178,6 +199,7 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
             raise ShardError(f"{staged}: a curate scan did not finish (no manifest)")
         report.merge(manifest["report"])
         quarantine.extend(Path(staged) / QUARANTINE_DIR)
+    _fail_on_unusable_sources(cfg, report, quarantine, out_dir)
     timings: dict[str, float] = {}
 
     # Exact duplicates and the hashes of the rest, from a few columns of the staged rows.
@@ -211,7 +233,8 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
     timings["near_dedup_s"] = round(time.time() - tick, 3)
     tick = time.time()
     contaminated: list[dict[str, str]] = []
-    index = _benchmark_index(cfg, report)
+    files: set[str] = set()
+    index = _benchmark_index(cfg, report, files)
     if index is not None:
         for item in items:
             if item.key in drop:
@@ -271,12 +294,13 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
             "rows_out": writer.rows_written,
         }
         report.extra.update({"per_pool": per_pool, "decontamination": contaminated, "timings": timings})
+        per_category = {k: v["out"] for k, v in report.by_category.items() if v["out"]}  # rows out per category
         writer.manifest_extra.update(
             {
                 "stage": "curate",
                 "counts": counts,
                 "per_pool": per_pool,
-                "per_category": {k: v["out"] for k, v in report.by_category.items()},
+                "per_category": per_category,
                 "quarantine_reasons": quarantine_manifest["reasons"],
                 "near_dup": {**cfg.near_dup.model_dump(), "datasketch": importlib.metadata.version("datasketch"),
                              "imagehash": importlib.metadata.version("ImageHash"), "hash_scheme": HASH_SCHEME},
@@ -284,7 +308,28 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
             }
         )
     report.write(out_dir)
-    return {"counts": counts, "per_pool": per_pool, "per_category": {k: v["out"] for k, v in report.by_category.items()}}
+    return {"counts": counts, "per_pool": per_pool, "per_category": per_category,
+            "files_read": sorted(files)}
+
+
+def _fail_on_unusable_sources(cfg: CurateConfig, report: StepReport, quarantine: Quarantine, out_dir: Path) -> None:
+    """A source none of whose rows passed validation is a mistake in its config (a missing
+    category, a wrong field mapping), not data to drop quietly: write the quarantine and report
+    (they say why, row by row), leave no curated shards, and raise `SourceError` with the most
+    common reason and its fix."""
+    names = {spec.source_name for spec in cfg.sources}
+    dead = {name: entry for name, entry in report.by_source.items()
+            if name in names and entry["in"] > 0 and sum(entry["dropped"].values()) >= entry["in"]}
+    if not dead:
+        return
+    ShardWriter(out_dir, SAMPLE_SCHEMA)  # clears an earlier run's shards and manifest: this run has none
+    quarantine.close()
+    report.write(out_dir)
+    name, entry = next(iter(dead.items()))
+    reason, count = max(entry["dropped"].items(), key=lambda kv: kv[1])
+    others = f" ({len(dead) - 1} more source(s) likewise)" if len(dead) > 1 else ""
+    raise SourceError(f"source {name!r}: all {entry['in']} rows are unusable, {count} for {reason}: {rows_fix_hint(reason)}; "
+                      f"each row's reason is in {out_dir / QUARANTINE_DIR}{others}")
 
 
 def run_curate(cfg: CurateConfig, out_dir: str | Path, probes: bool = False) -> dict[str, Any]:
@@ -299,6 +344,9 @@ def run_curate(cfg: CurateConfig, out_dir: str | Path, probes: bool = False) -> 
         for part in range(cfg.scan_parts):
             staged_dirs.append(staging / staged_dir_name(index, part))
             scan_source(cfg, index, staged_dirs[-1], part, cfg.scan_parts)
-    summary = finish_curate(cfg, staged_dirs, out_dir, probes)
-    shutil.rmtree(staging)  # the flow keeps its scans (cached tasks); one call by hand does not need them
+    try:
+        summary = finish_curate(cfg, staged_dirs, out_dir, probes)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # the flow keeps its scans (cached tasks); one call by hand does not
+    summary.pop("files_read")  # for the flow's cache records
     return summary

@@ -41,6 +41,9 @@ class BenchmarkSpec(BaseModel):
     name: str
     source: SourceSpec | ShardSource
     judge: Literal["rules", "math", "llm"] = "rules"  # llm: ask the LLM judge where rules cannot decide
+    # With `judge: rules`, how a text answer that is not an exact match is scored: `exact` (it is
+    # wrong) or `contains` (right when the gold's words appear in it, as OCRBench scores).
+    text_match: Literal["exact", "contains"] = "exact"
     prompt: Literal["default", "no_tools"] = "default"
 
 
@@ -70,6 +73,18 @@ def load_spec(name_or_path: str, data_root: str | Path = "data/eval", run_dir: s
         raise BenchmarkError(f"{path}: {exc}") from None
 
 
+def benchmark_files(name_or_path: str, data_root: str | Path = "data/eval", run_dir: str | Path | None = None) -> list[Path]:
+    """The local files a benchmark reads: its definition and its source's files (what the evaluate
+    stage's cache key must cover; a `shards` source is the run's own output, covered already).
+    Raises `BenchmarkError` for an unknown benchmark."""
+    definition = Path(name_or_path) if Path(name_or_path).is_file() else shipped().get(name_or_path)
+    spec = load_spec(name_or_path, data_root, run_dir)
+    files = [definition] if definition is not None else []
+    if isinstance(spec.source, SourceSpec):
+        files += spec.source.local_files()
+    return files
+
+
 @dataclass
 class LoadedBenchmark:
     spec: BenchmarkSpec
@@ -85,7 +100,7 @@ def load_benchmark(spec: BenchmarkSpec, limits: ImageLimits | None = None, max_s
         samples = [Sample.from_row(r) for r in rows if r["pool"] == spec.source.pool]
     else:
         source = spec.source.model_copy(update={"name": spec.source.name or spec.name})
-        if source.kind != "hf" and not source.file.is_file():
+        if not source.exists():
             raise BenchmarkError(f"benchmark {spec.name!r}: file not found: {source.path}")
         for row, _origin in read_source(source):
             try:

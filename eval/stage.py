@@ -15,17 +15,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import ShardWriter, atomic_write_json, iter_rows
-from eval.benchmarks import load_benchmark, load_spec
+from eval.benchmarks import BenchmarkSpec, load_benchmark, load_spec
 from eval.metrics import summarize
 from synth import aio
 from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
 from synth.judge import Judge, JudgeConfig
 from synth.policy import ChatPolicy, TransformersPolicy
 from synth.request_cache import REQUESTS_DB, CachedPolicy, RequestCache, open_endpoint
+from synth.reward import RewardConfig
 from synth.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA
 
@@ -41,11 +42,37 @@ class EvalConfig(BaseModel):
     tool_free_control: bool = True
     max_samples: int | None = None  # per benchmark
     model_url: str | None = None  # an OpenAI-compatible endpoint serving the model; None: load it with transformers
-    model_name: str | None = None  # the endpoint's model name
+    model_name: str | None = None  # the endpoint's model name (required with model_url)
+    # A checkpoint to evaluate instead of the run's own (loaded with transformers; with model_url,
+    # only its name in reports). With model_url or model_path, the evaluate flow needs no trained model.
+    model_path: str | None = None
     api_key_env: str | None = "OPENAI_API_KEY"
     concurrency: int = Field(16, ge=1)  # episodes in flight against an endpoint
     cache: bool = True  # the deterministic response cache
-    agent: AgentConfig = Field(default_factory=lambda: AgentConfig(max_turns=4, max_tokens_per_turn=64, force_think_prefix=True))
+    # Real models think at length: about ten turns (the reference's evaluation allows ten tries; its
+    # RL nine turns of up to 8,192 tokens), 8,192 tokens a turn, the context's 32k in all. The
+    # pre-fill is the profile's (the reference: "<think>" after every observation). The tiny demo
+    # model sets its own small budget in configs/demo.yaml.
+    agent: AgentConfig = Field(default_factory=lambda: AgentConfig(max_turns=10, max_tokens_per_turn=8192, max_total_tokens=32768))
+
+    @model_validator(mode="after")
+    def _endpoint_named(self) -> EvalConfig:
+        if self.model_url and not self.model_name:
+            raise ValueError("eval.model_name: name the model the endpoint at eval.model_url serves "
+                             "(vLLM: the id or path given to `vllm serve`; its /v1/models lists it)")
+        return self
+
+
+def benchmark_judge(cfg: JudgeConfig, spec: BenchmarkSpec) -> JudgeConfig:
+    """The judge settings for one benchmark: rules and math-verify always; the LLM judge only where
+    the benchmark asks for it (`judge: llm`); on a `judge: rules` benchmark its own string rule
+    (`text_match`) decides a text answer that does not match exactly."""
+    if spec.judge == "llm":
+        return cfg
+    update: dict[str, Any] = {"llm_url": None}
+    if spec.judge == "rules":
+        update["text_fallback"] = spec.text_match
+    return cfg.model_copy(update=update)
 
 
 def checkpoint_fingerprint(model_path: str | Path) -> str:
@@ -71,13 +98,13 @@ def _policy(cfg: EvalConfig, model_path: str | Path | None, out_dir: Path) -> Ch
 
 async def _run_all(
     policy: ChatPolicy, work: dict[str, list[Sample]], tools: ToolBox, runs: dict[str, AgentConfig], judges: dict[str, Judge],
-    concurrency: int,
+    concurrency: int, reward: RewardConfig,
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
     limiter = asyncio.Semaphore(concurrency)
 
     async def one(sample: Sample, agent: AgentConfig, judge: Judge) -> dict[str, Any]:
         async with limiter:
-            return await run_episode(sample, policy, tools, agent, judge=judge)
+            return await run_episode(sample, policy, tools, agent, judge=judge, reward=reward)
 
     try:
         return {
@@ -92,11 +119,15 @@ async def _run_all(
 
 def run_evaluate(
     cfg: EvalConfig, model_path: str | Path | None, curated_dir: str | Path | None, out_dir: str | Path,
-    search: SearchConfig | None = None, judge: JudgeConfig | None = None,
+    search: SearchConfig | None = None, judge: JudgeConfig | None = None, reward: RewardConfig | None = None,
 ) -> dict[str, Any]:
     """Evaluate `model_path` (or `cfg.model_url`) on `cfg.benchmarks`, or on the held-out pool of
-    `curated_dir`; write trajectories per benchmark and run, and `metrics.json`."""
+    `curated_dir`; write trajectories per benchmark and run, and `metrics.json`. Episodes are
+    scored as synthesis and GRPO score them (`synth.reward.score_response`)."""
     started = time.time()
+    model_path = model_path if model_path is not None else cfg.model_path
+    if not cfg.model_url and model_path is None:
+        raise FileNotFoundError("no model to evaluate: give a checkpoint (eval.model_path) or an endpoint (eval.model_url, eval.model_name)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     judge_cfg = judge or JudgeConfig()
@@ -107,8 +138,7 @@ def run_evaluate(
         for name in cfg.benchmarks:
             loaded = load_benchmark(load_spec(name, cfg.data_root, Path(curated_dir).parent if curated_dir else None), max_samples=cfg.max_samples)
             work[loaded.spec.name], unreadable[loaded.spec.name] = loaded.samples, loaded.unreadable
-            # rules and math-verify always; the LLM judge only where the benchmark asks for it
-            judges[loaded.spec.name] = Judge(judge_cfg if loaded.spec.judge == "llm" else judge_cfg.model_copy(update={"llm_url": None}))
+            judges[loaded.spec.name] = Judge(benchmark_judge(judge_cfg, loaded.spec))
     else:
         samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in cfg.pools]
         work[HELDOUT], unreadable[HELDOUT] = samples[: cfg.max_samples] if cfg.max_samples else samples, 0
@@ -120,8 +150,8 @@ def run_evaluate(
     # A local model generates one sequence at a time; an endpoint takes many.
     concurrency = cfg.concurrency if cfg.model_url else 1
     with open_toolbox(cfg.agent, search or SearchConfig()) as tools:
-        results = aio.run(_run_all(policy, work, tools, runs, judges, concurrency))
-    metrics: dict[str, Any] = {"model": cfg.model_name or str(model_path), "benchmarks": {}}
+        results = aio.run(_run_all(policy, work, tools, runs, judges, concurrency, reward or RewardConfig()))
+    metrics: dict[str, Any] = {"model": cfg.model_name or str(model_path), "protocol_version": cfg.agent.protocol.version, "benchmarks": {}}
     for bench, by_run in results.items():
         entry: dict[str, Any] = {"samples": len(work[bench]), "unreadable": unreadable[bench], "runs": {}}
         for run_name, rows in by_run.items():

@@ -212,7 +212,8 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
         if row["state"] in ("missing", "incomplete"):
             typer.echo(f"  {row['stage']:<11} {row['state']}{launched}")
             continue
-        changed = f"; changed since: {', '.join(row['changed_inputs'])}" if row["changed_inputs"] else ""
+        shown, more = row["changed_inputs"][:5], len(row["changed_inputs"]) - 5
+        changed = f"; changed since: {', '.join(shown)}" + (f" and {more} more" if more > 0 else "") if shown else ""
         # The stage's wall time over all its tasks when the last run took it, else its last task's.
         took = timings.get("evaluate" if row["stage"] == "eval" else row["stage"], row["seconds"])
         seconds = f"{took:.1f} s" if took is not None else "-"
@@ -229,13 +230,22 @@ def _bar(desc: str, unit: str = "sample"):
 @app.command()
 def curate(
     out: Annotated[Path, typer.Option(help="Output directory for the curated shards, quarantine and report.")],
-    source: Annotated[list[str] | None, typer.Option(help="KIND:PATH of a source (jsonl:, tsv:, hf:); repeatable.")] = None,
-    benchmark: Annotated[list[str] | None, typer.Option(help="KIND:PATH of an eval set to decontaminate against; repeatable.")] = None,
+    source: Annotated[list[str] | None, typer.Option(
+        help="KIND:PATH of a source (jsonl:, json:, tsv:, hf:), then optional per-source ,NAME=VALUE options with the config's "
+             "names, e.g. jsonl:mine.jsonl,category=perception,fields.answer=label,category_map.color=perception; repeatable.")] = None,
+    benchmark: Annotated[list[str] | None, typer.Option(help="KIND:PATH[,NAME=VALUE...] of an eval set to decontaminate against; repeatable.")] = None,
     config: Annotated[Path | None, typer.Option(help="A pipeline YAML whose `curate:` section sets everything else.")] = None,
     probes: Annotated[bool, typer.Option(help="Leave cold start / RL to `deepeyes select` (only eval is split off).")] = False,
+    category: Annotated[str | None, typer.Option(help="Category of the --source rows without one of ours (perception, reasoning, search).")] = None,
+    answer_type: Annotated[str | None, typer.Option(help="Answer type of the --source rows that have none (choice, number, math, text).")] = None,
+    fields: Annotated[list[str] | None, typer.Option(help="OURS=THEIRS: our field read from the --source column THEIRS, e.g. answer=label; repeatable.")] = None,
+    category_map: Annotated[list[str] | None, typer.Option(help="LABEL=OURS: a --source category label read as ours, e.g. color=perception; repeatable.")] = None,
 ) -> None:
-    """Load, normalize, validate, deduplicate and decontaminate sources into sample shards."""
-    from curation.sources import SourceSpec
+    """Load, normalize, validate, deduplicate and decontaminate sources into sample shards.
+
+    --category, --answer-type, --fields and --category-map apply to every --source given here;
+    a source's own ,NAME=VALUE options win over them."""
+    from curation.sources import SourceSpec, cli_source_defaults
     from curation.stage import CurateConfig, run_curate
 
     cfg = CurateConfig()
@@ -243,12 +253,15 @@ def curate(
         from flows.config import load_config
 
         cfg = load_config(config, check=False).curate
-    cfg.sources = [*cfg.sources, *(SourceSpec.parse_cli(s) for s in source or [])]
+    defaults = cli_source_defaults(category, answer_type, fields or [], category_map or [])
+    if defaults and not source:
+        raise typer.BadParameter("--category, --answer-type, --fields and --category-map apply to a --source given here", param_hint="--source")
+    cfg.sources = [*cfg.sources, *(SourceSpec.parse_cli(s, defaults) for s in source or [])]
     cfg.benchmarks = [*cfg.benchmarks, *(SourceSpec.parse_cli(b) for b in benchmark or [])]
     if not cfg.sources:
         raise typer.BadParameter("give at least one --source (or a --config with curate.sources)", param_hint="--source")
     for spec in [*cfg.sources, *cfg.benchmarks]:
-        if spec.kind != "hf" and not spec.file.is_file():
+        if not spec.exists():
             raise FileNotFoundError(f"source {spec.source_name!r}: file not found: {spec.path}")
     summary = run_curate(cfg, out, probes=probes)
     typer.echo(json.dumps({**summary, "report": str(out / "report.md")}))
@@ -430,6 +443,11 @@ def serve_replay(
     )
     typer.echo(f"replay server on http://{host}:{port}/v1 (models: {teacher_model}, {student_model}, {instruct_model})")
     serve(settings, host=host, port=port)
+
+
+from flows.cli_interop import register  # noqa: E402 - the commands of flows/cli_interop.py join this app
+
+register(app)
 
 
 def main() -> None:

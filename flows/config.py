@@ -21,6 +21,7 @@ from flows.launcher import TrainingLauncher
 from flows.orchestration import OrchestrationConfig
 from synth.judge import JudgeConfig
 from synth.probe import ProbeConfig
+from synth.reward import RewardConfig
 from synth.search import SearchConfig
 from synth.stage import SynthConfig
 from train.base import BaseStageConfig
@@ -90,7 +91,8 @@ class PipelineConfig(BaseModel):
     training: TrainingLauncher | None = None  # run SFT and GRPO through a launcher (accelerate, another env); None: in the flow
     eval: EvalConfig = Field(default_factory=EvalConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)  # one set of tools for synthesis and eval
-    judge: JudgeConfig = Field(default_factory=JudgeConfig)  # one judge for synthesis and eval
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)  # one judge for probes, synthesis, GRPO and eval
+    reward: RewardConfig = Field(default_factory=RewardConfig)  # one scoring for probes, synthesis, GRPO and eval
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)  # task runner, retries, endpoint limits
 
     def check(self) -> None:
@@ -107,11 +109,12 @@ class PipelineConfig(BaseModel):
                 raise ConfigError("base: the instruct samples are answered by the replay server's instruct persona; add a `replay:` section")
             if self.sft.model_path is not None:
                 raise ConfigError("base and sft.model_path: the base stage makes the model SFT starts from; choose one")
-        if self.world is None and not self.curate.sources:
+        evaluate_only = bool(self.eval.benchmarks) and bool(self.eval.model_url or self.eval.model_path)
+        if self.world is None and not self.curate.sources and not evaluate_only:
             raise ConfigError("curate.sources: no source given (or add a `world:` section for the demo world)")
         for section, specs in (("sources", self.curate.sources), ("benchmarks", self.curate.benchmarks)):
             for i, source in enumerate(specs):
-                if source.kind != "hf" and not source.file.is_file():
+                if not source.exists():
                     raise ConfigError(f"curate.{section}[{i}].path: file not found: {source.path}")
         for field, path in (("search.corpus_path", self.search.corpus_path), ("search.image_corpus_path", self.search.image_corpus_path)):
             if path is not None and not path.is_file():
@@ -127,7 +130,7 @@ class PipelineConfig(BaseModel):
             if in_flight > limit:
                 raise ConfigError(f"{field}: {in_flight} requests in flight is above orchestration.endpoint_max_in_flight ({limit}), "
                                   "the most one endpoint may get; raise the limit or lower the concurrency")
-        if self.grpo is not None and self.grpo.vllm is not None and self.training is None:
+        if self.grpo is not None and self.grpo.vllm is not None and self.grpo.vllm.weight_sync == "nccl" and self.training is None:
             try:
                 check_vllm_trainer_environment()
             except TrainingSetupError as exc:

@@ -1,6 +1,12 @@
 """Lineage: what made each stage's output. The flow adds it to the stage's manifest when the
 stage ends: the stage's config hash, fingerprints of its inputs, the code's git commit, package
-versions, and the stage's counts and time. `deepeyes status RUN` reads it back."""
+versions, and the stage's counts and time. `deepeyes status RUN` reads it back.
+
+A stage's inputs are of two kinds. Declared inputs (a source file, an earlier stage's shards) are
+known before the stage runs and make its cache key. Files found while it runs (the images a
+source's rows point to, a benchmark's images) are recorded beside the manifest
+(`_read_files.json`, each file's size and modification time, cheap to check for millions); a
+change in any of them makes the output stale and re-runs the stage."""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +22,7 @@ from typing import Any
 
 from curation.shards import MANIFEST_NAME, atomic_write_json, read_manifest
 
+READ_FILES_NAME = "_read_files.json"  # the files a stage found and read while it ran, with their stamps
 PACKAGES = ("open-deepeyes", "torch", "transformers", "trl", "datasets", "prefect", "pyarrow", "datasketch", "openai")
 
 
@@ -38,6 +46,38 @@ def fingerprint(path: str | Path) -> str | None:
             head = handle.read(1 << 20)
         return hashlib.blake2b(f"{stat.st_size}:{stat.st_mtime_ns}".encode() + head, digest_size=12).hexdigest()
     return None
+
+
+def file_stamp(path: str | Path) -> str | None:
+    """A file by its size and modification time (None when missing): what a replaced or edited
+    file changes, without reading it."""
+    try:
+        stat = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def changed_read_files(stage_dir: str | Path, limit: int | None = None) -> list[str]:
+    """The files the output in `stage_dir` read while it ran that changed (or appeared, or went)
+    since; at most `limit` of them."""
+    stage_dir = Path(stage_dir)
+    recorded = ((read_manifest(stage_dir) or {}).get("lineage") or {}).get("read_files")
+    if not recorded:
+        return []
+    try:
+        stamps = json.loads((stage_dir / recorded["file"]).read_text())
+    except (OSError, ValueError):
+        return [str(stage_dir / recorded["file"])]  # the record itself is gone: nothing can be trusted
+    if hashlib.blake2b(json.dumps(stamps, sort_keys=True).encode(), digest_size=12).hexdigest() != recorded.get("digest"):
+        return [str(stage_dir / recorded["file"])]
+    changed = []
+    for path, stamp in stamps.items():
+        if file_stamp(path) != stamp:
+            changed.append(path)
+            if limit is not None and len(changed) >= limit:
+                break
+    return changed
 
 
 def git_commit() -> str | None:
@@ -89,10 +129,21 @@ def recorded_result(stage_dir: str | Path) -> Any | None:
 
 def record(
     stage_dir: str | Path, stage: str, config: Any, inputs: list[str | Path], seconds: float, key: str | None = None, result: Any = None,
+    read_files: list[str] | None = None,
 ) -> dict[str, Any]:
     """Add the stage's lineage (and, for the cache, its key and result) to its manifest, or write one
-    for a stage without shards."""
+    for a stage without shards. `read_files`: the files the stage found and read while it ran,
+    stamped into `_read_files.json` beside the manifest."""
     stage_dir = Path(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    read = None
+    if read_files:
+        stamps = {str(p): file_stamp(p) for p in sorted(set(map(str, read_files)))}
+        atomic_write_json(stage_dir / READ_FILES_NAME, stamps)
+        digest = hashlib.blake2b(json.dumps(stamps, sort_keys=True).encode(), digest_size=12).hexdigest()
+        read = {"file": READ_FILES_NAME, "count": len(stamps), "digest": digest}
+    else:
+        (stage_dir / READ_FILES_NAME).unlink(missing_ok=True)
     lineage = {
         "stage": stage,
         "key": key,
@@ -100,6 +151,7 @@ def record(
         "code_version": code_version(),
         "config_hash": config_hash(config),
         "inputs": {str(p): fingerprint(p) for p in inputs},
+        "read_files": read,
         "git_commit": git_commit(),
         "versions": versions(),
         "seconds": round(seconds, 3),
@@ -107,7 +159,6 @@ def record(
     }
     manifest = read_manifest(stage_dir) or {"stage": stage, "rows": None}
     manifest["lineage"] = lineage
-    stage_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(stage_dir / MANIFEST_NAME, manifest)
     return lineage
 
@@ -115,16 +166,17 @@ def record(
 STAGE_DIRS = ("world", "curate", "probe", "select", "synthesize", "sft", "grpo", "eval")
 
 
-def changed_inputs(lineage: dict[str, Any], depth: int = 4) -> list[str]:
-    """The inputs that changed since the output was made, following inputs that are themselves
-    outputs with lineage (a stage's parts: a changed source under a curate scan counts)."""
-    changed = []
+def changed_inputs(lineage: dict[str, Any], depth: int = 4, stage_dir: str | Path | None = None) -> list[str]:
+    """The inputs that changed since the output was made: its declared inputs, the files it read
+    while it ran (when `stage_dir`, the output's directory, is given), and the same for inputs
+    that are themselves outputs with lineage (a stage's parts: an image a curate scan read counts)."""
+    changed = changed_read_files(stage_dir, limit=100) if stage_dir is not None else []
     for path, recorded in (lineage.get("inputs") or {}).items():
         if fingerprint(path) != recorded:
             changed.append(path)
         elif depth and Path(path).is_dir():
             inner = ((read_manifest(path) or {}).get("lineage")) or {}
-            changed += changed_inputs(inner, depth - 1)
+            changed += changed_inputs(inner, depth - 1, path)
     return changed
 
 
@@ -142,7 +194,7 @@ def status(run_dir: str | Path) -> list[dict[str, Any]]:
             rows.append({"stage": name, "state": "missing" if not (run / name).exists() else "incomplete", **launched})
             continue
         lineage = manifest.get("lineage") or {}
-        changed = changed_inputs(lineage)
+        changed = changed_inputs(lineage, stage_dir=run / name)
         rows.append({
             "stage": name,
             "state": "stale" if changed else "complete",

@@ -35,17 +35,20 @@ from curation.sources import SourceSpec
 from curation.stage import STAGING_DIR, CurateConfig, finish_curate, scan_source, staged_dir_name
 from curation.worlds import generate as generate_world
 from curation.worlds import world_files
+from eval.benchmarks import benchmark_files
 from eval.report import build_report
 from eval.stage import EvalConfig, run_evaluate
 from flows import artifacts, lineage
-from flows.config import PipelineConfig, load_config
+from flows.config import ConfigError, PipelineConfig, load_config
 from flows.launcher import TrainingLauncher, launch_training
 from flows.orchestration import endpoint_limit_name, ensure_endpoint_limit, retry_options, task_runner
 from synth.endpoint import EndpointError, ManagedServer, free_port
 from synth.judge import JudgeConfig
 from synth.probe import ProbeConfig, merge_probes, run_probes
+from synth.profile import COMPACT_PROFILE
 from synth.protocol import load_prompts
-from synth.search import SearchConfig
+from synth.reward import RewardConfig
+from synth.search import SearchConfig, search_input_files
 from synth.stage import SynthConfig, merge_synthesized, run_synthesize
 from train.base import BaseStageConfig, run_base
 from train.grpo import GRPOStageConfig, run_grpo
@@ -64,9 +67,10 @@ def cache_key_from_record(context: Any, parameters: dict[str, Any]) -> str:
 CACHED = {"cache_key_fn": cache_key_from_record, "persist_result": True, "result_serializer": "json"}
 
 
-def _recorded(record: dict[str, Any], out_dir: str, started: float, result: Any) -> Any:
-    """Add the task's lineage (and the key it was made under) to its output's manifest."""
-    lineage.record(out_dir, record["stage"], record["config"], record["inputs"], time.time() - started, key=record["key"], result=result)
+def _recorded(record: dict[str, Any], out_dir: str, started: float, result: Any, read_files: list[str] | None = None) -> Any:
+    """Add the task's lineage (and the key it was made under, and the files it found and read) to its output's manifest."""
+    lineage.record(out_dir, record["stage"], record["config"], record["inputs"], time.time() - started, key=record["key"], result=result,
+                   read_files=read_files)
     return result
 
 
@@ -85,26 +89,29 @@ def world_task(kind: str, world: dict[str, Any], out_dir: str, record: dict[str,
 def curate_scan_task(cfg: dict[str, Any], source_index: int, part: int, out_dir: str, record: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
     curate = CurateConfig.model_validate(cfg)
-    return _recorded(record, out_dir, started, scan_source(curate, source_index, out_dir, part, curate.scan_parts))
+    result = scan_source(curate, source_index, out_dir, part, curate.scan_parts)
+    return _recorded(record, out_dir, started, result, read_files=result.pop("files_read"))
 
 
 @task(name="curate-finish", **CACHED)
 def curate_finish_task(cfg: dict[str, Any], staged_dirs: list[str], out_dir: str, probes: bool, record: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
-    return _recorded(record, out_dir, started, finish_curate(CurateConfig.model_validate(cfg), staged_dirs, out_dir, probes=probes))
+    result = finish_curate(CurateConfig.model_validate(cfg), staged_dirs, out_dir, probes=probes)
+    return _recorded(record, out_dir, started, result, read_files=result.pop("files_read"))
 
 
 @task(name="probe-shard", **CACHED)
 def probe_shard_task(
-    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], shard: str, out_dir: str, endpoint: dict[str, Any],
-    record: dict[str, Any],
+    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], reward: dict[str, Any], shard: str, out_dir: str,
+    endpoint: dict[str, Any], record: dict[str, Any],
 ) -> dict[str, Any]:
     started = time.time()
     probe = ProbeConfig.model_validate(cfg)
     probe.student_url = endpoint.get("url") or probe.student_url
     with _endpoint_slots(endpoint, probe.concurrency):
         result = run_probes(probe, shard, out_dir, SearchConfig.model_validate(search), JudgeConfig.model_validate(judge),
-                            progress=artifacts.progress_reporter("probe", Path(shard).name), allow_empty=True)
+                            progress=artifacts.progress_reporter("probe", Path(shard).name), allow_empty=True,
+                            reward=RewardConfig.model_validate(reward))
     counts = result["counts"]
     if counts["samples"] and counts["episodes"] == 0:  # raise: Prefect retries it, and caches nothing
         raise EndpointError(f"student endpoint {probe.student_url} failed every probe of {shard} (see {out_dir}/quarantine)")
@@ -125,8 +132,8 @@ def select_task(cfg: dict[str, Any], curated_dir: str, probe_dir: str, out_dir: 
 
 @task(name="synthesize-shard", **CACHED)
 def synthesize_shard_task(
-    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], shard: str, out_dir: str, endpoint: dict[str, Any],
-    record: dict[str, Any],
+    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], reward: dict[str, Any], shard: str, out_dir: str,
+    endpoint: dict[str, Any], record: dict[str, Any],
 ) -> dict[str, Any]:
     started = time.time()
     synth = SynthConfig.model_validate(cfg)
@@ -134,7 +141,8 @@ def synthesize_shard_task(
     synth.long_cot = None  # mixed in once, over all shards, by the merge
     with _endpoint_slots(endpoint, synth.concurrency):
         result = run_synthesize(synth, shard, out_dir, SearchConfig.model_validate(search), JudgeConfig.model_validate(judge),
-                                progress=artifacts.progress_reporter("synthesize", Path(shard).name))
+                                progress=artifacts.progress_reporter("synthesize", Path(shard).name),
+                                reward=RewardConfig.model_validate(reward))
     counts = result["counts"]
     if counts["samples"] and counts["failed"] == counts["samples"]:  # raise: Prefect retries it, and caches nothing
         raise EndpointError(f"teacher endpoint {synth.teacher_url} failed every sample of {shard} (see {out_dir}/quarantine)")
@@ -150,7 +158,7 @@ def synthesize_merge_task(cfg: dict[str, Any], shard_dirs: list[str], out_dir: s
 @task(name="build-tiny-model", **CACHED)
 def build_tiny_model_task(cfg: dict[str, Any], text_files: list[str], out_dir: str, record: dict[str, Any]) -> str:
     started = time.time()
-    prompts, compact = load_prompts(tools=True), load_prompts(tools=True, profile="compact")
+    prompts, compact = load_prompts(tools=True), load_prompts(tools=True, profile=COMPACT_PROFILE)
     texts = [prompts.system, prompts.user, compact.system]
     for path in text_files:
         texts.extend(Path(path).read_text().splitlines())
@@ -159,14 +167,14 @@ def build_tiny_model_task(cfg: dict[str, Any], text_files: list[str], out_dir: s
 
 @task(name="base", **CACHED)
 def base_task(
-    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], model_path: str, instruct_path: str, long_cot_path: str,
-    out_dir: str, endpoint: dict[str, Any], record: dict[str, Any],
+    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], reward: dict[str, Any], model_path: str, instruct_path: str,
+    long_cot_path: str, out_dir: str, endpoint: dict[str, Any], record: dict[str, Any],
 ) -> dict[str, Any]:
     started = time.time()
     base = BaseStageConfig.model_validate(cfg)
     with _endpoint_slots(endpoint, base.concurrency):
         result = run_base(base, model_path, instruct_path, endpoint["url"], out_dir, SearchConfig.model_validate(search),
-                          JudgeConfig.model_validate(judge), long_cot_path)
+                          JudgeConfig.model_validate(judge), long_cot_path, RewardConfig.model_validate(reward))
     return _recorded(record, out_dir, started, result)
 
 
@@ -183,29 +191,29 @@ def sft_task(cfg: dict[str, Any], model_path: str, trajectory_dirs: list[str], o
 
 @task(name="grpo", **CACHED)
 def grpo_task(
-    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], model_path: str, curated_dir: str, out_dir: str,
-    launcher: dict[str, Any] | None, record: dict[str, Any],
+    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], reward: dict[str, Any], model_path: str | None, curated_dir: str,
+    out_dir: str, launcher: dict[str, Any] | None, record: dict[str, Any],
 ) -> dict[str, Any]:
     started = time.time()
     if launcher is not None:
-        sections = {"grpo": cfg, "search": search, "judge": judge}
+        sections = {"grpo": cfg, "search": search, "judge": judge, "reward": reward}
         result = launch_training(TrainingLauncher.model_validate(launcher), "grpo", sections, model_path, [curated_dir], out_dir)
     else:
         result = run_grpo(GRPOStageConfig.model_validate(cfg), model_path, curated_dir, out_dir, SearchConfig.model_validate(search),
-                          JudgeConfig.model_validate(judge))
+                          JudgeConfig.model_validate(judge), reward=RewardConfig.model_validate(reward))
     return _recorded(record, out_dir, started, result)
 
 
 @task(name="evaluate", **CACHED)
 def evaluate_task(
-    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], model_path: str, curated_dir: str, out_dir: str,
-    endpoint: dict[str, Any], record: dict[str, Any],
+    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], reward: dict[str, Any], model_path: str | None, curated_dir: str,
+    out_dir: str, endpoint: dict[str, Any], record: dict[str, Any],
 ) -> dict[str, Any]:
     started = time.time()
     evaluation = EvalConfig.model_validate(cfg)
     with _endpoint_slots(endpoint, evaluation.concurrency):
         result = run_evaluate(evaluation, model_path, curated_dir, out_dir, SearchConfig.model_validate(search),
-                              JudgeConfig.model_validate(judge))
+                              JudgeConfig.model_validate(judge), RewardConfig.model_validate(reward))
     return _recorded(record, out_dir, started, result)
 
 
@@ -236,7 +244,9 @@ class Stages:
         memo = (stage, str(out), lineage.config_hash(config), tuple(inputs_list))
         if memo not in self._keys:
             key = lineage.stage_key(stage, config, inputs_list)
-            self._keys[memo] = (key, inputs_list, not self.cfg.cache or lineage.recorded_key(out) != key)
+            # Files the last run found and read (a source's images) are checked too: one that changed re-runs it.
+            refresh = not self.cfg.cache or lineage.recorded_key(out) != key or bool(lineage.changed_read_files(out, limit=1))
+            self._keys[memo] = (key, inputs_list, refresh)
         return self._keys[memo]
 
     def will_run(self, stage: str, out: str | Path, config: Any, inputs: tuple = ()) -> bool:
@@ -325,9 +335,18 @@ class Resolved:
         self.pools = str(run / "select") if cfg.probe is not None else self.curated  # what synthesis and evaluation read
         self.trajectories = str(run / "synthesize")
         self.managed = cfg.replay is not None or cfg.teacher_server is not None
+        self._search_files: tuple[str, ...] | None = None
 
     def dumps(self) -> dict[str, Any]:
-        return {"search": self.search.model_dump(mode="json"), "judge": self.cfg.judge.model_dump(mode="json")}
+        return {"search": self.search.model_dump(mode="json"), "judge": self.cfg.judge.model_dump(mode="json"),
+                "reward": self.cfg.reward.model_dump(mode="json")}
+
+    def search_files(self) -> tuple[str, ...]:
+        """The local files the tools' search reads (corpora, the image corpus's images): inputs of
+        every stage whose episodes search. Read when first asked, once the demo world exists."""
+        if self._search_files is None:
+            self._search_files = tuple(str(f) for f in search_input_files(self.search))
+        return self._search_files
 
     def launcher(self) -> dict[str, Any] | None:
         """How training runs (not part of a stage's cache key: where it runs does not change what it makes)."""
@@ -400,6 +419,8 @@ def _config(config: dict[str, Any] | str) -> PipelineConfig:
 
 def _curate(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
     cfg, run = r.cfg, r.run
+    if cfg.world is None and not cfg.curate.sources:  # a config that only evaluates an outside model
+        raise ConfigError("curate.sources: no source given: this config only evaluates a model (run it with --flow evaluate)")
     if cfg.world is not None:
         stages.done("world", stages.call("world", world_task, run / "world", cfg.world.model_dump(), (),
                                          {"kind": cfg.world.kind, "world": cfg.world.generator_settings(), "out_dir": str(run / "world")}))
@@ -412,12 +433,12 @@ def _curate(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
             # What a scan depends on: its source and the validation settings, not dedup or split.
             key_cfg = {"source": spec.model_dump(mode="json"), "part": part, "parts": r.curate.scan_parts, "need_phash": need_phash,
                        **r.curate.model_dump(include={"min_side", "max_aspect", "max_pixels", "rows_per_shard"})}
-            scans.append((out, key_cfg, (spec.path,) if spec.kind != "hf" else (),
+            scans.append((out, key_cfg, tuple(str(f) for f in spec.local_files()),
                           {"cfg": curate, "source_index": index, "part": part, "out_dir": out}))
             staged_dirs.append(out)
     stages.map("curate", curate_scan_task, scans)
     probes = cfg.probe is not None
-    benchmark_files = tuple(spec.path for spec in r.curate.benchmarks if spec.kind != "hf")
+    benchmark_files = tuple(str(f) for spec in r.curate.benchmarks for f in spec.local_files())
     stages.done("curate", stages.call("curate", curate_finish_task, r.curated, curate | {"probes": probes}, (*staged_dirs, *benchmark_files),
                                       {"cfg": curate, "staged_dirs": staged_dirs, "out_dir": r.curated, "probes": probes}))
     if cfg.probe is None:
@@ -427,10 +448,10 @@ def _curate(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
     probe_key = _managed(probe, "student_url", replayed) | r.dumps()
     shards = [str(f) for f in shard_files(r.curated)]
     outs = [str(Path(r.probes) / SHARDS_DIR / Path(s).stem) for s in shards]
-    needed = any(stages.will_run("probe", out, probe_key, (shard,)) for shard, out in zip(shards, outs, strict=True))
+    needed = any(stages.will_run("probe", out, probe_key, (shard, *r.search_files())) for shard, out in zip(shards, outs, strict=True))
     target = endpoint.task_param(cfg.probe.student_url, cfg.probe.student_model, replayed, needed)
     stages.map("probe", probe_shard_task, [
-        (out, probe_key, (shard,), {"cfg": probe, **r.dumps(), "shard": shard, "out_dir": out, "endpoint": target})
+        (out, probe_key, (shard, *r.search_files()), {"cfg": probe, **r.dumps(), "shard": shard, "out_dir": out, "endpoint": target})
         for shard, out in zip(shards, outs, strict=True)], endpoint=True)
     stages.done("probe", stages.call("probe", probe_merge_task, r.probes, probe_key, tuple(outs),
                                      {"cfg": probe, "shard_dirs": outs, "out_dir": r.probes}))
@@ -444,10 +465,10 @@ def _synthesize(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
     shard_key = _managed(synth, "teacher_url", r.managed) | r.dumps() | {"long_cot": None}
     shards = [str(f) for f in shard_files(r.pools)]
     outs = [str(Path(r.trajectories) / SHARDS_DIR / Path(s).stem) for s in shards]
-    needed = any(stages.will_run("synthesize", out, shard_key, (shard,)) for shard, out in zip(shards, outs, strict=True))
+    needed = any(stages.will_run("synthesize", out, shard_key, (shard, *r.search_files())) for shard, out in zip(shards, outs, strict=True))
     target = endpoint.task_param(r.synth.teacher_url, r.synth.teacher_model, r.managed, needed)
     stages.map("synthesize", synthesize_shard_task, [
-        (out, shard_key, (shard,), {"cfg": synth, **r.dumps(), "shard": shard, "out_dir": out, "endpoint": target})
+        (out, shard_key, (shard, *r.search_files()), {"cfg": synth, **r.dumps(), "shard": shard, "out_dir": out, "endpoint": target})
         for shard, out in zip(shards, outs, strict=True)], endpoint=True)
     long_cot = r.synth.long_cot.path if r.synth.long_cot is not None else None
     stages.done("synthesize", stages.call("synthesize", synthesize_merge_task, r.trajectories, _managed(synth, "teacher_url", r.managed),
@@ -467,7 +488,7 @@ def _sft_input_model(stages: Stages, r: Resolved, endpoint: Endpoint) -> str:
     base = r.cfg.base.model_dump(mode="json")
     base_out = str(r.run / "base")
     key = base | r.dumps()
-    inputs = (model_path, r.world["instruct_path"], r.world["long_cot_path"])
+    inputs = (model_path, r.world["instruct_path"], r.world["long_cot_path"], *r.search_files())
     needed = stages.will_run("base", base_out, key, inputs)
     target = endpoint.task_param(r.synth.teacher_url, r.cfg.base.instruct_model, True, needed)
     result = stages.call("base", base_task, base_out, key, inputs,
@@ -488,19 +509,22 @@ def _sft(stages: Stages, r: Resolved, endpoint: Endpoint) -> str:
 def _grpo(stages: Stages, r: Resolved, model_path: str) -> str:
     grpo = r.cfg.grpo.model_dump(mode="json")
     out = str(r.run / "grpo")
-    result = stages.call("grpo", grpo_task, out, grpo, (r.pools, model_path),
+    # The judge and the reward are part of what GRPO and evaluation depend on: a new setting re-runs them.
+    result = stages.call("grpo", grpo_task, out, grpo | r.dumps(), (r.pools, model_path, *r.search_files()),
                          {"cfg": grpo, **r.dumps(), "model_path": model_path, "curated_dir": r.pools, "out_dir": out, "launcher": r.launcher()})
     return stages.done("grpo", result)["checkpoint"]
 
 
-def _evaluate(stages: Stages, r: Resolved, endpoint: Endpoint, model_path: str) -> None:
+def _evaluate(stages: Stages, r: Resolved, endpoint: Endpoint, model_path: str | None) -> None:
     evaluation = r.cfg.eval.model_dump(mode="json")
     out = str(r.run / "eval")
+    reads = (model_path, r.pools, *r.search_files(),
+             *(str(f) for name in r.cfg.eval.benchmarks for f in benchmark_files(name, r.cfg.eval.data_root, r.run)))
     target: dict[str, Any] = {}
     if r.cfg.eval.model_url:  # an endpoint serves the checkpoint: share its limit with other runs
-        needed = stages.will_run("evaluate", out, evaluation, (model_path, r.pools))
+        needed = stages.will_run("evaluate", out, evaluation | r.dumps(), reads)
         target = endpoint.task_param(r.cfg.eval.model_url, r.cfg.eval.model_name or "", False, needed)
-    metrics = stages.call("evaluate", evaluate_task, out, evaluation, (model_path, r.pools),
+    metrics = stages.call("evaluate", evaluate_task, out, evaluation | r.dumps(), reads,
                           {"cfg": evaluation, **r.dumps(), "model_path": model_path, "curated_dir": r.pools, "out_dir": out,
                            "endpoint": target}, endpoint=bool(target))
     stages.done("evaluate", {"metrics_path": str(Path(out) / "metrics.json"), **metrics})
@@ -568,8 +592,15 @@ def train_grpo_flow(config: dict[str, Any] | str, run_dir: str) -> dict[str, Any
 
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(config: dict[str, Any] | str, run_dir: str, model_path: str | None = None) -> dict[str, Any]:
-    """The benchmarks with tools and the tool-free control, then the report."""
-    return _stage_flow(lambda stages, r, endpoint: _evaluate(stages, r, endpoint, model_path or _final_checkpoint(r)), config, run_dir)
+    """The benchmarks with tools and the tool-free control, then the report. The model: `model_path`,
+    else `eval.model_path`, else an endpoint (`eval.model_url`) serving any model, else the run's
+    own trained checkpoint."""
+    def model(r: Resolved) -> str | None:
+        if model_path or r.cfg.eval.model_path:
+            return model_path or r.cfg.eval.model_path
+        return None if r.cfg.eval.model_url else _final_checkpoint(r)
+
+    return _stage_flow(lambda stages, r, endpoint: _evaluate(stages, r, endpoint, model(r)), config, run_dir)
 
 
 @flow(name="retrain", log_prints=True)
@@ -631,8 +662,9 @@ def plan(cfg: PipelineConfig, run_dir: str | Path, flow_name: str = "retrain") -
     steps.append({"stage": "sft", "out": run / "sft", "does": f"SFT of {cfg.sft.model_path or 'a tiny ' + cfg.tiny_model.family + ' model'}"})
     if cfg.grpo is not None:
         steps.append({"stage": "grpo", "out": run / "grpo", "does": f"GRPO on {'/'.join(cfg.grpo.pools)}, {cfg.grpo.num_generations} rollouts per prompt"})
-    steps.append({"stage": "evaluate", "out": run / "eval", "does": f"{', '.join(cfg.eval.benchmarks) or 'the held-out pool'}, "
-                  f"{'with the tool-free control' if cfg.eval.tool_free_control else 'tools only'}"})
+    model = (f"{cfg.eval.model_name} at {cfg.eval.model_url}" if cfg.eval.model_url else cfg.eval.model_path or "the run's trained checkpoint")
+    steps.append({"stage": "evaluate", "out": run / "eval", "does": f"{model} on {', '.join(cfg.eval.benchmarks) or 'the held-out pool'}, "
+                  f"{'with the tool-free control' if cfg.eval.tool_free_control else 'tools only'}, profile {cfg.eval.agent.profile}"})
     steps.append({"stage": "report", "out": run / "report", "does": "report.html and report.md"})
     return [step for step in steps if flow_name == "retrain" or FLOW_OF_STAGE[step["stage"]] == flow_name]
 

@@ -8,6 +8,7 @@ turn limit. The result is a `Trajectory` row (judged and scored).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import time
 from collections.abc import Iterator
@@ -16,27 +17,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from curation.schema import Sample
 from synth.judge import Judge
 from synth.kernel import KernelConfig, PythonKernel
 from synth.policy import ChatPolicy
-from synth.protocol import (
-    PROTOCOL_VERSION,
-    STOP_SEQUENCES,
-    THINK_PREFIX,
-    Action,
-    PromptProfile,
-    check_format,
-    close_stopped_turn,
-    load_prompts,
-    parse_turn,
-    render_code_observation,
-    render_image_results,
-    render_text_results,
-)
-from synth.reward import compute_reward
+from synth.profile import DEFAULT_PROFILE, Profile, ThinkPrefix, load_profile, to_parts
+from synth.protocol import STOP_SEQUENCES, Action, close_stopped_turn, parse_turn
+from synth.reward import RewardConfig, score_response
 from synth.sandbox import KernelPool
 from synth.search import ImageSearch, SearchConfig, SearchError, TextSearch, build_search
 
@@ -49,11 +38,41 @@ class AgentConfig(BaseModel):
     max_total_tokens: int = Field(16384, ge=1)  # all assistant turns together (the paper's 16k response)
     temperature: float = Field(0.0, ge=0.0)
     tools: bool = True  # False: the tool-free control (no tool prompt, tool calls refused)
-    force_think_prefix: bool = False  # start turns after an observation with "<think>" (local models)
-    prompts: PromptProfile = "default"  # compact: a short system prompt for tiny models (synth/prompts/system_compact.txt)
+    # What the model is shown: a protocol profile (`synth.profile`) by name or file: ours
+    # (deepeyes-v2) or the released checkpoint's (deepeyesv2-reference).
+    profile: str = DEFAULT_PROFILE
+    # Pre-fill "<think>" at the start of assistant turns: never, after an observation (the
+    # reference's RL environment), or on every turn, the first included; None: the profile's default.
+    think_prefix: ThinkPrefix | None = None
     search_top_k: int = 5
+    max_search_queries: int = Field(5, ge=1)  # queries run from one call's list-valued `query`
     prestart_kernel: bool = True  # start the episode's kernel while its first turn is generated
     kernel: KernelConfig = Field(default_factory=KernelConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _force_think_prefix(cls, data: Any) -> Any:
+        """`force_think_prefix: true`, the older spelling, is `think_prefix: every_turn`."""
+        if isinstance(data, dict) and "force_think_prefix" in data:
+            data = dict(data)
+            forced = data.pop("force_think_prefix")
+            data.setdefault("think_prefix", "every_turn" if forced else "none")
+        return data
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        load_profile(value)  # a ProfileError (a ValueError) names the profiles there are
+        return value
+
+    @property
+    def protocol(self) -> Profile:
+        """The loaded protocol profile."""
+        return load_profile(self.profile)
+
+    def prefix_for(self, turn: int) -> str:
+        """The text pre-filled at the start of assistant turn `turn` (0: the first)."""
+        return self.protocol.prefix_for(turn, self.think_prefix)
 
 
 @dataclass
@@ -123,6 +142,7 @@ class ToolSession:
         self.tools = tools
         self.cfg = cfg
         self.input_images = input_images
+        self.profile = cfg.protocol
         self.kernel: PythonKernel | None = None
         self.image_search_used = False
         self._starting: asyncio.Future | None = None
@@ -153,12 +173,17 @@ class ToolSession:
             if self.kernel is None:
                 self.kernel = PythonKernel(self.input_images, self.tools.kernel_pool, self.cfg.kernel)
             result = await asyncio.to_thread(self.kernel.execute, action.code)
-            parts = [_text(render_code_observation(result.stdout, result.stderr, len(result.images)))]
-            return Observation(parts + [{"type": "image"} for _ in result.images], result.images, tool, result.status)
+            shown = result.images[: self.profile.max_images_per_observation]
+            text = self.profile.render_code(result.stdout, result.stderr, len(shown))
+            return Observation(to_parts(text), shown, tool, result.status)
         try:
             if action.kind == "search" and self.tools.text_search is not None:
-                results = await self.tools.run_search(self.tools.text_search.search, action.query, self.cfg.search_top_k)
-                return Observation([_text(render_text_results(results))], [], tool, "ok")
+                # A list-valued query runs its first `max_search_queries` queries, answered together.
+                queries = action.queries[: self.cfg.max_search_queries]
+                results = await asyncio.gather(*(
+                    self.tools.run_search(self.tools.text_search.search, query, self.cfg.search_top_k) for query in queries))
+                text = self.profile.render_search(list(zip(queries, results, strict=True)), len(action.queries) - len(queries))
+                return Observation(to_parts(text), [], tool, "ok")
             if action.kind == "image_search" and self.tools.image_search is not None and self.input_images:
                 if self.image_search_used:
                     return _error("Error: image_search may be used once per question.", tool, "error")
@@ -166,8 +191,9 @@ class ToolSession:
                 results = await self.tools.run_search(
                     self.tools.image_search.search, self.input_images[0], self.cfg.search_top_k
                 )
-                parts, thumbnails = render_image_results(results)
-                return Observation(parts, thumbnails, tool, "ok")
+                text, shown = self.profile.render_image_search(results)
+                thumbnails = [base64.b64decode(results[i]["thumbnail"]) for i in shown]
+                return Observation(to_parts(text), thumbnails, tool, "ok")
         except SearchError as exc:
             return _error(f"Error: {tool} failed: {exc}", tool, "error")
         return _error(f"Error: the {tool} tool is not available in this run.", tool, "unavailable")
@@ -179,8 +205,9 @@ class ToolSession:
             await asyncio.to_thread(self.kernel.close)
 
 
-def trajectory_id(sample_id: str, policy: str, attempt: int) -> str:
-    return hashlib.blake2b(f"{sample_id}|{policy}|{attempt}|{PROTOCOL_VERSION}".encode(), digest_size=12).hexdigest()
+def trajectory_id(sample_id: str, policy: str, attempt: int, protocol_version: str) -> str:
+    """A trajectory's id: a 24-hex-digit digest of its sample, policy, attempt and protocol profile version."""
+    return hashlib.blake2b(f"{sample_id}|{policy}|{attempt}|{protocol_version}".encode(), digest_size=12).hexdigest()
 
 
 async def run_episode(
@@ -192,21 +219,19 @@ async def run_episode(
     attempt: int = 0,
     seed: int | None = None,
     judge: Judge | None = None,
+    reward: RewardConfig | None = None,
 ) -> dict[str, Any]:
-    """Run one episode of `sample` with `policy`; return a `TRAJECTORY_SCHEMA` row, judged by
-    `judge` (a stage shares one; without it, a rules and math-verify judge for this episode)."""
+    """Run one episode of `sample` with `policy`; return a `TRAJECTORY_SCHEMA` row, scored by
+    `synth.reward.score_response` with `judge` (a stage shares one; without it, a rules and
+    math-verify judge for this episode) and the `reward` settings (the reference's by default)."""
     started = time.perf_counter()
-    prompts = load_prompts(cfg.tools, cfg.prompts)
+    profile = cfg.protocol
     images = [image.bytes for image in sample.images]
-    messages: list[dict[str, Any]] = [
-        {"role": "system", "content": [_text(prompts.system)]},
-        {"role": "user", "content": [{"type": "image"} for _ in images] + [_text(prompts.user_text(sample.question))]},
-    ]
+    messages: list[dict[str, Any]] = profile.messages(sample.question, len(images), cfg.tools)
     tool_calls: list[dict[str, Any]] = []
     assistant_turns: list[str] = []
     session = ToolSession(tools, cfg, list(images))  # the sample's inputs, before any tool image
     session.prestart()
-    final_answer: str | None = None
     stop_reason = "max_turns"
     turn_latency_ms: list[float] = []
     tokens_used = 0
@@ -216,7 +241,7 @@ async def run_episode(
             if budget <= 0:
                 stop_reason = "length"
                 break
-            prefix = THINK_PREFIX if cfg.force_think_prefix else ""
+            prefix = profile.prefix_for(turn, cfg.think_prefix)
             turn_started = time.perf_counter()
             generation = await policy.generate(
                 messages,
@@ -231,15 +256,15 @@ async def run_episode(
             turn_latency_ms.append((time.perf_counter() - turn_started) * 1000)
             # Servers that report no usage: about four characters a token.
             tokens_used += generation.tokens or max(1, len(generation.text) // 4)
-            text = close_stopped_turn(generation.text, generation.finish_reason)
+            text = close_stopped_turn(generation.text, generation.matched_stop)
             assistant_turns.append(text)
             messages.append({"role": "assistant", "content": [_text(text)]})
+            action = parse_turn(text)
+            if action.kind == "answer":  # a turn cut by the length limit still counts when its answer closed
+                stop_reason = "answer"
+                break
             if generation.finish_reason == "length":
                 stop_reason = "length"
-                break
-            action = parse_turn(text)
-            if action.kind == "answer":
-                final_answer, stop_reason = action.answer, "answer"
                 break
             if action.kind == "none":
                 stop_reason = "no_action"
@@ -259,20 +284,20 @@ async def run_episode(
     own_judge = judge is None
     judge = judge or Judge()
     try:
-        verdict = await judge.judge(sample.question, final_answer, sample.answer, sample.answer_type, sample.choices)
+        score = await score_response(
+            judge, assistant_turns, question=sample.question, gold=sample.answer, answer_type=sample.answer_type,
+            choices=sample.choices, category=sample.category, tool_calls=tool_calls, cfg=reward,
+        )
     finally:
         if own_judge:
             await judge.aclose()
-    fmt = check_format(assistant_turns, sample.category)
-    used_search = any(c["tool"] in ("search", "image_search") for c in tool_calls)
-    reward = compute_reward(verdict.correct, fmt.ok, final_answer, sample.category, used_search)
     return {
-        "id": trajectory_id(sample.id, policy.name, attempt),
+        "id": trajectory_id(sample.id, policy.name, attempt, profile.version),
         "sample_id": sample.id,
         "category": sample.category,
         "policy": policy.name,
         "attempt": attempt,
-        "protocol_version": PROTOCOL_VERSION,
+        "protocol_version": profile.version,
         "messages": messages,
         "images": [{"bytes": data, "path": None} for data in images],
         "tool_calls": tool_calls,
@@ -280,13 +305,16 @@ async def run_episode(
         "turn_latency_ms": turn_latency_ms,
         "completion_tokens": tokens_used,
         "stop_reason": stop_reason,
-        "final_answer": final_answer,
+        "final_answer": score.check.answer,
         "answer": sample.answer,
-        "correct": verdict.correct,
-        "judge_method": verdict.method,
-        "judge_failed": verdict.judge_failed,
-        "format_ok": fmt.ok,
-        "reward": reward.total,
+        "correct": score.verdict.correct,
+        "judge_method": score.verdict.method,
+        "judge_failed": score.verdict.judge_failed,
+        "format_ok": score.reward.format == 1.0,
+        "reward": score.reward.total,
+        "accuracy_reward": score.reward.accuracy_term,
+        "format_reward": score.reward.format,
+        "search_penalty": score.reward.search_penalty,
         "reject_reason": None,
         "latency_ms": (time.perf_counter() - started) * 1000,
     }

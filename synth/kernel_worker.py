@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import linecache
 import sys
 import traceback
 
@@ -49,6 +50,9 @@ def install_display_hooks() -> None:
     from PIL import Image
 
     def _show(self, title=None, **_kwargs):  # PIL's Image.show opens a viewer; we capture instead
+        if self.width < 1 or self.height < 1:  # raised in the cell, so its traceback names the line
+            raise ValueError(f"cannot show an empty image ({self.width}x{self.height} pixels): "
+                             "a crop box needs right > left and bottom > top")
         SHOWN_IMAGES.append(self.copy())
 
     Image.Image.show = _show
@@ -58,6 +62,8 @@ def fit_image(image, min_side: int, max_aspect: float, max_pixels: int):
     """Bring an image within a vision encoder's limits: min side, aspect ratio, pixel budget."""
     image = image.convert("RGB")
     width, height = image.size
+    if width < 1 or height < 1:
+        raise ValueError(f"an empty image ({width}x{height} pixels) cannot be shown")
     if max(width, height) / max(1, min(width, height)) > max_aspect:  # crop the long side
         if width > height:
             width = int(height * max_aspect)
@@ -73,35 +79,54 @@ def fit_image(image, min_side: int, max_aspect: float, max_pixels: int):
     return image if (width, height) == image.size else image.resize((width, height))
 
 
-def _encode_images(request: dict) -> list[str]:
-    encoded = []
-    for image in SHOWN_IMAGES[: request.get("max_images", 10)]:
-        image = fit_image(image, request.get("min_side", 32), request.get("max_aspect", 200.0), request.get("max_pixels", 4_000_000))
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
+def _encode_images(request: dict) -> tuple[list[str], list[str]]:
+    """The shown images as PNG (base64), and an error line for each that could not be encoded."""
+    encoded, errors = [], []
+    for number, image in enumerate(SHOWN_IMAGES[: request.get("max_images", 10)], start=1):
+        try:
+            image = fit_image(image, request.get("min_side", 32), request.get("max_aspect", 200.0), request.get("max_pixels", 4_000_000))
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+        except MemoryError:
+            raise
+        except Exception as exc:  # one bad image is the cell's error, never the session's end
+            errors.append(f"Error: shown image {number} could not be returned: {type(exc).__name__}: {exc}")
+            continue
         encoded.append(base64.b64encode(buffer.getvalue()).decode())
     SHOWN_IMAGES.clear()
-    return encoded
+    return encoded, errors
+
+
+def _print_cell_traceback(etype, value, tb) -> None:
+    """The traceback of a failed cell, without this module's frames (the exec call, the display hook)."""
+    report = traceback.TracebackException(etype, value, tb)
+    report.stack = traceback.StackSummary.from_list([frame for frame in report.stack if frame.filename != __file__])
+    print("".join(report.format()), end="", file=sys.stderr)
 
 
 def run_cell(namespace: dict, request: dict) -> dict:
     limit = request.get("output_limit", 8000)
     stdout, stderr = CappedStream(limit), CappedStream(limit)
     status = "ok"
+    code = request["code"]
+    # Registered so tracebacks quote the cell's lines (the model sees which line failed).
+    linecache.cache["<cell>"] = (len(code), None, code.splitlines(True), "<cell>")
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
-            exec(compile(request["code"], "<cell>", "exec"), namespace)
+            exec(compile(code, "<cell>", "exec"), namespace)
         except MemoryError:
             status = "memory_exceeded"
             print("MemoryError: the cell exceeded the kernel's memory limit", file=sys.stderr)
         except BaseException:  # the model's code may raise anything, SystemExit included
             status = "code_error"
-            etype, value, tb = sys.exc_info()
-            traceback.print_exception(etype, value, tb.tb_next if tb else None)
+            _print_cell_traceback(*sys.exc_info())
     try:
-        images = _encode_images(request)
+        images, errors = _encode_images(request)
     except MemoryError:
-        status, images = "memory_exceeded", []
+        status, images, errors = "memory_exceeded", [], []
+    if errors:
+        status = "code_error" if status == "ok" else status
+        stderr.write("\n".join(errors) + "\n")
     return {"status": status, "stdout": stdout.value(), "stderr": stderr.value(), "images": images}
 
 
@@ -120,7 +145,12 @@ def serve(sock) -> None:
                 namespace[f"image_{i}"] = Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
             reply = {"status": "ok"}
         else:
-            reply = run_cell(namespace, request)
+            try:
+                reply = run_cell(namespace, request)
+            except Exception as exc:  # a fault outside the cell's own code: reported, and the session lives on
+                SHOWN_IMAGES.clear()
+                reply = {"status": "code_error", "stdout": "", "stderr": f"Error: the kernel could not run the cell: {type(exc).__name__}: {exc}",
+                         "images": []}
         try:
             wire.send(sock, reply)
         except OSError:  # the cell closed our socket, or the pipeline went away

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.sources import TableFileError, read_table_file
-from synth.protocol import PROTOCOL_VERSION, check_format, load_prompts, parse_turn
+from synth.protocol import PROTOCOL_VERSION, check_response, load_prompts
 
 
 class LongCotConfig(BaseModel):
@@ -55,8 +55,7 @@ def long_cot_rows(cfg: LongCotConfig, tool_rows: int) -> tuple[list[dict[str, An
     system = load_prompts(tools=False).system
     rows = []
     for row in chosen:
-        action = parse_turn(row["response"])
-        fmt = check_format([row["response"]], "reasoning")
+        check = check_response(row["response"], "reasoning")
         sample_id = str(row.get("id") or hashlib.blake2b(row["question"].encode(), digest_size=12).hexdigest())
         rows.append({
             "id": hashlib.blake2b(f"long-cot|{name}|{sample_id}".encode(), digest_size=12).hexdigest(),
@@ -75,13 +74,13 @@ def long_cot_rows(cfg: LongCotConfig, tool_rows: int) -> tuple[list[dict[str, An
             "turns": 1,
             "turn_latency_ms": [],
             "completion_tokens": 0,
-            "stop_reason": "answer" if action.kind == "answer" else "no_action",
-            "final_answer": action.answer or None,
+            "stop_reason": "answer" if check.answer is not None else "no_action",
+            "final_answer": check.answer or None,
             "answer": None if row.get("answer") is None else str(row["answer"]),
             "correct": True,  # curated reasoning traces, taken as given
             "judge_method": "source",
             "judge_failed": False,
-            "format_ok": fmt.ok,
+            "format_ok": check.format_ok,
             "reward": None,
             "reject_reason": None,
             "latency_ms": 0.0,

@@ -23,14 +23,23 @@ import openai
 from openai.types.chat import ChatCompletion
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
+from synth.protocol import find_stop, infer_matched_stop
 from synth.retry import wait_retry_after
 
 
 @dataclass
 class Generation:
+    """One assistant turn as a policy produced it.
+
+    `text` starts with the request's `prefix` (a pre-filled `<think>`), so it is the whole turn.
+    `finish_reason` is `stop` (a stop string or the end of sequence) or `length`; `matched_stop` is
+    the stop string that ended the turn, or None when it ended on end-of-sequence or the length
+    limit: `synth.protocol.close_stopped_turn` closes a tag only when a stop string really fired."""
+
     text: str
     finish_reason: str  # stop | length
     tokens: int = 0  # completion tokens (the endpoint's count, or the local model's)
+    matched_stop: str | None = None
 
 
 class ChatPolicy(Protocol):
@@ -98,6 +107,27 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, ValueError)  # JSON that does not decode
 
 
+def _matched_stop(choice: Any, text: str, finish_reason: str, stop: list[str]) -> str | None:
+    """Which stop string ended an endpoint's turn. vLLM names it in the choice's `stop_reason` (the
+    stop string, a stop token id, or null for end-of-sequence); a server without that field leaves
+    it to `synth.protocol.infer_matched_stop`."""
+    if finish_reason != "stop":
+        return None
+    extra = choice.model_extra or {}
+    if "stop_reason" in extra:
+        reason = extra["stop_reason"]
+        return reason if isinstance(reason, str) and reason in stop else None
+    return infer_matched_stop(text, stop)
+
+
+# vLLM drops special tokens from the text it returns unless told not to, and the protocol's tags are
+# special tokens in Qwen's vocabularies: `<think>` vanishes and a stop on `</tool_call>` never fires.
+# Not `include_stop_str_in_output`: with special tokens kept, it also appends the end-of-turn token's
+# text (`<|im_end|>`) to every turn that ends on it; vLLM strips the stop string and names it in the
+# choice's `stop_reason` instead. Sent to vLLM alone: other servers (OpenAI's) refuse fields they do not know.
+VLLM_PROTOCOL_FIELDS = {"skip_special_tokens": False}
+
+
 class EndpointPolicy:
     """A model behind an OpenAI-compatible endpoint.
 
@@ -123,6 +153,8 @@ class EndpointPolicy:
         self.sent = 0  # requests asked for (retries counted apart)
         self.retries = 0
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._server_fields: dict[str, Any] | None = None  # VLLM_PROTOCOL_FIELDS for a vLLM server, once known
+        self._server_known = asyncio.Lock()
         # Retries live in one place, below, so every cause is counted; the client itself does none.
         # aiohttp underneath: httpx's own pool spends most of its time matching requests to
         # connections once there are hundreds of them in flight.
@@ -131,7 +163,7 @@ class EndpointPolicy:
             http_client=openai.DefaultAioHttpClient(timeout=timeout_s),
         )
 
-    async def _complete(self, request: dict[str, Any]) -> Generation:
+    async def _complete(self, request: dict[str, Any], prefix: str = "") -> Generation:
         # `post` is the client's documented route for a plain JSON body; `chat.completions.create`
         # would first walk the whole request against its TypedDicts, which costs more CPU than the
         # rest of the request together once a conversation carries several images.
@@ -143,17 +175,42 @@ class EndpointPolicy:
         if not (choice.message.content or "").strip():
             raise EmptyResponse("empty content")
         tokens = response.usage.completion_tokens if response.usage else 0
-        return Generation(choice.message.content, choice.finish_reason or "stop", tokens or 0)
+        finish = choice.finish_reason or "stop"
+        text = choice.message.content
+        return Generation(prefix + text, finish, tokens or 0, matched_stop=_matched_stop(choice, text, finish, request.get("stop") or []))
+
+    async def _protocol_fields(self) -> dict[str, Any]:
+        """What a turn of the protocol adds to the request for this server: asked once (vLLM lists its
+        models as `owned_by: vllm`)."""
+        if self._server_fields is not None:
+            return self._server_fields
+        async with self._server_known:
+            if self._server_fields is None:
+                try:
+                    models = (await self._client.models.list()).data
+                except openai.APIStatusError as exc:
+                    if _retryable(exc):
+                        raise
+                    models = []  # a server that lists no models is no vLLM
+                self._server_fields = VLLM_PROTOCOL_FIELDS if any(m.owned_by == "vllm" for m in models) else {}
+        return self._server_fields
 
     async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:
-        request = {
+        """The next assistant turn. A `prefix` (a pre-filled `<think>`) goes as a partial assistant
+        message that the server continues (vLLM's `continue_final_message`); the returned text
+        starts with it."""
+        converted = to_openai_messages(messages, images)
+        request: dict[str, Any] = {
             "model": self.model,
-            "messages": to_openai_messages(messages, images),
+            "messages": converted,
             "stop": list(stop) or None,
             "max_tokens": max_tokens,
             "temperature": temperature,
             "seed": seed,
         }
+        if prefix:
+            request["messages"] = [*converted, {"role": "assistant", "content": prefix}]
+            request.update(continue_final_message=True, add_generation_prompt=False)
         self.sent += 1
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1), wait=wait_retry_after(self.backoff_max_s), retry=retry_if_exception(_retryable), reraise=True
@@ -161,11 +218,26 @@ class EndpointPolicy:
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     self.retries += 1
-                return await self._complete(request)
+                if stop:  # a protocol turn: its tags must survive
+                    request.update(await self._protocol_fields())
+                return await self._complete(request, prefix)
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def local_turn(tokenizer, new_tokens: list[int], stop: list[str], prefix: str = "") -> Generation:
+    """A locally generated turn from its new token ids: cut at the end token (or padding), or just
+    after the stop string that ended it, which is then `matched_stop` (never for an end token)."""
+    ends = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
+    eos_at = next((i for i, t in enumerate(new_tokens) if t in ends), None)
+    text = tokenizer.decode(new_tokens[:eos_at], skip_special_tokens=False)
+    hit = find_stop(text, stop) if eos_at is None else None
+    if hit is not None:  # generation stops at the token that completes a stop string: keep up to it
+        text = text[: hit[0]]
+    ended = eos_at is not None or hit is not None
+    return Generation(prefix + text, "stop" if ended else "length", len(new_tokens), matched_stop=hit[1] if hit else None)
 
 
 class TransformersPolicy:
@@ -198,13 +270,7 @@ class TransformersPolicy:
             if seed is not None:
                 torch.manual_seed(seed)
             output = self.model.generate(**inputs, **kwargs)
-        new_tokens = output[0, inputs["input_ids"].shape[1] :]
-        text = tokenizer.decode(new_tokens, skip_special_tokens=False)
-        ended = tokenizer.eos_token_id in new_tokens.tolist() or any(text.rstrip().endswith(s) for s in stop)
-        for special in (tokenizer.eos_token, tokenizer.pad_token):
-            if special:
-                text = text.split(special)[0]
-        return Generation(prefix + text, "stop" if ended else "length", len(new_tokens))
+        return local_turn(tokenizer, output[0, inputs["input_ids"].shape[1] :].tolist(), stop, prefix)
 
     async def generate(self, messages, images, *, stop, max_tokens, temperature, seed=None, prefix="", tag="") -> Generation:
         return await asyncio.to_thread(self._generate_sync, messages, images, stop, max_tokens, temperature, seed, prefix)

@@ -22,6 +22,7 @@ from curation.shards import Quarantine, ShardWriter, iter_rows, merge_parts
 from synth import aio
 from synth.agent import AgentConfig, ToolBox, active_episodes, open_toolbox, run_episode, size_tool_threads
 from synth.judge import Judge, JudgeConfig
+from synth.reward import RewardConfig
 from synth.request_cache import REQUESTS_DB, CachedPolicy, open_endpoint
 from synth.search import SearchConfig
 
@@ -80,7 +81,7 @@ def _mode(agent: AgentConfig, tools: bool, temperature: float) -> AgentConfig:
 
 async def _probe(
     cfg: ProbeConfig, samples: list[Sample], search: SearchConfig, judge_cfg: JudgeConfig, out_dir: Path,
-    quarantine: Quarantine, progress: Callable[[dict[str, int]], None] | None,
+    quarantine: Quarantine, progress: Callable[[dict[str, int]], None] | None, reward: RewardConfig,
 ) -> dict[str, Any]:
     policy, endpoint = open_endpoint(
         cfg.student_url, cfg.student_model, api_key_env=cfg.api_key_env, timeout_s=cfg.request_timeout_s,
@@ -97,7 +98,7 @@ async def _probe(
         async with limiter:
             try:
                 # The seed differs per attempt, so a sampling endpoint gives k different answers.
-                return await run_episode(sample, policy, tools, modes[mode], attempt=index, seed=index, judge=judge)
+                return await run_episode(sample, policy, tools, modes[mode], attempt=index, seed=index, judge=judge, reward=reward)
             except Exception as exc:  # the endpoint failed after its retries: counted, not a pass
                 quarantine.add(sample.to_row(), f"probe_failed: {mode}/{index}: {type(exc).__name__}: {exc}", sample.id)
                 return None
@@ -146,6 +147,7 @@ async def _probe(
 def run_probes(
     cfg: ProbeConfig, curated_dir: str | Path, out_dir: str | Path, search: SearchConfig | None = None,
     judge: JudgeConfig | None = None, progress: Callable[[dict[str, int]], None] | None = None, allow_empty: bool = False,
+    reward: RewardConfig | None = None,
 ) -> dict[str, Any]:
     """Probe every curated candidate (rows whose pool is not yet set) and write `PROBE_SCHEMA` shards.
 
@@ -158,7 +160,8 @@ def run_probes(
     if not samples and not allow_empty:
         raise ProbeInputError(f"no candidates in {curated_dir}: every row already has a pool; curate with probes "
                               "(`deepeyes curate --probes`, or a `probe:` section) so only the eval share is split off")
-    summary = aio.run(_probe(cfg, samples, search or SearchConfig(), judge or JudgeConfig(), out_dir, quarantine, progress))
+    summary = aio.run(_probe(cfg, samples, search or SearchConfig(), judge or JudgeConfig(), out_dir, quarantine, progress,
+                             reward or RewardConfig()))
     quarantine.close()
     summary["seconds"] = round(time.time() - started, 3)
     return summary

@@ -1,7 +1,9 @@
 """The agent protocol (FORMAT.md): what the model writes, how a turn is parsed, how tools answer.
 
-Every caller (teacher synthesis, GRPO rollouts, evaluation) goes through this module; a
-trajectory records `PROTOCOL_VERSION` so data made under one version is never mixed silently
+Every caller (teacher synthesis, GRPO rollouts, evaluation) goes through this module. What the
+model is shown (prompts, observation layouts) is a protocol profile (`synth.profile`); what it
+writes and how that is parsed and scored is the same under every profile. A trajectory records its
+profile's version (`PROTOCOL_VERSION` is ours), so data made under one is never mixed silently
 with another's.
 """
 
@@ -9,35 +11,48 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
-from importlib import resources
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
-PROTOCOL_VERSION = "deepeyes-v2/1"
+from synth.profile import DEFAULT_PROFILE, IMAGE_SLOT, load_profile, to_parts
+
+PROTOCOL_VERSION = "deepeyes-v2/2"  # ours (synth/profiles/deepeyes-v2.yaml); 2: the reference's answer extraction, format rule and action precedence
 
 STOP_SEQUENCES = ("</code>", "</tool_call>")
 THINK_PREFIX = "<think>"
 MAX_IMAGES_PER_OBSERVATION = 10
-MAX_ANSWER_CHARS = 300
+MAX_ANSWER_CHARS = 300  # the reference's answer cap (perception and search; see `synth.reward.RewardConfig`)
 
 ActionKind = Literal["code", "search", "image_search", "answer", "tool_error", "none"]
 
 _CODE_BLOCK = re.compile(r"<code>(.*?)</code>", re.S)
-_PY_FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.S)
+# A fenced Python block: ```python, ```Python, ```python3, ```py, or a bare ``` fence.
+_PY_FENCE = re.compile(r"```[ \t]*(?:python3?|py3?)?[ \t]*\n(.*?)```", re.S | re.I)
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
+_TAG = re.compile(r"</?(?:think|code|tool_call|answer)>")
+_OPENING = {"</code>": "<code>", "</tool_call>": "<tool_call>"}
 KNOWN_TOOLS = ("search", "image_search")
 
 
 @dataclass
 class Action:
-    """The parsed action of one assistant turn."""
+    """The parsed action of one assistant turn.
+
+    `queries`: the search queries of a `search` action (the reference's prompt lets `query` be a
+    list); `query` is the first."""
 
     kind: ActionKind
     code: str = ""
-    query: str = ""
+    queries: tuple[str, ...] = ()
     answer: str = ""
     error: str = ""  # for tool_error: the observation text; for none: why the episode ends
+
+    @property
+    def query(self) -> str:
+        return self.queries[0] if self.queries else ""
 
 
 @dataclass
@@ -46,49 +61,132 @@ class Prompts:
     user: str
 
     def user_text(self, question: str) -> str:
-        return self.user.format(question=question)
+        return self.user.replace("{images}", "").replace("{question}", question)
 
 
-PromptProfile = Literal["default", "compact"]
+def load_prompts(tools: bool = True, profile: str = DEFAULT_PROFILE) -> Prompts:
+    """The system prompt and user template of a protocol profile (`synth.profile`; ours by default),
+    with or without tools."""
+    loaded = load_profile(profile)
+    return Prompts(system=loaded.system_prompt(tools), user=loaded.user_template(tools))
 
 
-def load_prompts(tools: bool = True, profile: PromptProfile = "default") -> Prompts:
-    """The prompt files shipped with this protocol version (`synth/prompts/`).
-
-    `compact`: the same tools and format in a system prompt of about 90 tokens instead of about
-    250, for tiny models trained on a CPU, where every row carries the system prompt (a long fixed
-    prefix also slowed a tiny model's learning to copy by more than the rows' cost: see the README's
-    learnable world). The tool-free prompts are short already and have no compact variant."""
-    base = resources.files("synth") / "prompts"
-    suffix = "" if tools else "_no_tools"
-    system = base / f"system{suffix}_compact.txt" if profile == "compact" and tools else base / f"system{suffix}.txt"
-    return Prompts(
-        system=system.read_text().strip(),
-        user=(base / f"user{suffix}.txt").read_text().strip(),
-    )
+# ---------------------------------------------------------------------------------------------
+# Stop strings. Generation stops at `</code>` or `</tool_call>`; the reference keeps the stop string
+# in the output (vLLM's `include_stop_str_in_output`). OpenAI-style servers strip it and report
+# `finish_reason: "stop"` for a stop string and for the end of sequence alike, so each policy says
+# which stop string really fired (`Generation.matched_stop`) and only then is the tag closed here.
 
 
-def close_stopped_turn(text: str, finish_reason: str | None) -> str:
-    """Restore the stop string an OpenAI-style endpoint strips from the output.
+def find_stop(text: str, stop: Sequence[str]) -> tuple[int, str] | None:
+    """(end offset, stop string) of the earliest stop string in `text`, or None."""
+    hits = [(text.find(s), s) for s in stop if s and s in text]
+    if not hits:
+        return None
+    start, matched = min(hits)
+    return start + len(matched), matched
 
-    Generation stops at `</code>` or `</tool_call>`; most servers drop the stop string, vLLM can
-    keep it. Either way the stored turn ends with the closing tag.
-    """
-    if finish_reason != "stop":
-        return text
-    for opening, closing in (("<code>", "</code>"), ("<tool_call>", "</tool_call>")):
-        if text.rfind(opening) > text.rfind(closing):
-            return text + closing
+
+def infer_matched_stop(text: str, stop: Sequence[str]) -> str | None:
+    """The stop string that most likely ended `text`, for a server that does not say (vLLM does,
+    in `stop_reason`): only when the turn's last protocol tag is the still-open tag that stop string
+    closes. A turn that ended on end-of-sequence with a stray `<code>` earlier in its thinking
+    (`<think>I could run <code> ...</think><answer>red</answer>`) is left alone."""
+    tags = _TAG.findall(text)
+    if not tags:
+        return None
+    for closing in stop:
+        if _OPENING.get(closing) == tags[-1]:
+            return closing
+    return None
+
+
+def close_stopped_turn(text: str, matched_stop: str | None) -> str:
+    """The turn as stored: `text` with the stop string that ended it, when one did (`matched_stop`,
+    from the policy) and the server stripped it. A turn that ended any other way is unchanged."""
+    if matched_stop and not text.rstrip().endswith(matched_stop):
+        return text + matched_stop
     return text
+
+
+# ---------------------------------------------------------------------------------------------
+# The final answer and the format rule: the one extraction every caller uses (rewards, synthesis
+# verification, evaluation), after the reference's reward code (`deepeyesv2.py`: the first
+# <answer> after the last </think>; format from tag counts).
+
+
+def extract_answer(text: str) -> str | None:
+    """The answer of a response or a turn: the first `<answer>...</answer>` after the last `</think>`,
+    stripped; None when there is none. An answer that appears only inside `<think>` is no answer."""
+    match = _ANSWER.search(text.rsplit("</think>", 1)[-1])
+    return match.group(1).strip() if match else None
+
+
+@dataclass(frozen=True)
+class ResponseCheck:
+    """What the format rule found in a whole response (all assistant turns)."""
+
+    answer: str | None  # `extract_answer` of the response ("" for an empty answer)
+    format_ok: bool
+    problems: tuple[str, ...] = ()
+    answer_tags: int = 0  # <answer> tags after the last </think>
+    tool_call_tags: int = 0  # <tool_call> tags anywhere in the response (the reference's search-penalty trigger)
+
+
+def check_response(turns: Sequence[str] | str, category: str, *, single_answer: bool = False) -> ResponseCheck:
+    """The reference's format rule over a response and its answer (FORMAT.md, "Rewards and judging").
+
+    Format is 1 when: `<think>`/`</think>` counts are equal and at least 1 (a missing leading
+    `<think>` is prepended first: the environment pre-fills it); `<code>`/`</code>` counts are equal;
+    after the last `</think>` the `<answer>`/`</answer>` counts are equal and at least 1 (exactly one
+    pair with `single_answer`); the answer is not empty; on search samples `<tool_call>` tags are
+    balanced. The answer-length cap is a reward setting (`synth.reward.RewardConfig`), not checked here.
+    `turns`: the assistant turns (joined with newlines) or the response as one string."""
+    text = (turns if isinstance(turns, str) else "\n".join(turns)).lstrip()
+    if not text.startswith(THINK_PREFIX):
+        text = THINK_PREFIX + text
+    problems = []
+    opens, closes = text.count("<think>"), text.count("</think>")
+    if opens != closes or closes == 0:
+        problems.append("think tags unbalanced or missing")
+    if text.count("<code>") != text.count("</code>"):
+        problems.append("code tags unbalanced")
+    tail = text.rsplit("</think>", 1)[-1]
+    answer_opens, answer_closes = tail.count("<answer>"), tail.count("</answer>")
+    if answer_opens != answer_closes or answer_opens == 0:
+        problems.append("answer tags unbalanced or missing after the last </think>")
+    elif single_answer and answer_opens != 1:
+        problems.append("more than one <answer> after the last </think>")
+    answer = extract_answer(text)
+    if answer is not None and not answer:
+        problems.append("empty answer")
+    tool_calls = text.count("<tool_call>")
+    if category == "search" and tool_calls != text.count("</tool_call>"):
+        problems.append("tool_call tags unbalanced")
+    return ResponseCheck(answer, not problems, tuple(problems), answer_opens, tool_calls)
+
+
+# ---------------------------------------------------------------------------------------------
+# One turn's action. Precedence as in the reference's environment: an answer, then code, then a
+# tool call.
+
+
+def extract_code(block: str) -> str:
+    """The code of a `<code>` block: its last Python fence (```python, ```Python, ```python3,
+    ```py, or bare ```), or the block itself without one; a cell indented as a whole is dedented."""
+    fences = _PY_FENCE.findall(block)
+    code = fences[-1] if fences else block
+    return textwrap.dedent(code).strip("\n")
 
 
 def parse_turn(text: str) -> Action:
     """Parse one assistant turn into its action (FORMAT.md, "The model's actions")."""
+    answer = extract_answer(text)
+    if answer is not None:
+        return Action("answer", answer=answer)
     codes = _CODE_BLOCK.findall(text)
     if codes:
-        fences = _PY_FENCE.findall(codes[-1])
-        code = fences[-1] if fences else codes[-1]
-        return Action("code", code=code.strip("\n"))
+        return Action("code", code=extract_code(codes[-1]))
     if "<code>" in text:
         return Action("none", error="unclosed <code> tag")
     calls = _TOOL_CALL.findall(text)
@@ -96,12 +194,12 @@ def parse_turn(text: str) -> Action:
         return _parse_tool_call(calls[-1])
     if "<tool_call>" in text:
         return Action("none", error="unclosed <tool_call> tag")
-    answers = _ANSWER.findall(text)
-    if answers:
-        return Action("answer", answer=answers[-1].strip())
-    if "<answer>" in text:
+    if "<answer>" in text.rsplit("</think>", 1)[-1]:
         return Action("none", error="unclosed <answer> tag")
     return Action("none", error="no action in turn")
+
+
+_SEARCH_USAGE = 'Error: search needs {"arguments": {"query": "..."}} (a query, or a list of queries)'
 
 
 def _parse_tool_call(payload: str) -> Action:
@@ -118,63 +216,36 @@ def _parse_tool_call(payload: str) -> Action:
             return Action("tool_error", error="Error: image_search takes no arguments")
         return Action("image_search")
     query = arguments.get("query") if isinstance(arguments, dict) else None
-    if not isinstance(query, str) or not query.strip():
-        return Action("tool_error", error='Error: search needs {"arguments": {"query": "..."}}')
-    return Action("search", query=query.strip())
+    queries = [query] if isinstance(query, str) else query if isinstance(query, list) else []
+    if not queries or not all(isinstance(q, str) and q.strip() for q in queries):
+        return Action("tool_error", error=_SEARCH_USAGE)
+    return Action("search", queries=tuple(q.strip() for q in queries))
+
+
+# Observations: rendered by a protocol profile (`synth.profile`); these are ours, for callers that
+# need our layout's text.
 
 
 def render_code_observation(stdout: str, stderr: str, n_images: int) -> str:
-    parts = ["Code execution result:", f"stdout:\n{stdout}", f"stderr:\n{stderr}"]
-    if n_images:
-        parts.append("Images:")
-    return "\n".join(parts)
+    """A code cell's observation in our layout, as text (the images follow as parts)."""
+    return load_profile().render_code(stdout, stderr, n_images).replace(IMAGE_SLOT, "")
 
 
 def render_text_results(results: list[dict[str, Any]]) -> str:
-    if not results:
-        body = "No results found."
-    else:
-        body = "\n".join(
-            f"{k}. [{r.get('title', '')}]({r.get('url', '')})\n{r.get('snippet', '')}" for k, r in enumerate(results, 1)
-        )
-    return f"<tool_response>\n{body}\n</tool_response>"
+    """One text search's results as one observation (our layout)."""
+    return load_profile().render_search([("", results)])
+
+
+def render_search_results(per_query: list[tuple[str, list[dict[str, Any]]]], skipped: int = 0) -> str:
+    """The results of a search call with one query or several (a list-valued `query`), in one
+    observation (our layout): one query as `render_text_results`; several, each under its query;
+    `skipped` queries past the per-call limit are named as not run."""
+    return load_profile().render_search(per_query, skipped)
 
 
 def render_image_results(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[bytes]]:
-    """Image search results: numbered titles and links, each followed by its thumbnail."""
+    """Image search results (our layout): numbered titles and links, each followed by its thumbnail."""
     import base64
 
-    parts: list[dict[str, Any]] = [{"type": "text", "text": "<tool_response>\nImage search results:"}]
-    thumbnails: list[bytes] = []
-    if not results:
-        parts.append({"type": "text", "text": "\nNo results found."})
-    for k, result in enumerate(results, 1):
-        parts.append({"type": "text", "text": f"\n{k}. [{result.get('title', '')}]({result.get('url', '')})\n"})
-        if result.get("thumbnail") and len(thumbnails) < MAX_IMAGES_PER_OBSERVATION:
-            parts.append({"type": "image"})
-            thumbnails.append(base64.b64decode(result["thumbnail"]))
-    parts.append({"type": "text", "text": "\n</tool_response>"})
-    return parts, thumbnails
-
-
-@dataclass
-class FormatCheck:
-    ok: bool
-    problems: list[str] = field(default_factory=list)
-
-
-def check_format(assistant_turns: list[str], category: str) -> FormatCheck:
-    """The paper's format reward rule over the whole response (all assistant turns)."""
-    text = "\n".join(assistant_turns)
-    problems = []
-    opens, closes = text.count("<think>"), text.count("</think>")
-    if opens == 0 or opens != closes:
-        problems.append("think tags unbalanced or missing")
-    if text.count("<code>") != text.count("</code>"):
-        problems.append("code tags unbalanced")
-    tail = text[text.rfind("</think>") + len("</think>") :] if closes else text
-    if len(_ANSWER.findall(tail)) != 1 or tail.count("<answer>") != 1:
-        problems.append("not exactly one <answer> after the last </think>")
-    if category == "search" and text.count("<tool_call>") != text.count("</tool_call>"):
-        problems.append("tool_call tags unbalanced")
-    return FormatCheck(not problems, problems)
+    text, shown = load_profile().render_image_search(results)
+    return to_parts(text), [base64.b64decode(results[i]["thumbnail"]) for i in shown]

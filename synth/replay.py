@@ -13,6 +13,18 @@ instruct stage: mostly direct answers, a few tool attempts, some buggy), or else
 direct answer. Error injection turns a teacher episode wrong, makes its code raise, or malforms its
 tags, decided by a hash of the server seed, the request's `seed` and the sample, so every attempt
 is reproducible.
+
+Stop strings behave as vLLM's: the text is cut at the first one, which `stop_reason` names (null for
+the end of the turn) and `include_stop_str_in_output` keeps; a request whose last message is a partial
+assistant turn with `continue_final_message` (and `add_generation_prompt: false`) gets the scripted
+turn continued after that prefix. The judge persona answers the judge prompt with yes or no.
+
+Protocol profiles (`synth.profile`): a conversation whose system prompt is a shipped profile's is
+held to that profile: every observation (a user turn after the first) must read as one of its
+observations, or the request is refused (400) as a model trained on another layout would be
+confused by it; `/stats` counts requests per profile version (`profile:<version>`) and the turns
+that came pre-filled with `<think>` after an observation (`prefill:<version>`). A system prompt no
+profile has is served as before.
 """
 
 from __future__ import annotations
@@ -35,6 +47,8 @@ from fastapi.responses import JSONResponse, Response
 
 from curation.images import pixel_digest
 from synth.judge import normalize_text
+from synth.profile import IMAGE_SLOT, Profile, profile_of_system_prompt
+from synth.protocol import find_stop
 
 
 @dataclass(frozen=True)
@@ -129,12 +143,35 @@ def _malform(turn: str) -> str:
     return turn.replace("</answer>", "", 1)
 
 
-def _has_tools(messages: list[dict[str, Any]]) -> bool:
-    """Whether the conversation's system prompt offers tools (the tool-free prompt names none)."""
+def _message_text(message: dict[str, Any]) -> str:
+    """An OpenAI message's content as text, each image part as an image slot."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(IMAGE_SLOT if p.get("type") == "image_url" else p.get("text", "") for p in content or [] if isinstance(p, dict))
+
+
+def _system_text(messages: list[dict[str, Any]]) -> str:
     system = next((m for m in messages if m.get("role") == "system"), None)
-    content = system.get("content") if system else ""
-    text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
-    return "<code>" in text
+    return _message_text(system) if system else ""
+
+
+def _has_tools(messages: list[dict[str, Any]]) -> bool:
+    """Whether the conversation's system prompt offers tools: as its profile says, or for a
+    prompt no profile has, whether it names `<code>` (the tool-free prompts name none)."""
+    known = profile_of_system_prompt(_system_text(messages))
+    return known[1] if known is not None else "<code>" in _system_text(messages)
+
+
+def misplaced_observation(messages: list[dict[str, Any]], profile: Profile) -> str | None:
+    """Why the conversation's observations do not follow `profile`'s layout (the first that does
+    not read as one of its observations), or None when they all do."""
+    users = [m for m in messages if m.get("role") == "user"]
+    for number, message in enumerate(users[1:], start=1):
+        if profile.parse_observation(_message_text(message)) is None:
+            shown = _message_text(message).replace(IMAGE_SLOT, "<image>")[:80]
+            return f"observation {number} does not follow the layout of protocol profile {profile.version}: {shown!r}"
+    return None
 
 
 def scripted_turn(
@@ -162,10 +199,29 @@ def scripted_turn(
     return turn
 
 
-def _apply_stop(text: str, stop: list[str] | None) -> tuple[str, str]:
-    """OpenAI semantics: cut at the first stop string, which is not returned."""
-    cut = min((text.find(s) for s in stop or [] if s in text), default=-1)
-    return (text[:cut], "stop") if cut >= 0 else (text, "stop")
+def _apply_stop(text: str, stop: list[str] | None, include_stop: bool = False) -> tuple[str, str, str | None]:
+    """vLLM's semantics: cut at the first stop string, dropped from the text unless
+    `include_stop_str_in_output`; `finish_reason` is "stop" both for a stop string and for the end
+    of the turn, and `stop_reason` names the stop string (None: end of sequence)."""
+    hit = find_stop(text, stop or [])
+    if hit is None:
+        return text, "stop", None
+    end, matched = hit
+    return (text[:end] if include_stop else text[: end - len(matched)]), "stop", matched
+
+
+def _partial_turn(body: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[str, JSONResponse | None]:
+    """The partial assistant message a request asks the model to continue (vLLM's
+    `continue_final_message`), or "", with vLLM's refusals for inconsistent requests."""
+    if not body.get("continue_final_message"):
+        return "", None
+    if body.get("add_generation_prompt", True):
+        return "", _error(400, "Cannot set both `continue_final_message` and `add_generation_prompt` to True.", "invalid_request_error")
+    last = messages[-1]
+    if last.get("role") != "assistant":
+        return "", _error(400, "continue_final_message needs a final assistant message", "invalid_request_error")
+    content = last.get("content")
+    return (content if isinstance(content, str) else "".join(p.get("text", "") for p in content or [])), None
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:
@@ -244,33 +300,51 @@ def create_app(settings: ReplaySettings) -> FastAPI:
             return _error(400, "messages must be a non-empty list", "invalid_request_error")
         if persona == "judge":
             return _completion(body["model"], judge_reply(messages), "stop")
+        known = profile_of_system_prompt(_system_text(messages))
+        if known is not None:
+            profile = known[0]
+            problem = misplaced_observation(messages, profile)
+            if problem is not None:
+                return _error(400, problem, "invalid_request_error")
+            stats[f"profile:{profile.version}"] = stats.get(f"profile:{profile.version}", 0) + 1
         script = scripts.find(messages)
         if script is None:
             return _error(400, "no scripted sample matches this conversation", "invalid_request_error")
-        turn_index = sum(1 for m in messages if m.get("role") == "assistant")
+        partial, refusal = _partial_turn(body, messages)
+        if refusal is not None:
+            return refusal
+        done_turns = messages[:-1] if partial or body.get("continue_final_message") else messages
+        turn_index = sum(1 for m in done_turns if m.get("role") == "assistant")
         text = scripted_turn(script, persona, turn_index, int(body.get("seed") or 0), settings, _has_tools(messages))
+        if partial and text.startswith(partial):  # the client pre-filled the start of the turn: continue after it
+            text = text[len(partial):]
+        if known is not None and partial.startswith("<think>") and messages[-2 if body.get("continue_final_message") else -1].get("role") == "user" \
+                and sum(1 for m in messages if m.get("role") == "user") > 1:
+            key = f"prefill:{known[0].version}"  # a turn after an observation came pre-filled, as the profile says
+            stats[key] = stats.get(key, 0) + 1
         stop = body.get("stop")
-        text, finish = _apply_stop(text, [stop] if isinstance(stop, str) else stop)
+        text, finish, matched = _apply_stop(text, [stop] if isinstance(stop, str) else stop, bool(body.get("include_stop_str_in_output")))
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         words = text.split(" ")
         if max_tokens and len(words) > max_tokens:  # a whitespace word stands in for a token
-            text, finish = " ".join(words[:max_tokens]), "length"
+            text, finish, matched = " ".join(words[:max_tokens]), "length", None
         if settings.latency_ms:
             await asyncio.sleep(settings.latency_ms / 1000)
         stats["answered"] += 1
-        return _completion(body["model"], text, finish)
+        return _completion(body["model"], text, finish, matched)
 
     return app
 
 
-def _completion(model: str, text: str, finish: str) -> dict[str, Any]:
+def _completion(model: str, text: str, finish: str, stop_reason: str | None = None) -> dict[str, Any]:
     words = len(text.split(" "))
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
+                     "stop_reason": stop_reason}],
         "usage": {"prompt_tokens": 0, "completion_tokens": words, "total_tokens": words},
     }
 

@@ -49,22 +49,25 @@ class RequestCache:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a killed process
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS responses "
-            "(key TEXT PRIMARY KEY, text TEXT NOT NULL, finish_reason TEXT NOT NULL, tokens INTEGER, created REAL)"
+            "(key TEXT PRIMARY KEY, text TEXT NOT NULL, finish_reason TEXT NOT NULL, tokens INTEGER, created REAL, matched_stop TEXT)"
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
+        if "matched_stop" not in columns:  # a cache written before turns recorded which stop string fired
+            self._db.execute("ALTER TABLE responses ADD COLUMN matched_stop TEXT")
         self._lock = threading.Lock()
 
     def get(self, key: str) -> Generation | None:
         with self._lock:
-            row = self._db.execute("SELECT text, finish_reason, tokens FROM responses WHERE key = ?", (key,)).fetchone()
-        return Generation(row[0], row[1], row[2] or 0) if row else None
+            row = self._db.execute("SELECT text, finish_reason, tokens, matched_stop FROM responses WHERE key = ?", (key,)).fetchone()
+        return Generation(row[0], row[1], row[2] or 0, matched_stop=row[3]) if row else None
 
     def put(self, key: str, generation: Generation) -> bool:
         if not generation.text.strip():
             return False
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
-                (key, generation.text, generation.finish_reason, generation.tokens, time.time()),
+                "INSERT OR REPLACE INTO responses (key, text, finish_reason, tokens, created, matched_stop) VALUES (?, ?, ?, ?, ?, ?)",
+                (key, generation.text, generation.finish_reason, generation.tokens, time.time(), generation.matched_stop),
             )
         return True
 

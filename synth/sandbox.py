@@ -72,6 +72,47 @@ def _ro_binds() -> list[Path]:
     return sorted(p for p in paths if not any(p != q and p.is_relative_to(q) for q in [*paths, *system]))
 
 
+def _interpreter_paths() -> list[str]:
+    """The interpreter's paths as this process spells them (the zygote is started by the same
+    names, and Python finds its venv from the name it was started by)."""
+    paths = [sys.executable, sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    paths += [entry for entry in sys.path if entry and "site-packages" in Path(entry).parts]
+    return [os.path.abspath(p) for p in paths if p]
+
+
+def _symlinks_along(path: str, max_links: int = 40) -> list[tuple[str, str]]:
+    """The symbolic links the kernel follows to reach `path`, as (link, target as written) pairs:
+    a link in a parent folder (a venv reached through a symlinked home or scratch space) and in the
+    name itself (`bin/python -> python3.11`), and the links along each target in turn."""
+    found: list[tuple[str, str]] = []
+    pending = [os.path.abspath(path)]
+    while pending and len(found) < max_links:
+        parts = Path(pending.pop()).parts
+        walked = Path(parts[0])
+        for i, part in enumerate(parts[1:], start=1):
+            candidate = walked / part
+            if candidate.is_symlink():
+                target = os.readlink(candidate)
+                found.append((str(candidate), target))
+                # `walked` holds no link (the walk stops at the first), so `..` in a relative target is plain.
+                pending.append(os.path.normpath(os.path.join(walked, target, *parts[i + 1:])))
+                break
+            walked = candidate
+    return found
+
+
+def _mirrored_symlinks(binds: list[Path]) -> list[tuple[str, str]]:
+    """The links on the way to the interpreter that the sandbox's view lacks (outside every bind
+    and system folder): recreated inside, so it starts however its path was spelled."""
+    shown = [*binds, *(Path("/") / top for top in ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"))]
+    links: dict[str, str] = {}
+    for path in _interpreter_paths():
+        for link, target in _symlinks_along(path):
+            if not any(Path(link).is_relative_to(b) for b in shown):
+                links.setdefault(link, target)
+    return sorted(links.items(), key=lambda lt: len(Path(lt[0]).parts))
+
+
 def bwrap_command(bwrap: str, argv: list[str]) -> list[str]:
     """`argv` inside the sandbox, run by the bubblewrap at `bwrap` (the path `_find_bwrap` returned)."""
     command = [
@@ -94,13 +135,17 @@ def bwrap_command(bwrap: str, argv: list[str]) -> list[str]:
     for etc in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "fonts", "localtime", "alternatives"):
         command += ["--ro-bind-try", f"/etc/{etc}", f"/etc/{etc}"]
     binds = _ro_binds()
+    links = _mirrored_symlinks(binds)
     # Parents that bwrap would create get mode 0700, which a session's uid could not traverse.
-    parents = sorted({p for path in binds for p in path.parents if p != Path("/")} - set(binds), key=lambda p: len(p.parts))
+    wanted = [*binds, *(Path(link) for link, _ in links)]
+    parents = sorted({p for path in wanted for p in path.parents if p != Path("/")} - set(wanted), key=lambda p: len(p.parts))
     for parent in parents:
         if not any(parent.is_relative_to(b) for b in binds) and parent.parts[1] not in ("usr", "lib", "lib64", "bin"):
             command += ["--perms", "0755", "--dir", str(parent)]
     for path in binds:
         command += ["--ro-bind", str(path), str(path)]
+    for link, target in links:
+        command += ["--symlink", target, link]
     return command + argv
 
 

@@ -82,6 +82,39 @@ def file_fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
+def image_corpus_files(corpus_path: str | Path) -> list[Path]:
+    """The image files an image corpus names (paths relative to the corpus file's folder)."""
+    corpus_path = Path(corpus_path)
+    files = []
+    for entry in _read_jsonl(corpus_path, {"image"}):
+        image = Path(str(entry["image"]))
+        files.append(image if image.is_absolute() else corpus_path.parent / image)
+    return files
+
+
+def search_input_files(cfg: SearchConfig) -> list[Path]:
+    """Every local file the configured search reads: the text corpus, the image corpus and the
+    images it names (what a stage's cache key must cover when its episodes search)."""
+    files = []
+    if cfg.text_backend == "local" and cfg.corpus_path is not None:
+        files.append(cfg.corpus_path)
+    if cfg.image_backend == "local" and cfg.image_corpus_path is not None and cfg.image_corpus_path.is_file():
+        files += [cfg.image_corpus_path, *image_corpus_files(cfg.image_corpus_path)]
+    return files
+
+
+def _images_stamp(paths: list[str]) -> str:
+    """Size and modification time of each image: a replaced image is a new index."""
+    digest = hashlib.blake2b(digest_size=12)
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}:missing\n".encode())
+    return digest.hexdigest()
+
+
 def _read_jsonl(path: Path, required: set[str]) -> list[dict[str, Any]]:
     try:
         return read_table_file(path, required, "search corpus")
@@ -176,7 +209,8 @@ class LocalImageSearch:
         for entry in entries:
             image = Path(entry["image"])
             entry["image"] = str(image if image.is_absolute() else corpus_path.parent / image)
-        fingerprint = file_fingerprint(corpus_path)
+        fingerprint = hashlib.blake2b(f"{file_fingerprint(corpus_path)}:{_images_stamp([e['image'] for e in entries])}".encode(),
+                                      digest_size=12).hexdigest()
         cached = Path(index_root) / f"phash-{fingerprint}.npy" if index_root else None
         if cached is not None and cached.exists():
             hashes = np.load(cached)

@@ -17,8 +17,8 @@ from synth import aio
 from synth.agent import AgentConfig, ToolBox, active_episodes, open_toolbox, run_episode, size_tool_threads
 from synth.judge import Judge, JudgeConfig
 from synth.long_cot import LongCotConfig, long_cot_rows
-from synth.protocol import MAX_ANSWER_CHARS
 from synth.request_cache import REQUESTS_DB, CachedPolicy, open_endpoint
+from synth.reward import RewardConfig
 from synth.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA
 
@@ -45,18 +45,20 @@ class SynthConfig(BaseModel):
     agent: AgentConfig = Field(default_factory=AgentConfig)
 
 
-def reject_reason(row: dict[str, Any], allow_code_errors: bool) -> str | None:
-    """Why a teacher trajectory is not fit for cold start, or None when it is."""
+def reject_reason(row: dict[str, Any], allow_code_errors: bool, reward: RewardConfig | None = None) -> str | None:
+    """Why a teacher trajectory is not fit for cold start, or None when it is. The verdict, the
+    format and the answer's length cap are the row's, scored by `synth.reward.score_response` as
+    GRPO and evaluation score them; `reward` gives the cap per category."""
     if row["stop_reason"] != "answer":
         return f"no_answer:{row['stop_reason']}"
     if row["judge_failed"]:
         return "judge_failed"
     if not row["correct"]:
         return "wrong_answer"
+    if (reward or RewardConfig()).capped(row["final_answer"], row["category"]):
+        return "answer_too_long"
     if not row["format_ok"]:
         return "bad_format"
-    if len(row["final_answer"] or "") >= MAX_ANSWER_CHARS:
-        return "answer_too_long"
     if not allow_code_errors and any(c["tool"] == "python" and c["outcome"] != "ok" for c in row["tool_calls"]):
         return "code_error"
     if any(c["outcome"] == "error" for c in row["tool_calls"]):
@@ -70,7 +72,7 @@ Progress = Callable[[dict[str, int]], None]
 
 async def _synthesize(
     cfg: SynthConfig, search: SearchConfig, judge_cfg: JudgeConfig, samples: list[Sample], out_dir: Path,
-    quarantine: Quarantine, progress: Progress | None,
+    quarantine: Quarantine, progress: Progress | None, reward: RewardConfig,
 ) -> dict[str, Any]:
     policy, endpoint = open_endpoint(
         cfg.teacher_url, cfg.teacher_model, api_key_env=cfg.api_key_env, timeout_s=cfg.request_timeout_s,
@@ -89,12 +91,12 @@ async def _synthesize(
         async with limiter:
             for attempt in range(cfg.attempts):
                 try:
-                    row = await run_episode(sample, policy, tools, cfg.agent, attempt=attempt, judge=judge)
+                    row = await run_episode(sample, policy, tools, cfg.agent, attempt=attempt, judge=judge, reward=reward)
                 except Exception as exc:  # endpoint down after retries, bad response, ...
                     counts["failed"] += 1
                     quarantine.add(sample.to_row(), f"teacher_failed: {type(exc).__name__}: {exc}", sample.id)
                     break
-                reason = reject_reason(row, cfg.allow_code_errors)
+                reason = reject_reason(row, cfg.allow_code_errors, reward)
                 if reason is None:
                     kept_writer.write(row)
                     counts["kept"] += 1
@@ -141,18 +143,19 @@ def _close(cfg: SynthConfig, kept_writer: ShardWriter, reject_writer: ShardWrite
 
 def run_synthesize(
     cfg: SynthConfig, curated_dir: str | Path, out_dir: str | Path, search: SearchConfig | None = None,
-    judge: JudgeConfig | None = None, progress: Progress | None = None,
+    judge: JudgeConfig | None = None, progress: Progress | None = None, reward: RewardConfig | None = None,
 ) -> dict[str, Any]:
     """Synthesize trajectories for the curated samples of `cfg.pools`; write shards to `out_dir`.
 
     `curated_dir` is a shard directory or one shard file (the flow runs a task per shard, with
-    `long_cot` off, then `merge_synthesized`). `search` and `judge` configure the tools and the
-    judge (the pipeline shares them with evaluation)."""
+    `long_cot` off, then `merge_synthesized`). `search`, `judge` and `reward` configure the tools,
+    the judge and the scoring (the pipeline shares them with GRPO and evaluation)."""
     out_dir = Path(out_dir)
     started = time.time()
     quarantine = Quarantine(out_dir, "synthesize")
     samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in cfg.pools]
-    summary = aio.run(_synthesize(cfg, search or SearchConfig(), judge or JudgeConfig(), samples, out_dir, quarantine, progress))
+    summary = aio.run(_synthesize(cfg, search or SearchConfig(), judge or JudgeConfig(), samples, out_dir, quarantine, progress,
+                                  reward or RewardConfig()))
     quarantine.close()
     summary["seconds"] = round(time.time() - started, 3)
     return summary

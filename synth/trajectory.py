@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from curation.schema import HF_IMAGE_LIST, IMAGE_TYPE, hf_value, with_hf_features
 
-TRAJECTORY_SCHEMA_VERSION = "trajectory/2"  # 2: per-turn latency and completion tokens
+TRAJECTORY_SCHEMA_VERSION = "trajectory/3"  # 2: per-turn latency and completion tokens; 3: the reward's parts
 
 CONTENT_PART = pa.struct([pa.field("type", pa.string()), pa.field("text", pa.string())])
 MESSAGE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.list_(CONTENT_PART))])
@@ -56,6 +56,9 @@ TRAJECTORY_SCHEMA = with_hf_features(
             pa.field("judge_failed", pa.bool_()),
             pa.field("format_ok", pa.bool_()),
             pa.field("reward", pa.float64()),
+            pa.field("accuracy_reward", pa.float64()),  # accuracy after the length cap, times (1 - search_penalty)
+            pa.field("format_reward", pa.float64()),  # the format reward after the length cap
+            pa.field("search_penalty", pa.float64()),  # the fraction taken off accuracy for searching
             pa.field("reject_reason", pa.string()),  # null when kept
             pa.field("latency_ms", pa.float64()),
         ]
@@ -90,6 +93,9 @@ TRAJECTORY_SCHEMA = with_hf_features(
         "judge_failed": hf_value("bool"),
         "format_ok": hf_value("bool"),
         "reward": hf_value("float64"),
+        "accuracy_reward": hf_value("float64"),
+        "format_reward": hf_value("float64"),
+        "search_penalty": hf_value("float64"),
         "reject_reason": hf_value("string"),
         "latency_ms": hf_value("float64"),
     },

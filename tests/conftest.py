@@ -84,3 +84,31 @@ def tiny_qwen25(world, tmp_path_factory) -> Path:
 
     texts = Path(world["scripts_path"]).read_text().splitlines() + Path(world["corpus_path"]).read_text().splitlines()
     return build_tiny_model(tmp_path_factory.mktemp("tiny25"), texts, TinyModelConfig(family="qwen2_5_vl", vocab_size=1024))
+
+
+# The real vLLM server (tests marked `vllm`, run by `make test-vllm`): see tests/vllm_server.py.
+
+
+@pytest.fixture(scope="session")
+def vllm_samples(curated) -> list:
+    """One sample of each task family, each with its image: what the vLLM tests ask the served model."""
+    from curation.schema import SAMPLE_SCHEMA, Sample
+    from curation.shards import iter_rows
+
+    rows = list(iter_rows(curated, SAMPLE_SCHEMA))
+    return [Sample.from_row(next(r for r in rows if r["category"] == family and r["images"])) for family in ("perception", "reasoning", "search")]
+
+
+@pytest.fixture(scope="session")
+def vllm_server(world, vllm_samples, tmp_path_factory):
+    """`vllm serve` (from `make vllm-env`) on the scripted student, for the whole session; stopped at its end."""
+    import torch
+
+    from tests.vllm_server import VLLMServer
+
+    # The server computes on the same cores: torch's own team of threads, competing with it, made
+    # the fixture's SFT and the GRPO steps ten times slower on 2 cores.
+    torch.set_num_threads(1)
+    server = VLLMServer.start(world, vllm_samples, tmp_path_factory.mktemp("vllm"))
+    yield server
+    server.stop()

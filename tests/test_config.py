@@ -81,3 +81,11 @@ def test_vllm_rollouts_need_a_training_environment_with_vllm(tmp_path):
         load_config(write(tmp_path, text))
     cfg = load_config(write(tmp_path, text + "training: {command: [/opt/grpo-env/bin/accelerate, launch]}\n"))
     assert cfg.training.command[-1] == "launch" and cfg.grpo.vllm.url == "http://127.0.0.1:8002"
+
+
+def test_disk_weight_sync_needs_no_vllm_here(tmp_path):
+    """`grpo.vllm.weight_sync: disk` reloads the weights through HTTP: the pipeline's own environment trains."""
+    cfg = load_config(write(tmp_path, GOOD + "grpo:\n  vllm: {url: 'http://127.0.0.1:8002', weight_sync: disk}\n"))
+    assert cfg.grpo.vllm.weight_sync == "disk" and cfg.training is None
+    with pytest.raises(ConfigError, match="grpo.vllm.weight_sync"):
+        load_config(write(tmp_path, GOOD + "grpo:\n  vllm: {url: 'http://127.0.0.1:8002', weight_sync: gloo}\n"))

@@ -111,18 +111,19 @@ def test_jsonl_rows_with_every_kind_of_mistake(tmp_path):
     assert good["b64"]["answer"] == "1000" and good["b64"]["answer_type"] == "number"
     reasons = quarantined(tmp_path / "out")
     by_line = {int(origin.rsplit(":", 1)[1]): reason for origin, reason in reasons.items()}
-    assert by_line[3].startswith("invalid_row") and "answer" in by_line[3]
+    assert by_line[3].startswith("missing_answer")
     assert by_line[4].startswith("image_missing")
     assert by_line[5].startswith("image_ref_invalid")
-    assert by_line[6].startswith("invalid_row: answer")
-    assert by_line[7].startswith("invalid_row") and "category" in by_line[7]
+    assert by_line[6].startswith("invalid_answer: answer 'E' is neither a letter A-B")
+    assert by_line[7].startswith("unknown_category: 'cooking'") and "category_map" in by_line[7]
     assert by_line[8].startswith("image_undecodable")
-    assert by_line[9].startswith("invalid_json") and by_line[10].startswith("invalid_json")
+    assert by_line[9].startswith("invalid_json: line 9") and by_line[10].startswith("invalid_json: line 10")
     assert summary["counts"]["rows_in"] == 10 and summary["counts"]["invalid"] == 8
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     validate = next(s for s in report["steps"] if s["step"] == "validate")
     assert validate == {"step": "validate", "in": 10, "out": 2,
-                        "dropped": {"invalid_row": 3, "image_missing": 1, "image_ref_invalid": 1, "image_undecodable": 1, "invalid_json": 2}}
+                        "dropped": {"missing_answer": 1, "invalid_answer": 1, "unknown_category": 1, "image_missing": 1,
+                                    "image_ref_invalid": 1, "image_undecodable": 1, "invalid_json": 2}}
     assert report["by_source"]["src"]["in"] == 10 and report["by_source"]["src"]["out"] == 2
     assert "| validate | 10 | 2 | 8 |" in (tmp_path / "out" / "report.md").read_text()
 

@@ -90,6 +90,44 @@ def test_rollout_tokens_masks_and_images(world, curated, tiny_model, scripted):
     assert sum(1 for t in episode.completion_ids if t == policy.image_pad_id) == image_token_count(processor, episode.images[1:])
 
 
+def test_think_prefilled_after_observations_is_the_environments(world, curated, tiny_model, scripted):
+    """GRPO's default, as the reference's environment: after an observation the turn starts with a
+    pre-filled `<think>`, tokenized as the environment's (masked), and the model continues after it."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from train.grpo import GRPOStageConfig
+
+    class Continuing(scripted):
+        def sample(self, inputs, *, stop, max_tokens, temperature, seed, tags):
+            turns = super().sample(inputs, stop=stop, max_tokens=max_tokens, temperature=temperature, seed=seed, tags=tags)
+            think = self.tokenizer("<think>", add_special_tokens=False)["input_ids"]
+            out = []
+            for tag, ids in zip(tags, turns, strict=True):
+                if len(self.sampled[tag]) > 1:  # after an observation the prefix is already there: the model goes on
+                    spelled = [i for ch in "<think>" for i in self.tokenizer(ch, add_special_tokens=False)["input_ids"]]
+                    ids = ids[len(spelled):] if ids[: len(spelled)] == spelled else ids
+                    self.sampled[tag][-1] = ids
+                out.append(ids)
+            self.think_ids = think
+            return out
+
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    policy = Continuing(AutoModelForImageTextToText.from_pretrained(tiny_model), processor)
+    sample = perception_sample(curated)
+    agent = GRPOStageConfig().agent.model_copy(update={"max_turns": 4, "max_tokens_per_turn": 512})
+    assert agent.think_prefix == "after_observation"
+    with open_toolbox(agent, SearchConfig()) as tools:
+        row = aio.run(run_episode(sample, policy, tools, agent, attempt=0))
+    episode = policy.take(f"{sample.id}/0")
+    assistant = [m["content"][0]["text"] for m in row["messages"] if m["role"] == "assistant"]
+    assert len(assistant) == 2 and all(text.startswith("<think>") for text in assistant)
+    assert row["correct"] and row["format_ok"] and row["reward"] == 1.0
+    second = policy.sampled[f"{sample.id}/0"][1]
+    start = max(i for i in range(len(episode.completion_ids)) if episode.completion_ids[i : i + len(second)] == second)
+    before = episode.completion_ids[start - len(policy.think_ids) : start]
+    assert before == policy.think_ids and not any(episode.env_mask[start - len(policy.think_ids) : start])
+
+
 @pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl"])
 def test_one_grpo_step_trains_with_tool_images_in_the_forward_pass(world, curated, family, scripted, tmp_path, monkeypatch, request):
     import torch

@@ -15,7 +15,7 @@ from curation.shards import read_table
 from synth import aio
 from synth.agent import AgentConfig, open_toolbox, run_episode
 from synth.search import SearchConfig
-from tests.vllm_double import VLLMDouble, model_sampler
+from tests.vllm_double import VLLMDouble, model_reloader, model_sampler
 from train.rollout import RolloutError, VLLMTokenPolicy, image_token_count, place_image_features
 
 
@@ -192,3 +192,74 @@ def test_an_unreachable_vllm_server_is_named(curated, tiny_model, vllm_available
                           vllm=VLLMRolloutConfig(url=f"http://127.0.0.1:{free_port()}", timeout_s=0))
     with pytest.raises(TrainingSetupError, match="grpo.vllm.url: The vLLM server can't be reached"):
         run_grpo(cfg, tiny_model, curated, tmp_path / "grpo")
+
+
+def perturbed_copy(tiny_model):
+    """The tiny model with other weights: only a weight sync makes it the policy."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    served = AutoModelForImageTextToText.from_pretrained(tiny_model).eval()
+    with torch.no_grad():
+        for param in served.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    return served
+
+
+def test_grpo_steps_with_disk_weight_sync(world, curated, tiny_model, tmp_path):
+    """`weight_sync: disk` with no `vllm` here (TRL's client is built without it): the policy is saved each
+    step and the stand-in reloads the folder, as vLLM's development routes do."""
+    import threading
+
+    from transformers import AutoProcessor
+
+    from train.grpo import GRPOStageConfig, VLLMRolloutConfig, run_grpo
+
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    served, lock = perturbed_copy(tiny_model), threading.Lock()
+    double = VLLMDouble(model_sampler(served, processor, lock), processor, reload=model_reloader(served, lock)).start()
+    try:
+        cfg = GRPOStageConfig(pools=["coldstart", "rl", "eval"], max_steps=2, num_generations=2, batch_size=2, max_samples=2,
+                              learning_rate=1e-2, agent=AgentConfig(max_turns=2, max_tokens_per_turn=12, temperature=1.0),
+                              vllm=VLLMRolloutConfig(url=double.url, max_in_flight=4, weight_sync="disk"))
+        result = run_grpo(cfg, tiny_model, curated, tmp_path / "grpo", SearchConfig(corpus_path=world["corpus_path"],
+                          image_corpus_path=world["image_corpus_path"]))
+    finally:
+        double.stop()
+
+    weights = tmp_path / "grpo" / "vllm-weights"
+    assert result["steps"] == 2
+    # Before each step's rollouts: the policy saved, reloaded, the server's caches of the old weights dropped.
+    assert double.reloads == [str(weights / "step-0"), str(weights / "step-1")]
+    assert double.encoder_cache_resets == 2 and double.prefix_cache_resets == 2
+    assert sorted(p.name for p in weights.iterdir()) == ["step-1"]  # the folder the server holds; older ones removed
+    for line in (tmp_path / "grpo" / "dynamics.jsonl").read_text().splitlines():
+        # The stand-in started from other weights: a reload that missed any tensor would cost nats here.
+        assert json.loads(line)["sampling/sampling_logp_difference/max"] < 0.02
+
+
+@pytest.mark.parametrize("device, routes, expected", [
+    ("cpu", True, "tied to the embeddings"),  # vLLM's CPU backend never reloads a tied LM head
+    ("cuda", False, "VLLM_SERVER_DEV_MODE=1"),  # no development routes: nothing can be reloaded
+])
+def test_disk_weight_sync_refuses_a_server_that_cannot_take_the_weights(curated, tiny_model, tmp_path, device, routes, expected):
+    import threading
+
+    from transformers import AutoProcessor
+
+    from train.grpo import GRPOStageConfig, VLLMRolloutConfig, run_grpo
+    from train.sft import TrainingSetupError
+
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    served, lock = perturbed_copy(tiny_model), threading.Lock()
+    double = VLLMDouble(model_sampler(served, processor, lock), processor, reload=model_reloader(served, lock) if routes else None,
+                        device=device).start()
+    try:
+        cfg = GRPOStageConfig(pools=["coldstart", "rl", "eval"], max_steps=1, num_generations=2, batch_size=2, max_samples=1,
+                              agent=AgentConfig(max_turns=1, max_tokens_per_turn=4),
+                              vllm=VLLMRolloutConfig(url=double.url, weight_sync="disk"))
+        with pytest.raises(TrainingSetupError, match=f"grpo.vllm.weight_sync.*{expected}"):
+            run_grpo(cfg, tiny_model, curated, tmp_path / "grpo")
+    finally:
+        double.stop()
+    assert double.requests == []  # refused before any rollout

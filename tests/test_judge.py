@@ -5,6 +5,7 @@ import time
 import pytest
 
 from synth.judge import Judge, JudgeConfig, MathVerifier, verify_math
+from synth.protocol import check_response
 from synth.reward import compute_reward
 
 
@@ -32,7 +33,7 @@ def judge_once(pred, gold, kind, choices=None, cfg=None, question="q?"):
         ("yes", "B", "choice", ["no", "yes"], True),
         ("A", "B", "choice", ["no", "yes"], False),
         ("The Velmora Tower.", "velmora tower", "text", None, True),
-        ("Velmora", "velmora tower", "text", None, False),
+        ("Velmora", "velmora tower", "text", None, "judge_failed"),  # rules cannot tell, no LLM judge here
         ("\\frac{1}{2}", "0.5", "math", None, True),
         ("x^2+2x+1", "(x+1)^2", "math", None, True),
         ("x^2+1", "(x+1)^2", "math", None, False),
@@ -42,7 +43,7 @@ def judge_once(pred, gold, kind, choices=None, cfg=None, question="q?"):
 )
 def test_rules_and_math_verify(pred, gold, kind, choices, expected):
     verdict = judge_once(pred, gold, kind, choices)
-    assert verdict.correct is expected and not verdict.judge_failed
+    assert verdict.outcome == {True: "correct", False: "incorrect"}.get(expected, expected)
 
 
 def test_math_verify_works_off_the_main_thread():
@@ -54,7 +55,7 @@ def test_math_verify_works_off_the_main_thread():
     assert result["v"].correct and result["v"].method == "math"
 
 
-def slow_verify(gold, prediction, timeout_s):  # stands in for a pathological expression
+def slow_verify(gold, prediction, timeout_s, **_):  # stands in for a pathological expression
     time.sleep(60)
 
 
@@ -69,9 +70,10 @@ def test_math_timeout_is_a_judge_failure_and_the_pool_recovers():
 
 
 def test_undecidable_without_llm_is_flagged_never_a_silent_zero():
-    assert judge_once("12", "twelve", "number").judge_failed
     text = judge_once("It stands in Velmorahaven.", "Velmorahaven", "text")
-    assert not text.correct and not text.judge_failed  # rules say the texts differ
+    assert text.judge_failed and not text.correct  # a paraphrase or a wrong answer: rules cannot tell
+    exact = judge_once("It stands in Velmorahaven.", "Velmorahaven", "text", cfg=JudgeConfig(text_fallback="exact"))
+    assert not exact.correct and not exact.judge_failed  # a benchmark's own exact-match rule decides
 
 
 def test_llm_judge_decides_what_rules_cannot(replay_url):
@@ -91,8 +93,12 @@ def test_unreachable_llm_judge_is_a_judge_failure():
 
 
 def test_reward_is_point_eight_accuracy_plus_point_two_format():
-    assert compute_reward(True, True, "4", "reasoning", False).total == pytest.approx(1.0)
-    assert compute_reward(False, True, "4", "reasoning", False).total == pytest.approx(0.2)
-    assert compute_reward(True, False, "4", "perception", False).total == pytest.approx(0.8)
-    assert compute_reward(True, True, "4", "search", True).total == pytest.approx(0.8 * 0.9 + 0.2)
-    assert compute_reward(True, True, "x" * 300, "reasoning", False).accuracy == 0.0
+    good = check_response("<think>t</think><answer>4</answer>", "reasoning")
+    bad = check_response("<think>t<answer>4</answer>", "perception")
+    assert compute_reward(True, good, "reasoning").total == pytest.approx(1.0)
+    assert compute_reward(False, good, "reasoning").total == pytest.approx(0.2)
+    assert compute_reward(True, bad, "perception").total == pytest.approx(0.8)
+    searched = check_response('<think>t</think><tool_call>{"name": "image_search"}</tool_call>\n<think>u</think><answer>4</answer>', "search")
+    assert compute_reward(True, searched, "search").total == pytest.approx(0.8 * 0.9 + 0.2)
+    long = check_response(f"<think>t</think><answer>{'x' * 300}</answer>", "perception")
+    assert compute_reward(True, long, "perception").accuracy == 0.0

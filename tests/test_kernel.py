@@ -125,7 +125,8 @@ HOSTILE = {
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_code_is_contained(pool, name):
     code, expected = HOSTILE[name]
-    result = run_once(pool, code, memory_mb=1024, processes=32)
+    # A cell that must end on its own gets room on a loaded machine; one that must time out, the 3 s.
+    result = run_once(pool, code, memory_mb=1024, processes=32, **({} if expected == "timeout" else {"timeout_s": 15}))
     assert result.status == expected, (result.status, result.stderr[-500:])
     if name == "output_flood":
         assert len(result.stdout) < 10_000 and "truncated" in result.stdout
@@ -211,3 +212,19 @@ def test_sandbox_exec_command(tmp_path):
     assert spin["status"] == "timeout"
     missing = run(str(tmp_path / "nope.py"))
     assert missing.returncode == 2 and "file not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_opencv_is_available_in_the_sandbox(pool):
+    result = run_once(pool, "import cv2, numpy as np\nprint(cv2.cvtColor(np.asarray(image_1), cv2.COLOR_RGB2GRAY).shape)")
+    assert (result.status, result.stdout.strip()) == ("ok", "(90, 120)")
+
+
+def test_an_empty_crop_is_a_code_error_and_the_session_lives_on(pool):
+    with PythonKernel([png((300, 200))], pool, KernelConfig(timeout_s=5)) as kernel:
+        assert kernel.execute("zoom = 3\nseen = image_1.size").status == "ok"
+        result = kernel.execute("print('before')\nimage_1.crop((150, 100, 150, 140)).show()")
+        assert result.status == "code_error" and result.stdout.strip() == "before"
+        assert "image_1.crop((150, 100, 150, 140)).show()" in result.stderr  # the traceback quotes the line
+        assert "empty image (0x40 pixels)" in result.stderr and "kernel_worker" not in result.stderr
+        after = kernel.execute("print(zoom, seen)")
+        assert (after.status, after.stdout.strip()) == ("ok", "3 (300, 200)")  # the same session, its variables intact

@@ -1,7 +1,7 @@
 import pytest
 
 from synth.protocol import (
-    check_format,
+    check_response,
     close_stopped_turn,
     load_prompts,
     parse_turn,
@@ -19,7 +19,7 @@ def test_code_action_takes_last_code_block_and_last_fence():
     assert action.kind == "code" and action.code == "print('last')"
 
 
-def test_code_wins_over_tool_call_in_one_turn():
+def test_code_wins_over_tool_call_in_one_turn():  # the reference's precedence: answer, code, tool call
     text = '<think>t</think><tool_call>{"name": "search", "arguments": {"query": "q"}}</tool_call><code>```python\n1\n```</code>'
     assert parse_turn(text).kind == "code"
 
@@ -62,22 +62,24 @@ def test_answer():
     assert parse_turn("<think>so</think>\n<answer> 17 </answer>").answer == "17"
 
 
-def test_stop_string_restored_only_when_generation_stopped_inside_a_tag():
-    assert close_stopped_turn("<think>t</think><code>```python\n1\n```\n", "stop").endswith("</code>")
-    assert close_stopped_turn('<tool_call>{"name": "image_search"}', "stop").endswith("</tool_call>")
-    assert close_stopped_turn("<think>t</think><code>x", "length") == "<think>t</think><code>x"
-    done = "<think>t</think><answer>1</answer>"
-    assert close_stopped_turn(done, "stop") == done
+def test_stop_string_restored_only_when_that_stop_string_fired():
+    assert close_stopped_turn("<think>t</think><code>```python\n1\n```\n", "</code>").endswith("```\n</code>")
+    assert close_stopped_turn('<tool_call>{"name": "image_search"}', "</tool_call>").endswith("</tool_call>")
+    assert close_stopped_turn("<think>t</think><code>x", None) == "<think>t</think><code>x"  # a length cut or EOS
+    kept = "<think>t</think><code>```python\n1\n```\n</code>"  # a server that keeps the stop string
+    assert close_stopped_turn(kept, "</code>") == kept
 
 
 def test_format_rule_of_the_paper():
     good = ["<think>a</think><code>```python\n1\n```</code>", "<think>b</think><answer>4</answer>"]
-    assert check_format(good, "reasoning").ok
-    assert not check_format(["<think>a<answer>4</answer>"], "reasoning").ok  # unbalanced think
-    assert not check_format(["<think>a</think><answer>4</answer><answer>5</answer>"], "reasoning").ok
-    assert not check_format(["<think>a</think><code>x", "<think>b</think><answer>4</answer>"], "reasoning").ok
+    assert check_response(good, "reasoning").format_ok
+    assert not check_response(["<think>a<answer>4</answer>"], "reasoning").format_ok  # unbalanced think
+    two = ["<think>a</think><answer>4</answer><answer>5</answer>"]
+    assert check_response(two, "reasoning").format_ok  # the reference: the tags balance, the first answer counts
+    assert not check_response(two, "reasoning", single_answer=True).format_ok
+    assert not check_response(["<think>a</think><code>x", "<think>b</think><answer>4</answer>"], "reasoning").format_ok
     search = ["<think>a</think><tool_call>{}", "<think>b</think><answer>4</answer>"]
-    assert check_format(search, "reasoning").ok and not check_format(search, "search").ok
+    assert check_response(search, "reasoning").format_ok and not check_response(search, "search").format_ok
 
 
 def test_observations_render_as_the_protocol_says():

@@ -26,7 +26,7 @@ def user_turn(sample: dict) -> dict:
 
 def test_models_are_listed(replay_url):
     client = openai.OpenAI(base_url=replay_url, api_key="x")
-    assert {m.id for m in client.models.list().data} == {"demo-teacher", "demo-student", "demo-judge"}
+    assert {m.id for m in client.models.list().data} == {"demo-teacher", "demo-student", "demo-judge", "demo-instruct"}
 
 
 def test_teacher_turns_follow_the_script_with_openai_stop_semantics(world, replay_url):
@@ -80,3 +80,55 @@ def test_error_injection_is_seeded_and_applies_each_fault(world, tmp_path):
         assert "<answer>" in last and "</answer>" not in last
     finally:
         server.stop()
+
+
+def test_stop_reason_and_kept_stop_strings_as_vllm(world, replay_url):
+    client = openai.OpenAI(base_url=replay_url, api_key="x")
+    sample, script = first_sample(world, "perception")
+    messages = [{"role": "system", "content": "sys"}, user_turn(sample)]
+    cut = client.chat.completions.create(model="demo-teacher", messages=messages, stop=["</code>", "</tool_call>"])
+    assert cut.choices[0].model_extra["stop_reason"] == "</code>"
+    kept = client.chat.completions.create(model="demo-teacher", messages=messages, stop=["</code>"],
+                                          extra_body={"include_stop_str_in_output": True})
+    assert kept.choices[0].message.content == script["teacher"][0]
+    messages += [{"role": "assistant", "content": script["teacher"][0]}, {"role": "user", "content": "Code execution result: ..."}]
+    answer = client.chat.completions.create(model="demo-teacher", messages=messages, stop=["</code>"])
+    assert answer.choices[0].finish_reason == "stop" and answer.choices[0].model_extra["stop_reason"] is None  # end of turn
+
+
+def test_a_partial_assistant_message_is_continued(world, replay_url):
+    client = openai.OpenAI(base_url=replay_url, api_key="x", max_retries=0)
+    sample, script = first_sample(world, "perception")
+    assert script["teacher"][1].startswith("<think>")
+    messages = [user_turn(sample), {"role": "assistant", "content": script["teacher"][0]}, {"role": "user", "content": "obs"},
+                {"role": "assistant", "content": "<think>"}]
+    reply = client.chat.completions.create(model="demo-teacher", messages=messages,
+                                           extra_body={"continue_final_message": True, "add_generation_prompt": False})
+    assert "<think>" + reply.choices[0].message.content == script["teacher"][1]  # the second turn, continued after the prefix
+    with pytest.raises(openai.BadRequestError, match="add_generation_prompt"):  # vLLM refuses both at once
+        client.chat.completions.create(model="demo-teacher", messages=messages, extra_body={"continue_final_message": True})
+
+
+def test_the_endpoint_policy_prefills_and_reports_the_stop_string(world, replay_url):
+    import asyncio
+
+    from synth.policy import EndpointPolicy
+
+    sample, script = first_sample(world, "perception")
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": sample["question"]}]}]
+
+    async def turns():
+        policy = EndpointPolicy(replay_url, "demo-teacher")
+        try:
+            first = await policy.generate(messages, [sample["image_bytes"]], stop=["</code>", "</tool_call>"], max_tokens=512,
+                                          temperature=0.0, prefix="<think>")
+            later = messages + [{"role": "assistant", "content": [{"type": "text", "text": script["teacher"][0]}]},
+                                {"role": "user", "content": [{"type": "text", "text": "obs"}]}]
+            second = await policy.generate(later, [sample["image_bytes"]], stop=["</code>"], max_tokens=512, temperature=0.0, prefix="<think>")
+            return first, second
+        finally:
+            await policy.aclose()
+
+    first, second = asyncio.run(turns())
+    assert first.text + "</code>" == script["teacher"][0] and first.matched_stop == "</code>"
+    assert second.text == script["teacher"][1] and second.matched_stop is None

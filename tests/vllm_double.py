@@ -1,9 +1,13 @@
 """A stand-in for a vLLM server's token-in/token-out routes, for tests that cannot run vLLM (no GPU).
 
 It serves the routes TRL's `VLLMClient` calls for generation (`/health`, `/v1/models`,
-`/server_info`, `/v1/chat/completions/render`, `/inference/v1/generate`, `/reset_prefix_cache`) over
-real HTTP, so the client code under test is the code that talks to vLLM. The next tokens come from
-a `sampler(token_ids, images, sampling_params) -> (ids, logprobs)`: a scripted one, or a local model.
+`/server_info`, `/v1/chat/completions/render`, `/inference/v1/generate`, `/reset_prefix_cache`), the
+development routes the disk weight sync calls (`/collective_rpc` with `reload_weights`,
+`/reset_encoder_cache`) and a recording `/v1/chat/completions` over real HTTP, so the client code
+under test is the code that talks to vLLM. The next tokens come from a
+`sampler(token_ids, images, sampling_params) -> (ids, logprobs)`: a scripted one, or a local model;
+`reload(weights_path)` loads a saved checkpoint into that model (tests/test_vllm_server.py runs the
+same paths against vLLM itself).
 
 Like vLLM, it trusts nothing about the prompt: image features carry the placeholder positions of the
 throwaway conversation they were rendered in (deliberately not the prompt's), and a generate request
@@ -50,10 +54,17 @@ def image_runs(token_ids: list[int], image_token_id: int) -> list[dict[str, int]
 
 
 class VLLMDouble:
-    def __init__(self, sampler: Sampler, processor, model_name: str = "policy") -> None:
+    def __init__(self, sampler: Sampler, processor, model_name: str = "policy", reload: Callable[[str], None] | None = None,
+                 device: str = "cuda", owned_by: str | None = "vllm") -> None:
         self.sampler = sampler
         self.processor = processor
         self.model_name = model_name
+        self.reload = reload  # what `/collective_rpc reload_weights` does with its weights_path; None: the route is absent
+        self.device = device  # what `/server_info` says the server runs on
+        self.owned_by = owned_by  # what `/v1/models` says (vLLM says "vllm"); None: no such route
+        self.reloads: list[str] = []  # every weights_path reloaded
+        self.encoder_cache_resets = 0
+        self.chats: list[dict[str, Any]] = []  # every chat completion request, as received
         self.image_token_id = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
         self.requests: list[dict[str, Any]] = []  # every generate request, as received
         self.renders: list[int] = []  # every render request: how many images it held
@@ -75,16 +86,40 @@ class VLLMDouble:
 
         @app.get("/v1/models")
         def models():
-            return {"object": "list", "data": [{"id": self.model_name, "object": "model"}]}
+            if self.owned_by is None:
+                raise HTTPException(404, "Not Found")
+            return {"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": self.owned_by}]}
 
         @app.get("/server_info")
         def server_info(config_format: str = "json"):
-            return {"vllm_config": {"model_config": {"logprobs_mode": "processed_logprobs"}, "weight_transfer_config": {"backend": "nccl"}}}
+            return {"vllm_config": {"model_config": {"logprobs_mode": "processed_logprobs"}, "device_config": {"device": self.device},
+                                    "weight_transfer_config": {"backend": "nccl"}}}
 
         @app.post("/reset_prefix_cache")
         def reset_prefix_cache():
             self.prefix_cache_resets += 1
             return {"success": True}
+
+        @app.post("/reset_encoder_cache")
+        def reset_encoder_cache():
+            self.encoder_cache_resets += 1
+            return {}
+
+        @app.post("/collective_rpc")
+        def collective_rpc(body: dict):
+            if self.reload is None or body.get("method") != "reload_weights":
+                raise HTTPException(404, "Not Found")
+            path = body["kwargs"]["weights_path"]
+            self.reload(path)
+            self.reloads.append(path)
+            return {"results": [None]}
+
+        @app.post("/v1/chat/completions")
+        def chat(body: dict):
+            self.chats.append(body)
+            return {"id": "chat", "object": "chat.completion", "created": 0, "model": self.model_name,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "<answer>7</answer>"}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 4, "total_tokens": 5}}
 
         @app.post("/v1/chat/completions/render")
         def render(body: dict):
@@ -131,6 +166,24 @@ class VLLMDouble:
     def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
+
+
+def model_reloader(model, lock: threading.Lock):
+    """`reload` for a stand-in serving `model`: the saved checkpoint's tensors copied into it, as vLLM's
+    `reload_weights` loads a folder into its running model."""
+    import safetensors.torch
+    import torch
+
+    def reload(weights_path: str) -> None:
+        from pathlib import Path
+
+        params = dict(model.named_parameters())
+        with lock, torch.no_grad():
+            for file in sorted(Path(weights_path).glob("*.safetensors")):
+                for name, tensor in safetensors.torch.load_file(file).items():
+                    params[name].copy_(tensor)
+
+    return reload
 
 
 def model_sampler(model, processor, lock: threading.Lock | None = None) -> Sampler:

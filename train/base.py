@@ -28,6 +28,7 @@ from curation.stage import CurateConfig, run_curate
 from synth.agent import AgentConfig
 from synth.judge import JudgeConfig
 from synth.long_cot import LongCotConfig
+from synth.reward import RewardConfig
 from synth.search import SearchConfig
 from synth.stage import SynthConfig, run_synthesize
 from train.sft import SFTStageConfig, run_sft
@@ -48,6 +49,7 @@ class BaseStageConfig(BaseModel):
 def run_base(
     cfg: BaseStageConfig, model_path: str | Path, instruct_path: str | Path, endpoint_url: str, out_dir: str | Path,
     search: SearchConfig | None = None, judge: JudgeConfig | None = None, long_cot_path: str | Path | None = None,
+    reward: RewardConfig | None = None,
 ) -> dict[str, Any]:
     """Train `model_path` (the tiny random model) into the base model on the instruct samples of
     `instruct_path`, answered by `cfg.instruct_model` at `endpoint_url`. Returns the base checkpoint's
@@ -58,7 +60,7 @@ def run_base(
     long_cot = LongCotConfig(path=Path(long_cot_path), ratio=cfg.long_cot_ratio) if long_cot_path and cfg.long_cot_ratio > 0 else None
     synth_cfg = SynthConfig(teacher_url=endpoint_url, teacher_model=cfg.instruct_model, pools=["coldstart"], attempts=1,
                             concurrency=cfg.concurrency, allow_code_errors=True, long_cot=long_cot, agent=cfg.agent)
-    synthesized = run_synthesize(synth_cfg, out / "curate", out / "synthesize", search, judge)
+    synthesized = run_synthesize(synth_cfg, out / "curate", out / "synthesize", search, judge, reward=reward)
     sft = run_sft(cfg.sft, model_path, [out / "synthesize"], out / "sft")
     return {
         "checkpoint": sft["checkpoint"],

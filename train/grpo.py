@@ -12,8 +12,9 @@ that overrides `_generate`, not one of TRL's hooks:
 The override returns the full image list of each episode (inputs, then tool images) through TRL's
 tool-image path, so the forward pass gets every image in placeholder order (checked here, not
 silently dropped), and the environment mask, so observation tokens never enter the loss.
-Rewards are the shared ones (0.8·accuracy + 0.2·format, the search penalty, the answer cap, no
-tool bonus), as two reward functions so TRL logs each component.
+Rewards are the shared ones (`synth.reward.score_response`, run inside the agent loop for every
+rollout: 0.8·accuracy + 0.2·format, the search penalty, the answer cap, no tool bonus), as two
+reward functions so TRL logs each component.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,30 +34,37 @@ from curation.shards import iter_rows
 from synth import aio
 from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
 from synth.judge import Judge, JudgeConfig
-from synth.protocol import load_prompts, render_code_observation
-from synth.reward import compute_reward
+from synth.profile import IMAGE_SLOT, Profile, load_profile
+from synth.protocol import load_prompts
+from synth.reward import RewardConfig
 from synth.search import SearchConfig
 from train.rollout import RolloutError, TokenPolicy, VLLMTokenPolicy, encoded_image_tokens
 from train.sft import TrainingDataError, TrainingSetupError, apply_pixel_budget, freeze_vision_tower, trainer_arguments
+from train.weight_sync import DiskWeightSync, http_vllm_client
 
 logger = logging.getLogger(__name__)
 
-NOOP_OBSERVATION = render_code_observation("", "", 0)
 
 
 class VLLMRolloutConfig(BaseModel):
     """Rollouts sampled by a vLLM server (TRL's server mode), the policy's weights pushed to it before each step's rollouts.
 
-    The server runs in its own environment (`vllm serve` with its development routes and an NCCL
-    weight-transfer engine, see the README); the trainer needs `vllm` importable for TRL's weight sync."""
+    The server runs in its own environment (`vllm serve` with its development routes, see the README).
+    `weight_sync: nccl` is TRL's: the tensors are broadcast into the server's workers (CUDA on both
+    sides, and `vllm` importable in the trainer). `disk` saves the policy to `weight_dir` each step and
+    has the server reload it in place (`train.weight_sync`): no NCCL, no `vllm` in the trainer."""
 
     model_config = ConfigDict(extra="forbid")
 
     url: str  # the server's base URL, e.g. http://HOST:8000 (a trailing /v1 is dropped)
     timeout_s: float = 240.0  # how long to wait for the server at start
-    group_port: int = 51216  # the NCCL weight-transfer group's port
+    group_port: int = 51216  # the NCCL weight-transfer group's port (weight_sync: nccl)
     max_in_flight: int = Field(64, ge=1)  # generation requests each training process keeps in flight
     importance_sampling_correction: bool = True  # TRL's correction for the sampler/trainer mismatch (uses vLLM's log-probs)
+    weight_sync: Literal["nccl", "disk"] = "nccl"
+    # weight_sync: disk: where the trainer writes the weights, a path the server reads as it is (a shared
+    # file system across machines); None: <the GRPO output>/vllm-weights
+    weight_dir: str | None = None
 
 
 class GRPOStageConfig(BaseModel):
@@ -87,7 +95,9 @@ class GRPOStageConfig(BaseModel):
     # steps), or when more than this share of code cells print nothing and show nothing.
     warn_min_tool_calls: float = 0.05
     warn_noop_code_share: float = 0.5
-    agent: AgentConfig = Field(default_factory=lambda: AgentConfig(max_turns=9, max_tokens_per_turn=2048, temperature=1.0))
+    # The reference's RL environment pre-fills "<think>" after every observation.
+    agent: AgentConfig = Field(default_factory=lambda: AgentConfig(max_turns=9, max_tokens_per_turn=2048, temperature=1.0,
+                                                                   think_prefix="after_observation"))
     vllm: VLLMRolloutConfig | None = None  # None: rollouts generate with the policy in the training processes
 
 
@@ -99,7 +109,7 @@ def load_prompts_dataset(curated_dir: str | Path, pools: list[str], agent: Agent
     rows = [r for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in pools][: max_samples or None]
     if not rows:
         raise TrainingDataError(f"no samples of pool(s) {pools} in {curated_dir}")
-    prompts = load_prompts(agent.tools, agent.prompts)
+    prompts = load_prompts(agent.tools, agent.profile)
     records = []
     for row in rows:
         sample = Sample.from_row(row)
@@ -118,11 +128,13 @@ def load_prompts_dataset(curated_dir: str | Path, pools: list[str], agent: Agent
     return datasets.Dataset.from_list(records, features=features)
 
 
-def noop_code_cells(row: dict[str, Any]) -> tuple[int, int]:
+def noop_code_cells(row: dict[str, Any], profile: Profile | None = None) -> tuple[int, int]:
     """(code cells that ran, of which printed nothing and showed nothing) in a trajectory row.
 
     Messages alternate after the prompt: assistant turn t at 2 + 2t, its observation at 3 + 2t."""
     ran = noop = 0
+    # A cell that printed nothing and showed nothing, in the layout the episode was shown (`profile`; ours by default).
+    empty = (profile or load_profile()).render_code("", "", 0).replace(IMAGE_SLOT, "").strip()
     for call in row["tool_calls"]:
         if call["tool"] != "python" or call["outcome"] != "ok":
             continue
@@ -130,18 +142,27 @@ def noop_code_cells(row: dict[str, Any]) -> tuple[int, int]:
         position = 3 + 2 * call["turn"]
         observation = row["messages"][position] if position < len(row["messages"]) else {"content": []}
         text = "".join(part.get("text") or "" for part in observation["content"])
-        noop += text.strip() == NOOP_OBSERVATION.strip() and call["images"] == 0
+        noop += text.strip() == empty and call["images"] == 0
     return ran, noop
 
 
 def accuracy_reward(completions, episode_accuracy, **kwargs) -> list[float]:
-    """0 or 1 for a right answer under the length cap, less the search penalty (weighted 0.8)."""
+    """0 or 1 for a right answer under the length cap, less the search penalty (weighted
+    `reward.accuracy_weight`, 0.8): the rollout row's `accuracy_reward`."""
     return list(episode_accuracy)
 
 
 def format_reward(completions, episode_format, **kwargs) -> list[float]:
-    """1 for a well-formed trajectory (weighted 0.2)."""
+    """1 for a well-formed trajectory under the length cap (weighted `reward.format_weight`, 0.2):
+    the rollout row's `format_reward`."""
     return list(episode_format)
+
+
+def episode_rewards(row: dict[str, Any]) -> tuple[float, float, float]:
+    """(accuracy reward, format reward, the accuracy the search penalty took) of a rollout row, as
+    the agent loop scored it: GRPO recomputes nothing."""
+    accuracy, penalty = row["accuracy_reward"], row["search_penalty"]
+    return accuracy, row["format_reward"], accuracy * penalty / (1.0 - penalty)
 
 
 def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
@@ -150,11 +171,25 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
     class ToolRolloutGRPOTrainer(GRPOTrainer):
         """`GRPOTrainer` whose generation is our agent loop with live tools (see the module docstring)."""
 
-        def __init__(self, *args, toolbox: ToolBox, agent: AgentConfig, judge: Judge, vllm: VLLMRolloutConfig | None = None, **kwargs) -> None:
+        def __init__(self, *args, toolbox: ToolBox, agent: AgentConfig, judge: Judge, vllm: VLLMRolloutConfig | None = None,
+                     reward: RewardConfig | None = None, weight_dir: str | Path | None = None, **kwargs) -> None:
+            disk = vllm is not None and vllm.weight_sync == "disk"
+            if disk:  # TRL's server mode would join the server's NCCL group now: the disk sync stands in for it
+                kwargs["args"].use_vllm = False
             super().__init__(*args, **kwargs)
+            if disk:
+                self.args.use_vllm = self.use_vllm = True
+                self._last_loaded_step = -1  # as TRL's server mode sets it: the first step syncs too
+                client = None
+                if self.accelerator.is_main_process:
+                    client = http_vllm_client(self.args.vllm_server_base_url, self.args.vllm_server_timeout)
+                    check_disk_sync_server(client, self.model, self.vllm_importance_sampling_correction)
+                self.vllm_generation = DiskWeightSync(lambda: self.model_wrapped, self.accelerator, client, weight_dir)
+                self.accelerator.wait_for_everyone()
             self.toolbox = toolbox
             self.agent_cfg = agent
             self.judge = judge
+            self.reward_cfg = reward or RewardConfig()
             self.vllm_cfg = vllm  # set exactly when TRL's `use_vllm` is (see `vllm_arguments`)
             self._vllm_policy: VLLMTokenPolicy | None = None
             self._batch_inputs: list[dict[str, Any]] = []
@@ -173,9 +208,7 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
             if self._vllm_policy is None:
                 client = getattr(self.vllm_generation, "vllm_client", None)
                 if client is None:
-                    from trl.generation.vllm_client import VLLMClient
-
-                    client = VLLMClient(base_url=self.args.vllm_server_base_url, connection_timeout=self.args.vllm_server_timeout)
+                    client = http_vllm_client(self.args.vllm_server_base_url, self.args.vllm_server_timeout)
                 self._vllm_policy = VLLMTokenPolicy(client, self.processing_class, name="policy", max_in_flight=self.vllm_cfg.max_in_flight)
             return self._vllm_policy
 
@@ -191,7 +224,7 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
             async def rollouts():
                 return await asyncio.gather(*(
                     run_episode(sample, policy, self.toolbox, self.agent_cfg, attempt=start + i, seed=self.args.seed + start + i,
-                                judge=self.judge)
+                                judge=self.judge, reward=self.reward_cfg)
                     for i, sample in enumerate(samples)
                 ))
 
@@ -231,13 +264,14 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
                 if placeholders != expected or encoded != len(episode.images):  # TRL would drop the batch's images: refuse instead
                     raise RolloutError(f"rollout {row['id']}: {placeholders} image placeholders for {expected} image features")
                 images.append(list(episode.images) or None)
-                used_search = any(c["tool"] in ("search", "image_search") for c in row["tool_calls"])
-                parts = compute_reward(row["correct"], row["format_ok"], row["final_answer"], row["category"], used_search)
-                accuracy.append(parts.accuracy * (1.0 - parts.search_penalty))
-                fmt.append(parts.format)
-                penalties.append(parts.search_penalty * parts.accuracy)
+                accuracy_part, format_part, taken = episode_rewards(row)
+                accuracy.append(accuracy_part)
+                fmt.append(format_part)
+                penalties.append(taken)
             self._log_rollouts(mode, rows, episodes)
             self._metrics[mode]["rewards/search_penalty/mean"].append(sum(penalties) / len(penalties))  # taken off accuracy
+            # A verdict nobody could give scores accuracy 0 here (GRPO needs a number); its share is logged apart.
+            self._metrics[mode]["judge/failed_share"].append(sum(1 for r in rows if r["judge_failed"]) / len(rows))
             completions = [[{"role": "assistant", "content": "".join(
                 p["text"] for m in row["messages"][2:] if m["role"] == "assistant" for p in m["content"])}] for row in rows]
             extra = {"env_mask": [e.env_mask for e in episodes], "episode_accuracy": accuracy, "episode_format": fmt}
@@ -257,7 +291,7 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
             metrics = self._metrics[mode]
             calls = [len(r["tool_calls"]) for r in rows]
             failed = sum(1 for r in rows for c in r["tool_calls"] if c["outcome"] != "ok")
-            ran, noop = map(sum, zip(*(noop_code_cells(r) for r in rows), strict=True)) if rows else (0, 0)
+            ran, noop = map(sum, zip(*(noop_code_cells(r, self.agent_cfg.protocol) for r in rows), strict=True)) if rows else (0, 0)
             metrics["tools/calls_per_trajectory"].append(sum(calls) / len(rows))
             metrics["tools/failure_rate"].append(failed / sum(calls) if sum(calls) else 0.0)
             metrics["tools/noop_code_share"].append(noop / ran if ran else 0.0)
@@ -307,6 +341,25 @@ def _dynamics_callback(path: Path, cfg: GRPOStageConfig):
     return DynamicsLog()
 
 
+def check_disk_sync_server(client, model, importance_sampling_correction: bool) -> None:
+    """What `weight_sync: disk` needs of the server, asked once before training: its development routes;
+    on a CPU server, an LM head of its own (vLLM 0.31's CPU backend keeps a packed copy of a head tied to
+    the embeddings, which a reload leaves at the old weights); and, as TRL checks in server mode,
+    log-probs after temperature for the importance-sampling correction. Raises `TrainingSetupError`."""
+    try:
+        info = client.get_server_info()
+    except RuntimeError as exc:  # TRL's message: no development routes
+        raise TrainingSetupError(f"grpo.vllm.weight_sync: disk: {exc}") from None
+    if info.get("device_config", {}).get("device") == "cpu" and getattr(model.config, "tie_word_embeddings", False):
+        raise TrainingSetupError(
+            "grpo.vllm.weight_sync: disk: the vLLM server runs on a CPU, where reloaded weights never reach an LM head tied to "
+            "the embeddings (vLLM 0.31 keeps the head's packed copy); serve on a GPU, or untie the checkpoint's embeddings")
+    mode = info["model_config"]["logprobs_mode"]
+    if importance_sampling_correction and mode != "processed_logprobs":
+        logger.warning(f"The vLLM server runs with `--logprobs-mode {mode}`, which biases the importance sampling correction. "
+                       "Restart it with `--logprobs-mode processed_logprobs`, or set grpo.vllm.importance_sampling_correction: false.")
+
+
 def check_vllm_trainer_environment() -> None:
     """vLLM rollouts need `vllm` in the trainer's environment too: TRL pushes the weights to the server
     through vLLM's NCCL weight-transfer engine. Said before the model loads, not deep in TRL (the
@@ -317,7 +370,8 @@ def check_vllm_trainer_environment() -> None:
         raise TrainingSetupError(
             "grpo.vllm: `vllm` is not importable here, and TRL syncs the policy's weights to the server through vLLM's "
             "NCCL engine. Run GRPO with `accelerate launch -m train.launch grpo` from a training environment with "
-            "`trl[vllm]` (README: vLLM generation for GRPO), or remove grpo.vllm to generate in the training processes.")
+            "`trl[vllm]` (README: vLLM generation for GRPO), set grpo.vllm.weight_sync: disk (the server reloads the "
+            "weights from a folder), or remove grpo.vllm to generate in the training processes.")
 
 
 def unreachable_server_errors(vllm: VLLMRolloutConfig | None) -> tuple[type[BaseException], ...]:
@@ -328,9 +382,10 @@ def unreachable_server_errors(vllm: VLLMRolloutConfig | None) -> tuple[type[Base
     return (requests.exceptions.ConnectionError,)
 
 
-def grpo_arguments(cfg: GRPOStageConfig, out_dir: Path):
+def grpo_arguments(cfg: GRPOStageConfig, out_dir: Path, reward: RewardConfig | None = None):
     from trl import GRPOConfig
 
+    reward = reward or RewardConfig()
     return trainer_arguments(
         GRPOConfig, cfg, out_dir,
         num_generations=cfg.num_generations,
@@ -338,7 +393,7 @@ def grpo_arguments(cfg: GRPOStageConfig, out_dir: Path):
         beta=cfg.beta,
         epsilon=cfg.epsilon,
         loss_type=cfg.loss_type,
-        reward_weights=[0.8, 0.2],
+        reward_weights=[reward.accuracy_weight, reward.format_weight],
         max_completion_length=cfg.agent.max_total_tokens,
         report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else "none",
         **vllm_arguments(cfg.vllm),
@@ -358,15 +413,16 @@ def vllm_arguments(vllm: VLLMRolloutConfig | None) -> dict[str, Any]:
 def run_grpo(
     cfg: GRPOStageConfig, model_path: str | Path, curated_dir: str | Path, out_dir: str | Path,
     search: SearchConfig | None = None, judge: JudgeConfig | None = None, policy_class: type[TokenPolicy] = TokenPolicy,
-    callbacks: list | None = None,
+    callbacks: list | None = None, reward: RewardConfig | None = None,
 ) -> dict[str, Any]:
     """GRPO on the curated RL pool from `model_path` (the SFT checkpoint); writes the checkpoint,
     `dynamics.jsonl` and TensorBoard logs (when installed) under `out_dir`. `callbacks` are more
-    `transformers.TrainerCallback`s for the trainer."""
+    `transformers.TrainerCallback`s for the trainer; `judge` and `reward` score the rollouts as
+    synthesis and evaluation score episodes."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     started = time.time()
-    if cfg.vllm is not None:
+    if cfg.vllm is not None and cfg.vllm.weight_sync == "nccl":
         check_vllm_trainer_environment()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -383,9 +439,10 @@ def run_grpo(
     with open_toolbox(cfg.agent, search or SearchConfig()) as toolbox:
         try:
             trainer = trainer_class(
-                model=model, reward_funcs=[accuracy_reward, format_reward], args=grpo_arguments(cfg, out_dir), train_dataset=dataset,
-                processing_class=processor, callbacks=[callback, *(callbacks or [])], toolbox=toolbox, agent=cfg.agent, judge=shared_judge,
-                vllm=cfg.vllm,
+                model=model, reward_funcs=[accuracy_reward, format_reward], args=grpo_arguments(cfg, out_dir, reward),
+                train_dataset=dataset, processing_class=processor, callbacks=[callback, *(callbacks or [])], toolbox=toolbox,
+                agent=cfg.agent, judge=shared_judge, vllm=cfg.vllm, reward=reward,
+                weight_dir=(cfg.vllm.weight_dir or out_dir / "vllm-weights") if cfg.vllm is not None else None,
             )
         except unreachable_server_errors(cfg.vllm) as exc:  # TRL's client gave up waiting for the vLLM server
             raise TrainingSetupError(f"grpo.vllm.url: {exc}") from None

@@ -5,7 +5,7 @@
     accelerate launch --config_file configs/accelerate-zero3.yaml -m train.launch grpo \\
         --config my-config.yaml --model runs/x/sft/checkpoint --data runs/x/select --out runs/x/grpo
 
-Stage settings come from the config file's `sft:` / `grpo:` (and `search:`, `judge:`) sections, the
+Stage settings come from the config file's `sft:` / `grpo:` (and `search:`, `judge:`, `reward:`) sections, the
 same file the pipeline runs. A mistake in it ends with one line naming the field, and exit code 2.
 """
 
@@ -20,6 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from synth.judge import JudgeConfig
+from synth.reward import RewardConfig
 from synth.search import SearchConfig
 from train.grpo import GRPOStageConfig, run_grpo
 from train.sft import SFTStageConfig, TrainingDataError, TrainingSetupError, run_sft
@@ -41,7 +42,7 @@ def _section(raw: dict, name: str, model, source: str):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m train.launch", description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=["sft", "grpo"])
-    parser.add_argument("--config", type=Path, help="A pipeline YAML; its sft/grpo, search and judge sections are used.")
+    parser.add_argument("--config", type=Path, help="A pipeline YAML; its sft/grpo, search, judge and reward sections are used.")
     parser.add_argument("--model", required=True, help="A local model directory or hub id.")
     parser.add_argument("--data", required=True, nargs="+", help="Trajectory shards (sft) or selected samples (grpo).")
     parser.add_argument("--out", required=True, type=Path)
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
             summary = run_grpo(
                 _section(raw, "grpo", GRPOStageConfig, source), args.model, args.data[0], args.out,
                 _section(raw, "search", SearchConfig, source), _section(raw, "judge", JudgeConfig, source),
+                reward=_section(raw, "reward", RewardConfig, source),
             )
     except (TrainingDataError, TrainingSetupError) as exc:
         raise _fail(str(exc)) from None

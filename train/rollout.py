@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synth.policy import Generation
+from synth.protocol import find_stop
 
 
 class RolloutError(RuntimeError):
@@ -150,23 +151,25 @@ class TokenPolicy:
 
     def _finish(self, state: EpisodeTokens, request: _Request, sampled: list[int], logprobs: list[float] | None = None) -> Generation:
         """Keep the model's tokens up to its end token (kept: the model chose it) or the padding after
-        a stop string (dropped), within the request's own budget."""
-        ended = False
+        a stop string (dropped), within the request's own budget. The turn's `matched_stop` is the
+        stop string its text reached, never set for a turn that ended on the end token."""
+        ended = on_eos = False
         keep = len(sampled)
         for position, token in enumerate(sampled):
             if token == self.tokenizer.eos_token_id:
-                keep, ended = position + 1, True
+                keep, ended, on_eos = position + 1, True, True
                 break
             if token in self.end_ids:
                 keep = position
                 break
         if keep > request.max_tokens:
-            keep, ended = request.max_tokens, False
+            keep, ended, on_eos = request.max_tokens, False, False
         sampled = sampled[:keep]
         state.extend(sampled, sampled=True, logprobs=logprobs[:keep] if logprobs is not None else None)
         text = self.tokenizer.decode([t for t in sampled if t not in self.end_ids], skip_special_tokens=False)
-        ended = ended or any(text.endswith(s) for s in request.stop)
-        return Generation(request.prefix + text, "stop" if ended else "length", len(sampled))
+        hit = None if on_eos else find_stop(text, request.stop)
+        ended = ended or hit is not None
+        return Generation(request.prefix + text, "stop" if ended else "length", len(sampled), matched_stop=hit[1] if hit else None)
 
     def _generate_batch(self, requests: list[_Request]) -> list[Generation]:
         """One left-padded `generate` for episodes waiting at the same time (same sampling settings)."""

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Qwen's special tokens plus the protocol's tags, so a tag is one token as in the real vocabulary.
 SPECIAL_TOKENS = [
@@ -40,11 +40,32 @@ class TinyModelConfig(BaseModel):
     layers: int = 2
     heads: int = 4
     kv_heads: int = 2
-    head_dim: int = 16
+    # Attention head size. vLLM's CPU attention takes 32, 64, 80, 96, 112, 128, 160, 192, 224, 256 or 512
+    # only (16 starts, then fails on the first request): a tiny model served by vLLM uses 32.
+    head_dim: int = Field(16, ge=8, multiple_of=8)
+    # The LM head shares the embedding matrix, as in the small Qwen checkpoints. A CPU vLLM server does
+    # not reload a tied head in place (train.weight_sync): the tiny model its tests train untie it.
+    tie_word_embeddings: bool = True
     vision_hidden: int = 32
     min_pixels: int = 32 * 32  # one vision token per image at least...
     max_pixels: int = 64 * 64  # ...and at most four: images stay cheap on a CPU
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _qwen2_5_head_size(self) -> TinyModelConfig:
+        # Qwen2.5-VL has no head size of its own: it is hidden_size / heads.
+        if self.family == "qwen2_5_vl" and self.head_dim * self.heads != self.hidden_size:
+            raise ValueError(f"head_dim: Qwen2.5-VL's head size is hidden_size / heads ({self.hidden_size} / {self.heads}), "
+                             f"not {self.head_dim}")
+        return self
+
+
+def mrope_section(head_dim: int) -> list[int]:
+    """Multimodal rotary sections (time, height, width) for a head size: they sum to head_dim / 2, in the
+    real checkpoints' proportions ([16, 24, 24] for 128, the Qwen2.5-VL 7B's; [2, 3, 3] for 16)."""
+    half = head_dim // 2
+    spatial = half * 3 // 8
+    return [half - 2 * spatial, spatial, spatial]
 
 
 def _chat_template(family: str) -> str:
@@ -113,7 +134,7 @@ def _shared_config(cfg: TinyModelConfig, tokenizer, token_id, patch_size: int) -
         "video_token_id": token_id("<|video_pad|>"),
         "vision_start_token_id": token_id("<|vision_start|>"),
         "vision_end_token_id": token_id("<|vision_end|>"),
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
     }
 
 
@@ -134,7 +155,7 @@ def _qwen3_vl(cfg: TinyModelConfig, tokenizer, token_id):
     shared = _shared_config(cfg, tokenizer, token_id, patch_size=16)
     shared["text_config"].update(
         head_dim=cfg.head_dim,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True},
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section(cfg.head_dim), "mrope_interleaved": True},
     )
     shared["vision_config"].update(num_position_embeddings=256, deepstack_visual_indexes=[0])
     processor = Qwen3VLProcessor(tokenizer=tokenizer, **_processor_parts(cfg, 16, Qwen3VLVideoProcessor))
@@ -145,7 +166,7 @@ def _qwen2_5_vl(cfg: TinyModelConfig, tokenizer, token_id):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2VLVideoProcessor
 
     shared = _shared_config(cfg, tokenizer, token_id, patch_size=14)
-    shared["text_config"].update(rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]})
+    shared["text_config"].update(rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section(cfg.head_dim)})
     shared["vision_config"].update(window_size=56, fullatt_block_indexes=[0])
     processor = Qwen2_5_VLProcessor(tokenizer=tokenizer, **_processor_parts(cfg, 14, Qwen2VLVideoProcessor))
     return Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**shared)), processor

@@ -1,0 +1,171 @@
+"""`deepeyes import` and `deepeyes evaluate`: starting from what others released.
+
+- `deepeyes import sharegpt FILE...` (or `--dataset-info dataset_info.json`, LLaMA-Factory's
+  registry): conversations in LLaMA-Factory's sharegpt layout (DeepEyesV2's cold-start data) into
+  trajectory shards for SFT and samples for `deepeyes curate` (`synth.sharegpt`). The RL parquet
+  files need no import: `deepeyes curate --source verl:data/rl/` reads them (`curation.verl`).
+- `deepeyes evaluate`: any model, a checkpoint (loaded with transformers) or an endpoint serving
+  it (`--model-url`, `--model`), on named benchmarks, under a protocol profile (ours, or the
+  reference's for the released checkpoints), with the tool-free control; metrics and a report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+import_app = typer.Typer(help="Bring others' data in: LLaMA-Factory sharegpt conversations (DeepEyesV2's cold-start data).",
+                         no_args_is_help=True)
+
+
+def curated_sample_ids(curated: Path) -> set[str]:
+    """The ids of a curated directory's samples that training may use (every pool but `eval`)."""
+    from curation.schema import SAMPLE_SCHEMA
+    from curation.shards import iter_rows
+
+    if not curated.is_dir():
+        raise FileNotFoundError(f"--curated: not a directory: {curated}")
+    return {row["id"] for row in iter_rows(curated, SAMPLE_SCHEMA) if row["pool"] != "eval"}
+
+
+@import_app.command("sharegpt")
+def import_sharegpt_cmd(
+    files: Annotated[list[Path] | None, typer.Argument(help="sharegpt files: a JSON array or JSON Lines of {messages, images}.")] = None,
+    out: Annotated[Path, typer.Option(help="Output directory: trajectories/ (shards) and samples.jsonl.")] = Path("runs/import"),
+    dataset_info: Annotated[Path | None, typer.Option(help="LLaMA-Factory's dataset_info.json: its sharegpt datasets' files, columns and tags.")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(help="With --dataset-info: only these datasets (repeatable).")] = None,
+    layout: Annotated[str, typer.Option(help="keep: the data's prompts and observations as they are; ours: rewritten into our protocol.")] = "keep",
+    data_profile: Annotated[str, typer.Option(help="The protocol profile the data follows (a name or a profile file).")] = "deepeyesv2-reference",
+    image_root: Annotated[Path | None, typer.Option(help="Where relative image paths start (default: each file's folder).")] = None,
+    category: Annotated[str, typer.Option(help="Category of rows whose tool use does not decide it (search calls: search; no image: reasoning).")] = "perception",
+    policy: Annotated[str, typer.Option(help="The trajectories' `policy` column: who made them.")] = "sharegpt-import",
+    curated: Annotated[Path | None, typer.Option(help="A `deepeyes curate` output of samples.jsonl: keep only trajectories whose sample survived (not in eval).")] = None,
+) -> None:
+    """Import LLaMA-Factory sharegpt conversations as trajectory shards (every image in its turn) and samples for curation."""
+    from synth.sharegpt import ImportConfig, dataset_info_entries, import_sharegpt
+
+    if layout not in ("keep", "ours"):
+        raise typer.BadParameter("keep or ours", param_hint="--layout")
+    entries: list[tuple[Path, Any]] = [(f, None) for f in files or []]
+    if dataset_info is not None:
+        entries += [(path, fmt) for path, fmt, _ in dataset_info_entries(dataset_info, dataset)]
+    elif dataset:
+        raise typer.BadParameter("--dataset needs --dataset-info", param_hint="--dataset")
+    if not entries:
+        raise typer.BadParameter("give sharegpt files or --dataset-info", param_hint="FILES")
+    cfg = ImportConfig(layout=layout, data_profile=data_profile, image_root=str(image_root) if image_root else None,
+                       category=category, policy=policy)
+    keep = curated_sample_ids(curated) if curated is not None else None
+    summary = import_sharegpt(entries, out, cfg, keep)
+    typer.echo(json.dumps(summary))
+
+
+def endpoint_model(url: str, api_key_env: str | None) -> str:
+    """The one model an OpenAI-compatible endpoint serves (its /v1/models), for a command that was not told."""
+    import os
+
+    import httpx
+
+    from synth.endpoint import EndpointError
+
+    headers = {"Authorization": f"Bearer {os.environ[api_key_env]}"} if api_key_env and os.environ.get(api_key_env) else {}
+    try:
+        listed = httpx.get(url.rstrip("/") + "/models", headers=headers, timeout=30).json().get("data") or []
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        raise EndpointError(f"--model: cannot list the models of {url} ({type(exc).__name__}: {exc}); name the model") from None
+    names = [m.get("id") for m in listed if isinstance(m, dict) and m.get("id")]
+    if len(names) != 1:
+        raise EndpointError(f"--model: {url} serves {len(names)} models ({', '.join(names[:8])}): name one with --model")
+    return names[0]
+
+
+def evaluate_cmd(
+    checkpoint: Annotated[Path | None, typer.Argument(help="A model checkpoint directory, loaded with transformers (or give --model-url).")] = None,
+    model_url: Annotated[str | None, typer.Option(help="An OpenAI-compatible endpoint serving the model, e.g. http://host:8000/v1 (vLLM).")] = None,
+    model: Annotated[str | None, typer.Option(help="The model name the endpoint serves (default: the one its /v1/models lists).")] = None,
+    benchmark: Annotated[list[str] | None, typer.Option(help="A benchmark: a shipped name (vstar, mathvista, ...) or a YAML file; repeatable.")] = None,
+    out: Annotated[Path, typer.Option(help="Run directory: eval/ (trajectories, metrics.json) and report/.")] = Path("runs/evaluate"),
+    profile: Annotated[str | None, typer.Option(help="Protocol profile: deepeyes-v2 (ours), deepeyesv2-reference (the released checkpoints), or a file.")] = None,
+    config: Annotated[Path | None, typer.Option(help="A pipeline YAML whose eval, search, judge and reward sections are the base.")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Where the benchmark files are (fills ${data_root}).")] = None,
+    max_samples: Annotated[int | None, typer.Option(help="At most this many samples per benchmark.")] = None,
+    max_turns: Annotated[int | None, typer.Option(help="Assistant turns per episode (default 10).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Tokens per assistant turn (default 8192).")] = None,
+    think_prefix: Annotated[str | None, typer.Option(help="none, after_observation or every_turn (default: the profile's).")] = None,
+    tool_free_control: Annotated[bool | None, typer.Option(help="Also run every benchmark without tools (default: yes).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Episodes in flight against an endpoint.")] = None,
+    corpus: Annotated[Path | None, typer.Option(help="Local text search corpus (JSONL/Parquet of title, url, text).")] = None,
+    image_corpus: Annotated[Path | None, typer.Option(help="Local image search corpus (JSONL of image, title, url).")] = None,
+    judge_url: Annotated[str | None, typer.Option(help="An LLM judge's endpoint, for answers rules cannot decide.")] = None,
+    judge_model: Annotated[str | None, typer.Option(help="The judge's model name.")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="The environment variable that holds the endpoint's API key.")] = None,
+) -> None:
+    """Evaluate any model (a checkpoint, or an endpoint serving it) on named benchmarks, with tools and the tool-free control."""
+    from eval.report import build_report
+    from eval.stage import EvalConfig, run_evaluate
+    from synth.judge import JudgeConfig
+    from synth.reward import RewardConfig
+    from synth.search import SearchConfig
+
+    base: dict[str, Any] = {}
+    if config is not None:
+        from flows.config import load_config
+
+        loaded = load_config(config, check=False)
+        base = {"eval": loaded.eval.model_dump(mode="json", exclude_unset=True), "search": loaded.search, "judge": loaded.judge,
+                "reward": loaded.reward}
+    if checkpoint is None and model_url is None and not base.get("eval", {}).get("model_url") and not base.get("eval", {}).get("model_path"):
+        raise typer.BadParameter("give a checkpoint directory or --model-url", param_hint="CHECKPOINT")
+    if checkpoint is not None and not checkpoint.is_dir():
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    evaluation = dict(base.get("eval") or {})
+    agent = dict(evaluation.get("agent") or {})
+    for key, value in (("profile", profile), ("max_turns", max_turns), ("max_tokens_per_turn", max_tokens), ("think_prefix", think_prefix)):
+        if value is not None:
+            agent[key] = value
+    if model_url is not None:
+        evaluation["model_url"] = model_url
+    if checkpoint is not None:
+        evaluation["model_path"] = str(checkpoint.resolve())
+    if evaluation.get("model_url") and not (model or evaluation.get("model_name")):
+        model = endpoint_model(evaluation["model_url"], api_key_env or evaluation.get("api_key_env"))
+    for key, value in (("model_name", model), ("benchmarks", benchmark), ("data_root", str(data_root) if data_root else None),
+                       ("max_samples", max_samples), ("tool_free_control", tool_free_control), ("concurrency", concurrency),
+                       ("api_key_env", api_key_env)):
+        if value is not None:
+            evaluation[key] = value
+    if agent:
+        evaluation["agent"] = agent
+    cfg = EvalConfig.model_validate(evaluation)
+    if not cfg.benchmarks:
+        raise typer.BadParameter("name at least one benchmark (a shipped name or a YAML file)", param_hint="--benchmark")
+    search = base.get("search") or SearchConfig()
+    search = search.model_copy(update={k: v for k, v in (("corpus_path", corpus), ("image_corpus_path", image_corpus)) if v is not None})
+    for name, path in (("--corpus", corpus), ("--image-corpus", image_corpus)):
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"{name}: file not found: {path}")
+    judge = base.get("judge") or JudgeConfig()
+    if judge_url is not None:
+        judge = judge.model_copy(update={"llm_url": judge_url, "llm_model": judge_model or judge.llm_model})
+    out = out.resolve()
+    metrics = run_evaluate(cfg, cfg.model_path, None, out / "eval", search, judge, base.get("reward") or RewardConfig())
+    report = build_report([out], out / "report")
+    typer.echo(f"model {metrics['model']} ({metrics['protocol_version']})")
+    for bench, entry in metrics["benchmarks"].items():
+        for run_name, stats in entry["runs"].items():
+            overall = stats["overall"]
+            low, high = overall["ci95"]
+            typer.echo(f"eval {bench} ({run_name}): accuracy {overall['accuracy']:.3f} [{low:.2f}, {high:.2f}] on {overall['n']} samples, "
+                       f"{overall['tool_calls_per_sample']:.2f} tool calls per sample"
+                       + (f", {entry['unreadable']} unreadable" if entry["unreadable"] else ""))
+    typer.echo(f"metrics:    {out / 'eval' / 'metrics.json'}")
+    typer.echo(f"report:     {report['html']}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `deepeyes import ...` and `deepeyes evaluate` to the CLI."""
+    app.add_typer(import_app, name="import")
+    app.command("evaluate")(evaluate_cmd)

@@ -1,0 +1,123 @@
+"""Nothing stale: the files a source's rows point to, and a benchmark's, are inputs of the curate
+stage. Replacing one makes `deepeyes status` say stale, and the next run re-runs the stage and
+writes the new image."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from curation.shards import read_table
+
+
+def run_cli(args, tmp_path, timeout=600):
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def png(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_replacing_an_image_a_row_points_to_reruns_the_stage_and_status_says_stale(tmp_path):
+    data = tmp_path / "data"
+    (data / "img").mkdir(parents=True)
+    (data / "img" / "a.png").write_bytes(png(1))
+    (data / "img" / "b.png").write_bytes(png(2))
+    (data / "bench.png").write_bytes(png(3))
+    rows = [{"id": "a", "question": "What is in the first picture?", "answer": "a cat", "images": ["img/a.png"]},
+            {"id": "b", "question": "How many dots are there?", "answer": "4", "images": ["img/b.png"]}]
+    (data / "mine.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (data / "bench.jsonl").write_text(json.dumps({"question": "Which city is this?", "answer": "Paris", "images": ["bench.png"]}) + "\n")
+    config = tmp_path / "inputs.yaml"
+    config.write_text(f"""\
+name: inputs
+curate: {{sources: [{{path: {data / "mine.jsonl"}, category: perception}}],
+         benchmarks: [{{path: {data / "bench.jsonl"}, category: perception}}], split: {{coldstart: 1.0}}}}
+""")
+    run = tmp_path / "run"
+
+    def curate():
+        done = run_cli(["run", str(config), "--flow", "curate", "--run-dir", str(run)], tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    def status():
+        done = run_cli(["status", str(run)], tmp_path, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return next(line for line in done.stdout.splitlines() if line.strip().startswith("curate "))
+
+    def image_of(sample_id):
+        return next(r["images"][0]["bytes"] for r in read_table(run / "curate").to_pylist() if r["id"] == sample_id)
+
+    curate()
+    assert image_of("a") == png(1)
+    assert " complete " in status()
+
+    (data / "img" / "a.png").write_bytes(png(4))  # the same name, another picture
+    line = status()
+    assert " stale " in line and str(data / "img" / "a.png") in line
+    again = curate()
+    assert "cached:" not in again  # every task ran again
+    assert image_of("a") == png(4)
+    assert " complete " in status()
+
+    (data / "bench.png").write_bytes(png(5))  # a benchmark's image: the decontamination step read it
+    line = status()
+    assert " stale " in line and str(data / "bench.png") in line
+
+
+def test_a_task_whose_read_files_changed_runs_again_under_the_same_key(tmp_path):
+    """The flow's refresh rule for any task (here without Prefect): same key, same declared inputs,
+    but a file the last run found and read has changed since."""
+    from flows.config import PipelineConfig
+    from flows import lineage
+    from flows.pipeline import Stages
+
+    source, image, out = tmp_path / "rows.jsonl", tmp_path / "a.png", tmp_path / "out"
+    source.write_text("{}\n")
+    image.write_bytes(png(1))
+    stages = Stages(PipelineConfig(curate={"sources": [{"path": str(source)}]}), tmp_path)
+    key, _, refresh = stages._key("curate", out, {"x": 1}, (str(source),))
+    assert refresh  # nothing recorded yet
+    lineage.record(out, "curate", {"x": 1}, [str(source)], 0.1, key=key, read_files=[str(image)])
+    assert Stages(stages.cfg, tmp_path)._key("curate", out, {"x": 1}, (str(source),)) == (key, [str(source)], False)
+    image.write_bytes(png(2))
+    assert lineage.changed_read_files(out) == [str(image)]
+    assert Stages(stages.cfg, tmp_path)._key("curate", out, {"x": 1}, (str(source),)) == (key, [str(source)], True)
+    image.unlink()  # a file that went is a change too
+    assert lineage.changed_read_files(out) == [str(image)]
+
+
+def test_search_and_benchmark_files_are_inputs_of_the_stages_that_read_them(tmp_path):
+    """The image corpus names its images; replacing one is a new image-search index (not the
+    cached hashes of the old picture). A benchmark's definition and data file are eval's inputs."""
+    from eval.benchmarks import benchmark_files
+    from synth.search import LocalImageSearch, SearchConfig, search_input_files
+
+    (tmp_path / "a.png").write_bytes(png(1))
+    (tmp_path / "b.png").write_bytes(png(2))
+    corpus = tmp_path / "images.jsonl"
+    corpus.write_text("".join(json.dumps({"image": name, "title": name, "url": f"http://x/{name}"}) + "\n" for name in ("a.png", "b.png")))
+    text = tmp_path / "corpus.jsonl"
+    text.write_text(json.dumps({"title": "t", "url": "http://x", "text": "words"}) + "\n")
+    cfg = SearchConfig(corpus_path=text, image_corpus_path=corpus)
+    assert search_input_files(cfg) == [text, corpus, tmp_path / "a.png", tmp_path / "b.png"]
+    first = LocalImageSearch.from_corpus(corpus, tmp_path / "index")
+    assert LocalImageSearch.from_corpus(corpus, tmp_path / "index").backend_id == first.backend_id  # reused
+    (tmp_path / "a.png").write_bytes(png(3))
+    replaced = LocalImageSearch.from_corpus(corpus, tmp_path / "index")
+    assert replaced.backend_id != first.backend_id
+    assert replaced.search(png(3), 1)[0]["title"] == "a.png" and replaced.search(png(3), 1)[0]["distance"] == 0
+
+    (tmp_path / "bench.tsv").write_text("index\tquestion\tanswer\n0\tWhat?\tA\n")
+    definition = tmp_path / "mybench.yaml"
+    definition.write_text("name: mybench\nsource: {kind: tsv, path: ${data_root}/bench.tsv, category: perception}\n")
+    assert benchmark_files(str(definition), tmp_path) == [definition, tmp_path / "bench.tsv"]

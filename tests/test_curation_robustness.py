@@ -1,0 +1,280 @@
+"""The inputs users really have, each as `deepeyes curate` sees them: nothing lost, no traceback.
+
+One test per kind of input: a line that is not UTF-8, a PNG with a broken EXIF block, a generic
+JSONL without categories (and the ways to give them: per source on the command line and in
+config, and a map from the source's own labels), a JSON array file, an answer that is an object or
+a list, a file that is not rows at all. Config values are refused where the library that will use
+them would fail later."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from curation.shards import QUARANTINE_SCHEMA, read_manifest, read_table
+from curation.sources import SourceError, SourceSpec
+from tests.curate_cli import assert_every_row_counted, curate
+
+
+def png(seed: int, size=(64, 48)) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def quarantine(out: Path) -> list[dict]:
+    return read_table(out / "quarantine", QUARANTINE_SCHEMA).to_pylist()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+WORDS = ("amber anchor basket beacon canyon cedar comet copper dahlia delta ember falcon fern garnet glacier harbor hazel "
+         "indigo iris jasper juniper kettle lagoon lantern maple marble meadow nectar nickel orchid otter pebble pepper quartz "
+         "quill raven ribbon saffron salmon sierra tundra tulip umber velvet violet walnut willow yarrow zephyr zinnia").split()
+# Questions that share no run of three words with each other: near-duplicate removal keeps them all.
+QUESTIONS = [f"{WORDS[i]} {WORDS[(i + 7) % len(WORDS)]} {WORDS[(i + 19) % len(WORDS)]} {WORDS[(i + 31) % len(WORDS)]}: how many "
+             f"{WORDS[(i + 3) % len(WORDS)]} {WORDS[(i + 11) % len(WORDS)]}?" for i in range(40)]
+
+
+def own_rows(n: int, **extra) -> list[dict]:
+    """A user's own data: question and answer, no category."""
+    return [{"question": QUESTIONS[i], "answer": str(100 + i), **extra} for i in range(n)]
+
+
+def test_a_line_that_is_not_utf8_is_quarantined_with_its_line_number_and_the_rest_go_on(tmp_path):
+    rows = [json.dumps(row).encode() for row in own_rows(4, category="reasoning")]
+    rows.insert(2, b'{"question": "caf\xe9 au lait?", "answer": "yes", "category": "reasoning"}')  # Latin-1, not UTF-8
+    (tmp_path / "src.jsonl").write_bytes(b"\n".join(rows) + b"\n")
+    done = curate("--source", f"jsonl:{tmp_path / 'src.jsonl'}", "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    assert done.summary["counts"]["rows_in"] == 5 and done.summary["counts"]["rows_out"] == 4
+    [bad] = quarantine(tmp_path / "out")
+    assert bad["reason"].startswith("invalid_encoding: line 3: not UTF-8") and bad["origin"] == f"{tmp_path / 'src.jsonl'}:3"
+    assert "caf" in json.loads(bad["row"])["line"]  # what the line held, as far as it reads
+    assert_every_row_counted(tmp_path / "out", rows_in=5)
+
+
+def test_a_tsv_line_that_is_not_utf8_is_quarantined_too(tmp_path):
+    lines = [b"index\tquestion\tanswer\tcategory", b"0\tWhat colour is the car?\tred\tperception",
+             b"1\tWhat colour is the caf\xe9?\tblue\tperception", b"2\tHow many wheels does it have?\t4\treasoning"]
+    (tmp_path / "b.tsv").write_bytes(b"\n".join(lines) + b"\n")
+    done = curate("--source", f"tsv:{tmp_path / 'b.tsv'}", "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    assert sorted(r["id"] for r in read_table(tmp_path / "out").to_pylist()) == ["0", "2"]
+    [bad] = quarantine(tmp_path / "out")
+    assert bad["reason"].startswith("invalid_encoding: line 3") and bad["origin"].endswith(":3")
+
+
+def with_exif_chunk(data: bytes, payload: bytes) -> bytes:
+    chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload + struct.pack(">I", zlib.crc32(b"eXIf" + payload) & 0xFFFFFFFF)
+    return data[:33] + chunk + data[33:]  # right after IHDR
+
+
+def test_a_png_with_a_broken_exif_block_is_kept_without_it(tmp_path):
+    broken = with_exif_chunk(png(1), b"XXXXnot a TIFF header at all")
+    with pytest.raises(SyntaxError):  # what crashed the scan before
+        Image.open(io.BytesIO(broken)).getexif()
+    (tmp_path / "broken.png").write_bytes(broken)
+    (tmp_path / "good.png").write_bytes(png(2))
+    write_jsonl(tmp_path / "src.jsonl", [
+        {"id": "broken", "question": "What does the label on the left say?", "answer": "exit", "images": ["broken.png"], "category": "perception"},
+        {"id": "good", "question": "How many people are on the bench?", "answer": "2", "images": ["good.png"], "category": "perception"},
+    ])
+    done = curate("--source", f"jsonl:{tmp_path / 'src.jsonl'}", "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    kept = {row["id"]: row for row in read_table(tmp_path / "out").to_pylist()}
+    assert set(kept) == {"broken", "good"}
+    with Image.open(io.BytesIO(kept["broken"]["images"][0]["bytes"])) as image:
+        assert dict(image.getexif()) == {} and "exif" not in image.info  # kept, without the EXIF that could not be read
+        assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(Image.open(io.BytesIO(png(1))).convert("RGB")))
+    assert kept["good"]["images"][0]["bytes"] == png(2)  # a clean image is kept byte for byte
+
+
+def test_a_source_whose_rows_are_all_invalid_fails_loudly_with_the_top_reason_and_the_fix(tmp_path):
+    source = write_jsonl(tmp_path / "mine.jsonl", own_rows(36))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "curate", "--source", f"jsonl:{source}", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: source 'mine': all 36 rows are unusable, 36 for missing_category: give the source a category")
+    assert "--source KIND:PATH,category=perception" in line and "category: perception" in line
+    assert read_manifest(tmp_path / "out") is None and not list((tmp_path / "out").glob("part-*.parquet"))  # no curated rows
+    assert len(quarantine(tmp_path / "out")) == 36  # each row's reason is there
+    assert_every_row_counted(tmp_path / "out", rows_in=36)
+
+
+def test_a_category_for_a_source_without_one_on_the_command_line(tmp_path):
+    source = write_jsonl(tmp_path / "mine.jsonl", own_rows(36))
+    done = curate("--source", f"jsonl:{source},category=perception", "--out", str(tmp_path / "a"))
+    assert done.code == 0 and done.summary["counts"]["rows_out"] == 36 and done.summary["per_category"] == {"perception": 36}
+    # The same option for every --source given, by its own flag; a source's own option wins.
+    other = write_jsonl(tmp_path / "other.jsonl", [{"question": q, "answer": "yes"} for q in QUESTIONS[36:39]])
+    done = curate("--source", f"jsonl:{source}", "--source", f"jsonl:{other},category=search", "--category", "reasoning",
+                  "--out", str(tmp_path / "b"))
+    assert done.code == 0, done.error
+    assert done.summary["per_category"] == {"reasoning": 36, "search": 3}
+
+
+def mmbench_like(tmp_path: Path) -> Path:
+    labels = ["color", "count", "reason", "ocr"]
+    rows = [{"question": QUESTIONS[i], "answer": "A", "choices": ["yes", "no"], "category": labels[i % 4]} for i in range(8)]
+    return write_jsonl(tmp_path / "mmb.jsonl", rows)
+
+
+def test_a_category_map_from_the_sources_labels_in_config(tmp_path):
+    source = mmbench_like(tmp_path)
+    config = tmp_path / "curate.yaml"
+    config.write_text(f"curate: {{sources: [{{path: {source}, category_map: {{color: perception, count: reasoning, reason: reasoning}}}}]}}\n")
+    done = curate("--config", str(config), "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    assert done.summary["per_category"] == {"perception": 2, "reasoning": 4}
+    unmapped = quarantine(tmp_path / "out")
+    assert [r["reason"].split(":")[0] for r in unmapped] == ["unknown_category"] * 2 and "'ocr'" in unmapped[0]["reason"]
+    assert_every_row_counted(tmp_path / "out", rows_in=8)
+
+
+def test_a_category_map_on_the_command_line_with_the_sources_category_for_other_labels(tmp_path):
+    source = mmbench_like(tmp_path)
+    done = curate("--source", f"jsonl:{source},category_map.color=perception,category_map.count=reasoning,category=search",
+                  "--category-map", "reason=reasoning", "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    assert done.summary["per_category"] == {"perception": 2, "reasoning": 4, "search": 2}
+    categories = {row["question"]: row["category"] for row in read_table(tmp_path / "out").to_pylist()}
+    assert categories[QUESTIONS[3]] == "search" and categories[QUESTIONS[1]] == "reasoning"  # ocr by the source's, count by its entry
+
+
+def test_field_mappings_and_answer_type_on_the_command_line(tmp_path):
+    rows = [{"query": QUESTIONS[i], "label": 7 * i, "kind": "reasoning"} for i in range(3)]
+    source = write_jsonl(tmp_path / "renamed.jsonl", rows)
+    done = curate("--source", f"jsonl:{source},answer_type=text", "--fields", "question=query", "--fields", "answer=label",
+                  "--fields", "category=kind", "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    out = sorted(read_table(tmp_path / "out").to_pylist(), key=lambda r: r["question"])
+    assert [(r["answer"], r["answer_type"], r["category"]) for r in out] == [("0", "text", "reasoning"), ("7", "text", "reasoning"),
+                                                                             ("14", "text", "reasoning")]
+
+
+def test_a_pretty_printed_json_array_given_as_jsonl_is_read_as_rows(tmp_path):
+    rows = own_rows(12, category="reasoning")
+    (tmp_path / "array.jsonl").write_text(json.dumps(rows, indent=2))
+    assert len((tmp_path / "array.jsonl").read_text().splitlines()) > 48  # one row over several lines
+    for kind, name in (("jsonl", "a"), ("json", "b")):
+        done = curate("--source", f"{kind}:{tmp_path / 'array.jsonl'}", "--out", str(tmp_path / name))
+        assert done.code == 0, done.error
+        assert done.summary["counts"] == {"rows_in": 12, "invalid": 0, "duplicates": 0, "near_duplicates": 0, "contaminated": 0, "rows_out": 12}
+    (tmp_path / "mixed.json").write_text(json.dumps([*rows[:2], [1, 2], "text"], indent=1))
+    done = curate("--source", f"json:{tmp_path / 'mixed.json'}", "--out", str(tmp_path / "c"))
+    assert done.code == 0 and done.summary["counts"]["rows_out"] == 2
+    assert sorted(r["origin"].rsplit("[", 1)[1] for r in quarantine(tmp_path / "c")) == ["2]", "3]"]
+
+
+@pytest.mark.parametrize("content,says", [
+    ("question,answer\nWhat is it?,a cat\nAnd this?,a dog\n", "it looks like CSV"),
+    ('{\n  "data": [\n    {"question": "q", "answer": "a"}\n  ]\n}\n', "holds one JSON object, not rows"),
+    ("PAR1\x00\x15\x04binary", "it looks like Parquet"),
+])
+def test_a_file_that_is_neither_json_lines_nor_a_json_array_says_so_in_one_line(tmp_path, content, says):
+    (tmp_path / "data.jsonl").write_text(content)
+    done = curate("--source", f"jsonl:{tmp_path / 'data.jsonl'}", "--out", str(tmp_path / "out"))
+    assert done.code == 2 and "\n" not in done.error and says in done.error
+    assert "data.jsonl" in done.error
+
+
+def test_an_answer_that_is_an_object_or_a_list_is_quarantined(tmp_path):
+    rows = [{"question": QUESTIONS[0], "answer": {"value": 3, "unit": "m"}, "category": "reasoning"},
+            {"question": QUESTIONS[1], "answer": [3, 4], "category": "reasoning"},
+            {"question": QUESTIONS[2], "answer": 12, "category": "reasoning"},
+            {"question": QUESTIONS[3], "answer": True, "category": "reasoning"}]
+    source = write_jsonl(tmp_path / "src.jsonl", rows)
+    done = curate("--source", f"jsonl:{source}", "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    assert sorted(r["answer"] for r in read_table(tmp_path / "out").to_pylist()) == ["12", "true"]
+    reasons = [r["reason"] for r in quarantine(tmp_path / "out")]
+    assert reasons == ["invalid_answer: not a scalar (a dict); map `fields.answer` to a column of text or numbers",
+                       "invalid_answer: not a scalar (a list); map `fields.answer` to a column of text or numbers"]
+    # A nested field mapped as the answer by mistake: the same.
+    nested = write_jsonl(tmp_path / "nested.jsonl", [{"question": QUESTIONS[0], "reward_model": {"ground_truth": "4"}, "category": "reasoning"},
+                                                     {"question": QUESTIONS[1], "reward_model": "5", "category": "reasoning"}])
+    done = curate("--source", f"jsonl:{nested},fields.answer=reward_model", "--out", str(tmp_path / "nested"))
+    assert done.code == 0 and done.summary["counts"]["rows_out"] == 1
+    assert quarantine(tmp_path / "nested")[0]["reason"].startswith("invalid_answer: not a scalar (a dict)")
+
+
+def test_an_hf_image_column_with_a_broken_image_is_quarantined_not_a_crash(tmp_path):
+    import datasets
+
+    features = datasets.Features({"question": datasets.Value("string"), "answer": datasets.Value("string"), "image": datasets.Image()})
+    table = datasets.Dataset.from_dict({"question": QUESTIONS[:3], "answer": ["1", "2", "3"],
+                                        "image": [{"bytes": png(1), "path": None}, {"bytes": png(2)[:70], "path": None},
+                                                  {"bytes": with_exif_chunk(png(3), b"junk"), "path": None}]}, features=features)
+    table.to_parquet(str(tmp_path / "train.parquet"))
+    done = curate("--source", f"hf:parquet,data_files={tmp_path / 'train.parquet'},category=perception", "--fields", "images=image",
+                  "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    assert sorted(r["answer"] for r in read_table(tmp_path / "out").to_pylist()) == ["1", "3"]
+    assert [r["reason"].split(":")[0] for r in quarantine(tmp_path / "out")] == ["image_undecodable"]
+
+
+def test_per_source_options_parse_with_the_configs_names():
+    spec = SourceSpec.parse_cli("jsonl:/data/x.jsonl,name=mine,category=search,answer_type=number,limit=5,fields.answer=label,"
+                                "category_map.Spatial Relation=reasoning,include.split=test|val")
+    assert (spec.kind, spec.path, spec.name, spec.category, spec.answer_type, spec.limit) == ("jsonl", "/data/x.jsonl", "mine", "search", "number", 5)
+    assert spec.fields == {"answer": "label"} and spec.category_map == {"Spatial Relation": "reasoning"}
+    assert spec.include == {"split": ["test", "val"]}
+    assert SourceSpec.parse_cli("tsv:V_star.tsv") == SourceSpec(kind="tsv", path="V_star.tsv")
+    assert SourceSpec.parse_cli("data/x.jsonl", [("category", "perception")]).category == "perception"
+    assert SourceSpec.parse_cli("x.jsonl,category=reasoning", [("category", "perception")]).category == "reasoning"  # its own wins
+    with pytest.raises(SourceError, match="unknown option 'catgory'"):
+        SourceSpec.parse_cli("jsonl:x.jsonl,catgory=perception")
+    with pytest.raises(SourceError, match="category: Input should be 'perception', 'reasoning' or 'search'"):
+        SourceSpec.parse_cli("jsonl:x.jsonl,category=percep")
+    with pytest.raises(SourceError, match="fields.sum"):
+        SourceSpec.parse_cli("jsonl:x.jsonl,fields.sum=total")
+
+
+@pytest.mark.parametrize("section,says", [
+    ("{max_pixels: 1000000000}", "curate.max_pixels: Value error, 1000000000 is above the 178956970 pixels pillow opens at all"),
+    ("{min_side: 0}", "curate.min_side: Input should be greater than or equal to 1"),
+    ("{max_aspect: 0.5}", "curate.max_aspect: Input should be greater than or equal to 1"),
+    ("{rows_per_shard: 0}", "curate.rows_per_shard: Input should be greater than or equal to 1"),
+    ("{min_side: 5000, max_pixels: 1000000}", "no image can have both"),
+    ("{sources: [{path: x.jsonl, category: percep}]}", "curate.sources.0.category: Input should be 'perception', 'reasoning' or 'search'"),
+    ("{sources: [{path: x.jsonl, answer_type: boolean}]}", "curate.sources.0.answer_type: Input should be 'choice', 'number', 'math' or 'text'"),
+    ("{sources: [{path: x.jsonl, category_map: {color: colour}}]}", "curate.sources.0.category_map.color: Input should be"),
+    ("{sources: [{path: x.jsonl, fields: {answer: ''}}]}", "curate.sources.0.fields: Value error, an empty column name for ['answer']"),
+    ("{sources: [{path: x.jsonl, name: ''}]}", "curate.sources.0.name: Value error, must not be empty"),
+    ("{sources: [{kind: parquet, path: x.parquet}]}", "curate.sources.0.kind: Input should be 'jsonl', 'json', 'tsv', 'hf' or 'verl'"),
+])
+def test_curation_settings_are_refused_when_the_config_loads(tmp_path, section, says):
+    from flows.config import ConfigError, load_config
+
+    (tmp_path / "x.jsonl").write_text("")
+    config = tmp_path / "bad.yaml"
+    config.write_text(f"curate: {section}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(config, check=False)
+    assert says in str(raised.value)
+
+
+def test_category_map_keys_from_yaml_numbers_and_booleans_match_the_rows(tmp_path):
+    rows = [{"question": QUESTIONS[0], "answer": "a", "category": 1}, {"question": QUESTIONS[1], "answer": "b", "category": False}]
+    source = write_jsonl(tmp_path / "src.jsonl", rows)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"curate: {{sources: [{{path: {source}, category_map: {{1: reasoning, false: search}}}}]}}\n")
+    done = curate("--config", str(config), "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    assert done.summary["per_category"] == {"reasoning": 1, "search": 1}
