@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -43,11 +43,16 @@ class WorldSettings(BaseModel):
     per_family: int = Field(12, ge=1)
     distractor_docs: int = 40
     instruct_per_family: int = Field(0, ge=0)  # learnable only: samples per family for the `base:` instruct stage
+    families: list[Literal["perception", "reasoning", "search", "direct"]] | None = None  # learnable only: a subset; None: all four
 
     def generator_settings(self) -> dict[str, Any]:
         """The fields the world's generator takes."""
-        fields = {"seed", "per_family", "distractor_docs"} | ({"instruct_per_family"} if self.kind == "learnable" else set())
-        return self.model_dump(include=fields)
+        settings = self.model_dump(include={"seed", "per_family", "distractor_docs"})
+        if self.kind == "learnable":
+            settings["instruct_per_family"] = self.instruct_per_family
+            if self.families:
+                settings["families"] = tuple(self.families)
+        return settings
 
 
 class ReplaySettingsModel(BaseModel):
