@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SAMPLE_SCHEMA_VERSION = "sample/2"
 
-Category = Literal["perception", "reasoning", "search"]
+Category = Literal["perception", "reasoning", "search", "direct"]  # direct: control items that need no tool
 AnswerType = Literal["choice", "number", "math", "text"]
 Pool = Literal["coldstart", "rl", "eval", "dropped"]
 

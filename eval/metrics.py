@@ -65,3 +65,49 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for row in rows:
         by_category[row["category"]].append(row)
     return {"overall": group_stats(rows), "per_category": {c: group_stats(g) for c, g in sorted(by_category.items())}}
+
+
+# The control family of the learnable world: items whose answer is in the question (no tool needed).
+NO_TOOL_CATEGORIES = ("direct",)
+
+
+def pooled(per_category: dict[str, dict[str, Any]], categories: list[str] | tuple[str, ...]) -> dict[str, Any] | None:
+    """`group_stats`-like figures over several categories of a `summarize` result: n, accuracy with its
+    Wilson interval, share of items using a tool, tool calls per item; None when none is present."""
+    groups = [per_category[c] for c in categories if c in per_category]
+    n = sum(g["n"] for g in groups)
+    if not n:
+        return None
+    correct = sum(g["correct"] for g in groups)
+    low, high = wilson_interval(correct, n)
+    return {
+        "n": n,
+        "accuracy": correct / n,
+        "ci95": [round(low, 4), round(high, 4)],
+        "share_using_tools": sum(g["share_using_tools"] * g["n"] for g in groups) / n,
+        "tool_calls_per_sample": sum(g["tool_calls_per_sample"] * g["n"] for g in groups) / n,
+    }
+
+
+def fifths(values: list[float]) -> tuple[list[float], list[float]]:
+    """The first and the last fifth of a series (at least one value each; [] and [] when empty)."""
+    if not values:
+        return [], []
+    k = max(1, len(values) // 5)
+    return values[:k], values[-k:]
+
+
+def bootstrap_mean_difference(first: list[float], last: list[float], resamples: int = 10000, seed: int = 0) -> tuple[float, float, float]:
+    """mean(last) - mean(first) with a 95% percentile-bootstrap interval (each side resampled apart).
+
+    Raises ValueError when a side is empty."""
+    import random
+
+    if not first or not last:
+        raise ValueError("both sides need at least one value")
+    rng = random.Random(seed)
+    diffs = sorted(
+        sum(rng.choices(last, k=len(last))) / len(last) - sum(rng.choices(first, k=len(first))) / len(first) for _ in range(resamples)
+    )
+    point = sum(last) / len(last) - sum(first) / len(first)
+    return point, diffs[int(0.025 * resamples)], diffs[int(0.975 * resamples) - 1]

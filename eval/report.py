@@ -1,9 +1,11 @@
 """The evaluation report: one self-contained HTML page (plots embedded) and its Markdown twin.
 
-`deepeyes report RUN [RUN ...]` puts runs side by side (e.g. base, SFT, SFT+RL): accuracy with and
-without tools per benchmark with 95% intervals, the tool distribution per task category, and the
-training curves from the runs' logs (SFT loss; GRPO reward, tool calls per trajectory, response
-length). Everything comes from files in the run directories, so a report costs no model call.
+`deepeyes report RUN [RUN ...]` puts runs side by side (e.g. base, RL only, SFT, SFT+RL): a table of
+each run's accuracy with tools and in the tool-free control on the items that need a tool and on the
+control items that do not, how often it calls a tool, and how its GRPO reward moved; accuracy with
+and without tools per benchmark with 95% intervals, the tool distribution per task category, tool
+calls per trajectory by GRPO step (RL alone against RL after a cold start), and the training curves
+from the runs' logs (SFT loss; GRPO reward, tool calls per trajectory, response length). Everything comes from files in the run directories, so a report costs no model call.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.shards import read_manifest
-from eval.metrics import TOOL_CLASSES
+from eval.metrics import NO_TOOL_CATEGORIES, TOOL_CLASSES, fifths, pooled
 
 
 class ReportError(ValueError):
@@ -134,10 +136,66 @@ def _training_plot(runs: list[RunData]) -> bytes | None:
                 axis.plot(steps, [d[key] for d in run.dynamics if key in d], marker="o", label=run.name)
         axis.set_title(title)
         axis.set_xlabel("logged step")
-    axes[-1].legend(fontsize=8)
+    labelled = [axis for axis in axes if axis.get_legend_handles_labels()[0]]
+    if labelled:
+        labelled[-1].legend(fontsize=8)
     data = _png(figure)
     plt.close(figure)
     return data
+
+
+def _pioneer_plot(runs: list[RunData]) -> bytes | None:
+    """Tool calls per trajectory by GRPO step, one line per run that ran GRPO (the paper's RL-only
+    against SFT+RL comparison: without a cold start, tool calls die out)."""
+    trained = [r for r in runs if any("tools/calls_per_trajectory" in d for d in r.dynamics)]
+    if not trained:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 3.4))
+    for run in trained:
+        points = [(d["step"], d["tools/calls_per_trajectory"]) for d in run.dynamics if "tools/calls_per_trajectory" in d]
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=run.name)
+    axis.set_xlabel("GRPO step")
+    axis.set_ylabel("tool calls per trajectory")
+    axis.set_ylim(bottom=0)
+    axis.legend(fontsize=8)
+    data = _png(figure)
+    plt.close(figure)
+    return data
+
+
+def _interval(stats: dict[str, Any] | None) -> str:
+    return f"{_pct(stats['accuracy'])} [{_pct(stats['ci95'][0])}, {_pct(stats['ci95'][1])}]" if stats else "—"
+
+
+def _side_by_side(runs: list[RunData]) -> tuple[str, list[str], list[list[str]]]:
+    """The runs side by side on every benchmark: accuracy with tools and in the tool-free control on
+    the items that need a tool and on those that do not (the `direct` control items), how often a
+    tool is called, and how GRPO's reward moved (mean of the first and of the last fifth of steps)."""
+    rows = []
+    for run in runs:
+        for bench, entry in sorted(run.metrics["benchmarks"].items()):
+            tools = (entry["runs"].get("tools") or {}).get("per_category", {})
+            control = (entry["runs"].get("no_tools") or {}).get("per_category", {})
+            needing = [c for c in sorted(set(tools) | set(control)) if c not in NO_TOOL_CATEGORIES]
+            direct = [c for c in sorted(set(tools) | set(control)) if c in NO_TOOL_CATEGORIES]
+            need_tools, need_control = pooled(tools, needing), pooled(control, needing)
+            direct_tools, direct_control = pooled(tools, direct), pooled(control, direct)
+            rewards = [d["reward"] for d in run.dynamics if "reward" in d]
+            first, last = fifths(rewards)
+            rows.append([
+                run.name, bench, _interval(need_tools), _interval(need_control), _interval(direct_tools), _interval(direct_control),
+                _pct(need_tools["share_using_tools"]) if need_tools else "—", _pct(direct_tools["share_using_tools"]) if direct_tools else "—",
+                f"{(entry['runs'].get('tools') or {}).get('overall', {}).get('tool_calls_per_sample', 0):.2f}",
+                f"{sum(first) / len(first):.3f} → {sum(last) / len(last):.3f}" if rewards else "—",
+            ])
+    return ("Runs side by side (%, 95% interval; `direct` items need no tool)",
+            ["run", "benchmark", "tool-needing: with tools", "tool-needing: control", "direct: with tools", "direct: control",
+             "% tool-needing items with a call", "% direct items with a call", "calls / item", "GRPO reward, first → last fifth"], rows)
 
 
 def _pct(value: float) -> str:
@@ -170,6 +228,7 @@ def _tables(runs: list[RunData]) -> list[tuple[str, list[str], list[list[str]]]]
                 tool_rows.append([run.name, bench, category, str(stats["n"]), _pct(stats["share_using_tools"]),
                                   f"{stats['tool_calls_per_sample']:.2f}", *(str(stats["tool_calls_by_class"].get(c, 0)) for c in TOOL_CLASSES)])
     return [
+        _side_by_side(runs),
         ("Accuracy with and without tools (%, 95% interval)",
          ["benchmark", "run", "n", "with tools", "tool-free control", "Δ (points)", "judge failures", "unreadable rows"], accuracy_rows),
         ("Tool use per task category (the tool run)",
@@ -183,6 +242,9 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, s
     out = Path(out_dir)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     plots = [("Accuracy per benchmark", "accuracy.png", _accuracy_plot(runs)), ("Tool distribution per task category", "tools.png", _tool_plot(runs))]
+    pioneer = _pioneer_plot(runs)
+    if pioneer is not None:
+        plots.append(("Tool calls per trajectory by GRPO step", "pioneer.png", pioneer))
     training = _training_plot(runs)
     if training is not None:
         plots.append(("Training curves", "training.png", training))

@@ -127,6 +127,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
         long_cot = f" (+{synth['long_cot']} long-CoT rows)" if synth.get("long_cot") else ""
         retry = " (the teacher failed them: the next run asks again for exactly those)" if synth["failed"] else ""
         typer.echo(f"synthesize: {synth['kept']} trajectories kept{long_cot}, {synth['rejected']} rejected, {synth['failed']} failed{retry}")
+    if "base" in stages:
+        base = stages["base"]
+        typer.echo(f"base:       {base['trajectories']['kept']} instruct trajectories (+{base['trajectories'].get('long_cot', 0)} direct rows), "
+                   f"{base['sft']['steps']} steps, loss {_first_last(base['sft']['losses'])}")
     if "sft" in stages:
         sft = stages["sft"]
         typer.echo(f"sft:        {sft['steps']} steps on {sft['rows']} rows, loss {_first_last(sft['losses'])}")
@@ -525,6 +529,7 @@ def serve_replay(
     port: int = 8008,
     teacher_model: str = "demo-teacher",
     student_model: str = "demo-student",
+    instruct_model: Annotated[str, typer.Option(help="The persona that answers the learnable world's instruct samples.")] = "demo-instruct",
     wrong_rate: float = 0.0,
     code_error_rate: float = 0.0,
     malformed_rate: float = 0.0,
@@ -543,12 +548,12 @@ def serve_replay(
     if not scripts.is_file():
         raise FileNotFoundError(f"replay scripts not found: {scripts}")
     settings = ReplaySettings(
-        scripts_path=scripts, teacher_model=teacher_model, student_model=student_model, wrong_rate=wrong_rate,
+        scripts_path=scripts, teacher_model=teacher_model, student_model=student_model, instruct_model=instruct_model, wrong_rate=wrong_rate,
         code_error_rate=code_error_rate, malformed_rate=malformed_rate, latency_ms=latency_ms, seed=seed,
         fault_rate=fault_rate, faults=tuple(f for f in faults.split(",") if f), hang_s=hang_s, retry_after_s=retry_after_s,
         faults_after=faults_after, refuse_fields=tuple(f for f in refuse_fields.split(",") if f),
     )
-    typer.echo(f"replay server on http://{host}:{port}/v1 (models: {teacher_model}, {student_model})")
+    typer.echo(f"replay server on http://{host}:{port}/v1 (models: {teacher_model}, {student_model}, {instruct_model})")
     serve(settings, host=host, port=port)
 
 

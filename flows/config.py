@@ -10,7 +10,7 @@ import difflib
 import typing
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from curation.select import SelectConfig
 from curation.sources import SourceError, SourceSpec, check_mapped_columns
 from curation.stage import CurateConfig
+from curation.worlds import WorldKind
 from eval.benchmarks import BenchmarkError, load_spec
 from eval.stage import EvalConfig
 from flows.launcher import TrainingLauncher
@@ -30,6 +31,7 @@ from synth.probe import ProbeConfig
 from synth.reward import RewardConfig
 from synth.search import SearchConfig
 from synth.stage import SynthConfig
+from train.base import BaseStageConfig
 from train.grpo import GRPOStageConfig, check_vllm_trainer_environment
 from train.sft import SFTStageConfig, TrainingSetupError
 from train.tiny import TinyModelConfig
@@ -43,9 +45,21 @@ class WorldSettings(BaseModel):
     """Generate the demo world and use it as the source, the search corpus and the replay script."""
 
     model_config = ConfigDict(extra="forbid")
+    kind: WorldKind = "classic"  # classic: tests the plumbing; learnable: a tiny model learns it (curation/worlds.py)
     seed: int = 0
     per_family: int = Field(12, ge=1)
     distractor_docs: int = 40
+    instruct_per_family: int = Field(0, ge=0)  # learnable only: samples per family for the `base:` instruct stage
+    families: list[Literal["perception", "reasoning", "search", "direct"]] | None = None  # learnable only: a subset; None: all four
+
+    def generator_settings(self) -> dict[str, Any]:
+        """The fields the world's generator takes."""
+        settings = self.model_dump(include={"seed", "per_family", "distractor_docs"})
+        if self.kind == "learnable":
+            settings["instruct_per_family"] = self.instruct_per_family
+            if self.families:
+                settings["families"] = tuple(self.families)
+        return settings
 
 
 class ReplaySettingsModel(BaseModel):
@@ -83,6 +97,7 @@ class PipelineConfig(BaseModel):
     select: SelectConfig = Field(default_factory=SelectConfig)  # the paper's rule on the probes
     synth: SynthConfig = Field(default_factory=SynthConfig)
     tiny_model: TinyModelConfig = Field(default_factory=TinyModelConfig)
+    base: BaseStageConfig | None = None  # the instruct stage that turns the tiny model into a base like the paper's; None: SFT starts from the tiny model
     sft: SFTStageConfig = Field(default_factory=SFTStageConfig)
     grpo: GRPOStageConfig | None = None  # RL with live tool rollouts after SFT; None: SFT only
     training: TrainingLauncher | None = None  # run SFT and GRPO through a launcher (accelerate, another env); None: in the flow
@@ -99,6 +114,14 @@ class PipelineConfig(BaseModel):
         if self.replay is not None and self.teacher_server is not None:
             raise ConfigError("replay and teacher_server: choose one teacher")
         self._check_endpoints()
+        if self.base is not None:
+            if self.world is None or self.world.kind != "learnable" or not self.world.instruct_per_family:
+                raise ConfigError("base: the instruct stage trains on the learnable world's instruct samples; "
+                                  "set world.kind: learnable and world.instruct_per_family > 0")
+            if self.replay is None:
+                raise ConfigError("base: the instruct samples are answered by the replay server's instruct persona; add a `replay:` section")
+            if self.sft.model_path is not None:
+                raise ConfigError("base and sft.model_path: the base stage makes the model SFT starts from; choose one")
         evaluate_only = bool(self.eval.benchmarks) and bool(self.eval.model_url or self.eval.model_path)
         if self.world is None and not self.curate.sources and not evaluate_only:
             raise ConfigError("curate.sources: no source given (or add a `world:` section for the demo world)")

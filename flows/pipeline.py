@@ -29,11 +29,12 @@ from prefect.filesystems import LocalFileSystem
 from prefect.results import ResultStore
 from tqdm import tqdm
 
-from curation.demo_world import WorldConfig, generate_world, world_files
 from curation.select import SelectConfig, run_select
 from curation.shards import atomic_write_json, shard_files
 from curation.sources import SourceSpec
 from curation.stage import STAGING_DIR, CurateConfig, finish_curate, scan_source, staged_dir_name
+from curation.worlds import generate as generate_world
+from curation.worlds import world_files
 from eval.benchmarks import benchmark_files
 from eval.report import build_report
 from eval.stage import EvalConfig, run_evaluate
@@ -44,10 +45,12 @@ from flows.orchestration import endpoint_limit_name, ensure_endpoint_limit, retr
 from synth.endpoint import ManagedServer, free_port
 from synth.judge import JudgeConfig
 from synth.probe import ProbeConfig, merge_probes, run_probes
+from synth.profile import COMPACT_PROFILE
 from synth.protocol import load_prompts
 from synth.reward import RewardConfig
 from synth.search import SearchConfig, search_input_files
 from synth.stage import SynthConfig, merge_synthesized, run_synthesize
+from train.base import BaseStageConfig, run_base
 from train.grpo import GRPOStageConfig, run_grpo
 from train.sft import SFTStageConfig, run_sft
 from train.tiny import TinyModelConfig, build_tiny_model
@@ -90,9 +93,9 @@ def _endpoint_slots(endpoint: dict[str, Any], occupy: int):
 
 
 @task(name="generate-world", **CACHED)
-def world_task(world: dict[str, Any], out_dir: str, record: dict[str, Any]) -> dict[str, Any]:
+def world_task(kind: str, world: dict[str, Any], out_dir: str, record: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
-    return _recorded(record, out_dir, started, generate_world(out_dir, WorldConfig(**world)))
+    return _recorded(record, out_dir, started, generate_world(kind, out_dir, world))
 
 
 @task(name="curate-scan", **CACHED)
@@ -166,11 +169,24 @@ def synthesize_merge_task(cfg: dict[str, Any], shard_dirs: list[str], out_dir: s
 @task(name="build-tiny-model", **CACHED)
 def build_tiny_model_task(cfg: dict[str, Any], text_files: list[str], out_dir: str, record: dict[str, Any]) -> str:
     started = time.time()
-    prompts = load_prompts(tools=True)
-    texts = [prompts.system, prompts.user]
+    prompts, compact = load_prompts(tools=True), load_prompts(tools=True, profile=COMPACT_PROFILE)
+    texts = [prompts.system, prompts.user, compact.system]
     for path in text_files:
         texts.extend(Path(path).read_text().splitlines())
     return _recorded(record, out_dir, started, str(build_tiny_model(out_dir, texts, TinyModelConfig.model_validate(cfg))))
+
+
+@task(name="base", **CACHED)
+def base_task(
+    cfg: dict[str, Any], search: dict[str, Any], judge: dict[str, Any], reward: dict[str, Any], model_path: str, instruct_path: str,
+    long_cot_path: str, out_dir: str, endpoint: dict[str, Any], record: dict[str, Any],
+) -> dict[str, Any]:
+    started = time.time()
+    base = BaseStageConfig.model_validate(cfg)
+    with _endpoint_slots(endpoint, base.concurrency):
+        result = run_base(base, model_path, instruct_path, endpoint["url"], out_dir, SearchConfig.model_validate(search),
+                          JudgeConfig.model_validate(judge), long_cot_path, RewardConfig.model_validate(reward))
+    return _recorded(record, out_dir, started, result)
 
 
 @task(name="sft", **CACHED)
@@ -311,7 +327,7 @@ class Resolved:
 
     def __init__(self, cfg: PipelineConfig, run: Path) -> None:
         self.cfg, self.run = cfg, run
-        self.world = world_files(run / "world") if cfg.world is not None else None
+        self.world = world_files(cfg.world.kind, run / "world") if cfg.world is not None else None
         self.curate = cfg.curate.model_copy(deep=True)
         self.synth = cfg.synth.model_copy(deep=True)
         self.search = cfg.search.model_copy(deep=True)
@@ -362,7 +378,8 @@ class Endpoint:
         if self._url is None and cfg.replay is not None:
             port = free_port()
             self._url = f"http://127.0.0.1:{port}/v1"
-            command = replay_command(self.resolved.world["scripts_path"], port, cfg.replay.model_dump(), cfg.synth.teacher_model)
+            command = replay_command(self.resolved.world["scripts_path"], port, cfg.replay.model_dump(), cfg.synth.teacher_model,
+                                     cfg.base.instruct_model if cfg.base is not None else None)
             self._server = ManagedServer(command, self._url, run / "logs" / "replay-server.log", ready_timeout_s=60).start()
         elif self._url is None and cfg.teacher_server is not None:
             self._url = cfg.teacher_server.base_url
@@ -393,9 +410,9 @@ class Endpoint:
             self._server.stop()
 
 
-def replay_command(scripts_path: str, port: int, replay: dict[str, Any], teacher_model: str) -> list[str]:
+def replay_command(scripts_path: str, port: int, replay: dict[str, Any], teacher_model: str, instruct_model: str | None = None) -> list[str]:
     command = [sys.executable, "-m", "flows.cli", "serve-replay", "--scripts", scripts_path, "--port", str(port)]
-    command += ["--teacher-model", teacher_model]
+    command += ["--teacher-model", teacher_model] + (["--instruct-model", instruct_model] if instruct_model else [])
     for key in ("wrong_rate", "code_error_rate", "malformed_rate", "latency_ms", "seed", "fault_rate"):
         command += [f"--{key.replace('_', '-')}", str(replay[key])]
     return command
@@ -422,7 +439,7 @@ def _curate(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
         raise ConfigError("curate.sources: no source given: this config only evaluates a model (run it with --flow evaluate)")
     if cfg.world is not None:
         stages.done("world", stages.call("world", world_task, run / "world", cfg.world.model_dump(), (),
-                                         {"world": cfg.world.model_dump(), "out_dir": str(run / "world")}))
+                                         {"kind": cfg.world.kind, "world": cfg.world.generator_settings(), "out_dir": str(run / "world")}))
     curate = r.curate.model_dump(mode="json")
     need_phash = r.curate.near_dup.enabled or (bool(r.curate.benchmarks) and r.curate.decontam.check_images)
     scans, staged_dirs = [], []
@@ -474,17 +491,30 @@ def _synthesize(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
                                           (*outs, long_cot), {"cfg": synth, "shard_dirs": outs, "out_dir": r.trajectories}))
 
 
-def _sft_input_model(stages: Stages, r: Resolved) -> str:
+def _sft_input_model(stages: Stages, r: Resolved, endpoint: Endpoint) -> str:
     if r.cfg.sft.model_path is not None:
         return r.cfg.sft.model_path
     out = str(r.run / "model-base")
     tiny = r.cfg.tiny_model.model_dump()
-    return stages.done("build-model", stages.call("build-model", build_tiny_model_task, out, tiny, tuple(r.text_files),
-                                                  {"cfg": tiny, "text_files": r.text_files, "out_dir": out}))
+    model_path = stages.done("build-model", stages.call("build-model", build_tiny_model_task, out, tiny, tuple(r.text_files),
+                                                        {"cfg": tiny, "text_files": r.text_files, "out_dir": out}))
+    if r.cfg.base is None:
+        return model_path
+    # The instruct stage: the tiny model becomes a base like the paper's (direct answers, a few tool attempts).
+    base = r.cfg.base.model_dump(mode="json")
+    base_out = str(r.run / "base")
+    key = base | r.dumps()
+    inputs = (model_path, r.world["instruct_path"], r.world["long_cot_path"], *r.search_files())
+    needed = stages.will_run("base", base_out, key, inputs)
+    target = endpoint.task_param(r.synth.teacher_url, r.cfg.base.instruct_model, True, needed)
+    result = stages.call("base", base_task, base_out, key, inputs,
+                         {"cfg": base, **r.dumps(), "model_path": model_path, "instruct_path": r.world["instruct_path"],
+                          "long_cot_path": r.world["long_cot_path"], "out_dir": base_out, "endpoint": target}, endpoint=True)
+    return stages.done("base", result)["checkpoint"]
 
 
-def _sft(stages: Stages, r: Resolved) -> str:
-    model_path = _sft_input_model(stages, r)
+def _sft(stages: Stages, r: Resolved, endpoint: Endpoint) -> str:
+    model_path = _sft_input_model(stages, r, endpoint)
     sft = r.cfg.sft.model_dump(mode="json")
     out = str(r.run / "sft")
     result = stages.call("sft", sft_task, out, sft, (r.trajectories, model_path),
@@ -559,7 +589,7 @@ def synthesize_flow(config: dict[str, Any] | str, run_dir: str, endpoint_url: st
 @flow(name="train_sft", log_prints=True)
 def train_sft_flow(config: dict[str, Any] | str, run_dir: str) -> dict[str, Any]:
     """Cold-start SFT on the run's trajectories (building the tiny base model when none is configured)."""
-    return _stage_flow(lambda stages, r, _: _sft(stages, r), config, run_dir)
+    return _stage_flow(_sft, config, run_dir)
 
 
 @flow(name="train_grpo", log_prints=True)
@@ -619,7 +649,7 @@ def retrain_flow(config: dict[str, Any] | str, run_dir: str) -> dict[str, Any]:
 
 
 FLOW_OF_STAGE = {"world": "curate", "curate": "curate", "probe": "curate", "select": "curate", "synthesize": "synthesize",
-                 "build-model": "train_sft", "sft": "train_sft", "grpo": "train_grpo", "evaluate": "evaluate", "report": "evaluate"}
+                 "build-model": "train_sft", "base": "train_sft", "sft": "train_sft", "grpo": "train_grpo", "evaluate": "evaluate", "report": "evaluate"}
 
 
 def plan(cfg: PipelineConfig, run_dir: str | Path, flow_name: str = "retrain") -> list[dict[str, Any]]:
@@ -629,7 +659,8 @@ def plan(cfg: PipelineConfig, run_dir: str | Path, flow_name: str = "retrain") -
     teacher = "the replay server (managed)" if cfg.replay else (cfg.teacher_server.base_url + " (managed)" if cfg.teacher_server else cfg.synth.teacher_url)
     steps: list[dict[str, Any]] = []
     if cfg.world is not None:
-        steps.append({"stage": "world", "out": run / "world", "does": f"generate {cfg.world.per_family} samples per family (seed {cfg.world.seed})"})
+        steps.append({"stage": "world", "out": run / "world", "does": f"generate the {cfg.world.kind} world, {cfg.world.per_family} samples "
+                      f"per family (seed {cfg.world.seed})"})
     sources = ["demo world" if cfg.world else None, *(f"{s.kind}:{s.path}" for s in cfg.curate.sources)]
     steps.append({"stage": "curate", "out": run / "curate", "does": f"read {', '.join(s for s in sources if s)}; near-dup "
                   f"{'on' if cfg.curate.near_dup.enabled else 'off'}; decontaminate against {len(cfg.curate.benchmarks)} benchmark(s)"})
@@ -641,6 +672,9 @@ def plan(cfg: PipelineConfig, run_dir: str | Path, flow_name: str = "retrain") -
                   f"{cfg.synth.attempts} attempt(s), {cfg.synth.concurrency} in flight per task"})
     if cfg.sft.model_path is None:
         steps.append({"stage": "build-model", "out": run / "model-base", "does": f"a tiny {cfg.tiny_model.family} model from its config"})
+    if cfg.base is not None:
+        steps.append({"stage": "base", "out": run / "base", "does": f"the instruct stage: {cfg.base.instruct_model} answers "
+                      f"{cfg.world.instruct_per_family} instruct samples per family, SFT makes the base model"})
     steps.append({"stage": "sft", "out": run / "sft", "does": f"SFT of {cfg.sft.model_path or 'a tiny ' + cfg.tiny_model.family + ' model'}"})
     if cfg.grpo is not None:
         steps.append({"stage": "grpo", "out": run / "grpo", "does": f"GRPO on {'/'.join(cfg.grpo.pools)}, {cfg.grpo.num_generations} rollouts per prompt"})

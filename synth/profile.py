@@ -2,9 +2,11 @@
 
 A profile (`synth/profiles/<name>.yaml`) fixes everything a model sees besides its own turns: the
 system prompt and the user turn (with and without tools), the text of each tool's observation,
-and the default `<think>` pre-fill. Two ship:
+and the default `<think>` pre-fill. Three ship:
 
 - `deepeyes-v2` (version `deepeyes-v2/2`): ours, FORMAT.md;
+- `deepeyes-v2-compact` (version `deepeyes-v2-compact/1`): ours with a system prompt of about 90
+  tokens instead of about 250, for tiny models trained on a CPU (the learnable world's configs);
 - `deepeyesv2-reference` (version `deepeyesv2-reference/1`): the layout the released DeepEyesV2
   checkpoints were trained on: fenced stdout/stderr, "A Google search for '...' found N results"
   headers, numbered image-search thumbnails, `<think>` pre-filled after every observation (facts
@@ -35,6 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 DEFAULT_PROFILE = "deepeyes-v2"
+COMPACT_PROFILE = "deepeyes-v2-compact"  # ours with a short system prompt, for tiny models (the learnable world's configs)
 IMAGE_SLOT = "\ue000"  # a private-use character: where an image goes in rendered text (never in real text)
 ThinkPrefix = Literal["none", "after_observation", "every_turn"]
 

@@ -7,9 +7,12 @@ scripted turn for the number of assistant turns so far.
 
 Personas (chosen by the request's `model`): the teacher uses tools; the student is right with the
 sample's scripted pass rate: without tools (the tool-free prompt) it answers directly, with tools
-a right attempt follows the teacher's tool calls and a wrong one answers directly. Error injection turns a teacher episode
-wrong, makes its code raise, or malforms its tags, decided by a hash of the server seed, the
-request's `seed` and the sample, so every attempt is reproducible.
+a right attempt follows the teacher's tool calls and a wrong one answers directly; the instruct
+persona says the sample's scripted `instruct` turns (the learnable world's data for the base model's
+instruct stage: mostly direct answers, a few tool attempts, some buggy), or else the student's
+direct answer. Error injection turns a teacher episode wrong, makes its code raise, or malforms its
+tags, decided by a hash of the server seed, the request's `seed` and the sample, so every attempt
+is reproducible.
 
 Stop strings behave as vLLM's: the text is cut at the first one, which `stop_reason` names (null for
 the end of the turn) and `include_stop_str_in_output` keeps; a request whose last message is a partial
@@ -55,6 +58,7 @@ class ReplaySettings:
     teacher_model: str = "demo-teacher"
     student_model: str = "demo-student"
     judge_model: str = "demo-judge"
+    instruct_model: str = "demo-instruct"
     wrong_rate: float = 0.0
     code_error_rate: float = 0.0
     malformed_rate: float = 0.0
@@ -179,6 +183,9 @@ def scripted_turn(
     script: dict[str, Any], persona: str, turn_index: int, seed: int, settings: ReplaySettings, tools: bool = True
 ) -> str:
     sample_id = script["sample_id"]
+    if persona == "instruct":
+        turns = script.get("instruct") or script["student"]
+        return turns[min(turn_index, len(turns) - 1)]
     if persona == "student":
         rate = script.get("student_tool_pass_rate", script["student_pass_rate"]) if tools else script["student_pass_rate"]
         right = _draw(settings.seed, seed, sample_id, "student_tools" if tools else "student") < rate
@@ -240,7 +247,8 @@ class _DroppedConnection(Response):
 
 def create_app(settings: ReplaySettings) -> FastAPI:
     scripts = ReplayScripts(settings.scripts_path)
-    personas = {settings.teacher_model: "teacher", settings.student_model: "student", settings.judge_model: "judge"}
+    personas = {settings.teacher_model: "teacher", settings.student_model: "student", settings.judge_model: "judge",
+                settings.instruct_model: "instruct"}
     app = FastAPI(title="open-deepeyes replay server")
     unknown = set(settings.faults) - set(FAULTS)
     if unknown:

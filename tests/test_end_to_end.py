@@ -119,6 +119,6 @@ def test_dry_run_prints_the_plan_and_does_nothing(tmp_path):
 
 @pytest.mark.slow
 def test_demo_command(tmp_path):
-    result = run_cli(["demo", "--out", str(tmp_path / "demo")], tmp_path, timeout=900)
+    result = run_cli(["demo", "--out", str(tmp_path / "demo")], tmp_path, timeout=1800)  # ~3 min idle; 23 min at load 6-11
     assert result.returncode == 0, result.stderr[-3000:]
     assert "metrics:" in result.stdout

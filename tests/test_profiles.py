@@ -95,7 +95,7 @@ def test_image_search_reads_back_with_its_thumbnails(profile):
 
 def test_profiles_by_name_version_and_file(tmp_path):
     assert load_profile("deepeyesv2-reference/1") is REFERENCE
-    with pytest.raises(ProfileError, match="unknown protocol profile 'nope': not a file, and not one of deepeyes-v2, deepeyesv2-reference"):
+    with pytest.raises(ProfileError, match="unknown protocol profile 'nope': not a file, and not one of deepeyes-v2, deepeyes-v2-compact, deepeyesv2-reference"):
         load_profile("nope")
     shutil.copytree(REFERENCE.path.parent, tmp_path / "profiles")
     mine = tmp_path / "profiles" / "deepeyesv2-reference.yaml"

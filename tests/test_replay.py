@@ -26,7 +26,7 @@ def user_turn(sample: dict) -> dict:
 
 def test_models_are_listed(replay_url):
     client = openai.OpenAI(base_url=replay_url, api_key="x")
-    assert {m.id for m in client.models.list().data} == {"demo-teacher", "demo-student", "demo-judge"}
+    assert {m.id for m in client.models.list().data} == {"demo-teacher", "demo-student", "demo-judge", "demo-instruct"}
 
 
 def test_teacher_turns_follow_the_script_with_openai_stop_semantics(world, replay_url):

@@ -89,6 +89,7 @@ class GRPOStageConfig(BaseModel):
     logging_steps: int = 1
     seed: int = 0
     bf16: bool = False
+    gradient_checkpointing: bool = True  # TRL's default; off pays for tiny models on a CPU
     max_samples: int | None = None
     # The reward-hacking watch: warn when tool calls per trajectory fall below this (after the first
     # steps), or when more than this share of code cells print nothing and show nothing.

@@ -43,6 +43,7 @@ class SFTStageConfig(BaseModel):
     logging_steps: int = 5
     seed: int = 0
     bf16: bool = False
+    gradient_checkpointing: bool = True  # TRL's default: recompute activations in the backward pass (memory for time); off pays for tiny models
     lora: LoraSettings | None = None  # None: full fine-tune (the paper)
     save_steps: int | None = None  # checkpoint every N steps under <out>/trainer; None: only the final model
     resume: bool = True  # continue from the newest checkpoint under <out>/trainer when there is one
@@ -98,6 +99,7 @@ def trainer_arguments(config_class, cfg, out_dir: Path, **stage_specific):
         "use_cpu": not torch.cuda.is_available(),
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
+        "gradient_checkpointing": cfg.gradient_checkpointing,
     }
     with warnings.catch_warnings():  # TRL passes a transformers argument that is being renamed
         warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)

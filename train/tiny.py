@@ -81,7 +81,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, family: str = "qwen3_
     from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Digits one per token, as Qwen's tokenizer splits them: copying a number is then copying its
+    # digits token by token, and no merge can glue a digit to what precedes or follows it.
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -1,0 +1,76 @@
+"""The fidelity bench's figures and targets, by hand: accuracy with Wilson intervals, tool use per
+category with the right kind of tool, GRPO fifths with a bootstrap interval, and each target's verdict."""
+
+import json
+
+import pytest
+
+import bench.fidelity as fidelity
+from eval.metrics import bootstrap_mean_difference, fifths
+
+
+def row(category, correct, tools=()):
+    return {"category": category, "correct": correct, "tool_calls": [{"tool": t} for t in tools]}
+
+
+TOOLS = [
+    row("perception", True, ["python"]), row("perception", True, ["python"]), row("perception", False, ["search"]),
+    row("search", True, ["search"]), row("search", False, []),
+    row("direct", True, []), row("direct", True, ["python", "python"]),
+]
+CONTROL = [row(r["category"], r["category"] == "direct") for r in TOOLS]
+
+
+def test_arm_figures_by_hand(tmp_path, monkeypatch):
+    monkeypatch.setattr(fidelity, "iter_rows", lambda path, schema: iter(TOOLS if path.name == "tools" else CONTROL))
+    dynamics = tmp_path / "dynamics.jsonl"
+    steps = [{"step": i + 1, "reward": r, "tools/calls_per_trajectory": c}
+             for i, (r, c) in enumerate(zip([0.1, 0.2, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.8, 0.9], [1, 1, 1, 0.5, 0.5, 0.5, 0, 0, 0, 0]))]
+    dynamics.write_text("".join(json.dumps(s) + "\n" for s in steps))
+    figures = fidelity.arm_figures(tmp_path, dynamics)
+    need = figures["tool_needing"]
+    assert need["tools"]["n"] == 5 and need["tools"]["accuracy"] == 0.6 and need["control"]["accuracy"] == 0.0
+    assert need["share_with_tool_call"] == 0.8  # 4 of 5 tool-needing items called a tool...
+    assert need["right_tool_share"] == 0.75  # ...3 of those 4 with the right kind (search on a perception item is not)
+    direct = figures["per_category"]["direct"]
+    assert direct["tools"]["accuracy"] == 1.0 and direct["tool_calls_per_trajectory"] == 1.0 and direct["calls_by_tool"] == {"python": 2}
+    assert figures["per_category"]["perception"]["right_tool_share"] == pytest.approx(2 / 3, abs=1e-4)
+    low, high = figures["overall"]["tools"]["ci95"]
+    assert 0 < low < 5 / 7 < high < 1
+    grpo = figures["grpo"]
+    assert grpo["reward_first_fifth"] == 0.15 and grpo["reward_last_fifth"] == 0.85 and grpo["reward_difference"] == 0.7
+    assert grpo["reward_difference_ci95"][0] > 0 and grpo["tool_calls_first_fifth"] == 1.0 and grpo["tool_calls_last_fifth"] == 0.0
+
+
+def test_fifths_and_the_bootstrap_interval():
+    assert fifths([]) == ([], []) and fifths([1, 2, 3]) == ([1], [3]) and fifths(list(range(10))) == ([0, 1], [8, 9])
+    point, low, high = bootstrap_mean_difference([0.5, 0.5], [0.5, 0.5])
+    assert point == low == high == 0.0
+    point, low, high = bootstrap_mean_difference([0.0, 0.2, 0.1], [0.1, 0.3, 0.0])
+    assert point == pytest.approx(1 / 30) and low < 0 < high  # a noisy rise: the interval covers 0
+    with pytest.raises(ValueError):
+        bootstrap_mean_difference([], [1.0])
+
+
+def arm(need_acc, need_ctl, share, right, direct_calls, overall_acc, overall_ctl, grpo=None):
+    figures = {"tool_needing": {"tools": {"accuracy": need_acc}, "control": {"accuracy": need_ctl},
+                                "share_with_tool_call": share, "right_tool_share": right},
+               "overall": {"tools": {"accuracy": overall_acc}, "control": {"accuracy": overall_ctl}},
+               "per_category": {"direct": {"tool_calls_per_trajectory": direct_calls}}}
+    if grpo is not None:
+        figures["grpo"] = grpo
+    return figures
+
+
+def test_targets_hold_and_miss_on_their_thresholds():
+    sft = arm(0.80, 0.15, 0.90, 0.90, 0.5, 0.7, 0.1)
+    sft_rl = arm(0.85, 0.1, 1.0, 1.0, 0.2, 0.68, 0.1, {"reward_difference_ci95": [0.01, 0.2], "tool_calls_last_fifth": 0.9})
+    rl_only = arm(0.1, 0.1, 0.0, None, 0.0, 0.1, 0.1, {"reward_difference_ci95": [-0.1, 0.1], "tool_calls_last_fifth": 0.05})
+    verdict = fidelity.targets({"sft": sft, "sft_rl": sft_rl, "rl_only": rl_only, "base": sft}, 1799)
+    assert all(t["holds"] for t in verdict.values()), verdict
+    sft = arm(0.79, 0.16, 0.89, 0.89, 0.1, 0.7, 0.1)
+    sft_rl["grpo"]["reward_difference_ci95"] = [0.0, 0.2]
+    sft_rl["overall"]["tools"]["accuracy"] = 0.67
+    verdict = fidelity.targets({"sft": sft, "sft_rl": sft_rl, "rl_only": arm(0.5, 0.1, 1, 1, 0, 0.5, 0.1, {"reward_difference_ci95": [0, 0], "tool_calls_last_fifth": 0.2}),
+                                "base": sft}, 1801)
+    assert not any(t["holds"] for t in verdict.values()), verdict
