@@ -632,27 +632,57 @@ def read_source(spec: SourceSpec, skipped: dict[str, int] | None = None) -> Iter
             return
 
 
-def check_mapped_columns(spec: SourceSpec, sample_rows: int = 100) -> None:
-    """Before any work: raise `SourceError` when `spec.fields` maps one of our fields to a column
-    that none of the source's first `sample_rows` rows has, naming the columns they do have. Local
-    JSONL, JSON and TSV files only; other kinds (`hf` is read in full by `datasets`) are left to the
-    scan, whose error names the same fix when every row misses the column."""
+def _first_rows(spec: SourceSpec, sample_rows: int) -> list[dict[str, Any]]:
+    """The readable rows among the first `sample_rows` of a local JSONL, JSON or TSV source ([] for
+    other kinds and a missing file: the scan reports those). Raises `SourceError` for a file that is
+    not rows at all."""
     readers = {"jsonl": _json_rows, "json": _json_rows, "tsv": _tsv_rows}
-    if not spec.fields or spec.kind not in readers or not spec.file.is_file():
-        return
-    rows = readers[spec.kind](spec)
-    seen: set[str] = set()
-    for index, (row, _) in enumerate(rows):
-        seen.update(key for key in row if key != PARSE_ERROR)
+    if spec.kind not in readers or not spec.file.is_file():
+        return []
+    rows = []
+    for index, (row, _) in enumerate(readers[spec.kind](spec)):
+        if PARSE_ERROR not in row:
+            rows.append(row)
         if index + 1 >= sample_rows:
             break
+    return rows
+
+
+def _has_column(path: str, seen: set[str]) -> bool:
+    """Whether a column name, or the first step of a dotted path (`extra_info.answer`), is among `seen`."""
+    return path in seen or path.split(".", 1)[0] in seen
+
+
+def check_mapped_columns(spec: SourceSpec, sample_rows: int = 100) -> None:
+    """Before any work: raise `SourceError` when `spec.fields` maps one of our fields, or
+    `spec.include` filters on, a column that none of the source's first `sample_rows` rows has,
+    naming the columns they do have. Local JSONL, JSON and TSV files only; other kinds (`hf` is read
+    in full by `datasets`) are left to the scan, whose error names the same fix when every row
+    misses the column (or `include` leaves none)."""
+    if not (spec.fields or spec.include):
+        return
+    seen: set[str] = {key for row in _first_rows(spec, sample_rows) for key in row}
     if not seen:
         return  # nothing readable: the scan reports that
-    missing = {ours: theirs for ours, theirs in spec.fields.items() if theirs not in seen}
+    missing = [f"fields.{ours}: {theirs!r}" for ours, theirs in spec.fields.items() if not _has_column(theirs, seen)]
+    missing += [f"include.{column}" for column in spec.include if not _has_column(column, seen)]
     if missing:
-        named = ", ".join(f"fields.{ours}: {theirs!r}" for ours, theirs in missing.items())
-        raise SourceError(f"source {spec.source_name!r}: {named}: no such column in its first rows (columns: "
+        raise SourceError(f"source {spec.source_name!r}: {', '.join(missing)}: no such column in its first rows (columns: "
                           f"{', '.join(sorted(seen)[:30])})")
+
+
+def include_values_seen(spec: SourceSpec, sample_rows: int = 1000, most: int = 8) -> dict[str, list[str]]:
+    """For the error when `include` keeps no row: each include column's distinct values among the
+    first `sample_rows` rows (at most `most` each; local JSONL, JSON and TSV files, else {})."""
+    rows = _first_rows(spec, sample_rows)
+    seen: dict[str, list[str]] = {}
+    for column in spec.include:
+        values = seen.setdefault(column, [])
+        for row in rows:
+            value = lookup(row, column)
+            if value is not None and repr(value) not in values and len(values) < most:
+                values.append(repr(value))
+    return seen
 
 
 def _included(value: Any, allowed: list[Any]) -> bool:

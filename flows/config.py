@@ -108,7 +108,7 @@ class PipelineConfig(BaseModel):
                 try:
                     check_mapped_columns(source)
                 except SourceError as exc:
-                    raise ConfigError(f"curate.{section}[{i}].fields: {exc}") from None
+                    raise ConfigError(f"curate.{section}[{i}]: {exc}") from None  # the error names fields./include.
         for field, path in (("search.corpus_path", self.search.corpus_path), ("search.image_corpus_path", self.search.image_corpus_path)):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{field}: file not found: {path}")

@@ -147,7 +147,7 @@ def test_an_unknown_source_kind_and_a_mapping_to_a_missing_column_are_named_befo
     ok = curate("--source", f"{source},fields.question=query,fields.answer=label,category=reasoning", "--out", str(tmp_path / "c"))
     assert ok.code == 0 and ok.summary["counts"]["rows_in"] == 3
     config = write(tmp_path, f"curate: {{sources: [{{path: {source}, category: reasoning, fields: {{question: query, answer: ans}}}}]}}\n")
-    with pytest.raises(ConfigError, match=r"curate.sources\[0\].fields: source 's': fields.answer: 'ans': no such column"):
+    with pytest.raises(ConfigError, match=r"curate.sources\[0\]: source 's': fields.answer: 'ans': no such column"):
         load_config(config)
 
 

@@ -121,3 +121,58 @@ def test_search_and_benchmark_files_are_inputs_of_the_stages_that_read_them(tmp_
     definition = tmp_path / "mybench.yaml"
     definition.write_text("name: mybench\nsource: {kind: tsv, path: ${data_root}/bench.tsv, category: perception}\n")
     assert benchmark_files(str(definition), tmp_path) == [definition, tmp_path / "bench.tsv"]
+
+
+# ---------------------------------------------------------------------------------------------
+# `include` filters that match nothing: named, never an empty success (review r2).
+
+from tests.curate_cli import curate  # noqa: E402
+
+
+def test_include_on_a_column_no_row_has_is_named_before_any_work(tmp_path):
+    source = tmp_path / "arr.json"
+    source.write_text(json.dumps([{"question": "What is 2 + 2?", "answer": "4", "category": "reasoning"}]))
+    done = curate("--source", f"json:{source},include.split=train", "--out", str(tmp_path / "out"))
+    assert done.code == 2
+    assert done.error == "error: source 'arr': include.split: no such column in its first rows (columns: answer, category, question)"
+    assert not (tmp_path / "out").exists()  # refused before any work
+    # The config's check says the same (a dry run loads it).
+    from flows.config import ConfigError, load_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"curate: {{sources: [{{kind: json, path: {source}, include: {{split: [train]}}}}]}}\n")
+    try:
+        load_config(config)
+    except ConfigError as exc:
+        assert "curate.sources[0]: source 'arr': include.split: no such column in its first rows" in str(exc)
+    else:
+        raise AssertionError("load_config accepted an include on a column no row has")
+    # A dotted path into a nested column is a column that exists.
+    source.write_text(json.dumps([{"question": "What is 2 + 2?", "answer": "4", "category": "reasoning", "meta": {"split": "train"}}]))
+    nested = curate("--source", f"json:{source},include.meta.split=train", "--out", str(tmp_path / "nested"))
+    assert nested.code == 0, nested.error
+    assert nested.summary["counts"]["rows_out"] == 1
+
+
+def test_an_include_that_keeps_no_row_exits_2_naming_the_filter(tmp_path):
+    source = tmp_path / "rows.jsonl"
+    good = [{"question": f"What is {n} + {n}?", "answer": str(2 * n), "category": "reasoning", "split": "test"} for n in range(5)]
+    source.write_text("\n".join(json.dumps(r) for r in good) + "\n")
+    done = curate("--source", f"jsonl:{source},include.split=train", "--out", str(tmp_path / "out"))
+    assert done.code == 2
+    assert done.error == ("error: source 'rows': include.split=train removed 5 rows, so none is left (in its first rows, split has "
+                          "'test'); check the filter's column and values")
+    # Bad rows mixed in: the filter is named for what it removed, not invalid_json for the rest.
+    source.write_text("\n".join(json.dumps(r) for r in good) + "\n{not json\n{\"question\": 3\n")
+    mixed = curate("--source", f"jsonl:{source},include.split=train", "--out", str(tmp_path / "mixed"))
+    assert mixed.code == 2
+    assert mixed.error.startswith("error: source 'rows': include.split=train removed 5 rows and the other 2 are unusable (2 invalid_json), "
+                                  "so none is left")
+    assert (tmp_path / "mixed" / "quarantine").is_dir()  # the unusable rows keep their reasons
+    # A filter that keeps some: the rows it left out are counted apart from the invalid ones.
+    source.write_text("\n".join(json.dumps(r) for r in good[:3]) + "\n"
+                      + "\n".join(json.dumps({**r, "split": "train"}) for r in good[3:]) + "\n{not json\n")
+    kept = curate("--source", f"jsonl:{source},include.split=train", "--out", str(tmp_path / "kept"))
+    assert kept.code == 0, kept.error
+    assert kept.summary["counts"] == {"rows_in": 3, "invalid": 1, "duplicates": 0, "near_duplicates": 0, "contaminated": 0,
+                                      "rows_out": 2, "filtered_by_include": 3}
