@@ -449,8 +449,8 @@ def report(
 @app.command("generate-world")
 def generate_world_cmd(
     out: Annotated[Path, typer.Argument(help="Directory for the world.")],
-    seed: int = 0,
-    per_family: int = 12,
+    seed: Annotated[int, typer.Option(help="Seed of the world's generator (any integer).")] = 0,
+    per_family: Annotated[int, typer.Option(help="Samples per family (perception, reasoning, search); at least 1.", min=1)] = 12,
 ) -> None:
     """Write the demo world: samples, search corpus, replay scripts."""
     from curation.demo_world import WorldConfig, generate_world

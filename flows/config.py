@@ -44,7 +44,7 @@ class WorldSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seed: int = 0
     per_family: int = Field(12, ge=1)
-    distractor_docs: int = 40
+    distractor_docs: int = Field(40, ge=0)
 
 
 class ReplaySettingsModel(BaseModel):

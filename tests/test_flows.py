@@ -289,3 +289,29 @@ def test_an_evaluation_endpoint_that_fails_ends_deepeyes_run_with_one_line(world
         server.stop()
     assert done.returncode == 2
     assert f"evaluated model endpoint {url} (model 'demo-teacher'): the first request failed (HTTP 500" in one_error_line(done.stderr)
+
+
+@pytest.mark.parametrize("per_family", ["0", "-3"])
+def test_generate_world_refuses_a_world_without_samples(tmp_path, per_family):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    done = CliRunner().invoke(app, ["generate-world", str(tmp_path / "world"), "--per-family", per_family])
+    assert done.exit_code == 2 and "--per-family" in done.output and "greater than or equal to 1" in done.output
+    assert not (tmp_path / "world").exists()
+
+
+def test_world_settings_and_world_config_refuse_numbers_that_make_no_world():
+    from curation.demo_world import WorldConfig
+    from flows.config import WorldSettings
+
+    for field, value in (("per_family", 0), ("distractor_docs", -1)):
+        with pytest.raises(ValueError, match=field):
+            WorldSettings(**{field: value})
+    for field, value, message in (("per_family", 0, "per_family: 0 is not a whole number >= 1"),
+                                  ("long_cot", -2, "long_cot: -2 is not a whole number >= 0"),
+                                  ("chart_size", (0, 480), r"chart_size: \(0, 480\) is not \(width, height\)")):
+        with pytest.raises(ValueError, match=message):
+            WorldConfig(**{field: value})
+    assert WorldConfig(seed=-3, per_family=1).per_family == 1  # any seed is a seed
