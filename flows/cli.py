@@ -212,9 +212,11 @@ def deploy(
 
 @app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
-    """Each stage of a run: complete, stale (an input changed since) or missing; rows, time, config hash, commit."""
+    """Each stage of a run: complete, partial (some failed), stale (an input or an upstream stage changed since), incomplete or missing."""
     from flows.lineage import status as run_status
 
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is a file, not a run directory (give the directory a run wrote: runs/NAME)")
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
     summary_path = run_dir / "summary.json"
@@ -228,6 +230,8 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
             continue
         shown, more = row["changed_inputs"][:5], len(row["changed_inputs"]) - 5
         changed = f"; changed since: {', '.join(shown)}" + (f" and {more} more" if more > 0 else "") if shown else ""
+        if row["failed"]:  # the endpoint failed some: not a complete output, the next run sends those again
+            changed += f"; {row['failed']} failed (the next run retries them)"
         # The stage's wall time over all its tasks when the last run took it, else its last task's.
         took = timings.get("evaluate" if row["stage"] == "eval" else row["stage"], row["seconds"])
         seconds = f"{took:.1f} s" if took is not None else "-"
