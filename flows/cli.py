@@ -361,11 +361,13 @@ def probe(
     def progress(counts: dict[str, int]) -> None:
         bar.update(counts["samples"], counts["done"], failed=counts["failed_attempts"])
 
+    before = _previous_rows(out)
     try:
         summary = run_probes(cfg, input, out, SearchConfig(corpus_path=corpus, image_corpus_path=image_corpus), progress=progress,
                              limit=limit)
     finally:
         bar.close()
+    _note_replaced(summary, out, before, limit)
     typer.echo(json.dumps(summary))
 
 
@@ -425,6 +427,7 @@ def synth(
                       agent=agent, request=request)
     search = SearchConfig(corpus_path=corpus, image_corpus_path=image_corpus, cache_dir=search_cache)
     bar = _bar("synthesize")
+    before = _previous_rows(out)
 
     def progress(counts: dict[str, int]) -> None:
         bar.update(counts["samples"], counts["done"], kept=counts["kept"], rejected=counts["rejected"], failed=counts["failed"])
@@ -435,7 +438,29 @@ def synth(
         bar.close()
     if not summary["counts"]["samples"]:
         raise ShardError(f"--input {input}: no samples in pool(s) {', '.join(cfg.pools)} (--pools chooses them)")
+    _note_replaced(summary, out, before, limit)
     typer.echo(json.dumps(summary))
+
+
+def _note_replaced(summary: dict[str, Any], out: Path, before: int | None, limit: int | None) -> None:
+    """A stage's output is rewritten whole: when a re-run into the same `--out` left fewer rows than
+    the last (a smaller `--limit`), say so in the summary (`replaced`) and on stderr."""
+    after = _previous_rows(out) or 0
+    if before is not None and before > after:
+        summary["replaced"] = (f"replaced {before} rows with {after}" + (f" (--limit {limit})" if limit else "")
+                               + "; the request cache keeps the other answers")
+        typer.echo(f"note: {out}: {summary['replaced']}", err=True)
+
+
+def _previous_rows(out: Path) -> int | None:
+    """The rows an earlier run left in a stage's output directory (None: none, or unreadable)."""
+    from curation.shards import read_manifest
+
+    try:
+        rows = (read_manifest(out) or {}).get("rows") if out.is_dir() else None
+    except Exception:  # noqa: BLE001 - an unreadable old manifest is replaced; the run reports its own problems
+        return None
+    return rows if isinstance(rows, int) else None
 
 
 @app.command()
