@@ -95,9 +95,18 @@ class SourceSpec(FieldMapping):
 
     @property
     def source_name(self) -> str:
+        """`name`, else the file's stem (a folder's name; for a glob, the folder it starts in:
+        `data/rl/*.parquet` is `rl`), or for `hf` the dataset id."""
         if self.name:
             return self.name
-        return self.file.stem if self.kind != "hf" else self.path.replace("/", "__")
+        if self.kind == "hf":
+            return self.path.replace("/", "__")
+        if glob.has_magic(self.path):
+            plain = [part for part in Path(self.path).parts if not glob.has_magic(part)]
+            cut = next(i for i, part in enumerate(Path(self.path).parts) if glob.has_magic(part))
+            folder = Path(*Path(self.path).parts[:cut]) if cut else Path(".")
+            return folder.resolve().name or (plain[-1] if plain else self.path)
+        return self.file.stem
 
     @model_validator(mode="after")
     def _verl_labels(self) -> SourceSpec:
@@ -228,6 +237,16 @@ def read_table_file(path: Path, required: set[str], what: str = "file") -> list[
     return [row for _, row in located]
 
 
+def _exists(ref: str, base_dir: Path) -> bool:
+    try:
+        return (Path(ref) if Path(ref).is_absolute() else base_dir / ref).exists()
+    except (OSError, ValueError):
+        return False
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # http://, https://, s3://, gs://, ... (a data: URL is base64, read)
+
+
 def _read_image(ref: Any, base_dir: Path, files: set[str] | None = None) -> tuple[bytes, str | None]:
     """An image given as a path, base64 (or a data URL), raw bytes, a `{bytes, path}` dict or a PIL
     image. A file it reads (or looks for and misses) is added to `files`."""
@@ -255,8 +274,11 @@ def _read_image(ref: Any, base_dir: Path, files: set[str] | None = None) -> tupl
         raise RowRejected(f"image_undecodable: {problem}")
     if not isinstance(ref, str) or not ref:
         raise RowRejected(f"image_ref_invalid: expected a path or base64 string, got {type(ref).__name__}")
-    if len(ref) < 4096 and "\0" not in ref and Path(ref).suffix.lower() in IMAGE_SUFFIXES:
-        return _read_file(ref, base_dir, files)
+    if _URL.match(ref):
+        raise RowRejected(f"image_url: {ref[:200]}: URLs are not fetched; download the images and give local paths "
+                          "(or base64, or bytes)")
+    if len(ref) < 4096 and "\0" not in ref and (Path(ref).suffix.lower() in IMAGE_SUFFIXES or _exists(ref, base_dir)):
+        return _read_file(ref, base_dir, files)  # a file (or a folder, named as one) without an image suffix too
     try:
         return base64.b64decode(ref.split(",", 1)[-1], validate=True), None
     except (binascii.Error, ValueError) as exc:
@@ -334,6 +356,8 @@ def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: 
         "choices": choices,
         "meta": spec.meta_of(row),
     }
+    if fields["category"] == "perception" and not refs:  # perception is about an image: one without is no sample
+        raise RowRejected(f"missing_image: a perception sample needs an image, and `{spec.column('images')}` holds none")
     label = spec.own_label(row)
     if label is not None:
         fields["meta"] = {**fields["meta"], "source_category": label}
@@ -703,6 +727,10 @@ def rows_fix_hint(reason_key: str) -> str:
         "invalid_answer": "map `fields.answer` to a column of text or numbers, or set the right `answer_type`",
         "invalid_answer_type": "give the source an answer_type (choice, number, math or text) or map `fields.answer_type`",
         "image_missing": "image paths are read relative to the source file's folder: check them, or map `fields.images`",
+        "invalid_parquet": "a parquet file is broken or not parquet: re-download it or leave it out (each is named in the quarantine)",
+        "image_url": "images given as URLs are not fetched: download them and give local paths (or base64)",
+        "missing_image": "a perception sample needs an image: map `fields.images` to the column that holds them, or give "
+                         "text-only rows another category (reasoning)",
         "invalid_json": "give JSON Lines (one object per line) or a JSON array of objects",
         "invalid_encoding": "re-encode the file as UTF-8",
         "sharegpt_row": "this is LLaMA-Factory's sharegpt layout (conversations with images): `deepeyes import sharegpt FILE --out DIR` "

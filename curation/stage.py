@@ -161,7 +161,7 @@ def scan_source(cfg: CurateConfig, source_index: int, out_dir: str | Path, part:
                 if PARSE_ERROR in row:
                     raise RowRejected(row[PARSE_ERROR])
                 sample = row_to_sample(row, spec, spec.base_dir, files)
-                images = [ImageRef(bytes=validate_image(i.bytes, limits), path=i.path) for i in sample.images]
+                images = [ImageRef(bytes=validate_image(i.bytes, limits, i.path), path=i.path) for i in sample.images]
             except Exception as exc:  # noqa: BLE001 - a row is quarantined, never the scan lost
                 # RowRejected and ImageRejected carry the reason; anything else is a case the
                 # checks above missed: still the row's problem, kept with its type for a fix.

@@ -116,7 +116,7 @@ def load_benchmark(spec: BenchmarkSpec, limits: ImageLimits | None = None, max_s
                 if "__parse_error__" in row:
                     raise RowRejected(row["__parse_error__"])
                 sample = row_to_sample(row, source, source.base_dir)
-                images = [ImageRef(bytes=validate_image(i.bytes, limits), path=i.path) for i in sample.images]
+                images = [ImageRef(bytes=validate_image(i.bytes, limits, i.path), path=i.path) for i in sample.images]
             except (RowRejected, ImageRejected):
                 unreadable += 1
                 continue

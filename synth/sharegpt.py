@@ -200,9 +200,9 @@ def _images(row: dict[str, Any], fmt: ShareGPTFormat, turns: list[tuple[str, str
                           "(each marker takes the next image)")
     images = []
     for ref in refs:
-        data, _ = read_image_ref(ref, base_dir, files)
+        data, path = read_image_ref(ref, base_dir, files)
         try:
-            images.append(validate_image(data, limits))
+            images.append(validate_image(data, limits, path))
         except ImageRejected as exc:
             raise RowRejected(str(exc)) from None
     return images

@@ -176,3 +176,37 @@ def test_an_include_that_keeps_no_row_exits_2_naming_the_filter(tmp_path):
     assert kept.code == 0, kept.error
     assert kept.summary["counts"] == {"rows_in": 3, "invalid": 1, "duplicates": 0, "near_duplicates": 0, "contaminated": 0,
                                       "rows_out": 2, "filtered_by_include": 3}
+
+
+def test_image_problems_name_the_file_and_what_to_do(tmp_path):
+    """Perception rows need an image (`images: []` is quarantined as missing_image; a reasoning row
+    without one is fine); a URL is not fetched; an empty or non-image file is named, not pillow's
+    in-memory buffer; a folder given as an image is unreadable, not 'not base64'."""
+    from tests.curate_cli import accounting
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "ok.png").write_bytes(png(5))
+    (tmp_path / "img" / "empty.png").write_bytes(b"")
+    (tmp_path / "img" / "text.png").write_bytes(b"hello, not an image")
+    rows = [
+        {"question": "What is in the picture?", "answer": "noise", "images": ["img/ok.png"], "category": "perception"},
+        {"question": "What colour is the square?", "answer": "red", "images": [], "category": "perception"},
+        {"question": "What is 12 times 12?", "answer": "144", "images": [], "category": "reasoning"},
+        {"question": "What is in this photo?", "answer": "a", "images": ["https://example.com/a.png"], "category": "perception"},
+        {"question": "What is in that file?", "answer": "b", "images": ["img/empty.png"], "category": "perception"},
+        {"question": "What does the text file show?", "answer": "c", "images": ["img/text.png"], "category": "perception"},
+        {"question": "What is in the folder?", "answer": "d", "images": ["img"], "category": "perception"},
+    ]
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    done = curate("--source", f"jsonl:{tmp_path / 'rows.jsonl'}", "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    reasons = {q["origin"].rsplit(":", 1)[1]: q["reason"] for q in accounting(tmp_path / "out").quarantined}
+    img = tmp_path / "img"
+    assert reasons == {
+        "2": "missing_image: a perception sample needs an image, and `images` holds none",
+        "4": "image_url: https://example.com/a.png: URLs are not fetched; download the images and give local paths (or base64, or bytes)",
+        "5": f"image_undecodable: {img / 'empty.png'}: an empty file (0 bytes), not an image",
+        "6": f"image_undecodable: {img / 'text.png'}: not an image pillow can read (19 bytes starting b'hello, n')",
+        "7": f"image_unreadable: {img}: Is a directory",
+    }
+    assert done.summary["counts"]["rows_out"] == 2  # the perception row with its image, the reasoning row without one
