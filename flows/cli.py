@@ -547,7 +547,7 @@ def serve_replay(
     refuse_fields: Annotated[str, typer.Option(help="Request fields to refuse as transformers serve does (e.g. stop).")] = "",
 ) -> None:
     """Serve scripted teacher and student turns over the OpenAI chat API."""
-    from synth.replay import ReplaySettings, serve
+    from synth.replay import ReplayScripts, ReplaySettings, check_port_free, serve
 
     if not scripts.is_file():
         raise FileNotFoundError(f"replay scripts not found: {scripts}")
@@ -557,6 +557,8 @@ def serve_replay(
         fault_rate=fault_rate, faults=tuple(f for f in faults.split(",") if f), hang_s=hang_s, retry_after_s=retry_after_s,
         faults_after=faults_after, refuse_fields=tuple(f for f in refuse_fields.split(",") if f),
     )
+    ReplayScripts(scripts)  # a file that is not scripts, and a busy port, are said before the server is announced
+    check_port_free(host, port)
     typer.echo(f"replay server on http://{host}:{port}/v1 (models: {teacher_model}, {student_model})")
     serve(settings, host=host, port=port)
 
