@@ -257,7 +257,7 @@ def _read_image(ref: Any, base_dir: Path, files: set[str] | None = None) -> tupl
                 raise RowRejected(f"image_ref_invalid: `bytes` holds a {type(data).__name__}, not bytes")
             return bytes(data), path if isinstance(path, str) else None
         if isinstance(path, str) and path and "\0" not in path:  # a file, whatever its suffix
-            return _read_file(path, base_dir, files)
+            return _read_file(path, base_dir, files, ref.get("also_looked_in") or [])
         raise RowRejected("image_ref_invalid: an image object with neither bytes nor a path")
     if isinstance(ref, (bytes, bytearray)):
         return bytes(ref), None
@@ -292,15 +292,17 @@ def read_image_ref(ref: Any, base_dir: Path, files: set[str] | None = None) -> t
     return _read_image(ref, base_dir, files)
 
 
-def _read_file(ref: str, base_dir: Path, files: set[str] | None) -> tuple[bytes, str]:
-    """An image file's bytes (a relative path starts at `base_dir`); the path goes into `files`."""
+def _read_file(ref: str, base_dir: Path, files: set[str] | None, also: list[str] = ()) -> tuple[bytes, str]:  # type: ignore[assignment]
+    """An image file's bytes (a relative path starts at `base_dir`); the path goes into `files`.
+    `also`: other places the file was looked for (named when it is missing, and stamped too)."""
     candidate = Path(ref) if Path(ref).is_absolute() else base_dir / ref
+    others = [str(Path(a) if Path(a).is_absolute() else base_dir / a) for a in also]
     if files is not None:
-        files.add(str(candidate))
+        files.update([str(candidate), *others])
     try:
         return candidate.read_bytes(), str(candidate)
     except FileNotFoundError:
-        raise RowRejected(f"image_missing: {candidate}") from None
+        raise RowRejected(f"image_missing: {candidate}" + (f" (nor {', '.join(others)})" if others else "")) from None
     except (OSError, ValueError) as exc:  # a directory, no permission, a name too long or not encodable
         raise RowRejected(f"image_unreadable: {candidate}: {getattr(exc, 'strerror', None) or exc}") from None
 
@@ -603,13 +605,17 @@ def _tsv_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
         yield {**row, **{k: v for k, v in generic.items() if k not in spec.fields.values()}, **resolved}, origin
 
 
-def _vlmevalkit_image_path(spec: SourceSpec, name: str) -> str:
+def _vlmevalkit_image_path(spec: SourceSpec, name: str) -> str | dict[str, Any]:
     """An `image_path` entry: as it is when it exists beside the TSV (or absolute), else where
-    VLMEvalKit keeps a dataset's images (`images/<dataset>/` beside the TSV)."""
+    VLMEvalKit keeps a dataset's images (`images/<dataset>/` beside the TSV, <dataset> being the
+    TSV's file stem: `images/V_star/` for `V_star.tsv`); when in neither, a reference that
+    `image_missing` reports with both places."""
     if Path(name).is_absolute() or (spec.base_dir / name).exists():
         return name
     candidate = Path("images") / spec.file.stem / name
-    return str(candidate) if (spec.base_dir / candidate).exists() else name
+    if (spec.base_dir / candidate).exists():
+        return str(candidate)
+    return {"path": name, "also_looked_in": [str(candidate)]}  # neither: `image_missing` names both places
 
 
 def _hf_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:

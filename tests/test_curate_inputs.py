@@ -210,3 +210,15 @@ def test_image_problems_name_the_file_and_what_to_do(tmp_path):
         "7": f"image_unreadable: {img}: Is a directory",
     }
     assert done.summary["counts"]["rows_out"] == 2  # the perception row with its image, the reasoning row without one
+
+
+def test_the_readme_quotes_the_unknown_kind_message_as_the_code_says_it(tmp_path):
+    from pathlib import Path
+
+    source = tmp_path / "s.jsonl"
+    source.write_text('{"question": "q?", "answer": "a"}\n')
+    done = curate("--source", f"parquet:{source}", "--out", str(tmp_path / "out"))
+    assert done.code == 2
+    quoted = done.error.split(": ", 2)[2]  # after `error: --source '...': `
+    assert quoted.startswith("unknown source kind 'parquet' (kinds: jsonl, json, tsv, hf, verl;")
+    assert f"`{quoted}`" in (Path(__file__).resolve().parent.parent / "README.md").read_text()

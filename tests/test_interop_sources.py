@@ -117,6 +117,14 @@ def test_image_path_names_files_in_vlmevalkits_images_folder(tmp_path):
     path = write_tsv(tmp_path / "MyBench.tsv", ["index", "image_path", "question", "answer"], [[0, "0.png", "What?", "cat"]])
     samples, rejected = samples_of(SourceSpec(kind="tsv", path=str(path), category="perception"))
     assert not rejected and samples["0"].images[0].bytes == (folder / "0.png").read_bytes()
+    # In neither place: the reason names both (beside the TSV, and images/<the TSV's file stem>/).
+    write_tsv(path, ["index", "image_path", "question", "answer"], [[1, "1.png", "What?", "cat"]])
+    files: set[str] = set()
+    [(row, _)] = list(read_source(SourceSpec(kind="tsv", path=str(path), category="perception")))
+    with pytest.raises(RowRejected) as missing:
+        row_to_sample(row, SourceSpec(kind="tsv", path=str(path), category="perception"), tmp_path, files)
+    assert str(missing.value) == f"image_missing: {tmp_path / '1.png'} (nor {folder / '1.png'})"
+    assert files == {str(tmp_path / "1.png"), str(folder / "1.png")}  # either appearing makes the stage stale
 
 
 def test_a_benchmarks_own_categories_map_to_ours_or_to_its_default(tmp_path):
