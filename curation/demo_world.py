@@ -42,6 +42,17 @@ class WorldConfig:
     long_cot: int = 100  # text-only long-CoT rows for the cold-start mix
     plant_faults: bool = True  # one exact duplicate and one broken image file
 
+    def __post_init__(self) -> None:
+        """Refuse a world that would be empty or malformed (raises ValueError naming the field)."""
+        for name, least in (("per_family", 1), ("distractor_docs", 0), ("long_cot", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name}: {value!r} is not a whole number >= {least}")
+        for name in ("perception_size", "chart_size", "landmark_size"):
+            size = getattr(self, name)
+            if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 64 for v in size):
+                raise ValueError(f"{name}: {size!r} is not (width, height) of at least 64 pixels each")
+
 
 _SYLLABLES = ["vel", "mor", "qua", "zen", "tor", "ish", "bra", "lun", "kad", "rix", "oth", "mei", "san", "dor", "fel"]
 _KINDS = ["Tower", "Bridge", "Observatory", "Lighthouse", "Gate", "Library", "Aqueduct"]

@@ -30,15 +30,18 @@ class ImageRejected(ValueError):
 EXIF_ORIENTATION = 0x0112
 
 
-def validate_image(data: bytes, limits: ImageLimits) -> bytes:
+def validate_image(data: bytes, limits: ImageLimits, name: str | None = None) -> bytes:
     """Return usable image bytes: the original when already clean, else a PNG re-encoding (8-bit
-    RGB, EXIF orientation applied, no EXIF kept).
+    RGB, EXIF orientation applied, no EXIF kept). `name` (the image's file, when it came from one)
+    is named in the reason: `image_undecodable: img/a.png: an empty file (0 bytes), not an image`.
 
     Raises `ImageRejected` (`image_too_large`, `image_too_small`, `image_bad_aspect`,
     `image_undecodable`). Nothing else escapes: any failure of pillow's decoders on a file is the
     file's fault. Broken EXIF metadata does not reject an image: it is read as no orientation and
     left out of the re-encoded image, which later readers can then open."""
     try:
+        if not data:
+            raise ImageRejected("image_undecodable: an empty file (0 bytes), not an image")
         with warnings.catch_warnings():
             # pillow warns about what it skips in a damaged file (a tag past the end, corrupt EXIF):
             # the image passes or is quarantined with a reason, so the warnings only add noise. Our
@@ -46,14 +49,18 @@ def validate_image(data: bytes, limits: ImageLimits) -> bytes:
             # refuse an image the config allows (the config cannot allow more than that limit).
             warnings.simplefilter("ignore")
             return _validate(data, limits)
-    except ImageRejected:
-        raise
-    except UnidentifiedImageError:  # its message holds the buffer's address: no use in a reason
-        raise ImageRejected("image_undecodable: not an image format pillow knows") from None
+    except ImageRejected as exc:
+        if name is None:
+            raise
+        key, _, rest = str(exc).partition(": ")
+        raise ImageRejected(f"{key}: {name}: {rest}") from None
+    except UnidentifiedImageError:  # pillow's text names its in-memory buffer, not the file
+        raise ImageRejected(f"image_undecodable: {f'{name}: ' if name else ''}not an image pillow can read "
+                            f"({len(data)} bytes starting {data[:8]!r})") from None
     except Image.DecompressionBombError as exc:  # above pillow's hard ceiling (2 x MAX_IMAGE_PIXELS): too large, not broken
-        raise ImageRejected(f"image_too_large: exceeds {limits.max_pixels} pixels ({exc})") from None
+        raise ImageRejected(f"image_too_large: {f'{name}: ' if name else ''}exceeds {limits.max_pixels} pixels ({exc})") from None
     except Exception as exc:  # any decoder or metadata failure is the file's, never a crashed scan
-        raise ImageRejected(f"image_undecodable: {type(exc).__name__}: {exc}") from None
+        raise ImageRejected(f"image_undecodable: {f'{name}: ' if name else ''}{type(exc).__name__}: {exc}") from None
 
 
 def _validate(data: bytes, limits: ImageLimits) -> bytes:

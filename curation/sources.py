@@ -95,9 +95,18 @@ class SourceSpec(FieldMapping):
 
     @property
     def source_name(self) -> str:
+        """`name`, else the file's stem (a folder's name; for a glob, the folder it starts in:
+        `data/rl/*.parquet` is `rl`), or for `hf` the dataset id."""
         if self.name:
             return self.name
-        return self.file.stem if self.kind != "hf" else self.path.replace("/", "__")
+        if self.kind == "hf":
+            return self.path.replace("/", "__")
+        if glob.has_magic(self.path):
+            plain = [part for part in Path(self.path).parts if not glob.has_magic(part)]
+            cut = next(i for i, part in enumerate(Path(self.path).parts) if glob.has_magic(part))
+            folder = Path(*Path(self.path).parts[:cut]) if cut else Path(".")
+            return folder.resolve().name or (plain[-1] if plain else self.path)
+        return self.file.stem
 
     @model_validator(mode="after")
     def _verl_labels(self) -> SourceSpec:
@@ -231,6 +240,16 @@ def read_table_file(path: Path, required: set[str], what: str = "file") -> list[
     return [row for _, row in located]
 
 
+def _exists(ref: str, base_dir: Path) -> bool:
+    try:
+        return (Path(ref) if Path(ref).is_absolute() else base_dir / ref).exists()
+    except (OSError, ValueError):
+        return False
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # http://, https://, s3://, gs://, ... (a data: URL is base64, read)
+
+
 def _read_image(ref: Any, base_dir: Path, files: set[str] | None = None) -> tuple[bytes, str | None]:
     """An image given as a path, base64 (or a data URL), raw bytes, a `{bytes, path}` dict or a PIL
     image. A file it reads (or looks for and misses) is added to `files`."""
@@ -241,7 +260,7 @@ def _read_image(ref: Any, base_dir: Path, files: set[str] | None = None) -> tupl
                 raise RowRejected(f"image_ref_invalid: `bytes` holds a {type(data).__name__}, not bytes")
             return bytes(data), path if isinstance(path, str) else None
         if isinstance(path, str) and path and "\0" not in path:  # a file, whatever its suffix
-            return _read_file(path, base_dir, files)
+            return _read_file(path, base_dir, files, ref.get("also_looked_in") or [])
         raise RowRejected("image_ref_invalid: an image object with neither bytes nor a path")
     if isinstance(ref, (bytes, bytearray)):
         return bytes(ref), None
@@ -258,8 +277,11 @@ def _read_image(ref: Any, base_dir: Path, files: set[str] | None = None) -> tupl
         raise RowRejected(f"image_undecodable: {problem}")
     if not isinstance(ref, str) or not ref:
         raise RowRejected(f"image_ref_invalid: expected a path or base64 string, got {type(ref).__name__}")
-    if len(ref) < 4096 and "\0" not in ref and Path(ref).suffix.lower() in IMAGE_SUFFIXES:
-        return _read_file(ref, base_dir, files)
+    if _URL.match(ref):
+        raise RowRejected(f"image_url: {ref[:200]}: URLs are not fetched; download the images and give local paths "
+                          "(or base64, or bytes)")
+    if len(ref) < 4096 and "\0" not in ref and (Path(ref).suffix.lower() in IMAGE_SUFFIXES or _exists(ref, base_dir)):
+        return _read_file(ref, base_dir, files)  # a file (or a folder, named as one) without an image suffix too
     try:
         return base64.b64decode(ref.split(",", 1)[-1], validate=True), None
     except (binascii.Error, ValueError) as exc:
@@ -273,15 +295,17 @@ def read_image_ref(ref: Any, base_dir: Path, files: set[str] | None = None) -> t
     return _read_image(ref, base_dir, files)
 
 
-def _read_file(ref: str, base_dir: Path, files: set[str] | None) -> tuple[bytes, str]:
-    """An image file's bytes (a relative path starts at `base_dir`); the path goes into `files`."""
+def _read_file(ref: str, base_dir: Path, files: set[str] | None, also: list[str] = ()) -> tuple[bytes, str]:  # type: ignore[assignment]
+    """An image file's bytes (a relative path starts at `base_dir`); the path goes into `files`.
+    `also`: other places the file was looked for (named when it is missing, and stamped too)."""
     candidate = Path(ref) if Path(ref).is_absolute() else base_dir / ref
+    others = [str(Path(a) if Path(a).is_absolute() else base_dir / a) for a in also]
     if files is not None:
-        files.add(str(candidate))
+        files.update([str(candidate), *others])
     try:
         return candidate.read_bytes(), str(candidate)
     except FileNotFoundError:
-        raise RowRejected(f"image_missing: {candidate}") from None
+        raise RowRejected(f"image_missing: {candidate}" + (f" (nor {', '.join(others)})" if others else "")) from None
     except (OSError, ValueError) as exc:  # a directory, no permission, a name too long or not encodable
         raise RowRejected(f"image_unreadable: {candidate}: {getattr(exc, 'strerror', None) or exc}") from None
 
@@ -341,6 +365,8 @@ def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: 
         "choices": choices,
         "meta": spec.meta_of(row),
     }
+    if fields["category"] == "perception" and not refs:  # perception is about an image: one without is no sample
+        raise RowRejected(f"missing_image: a perception sample needs an image, and `{spec.column('images')}` holds none")
     label = spec.own_label(row)
     if label is not None:
         fields["meta"] = {**fields["meta"], "source_category": label}
@@ -631,13 +657,17 @@ def _tsv_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
         yield {**row, **{k: v for k, v in generic.items() if k not in spec.fields.values()}, **resolved}, origin
 
 
-def _vlmevalkit_image_path(spec: SourceSpec, name: str) -> str:
+def _vlmevalkit_image_path(spec: SourceSpec, name: str) -> str | dict[str, Any]:
     """An `image_path` entry: as it is when it exists beside the TSV (or absolute), else where
-    VLMEvalKit keeps a dataset's images (`images/<dataset>/` beside the TSV)."""
+    VLMEvalKit keeps a dataset's images (`images/<dataset>/` beside the TSV, <dataset> being the
+    TSV's file stem: `images/V_star/` for `V_star.tsv`); when in neither, a reference that
+    `image_missing` reports with both places."""
     if Path(name).is_absolute() or (spec.base_dir / name).exists():
         return name
     candidate = Path("images") / spec.file.stem / name
-    return str(candidate) if (spec.base_dir / candidate).exists() else name
+    if (spec.base_dir / candidate).exists():
+        return str(candidate)
+    return {"path": name, "also_looked_in": [str(candidate)]}  # neither: `image_missing` names both places
 
 
 def _hf_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
@@ -688,27 +718,57 @@ def read_source(spec: SourceSpec, skipped: dict[str, int] | None = None) -> Iter
             return
 
 
-def check_mapped_columns(spec: SourceSpec, sample_rows: int = 100) -> None:
-    """Before any work: raise `SourceError` when `spec.fields` maps one of our fields to a column
-    that none of the source's first `sample_rows` rows has, naming the columns they do have. Local
-    JSONL, JSON and TSV files only; other kinds (`hf` is read in full by `datasets`) are left to the
-    scan, whose error names the same fix when every row misses the column."""
+def _first_rows(spec: SourceSpec, sample_rows: int) -> list[dict[str, Any]]:
+    """The readable rows among the first `sample_rows` of a local JSONL, JSON or TSV source ([] for
+    other kinds and a missing file: the scan reports those). Raises `SourceError` for a file that is
+    not rows at all."""
     readers = {"jsonl": _json_rows, "json": _json_rows, "tsv": _tsv_rows}
-    if not spec.fields or spec.kind not in readers or not spec.file.is_file():
-        return
-    rows = readers[spec.kind](spec)
-    seen: set[str] = set()
-    for index, (row, _) in enumerate(rows):
-        seen.update(key for key in row if key != PARSE_ERROR)
+    if spec.kind not in readers or not spec.file.is_file():
+        return []
+    rows = []
+    for index, (row, _) in enumerate(readers[spec.kind](spec)):
+        if PARSE_ERROR not in row:
+            rows.append(row)
         if index + 1 >= sample_rows:
             break
+    return rows
+
+
+def _has_column(path: str, seen: set[str]) -> bool:
+    """Whether a column name, or the first step of a dotted path (`extra_info.answer`), is among `seen`."""
+    return path in seen or path.split(".", 1)[0] in seen
+
+
+def check_mapped_columns(spec: SourceSpec, sample_rows: int = 100) -> None:
+    """Before any work: raise `SourceError` when `spec.fields` maps one of our fields, or
+    `spec.include` filters on, a column that none of the source's first `sample_rows` rows has,
+    naming the columns they do have. Local JSONL, JSON and TSV files only; other kinds (`hf` is read
+    in full by `datasets`) are left to the scan, whose error names the same fix when every row
+    misses the column (or `include` leaves none)."""
+    if not (spec.fields or spec.include):
+        return
+    seen: set[str] = {key for row in _first_rows(spec, sample_rows) for key in row}
     if not seen:
         return  # nothing readable: the scan reports that
-    missing = {ours: theirs for ours, theirs in spec.fields.items() if theirs not in seen}
+    missing = [f"fields.{ours}: {theirs!r}" for ours, theirs in spec.fields.items() if not _has_column(theirs, seen)]
+    missing += [f"include.{column}" for column in spec.include if not _has_column(column, seen)]
     if missing:
-        named = ", ".join(f"fields.{ours}: {theirs!r}" for ours, theirs in missing.items())
-        raise SourceError(f"source {spec.source_name!r}: {named}: no such column in its first rows (columns: "
+        raise SourceError(f"source {spec.source_name!r}: {', '.join(missing)}: no such column in its first rows (columns: "
                           f"{', '.join(sorted(seen)[:30])})")
+
+
+def include_values_seen(spec: SourceSpec, sample_rows: int = 1000, most: int = 8) -> dict[str, list[str]]:
+    """For the error when `include` keeps no row: each include column's distinct values among the
+    first `sample_rows` rows (at most `most` each; local JSONL, JSON and TSV files, else {})."""
+    rows = _first_rows(spec, sample_rows)
+    seen: dict[str, list[str]] = {}
+    for column in spec.include:
+        values = seen.setdefault(column, [])
+        for row in rows:
+            value = lookup(row, column)
+            if value is not None and repr(value) not in values and len(values) < most:
+                values.append(repr(value))
+    return seen
 
 
 def _included(value: Any, allowed: list[Any]) -> bool:
@@ -730,6 +790,10 @@ def rows_fix_hint(reason_key: str) -> str:
         "missing_choices": "map `fields.choices` to the column of options, or give the source another answer_type (number, math or text)",
         "invalid_answer_type": "give the source an answer_type (choice, number, math or text) or map `fields.answer_type`",
         "image_missing": "image paths are read relative to the source file's folder: check them, or map `fields.images`",
+        "invalid_parquet": "a parquet file is broken or not parquet: re-download it or leave it out (each is named in the quarantine)",
+        "image_url": "images given as URLs are not fetched: download them and give local paths (or base64)",
+        "missing_image": "a perception sample needs an image: map `fields.images` to the column that holds them, or give "
+                         "text-only rows another category (reasoning)",
         "invalid_json": "give JSON Lines (one object per line) or a JSON array of objects",
         "invalid_encoding": "re-encode the file as UTF-8",
         "sharegpt_row": "this is LLaMA-Factory's sharegpt layout (conversations with images): `deepeyes import sharegpt FILE --out DIR` "

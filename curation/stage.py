@@ -38,7 +38,8 @@ from curation.images import ImageLimits, ImageRejected, pillow_pixel_ceiling, va
 from curation.report import WARNINGS, StepReport
 from curation.schema import SAMPLE_SCHEMA, ImageRef, Sample, content_id
 from curation.shards import QUARANTINE_DIR, Quarantine, ShardError, ShardWriter, iter_rows, read_manifest, shard_files
-from curation.sources import PARSE_ERROR, RowRejected, SourceError, SourceSpec, read_source, row_to_sample, rows_fix_hint
+from curation.sources import (PARSE_ERROR, RowRejected, SourceError, SourceSpec, include_values_seen, read_source, row_to_sample,
+                              rows_fix_hint)
 
 STAGING_DIR = "_staged"
 
@@ -160,7 +161,7 @@ def scan_source(cfg: CurateConfig, source_index: int, out_dir: str | Path, part:
                 if PARSE_ERROR in row:
                     raise RowRejected(row[PARSE_ERROR])
                 sample = row_to_sample(row, spec, spec.base_dir, files)
-                images = [ImageRef(bytes=validate_image(i.bytes, limits), path=i.path) for i in sample.images]
+                images = [ImageRef(bytes=validate_image(i.bytes, limits, i.path), path=i.path) for i in sample.images]
             except Exception as exc:  # noqa: BLE001 - a row is quarantined, never the scan lost
                 # RowRejected and ImageRejected carry the reason; anything else is a case the
                 # checks above missed: still the row's problem, kept with its type for a fix.
@@ -206,6 +207,7 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
             raise ShardError(f"{staged}: a curate scan did not finish (no manifest)")
         report.merge(manifest["report"])
         quarantine.extend(Path(staged) / QUARANTINE_DIR)
+    _fail_on_filters_that_keep_nothing(cfg, report, quarantine, out_dir)
     _fail_on_unusable_sources(cfg, report, quarantine, out_dir)
     timings: dict[str, float] = {}
     # The benchmarks first: one that cannot be used stops the run before the long steps.
@@ -292,6 +294,8 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
             "contaminated": sum(report.steps.get("decontaminate", {}).get("dropped", {}).values()),
             "rows_out": writer.rows_written,
         }
+        if report.extra.get("filtered_by_include"):  # rows `include` left out: not read, not invalid
+            counts["filtered_by_include"] = sum(report.extra["filtered_by_include"].values())
         decontamination = [{k: v for k, v in entry.items() if k != "reason"} for entry in contaminated.values()]
         report.extra.update({"per_pool": per_pool, "decontamination": decontamination, "timings": timings})
         per_category = {k: v["out"] for k, v in report.by_category.items() if v["out"]}  # rows out per category
@@ -341,6 +345,24 @@ def _contamination(items: list[DedupItem], near: dict[str, Duplicate], index: Co
             reason = f"contaminated_near_duplicate: {hit.benchmark}/{hit.item} (a near duplicate of {member}, which matched it)"
         found[key] = {"sample_id": key, "benchmark": hit.benchmark, "item": hit.item, "kind": kind, "evidence": evidence, "reason": reason}
     return found
+
+
+def _fail_on_filters_that_keep_nothing(cfg: CurateConfig, report: StepReport, quarantine: Quarantine, out_dir: Path) -> None:
+    """A source whose `include` left no row (or none but unusable ones) is a filter that does not
+    match its data: `_fail` naming the filter, what it removed, and the values its columns hold,
+    not blaming the unusable rest for what the filter removed."""
+    filtered = report.extra.get("filtered_by_include") or {}
+    for spec in cfg.sources:
+        entry = report.by_source.get(spec.source_name, {"in": 0, "dropped": {}})
+        if not filtered.get(spec.source_name) or sum(entry["dropped"].values()) < entry["in"]:
+            continue
+        rule = ",".join(f"include.{column}={'|'.join(map(str, allowed))}" for column, allowed in spec.include.items())
+        values = "; ".join(f"{column} has {', '.join(found) if found else 'no value'}" for column, found in include_values_seen(spec).items())
+        rest = (f" and the other {entry['in']} are unusable ({', '.join(f'{n} {r}' for r, n in entry['dropped'].items())})"
+                if entry["in"] else "")
+        _fail(report, quarantine, out_dir, f"source {spec.source_name!r}: {rule} removed {filtered[spec.source_name]} rows{rest}, "
+                                           f"so none is left" + (f" (in its first rows, {values})" if values else "")
+                                           + "; check the filter's column and values")
 
 
 def _fail_on_unusable_sources(cfg: CurateConfig, report: StepReport, quarantine: Quarantine, out_dir: Path) -> None:

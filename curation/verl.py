@@ -108,12 +108,18 @@ def verl_rows(path: str, mapped_columns: set[str]) -> Iterator[tuple[dict[str, A
 
     for file in verl_files(path):
         index = 0
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=64):
-            for raw in batch.to_pylist():
-                origin = f"{file}[{index}]"
-                index += 1
-                generic = verl_generic(raw)
-                if isinstance(generic, str):
-                    yield {"__parse_error__": generic}, origin
-                    continue
-                yield {**raw, **{k: v for k, v in generic.items() if k not in mapped_columns}}, origin
+        try:
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=64):
+                for raw in batch.to_pylist():
+                    origin = f"{file}[{index}]"
+                    index += 1
+                    generic = verl_generic(raw)
+                    if isinstance(generic, str):
+                        yield {"__parse_error__": generic}, origin
+                        continue
+                    yield {**raw, **{k: v for k, v in generic.items() if k not in mapped_columns}}, origin
+        except (OSError, ValueError) as exc:  # pyarrow's errors for a file that is not (whole) parquet derive from these
+            # One broken file of a folder or glob is that file's problem: named, quarantined, the others read.
+            where = f"from row {index} on" if index else "the whole file"
+            yield ({"__parse_error__": f"invalid_parquet: {file}: cannot be read as parquet ({where}): {type(exc).__name__}: "
+                                      f"{str(exc).splitlines()[0] if str(exc) else ''}"}, f"{file}[{index}]")

@@ -72,9 +72,18 @@ def load_spec(name_or_path: str, data_root: str | Path = "data/eval", run_dir: s
     if run_dir is not None:
         text = text.replace("${run_dir}", str(Path(run_dir).resolve()))
     try:
-        return BenchmarkSpec.model_validate(yaml.safe_load(text))
+        spec = BenchmarkSpec.model_validate(yaml.safe_load(text))
     except (yaml.YAMLError, ValidationError) as exc:
         raise BenchmarkError(f"{path}: {exc}") from None
+    # A relative data path in a definition file is read from the file's folder, as a config's are.
+    source = spec.source
+    if isinstance(source, SourceSpec) and source.kind != "hf" and not Path(source.path).is_absolute():
+        spec = spec.model_copy(update={"source": source.model_copy(update={"path": str((path.parent / source.path).resolve())})})
+    elif isinstance(source, SourceSpec) and source.kind == "hf" and source.data_files:
+        files = [source.data_files] if isinstance(source.data_files, str) else list(source.data_files)
+        resolved = [f if Path(f).is_absolute() else str((path.parent / f).resolve()) for f in files]
+        spec = spec.model_copy(update={"source": source.model_copy(update={"data_files": resolved if not isinstance(source.data_files, str) else resolved[0]})})
+    return spec
 
 
 def benchmark_files(name_or_path: str, data_root: str | Path = "data/eval", run_dir: str | Path | None = None) -> list[Path]:
@@ -111,7 +120,7 @@ def load_benchmark(spec: BenchmarkSpec, limits: ImageLimits | None = None, max_s
                 if "__parse_error__" in row:
                     raise RowRejected(row["__parse_error__"])
                 sample = row_to_sample(row, source, source.base_dir)
-                images = [ImageRef(bytes=validate_image(i.bytes, limits), path=i.path) for i in sample.images]
+                images = [ImageRef(bytes=validate_image(i.bytes, limits, i.path), path=i.path) for i in sample.images]
             except (RowRejected, ImageRejected):
                 unreadable += 1
                 continue

@@ -224,9 +224,11 @@ def deploy(
 
 @app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
-    """Each stage of a run: complete, stale (an input changed since) or missing; rows, time, config hash, commit."""
+    """Each stage of a run: complete, partial (some failed), stale (an input or an upstream stage changed since), incomplete or missing."""
     from flows.lineage import status as run_status
 
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is a file, not a run directory (give the directory a run wrote: runs/NAME)")
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
     summary_path = run_dir / "summary.json"
@@ -241,6 +243,8 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
             continue
         shown, more = row["changed_inputs"][:5], len(row["changed_inputs"]) - 5
         changed = f"; changed since: {', '.join(shown)}" + (f" and {more} more" if more > 0 else "") if shown else ""
+        if row["failed"]:  # the endpoint failed some: not a complete output, the next run sends those again
+            changed += f"; {row['failed']} failed (the next run retries them)"
         # The stage's wall time over all its tasks when the last run took it, else its last task's.
         took = timings.get("evaluate" if row["stage"] == "eval" else row["stage"], row["seconds"])
         seconds = f"{took:.1f} s" if took is not None else "-"
@@ -372,11 +376,13 @@ def probe(
     def progress(counts: dict[str, int]) -> None:
         bar.update(counts["samples"], counts["done"], failed=counts["failed_attempts"])
 
+    before = _previous_rows(out)
     try:
         summary = run_probes(cfg, input, out, SearchConfig(corpus_path=corpus, image_corpus_path=image_corpus), progress=progress,
                              limit=limit)
     finally:
         bar.close()
+    _note_replaced(summary, out, before, limit)
     typer.echo(json.dumps(summary))
 
 
@@ -436,6 +442,7 @@ def synth(
                       agent=agent, request=request)
     search = SearchConfig(corpus_path=corpus, image_corpus_path=image_corpus, cache_dir=search_cache)
     bar = _bar("synthesize")
+    before = _previous_rows(out)
 
     def progress(counts: dict[str, int]) -> None:
         bar.update(counts["samples"], counts["done"], kept=counts["kept"], rejected=counts["rejected"], failed=counts["failed"])
@@ -446,7 +453,29 @@ def synth(
         bar.close()
     if not summary["counts"]["samples"]:
         raise ShardError(f"--input {input}: no samples in pool(s) {', '.join(cfg.pools)} (--pools chooses them)")
+    _note_replaced(summary, out, before, limit)
     typer.echo(json.dumps(summary))
+
+
+def _note_replaced(summary: dict[str, Any], out: Path, before: int | None, limit: int | None) -> None:
+    """A stage's output is rewritten whole: when a re-run into the same `--out` left fewer rows than
+    the last (a smaller `--limit`), say so in the summary (`replaced`) and on stderr."""
+    after = _previous_rows(out) or 0
+    if before is not None and before > after:
+        summary["replaced"] = (f"replaced {before} rows with {after}" + (f" (--limit {limit})" if limit else "")
+                               + "; the request cache keeps the other answers")
+        typer.echo(f"note: {out}: {summary['replaced']}", err=True)
+
+
+def _previous_rows(out: Path) -> int | None:
+    """The rows an earlier run left in a stage's output directory (None: none, or unreadable)."""
+    from curation.shards import read_manifest
+
+    try:
+        rows = (read_manifest(out) or {}).get("rows") if out.is_dir() else None
+    except Exception:  # noqa: BLE001 - an unreadable old manifest is replaced; the run reports its own problems
+        return None
+    return rows if isinstance(rows, int) else None
 
 
 @app.command()
@@ -464,8 +493,8 @@ def report(
 @app.command("generate-world")
 def generate_world_cmd(
     out: Annotated[Path, typer.Argument(help="Directory for the world.", callback=out_dir_option)],
-    seed: int = 0,
-    per_family: int = 12,
+    seed: Annotated[int, typer.Option(help="Seed of the world's generator (any integer).")] = 0,
+    per_family: Annotated[int, typer.Option(help="Samples per family (perception, reasoning, search); at least 1.", min=1)] = 12,
 ) -> None:
     """Write the demo world: samples, search corpus, replay scripts."""
     from curation.demo_world import WorldConfig, generate_world
@@ -543,7 +572,7 @@ def serve_replay(
     refuse_fields: Annotated[str, typer.Option(help="Request fields to refuse as transformers serve does (e.g. stop).")] = "",
 ) -> None:
     """Serve scripted teacher and student turns over the OpenAI chat API."""
-    from synth.replay import ReplaySettings, serve
+    from synth.replay import ReplayScripts, ReplaySettings, check_port_free, serve
 
     if not scripts.is_file():
         raise FileNotFoundError(f"replay scripts not found: {scripts}")
@@ -553,6 +582,8 @@ def serve_replay(
         fault_rate=fault_rate, faults=tuple(f for f in faults.split(",") if f), hang_s=hang_s, retry_after_s=retry_after_s,
         faults_after=faults_after, refuse_fields=tuple(f for f in refuse_fields.split(",") if f),
     )
+    ReplayScripts(scripts)  # a file that is not scripts, and a busy port, are said before the server is announced
+    check_port_free(host, port)
     typer.echo(f"replay server on http://{host}:{port}/v1 (models: {teacher_model}, {student_model}, {instruct_model})")
     serve(settings, host=host, port=port)
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -153,7 +154,10 @@ def evaluate_cmd(
     if judge_url is not None:
         judge = judge.model_copy(update={"llm_url": judge_url, "llm_model": judge_model or judge.llm_model})
     out = out.resolve()
-    metrics = run_evaluate(cfg, cfg.model_path, None, out / "eval", search, judge, base.get("reward") or RewardConfig())
+    started = time.time()
+    reward = base.get("reward") or RewardConfig()
+    metrics = run_evaluate(cfg, cfg.model_path, None, out / "eval", search, judge, reward)
+    record_evaluation(out / "eval", cfg, search, judge, reward, metrics, time.time() - started)
     report = build_report([out], out / "report")
     typer.echo(f"model {metrics['model']} ({metrics['protocol_version']})")
     for bench, entry in metrics["benchmarks"].items():
@@ -165,6 +169,23 @@ def evaluate_cmd(
                        + (f", {entry['unreadable']} unreadable" if entry["unreadable"] else ""))
     typer.echo(f"metrics:    {out / 'eval' / 'metrics.json'}")
     typer.echo(f"report:     {report['html']}")
+
+
+def record_evaluation(eval_dir: Path, cfg: Any, search: Any, judge: Any, reward: Any, metrics: dict[str, Any], seconds: float) -> None:
+    """The evaluation's manifest with its lineage, as the pipeline's evaluate stage writes it: what
+    it read (the checkpoint, the benchmarks' files, the search corpora) and its metrics, so
+    `deepeyes status` shows it complete (or partial, when the endpoint failed episodes) and stale
+    when an input changes. No cache key: the pipeline's cache does not take it for its own."""
+    from eval.benchmarks import benchmark_files
+    from flows import lineage
+    from synth.search import search_input_files
+
+    inputs = [*([cfg.model_path] if cfg.model_path else []),
+              *(str(f) for name in cfg.benchmarks for f in benchmark_files(name, cfg.data_root)),
+              *(str(f) for f in search_input_files(search))]
+    config = {"eval": cfg.model_dump(mode="json"), "search": search.model_dump(mode="json"), "judge": judge.model_dump(mode="json"),
+              "reward": reward.model_dump(mode="json")}
+    lineage.record(eval_dir, "evaluate", config, inputs, seconds, result={"metrics_path": str(eval_dir / "metrics.json"), **metrics})
 
 
 def register(app: typer.Typer) -> None:

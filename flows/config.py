@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from curation.select import SelectConfig
 from curation.sources import SourceError, SourceSpec, check_mapped_columns
@@ -48,7 +48,7 @@ class WorldSettings(BaseModel):
     kind: WorldKind = "classic"  # classic: tests the plumbing; learnable: a tiny model learns it (curation/worlds.py)
     seed: int = 0
     per_family: int = Field(12, ge=1)
-    distractor_docs: int = 40
+    distractor_docs: int = Field(40, ge=0)
     instruct_per_family: int = Field(0, ge=0)  # learnable only: samples per family for the `base:` instruct stage
     families: list[Literal["perception", "reasoning", "search", "direct"]] | None = None  # learnable only: a subset; None: all four
 
@@ -107,6 +107,18 @@ class PipelineConfig(BaseModel):
     reward: RewardConfig = Field(default_factory=RewardConfig)  # one scoring for probes, synthesis, GRPO and eval
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)  # task runner, retries, endpoint limits
 
+    @field_validator("name", mode="before")
+    @classmethod
+    def _one_folder_name(cls, value: Any) -> Any:
+        """The run directory is `runs_dir/name`: a name is one folder's name (a number reads as its
+        text), never a path that leads elsewhere."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str) and (not value.strip() or value in (".", "..") or any(c in value for c in "/\\\0")):
+            raise ValueError(f"{value!r} is not a folder name: the run directory is runs_dir/name, so give a name without "
+                             "'/', '\\' or '..' (set runs_dir to choose where runs go)")
+        return value
+
     def check(self) -> None:
         """Cross-field rules and files that must exist, before any work starts."""
         if self.replay is not None and self.world is None:
@@ -132,7 +144,7 @@ class PipelineConfig(BaseModel):
                 try:
                     check_mapped_columns(source)
                 except SourceError as exc:
-                    raise ConfigError(f"curate.{section}[{i}]: {exc}") from None  # it names the source and `fields.X`
+                    raise ConfigError(f"curate.{section}[{i}]: {exc}") from None  # the error names fields./include.
         for field, path in (("search.corpus_path", self.search.corpus_path), ("search.image_corpus_path", self.search.image_corpus_path)):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{field}: file not found: {path}")
@@ -256,6 +268,12 @@ def unknown_field_message(loc: tuple[Any, ...]) -> str:
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Every relative path a config names, made absolute against the config file's folder `base`:
+    sources and benchmarks (`path`, an `hf` source's `data_files`), `synth.long_cot.path`,
+    `search.corpus_path` / `image_corpus_path` / `cache_dir`, `eval.data_root` (its default
+    `data/eval` too), benchmark and protocol-profile files (`*.yaml`), `sft.model_path` /
+    `eval.model_path` when local (starting with `.` or existing there; else a hub id), and
+    `grpo.weight_dir`. Not `runs_dir`: runs go under the working directory."""
     def resolve(value: Any) -> Any:
         return str((base / value).resolve()) if isinstance(value, str) and not Path(value).is_absolute() else value
 
@@ -276,9 +294,27 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         for key in ("corpus_path", "image_corpus_path", "cache_dir"):
             if search.get(key):
                 search[key] = resolve(search[key])
-    model_path = (raw.get("sft") or {}).get("model_path") if isinstance(raw.get("sft"), dict) else None
-    if isinstance(model_path, str) and model_path.startswith("."):
-        raw["sft"]["model_path"] = resolve(model_path)
+    def local(value: Any) -> bool:  # a model or a file named by path, not a hub id or a shipped name
+        return isinstance(value, str) and not Path(value).is_absolute() and (value.startswith(".") or (base / value).exists())
+
+    sections = {name: raw[name] for name in ("sft", "grpo", "eval", "synth", "probe") if isinstance(raw.get(name), dict)}
+    for section in ("sft", "eval"):
+        if local(sections.get(section, {}).get("model_path")):
+            sections[section]["model_path"] = resolve(sections[section]["model_path"])
+    if "grpo" in sections and isinstance(sections["grpo"].get("weight_dir"), str):
+        sections["grpo"]["weight_dir"] = resolve(sections["grpo"]["weight_dir"])
+    if raw.get("eval") is None:
+        raw["eval"] = sections["eval"] = {}
+    evaluation = sections.get("eval", {})
+    if isinstance(evaluation.get("data_root", "data/eval"), str):  # its default `data/eval` is beside the config too
+        evaluation["data_root"] = resolve(evaluation.get("data_root", "data/eval"))
+    if isinstance(evaluation.get("benchmarks"), list):  # a benchmark given as a definition file (a shipped name stays)
+        evaluation["benchmarks"] = [resolve(b) if isinstance(b, str) and b.endswith((".yaml", ".yml")) else b
+                                    for b in evaluation["benchmarks"]]
+    for section in sections.values():  # a protocol profile given as a file
+        agent = section.get("agent")
+        if isinstance(agent, dict) and isinstance(agent.get("profile"), str) and agent["profile"].endswith((".yaml", ".yml")):
+            agent["profile"] = resolve(agent["profile"])
 
 
 def parse_config(

@@ -203,12 +203,56 @@ def changed_inputs(lineage: dict[str, Any], depth: int = 4, stage_dir: str | Pat
     return changed
 
 
+def failed_count(manifest: dict[str, Any]) -> int:
+    """Samples (synthesis), attempts (probes) or episodes (evaluation) the stage's endpoint failed,
+    from its manifest's counts or its recorded result: an output with any is not a complete one."""
+    found = 0
+    for counts in (manifest.get("counts"), ((manifest.get("lineage") or {}).get("result") or {})):
+        if not isinstance(counts, dict):
+            continue
+        inner = counts.get("counts") if isinstance(counts.get("counts"), dict) else {}
+        for source in (counts, inner):
+            for key in ("failed", "failed_attempts"):
+                value = source.get(key)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    found = max(found, value)
+    return found
+
+
+def _stage_of(path: Path, run: Path) -> str | None:
+    """The run's stage whose directory holds `path` (None for a path outside the run's stages)."""
+    try:
+        first = path.resolve().relative_to(run.resolve()).parts[:1]
+    except (ValueError, OSError):
+        return None
+    return first[0] if first and first[0] in STAGE_DIRS else None
+
+
+def upstream_stages(lineage: dict[str, Any], run: Path, own: str, depth: int = 4) -> set[str]:
+    """The run's stages whose outputs this output was made from: its inputs inside another stage's
+    directory, also through the inputs of its own parts (`probe/_shards/part-00000` read
+    `curate/part-00000.parquet`)."""
+    found: set[str] = set()
+    for path in lineage.get("inputs") or {}:
+        stage = _stage_of(Path(path), run)
+        if stage is not None and stage != own:
+            found.add(stage)
+        elif depth and Path(path).is_dir():
+            part, _ = _manifest_or_problem(Path(path))
+            found |= upstream_stages((part or {}).get("lineage") or {}, run, own, depth - 1)
+    return found
+
+
 def status(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Each stage of a run: complete or not, rows, time, config hash, commit, and whether its inputs
-    changed since it ran (stale)."""
+    """Each stage of a run: its state, rows, time, config hash, commit, and the inputs that changed
+    since it ran. States: `missing`, `incomplete` (no manifest: it did not finish), `stale` (an
+    input changed since, or a stage it was made from is stale: staleness runs down the chain),
+    `partial` (finished, but its endpoint failed `failed` samples, attempts or episodes: not a
+    complete cache entry; the next run sends those again), `complete`."""
     run = Path(run_dir)
     rows = []
-    for name in STAGE_DIRS:
+    stale: set[str] = set()
+    for name in STAGE_DIRS:  # in pipeline order: a stage's inputs come before it
         manifest, problem = _manifest_or_problem(run / name)
         # A stage trained through `training.command` kept its launcher's output there (a failed one too).
         launch_log = run / name / f"launch-{name}.log"
@@ -219,11 +263,16 @@ def status(run_dir: str | Path) -> list[dict[str, Any]]:
             continue
         lineage = manifest.get("lineage") or {}
         changed = changed_inputs(lineage, stage_dir=run / name)
+        changed += [f"{up} (stale)" for up in sorted(upstream_stages(lineage, run, name) & stale, key=STAGE_DIRS.index)]
+        failed = failed_count(manifest)
+        if changed:
+            stale.add(name)
         rows.append({
             "stage": name,
-            "state": "stale" if changed else "complete",
+            "state": "stale" if changed else "partial" if failed else "complete",
             "rows": manifest.get("rows"),
             "counts": manifest.get("counts"),
+            "failed": failed,
             "seconds": lineage.get("seconds"),
             "config_hash": lineage.get("config_hash"),
             "git_commit": (lineage.get("git_commit") or "")[:12] or None,

@@ -47,6 +47,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from curation.images import pixel_digest
+from curation.sources import SourceError
+from synth.endpoint import EndpointError
 from synth.judge import normalize_text
 from synth.profile import IMAGE_SLOT, Profile, profile_of_system_prompt
 from synth.protocol import find_stop
@@ -110,15 +112,38 @@ def _conversation_keys(messages: list[dict[str, Any]]) -> tuple[str | None, str]
     return None, ""
 
 
+class ReplayScriptsError(SourceError):
+    """A replay scripts file that is not the demo world's `replay_scripts.jsonl`; one line naming
+    the file, the line and what is wrong."""
+
+
 class ReplayScripts:
+    """The demo world's scripts (`replay_scripts.jsonl`: one JSON object per line with its
+    `question`), found by image digest or question. Raises `ReplayScriptsError`."""
+
     def __init__(self, scripts_path: Path) -> None:
         self.by_digest: dict[str, dict[str, Any]] = {}
         self.by_question: dict[str, list[dict[str, Any]]] = {}
-        for line in scripts_path.read_text().splitlines():
-            script = json.loads(line)
+        try:
+            text = Path(scripts_path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ReplayScriptsError(f"--scripts {scripts_path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                script = json.loads(line)
+            except ValueError as exc:
+                hint = " (a JSON array? give JSON Lines: the demo world's replay_scripts.jsonl)" if number == 1 and line.lstrip().startswith("[") else ""
+                raise ReplayScriptsError(f"--scripts {scripts_path}: line {number} is not JSON ({exc}){hint}") from None
+            if not isinstance(script, dict) or not isinstance(script.get("question"), str):
+                raise ReplayScriptsError(f"--scripts {scripts_path}: line {number} is not a script (an object with a `question`): "
+                                         "give the demo world's replay_scripts.jsonl (deepeyes generate-world)")
             self.by_question.setdefault(script["question"], []).append(script)
             if script.get("image_digest"):
                 self.by_digest[script["image_digest"]] = script
+        if not self.by_question:
+            raise ReplayScriptsError(f"--scripts {scripts_path}: no scripts in it (an empty file)")
 
     def find(self, messages: list[dict[str, Any]]) -> dict[str, Any] | None:
         digest, text = _conversation_keys(messages)
@@ -363,6 +388,25 @@ def _completion(model: str, text: str, finish: str, stop_reason: str | None = No
                      "stop_reason": stop_reason}],
         "usage": {"prompt_tokens": 0, "completion_tokens": words, "total_tokens": words},
     }
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise `EndpointError` naming `--port` when `host:port` cannot be bound (another server
+    listens there), before anything says the server is up."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise EndpointError(f"--host {host}: not an address of this machine ({exc})") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing socket does not block it
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise EndpointError(f"--port {port}: {host}:{port} cannot be bound ({exc.strerror or exc}; another server?): "
+                                "choose another --port") from None
 
 
 def serve(settings: ReplaySettings, host: str = "127.0.0.1", port: int = 8008) -> None:

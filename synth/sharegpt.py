@@ -92,10 +92,18 @@ class ImportConfig(BaseModel):
         return value
 
 
+# LLaMA-Factory's defaults for a sharegpt dataset's `tags` (its data/README.md, `dataset_info.json`
+# format): what an entry that gives no `tags`, or only some, means.
+LLAMA_FACTORY_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+                      "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
+
+
 def dataset_info_entries(path: str | Path, names: list[str] | None = None) -> list[tuple[Path, ShareGPTFormat, str]]:
     """(data file, format, dataset name) for the `sharegpt` datasets of a LLaMA-Factory
     `dataset_info.json` (all of them, or those in `names`); files relative to its folder.
-    Tolerates the trailing commas some hand-edited files have. Raises `SourceError`."""
+    Tags an entry leaves out take LLaMA-Factory's defaults (`LLAMA_FACTORY_TAGS`: from/value,
+    human/gpt/observation/function_call/system). Tolerates the trailing commas some hand-edited
+    files have. Raises `SourceError`."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8-sig")
@@ -124,8 +132,13 @@ def dataset_info_entries(path: str | Path, names: list[str] | None = None) -> li
                 raise SourceError(f"{path}: dataset {name!r} is not a sharegpt dataset with a file_name")
             continue
         columns, tags = entry.get("columns") or {}, entry.get("tags") or {}
+        if not isinstance(columns, dict) or not isinstance(tags, dict):
+            raise SourceError(f"{path}: dataset {name!r}: `columns` and `tags` must be objects")
+        # A registry entry is LLaMA-Factory's: a tag it leaves out takes LLaMA-Factory's default
+        # (not the per-row guess used for bare files), whatever the messages column is called.
         fmt = ShareGPTFormat(messages=columns.get("messages", "conversations"), images=columns.get("images", "images"),
-                             system=columns.get("system"), **{k: v for k, v in tags.items() if k in ShareGPTFormat.model_fields})
+                             system=columns.get("system"),
+                             **{**LLAMA_FACTORY_TAGS, **{k: v for k, v in tags.items() if k in ShareGPTFormat.model_fields}})
         entries.append((path.parent / entry["file_name"], fmt, name))
     if not entries:
         raise SourceError(f"{path}: no sharegpt dataset in it")
@@ -189,9 +202,9 @@ def _images(row: dict[str, Any], fmt: ShareGPTFormat, turns: list[tuple[str, str
                           "(each marker takes the next image)")
     images = []
     for ref in refs:
-        data, _ = read_image_ref(ref, base_dir, files)
+        data, path = read_image_ref(ref, base_dir, files)
         try:
-            images.append(validate_image(data, limits))
+            images.append(validate_image(data, limits, path))
         except ImageRejected as exc:
             raise RowRejected(str(exc)) from None
     return images
@@ -321,13 +334,15 @@ def import_sharegpt(files: list[tuple[Path, ShareGPTFormat | None]], out_dir: st
     trajectory's `sample_id`; what `deepeyes curate --source jsonl:...` reads), and
     `samples_quarantine.jsonl` for trajectories without a sample. With `keep_samples`, only the
     trajectories of those sample ids are written (the ones that survived curation). Returns counts.
-    Raises `SourceError` for a file that is missing or not rows at all."""
+    Raises `SourceError` for a file that is missing or not rows at all, and (after writing the
+    quarantine and `import.json`) when every row was quarantined, naming the most common reason."""
     started = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {"rows": 0, "trajectories": 0, "quarantined": 0, "samples": 0, "without_sample": 0, "not_kept": 0}
     by_version: dict[str, int] = {}
     read_files: set[str] = set()
+    first_reason: dict[str, str] = {}  # reason key -> its first row's full reason (for the error when all fail)
     writer = ShardWriter(out_dir / TRAJECTORIES_DIR, TRAJECTORY_SCHEMA)
     quarantine = Quarantine(out_dir / TRAJECTORIES_DIR, "import")
     samples_tmp = out_dir / f".{SAMPLES_FILE}.tmp"
@@ -347,6 +362,7 @@ def import_sharegpt(files: list[tuple[Path, ShareGPTFormat | None]], out_dir: st
                     trajectory, sample, why = import_row(row, file_cfg, base_dir, name, files=read_files)
                 except RowRejected as exc:
                     quarantine.add(row, str(exc), origin)
+                    first_reason.setdefault(str(exc).split(":", 1)[0], f"{origin}: {exc}")
                     counts["quarantined"] += 1
                     continue
                 if keep_samples is not None and trajectory["sample_id"] not in keep_samples:
@@ -370,4 +386,10 @@ def import_sharegpt(files: list[tuple[Path, ShareGPTFormat | None]], out_dir: st
                "trajectories": str(out_dir / TRAJECTORIES_DIR), "samples": str(out_dir / SAMPLES_FILE),
                "seconds": round(time.time() - started, 3)}
     atomic_write_json(out_dir / "import.json", summary)
+    if counts["rows"] and counts["quarantined"] == counts["rows"]:
+        # Every row failed: a wrong format (columns, tags, image root), not data to drop quietly.
+        reason, count = max(quarantine.reasons.items(), key=lambda kv: kv[1])
+        raise SourceError(f"all {counts['rows']} rows were quarantined, {count} for {reason} (first: {first_reason[reason]}); "
+                          f"check the format's columns and tags (dataset_info.json) or --image-root; "
+                          f"each row's reason is in {out_dir / TRAJECTORIES_DIR / 'quarantine'}")
     return summary

@@ -205,3 +205,64 @@ def test_a_benchmark_definition_that_is_not_text_is_named(tmp_path):
         load_config(config)
     assert str(raised.value) == (f"{config}: eval.benchmarks[0]: {tmp_path / 'bench.yaml'}: not UTF-8 text (invalid continuation byte "
                                  "at byte 0); a benchmark definition is YAML")
+
+
+def test_every_relative_path_in_a_config_resolves_against_the_config_file(tmp_path, monkeypatch):
+    """The released-7b example copied beside its data and run from another folder: eval.data_root
+    (and so every benchmark's data file), the search corpus and cache, a benchmark definition file
+    (and its own relative data path), a protocol-profile file and a local model all resolve
+    against the config's folder, not the working directory (review r2)."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from eval.benchmarks import benchmark_files, load_spec
+
+    repo = Path(__file__).resolve().parent.parent
+    exp = tmp_path / "exp"
+    (exp / "data" / "eval").mkdir(parents=True)
+    tsv = "index\tquestion\tA\tB\tanswer\tcategory\n1\tWhich?\tred\tblue\tA\tc\n"
+    for name in ("V_star.tsv", "HRBench4K.tsv", "MathVista_MINI.tsv"):
+        (exp / "data" / "eval" / name).write_text(tsv)
+    (exp / "data" / "eval" / "fvqa_test.jsonl").write_text(json.dumps({"question": "Who?", "answer": "Ada"}) + "\n")
+    (exp / "data" / "image_corpus.jsonl").write_text(json.dumps({"image": "a.png", "title": "A", "url": "u"}) + "\n")
+    (exp / "bench").mkdir()
+    (exp / "bench" / "mine.yaml").write_text("name: mine\nsource: {kind: jsonl, path: rows.jsonl, category: reasoning}\n")
+    (exp / "bench" / "rows.jsonl").write_text(json.dumps({"question": "2 + 2?", "answer": "4"}) + "\n")
+    (exp / "profiles").mkdir()
+    shutil.copy(repo / "synth" / "profiles" / "deepeyes-v2.yaml", exp / "profiles" / "mine.yaml")
+    shutil.copytree(repo / "synth" / "prompts", exp / "prompts")  # the prompts it names, relative to it
+    (exp / "ckpt").mkdir()
+    text = (repo / "configs" / "released-7b.example.yaml").read_text()
+    text = text.replace("benchmarks: [vstar, hrbench-4k, mathvista, fvqa]", "benchmarks: [vstar, hrbench-4k, mathvista, fvqa, bench/mine.yaml]")
+    text += "synth:\n  agent: {profile: profiles/mine.yaml}\nsft:\n  model_path: ckpt\n"
+    (exp / "released-7b.yaml").write_text(text)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    cfg = load_config(Path("..") / "exp" / "released-7b.yaml")  # checks every benchmark's data file exists
+    root = exp.resolve()
+    assert Path(cfg.eval.data_root) == root / "data" / "eval"
+    assert cfg.search.image_corpus_path == root / "data" / "image_corpus.jsonl"
+    assert cfg.search.cache_dir == root / "cache" / "search"
+    assert cfg.eval.benchmarks[-1] == str(root / "bench" / "mine.yaml")
+    assert Path(load_spec(cfg.eval.benchmarks[-1], cfg.eval.data_root).source.path) == root / "bench" / "rows.jsonl"
+    assert root / "data" / "eval" / "V_star.tsv" in benchmark_files("vstar", cfg.eval.data_root)
+    assert cfg.synth.agent.profile == str(root / "profiles" / "mine.yaml")
+    assert cfg.sft.model_path == str(root / "ckpt")
+    assert cfg.runs_dir == Path("runs")  # runs go under the working directory, as documented
+    # Without an eval section, the default data/eval is the config's too.
+    (exp / "bare.yaml").write_text("name: bare\nworld: {per_family: 2}\nreplay: {}\n")
+    assert Path(load_config(exp / "bare.yaml").eval.data_root) == root / "data" / "eval"
+
+
+@pytest.mark.parametrize("name", ["../../../escape", "a/b", "..", "", "back\\\\slash"])
+def test_a_run_name_that_is_a_path_is_refused(tmp_path, name):
+    with pytest.raises(ConfigError, match=r"name: .* is not a folder name: the run directory is runs_dir/name"):
+        load_config(write(tmp_path, GOOD.replace("name: t", f"name: '{name}'")))
+
+
+def test_a_numeric_run_name_is_its_text(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD.replace("name: t", "name: 123")))
+    assert cfg.name == "123"

@@ -121,3 +121,104 @@ def test_search_and_benchmark_files_are_inputs_of_the_stages_that_read_them(tmp_
     definition = tmp_path / "mybench.yaml"
     definition.write_text("name: mybench\nsource: {kind: tsv, path: ${data_root}/bench.tsv, category: perception}\n")
     assert benchmark_files(str(definition), tmp_path) == [definition, tmp_path / "bench.tsv"]
+
+
+# ---------------------------------------------------------------------------------------------
+# `include` filters that match nothing: named, never an empty success (review r2).
+
+from tests.curate_cli import curate  # noqa: E402
+
+
+def test_include_on_a_column_no_row_has_is_named_before_any_work(tmp_path):
+    source = tmp_path / "arr.json"
+    source.write_text(json.dumps([{"question": "What is 2 + 2?", "answer": "4", "category": "reasoning"}]))
+    done = curate("--source", f"json:{source},include.split=train", "--out", str(tmp_path / "out"))
+    assert done.code == 2
+    assert done.error == "error: source 'arr': include.split: no such column in its first rows (columns: answer, category, question)"
+    assert not (tmp_path / "out").exists()  # refused before any work
+    # The config's check says the same (a dry run loads it).
+    from flows.config import ConfigError, load_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"curate: {{sources: [{{kind: json, path: {source}, include: {{split: [train]}}}}]}}\n")
+    try:
+        load_config(config)
+    except ConfigError as exc:
+        assert "curate.sources[0]: source 'arr': include.split: no such column in its first rows" in str(exc)
+    else:
+        raise AssertionError("load_config accepted an include on a column no row has")
+    # A dotted path into a nested column is a column that exists.
+    source.write_text(json.dumps([{"question": "What is 2 + 2?", "answer": "4", "category": "reasoning", "meta": {"split": "train"}}]))
+    nested = curate("--source", f"json:{source},include.meta.split=train", "--out", str(tmp_path / "nested"))
+    assert nested.code == 0, nested.error
+    assert nested.summary["counts"]["rows_out"] == 1
+
+
+def test_an_include_that_keeps_no_row_exits_2_naming_the_filter(tmp_path):
+    source = tmp_path / "rows.jsonl"
+    good = [{"question": f"What is {n} + {n}?", "answer": str(2 * n), "category": "reasoning", "split": "test"} for n in range(5)]
+    source.write_text("\n".join(json.dumps(r) for r in good) + "\n")
+    done = curate("--source", f"jsonl:{source},include.split=train", "--out", str(tmp_path / "out"))
+    assert done.code == 2
+    assert done.error == ("error: source 'rows': include.split=train removed 5 rows, so none is left (in its first rows, split has "
+                          "'test'); check the filter's column and values")
+    # Bad rows mixed in: the filter is named for what it removed, not invalid_json for the rest.
+    source.write_text("\n".join(json.dumps(r) for r in good) + "\n{not json\n{\"question\": 3\n")
+    mixed = curate("--source", f"jsonl:{source},include.split=train", "--out", str(tmp_path / "mixed"))
+    assert mixed.code == 2
+    assert mixed.error.startswith("error: source 'rows': include.split=train removed 5 rows and the other 2 are unusable (2 invalid_json), "
+                                  "so none is left")
+    assert (tmp_path / "mixed" / "quarantine").is_dir()  # the unusable rows keep their reasons
+    # A filter that keeps some: the rows it left out are counted apart from the invalid ones.
+    source.write_text("\n".join(json.dumps(r) for r in good[:3]) + "\n"
+                      + "\n".join(json.dumps({**r, "split": "train"}) for r in good[3:]) + "\n{not json\n")
+    kept = curate("--source", f"jsonl:{source},include.split=train", "--out", str(tmp_path / "kept"))
+    assert kept.code == 0, kept.error
+    assert kept.summary["counts"] == {"rows_in": 3, "invalid": 1, "duplicates": 0, "near_duplicates": 0, "contaminated": 0,
+                                      "rows_out": 2, "filtered_by_include": 3}
+
+
+def test_image_problems_name_the_file_and_what_to_do(tmp_path):
+    """Perception rows need an image (`images: []` is quarantined as missing_image; a reasoning row
+    without one is fine); a URL is not fetched; an empty or non-image file is named, not pillow's
+    in-memory buffer; a folder given as an image is unreadable, not 'not base64'."""
+    from tests.curate_cli import accounting
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "ok.png").write_bytes(png(5))
+    (tmp_path / "img" / "empty.png").write_bytes(b"")
+    (tmp_path / "img" / "text.png").write_bytes(b"hello, not an image")
+    rows = [
+        {"question": "What is in the picture?", "answer": "noise", "images": ["img/ok.png"], "category": "perception"},
+        {"question": "What colour is the square?", "answer": "red", "images": [], "category": "perception"},
+        {"question": "What is 12 times 12?", "answer": "144", "images": [], "category": "reasoning"},
+        {"question": "What is in this photo?", "answer": "a", "images": ["https://example.com/a.png"], "category": "perception"},
+        {"question": "What is in that file?", "answer": "b", "images": ["img/empty.png"], "category": "perception"},
+        {"question": "What does the text file show?", "answer": "c", "images": ["img/text.png"], "category": "perception"},
+        {"question": "What is in the folder?", "answer": "d", "images": ["img"], "category": "perception"},
+    ]
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    done = curate("--source", f"jsonl:{tmp_path / 'rows.jsonl'}", "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    reasons = {q["origin"].rsplit(":", 1)[1]: q["reason"] for q in accounting(tmp_path / "out").quarantined}
+    img = tmp_path / "img"
+    assert reasons == {
+        "2": "missing_image: a perception sample needs an image, and `images` holds none",
+        "4": "image_url: https://example.com/a.png: URLs are not fetched; download the images and give local paths (or base64, or bytes)",
+        "5": f"image_undecodable: {img / 'empty.png'}: an empty file (0 bytes), not an image",
+        "6": f"image_undecodable: {img / 'text.png'}: not an image pillow can read (19 bytes starting b'hello, n')",
+        "7": f"image_unreadable: {img}: Is a directory",
+    }
+    assert done.summary["counts"]["rows_out"] == 2  # the perception row with its image, the reasoning row without one
+
+
+def test_the_readme_quotes_the_unknown_kind_message_as_the_code_says_it(tmp_path):
+    from pathlib import Path
+
+    source = tmp_path / "s.jsonl"
+    source.write_text('{"question": "q?", "answer": "a"}\n')
+    done = curate("--source", f"parquet:{source}", "--out", str(tmp_path / "out"))
+    assert done.code == 2
+    quoted = done.error.split(": ", 2)[2]  # after `error: --source '...': `
+    assert quoted.startswith("unknown source kind 'parquet' (kinds: jsonl, json, tsv, hf, verl;")
+    assert f"`{quoted}`" in (Path(__file__).resolve().parent.parent / "README.md").read_text()

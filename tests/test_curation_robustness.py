@@ -68,7 +68,7 @@ def test_a_line_that_is_not_utf8_is_quarantined_with_its_line_number_and_the_res
 
 
 def test_a_tsv_line_that_is_not_utf8_is_quarantined_too(tmp_path):
-    lines = [b"index\tquestion\tanswer\tcategory", b"0\tWhat colour is the car?\tred\tperception",
+    lines = [b"index\tquestion\tanswer\tcategory", b"0\tWhat colour is the car?\tred\treasoning",
              b"1\tWhat colour is the caf\xe9?\tblue\tperception", b"2\tHow many wheels does it have?\t4\treasoning"]
     (tmp_path / "b.tsv").write_bytes(b"\n".join(lines) + b"\n")
     done = curate("--source", f"tsv:{tmp_path / 'b.tsv'}", "--out", str(tmp_path / "out"))
@@ -119,8 +119,8 @@ def test_a_source_whose_rows_are_all_invalid_fails_loudly_with_the_top_reason_an
 
 def test_a_category_for_a_source_without_one_on_the_command_line(tmp_path):
     source = write_jsonl(tmp_path / "mine.jsonl", own_rows(36))
-    done = curate("--source", f"jsonl:{source},category=perception", "--out", str(tmp_path / "a"))
-    assert done.code == 0 and done.summary["counts"]["rows_out"] == 36 and done.summary["per_category"] == {"perception": 36}
+    done = curate("--source", f"jsonl:{source},category=search", "--out", str(tmp_path / "a"))  # text-only rows: not perception
+    assert done.code == 0 and done.summary["counts"]["rows_out"] == 36 and done.summary["per_category"] == {"search": 36}
     # The same option for every --source given, by its own flag; a source's own option wins.
     other = write_jsonl(tmp_path / "other.jsonl", [{"question": q, "answer": "yes"} for q in QUESTIONS[36:39]])
     done = curate("--source", f"jsonl:{source}", "--source", f"jsonl:{other},category=search", "--category", "reasoning",
@@ -131,7 +131,9 @@ def test_a_category_for_a_source_without_one_on_the_command_line(tmp_path):
 
 def mmbench_like(tmp_path: Path) -> Path:
     labels = ["color", "count", "reason", "ocr"]
-    rows = [{"question": QUESTIONS[i], "answer": "A", "choices": ["yes", "no"], "category": labels[i % 4]} for i in range(8)]
+    (tmp_path / "mmb.png").write_bytes(png(0))  # a perception sample needs an image
+    rows = [{"question": QUESTIONS[i], "answer": "A", "choices": ["yes", "no"], "category": labels[i % 4], "images": ["mmb.png"]}
+            for i in range(8)]
     return write_jsonl(tmp_path / "mmb.jsonl", rows)
 
 
@@ -394,7 +396,7 @@ def test_a_decompression_bomb_is_image_too_large_and_a_file_that_is_no_image_has
     assert done.code == 0, done.error
     reasons = {json.loads(q["row"])["id"]: q["reason"] for q in quarantine(tmp_path / "out")}
     assert reasons["bomb"].startswith("image_too_large: exceeds 64000000 pixels (Image size (400000000 pixels) exceeds limit")
-    assert reasons["text"] == "image_undecodable: not an image format pillow knows"
+    assert reasons["text"] == "image_undecodable: not an image pillow can read (19 bytes starting b'not an i')"
     assert [row["id"] for row in read_table(tmp_path / "out").to_pylist()] == ["ok"]
 
 

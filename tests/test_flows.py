@@ -335,3 +335,65 @@ def test_a_corrupt_manifest_is_named_by_status_and_the_stage_counts_as_not_run(t
     assert f"{stage / '_manifest.json'}: corrupt manifest" in caplog.text and "the stage runs again" in caplog.text
     lineage.record(stage, "curate", {}, [], 0.1, key="k")
     assert lineage.recorded_key(stage) == "k"
+
+
+@pytest.mark.parametrize("per_family", ["0", "-3"])
+def test_generate_world_refuses_a_world_without_samples(tmp_path, per_family):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    done = CliRunner().invoke(app, ["generate-world", str(tmp_path / "world"), "--per-family", per_family])
+    assert done.exit_code == 2 and "--per-family" in done.output and "greater than or equal to 1" in done.output
+    assert not (tmp_path / "world").exists()
+
+
+def test_world_settings_and_world_config_refuse_numbers_that_make_no_world():
+    from curation.demo_world import WorldConfig
+    from flows.config import WorldSettings
+
+    for field, value in (("per_family", 0), ("distractor_docs", -1)):
+        with pytest.raises(ValueError, match=field):
+            WorldSettings(**{field: value})
+    for field, value, message in (("per_family", 0, "per_family: 0 is not a whole number >= 1"),
+                                  ("long_cot", -2, "long_cot: -2 is not a whole number >= 0"),
+                                  ("chart_size", (0, 480), r"chart_size: \(0, 480\) is not \(width, height\)")):
+        with pytest.raises(ValueError, match=message):
+            WorldConfig(**{field: value})
+    assert WorldConfig(seed=-3, per_family=1).per_family == 1  # any seed is a seed
+
+
+def test_status_marks_partial_outputs_and_runs_staleness_down_the_chain(tmp_path):
+    """A synthesize output whose endpoint failed samples is `partial` with its count (not complete);
+    an input of curate that changes makes every stage made from curate stale, also through a
+    stage's parts (probe's part read curate's shard file, not its directory); a file is not a run."""
+    from typer.testing import CliRunner
+
+    from flows import lineage
+    from flows.cli import app
+
+    run = tmp_path / "run"
+    source = tmp_path / "src.jsonl"
+    source.write_text('{"question": "q", "answer": "a"}\n')
+    lineage.record(run / "curate", "curate", {}, [source], 1.0)
+    (run / "curate" / "part-00000.parquet").write_bytes(b"shard")
+    lineage.record(run / "probe" / "_shards" / "part-00000", "probe", {}, [run / "curate" / "part-00000.parquet"], 1.0)
+    lineage.record(run / "probe", "probe", {}, [run / "probe" / "_shards" / "part-00000"], 1.0)
+    lineage.record(run / "select", "select", {}, [run / "curate", run / "probe"], 1.0)
+    lineage.record(run / "synthesize", "synthesize", {}, [run / "select"], 1.0, result={"counts": {"done": 9, "failed": 3}})
+    lineage.record(run / "sft", "sft", {}, [run / "synthesize"], 1.0)
+    states = {row["stage"]: (row["state"], row.get("failed")) for row in lineage.status(run)}
+    assert states == {"world": ("missing", None), "curate": ("complete", 0), "probe": ("complete", 0), "select": ("complete", 0),
+                      "synthesize": ("partial", 3), "sft": ("complete", 0), "grpo": ("missing", None), "eval": ("missing", None)}
+    shown = CliRunner().invoke(app, ["status", str(run)]).output
+    assert "synthesize  partial" in shown and "3 failed (the next run retries them)" in shown
+
+    os.utime(source, ns=(os.stat(source).st_atime_ns, os.stat(source).st_mtime_ns + 10**9))
+    rows = {row["stage"]: row for row in lineage.status(run)}
+    assert {name: rows[name]["state"] for name in ("curate", "probe", "select", "synthesize", "sft")} == dict.fromkeys(
+        ("curate", "probe", "select", "synthesize", "sft"), "stale")
+    assert rows["curate"]["changed_inputs"] == [str(source)]
+    assert rows["probe"]["changed_inputs"] == ["curate (stale)"] and rows["select"]["changed_inputs"] == [str(source), "curate (stale)", "probe (stale)"]
+
+    as_file = CliRunner().invoke(app, ["status", str(source)])
+    assert isinstance(as_file.exception, FileNotFoundError) and "is a file, not a run directory" in str(as_file.exception)

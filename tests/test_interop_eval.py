@@ -75,6 +75,15 @@ def test_deepeyes_evaluate_scores_an_endpoint_it_did_not_train_in_both_profiles(
     assert after.get(f"profile:{PROFILES[profile]}", 0) > before.get(f"profile:{PROFILES[profile]}", 0)
     prefilled = after.get(f"prefill:{PROFILES[profile]}", 0) - before.get(f"prefill:{PROFILES[profile]}", 0)
     assert (prefilled > 0) == (profile == "deepeyesv2-reference")  # the reference pre-fills <think> after every observation
+    # The evaluation's manifest, as the pipeline's stage writes it: `deepeyes status` shows it complete, then stale.
+    status = run_cli(["status", str(out)], tmp_path, timeout=120)
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert next(line for line in status.stdout.splitlines() if line.strip().startswith("eval ")).split()[1] == "complete"
+    if profile == "deepeyesv2-reference":
+        os.utime(bench, ns=(os.stat(bench).st_atime_ns, os.stat(bench).st_mtime_ns + 10**9))  # the benchmark's definition changed
+        status = run_cli(["status", str(out)], tmp_path, timeout=120)
+        line = next(line for line in status.stdout.splitlines() if line.strip().startswith("eval "))
+        assert line.split()[1] == "stale" and str(bench) in line
 
 
 def test_the_replay_server_refuses_observations_in_another_profiles_layout(replay, world):

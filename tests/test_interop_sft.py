@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from curation.shards import read_table
+from curation.sources import SourceError
 from synth.profile import load_profile
 from synth.sharegpt import ImportConfig, ShareGPTFormat, dataset_info_entries, import_row, import_sharegpt
 from synth.trajectory import TRAJECTORY_SCHEMA
@@ -137,7 +138,9 @@ def test_marker_and_image_counts_must_agree(tmp_path):
             {**ROWS[2], "images": ["images/chart.png"]},  # no marker, one image
             {"messages": [{"role": "human", "content": "hi"}, {"role": "assistant", "content": "<answer>x</answer>"}], "images": []}]
     (tmp_path / "bad.json").write_text(json.dumps(rows))
-    summary = import_sharegpt([(tmp_path / "bad.json", None)], tmp_path / "out", ImportConfig(image_root=str(FIXTURE)))
+    with pytest.raises(SourceError, match=r"all 3 rows were quarantined, 2 for image_count_mismatch \(first: \S*bad.json\[0\]: image_count_mismatch"):
+        import_sharegpt([(tmp_path / "bad.json", None)], tmp_path / "out", ImportConfig(image_root=str(FIXTURE)))
+    summary = json.loads((tmp_path / "out" / "import.json").read_text())  # written before the error: what each row got
     reasons = sorted(r["reason"] for r in read_table(tmp_path / "out" / "trajectories" / "quarantine").to_pylist())
     assert summary["counts"]["quarantined"] == 3 and summary["counts"]["trajectories"] == 0
     assert reasons[0].startswith("image_count_mismatch: 1 <image> marker(s) in the messages and 2 image(s)") or \
@@ -174,3 +177,51 @@ def test_curating_the_sharegpt_file_itself_says_how_to_import_it(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "all 3 rows are unusable, 3 for sharegpt_row: this is LLaMA-Factory's sharegpt layout" in done.stderr
     assert "deepeyes import sharegpt FILE --out DIR" in done.stderr
+
+
+TEXT_ROWS = [  # LLaMA-Factory's default tags: from/value, human/gpt/observation/function_call/system
+    {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "What is 3 + 4?"},
+                       {"from": "gpt", "value": "<think>Add.</think><answer>7</answer>"}]},
+    {"conversations": [{"from": "human", "value": "Capital of France?"},
+                       {"from": "function_call", "value": '{"name": "search", "arguments": {"query": "capital of France"}}'},
+                       {"from": "observation", "value": "Paris is the capital of France."},
+                       {"from": "gpt", "value": "<think>Found.</think><answer>Paris</answer>"}]},
+]
+
+
+def test_dataset_info_without_tags_takes_llama_factory_defaults(tmp_path):
+    """An entry naming its columns but no `tags` means LLaMA-Factory's default tags, whatever the
+    messages column is called (r2: `columns: {messages: conversations}` quarantined every row)."""
+    (tmp_path / "rows.json").write_text(json.dumps(TEXT_ROWS))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"d": {
+        "file_name": "rows.json", "formatting": "sharegpt", "columns": {"messages": "conversations", "images": "images"}}}))
+    [(path, fmt, name)] = dataset_info_entries(tmp_path / "dataset_info.json")
+    assert (fmt.role_tag, fmt.content_tag, fmt.user_tag, fmt.assistant_tag) == ("from", "value", "human", "gpt")
+    summary = import_sharegpt([(path, fmt)], tmp_path / "out", ImportConfig())
+    assert summary["counts"]["trajectories"] == 2 and summary["counts"]["quarantined"] == 0
+    trajectories = read_table(tmp_path / "out" / "trajectories").to_pylist()
+    assert [[m["role"] for m in t["messages"]] for t in trajectories] == [
+        ["system", "user", "assistant"], ["user", "assistant", "user", "assistant"]]
+    assert trajectories[1]["messages"][1]["content"][0]["text"].startswith("<tool_call>\n{")  # function_call: the call
+    # Tags given in part: the rest are LLaMA-Factory's defaults too.
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"d": {
+        "file_name": "rows.json", "formatting": "sharegpt", "tags": {"user_tag": "person"}}}))
+    [(_, fmt, _)] = dataset_info_entries(tmp_path / "dataset_info.json")
+    assert (fmt.messages, fmt.role_tag, fmt.user_tag, fmt.assistant_tag) == ("conversations", "from", "person", "gpt")
+
+
+def test_import_in_which_every_row_is_quarantined_exits_2_with_the_top_cause(tmp_path):
+    (tmp_path / "rows.json").write_text(json.dumps(TEXT_ROWS))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"d": {  # tags that are not the data's
+        "file_name": "rows.json", "formatting": "sharegpt", "tags": {"role_tag": "role", "content_tag": "content"}}}))
+    done = run_cli(["import", "sharegpt", "--dataset-info", str(tmp_path / "dataset_info.json"), "--out", str(tmp_path / "out")], tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "all 2 rows were quarantined, 2 for invalid_messages (first: " in done.stderr
+    assert "rows.json[0]: invalid_messages: message 0 has no text under `content`); check the format's columns and tags" in done.stderr
+    assert len(read_table(tmp_path / "out" / "trajectories" / "quarantine")) == 2  # each row's reason is kept
+    # One good row among bad ones: the import goes on (exit 0) and the bad row is quarantined.
+    (tmp_path / "rows.json").write_text(json.dumps([TEXT_ROWS[0], {"conversations": [{"from": "x", "value": "hi"}]}]))
+    done = run_cli(["import", "sharegpt", str(tmp_path / "rows.json"), "--out", str(tmp_path / "out2")], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["counts"] | {} == {"rows": 2, "trajectories": 1, "quarantined": 1, "samples": 1,
+                                                     "without_sample": 0, "not_kept": 0}

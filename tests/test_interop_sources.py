@@ -117,6 +117,14 @@ def test_image_path_names_files_in_vlmevalkits_images_folder(tmp_path):
     path = write_tsv(tmp_path / "MyBench.tsv", ["index", "image_path", "question", "answer"], [[0, "0.png", "What?", "cat"]])
     samples, rejected = samples_of(SourceSpec(kind="tsv", path=str(path), category="perception"))
     assert not rejected and samples["0"].images[0].bytes == (folder / "0.png").read_bytes()
+    # In neither place: the reason names both (beside the TSV, and images/<the TSV's file stem>/).
+    write_tsv(path, ["index", "image_path", "question", "answer"], [[1, "1.png", "What?", "cat"]])
+    files: set[str] = set()
+    [(row, _)] = list(read_source(SourceSpec(kind="tsv", path=str(path), category="perception")))
+    with pytest.raises(RowRejected) as missing:
+        row_to_sample(row, SourceSpec(kind="tsv", path=str(path), category="perception"), tmp_path, files)
+    assert str(missing.value) == f"image_missing: {tmp_path / '1.png'} (nor {folder / '1.png'})"
+    assert files == {str(tmp_path / "1.png"), str(folder / "1.png")}  # either appearing makes the stage stale
 
 
 def test_a_benchmarks_own_categories_map_to_ours_or_to_its_default(tmp_path):
@@ -244,3 +252,27 @@ def test_split_question_takes_the_format_instruction_off():
     assert split_question(f"<image>\nWhat is shown?\n\n{SUFFIX}") == ("What is shown?", SUFFIX)
     assert split_question("<image><image>Compare them.\nAnswer with a letter.") == ("Compare them.\nAnswer with a letter.", "")
     assert split_question("What does <answer> mean in this protocol?") == ("What does <answer> mean in this protocol?", "")
+
+
+def test_a_broken_parquet_file_of_a_verl_folder_is_named_and_the_others_are_read(verl_file, tmp_path):
+    """One corrupt file among good ones: quarantined under its own name (`b.parquet`, not the folder),
+    the good files' rows go on; a glob source is named by the folder it starts in, not `*`."""
+    path, _ = verl_file
+    (path.parent / "b.parquet").write_bytes(b"PAR1oops")
+    for source in (str(path.parent), str(path.parent / "*.parquet")):
+        samples, rejected = samples_of(SourceSpec(kind="verl", path=source))
+        assert len(samples) == 4  # perception_all_1.parquet's good rows
+        broken = {origin: reason for origin, reason in rejected.items() if "b.parquet" in origin}
+        assert list(broken.values()) == [f"invalid_parquet: {path.parent / 'b.parquet'}: cannot be read as parquet (the whole file): "
+                                         "ArrowInvalid: Parquet magic bytes not found in footer. Either the file is corrupted or "
+                                         "this is not a parquet file."]
+    assert SourceSpec(kind="verl", path=str(path.parent / "*.parquet")).source_name == "rl"
+    assert SourceSpec(kind="verl", path=str(path.parent)).source_name == "rl"
+    assert SourceSpec(kind="verl", path=str(path.parent / "**" / "*.parquet")).source_name == "rl"
+    # A folder of broken files only: every row unusable, named with its fix.
+    from tests.curate_cli import curate
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.parquet").write_bytes(b"not parquet")
+    done = curate("--source", f"verl:{tmp_path / 'bad'}", "--out", str(tmp_path / "out"))
+    assert done.code == 2 and "source 'bad': all 1 rows are unusable, 1 for invalid_parquet: a parquet file is broken" in done.error

@@ -132,3 +132,36 @@ def test_the_endpoint_policy_prefills_and_reports_the_stop_string(world, replay_
     first, second = asyncio.run(turns())
     assert first.text + "</code>" == script["teacher"][0] and first.matched_stop == "</code>"
     assert second.text == script["teacher"][1] and second.matched_stop is None
+
+
+def test_serve_replay_refuses_a_file_that_is_not_scripts_and_a_busy_port_before_announcing(world, tmp_path):
+    """One line and exit 2, never a JSONDecodeError; and nothing says 'replay server on ...' when
+    the port is taken (review r2)."""
+    import socket
+    import subprocess
+    import sys
+
+    def serve(*args):
+        return subprocess.run([sys.executable, "-m", "flows.cli", "serve-replay", *args], capture_output=True, text=True, timeout=120)
+
+    array = tmp_path / "arr.json"
+    array.write_text(json.dumps([{"question": "q"}], indent=1))
+    done = serve("--scripts", str(array))
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr.strip() == (f"error: --scripts {array}: line 1 is not JSON (Expecting value: line 1 column 2 (char 1)) "
+                                   "(a JSON array? give JSON Lines: the demo world's replay_scripts.jsonl)")
+    (tmp_path / "empty.jsonl").write_text("")
+    done = serve("--scripts", str(tmp_path / "empty.jsonl"))
+    assert done.returncode == 2 and "no scripts in it (an empty file)" in done.stderr
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"answer": "x"}) + "\n")
+    done = serve("--scripts", str(tmp_path / "rows.jsonl"))
+    assert done.returncode == 2 and "line 1 is not a script (an object with a `question`)" in done.stderr
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = serve("--scripts", world["scripts_path"], "--port", str(port))
+    assert done.returncode == 2 and "replay server on" not in done.stdout
+    assert done.stderr.strip() == (f"error: --port {port}: 127.0.0.1:{port} cannot be bound (Address already in use; another server?): "
+                                   "choose another --port")

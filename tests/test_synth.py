@@ -166,3 +166,27 @@ def test_concurrency_bounds_requests_and_active_episodes_bounds_samples(world, c
         server.stop()
     assert summary["counts"]["kept"] == 9
     assert stats["max_in_flight"] == expected_in_flight
+
+
+def test_a_rerun_with_a_smaller_limit_says_it_replaced_the_rows(world, curated, replay_url, tmp_path):
+    """The output is rewritten whole: a second run with --limit 3 into the same --out keeps 3 rows
+    and says it replaced the earlier ones (the request cache keeps their answers)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    out = tmp_path / "synthesize"
+    args = ["synth", "--input", str(curated), "--out", str(out), "--teacher-url", replay_url, "--teacher-model", "demo-teacher",
+            "--pools", "coldstart,rl,eval", "--attempts", "1", "--corpus", world["corpus_path"], "--image-corpus", world["image_corpus_path"]]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output[-2000:]
+    assert "replaced" not in json.loads(first.stdout.strip().splitlines()[-1])
+    assert read_manifest(out)["rows"] == 9
+    again = CliRunner().invoke(app, [*args, "--limit", "3"])
+    assert again.exit_code == 0, again.output[-2000:]
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    assert summary["replaced"] == "replaced 9 rows with 3 (--limit 3); the request cache keeps the other answers"
+    assert summary["counts"]["requests_sent"] == 0  # every answer came from the request cache
+    assert read_manifest(out)["rows"] == 3
