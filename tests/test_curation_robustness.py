@@ -242,7 +242,7 @@ def test_per_source_options_parse_with_the_configs_names():
     assert SourceSpec.parse_cli("x.jsonl,category=reasoning", [("category", "perception")]).category == "reasoning"  # its own wins
     with pytest.raises(SourceError, match="unknown option 'catgory'"):
         SourceSpec.parse_cli("jsonl:x.jsonl,catgory=perception")
-    with pytest.raises(SourceError, match="category: Input should be 'perception', 'reasoning' or 'search'"):
+    with pytest.raises(SourceError, match="category: Input should be 'perception', 'reasoning', 'search' or 'direct'"):
         SourceSpec.parse_cli("jsonl:x.jsonl,category=percep")
     with pytest.raises(SourceError, match="fields.sum"):
         SourceSpec.parse_cli("jsonl:x.jsonl,fields.sum=total")
@@ -254,7 +254,7 @@ def test_per_source_options_parse_with_the_configs_names():
     ("{max_aspect: 0.5}", "curate.max_aspect: Input should be greater than or equal to 1"),
     ("{rows_per_shard: 0}", "curate.rows_per_shard: Input should be greater than or equal to 1"),
     ("{min_side: 5000, max_pixels: 1000000}", "no image can have both"),
-    ("{sources: [{path: x.jsonl, category: percep}]}", "curate.sources.0.category: Input should be 'perception', 'reasoning' or 'search'"),
+    ("{sources: [{path: x.jsonl, category: percep}]}", "curate.sources.0.category: Input should be 'perception', 'reasoning', 'search' or 'direct'"),
     ("{sources: [{path: x.jsonl, answer_type: boolean}]}", "curate.sources.0.answer_type: Input should be 'choice', 'number', 'math' or 'text'"),
     ("{sources: [{path: x.jsonl, category_map: {color: colour}}]}", "curate.sources.0.category_map.color: Input should be"),
     ("{sources: [{path: x.jsonl, fields: {answer: ''}}]}", "curate.sources.0.fields: Value error, an empty column name for ['answer']"),
@@ -309,9 +309,12 @@ def test_a_number_answer_without_a_number_and_a_choice_without_choices_are_quara
 
 
 def test_our_categories_and_answer_types_are_read_in_any_case(tmp_path):
-    rows = [{"id": "a", "question": QUESTIONS[0], "answer": "4", "category": "Perception", "answer_type": "NUMBER"},
+    import base64
+
+    image = base64.b64encode(png(1)).decode()  # a perception row needs its image (missing_image)
+    rows = [{"id": "a", "question": QUESTIONS[0], "answer": "4", "category": "Perception", "answer_type": "NUMBER", "images": [image]},
             {"id": "b", "question": QUESTIONS[1], "answer": "x", "category": " SEARCH "},
-            {"id": "c", "question": QUESTIONS[2], "answer": "y", "category": "colour"}]
+            {"id": "c", "question": QUESTIONS[2], "answer": "y", "category": "colour", "images": [image]}]
     source = write_jsonl(tmp_path / "src.jsonl", rows)
     done = curate("--source", f"jsonl:{source},category=Reasoning,category_map.colour=Perception", "--out", str(tmp_path / "out"))
     assert done.code == 0, done.error

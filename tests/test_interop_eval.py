@@ -54,7 +54,7 @@ def test_deepeyes_evaluate_scores_an_endpoint_it_did_not_train_in_both_profiles(
             "--max-tokens", "512"]
     if profile == "deepeyes-v2":  # without --model, the endpoint's /v1/models must name one
         unnamed = run_cli(args, tmp_path)
-        assert unnamed.returncode == 2 and "serves 3 models (demo-teacher, demo-student, demo-judge): name one with --model" in unnamed.stderr
+        assert unnamed.returncode == 2 and "serves 4 models (demo-teacher, demo-student, demo-judge, demo-instruct): name one with --model" in unnamed.stderr
     done = run_cli([*args, "--model", "demo-teacher"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"({PROFILES[profile]})" in done.stdout and "eval world (tools): accuracy 1.000" in done.stdout

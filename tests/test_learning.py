@@ -15,7 +15,8 @@ from curation.shards import iter_rows
 from eval.stage import HELDOUT
 from synth.trajectory import TRAJECTORY_SCHEMA
 
-# The demo's settings without GRPO: perception only (the family that learns in the fewest steps; all
+# The demo's settings without GRPO (500 SFT steps: at 300 the copy of stdout into the answer was learnt
+# in some runs and not in others, 0.525 and 0.025 on the demo's seed): perception only (the family that learns in the fewest steps; all
 # four are in configs/fidelity.yaml, which the fidelity bench runs).
 REDUCED_SFT_ARM = """\
 name: learning
@@ -26,7 +27,7 @@ probe: {k: 2, concurrency: 16, agent: {max_turns: 4, max_tokens_per_turn: 512, s
 select: {max_pass_rate_no_tools: 0.5, min_tool_benefit: 0.0}
 synth: {attempts: 3, concurrency: 16, agent: {max_turns: 4, max_tokens_per_turn: 512, search_top_k: 1, profile: deepeyes-v2-compact}}
 tiny_model: {vocab_size: 2048, hidden_size: 64, layers: 2}
-sft: {learning_rate: 0.005, max_steps: 300, batch_size: 8, warmup_ratio: 0.05, gradient_checkpointing: false, logging_steps: 20}
+sft: {learning_rate: 0.005, max_steps: 500, batch_size: 8, warmup_ratio: 0.05, gradient_checkpointing: false, logging_steps: 20}
 eval: {max_samples: 24, tool_free_control: true,
        agent: {max_turns: 3, max_tokens_per_turn: 128, temperature: 0.0, think_prefix: every_turn, search_top_k: 1,
                profile: deepeyes-v2-compact}}
@@ -55,4 +56,4 @@ def test_cold_start_sft_beats_the_tool_free_control(tmp_path):
     assert control_accuracy <= 0.15, figures
     # The cold start teaches the protocol: a code call on (nearly) every item, and the answer copied from stdout.
     assert len(called) >= 0.9 * len(tools) and len(right_tool) >= 0.9 * len(called), figures
-    assert accuracy >= control_accuracy + 0.3, figures  # the demo's target; the demo's seed scored 0.525 against 0.000
+    assert accuracy >= control_accuracy + 0.3, figures  # the demo's target; the demo scored 1.000 against 0.000 at 500 steps
