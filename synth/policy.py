@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import httpx
 import openai
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -103,6 +104,31 @@ class EmptyResponse(Exception):
     like a transient failure."""
 
 
+class MalformedReply(ValueError):
+    """The endpoint answered 200 with something that is not a chat completion: a body that is not
+    JSON (an HTML page from a proxy, plain text), JSON of another shape, or a choice with no
+    `message`. Retried like a transient failure; its message (one line: the content type and the
+    first bytes) is the quarantine reason and the preflight's error."""
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+    return repr(" ".join(text.split())[:limit])
+
+
+def parse_completion(response: httpx.Response) -> ChatCompletion:
+    """A 200 reply's body as a `ChatCompletion` (fields not validated, as the `openai` client
+    does); raises `MalformedReply` naming the content type and first bytes when it is not JSON or
+    not a JSON object with a `choices` list."""
+    content_type = response.headers.get("content-type", "none")
+    try:
+        data = response.json()
+    except ValueError:
+        raise MalformedReply(f"non-JSON reply (content-type {content_type}, first bytes {_excerpt(response.text)})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("choices", []), list):
+        raise MalformedReply(f"the reply is not a chat completion (content-type {content_type}, first bytes {_excerpt(response.text)})")
+    return ChatCompletion.construct(**data)
+
+
 class RequestOptions(BaseModel):
     """How a stage's requests go to its OpenAI-compatible endpoint, for servers that differ from
     vLLM (`synth.request`, `probe.request`, `eval.request`, `judge.llm_request`).
@@ -183,6 +209,8 @@ def describe_error(exc: BaseException) -> str:
         return "the response was not a chat completion"
     if isinstance(exc, EmptyResponse):
         return f"empty response ({exc})"
+    if isinstance(exc, MalformedReply):
+        return str(exc)
     return " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
 
 
@@ -284,7 +312,10 @@ class EndpointPolicy:
         # would first walk the whole request against its TypedDicts, which costs more CPU than the
         # rest of the request together once a conversation carries several images.
         async with self._in_flight:
-            return await self._client.post("/chat/completions", body=body, cast_to=ChatCompletion)
+            # The raw reply, read here: a 200 that is not a chat completion is a `MalformedReply`
+            # with its content type and first bytes, not a string the client hands back.
+            raw = await self._client.post("/chat/completions", body=body, cast_to=httpx.Response)
+        return parse_completion(raw)
 
     def read_reply(self, response: ChatCompletion, stop: Sequence[str], prefix: str = "", stop_sent: bool = True) -> Generation:
         """The turn in a response, as the model wrote it (the class docstring); raises
@@ -292,7 +323,9 @@ class EndpointPolicy:
         if not response.choices:
             raise EmptyResponse("no choices in the response")
         choice = response.choices[0]
-        message = choice.message
+        message = getattr(choice, "message", None)
+        if not isinstance(message, BaseModel):
+            raise MalformedReply(f"the reply's first choice has no message (message: {json.dumps(message, default=str)[:80]})")
         extra = message.model_extra or {}
         reasoning = extra.get("reasoning_content") or extra.get("reasoning")
         calls = [(call.function.name, call.function.arguments) for call in message.tool_calls or [] if getattr(call, "function", None)]

@@ -35,7 +35,7 @@ import httpx
 import openai
 
 from synth.endpoint import EndpointError
-from synth.policy import EmptyResponse, EndpointPolicy, describe_error, server_message
+from synth.policy import EmptyResponse, EndpointPolicy, MalformedReply, describe_error, server_message
 
 MODELS_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 # Fields of a `/v1/models` entry that say which weights answer (vLLM: `root` is the served path or
@@ -205,6 +205,8 @@ async def _one_request(endpoint: EndpointPolicy, request: StageRequest, where: s
         return
     except openai.APIStatusError as exc:
         failure = exc
+    except MalformedReply as exc:  # a 200 that is not a chat completion: retried, then told as it is
+        raise EndpointError(f"{where}: the first request failed: {exc}", transient=True) from None
     except openai.APIError as exc:  # connection, time-out, a body that is not a chat completion
         raise EndpointError(f"{where}: the first request failed: {describe_error(exc)}",
                             transient=isinstance(exc, openai.APIConnectionError)) from None

@@ -314,3 +314,34 @@ def test_deepeyes_probe_takes_the_knobs_users_of_vllm_and_openai_expect(world, c
                           "--student-url", replay_url, "--student-model", "demo-student", "--extra-body", "[1]"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--extra-body" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# --- fresh-user review r2: replies that are not chat completions, refused fields, URLs, keys ---
+
+def _generate_once(url, model="fake", **options):
+    async def ask():
+        policy = EndpointPolicy(url, model, max_retries=1, backoff_max_s=0.01, **options)
+        try:
+            return await policy.generate([{"role": "user", "content": [{"type": "text", "text": "hi"}]}], [], stop=STOP,
+                                         max_tokens=8, temperature=0.0)
+        finally:
+            await policy.aclose()
+
+    return asyncio.run(ask())
+
+
+@pytest.mark.parametrize("mode,expected", [
+    ("nonjson", "the first request failed: non-JSON reply (content-type text/plain, first bytes 'not json at all')"),
+    ("nullmessage", "the first request failed: the reply's first choice has no message (message: null)"),
+])
+def test_a_reply_that_is_not_a_chat_completion_is_one_line_in_the_preflight_and_the_failure_reason(one_sample, mode, expected):
+    from synth.policy import MalformedReply, describe_error
+    from tests.fake_openai import FakeServer
+
+    with FakeServer(mode) as url:
+        with pytest.raises(EndpointError) as info:
+            preflight_of(url, "fake", one_sample)
+        with pytest.raises(MalformedReply) as mid_run:
+            _generate_once(url)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+    assert describe_error(mid_run.value) == expected.split("failed: ")[1]
