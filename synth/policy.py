@@ -19,18 +19,22 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import httpx
 import openai
 from openai.types.chat import ChatCompletion
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from synth.protocol import find_stop, fold_turn, infer_matched_stop
 from synth.retry import wait_retry_after
 
 T = TypeVar("T")
+# An endpoint's base URL in a stage's config: a URL pasted with a space or newline around it is that URL.
+EndpointUrl = Annotated[str, StringConstraints(strip_whitespace=True)]
+# Seconds one request may take: one rule for every stage's config and command line (`--request-timeout`).
+MIN_REQUEST_TIMEOUT_S = 0.1
 
 
 @dataclass
@@ -136,12 +140,15 @@ class RequestOptions(BaseModel):
     Stop strings are always applied on the client as well (the turn is cut just after the first one,
     which is kept), so `send_stop: false` changes only what the server is asked: servers that answer
     a request with `stop` with an error (`transformers serve` for vision-language models) work
-    without it. `extra_body` fields are merged into every request as they are (e.g.
+    without it; `send_seed: false` leaves out `seed` for servers that refuse it (sampled turns are
+    then not reproducible). `extra_body` fields are merged into every request as they are (e.g.
     `chat_template_kwargs`, `top_k`, `repetition_penalty`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     send_stop: bool = True
+    # `seed` makes sampled turns reproducible (vLLM, OpenAI); some servers refuse the field.
+    send_seed: bool = True
     extra_body: dict[str, Any] = Field(default_factory=dict)
     # Retries of an HTTP 5xx within `max_retries`: a server that fails a request deterministically
     # (a field it cannot handle) is not asked the same thing max_retries times.
@@ -262,11 +269,14 @@ class EndpointPolicy:
         max_in_flight: int = 256,
         backoff_max_s: float = 30.0,
         options: RequestOptions | None = None,
+        api_key_env: str | None = None,
     ) -> None:
+        base_url = base_url.strip()  # a URL pasted with a space or a newline around it
         self.name = model
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
+        self.api_key_env = api_key_env  # where `api_key` came from: named when the server refuses the key
         self.timeout_s = timeout_s
         self.options = options or RequestOptions()
         self.identity = f"{self.base_url}|{model}"
@@ -295,7 +305,7 @@ class EndpointPolicy:
         needs from this kind of server (`protocol_fields`); `options.extra_body` comes last and wins."""
         converted = to_openai_messages(messages, images)
         body: dict[str, Any] = {"model": self.model, "messages": converted, "max_tokens": max_tokens, "temperature": temperature}
-        if seed is not None:
+        if seed is not None and self.options.send_seed:
             body["seed"] = seed
         if stop and self.options.send_stop:
             body["stop"] = list(stop)
