@@ -24,7 +24,7 @@ from curation.shards import ShardWriter, atomic_write_json, iter_rows
 from eval.benchmarks import BenchmarkSpec, load_benchmark, load_spec
 from eval.metrics import summarize
 from synth import aio
-from synth.agent import AgentConfig, ToolBox, first_request, open_toolbox, run_episode
+from synth.agent import AgentConfig, ToolBox, first_request, open_toolbox, run_episode, text_search_configured
 from synth.judge import Judge, JudgeConfig
 from synth.policy import MIN_REQUEST_TIMEOUT_S, ChatPolicy, EndpointPolicy, EndpointUrl, RequestOptions, TransformersPolicy
 from synth.preflight import Failures, preflight
@@ -212,6 +212,10 @@ def run_evaluate(
         samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in cfg.pools]
         work[HELDOUT], unreadable[HELDOUT] = samples[: cfg.max_samples] if cfg.max_samples else samples, 0
         judges[HELDOUT] = Judge(judge_cfg)
+    searching = sum(1 for samples in work.values() for sample in samples if sample.category == "search")
+    if searching and cfg.agent.tools and not text_search_configured(search or SearchConfig()):
+        _warn(f"{searching} of the samples are search questions (category: search) and no text search is configured (--corpus, "
+              "search.corpus_path or search.text_backend: http): their search calls will answer that the tool is not available")
     runs = {"tools": cfg.agent}
     if cfg.tool_free_control:
         runs["no_tools"] = cfg.agent.model_copy(update={"tools": False})

@@ -242,3 +242,23 @@ def test_evaluate_has_the_options_its_preflight_names(world, bench, tmp_path, mo
         fixed = run_cli([*args, "--model-url", url, flag], tmp_path, timeout=120)
     assert refused.returncode == 2 and expected in refused.stderr and "Traceback" not in refused.stderr, refused.stderr[-1500:]
     assert fixed.returncode == 0, fixed.stderr[-1500:]
+
+
+def test_evaluating_search_questions_without_search_is_warned_about_first(world, bench, tmp_path, capsys):
+    from eval.stage import run_evaluate
+    from synth.agent import AgentConfig
+    from synth.search import SearchConfig
+    from tests.fake_openai import FakeServer
+
+    from eval.benchmarks import load_benchmark, load_spec
+
+    searching = sum(1 for sample in load_benchmark(load_spec(str(bench))).samples if sample.category == "search")
+    cfg = EvalConfig(model_name="fake", benchmarks=[str(bench)], tool_free_control=False, agent=AgentConfig(max_turns=1, max_tokens_per_turn=16))
+    with FakeServer("ok") as url:
+        run_evaluate(cfg.model_copy(update={"model_url": url}), None, None, tmp_path / "a", SearchConfig())
+        warned = capsys.readouterr().err
+        run_evaluate(cfg.model_copy(update={"model_url": url}), None, None, tmp_path / "b", SearchConfig(corpus_path=world["corpus_path"]))
+        quiet = capsys.readouterr().err
+    assert searching > 0 and (f"warning: {searching} of the samples are search questions (category: search) and no text search is "
+                              "configured") in warned
+    assert "search questions" not in quiet

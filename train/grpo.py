@@ -89,7 +89,7 @@ class GRPOStageConfig(BaseModel):
     logging_steps: int = 1
     seed: int = 0
     bf16: bool = False
-    max_samples: int | None = None
+    max_samples: int | None = Field(None, ge=1)  # the first N RL samples; None: all
     # The reward-hacking watch: warn when tool calls per trajectory fall below this (after the first
     # steps), or when more than this share of code cells print nothing and show nothing.
     warn_min_tool_calls: float = 0.05
