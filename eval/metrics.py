@@ -111,3 +111,19 @@ def bootstrap_mean_difference(first: list[float], last: list[float], resamples: 
     )
     point = sum(last) / len(last) - sum(first) / len(first)
     return point, diffs[int(0.025 * resamples)], diffs[int(0.975 * resamples) - 1]
+
+
+def summary_line(bench: str, run_name: str, overall: dict[str, Any], unreadable: int = 0, failed: int = 0) -> str:
+    """One console line for a benchmark's run (`deepeyes evaluate`, `deepeyes run`): accuracy with
+    its 95% interval, samples, tool calls; then, only when non-zero, how many verdicts nobody could
+    give (`judge_failed`: counted as not correct), unreadable samples and episodes the endpoint failed."""
+    low, high = overall["ci95"]
+    line = (f"eval {bench} ({run_name}): accuracy {overall['accuracy']:.3f} [{low:.2f}, {high:.2f}] on {overall['n']} samples, "
+            f"{overall['tool_calls_per_sample']:.2f} tool calls per sample")
+    if overall.get("judge_failed"):
+        line += f" ({overall['judge_failed']} judge_failed)"
+    if unreadable:
+        line += f", {unreadable} unreadable"
+    if failed:
+        line += f"; {failed} failed at the endpoint (left out; the next run asks again)"
+    return line

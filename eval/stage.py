@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,9 @@ from curation.shards import ShardWriter, atomic_write_json, iter_rows
 from eval.benchmarks import BenchmarkSpec, load_benchmark, load_spec
 from eval.metrics import summarize
 from synth import aio
-from synth.agent import AgentConfig, ToolBox, first_request, open_toolbox, run_episode
+from synth.agent import AgentConfig, ToolBox, first_request, open_toolbox, run_episode, text_search_configured
 from synth.judge import Judge, JudgeConfig
-from synth.policy import ChatPolicy, EndpointPolicy, RequestOptions, TransformersPolicy
+from synth.policy import MIN_REQUEST_TIMEOUT_S, ChatPolicy, EndpointPolicy, EndpointUrl, RequestOptions, TransformersPolicy
 from synth.preflight import Failures, preflight
 from synth.request_cache import REQUESTS_DB, CachedPolicy, RequestCache, open_endpoint
 from synth.reward import RewardConfig
@@ -32,6 +34,13 @@ from synth.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA
 
 HELDOUT = "heldout"  # the run's own held-out pool, when no benchmark is named
+log = logging.getLogger(__name__)
+
+
+def _warn(message: str) -> None:
+    """A setting that will not do what the user may expect: told before the run, not after."""
+    log.warning(message)
+    print(f"warning: {message}", file=sys.stderr)
 
 
 class EvalConfig(BaseModel):
@@ -41,14 +50,14 @@ class EvalConfig(BaseModel):
     data_root: str = "data/eval"  # fills ${data_root} in benchmark files
     pools: list[str] = Field(default_factory=lambda: ["eval"])  # the held-out pool(s) of the run's shards
     tool_free_control: bool = True
-    max_samples: int | None = None  # per benchmark
-    model_url: str | None = None  # an OpenAI-compatible endpoint serving the model; None: load it with transformers
+    max_samples: int | None = Field(None, ge=1)  # per benchmark; None: all
+    model_url: EndpointUrl | None = None  # an OpenAI-compatible endpoint serving the model; None: load it with transformers
     model_name: str | None = None  # the endpoint's model name (required with model_url)
     # A checkpoint to evaluate instead of the run's own (loaded with transformers; with model_url,
     # only its name in reports). With model_url or model_path, the evaluate flow needs no trained model.
     model_path: str | None = None
     api_key_env: str | None = "OPENAI_API_KEY"
-    request_timeout_s: float = Field(300.0, gt=0)
+    request_timeout_s: float = Field(300.0, ge=MIN_REQUEST_TIMEOUT_S)
     max_retries: int = Field(6, ge=0)
     request: RequestOptions = Field(default_factory=RequestOptions)  # send_stop, extra_body, 5xx retries
     concurrency: int = Field(16, ge=1)  # episodes in flight against an endpoint
@@ -79,6 +88,39 @@ def benchmark_judge(cfg: JudgeConfig, spec: BenchmarkSpec) -> JudgeConfig:
     return cfg.model_copy(update=update)
 
 
+def judge_warnings(cfg: JudgeConfig, specs: list[BenchmarkSpec]) -> list[str]:
+    """What the user should know about the LLM judge before benchmarks run: a configured judge that
+    no benchmark asks (they judge by rules or math only), and `judge: llm` benchmarks with no judge
+    configured (every answer the rules cannot decide is then `judge_failed`)."""
+    asking = [spec.name for spec in specs if spec.judge == "llm"]
+    if cfg.llm_url and specs and not asking:
+        names = ", ".join(f"{spec.name} (judge: {spec.judge})" for spec in specs)
+        return [f"judge.llm_url (--judge-url) {cfg.llm_url} is unused: no benchmark asks the LLM judge: {names}"]
+    if asking and not cfg.llm_url:
+        return [f"benchmark(s) {', '.join(asking)} ask an LLM judge (judge: llm) and none is configured (--judge-url and "
+                "--judge-model, or judge.llm_url and judge.llm_model): every answer the rules cannot decide will be judge_failed"]
+    return []
+
+
+def check_checkpoint(model_path: str | Path, setting: str = "eval.model_path") -> None:
+    """Raise `FileNotFoundError` (one line naming `setting` and the directory) unless `model_path`
+    looks like a Hugging Face checkpoint: a directory with `config.json`, weights (`*.safetensors`
+    or `pytorch_model*.bin`) and tokenizer or processor files, as `save_pretrained` writes them."""
+    path = Path(model_path)
+    needs = ("a directory holding config.json, the weights (*.safetensors or pytorch_model*.bin) and the tokenizer/processor "
+             "files (tokenizer_config.json), as save_pretrained writes them")
+    if not path.exists():
+        raise FileNotFoundError(f"{setting}: checkpoint not found: {path}")
+    if not path.is_dir():
+        raise FileNotFoundError(f"{setting}: {path} is a file, not a model checkpoint; a checkpoint is {needs}")
+    missing = [what for what, patterns in (("config.json", ["config.json"]),
+                                           ("weights", ["*.safetensors", "pytorch_model*.bin"]),
+                                           ("tokenizer_config.json", ["tokenizer_config.json", "preprocessor_config.json"]))
+               if not any(any(path.glob(p)) for p in patterns)]
+    if missing:
+        raise FileNotFoundError(f"{setting}: {path} is not a model checkpoint (no {', no '.join(missing)}); a checkpoint is {needs}")
+
+
 def checkpoint_fingerprint(model_path: str | Path) -> str:
     """Names the weights in cache keys, so a retrained checkpoint at the same path is asked again."""
     path = Path(model_path)
@@ -96,6 +138,7 @@ def _policy(cfg: EvalConfig, model_path: str | Path | None, out_dir: Path) -> tu
     if cfg.model_url:
         return open_endpoint(cfg.model_url, cfg.model_name or str(model_path), api_key_env=cfg.api_key_env, timeout_s=cfg.request_timeout_s,
                              max_retries=cfg.max_retries, max_in_flight=cfg.concurrency, cache_path=cache_path, options=cfg.request)
+    check_checkpoint(model_path)
     local = TransformersPolicy(model_path, name=f"{Path(model_path).name}@{checkpoint_fingerprint(model_path)}")
     return (CachedPolicy(local, RequestCache(cache_path)) if cache_path else local), None
 
@@ -155,15 +198,24 @@ def run_evaluate(
     work: dict[str, list[Sample]] = {}
     judges: dict[str, Judge] = {}
     unreadable: dict[str, int] = {}
+    if not cfg.model_url:
+        check_checkpoint(model_path)
     if cfg.benchmarks:
-        for name in cfg.benchmarks:
-            loaded = load_benchmark(load_spec(name, cfg.data_root, Path(curated_dir).parent if curated_dir else None), max_samples=cfg.max_samples)
+        specs = [load_spec(name, cfg.data_root, Path(curated_dir).parent if curated_dir else None) for name in cfg.benchmarks]
+        for message in judge_warnings(judge_cfg, specs):
+            _warn(message)
+        for spec in specs:
+            loaded = load_benchmark(spec, max_samples=cfg.max_samples)
             work[loaded.spec.name], unreadable[loaded.spec.name] = loaded.samples, loaded.unreadable
             judges[loaded.spec.name] = Judge(benchmark_judge(judge_cfg, loaded.spec))
     else:
         samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in cfg.pools]
         work[HELDOUT], unreadable[HELDOUT] = samples[: cfg.max_samples] if cfg.max_samples else samples, 0
         judges[HELDOUT] = Judge(judge_cfg)
+    searching = sum(1 for samples in work.values() for sample in samples if sample.category == "search")
+    if searching and cfg.agent.tools and not text_search_configured(search or SearchConfig()):
+        _warn(f"{searching} of the samples are search questions (category: search) and no text search is configured (--corpus, "
+              "search.corpus_path or search.text_backend: http): their search calls will answer that the tool is not available")
     runs = {"tools": cfg.agent}
     if cfg.tool_free_control:
         runs["no_tools"] = cfg.agent.model_copy(update={"tools": False})

@@ -142,12 +142,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if "evaluate" in stages:
         for bench, entry in stages["evaluate"]["benchmarks"].items():
             for run_name, metrics in entry["runs"].items():
-                overall = metrics["overall"]
-                low, high = overall["ci95"]
-                failed = (entry.get("failed") or {}).get(run_name, 0)
-                typer.echo(f"eval {bench} ({run_name}): accuracy {overall['accuracy']:.3f} [{low:.2f}, {high:.2f}] on {overall['n']} samples, "
-                           f"{overall['tool_calls_per_sample']:.2f} tool calls per sample"
-                           + (f"; {failed} failed at the endpoint (left out; the next run asks again)" if failed else ""))
+                from eval.metrics import summary_line
+
+                typer.echo(summary_line(bench, run_name, metrics["overall"], entry.get("unreadable", 0),
+                                        (entry.get("failed") or {}).get(run_name, 0)))
         typer.echo(f"metrics:    {stages['evaluate']['metrics_path']}")
     if "report" in stages:
         typer.echo(f"report:     {stages['report']['html']}")
@@ -320,7 +318,8 @@ def curate(
     typer.echo(json.dumps({**summary, "report": str(out / "report.md")}))
 
 
-def _agent_and_request(agent: Any, max_tokens: int | None, max_turns: int | None, stop: bool, extra_body: str | None) -> tuple[Any, Any]:
+def _agent_and_request(agent: Any, max_tokens: int | None, max_turns: int | None, stop: bool, extra_body: str | None,
+                       seed: bool = True) -> tuple[Any, Any]:
     """The stage's agent and request settings with the command line's knobs applied."""
     from synth.policy import RequestOptions
 
@@ -332,15 +331,17 @@ def _agent_and_request(agent: Any, max_tokens: int | None, max_turns: int | None
     if not isinstance(extra, dict):
         raise typer.BadParameter("a JSON object of request fields, e.g. '{\"chat_template_kwargs\": {\"enable_thinking\": false}}'",
                                  param_hint="--extra-body")
-    return agent.model_copy(update=updates), RequestOptions(send_stop=stop, extra_body=extra)
+    return agent.model_copy(update=updates), RequestOptions(send_stop=stop, send_seed=seed, extra_body=extra)
 
 
 MaxTokens = Annotated[int | None, typer.Option(help="Tokens per assistant turn (max_tokens of each request).", min=1)]
 MaxTurns = Annotated[int | None, typer.Option(help="Assistant turns per episode.", min=1)]
-RequestTimeout = Annotated[float, typer.Option(help="Seconds one request may take.", min=0.1)]
+RequestTimeout = Annotated[float, typer.Option(help="Seconds one request may take (at least 0.1).", min=0.1)]
 Limit = Annotated[int | None, typer.Option(help="Only the first N samples.", min=1)]
 Stop = Annotated[bool, typer.Option("--stop/--no-stop", help="Send stop strings to the server (--no-stop for servers that refuse "
                                     "`stop`, e.g. transformers serve with a vision model; they are applied on the client either way).")]
+Seed = Annotated[bool, typer.Option("--seed/--no-seed", help="Send each request's `seed` (--no-seed for servers that refuse it; "
+                                    "sampled turns are then not reproducible).")]
 ExtraBody = Annotated[str | None, typer.Option(help="Extra request fields as a JSON object, e.g. '{\"chat_template_kwargs\": {...}}'.")]
 
 
@@ -357,6 +358,7 @@ def probe(
     request_timeout: RequestTimeout = 120.0,
     limit: Limit = None,
     stop: Stop = True,
+    seed: Seed = True,
     extra_body: ExtraBody = None,
     corpus: Annotated[Path | None, typer.Option(help="Local text search corpus (JSONL/Parquet).")] = None,
     image_corpus: Annotated[Path | None, typer.Option(help="Local image search corpus (JSONL).")] = None,
@@ -368,7 +370,7 @@ def probe(
     from synth.search import SearchConfig
 
     _check_files(("--input", input, False), ("--corpus", corpus, True), ("--image-corpus", image_corpus, True))
-    agent, request = _agent_and_request(ProbeConfig().agent, max_tokens, max_turns, stop, extra_body)
+    agent, request = _agent_and_request(ProbeConfig().agent, max_tokens, max_turns, stop, extra_body, seed)
     cfg = ProbeConfig(student_url=student_url, student_model=student_model, k=k, concurrency=concurrency, api_key_env=api_key_env,
                       request_timeout_s=request_timeout, agent=agent, request=request)
     bar = _bar("probe")
@@ -423,6 +425,7 @@ def synth(
     request_timeout: RequestTimeout = 120.0,
     limit: Limit = None,
     stop: Stop = True,
+    seed: Seed = True,
     extra_body: ExtraBody = None,
     corpus: Annotated[Path | None, typer.Option(help="Local text search corpus (JSONL/Parquet).")] = None,
     image_corpus: Annotated[Path | None, typer.Option(help="Local image search corpus (JSONL).")] = None,
@@ -436,7 +439,7 @@ def synth(
     from synth.stage import SynthConfig, run_synthesize
 
     _check_files(("--input", input, False), ("--corpus", corpus, True), ("--image-corpus", image_corpus, True))
-    agent, request = _agent_and_request(SynthConfig().agent, max_tokens, max_turns, stop, extra_body)
+    agent, request = _agent_and_request(SynthConfig().agent, max_tokens, max_turns, stop, extra_body, seed)
     cfg = SynthConfig(teacher_url=teacher_url, teacher_model=teacher_model, concurrency=concurrency, attempts=attempts,
                       pools=[p for p in pools.split(",") if p], api_key_env=api_key_env, request_timeout_s=request_timeout,
                       agent=agent, request=request)

@@ -66,22 +66,25 @@ def import_sharegpt_cmd(
     typer.echo(json.dumps(summary))
 
 
-def endpoint_model(url: str, api_key_env: str | None) -> str:
-    """The one model an OpenAI-compatible endpoint serves (its /v1/models), for a command that was not told."""
+def endpoint_model(url: str, api_key_env: str | None, url_option: str = "--model-url", model_option: str = "--model") -> str:
+    """The one model an OpenAI-compatible endpoint serves (its /v1/models), for a command that was
+    not told; raises `EndpointError` naming `model_option` when it lists none or several."""
     import asyncio
     import os
 
     from synth.endpoint import EndpointError
     from synth.preflight import check_url, served_models
 
-    check_url(url, "--model-url")
+    check_url(url, url_option)
     api_key = os.environ.get(api_key_env) if api_key_env else None
-    listed = asyncio.run(served_models(url, api_key, f"--model: the models of {url}"))
+    listed = asyncio.run(served_models(url, api_key, f"{model_option}: the models of {url}", api_key_env))
     if listed is None:
-        raise EndpointError(f"--model: {url} lists no models (GET /models answered 404): name the model")
+        raise EndpointError(f"{model_option}: {url} lists no models (GET /models answered 404): name the model with {model_option}")
     names = list(listed)
+    if not names:
+        raise EndpointError(f"{model_option}: {url} lists no models: name the model with {model_option}")
     if len(names) != 1:
-        raise EndpointError(f"--model: {url} serves {len(names)} models ({', '.join(names[:8])}): name one with --model")
+        raise EndpointError(f"{model_option}: {url} serves {len(names)} models ({', '.join(names[:8])}): name one with {model_option}")
     return names[0]
 
 
@@ -94,21 +97,25 @@ def evaluate_cmd(
     profile: Annotated[str | None, typer.Option(help="Protocol profile: deepeyes-v2 (ours), deepeyesv2-reference (the released checkpoints), or a file.")] = None,
     config: Annotated[Path | None, typer.Option(help="A pipeline YAML whose eval, search, judge and reward sections are the base.")] = None,
     data_root: Annotated[Path | None, typer.Option(help="Where the benchmark files are (fills ${data_root}).")] = None,
-    max_samples: Annotated[int | None, typer.Option(help="At most this many samples per benchmark.")] = None,
-    max_turns: Annotated[int | None, typer.Option(help="Assistant turns per episode (default 10).")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Tokens per assistant turn (default 8192).")] = None,
+    max_samples: Annotated[int | None, typer.Option(help="At most this many samples per benchmark (default: all).", min=1)] = None,
+    max_turns: Annotated[int | None, typer.Option(help="Assistant turns per episode (default 10).", min=1)] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Tokens per assistant turn (default 8192).", min=1)] = None,
     think_prefix: Annotated[str | None, typer.Option(help="none, after_observation or every_turn (default: the profile's).")] = None,
     tool_free_control: Annotated[bool | None, typer.Option(help="Also run every benchmark without tools (default: yes).")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Episodes in flight against an endpoint.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Episodes in flight against an endpoint.", min=1)] = None,
     corpus: Annotated[Path | None, typer.Option(help="Local text search corpus (JSONL/Parquet of title, url, text).")] = None,
     image_corpus: Annotated[Path | None, typer.Option(help="Local image search corpus (JSONL of image, title, url).")] = None,
     judge_url: Annotated[str | None, typer.Option(help="An LLM judge's endpoint, for answers rules cannot decide.")] = None,
-    judge_model: Annotated[str | None, typer.Option(help="The judge's model name.")] = None,
+    judge_model: Annotated[str | None, typer.Option(help="The judge's model name (default: the one its /v1/models lists).")] = None,
+    stop: Annotated[bool | None, typer.Option("--stop/--no-stop", help="Send stop strings to the model's server (--no-stop for servers "
+                                              "that refuse `stop`; they are applied on the client either way).")] = None,
+    seed: Annotated[bool | None, typer.Option("--seed/--no-seed", help="Send each request's `seed` (--no-seed for servers that refuse it).")] = None,
     api_key_env: Annotated[str | None, typer.Option(help="The environment variable that holds the endpoint's API key.")] = None,
 ) -> None:
     """Evaluate any model (a checkpoint, or an endpoint serving it) on named benchmarks, with tools and the tool-free control."""
+    from eval.metrics import summary_line
     from eval.report import build_report
-    from eval.stage import EvalConfig, run_evaluate
+    from eval.stage import EvalConfig, check_checkpoint, run_evaluate
     from synth.judge import JudgeConfig
     from synth.reward import RewardConfig
     from synth.search import SearchConfig
@@ -122,9 +129,25 @@ def evaluate_cmd(
                 "reward": loaded.reward}
     if checkpoint is None and model_url is None and not base.get("eval", {}).get("model_url") and not base.get("eval", {}).get("model_path"):
         raise typer.BadParameter("give a checkpoint directory or --model-url", param_hint="CHECKPOINT")
-    if checkpoint is not None and not checkpoint.is_dir():
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    from synth.preflight import check_url
+
+    model_url = model_url.strip() if model_url is not None else None
+    for option, url in (("--model-url", model_url), ("--judge-url", judge_url)):
+        if url is not None:
+            check_url(url, option)
+    if checkpoint is not None and (model_url or base.get("eval", {}).get("model_url")):
+        where = "--model-url" if model_url else f"eval.model_url in {config}"
+        raise typer.BadParameter(f"CHECKPOINT and {where} both name the model to evaluate: give one (a checkpoint is loaded with "
+                                 "transformers; an endpoint already serves its model)", param_hint="CHECKPOINT")
+    if checkpoint is not None:
+        check_checkpoint(checkpoint, "CHECKPOINT")
     evaluation = dict(base.get("eval") or {})
+    request = dict(evaluation.get("request") or {})
+    for key, value in (("send_stop", stop), ("send_seed", seed)):
+        if value is not None:
+            request[key] = value
+    if request:
+        evaluation["request"] = request
     agent = dict(evaluation.get("agent") or {})
     for key, value in (("profile", profile), ("max_turns", max_turns), ("max_tokens_per_turn", max_tokens), ("think_prefix", think_prefix)):
         if value is not None:
@@ -151,8 +174,14 @@ def evaluate_cmd(
         if path is not None and not path.is_file():
             raise FileNotFoundError(f"{name}: file not found: {path}")
     judge = base.get("judge") or JudgeConfig()
+    if judge_model is not None and judge_url is None and not judge.llm_url:
+        raise typer.BadParameter("--judge-model needs --judge-url (or judge.llm_url in --config)", param_hint="--judge-model")
     if judge_url is not None:
-        judge = judge.model_copy(update={"llm_url": judge_url, "llm_model": judge_model or judge.llm_model})
+        judge_url = judge_url.strip()
+        judge_model = judge_model or endpoint_model(judge_url, judge.api_key_env, "--judge-url", "--judge-model")
+        judge = judge.model_copy(update={"llm_url": judge_url, "llm_model": judge_model})
+    elif judge_model is not None:
+        judge = judge.model_copy(update={"llm_model": judge_model})
     out = out.resolve()
     started = time.time()
     reward = base.get("reward") or RewardConfig()
@@ -162,11 +191,7 @@ def evaluate_cmd(
     typer.echo(f"model {metrics['model']} ({metrics['protocol_version']})")
     for bench, entry in metrics["benchmarks"].items():
         for run_name, stats in entry["runs"].items():
-            overall = stats["overall"]
-            low, high = overall["ci95"]
-            typer.echo(f"eval {bench} ({run_name}): accuracy {overall['accuracy']:.3f} [{low:.2f}, {high:.2f}] on {overall['n']} samples, "
-                       f"{overall['tool_calls_per_sample']:.2f} tool calls per sample"
-                       + (f", {entry['unreadable']} unreadable" if entry["unreadable"] else ""))
+            typer.echo(summary_line(bench, run_name, stats["overall"], entry["unreadable"], entry["failed"].get(run_name, 0)))
     typer.echo(f"metrics:    {out / 'eval' / 'metrics.json'}")
     typer.echo(f"report:     {report['html']}")
 

@@ -163,11 +163,25 @@ class ToolSession:
             except Exception:  # the first cell retries the start and reports why it failed
                 pass
 
+    def available(self) -> str:
+        """The tools this run really has, for the model: a tool call's error names these, not every
+        tool the protocol knows."""
+        tools = []
+        if self.tools.kernel_pool is not None:
+            tools.append("python (code in a <code> block, not a <tool_call>)")
+        if self.tools.text_search is not None:
+            tools.append("search")
+        if self.tools.image_search is not None and self.input_images:
+            tools.append("image_search")
+        return f"available in this run: {', '.join(tools)}" if tools else "no tools are available in this run"
+
     async def call(self, action: Action) -> Observation:
         tool = "python" if action.kind == "code" else action.kind
         if not self.cfg.tools:  # the tool-free control: the call is refused, and counted as tried
             return _error("Error: tools are disabled in this run.", tool, "disabled")
         if action.kind == "tool_error":
+            if action.unknown_tool is not None:
+                return _error(f"Error: unknown tool {action.unknown_tool!r}; {self.available()}", "invalid", "error")
             return _error(action.error, "invalid", "error")
         if action.kind == "code" and self.tools.kernel_pool is not None:
             await self._started()
@@ -204,6 +218,22 @@ class ToolSession:
         if self.kernel is not None:
             # The kill waits on the sandbox: off the event loop.
             await asyncio.to_thread(self.kernel.close)
+
+
+def text_search_configured(search: SearchConfig) -> bool:
+    """Whether `search` gives the agent a text search tool (`synth.search.build_search`)."""
+    return (search.text_backend == "local" and search.corpus_path is not None) or search.text_backend == "http"
+
+
+def require_search(samples: list[Sample], agent: AgentConfig, search: SearchConfig, where: str, option: str = "--corpus") -> None:
+    """Raise `SearchError` (one line, starting with `where`) when some of `samples` are search
+    questions (category `search`), the agent has tools, and no text search is configured: every
+    search call would answer "not available", and trajectories would cite results they never got."""
+    needing = sum(1 for sample in samples if sample.category == "search")
+    if agent.tools and needing and not text_search_configured(search):
+        raise SearchError(f"{where}: {needing} of the {len(samples)} samples are search questions (category: search) and no text "
+                          f"search is configured: give {option} FILE (search.corpus_path), or search.text_backend: http with "
+                          "search.http_url")
 
 
 def opening(sample: Sample, cfg: AgentConfig) -> tuple[list[dict[str, Any]], list[bytes]]:

@@ -34,7 +34,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from synth.policy import RequestOptions
+from synth.policy import MIN_REQUEST_TIMEOUT_S, EndpointUrl, RequestOptions
 
 Outcome = Literal["correct", "incorrect", "undecided", "judge_failed"]
 
@@ -90,10 +90,10 @@ class JudgeConfig(BaseModel):
     # Decimal places math-verify rounds floats to: values that differ beyond the sixth decimal are
     # not equal (math-verify's own default, 6, calls 1.0000001 and 1.0000002 equal).
     math_float_rounding: int = Field(10, ge=1)
-    llm_url: str | None = None  # an OpenAI-compatible endpoint; None: rules and math-verify only
+    llm_url: EndpointUrl | None = None  # an OpenAI-compatible endpoint; None: rules and math-verify only
     llm_model: str | None = None  # the paper used Qwen2.5-72B-Instruct
     api_key_env: str | None = "OPENAI_API_KEY"
-    llm_timeout_s: float = 60.0
+    llm_timeout_s: float = Field(60.0, ge=MIN_REQUEST_TIMEOUT_S)
     llm_max_retries: int = 4
     llm_request: RequestOptions = Field(default_factory=RequestOptions)  # extra fields, retries of 5xx
     # A text answer that rules cannot match, with no LLM judge to ask: judge_failed (nobody can
@@ -1119,7 +1119,8 @@ class Judge:
                 raise ValueError("judge.llm_model: required with judge.llm_url")
             api_key = os.environ.get(self.cfg.api_key_env) if self.cfg.api_key_env else None
             self._llm = EndpointPolicy(self.cfg.llm_url, self.cfg.llm_model, api_key=api_key, timeout_s=self.cfg.llm_timeout_s,
-                                       max_retries=self.cfg.llm_max_retries, max_in_flight=64, options=self.cfg.llm_request)
+                                       max_retries=self.cfg.llm_max_retries, max_in_flight=64, options=self.cfg.llm_request,
+                                       api_key_env=self.cfg.api_key_env)
 
     async def preflight(self) -> None:
         """Check the LLM judge's endpoint, when one is configured, with a real judge request
@@ -1129,7 +1130,7 @@ class Judge:
         from synth.preflight import StageRequest, preflight
 
         request = StageRequest(self._judge_messages("What is 2 + 2?", "4", "4"), [], [], 8, 0.0,
-                               request_setting="judge.llm_request", prefix_setting="judge")
+                               request_setting="judge.llm_request", prefix_setting="judge", flags=False)
         await preflight(self._llm, "judge", request, setting="judge.llm_url")
 
     @staticmethod

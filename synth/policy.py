@@ -19,17 +19,22 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
+import httpx
 import openai
 from openai.types.chat import ChatCompletion
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from synth.protocol import find_stop, fold_turn, infer_matched_stop
 from synth.retry import wait_retry_after
 
 T = TypeVar("T")
+# An endpoint's base URL in a stage's config: a URL pasted with a space or newline around it is that URL.
+EndpointUrl = Annotated[str, StringConstraints(strip_whitespace=True)]
+# Seconds one request may take: one rule for every stage's config and command line (`--request-timeout`).
+MIN_REQUEST_TIMEOUT_S = 0.1
 
 
 @dataclass
@@ -103,6 +108,31 @@ class EmptyResponse(Exception):
     like a transient failure."""
 
 
+class MalformedReply(ValueError):
+    """The endpoint answered 200 with something that is not a chat completion: a body that is not
+    JSON (an HTML page from a proxy, plain text), JSON of another shape, or a choice with no
+    `message`. Retried like a transient failure; its message (one line: the content type and the
+    first bytes) is the quarantine reason and the preflight's error."""
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+    return repr(" ".join(text.split())[:limit])
+
+
+def parse_completion(response: httpx.Response) -> ChatCompletion:
+    """A 200 reply's body as a `ChatCompletion` (fields not validated, as the `openai` client
+    does); raises `MalformedReply` naming the content type and first bytes when it is not JSON or
+    not a JSON object with a `choices` list."""
+    content_type = response.headers.get("content-type", "none")
+    try:
+        data = response.json()
+    except ValueError:
+        raise MalformedReply(f"non-JSON reply (content-type {content_type}, first bytes {_excerpt(response.text)})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("choices", []), list):
+        raise MalformedReply(f"the reply is not a chat completion (content-type {content_type}, first bytes {_excerpt(response.text)})")
+    return ChatCompletion.construct(**data)
+
+
 class RequestOptions(BaseModel):
     """How a stage's requests go to its OpenAI-compatible endpoint, for servers that differ from
     vLLM (`synth.request`, `probe.request`, `eval.request`, `judge.llm_request`).
@@ -110,12 +140,15 @@ class RequestOptions(BaseModel):
     Stop strings are always applied on the client as well (the turn is cut just after the first one,
     which is kept), so `send_stop: false` changes only what the server is asked: servers that answer
     a request with `stop` with an error (`transformers serve` for vision-language models) work
-    without it. `extra_body` fields are merged into every request as they are (e.g.
+    without it; `send_seed: false` leaves out `seed` for servers that refuse it (sampled turns are
+    then not reproducible). `extra_body` fields are merged into every request as they are (e.g.
     `chat_template_kwargs`, `top_k`, `repetition_penalty`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     send_stop: bool = True
+    # `seed` makes sampled turns reproducible (vLLM, OpenAI); some servers refuse the field.
+    send_seed: bool = True
     extra_body: dict[str, Any] = Field(default_factory=dict)
     # Retries of an HTTP 5xx within `max_retries`: a server that fails a request deterministically
     # (a field it cannot handle) is not asked the same thing max_retries times.
@@ -183,6 +216,8 @@ def describe_error(exc: BaseException) -> str:
         return "the response was not a chat completion"
     if isinstance(exc, EmptyResponse):
         return f"empty response ({exc})"
+    if isinstance(exc, MalformedReply):
+        return str(exc)
     return " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
 
 
@@ -234,11 +269,14 @@ class EndpointPolicy:
         max_in_flight: int = 256,
         backoff_max_s: float = 30.0,
         options: RequestOptions | None = None,
+        api_key_env: str | None = None,
     ) -> None:
+        base_url = base_url.strip()  # a URL pasted with a space or a newline around it
         self.name = model
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
+        self.api_key_env = api_key_env  # where `api_key` came from: named when the server refuses the key
         self.timeout_s = timeout_s
         self.options = options or RequestOptions()
         self.identity = f"{self.base_url}|{model}"
@@ -267,7 +305,7 @@ class EndpointPolicy:
         needs from this kind of server (`protocol_fields`); `options.extra_body` comes last and wins."""
         converted = to_openai_messages(messages, images)
         body: dict[str, Any] = {"model": self.model, "messages": converted, "max_tokens": max_tokens, "temperature": temperature}
-        if seed is not None:
+        if seed is not None and self.options.send_seed:
             body["seed"] = seed
         if stop and self.options.send_stop:
             body["stop"] = list(stop)
@@ -284,7 +322,10 @@ class EndpointPolicy:
         # would first walk the whole request against its TypedDicts, which costs more CPU than the
         # rest of the request together once a conversation carries several images.
         async with self._in_flight:
-            return await self._client.post("/chat/completions", body=body, cast_to=ChatCompletion)
+            # The raw reply, read here: a 200 that is not a chat completion is a `MalformedReply`
+            # with its content type and first bytes, not a string the client hands back.
+            raw = await self._client.post("/chat/completions", body=body, cast_to=httpx.Response)
+        return parse_completion(raw)
 
     def read_reply(self, response: ChatCompletion, stop: Sequence[str], prefix: str = "", stop_sent: bool = True) -> Generation:
         """The turn in a response, as the model wrote it (the class docstring); raises
@@ -292,7 +333,9 @@ class EndpointPolicy:
         if not response.choices:
             raise EmptyResponse("no choices in the response")
         choice = response.choices[0]
-        message = choice.message
+        message = getattr(choice, "message", None)
+        if not isinstance(message, BaseModel):
+            raise MalformedReply(f"the reply's first choice has no message (message: {json.dumps(message, default=str)[:80]})")
         extra = message.model_extra or {}
         reasoning = extra.get("reasoning_content") or extra.get("reasoning")
         calls = [(call.function.name, call.function.arguments) for call in message.tool_calls or [] if getattr(call, "function", None)]

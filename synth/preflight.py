@@ -35,7 +35,7 @@ import httpx
 import openai
 
 from synth.endpoint import EndpointError
-from synth.policy import EmptyResponse, EndpointPolicy, describe_error, server_message
+from synth.policy import EmptyResponse, EndpointPolicy, MalformedReply, describe_error, server_message
 
 MODELS_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 # Fields of a `/v1/models` entry that say which weights answer (vLLM: `root` is the served path or
@@ -61,13 +61,39 @@ class StageRequest:
     prefix: str = ""
     request_setting: str = "request"
     prefix_setting: str = "agent.think_prefix"
+    flags: bool = True  # the stage's command has --no-stop and --no-seed (the judge's settings live in the config only)
+
+
+# Routes under an OpenAI-compatible base URL: a URL pasted with one of them is a route, not the base.
+ROUTES = ("/chat/completions", "/completions", "/models", "/embeddings", "/responses")
 
 
 def check_url(url: str, setting: str) -> None:
-    """Raise `EndpointError` for a URL that no HTTP client can use (no scheme, no host)."""
-    parsed = httpx.URL(url) if "://" in url else None
+    """Raise `EndpointError` for a URL that no HTTP client can use (no scheme, no host), or one that
+    names a route (`.../v1/chat/completions`) where the base URL (`.../v1`) belongs."""
+    url = url.strip()
+    try:
+        parsed = httpx.URL(url) if "://" in url else None
+    except httpx.InvalidURL:
+        parsed = None
     if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
         raise EndpointError(f"{setting}: {url!r} is not an http:// or https:// URL (e.g. http://127.0.0.1:8000/v1)")
+    path = parsed.path.rstrip("/")
+    route = next((r for r in ROUTES if path.endswith(r)), None)
+    if route is not None:
+        base = url.rstrip("/")[: -len(route)]
+        raise EndpointError(f"{setting}: {url!r} is the {route} route, not the API's base URL: give {base} (requests add {route} themselves)")
+
+
+def _key_hint(api_key_env: str | None) -> str:
+    """Where the endpoint's API key comes from, and whether it is there: for a 401/403."""
+    import os
+
+    if not api_key_env:
+        return "no API key is sent (api_key_env is empty): name the environment variable that holds it in api_key_env (--api-key-env)"
+    if not os.environ.get(api_key_env):
+        return f"the key is read from the environment variable {api_key_env} (api_key_env), which is unset: export {api_key_env}=<key>"
+    return f"the key is read from the environment variable {api_key_env} (api_key_env), which is set: the server refused its value"
 
 
 def model_identity(url: str, model: str, entry: dict[str, Any] | None, now: float | None = None) -> str:
@@ -109,7 +135,7 @@ def _connection_cause(exc: httpx.HTTPError, timeout: httpx.Timeout) -> tuple[str
     return f"no connection ({' '.join(str(chain[-1]).split()) or type(chain[-1]).__name__})", True
 
 
-async def served_models(base_url: str, api_key: str | None, where: str) -> dict[str, dict[str, Any]] | None:
+async def served_models(base_url: str, api_key: str | None, where: str, api_key_env: str | None = None) -> dict[str, dict[str, Any]] | None:
     """The models `GET <base_url>/models` lists, by id (None when the server has no such route);
     raises `EndpointError` (one line, starting with `where`) when the server cannot be reached or
     answers with an error."""
@@ -123,7 +149,7 @@ async def served_models(base_url: str, api_key: str | None, where: str) -> dict[
         raise EndpointError(f"{where}: {cause}", transient=transient) from None
     if response.status_code in (401, 403):
         raise EndpointError(f"{where}: the server refused the API key (HTTP {response.status_code}: {_text(response)}); "
-                            "put the key in the environment variable named by api_key_env")
+                            f"{_key_hint(api_key_env)}")
     if response.status_code == 404:
         return None  # no model list here: a chat request tells whether this is an OpenAI-compatible API at all
     if response.status_code != 200:
@@ -139,11 +165,13 @@ async def listed_model(endpoint: EndpointPolicy, where: str) -> dict[str, Any] |
     """The model's entry in `GET <url>/models` (None when the server has no such route); raises
     `EndpointError` when the server cannot be reached, answers with an error, or does not serve the
     model (naming those it does)."""
-    served = await served_models(endpoint.base_url, endpoint.api_key, where)
+    served = await served_models(endpoint.base_url, endpoint.api_key, where, endpoint.api_key_env)
     if served is None:
         return None
+    if not served:
+        raise EndpointError(f"{where}: model {endpoint.model!r} is not served there; GET /models lists no models (is a model loaded?)")
     if endpoint.model not in served:
-        offered = ", ".join(repr(name) for name in list(served)[:20]) or "none"
+        offered = ", ".join(repr(name) for name in list(served)[:20])
         raise EndpointError(f"{where}: model {endpoint.model!r} is not served there; it serves: {offered}")
     return served[endpoint.model]
 
@@ -164,8 +192,13 @@ def _variants(body: dict[str, Any], request: StageRequest, endpoint: EndpointPol
     """The stage's request without each optional field in turn: (what, how to turn it off, body)."""
     variants = []
     if "stop" in body:
-        variants.append(("`stop`", f"set {request.request_setting}.send_stop: false (--no-stop): stop strings are then applied on the client",
+        flag = " (--no-stop)" if request.flags else ""
+        variants.append(("`stop`", f"set {request.request_setting}.send_stop: false{flag}: stop strings are then applied on the client",
                          {k: v for k, v in body.items() if k != "stop"}))
+    if "seed" in body:
+        flag = " (--no-seed)" if request.flags else ""
+        variants.append(("`seed`", f"set {request.request_setting}.send_seed: false{flag}: sampled turns are then not reproducible",
+                         {k: v for k, v in body.items() if k != "seed"}))
     if body.get("continue_final_message"):
         without = {k: v for k, v in body.items() if k not in ("continue_final_message", "add_generation_prompt")}
         without["messages"] = body["messages"][:-1]
@@ -205,9 +238,14 @@ async def _one_request(endpoint: EndpointPolicy, request: StageRequest, where: s
         return
     except openai.APIStatusError as exc:
         failure = exc
+    except MalformedReply as exc:  # a 200 that is not a chat completion: retried, then told as it is
+        raise EndpointError(f"{where}: the first request failed: {exc}", transient=True) from None
     except openai.APIError as exc:  # connection, time-out, a body that is not a chat completion
         raise EndpointError(f"{where}: the first request failed: {describe_error(exc)}",
                             transient=isinstance(exc, openai.APIConnectionError)) from None
+    if failure.status_code in (401, 403):
+        raise EndpointError(f"{where}: the server refused the API key (HTTP {failure.status_code}: {server_message(failure)}); "
+                            f"{_key_hint(endpoint.api_key_env)}")
     if failure.status_code == 404 and unlisted:
         hint = f" (most servers answer under /v1: {endpoint.base_url}/v1)" if not endpoint.base_url.endswith("/v1") else ""
         raise EndpointError(f"{where}: GET /models and POST /chat/completions both answered HTTP 404: not the base URL of an "

@@ -20,9 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.schema import SAMPLE_SCHEMA, Sample, hf_value, with_hf_features
 from curation.shards import Quarantine, ShardWriter, iter_rows, merge_parts
 from synth import aio
-from synth.agent import AgentConfig, ToolBox, active_episodes, first_request, open_toolbox, run_episode, size_tool_threads
+from synth.agent import (AgentConfig, ToolBox, active_episodes, first_request, open_toolbox, require_search, run_episode,
+                         size_tool_threads)
 from synth.judge import Judge, JudgeConfig
-from synth.policy import RequestOptions
+from synth.policy import MIN_REQUEST_TIMEOUT_S, EndpointUrl, RequestOptions
 from synth.preflight import Failures, preflight
 from synth.reward import RewardConfig
 from synth.request_cache import REQUESTS_DB, CachedPolicy, open_endpoint
@@ -63,14 +64,14 @@ class ProbeInputError(ValueError):
 class ProbeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    student_url: str = "http://127.0.0.1:8008/v1"
+    student_url: EndpointUrl = "http://127.0.0.1:8008/v1"
     student_model: str = "demo-student"
     api_key_env: str | None = "OPENAI_API_KEY"
     k: int = Field(4, ge=1)  # attempts per sample in each mode
     temperature: float = Field(1.0, ge=0)  # sampled, so k attempts differ
     concurrency: int = Field(16, ge=1)  # requests in flight to the student
     active_episodes: int | None = Field(None, ge=1)  # episodes run at once (a kernel each); None: concurrency × 1.25
-    request_timeout_s: float = 120.0
+    request_timeout_s: float = Field(120.0, ge=MIN_REQUEST_TIMEOUT_S)
     max_retries: int = 6
     request: RequestOptions = Field(default_factory=RequestOptions)  # send_stop, extra_body, 5xx retries
     resume: bool = True
@@ -171,6 +172,7 @@ def run_probes(
     started = time.time()
     quarantine = Quarantine(out_dir, "probe")
     samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] is None][:limit]
+    require_search(samples, cfg.agent, search or SearchConfig(), "probe")
     if not samples and not allow_empty:
         raise ProbeInputError(f"no candidates in {curated_dir}: every row already has a pool; curate with probes "
                               "(`deepeyes curate --probes`, or a `probe:` section) so only the eval share is split off")

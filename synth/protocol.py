@@ -46,6 +46,7 @@ class Action:
     queries: tuple[str, ...] = ()
     answer: str = ""
     error: str = ""  # for tool_error: the observation text; for none: why the episode ends
+    unknown_tool: str | None = None  # for tool_error: the name of a tool call to a tool the protocol does not know
 
     @property
     def query(self) -> str:
@@ -251,7 +252,8 @@ def _parse_tool_call(payload: str) -> Action:
         return Action("tool_error", error=f"Error: invalid JSON in <tool_call>: {exc.msg}")
     if not isinstance(call, dict) or call.get("name") not in KNOWN_TOOLS:
         name = call.get("name") if isinstance(call, dict) else None
-        return Action("tool_error", error=f"Error: unknown tool {name!r}; available: {', '.join(KNOWN_TOOLS)}")
+        # The loop rewrites this with the tools this run really has (`synth.agent.ToolSession`).
+        return Action("tool_error", error=f"Error: unknown tool {name!r}; available: {', '.join(KNOWN_TOOLS)}", unknown_tool=str(name))
     arguments = call.get("arguments") or {}
     if call["name"] == "image_search":
         if arguments:

@@ -126,7 +126,7 @@ def open_endpoint(
     Returns (the policy to use, the endpoint itself for its preflight and request counters)."""
     api_key = os.environ.get(api_key_env) if api_key_env else None
     endpoint = EndpointPolicy(url, model, api_key=api_key, timeout_s=timeout_s, max_retries=max_retries, max_in_flight=max_in_flight,
-                              options=options)
+                              options=options, api_key_env=api_key_env)
     if cache_path is None:
         return endpoint, endpoint
     return CachedPolicy(endpoint, RequestCache(cache_path)), endpoint

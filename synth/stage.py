@@ -14,10 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import Quarantine, ShardWriter, iter_rows, merge_parts
 from synth import aio
-from synth.agent import AgentConfig, ToolBox, active_episodes, first_request, open_toolbox, run_episode, size_tool_threads
+from synth.agent import (AgentConfig, ToolBox, active_episodes, first_request, open_toolbox, require_search, run_episode,
+                         size_tool_threads)
 from synth.judge import Judge, JudgeConfig
 from synth.long_cot import LongCotConfig, long_cot_rows
-from synth.policy import RequestOptions
+from synth.policy import MIN_REQUEST_TIMEOUT_S, EndpointUrl, RequestOptions
 from synth.preflight import Failures, preflight
 from synth.request_cache import REQUESTS_DB, CachedPolicy, open_endpoint
 from synth.reward import RewardConfig
@@ -30,7 +31,7 @@ REJECTS_DIR = "rejects"
 class SynthConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    teacher_url: str = "http://127.0.0.1:8008/v1"
+    teacher_url: EndpointUrl = "http://127.0.0.1:8008/v1"
     teacher_model: str = "demo-teacher"
     api_key_env: str | None = "OPENAI_API_KEY"  # the variable holding the endpoint's key, if any
     pools: list[str] = Field(default_factory=lambda: ["coldstart"])
@@ -39,7 +40,7 @@ class SynthConfig(BaseModel):
     concurrency: int = Field(16, ge=1)  # requests in flight to the teacher
     active_episodes: int | None = Field(None, ge=1)  # samples being solved at once (a kernel each); None: concurrency × 1.25
     allow_code_errors: bool = False  # keep trajectories with a failing code cell
-    request_timeout_s: float = 120.0
+    request_timeout_s: float = Field(120.0, ge=MIN_REQUEST_TIMEOUT_S)
     max_retries: int = 6  # per request: 429 (Retry-After), 5xx, time-outs, dropped, malformed, empty
     request: RequestOptions = Field(default_factory=RequestOptions)  # send_stop, extra_body, 5xx retries
     resume: bool = True  # replay answered requests from <out>/requests.sqlite after a crash
@@ -64,6 +65,8 @@ def reject_reason(row: dict[str, Any], allow_code_errors: bool, reward: RewardCo
         return "bad_format"
     if not allow_code_errors and any(c["tool"] == "python" and c["outcome"] != "ok" for c in row["tool_calls"]):
         return "code_error"
+    if any(c["outcome"] == "unavailable" for c in row["tool_calls"]):
+        return "tool_unavailable"  # a call the run could not answer: the trajectory cannot have used its result
     if any(c["outcome"] == "error" for c in row["tool_calls"]):
         return "tool_call_error"
     return None
@@ -172,6 +175,7 @@ def run_synthesize(
     started = time.time()
     quarantine = Quarantine(out_dir, "synthesize")
     samples = [Sample.from_row(r) for r in iter_rows(curated_dir, SAMPLE_SCHEMA) if r["pool"] in cfg.pools][:limit]
+    require_search(samples, cfg.agent, search or SearchConfig(), "synthesize")
     try:
         summary = aio.run(_synthesize(cfg, search or SearchConfig(), judge or JudgeConfig(), samples, out_dir, quarantine, progress,
                                       reward or RewardConfig(), identity_url))

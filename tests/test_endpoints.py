@@ -314,3 +314,149 @@ def test_deepeyes_probe_takes_the_knobs_users_of_vllm_and_openai_expect(world, c
                           "--student-url", replay_url, "--student-model", "demo-student", "--extra-body", "[1]"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--extra-body" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# --- fresh-user review r2: replies that are not chat completions, refused fields, URLs, keys ---
+
+def _generate_once(url, model="fake", **options):
+    async def ask():
+        policy = EndpointPolicy(url, model, max_retries=1, backoff_max_s=0.01, **options)
+        try:
+            return await policy.generate([{"role": "user", "content": [{"type": "text", "text": "hi"}]}], [], stop=STOP,
+                                         max_tokens=8, temperature=0.0)
+        finally:
+            await policy.aclose()
+
+    return asyncio.run(ask())
+
+
+@pytest.mark.parametrize("mode,expected", [
+    ("nonjson", "the first request failed: non-JSON reply (content-type text/plain, first bytes 'not json at all')"),
+    ("nullmessage", "the first request failed: the reply's first choice has no message (message: null)"),
+])
+def test_a_reply_that_is_not_a_chat_completion_is_one_line_in_the_preflight_and_the_failure_reason(one_sample, mode, expected):
+    from synth.policy import MalformedReply, describe_error
+    from tests.fake_openai import FakeServer
+
+    with FakeServer(mode) as url:
+        with pytest.raises(EndpointError) as info:
+            preflight_of(url, "fake", one_sample)
+        with pytest.raises(MalformedReply) as mid_run:
+            _generate_once(url)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+    assert describe_error(mid_run.value) == expected.split("failed: ")[1]
+
+
+def test_a_server_that_refuses_seed_is_found_and_the_setting_that_turns_it_off_named(one_sample):
+    from tests.fake_openai import FakeServer
+
+    with FakeServer("refuse_seed") as url:
+        with pytest.raises(EndpointError) as info:
+            preflight_of(url, "fake", one_sample)
+        preflight_of(url, "fake", one_sample, options=RequestOptions(send_seed=False))  # with the named setting: passes
+    assert ("the server refuses `seed` (HTTP 400: unknown field seed); set synth.request.send_seed: false (--no-seed): sampled turns "
+            "are then not reproducible") in str(info.value)
+
+
+@pytest.mark.parametrize("url,expected", [
+    ("http://127.0.0.1:9/v1/chat/completions", "synth.teacher_url: 'http://127.0.0.1:9/v1/chat/completions' is the /chat/completions "
+                                               "route, not the API's base URL: give http://127.0.0.1:9/v1 (requests add /chat/completions themselves)"),
+    ("http://127.0.0.1:9/v1/models/", "is the /models route, not the API's base URL: give http://127.0.0.1:9/v1"),
+    ("  127.0.0.1:8000/v1\n", "synth.teacher_url: '127.0.0.1:8000/v1' is not an http:// or https:// URL"),
+])
+def test_a_pasted_route_or_a_url_without_scheme_names_the_base_url(url, expected):
+    with pytest.raises(EndpointError) as info:
+        preflight_of(url, "fake")
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_urls_are_stripped_of_surrounding_whitespace_in_configs_and_endpoints():
+    from eval.stage import EvalConfig
+    from synth.judge import JudgeConfig
+
+    assert SynthConfig(teacher_url=" http://h:1/v1\n").teacher_url == "http://h:1/v1"
+    assert ProbeConfig(student_url="\thttp://h:1/v1 ").student_url == "http://h:1/v1"
+    assert EvalConfig(model_url=" http://h:1/v1 ", model_name="m").model_url == "http://h:1/v1"
+    assert JudgeConfig(llm_url=" http://h:1/v1 ").llm_url == "http://h:1/v1"
+    assert EndpointPolicy(" http://h:1/v1/ \n", "m").base_url == "http://h:1/v1"
+    with FakeServerUrl("ok") as url:
+        preflight_of(f"  {url} \n", "fake")
+
+
+def FakeServerUrl(mode):
+    from tests.fake_openai import FakeServer
+
+    return FakeServer(mode)
+
+
+@pytest.mark.parametrize("key,expected", [
+    (None, "the server refused the API key (HTTP 401: Incorrect API key provided); the key is read from the environment variable "
+           "DEEPEYES_TEST_KEY (api_key_env), which is unset: export DEEPEYES_TEST_KEY=<key>"),
+    ("wrong", "the key is read from the environment variable DEEPEYES_TEST_KEY (api_key_env), which is set: the server refused its value"),
+])
+def test_a_refused_api_key_names_the_environment_variable_and_whether_it_is_set(monkeypatch, tmp_path, key, expected):
+    from synth.request_cache import open_endpoint
+
+    if key is None:
+        monkeypatch.delenv("DEEPEYES_TEST_KEY", raising=False)
+    else:
+        monkeypatch.setenv("DEEPEYES_TEST_KEY", key)
+
+    async def check(url):
+        from synth.preflight import preflight
+
+        _, endpoint = open_endpoint(url, "fake", api_key_env="DEEPEYES_TEST_KEY", timeout_s=5, max_retries=0, max_in_flight=1,
+                                    cache_path=None)
+        try:
+            await preflight(endpoint, "teacher", None, setting="synth.teacher_url")
+        finally:
+            await endpoint.aclose()
+
+    with FakeServerUrl("auth") as url:
+        with pytest.raises(EndpointError) as info:
+            asyncio.run(check(url))
+        monkeypatch.setenv("DEEPEYES_TEST_KEY", "secret")
+        asyncio.run(check(url))  # the right key passes
+    assert expected in str(info.value)
+
+
+def test_a_server_that_lists_no_models_says_so():
+    with FakeServerUrl("models_empty") as url:
+        with pytest.raises(EndpointError) as info:
+            preflight_of(url, "fake")
+        from flows.cli_interop import endpoint_model
+
+        with pytest.raises(EndpointError) as unnamed:
+            endpoint_model(url, None)
+    assert str(info.value).endswith("model 'fake' is not served there; GET /models lists no models (is a model loaded?)")
+    assert str(unnamed.value) == f"--model: {url} lists no models: name the model with --model"
+
+
+def test_a_request_timeout_has_one_rule_in_configs_and_on_the_command_line(tmp_path):
+    from flows.config import ConfigError, load_config
+
+    for value in (-1, 0, 0.05):
+        with pytest.raises(ValueError, match="greater than or equal to 0.1"):
+            SynthConfig(request_timeout_s=value)
+        with pytest.raises(ValueError, match="greater than or equal to 0.1"):
+            ProbeConfig(request_timeout_s=value)
+    config = tmp_path / "neg.yaml"
+    config.write_text("synth:\n  teacher_url: http://127.0.0.1:9/v1\n  request_timeout_s: -1\n")
+    with pytest.raises(ConfigError, match=r"neg.yaml:3: synth.request_timeout_s: Input should be greater than or equal to 0.1"):
+        load_config(config, check=False)
+
+
+def test_deepeyes_synth_and_probe_without_search_refuse_search_questions_in_one_line(world, curated, replay_url, tmp_path):
+    _write_without_pools(curated, tmp_path / "candidates")
+    commands = {
+        "synthesize": [sys.executable, "-m", "flows.cli", "synth", "--input", str(curated), "--out", str(tmp_path / "s"),
+                       "--teacher-url", replay_url, "--teacher-model", "demo-teacher", "--pools", "coldstart,rl,eval"],
+        "probe": [sys.executable, "-m", "flows.cli", "probe", "--input", str(tmp_path / "candidates"), "--out", str(tmp_path / "p"),
+                  "--student-url", replay_url, "--student-model", "demo-student"],
+    }
+    for stage, command in commands.items():
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+        assert lines[0].startswith(f"error: {stage}: ") and "search questions (category: search) and no text search is configured: " \
+                                                         "give --corpus FILE (search.corpus_path)" in lines[0]

@@ -217,9 +217,9 @@ def test_an_endpoint_that_may_recover_is_retried_and_one_that_cannot_fails_the_r
     assert down.returncode == 2 and one_error_line(down.stderr).startswith(
         f"error: teacher endpoint {url} (model 'demo-teacher'): the first request failed (HTTP 500: internal error (injected))")
     # The preflight of every shard task ran three times (two task retries): the stage's request under
-    # its retry policy (max_retries: 0 here), then the same without `stop` to see whether the server
-    # refuses that field. No sample went out.
-    assert after_down["requests"] == 3 * (1 + 1) * shards
+    # its retry policy (max_retries: 0 here), then the same without `stop` and without `seed` to see
+    # whether the server refuses one of those fields. No sample went out.
+    assert after_down["requests"] == 3 * (1 + 2) * shards
     assert not list((run / "synthesize").glob("part-*.parquet"))  # nothing merged, nothing cached as done
     assert wrong.returncode == 2 and "model 'nope' is not served there; it serves: 'demo-teacher'" in one_error_line(wrong.stderr)
     assert after_wrong["model_listings"] - after_down["model_listings"] == shards and after_wrong["requests"] == after_down["requests"]

@@ -161,3 +161,113 @@ def test_an_evaluate_only_config_names_its_flow_when_run_whole(world, replay, be
     done = run_cli(["run", str(config), "--run-dir", str(tmp_path / "run")], tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "this config only evaluates a model (run it with --flow evaluate)" in done.stderr
+
+
+# --- fresh-user review r2: contradictions, counts, non-checkpoints, the judge, refused fields ---
+
+def unboxed(text):
+    import re
+
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+
+def test_evaluate_refuses_contradictions_counts_and_non_checkpoints_in_one_line(tiny_model, world, bench, tmp_path):
+    notckpt = tmp_path / "curated"
+    notckpt.mkdir()
+    (notckpt / "part-00000.parquet").write_bytes(b"x")
+    cases = [
+        (["evaluate", str(tiny_model), "--model-url", "http://127.0.0.1:9/v1", "--benchmark", str(bench)],
+         "CHECKPOINT and --model-url both name the model to evaluate: give one"),
+        (["evaluate", str(tiny_model), "--benchmark", str(bench), "--max-samples", "0"], "--max-samples"),
+        (["evaluate", str(tiny_model), "--benchmark", str(bench), "--concurrency", "0"], "--concurrency"),
+        (["evaluate", str(notckpt), "--benchmark", str(bench)],
+         f"CHECKPOINT: {notckpt} is not a model checkpoint (no config.json, no weights, no tokenizer_config.json); a checkpoint is a "
+         "directory holding config.json"),
+        (["evaluate", str(tiny_model), "--benchmark", str(bench), "--judge-model", "j"], "--judge-model needs --judge-url"),
+        (["evaluate", "--model-url", " http://127.0.0.1:9/v1/chat/completions ", "--model", "m", "--benchmark", str(bench)],
+         "--model-url: 'http://127.0.0.1:9/v1/chat/completions' is the /chat/completions route, not the API's base URL: give "
+         "http://127.0.0.1:9/v1"),
+    ]
+    for args, expected in cases:
+        done = run_cli(args, tmp_path, timeout=120)
+        said = unboxed(done.stderr)  # typer draws usage errors in a box, wrapped: compare the words
+        assert done.returncode == 2 and unboxed(expected) in said and "Traceback" not in done.stderr, (args, done.stderr[-1500:])
+    with pytest.raises(ValueError, match="max_samples"):
+        EvalConfig(max_samples=0)
+
+
+def test_the_summary_line_counts_judge_failed_whenever_there_are_some():
+    from eval.metrics import summary_line
+
+    overall = {"accuracy": 0.0, "ci95": [0.0, 0.56], "n": 3, "tool_calls_per_sample": 0.0, "judge_failed": 3}
+    assert summary_line("b", "tools", overall) == "eval b (tools): accuracy 0.000 [0.00, 0.56] on 3 samples, 0.00 tool calls per sample (3 judge_failed)"
+    assert "judge_failed" not in summary_line("b", "tools", {**overall, "judge_failed": 0}, unreadable=2)
+
+
+def test_the_llm_judge_is_warned_about_when_unused_or_missing_and_found_when_one_model_is_served(world, bench, tmp_path):
+    from tests.fake_openai import FakeServer
+
+    row = json.loads(open(world["samples_path"]).readline())
+    root = os.path.dirname(world["samples_path"])
+    rows = [{**row, "id": f"q{i}", "answer": "Paris", "answer_type": "text", "images": [os.path.join(root, p) for p in row["images"]]}
+            for i in range(3)]
+    data = tmp_path / "llm.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    llm_bench = tmp_path / "llmbench.yaml"
+    llm_bench.write_text(f"name: llmbench\nsource: {{kind: jsonl, path: {data}}}\njudge: llm\n")
+    common = ["--no-tool-free-control", "--max-turns", "1", "--max-tokens", "16", "--corpus", world["corpus_path"]]
+    judge_server = FakeServer("ok", model="judge-1")
+    with FakeServer("ok") as url, judge_server as judge_url:
+        missing = run_cli(["evaluate", "--model-url", url, "--benchmark", str(llm_bench), "--out", str(tmp_path / "a"), *common], tmp_path)
+        unused = run_cli(["evaluate", "--model-url", url, "--benchmark", str(bench), "--max-samples", "1", "--out", str(tmp_path / "b"),
+                          "--judge-url", judge_url, *common], tmp_path)
+        asked_before = len(judge_server.posts)
+        found = run_cli(["evaluate", "--model-url", url, "--benchmark", str(llm_bench), "--out", str(tmp_path / "c"),
+                         "--judge-url", judge_url, *common], tmp_path)
+    assert missing.returncode == 0, missing.stderr[-2000:]
+    assert ("warning: benchmark(s) llmbench ask an LLM judge (judge: llm) and none is configured (--judge-url and --judge-model, or "
+            "judge.llm_url and judge.llm_model): every answer the rules cannot decide will be judge_failed") in missing.stderr
+    assert "eval llmbench (tools): accuracy 0.000 [0.00, 0.56] on 3 samples, 0.00 tool calls per sample (3 judge_failed)" in missing.stdout
+    assert unused.returncode == 0, unused.stderr[-2000:]
+    assert f"warning: judge.llm_url (--judge-url) {judge_url} is unused: no benchmark asks the LLM judge: world (judge: rules)" in unused.stderr
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert asked_before == 0  # a judge no benchmark asks is neither preflighted nor asked
+    # Found as the one model its /v1/models lists, preflighted, then asked about each of the 3 answers the rules cannot decide.
+    assert [body["model"] for body in judge_server.posts] == ["judge-1"] * 4
+    assert "warning" not in found.stderr
+
+
+@pytest.mark.parametrize("mode,flag,expected", [
+    ("refuse_stop", "--no-stop", "the server refuses `stop` (HTTP 422: stop not supported); set eval.request.send_stop: false (--no-stop)"),
+    ("refuse_seed", "--no-seed", "the server refuses `seed` (HTTP 400: unknown field seed); set eval.request.send_seed: false (--no-seed)"),
+])
+def test_evaluate_has_the_options_its_preflight_names(world, bench, tmp_path, mode, flag, expected):
+    from tests.fake_openai import FakeServer
+
+    args = ["evaluate", "--benchmark", str(bench), "--max-samples", "1", "--no-tool-free-control", "--max-turns", "1", "--max-tokens", "16",
+            "--corpus", world["corpus_path"], "--out", str(tmp_path / "o")]
+    with FakeServer(mode) as url:
+        refused = run_cli([*args, "--model-url", url], tmp_path, timeout=120)
+        fixed = run_cli([*args, "--model-url", url, flag], tmp_path, timeout=120)
+    assert refused.returncode == 2 and expected in refused.stderr and "Traceback" not in refused.stderr, refused.stderr[-1500:]
+    assert fixed.returncode == 0, fixed.stderr[-1500:]
+
+
+def test_evaluating_search_questions_without_search_is_warned_about_first(world, bench, tmp_path, capsys):
+    from eval.stage import run_evaluate
+    from synth.agent import AgentConfig
+    from synth.search import SearchConfig
+    from tests.fake_openai import FakeServer
+
+    from eval.benchmarks import load_benchmark, load_spec
+
+    searching = sum(1 for sample in load_benchmark(load_spec(str(bench))).samples if sample.category == "search")
+    cfg = EvalConfig(model_name="fake", benchmarks=[str(bench)], tool_free_control=False, agent=AgentConfig(max_turns=1, max_tokens_per_turn=16))
+    with FakeServer("ok") as url:
+        run_evaluate(cfg.model_copy(update={"model_url": url}), None, None, tmp_path / "a", SearchConfig())
+        warned = capsys.readouterr().err
+        run_evaluate(cfg.model_copy(update={"model_url": url}), None, None, tmp_path / "b", SearchConfig(corpus_path=world["corpus_path"]))
+        quiet = capsys.readouterr().err
+    assert searching > 0 and (f"warning: {searching} of the samples are search questions (category: search) and no text search is "
+                              "configured") in warned
+    assert "search questions" not in quiet

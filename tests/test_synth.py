@@ -190,3 +190,50 @@ def test_a_rerun_with_a_smaller_limit_says_it_replaced_the_rows(world, curated, 
     assert summary["replaced"] == "replaced 9 rows with 3 (--limit 3); the request cache keeps the other answers"
     assert summary["counts"]["requests_sent"] == 0  # every answer came from the request cache
     assert read_manifest(out)["rows"] == 3
+
+
+# --- fresh-user review r2: a run without the search its samples need ---
+
+def test_a_pool_of_search_questions_without_a_search_backend_is_refused_before_any_request(world, curated, replay_url, tmp_path):
+    import httpx
+
+    from curation.schema import SAMPLE_SCHEMA
+    from curation.shards import iter_rows
+
+    searches = sum(1 for r in iter_rows(curated, SAMPLE_SCHEMA) if r["category"] == "search")
+    before = httpx.get(replay_url.removesuffix("/v1") + "/stats").json()["requests"]
+    with pytest.raises(Exception) as info:
+        run_synthesize(synth_config(replay_url, attempts=1), curated, tmp_path / "out", SearchConfig(image_corpus_path=world["image_corpus_path"]))
+    assert type(info.value).__name__ == "SearchError" and searches > 0
+    assert str(info.value) == (f"synthesize: {searches} of the 9 samples are search questions (category: search) and no text search is "
+                               "configured: give --corpus FILE (search.corpus_path), or search.text_backend: http with search.http_url")
+    assert httpx.get(replay_url.removesuffix("/v1") + "/stats").json()["requests"] == before
+    # Tool-free synthesis needs no search.
+    run_synthesize(synth_config(replay_url, attempts=1, agent=AgentConfig(tools=False)), curated, tmp_path / "free", SearchConfig())
+
+
+def test_a_trajectory_whose_tool_call_was_unavailable_is_rejected():
+    from synth.stage import reject_reason
+
+    row = {"stop_reason": "answer", "judge_failed": False, "correct": True, "final_answer": "Paris", "category": "search",
+           "format_ok": True, "tool_calls": [{"tool": "search", "outcome": "unavailable"}]}
+    assert reject_reason(row, allow_code_errors=False) == "tool_unavailable"
+    assert reject_reason({**row, "tool_calls": [{"tool": "search", "outcome": "ok"}]}, allow_code_errors=False) is None
+
+
+@pytest.mark.parametrize("text_search,images,expected", [
+    (None, [], "Error: unknown tool 'python'; no tools are available in this run"),
+    ("search", [], "Error: unknown tool 'python'; available in this run: search"),
+    ("search", [b"png"], "Error: unknown tool 'python'; available in this run: search, image_search"),
+])
+def test_a_call_to_an_unknown_tool_names_the_tools_this_run_has(text_search, images, expected):
+    import asyncio
+
+    from synth.agent import ToolBox, ToolSession
+    from synth.protocol import parse_turn
+
+    backend = object() if text_search else None
+    session = ToolSession(ToolBox(text_search=backend, image_search=backend), AgentConfig(), images)
+    action = parse_turn('<think>run it</think><tool_call>{"name": "python", "arguments": {"code": "print(1)"}}</tool_call>')
+    observation = asyncio.run(session.call(action))
+    assert (observation.parts[0]["text"], observation.outcome) == (expected, "error")

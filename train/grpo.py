@@ -90,7 +90,7 @@ class GRPOStageConfig(BaseModel):
     seed: int = 0
     bf16: bool = False
     gradient_checkpointing: bool = True  # TRL's default; off pays for tiny models on a CPU
-    max_samples: int | None = None
+    max_samples: int | None = Field(None, ge=1)  # the first N RL samples; None: all
     # The reward-hacking watch: warn when tool calls per trajectory fall below this (after the first
     # steps), or when more than this share of code cells print nothing and show nothing.
     warn_min_tool_calls: float = 0.05
