@@ -59,7 +59,8 @@ _KINDS = ["Tower", "Bridge", "Observatory", "Lighthouse", "Gate", "Library", "Aq
 _PEOPLE = ["Ilsa Marrow", "Tobin Reyes", "Oda Quill", "Piet Varga", "Nell Ashdown", "Ravi Okonkwo", "Mira Solberg"]
 
 
-def _name(rng: random.Random, parts: int = 2) -> str:
+def entity_name(rng: random.Random, parts: int = 2) -> str:
+    """A made-up name of `parts` syllables, capitalized (e.g. `Velmor`)."""
     return "".join(rng.choice(_SYLLABLES) for _ in range(parts)).capitalize()
 
 
@@ -180,8 +181,8 @@ def _reference_photo(scene: Image.Image, rng: random.Random) -> Image.Image:
 def _search(rng: random.Random, cfg: WorldConfig, used: set[str]) -> tuple[dict[str, Any], dict[str, str], Image.Image]:
     """A made-up landmark. With a plaque, its name is in the image and a text search finds the fact;
     without one, an image search names it first (the paper's image search → text search chain)."""
-    name = _unused_name(rng, used)
-    city = f"{_name(rng, 3)}haven"
+    name = unused_entity_name(rng, used)
+    city = f"{entity_name(rng, 3)}haven"
     year = rng.randrange(1650, 1990)
     founder = rng.choice(_PEOPLE)
     w, h = cfg.landmark_size
@@ -200,11 +201,11 @@ def _search(rng: random.Random, cfg: WorldConfig, used: set[str]) -> tuple[dict[
         query = f"{name} completed year"
     else:
         question = f"In which city does {subject} stand?"
-        answer, answer_type, wrong = city, "text", f"{_name(rng, 3)}haven"
+        answer, answer_type, wrong = city, "text", f"{entity_name(rng, 3)}haven"
         query = f"{name} location city"
     doc = {
         "title": name,
-        "url": _url(name),
+        "url": wiki_url(name),
         "text": (
             f"{name} is a landmark in the city of {city}. Construction was led by {founder} "
             f"and the {name.split()[-1].lower()} was completed in {year}."
@@ -248,23 +249,25 @@ def _student_profile(seed: int, sample_id: str) -> tuple[float, float]:
     return random.Random(f"{seed}/student/{sample_id}").choices(profiles, weights)[0]
 
 
-def _url(name: str) -> str:
+def wiki_url(name: str) -> str:
+    """The demo corpus's URL of an entity (`https://demo.world/wiki/velmor-tower`)."""
     return f"https://demo.world/wiki/{name.lower().replace(' ', '-')}"
 
 
-def _unused_name(rng: random.Random, used: set[str]) -> str:
-    name = f"{_name(rng)} {rng.choice(_KINDS)}"
+def unused_entity_name(rng: random.Random, used: set[str]) -> str:
+    """A `<name> <kind>` entity (`Velmor Tower`) not in `used`, added to it."""
+    name = f"{entity_name(rng)} {rng.choice(_KINDS)}"
     tries = 0
     while name in used:  # two syllables give 1,575 names: big worlds get longer ones
         tries += 1
-        name = f"{_name(rng, 2 + tries // 20)} {rng.choice(_KINDS)}"
+        name = f"{entity_name(rng, 2 + tries // 20)} {rng.choice(_KINDS)}"
     used.add(name)
     return name
 
 
 def _distractor(rng: random.Random, used: set[str]) -> dict[str, str]:
-    name = _unused_name(rng, used)
-    return {"title": name, "url": _url(name), "text": f"{name} is a landmark in {_name(rng, 3)}haven, restored in {rng.randrange(1700, 2020)}."}
+    name = unused_entity_name(rng, used)
+    return {"title": name, "url": wiki_url(name), "text": f"{name} is a landmark in {entity_name(rng, 3)}haven, restored in {rng.randrange(1700, 2020)}."}
 
 
 _ITEMS = ["crates", "jars", "lanterns", "maps", "coins", "tiles", "ropes"]
@@ -313,7 +316,7 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[
     def add_photo(name: str, photo: Image.Image) -> None:
         path = photo_dir / f"{name.lower().replace(' ', '-')}.png"
         photo.save(path)
-        image_corpus.append({"image": str(path.relative_to(out)), "title": name, "url": _url(name)})
+        image_corpus.append({"image": str(path.relative_to(out)), "title": name, "url": wiki_url(name)})
 
     for family in FAMILIES:
         for i in range(cfg.per_family):

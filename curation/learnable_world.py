@@ -40,6 +40,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from curation.demo_world import unused_entity_name, wiki_url  # the classic world's entity names and URLs
 from curation.images import pixel_digest
 
 FAMILIES = ("perception", "reasoning", "search", "direct")
@@ -65,8 +66,6 @@ class LearnableWorldConfig:
             raise ValueError(f"families: {sorted(unknown) or 'none given'}; known: {', '.join(FAMILIES)}")
 
 
-_SYLLABLES = ["vel", "mor", "qua", "zen", "tor", "ish", "bra", "lun", "kad", "rix", "oth", "mei", "san", "dor", "fel"]
-_KINDS = ["Tower", "Bridge", "Observatory", "Lighthouse", "Gate", "Library", "Aqueduct"]
 
 # The fixed perception programs: a red pixel is one whose red channel exceeds its green by more than
 # 150 (the background and the clutter never do); one last line per question.
@@ -166,32 +165,14 @@ def _reasoning(rng: random.Random, cfg: LearnableWorldConfig) -> dict[str, Any]:
             "meta": {"a": a, "b": b, "op": op}}
 
 
-def _name(rng: random.Random, parts: int = 2) -> str:
-    return "".join(rng.choice(_SYLLABLES) for _ in range(parts)).capitalize()
-
-
-def _unused_name(rng: random.Random, used: set[str]) -> str:
-    name = f"{_name(rng)} {rng.choice(_KINDS)}"
-    tries = 0
-    while name in used:  # two syllables give 1,575 names: big worlds get longer ones
-        tries += 1
-        name = f"{_name(rng, 2 + tries // 20)} {rng.choice(_KINDS)}"
-    used.add(name)
-    return name
-
-
-def _url(name: str) -> str:
-    return f"https://demo.world/wiki/{name.lower().replace(' ', '-')}"
-
-
 def _landmark_doc(rng: random.Random, name: str, number: int) -> tuple[dict[str, str], int]:
     year = rng.randrange(1650, 2000)
-    return {"title": name, "url": _url(name), "text": f"Catalogue number {number}: {name}, completed in {year}."}, year
+    return {"title": name, "url": wiki_url(name), "text": f"Catalogue number {number}: {name}, completed in {year}."}, year
 
 
 def _search(rng: random.Random, cfg: LearnableWorldConfig, used: set[str], numbers: set[int]) -> tuple[dict[str, Any], dict[str, str]]:
     """A made-up landmark known by its catalogue number: the query copies the number, the answer the year."""
-    name, number = _unused_name(rng, used), _unused_number(rng, numbers)
+    name, number = unused_entity_name(rng, used), _unused_number(rng, numbers)
     doc, year = _landmark_doc(rng, name, number)
     teacher = [_search_turn("I do not know this landmark: I will search for it.", str(number)), _answer_turn(READ_RESULT, str(year))]
     sample = {"image": _card(rng), "question": SEARCH_QUESTION.format(n=number), "answer": str(year), "answer_type": "number",
@@ -320,11 +301,11 @@ def generate_learnable_world(out_dir: str | Path, cfg: LearnableWorldConfig | No
                     "instruct": _instruct_turns(rng, cfg, family, item),
                 })
     for _ in range(cfg.distractor_docs):
-        corpus.append(_landmark_doc(rng, _unused_name(rng, used_names), _unused_number(rng, used_numbers))[0])
+        corpus.append(_landmark_doc(rng, unused_entity_name(rng, used_names), _unused_number(rng, used_numbers))[0])
     # The image corpus: the local image search needs one; nothing here asks for it.
     photo = _background(rng, (128, 128), 8)
     photo.save(photo_dir / "placeholder.png")
-    image_corpus.append({"image": "image_corpus/placeholder.png", "title": "placeholder", "url": _url("placeholder")})
+    image_corpus.append({"image": "image_corpus/placeholder.png", "title": "placeholder", "url": wiki_url("placeholder")})
     rng.shuffle(corpus)
     samples = sets["samples"]
     rng.shuffle(samples)
