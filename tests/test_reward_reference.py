@@ -757,9 +757,11 @@ def test_synthesis_grpo_and_evaluation_score_an_episode_alike():
         # Evaluation: accuracy is the verdict; the mean reward is the episode's.
         stats = summarize([row])["overall"]
         assert stats["accuracy"] == float(row["correct"]) and stats["mean_reward"] == pytest.approx(row["reward"]), name
-        # Synthesis keeps exactly the right, well-formed, uncapped answers.
+        # Synthesis keeps exactly the right, well-formed, uncapped answers whose tools ran (the
+        # "searched" episode's image search has no backend here: `tool_unavailable`).
         kept = reject_reason(row, allow_code_errors=False, reward=cfg) is None
-        assert kept == (row["correct"] and row["format_ok"] and not cfg.capped(row["final_answer"], sample.category)), name
+        tools_ran = all(call["outcome"] != "unavailable" for call in row["tool_calls"])
+        assert kept == (row["correct"] and row["format_ok"] and not cfg.capped(row["final_answer"], sample.category) and tools_ran), name
         assert row["final_answer"] == check.answer and row["format_ok"] == (fmt == 1.0), name
     assert reject_reason(row, False, cfg) == "answer_too_long"
 
