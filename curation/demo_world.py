@@ -249,6 +249,25 @@ def _student_profile(seed: int, sample_id: str) -> tuple[float, float]:
     return random.Random(f"{seed}/student/{sample_id}").choices(profiles, weights)[0]
 
 
+def replay_script(sample_id: str, image_path: Path, item: dict[str, Any], pass_rates: tuple[float, float],
+                  student: list[str], student_wrong: list[str]) -> dict[str, Any]:
+    """One replay-server script row (the fields `synth/replay.py` reads): the sample's question,
+    answers and image digest, the student's pass rates (without, with tools), the teacher's turns
+    (`item["teacher"]`) and the student's right and wrong direct turns."""
+    return {
+        "sample_id": sample_id,
+        "image_digest": pixel_digest(image_path.read_bytes()),
+        "question": item["question"],
+        "answer": item["answer"],
+        "wrong_answer": item["wrong_answer"],
+        "student_pass_rate": pass_rates[0],
+        "student_tool_pass_rate": pass_rates[1],
+        "teacher": item["teacher"],
+        "student": student,
+        "student_wrong": student_wrong,
+    }
+
+
 def wiki_url(name: str) -> str:
     """The demo corpus's URL of an entity (`https://demo.world/wiki/velmor-tower`)."""
     return f"https://demo.world/wiki/{name.lower().replace(' ', '-')}"
@@ -343,20 +362,9 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[
                     "meta": item["meta"],
                 }
             )
-            scripts.append(
-                {
-                    "sample_id": sample_id,
-                    "image_digest": pixel_digest(image_path.read_bytes()),
-                    "question": item["question"],
-                    "answer": item["answer"],
-                    "wrong_answer": item["wrong_answer"],
-                    "student_pass_rate": no_tools,
-                    "student_tool_pass_rate": with_tools,
-                    "teacher": item["teacher"],
-                    "student": [_think_answer("I will answer directly from the image.", item["answer"])],
-                    "student_wrong": [_think_answer("I will answer directly from the image.", item["wrong_answer"])],
-                }
-            )
+            thought = "I will answer directly from the image."
+            scripts.append(replay_script(sample_id, image_path, item, (no_tools, with_tools),
+                                         [_think_answer(thought, item["answer"])], [_think_answer(thought, item["wrong_answer"])]))
     for _ in range(cfg.distractor_docs):
         doc = _distractor(rng, used_names)
         corpus.append(doc)

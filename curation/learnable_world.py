@@ -40,8 +40,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from curation.demo_world import unused_entity_name, wiki_url  # the classic world's entity names and URLs
-from curation.images import pixel_digest
+from curation.demo_world import replay_script, unused_entity_name, wiki_url  # the classic world's names, URLs, script rows
 
 FAMILIES = ("perception", "reasoning", "search", "direct")
 TOOL_FAMILIES = ("perception", "reasoning", "search")
@@ -287,19 +286,9 @@ def generate_learnable_world(out_dir: str | Path, cfg: LearnableWorldConfig | No
                                     "meta": {**item["meta"], "world": "learnable"}})
                 no_tools, with_tools = _student_profile(cfg.seed, sample_id, family)
                 guess = GUESS_THOUGHT if family != "direct" else DIRECT_THOUGHT
-                scripts.append({
-                    "sample_id": sample_id,
-                    "image_digest": pixel_digest(image_path.read_bytes()),
-                    "question": item["question"],
-                    "answer": item["answer"],
-                    "wrong_answer": item["wrong_answer"],
-                    "student_pass_rate": no_tools,
-                    "student_tool_pass_rate": with_tools,
-                    "teacher": item["teacher"],
-                    "student": [_answer_turn(guess, item["answer"])],
-                    "student_wrong": [_answer_turn(guess, item["wrong_answer"])],
-                    "instruct": _instruct_turns(rng, cfg, family, item),
-                })
+                script = replay_script(sample_id, image_path, item, (no_tools, with_tools),
+                                       [_answer_turn(guess, item["answer"])], [_answer_turn(guess, item["wrong_answer"])])
+                scripts.append({**script, "instruct": _instruct_turns(rng, cfg, family, item)})
     for _ in range(cfg.distractor_docs):
         corpus.append(_landmark_doc(rng, unused_entity_name(rng, used_names), _unused_number(rng, used_numbers))[0])
     # The image corpus: the local image search needs one; nothing here asks for it.
