@@ -104,8 +104,8 @@ def run_select(cfg: SelectConfig, curated_dir: str | Path, probe_dir: str | Path
     out_dir = Path(out_dir)
     started = time.time()
     curated = pl.from_arrow(read_table(curated_dir, SAMPLE_SCHEMA))
-    probes = read_probes(probe_dir).select(PROBE_COLUMNS).unique("sample_id", keep="first")
-    joined = curated.join(probes, left_on="id", right_on="sample_id", how="left")
+    probes = read_probes(probe_dir).select(PROBE_COLUMNS).unique("sample_id", keep="first", maintain_order=True)
+    joined = curated.join(probes, left_on="id", right_on="sample_id", how="left", maintain_order="left")  # curated order: pools do not depend on probe timing
     report = StepReport("select")
     quarantine = Quarantine(out_dir, "select")
 

@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +226,35 @@ def _row_json(row: Any) -> str:
         except (RecursionError, ValueError) as exc:
             return json.dumps({"unwritable_row": f"{type(exc).__name__}: {str(exc)[:200]}"})
     return json.dumps({"unwritable_row": repr(type(row))})
+
+
+class InputOrder:
+    """A reorder buffer for a stage whose items finish out of order (concurrent requests).
+
+    `finished(i, writes)` holds item i's writes (zero-argument callables: a shard row, a quarantine
+    row) until items 0..i-1 have been written, so the stage's shards list rows in input order
+    whichever response came back first, and a rerun of the same input writes the same rows in the
+    same order (training data order is then a function of the seed, not of request timing). It holds
+    only the items that finished ahead of the slowest one in flight. For one thread (an asyncio loop).
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[int, list[Callable[[], Any]]] = {}
+        self._next = 0
+
+    def finished(self, index: int, writes: list[Callable[[], Any]]) -> None:
+        if index < self._next or index in self._held:
+            raise ValueError(f"item {index} finished twice")
+        self._held[index] = writes
+        while self._next in self._held:
+            for write in self._held.pop(self._next):
+                write()
+            self._next += 1
+
+    @property
+    def held(self) -> int:
+        """Items finished but not yet written (waiting for an earlier one)."""
+        return len(self._held)
 
 
 class Quarantine:

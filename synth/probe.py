@@ -9,6 +9,7 @@ the same crash-safe cache as synthesis: a re-run after a crash re-sends only wha
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.schema import SAMPLE_SCHEMA, Sample, hf_value, with_hf_features
-from curation.shards import Quarantine, ShardWriter, iter_rows, merge_parts
+from curation.shards import InputOrder, Quarantine, ShardWriter, iter_rows, merge_parts
 from synth import aio
 from synth.agent import (AgentConfig, ToolBox, active_episodes, first_request, open_toolbox, require_search, run_episode,
                          size_tool_threads)
@@ -100,21 +101,26 @@ async def _probe(
     counts = {"samples": len(samples), "done": 0, "episodes": 0, "failed_attempts": 0}
     writer = ShardWriter(out_dir, PROBE_SCHEMA, rows_per_shard=cfg.rows_per_shard)
 
-    async def attempt(sample: Sample, mode: str, index: int, tools: ToolBox) -> dict[str, Any] | None:
+    in_order = InputOrder()  # rows in the samples' order, not the responses': a rerun writes the same shards
+
+    async def attempt(sample: Sample, mode: str, index: int, tools: ToolBox) -> dict[str, Any] | str:
+        """The episode's row, or why it failed."""
         async with limiter:
             try:
                 # The seed differs per attempt, so a sampling endpoint gives k different answers.
                 return await run_episode(sample, policy, tools, modes[mode], attempt=index, seed=index, judge=judge, reward=reward)
             except Exception as exc:  # the endpoint failed after its retries: counted, not a pass
-                quarantine.add(sample.to_row(), f"probe_failed: {mode}/{index}: {failures.add(exc)}", sample.id)
-                return None
+                return f"probe_failed: {mode}/{index}: {failures.add(exc)}"
 
-    async def probe(sample: Sample, tools: ToolBox) -> None:
+    async def probe(position: int, sample: Sample, tools: ToolBox) -> None:
         runs = {mode: await asyncio.gather(*(attempt(sample, mode, i, tools) for i in range(cfg.k))) for mode in modes}
-        done = {mode: [r for r in rows if r is not None] for mode, rows in runs.items()}
-        failed = sum(len(rows) - len(done[mode]) for mode, rows in runs.items())
+        done = {mode: [r for r in rows if not isinstance(r, str)] for mode, rows in runs.items()}
+        writes: list[Callable[[], Any]] = [functools.partial(quarantine.add, sample.to_row(), r, sample.id)
+                                           for rows in runs.values() for r in rows if isinstance(r, str)]
+        failed = len(writes)
         passes = {mode: sum(1 for r in rows if r["correct"]) for mode, rows in done.items()}
-        writer.write(
+        writes.append(functools.partial(
+            writer.write,
             {
                 "sample_id": sample.id,
                 "category": sample.category,
@@ -128,8 +134,9 @@ async def _probe(
                 "tool_calls_mean": sum(len(r["tool_calls"]) for r in done["tools"]) / max(1, len(done["tools"])),
                 "judge_failures": sum(1 for rows in done.values() for r in rows if r["judge_failed"]),
                 "failed_attempts": failed,
-            }
-        )
+            },
+        ))
+        in_order.finished(position, writes)
         counts["episodes"] += sum(len(rows) for rows in done.values())
         counts["failed_attempts"] += failed
         counts["done"] += 1
@@ -142,7 +149,7 @@ async def _probe(
             await judge.preflight()
         size_tool_threads(active)
         with open_toolbox(modes["tools"], search) as tools:
-            await asyncio.gather(*(probe(s, tools) for s in samples))
+            await asyncio.gather(*(probe(i, s, tools) for i, s in enumerate(samples)))
     finally:
         await policy.aclose()
         await judge.aclose()

@@ -4,6 +4,7 @@ trajectories are kept, every rejected one goes to `rejects/` with its reason."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.schema import SAMPLE_SCHEMA, Sample
-from curation.shards import Quarantine, ShardWriter, iter_rows, merge_parts
+from curation.shards import InputOrder, Quarantine, ShardWriter, iter_rows, merge_parts
 from synth import aio
 from synth.agent import (AgentConfig, ToolBox, active_episodes, first_request, open_toolbox, require_search, run_episode,
                          size_tool_threads)
@@ -94,27 +95,31 @@ async def _synthesize(
     kept_writer = ShardWriter(out_dir, TRAJECTORY_SCHEMA, rows_per_shard=cfg.rows_per_shard)
     reject_writer = ShardWriter(out_dir / REJECTS_DIR, TRAJECTORY_SCHEMA, rows_per_shard=cfg.rows_per_shard)
 
-    async def solve(sample: Sample, tools: ToolBox) -> None:
+    in_order = InputOrder()  # rows in the samples' order, not the responses': a rerun trains on the same data order
+
+    async def solve(index: int, sample: Sample, tools: ToolBox) -> None:
         kept = 0
+        writes: list[Callable[[], Any]] = []
         async with limiter:
             for attempt in range(cfg.attempts):
                 try:
                     row = await run_episode(sample, policy, tools, cfg.agent, attempt=attempt, judge=judge, reward=reward)
                 except Exception as exc:  # endpoint down after retries, bad response, ...
                     counts["failed"] += 1
-                    quarantine.add(sample.to_row(), f"teacher_failed: {failures.add(exc)}", sample.id)
+                    writes.append(functools.partial(quarantine.add, sample.to_row(), f"teacher_failed: {failures.add(exc)}", sample.id))
                     break
                 reason = reject_reason(row, cfg.allow_code_errors, reward)
                 if reason is None:
-                    kept_writer.write(row)
+                    writes.append(functools.partial(kept_writer.write, row))
                     counts["kept"] += 1
                     kept += 1
                     if kept >= cfg.keep_per_sample:
                         break
                 else:
-                    reject_writer.write({**row, "reject_reason": reason})
+                    writes.append(functools.partial(reject_writer.write, {**row, "reject_reason": reason}))
                     counts["rejected"] += 1
                     reasons[reason] = reasons.get(reason, 0) + 1
+        in_order.finished(index, writes)
         counts["samples_with_trajectory"] += kept > 0
         counts["done"] += 1
         if progress is not None:
@@ -126,7 +131,7 @@ async def _synthesize(
             await judge.preflight()
         size_tool_threads(active)
         with open_toolbox(cfg.agent, search) as tools:
-            await asyncio.gather(*(solve(s, tools) for s in samples))
+            await asyncio.gather(*(solve(i, s, tools) for i, s in enumerate(samples)))
     finally:
         await policy.aclose()
         await judge.aclose()

@@ -1,8 +1,11 @@
+import functools
 import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from curation import shards
 from curation.shards import MANIFEST_NAME, Quarantine, ShardError, ShardWriter, read_manifest, read_table, shard_files
@@ -60,3 +63,23 @@ def test_quarantine_keeps_rows_with_reasons(tmp_path):
 def test_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(ShardError, match="not found"):
         read_table(tmp_path / "nope")
+
+
+@given(st.permutations(range(12)))
+def test_input_order_writes_items_in_input_order_whatever_order_they_finish_in(finish_order):
+    written: list[tuple[int, str]] = []
+    in_order = shards.InputOrder()
+    for done, index in enumerate(finish_order):
+        in_order.finished(index, [functools.partial(written.append, (index, "row")), functools.partial(written.append, (index, "quarantine"))])
+        # everything before the first unfinished item is out, nothing after it
+        first_missing = min(set(range(12)) - set(finish_order[: done + 1]), default=12)
+        assert [i for i, _ in written] == [i for i in range(first_missing) for _ in range(2)]
+        assert in_order.held == done + 1 - first_missing
+    assert written == [(i, kind) for i in range(12) for kind in ("row", "quarantine")]
+
+
+def test_input_order_refuses_an_item_that_finishes_twice():
+    in_order = shards.InputOrder()
+    in_order.finished(0, [])
+    with pytest.raises(ValueError, match="item 0 finished twice"):
+        in_order.finished(0, [])

@@ -166,6 +166,10 @@ def test_concurrency_bounds_requests_and_active_episodes_bounds_samples(world, c
         server.stop()
     assert summary["counts"]["kept"] == 9
     assert stats["max_in_flight"] == expected_in_flight
+    # Samples finish out of order; their rows are written in the samples' order (a rerun trains on the same order).
+    order = [r["id"] for r in read_table(curated).to_pylist() if r["pool"] in ("coldstart", "rl", "eval")]
+    kept = [r["sample_id"] for r in read_table(tmp_path / "out").to_pylist() if r["sample_id"] in order]
+    assert kept == sorted(kept, key=order.index)
 
 
 def test_a_rerun_with_a_smaller_limit_says_it_replaced_the_rows(world, curated, replay_url, tmp_path):
