@@ -142,8 +142,10 @@ def targets(arms: dict[str, dict[str, Any]], seconds: float) -> dict[str, Any]:
     # RL only: the paper's expectation, reported rather than aimed at.
     rl = rl_only.get("grpo")
     out["rl_only_calls_le_0.1_by_the_end (expectation)"] = check(rl["tool_calls_last_fifth"] if rl else None, bool(rl) and rl["tool_calls_last_fifth"] <= 0.1)
+    # "No better" on a few dozen items: the tool run's 95% interval reaches down to the control's.
+    tools_ci, control_ci = rl_only["overall"]["tools"]["ci95"], rl_only["overall"]["control"]["ci95"]
     acc, ctl = rl_only["overall"]["tools"]["accuracy"] or 0, rl_only["overall"]["control"]["accuracy"] or 0
-    out["rl_only_no_better_than_control (expectation)"] = check([acc, ctl], acc <= ctl)
+    out["rl_only_no_better_than_control (expectation; 95% intervals overlap)"] = check([acc, ctl], tools_ci[0] <= control_ci[1])
     out["bench_le_30_minutes"] = check(round(seconds, 1), seconds <= 1800)
     return out
 

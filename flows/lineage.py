@@ -203,20 +203,25 @@ def changed_inputs(lineage: dict[str, Any], depth: int = 4, stage_dir: str | Pat
     return changed
 
 
-def failed_count(manifest: dict[str, Any]) -> int:
-    """Samples (synthesis), attempts (probes) or episodes (evaluation) the stage's endpoint failed,
-    from its manifest's counts or its recorded result: an output with any is not a complete one."""
+def failed_in(result: Any) -> int:
+    """Samples (synthesis), attempts (probes) or episodes (evaluation) a stage's endpoint failed, from
+    its result or its manifest's counts: `failed` or `failed_attempts`, at the top or under `counts`."""
+    if not isinstance(result, dict):
+        return 0
     found = 0
-    for counts in (manifest.get("counts"), ((manifest.get("lineage") or {}).get("result") or {})):
-        if not isinstance(counts, dict):
-            continue
-        inner = counts.get("counts") if isinstance(counts.get("counts"), dict) else {}
-        for source in (counts, inner):
-            for key in ("failed", "failed_attempts"):
-                value = source.get(key)
-                if isinstance(value, int) and not isinstance(value, bool):
-                    found = max(found, value)
+    inner = result.get("counts") if isinstance(result.get("counts"), dict) else {}
+    for source in (result, inner):
+        for key in ("failed", "failed_attempts"):
+            value = source.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                found = max(found, value)
     return found
+
+
+def failed_count(manifest: dict[str, Any]) -> int:
+    """What the stage's endpoint failed (`failed_in`), from its manifest's counts or its recorded
+    result: an output with any is not a complete one."""
+    return max(failed_in(manifest.get("counts")), failed_in((manifest.get("lineage") or {}).get("result")))
 
 
 def _stage_of(path: Path, run: Path) -> str | None:

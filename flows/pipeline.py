@@ -67,21 +67,13 @@ def cache_key_from_record(context: Any, parameters: dict[str, Any]) -> str:
 CACHED = {"cache_key_fn": cache_key_from_record, "persist_result": True, "result_serializer": "json"}
 
 
-def failed_items(result: Any) -> int:
-    """Samples (synthesis), attempts (probes) or episodes (evaluation) a task's endpoint failed."""
-    if not isinstance(result, dict):
-        return 0
-    counts = result.get("counts") or {}
-    return int(counts.get("failed", 0) or counts.get("failed_attempts", 0) or result.get("failed", 0) or 0)
-
-
 def _recorded(record: dict[str, Any], out_dir: str, started: float, result: Any, read_files: list[str] | None = None,
               endpoint_facing: bool = False) -> Any:
     """Add the task's lineage (and the files it found and read) to its output's manifest, with the
     key it was made under when it is complete. The output of a task whose endpoint failed some
     samples is not: it has no key, so the next run runs the task again, and its request cache
     sends exactly the failed samples' requests again (the answered ones are replayed)."""
-    key = None if endpoint_facing and failed_items(result) else record["key"]
+    key = None if endpoint_facing and lineage.failed_in(result) else record["key"]
     lineage.record(out_dir, record["stage"], record["config"], record["inputs"], time.time() - started, key=key, result=result,
                    read_files=read_files)
     return result
