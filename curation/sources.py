@@ -121,6 +121,15 @@ class SourceSpec(FieldMapping):
             return True
         return bool(verl_files(self.path)) if self.kind == "verl" else self.file.is_file()
 
+    def missing(self) -> str:
+        """Why `exists()` is false, for an error after the path: `file not found`, or what is there
+        instead (a folder where a file is needed, a folder without parquet files for `verl`)."""
+        if self.kind == "verl":
+            return "no parquet files in this folder" if Path(self.path).is_dir() else "file not found"
+        if self.file.is_dir():
+            return f"is a folder; a {self.kind} source is one file (a folder of parquet files is kind verl)"
+        return "file not found"
+
     def local_files(self) -> list[Path]:
         """The local files the spec itself names (its file, a `verl` source's parquet files, or an
         `hf` source's data files with their globs expanded): what a cache key must cover besides the
@@ -699,7 +708,7 @@ def read_source(spec: SourceSpec, skipped: dict[str, int] | None = None) -> Iter
     Rows left out by `include` are counted in `skipped["filtered"]`. Raises `SourceError` for a
     source that cannot be read as rows at all."""
     if not spec.exists():
-        raise SourceError(f"source {spec.source_name!r}: file not found: {spec.path}")
+        raise SourceError(f"source {spec.source_name!r}: {spec.missing()}: {spec.path}")
     if spec.kind in ("jsonl", "json", "tsv"):
         encoding = wide_encoding(spec.file)
         if encoding:

@@ -88,7 +88,9 @@ def _run_pipeline(config: Any, run_dir: Path, dry_run: bool = False, flow: str =
         return
     configure_prefect_env()
     from flows.pipeline import flow_for
-    from flows.prefect_env import local_run_settings
+    from flows.prefect_env import local_run_settings, show_run_lines
+
+    show_run_lines()
 
     _quiet_user_error_tracebacks()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +171,8 @@ def demo(
 
     config = load_demo_config()
     if per_family is not None:
+        if per_family < 1:  # checked here: a dry run must refuse what the run would
+            raise typer.BadParameter(f"Input should be greater than or equal to 1 (got {per_family})", param_hint="--per-family")
         config.world.per_family = per_family
     _run_pipeline(config, out.resolve(), dry_run)
 
@@ -310,7 +314,7 @@ def curate(
         raise typer.BadParameter("give at least one --source (or a --config with curate.sources)", param_hint="--source")
     for spec in [*cfg.sources, *cfg.benchmarks]:
         if not spec.exists():
-            raise FileNotFoundError(f"source {spec.source_name!r}: file not found: {spec.path}")
+            raise FileNotFoundError(f"source {spec.source_name!r}: {spec.missing()}: {spec.path}")
         check_mapped_columns(spec)
     summary = run_curate(cfg, out, probes=probes)
     for warning in summary.get("warnings", []):
@@ -613,15 +617,41 @@ def _one_line(exc: BaseException) -> str:
     return "; ".join(parts)
 
 
+def _usage_line(exc: BaseException) -> str:
+    """A command-line usage error as one line: a value an option refuses as `--option: why`, like the
+    other user errors; an unknown or missing option in click's words; never typer's usage box."""
+    if hasattr(exc, "param_hint") and "Missing" not in type(exc).__name__:  # a bad value (click's BadParameter)
+        hint, param = exc.param_hint, getattr(exc, "param", None)
+        if not isinstance(hint, str) and param is not None:
+            opts = getattr(param, "opts", None) or []
+            hint = opts[0] if opts and opts[0].startswith("-") else (getattr(param, "name", "") or "").upper()
+        if hint:
+            return f"{hint}: {exc.message}"
+    return exc.format_message() if hasattr(exc, "format_message") else str(exc)
+
+
 def main() -> None:
+    from typer.exceptions import TyperException  # typer's click usage errors (it vendors click) derive from it
+
     try:
-        app()
+        # Not standalone: usage errors come here and are told in one line like every other user error.
+        code = app(standalone_mode=False)
+    except TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `deepeyes` alone: the help
+            typer.echo(exc.format_message(), err=True)
+        else:
+            typer.echo(f"error: {_usage_line(exc)}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
     except _user_errors() as exc:
         typer.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)  # a typer.Exit's code (click returns it when not standalone)
 
 
 if __name__ == "__main__":

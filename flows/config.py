@@ -140,7 +140,7 @@ class PipelineConfig(BaseModel):
         for section, specs in (("sources", self.curate.sources), ("benchmarks", self.curate.benchmarks)):
             for i, source in enumerate(specs):
                 if not source.exists():
-                    raise ConfigError(f"curate.{section}[{i}].path: file not found: {source.path}")
+                    raise ConfigError(f"curate.{section}[{i}].path: {source.missing()}: {source.path}")
                 try:
                     check_mapped_columns(source)
                 except SourceError as exc:

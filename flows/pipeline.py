@@ -17,6 +17,7 @@ Without a `probe` section, curation splits by hash and there is no probe or sele
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from contextlib import nullcontext
@@ -30,7 +31,7 @@ from prefect.results import ResultStore
 from tqdm import tqdm
 
 from curation.select import SelectConfig, run_select
-from curation.shards import atomic_write_json, shard_files
+from curation.shards import atomic_write_json, read_manifest, shard_files
 from curation.sources import SourceSpec
 from curation.stage import STAGING_DIR, CurateConfig, finish_curate, scan_source, staged_dir_name
 from curation.worlds import generate as generate_world
@@ -468,7 +469,15 @@ def _curate(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
                                       {"cfg": select, "curated_dir": r.curated, "probe_dir": r.probes, "out_dir": r.pools}))
 
 
+def _require(path: str | Path, what: str, flow: str) -> None:
+    """A single-stage flow's input must be a finished output of an earlier flow (a directory with its
+    manifest); `FileNotFoundError` naming the directory and the flow to run first."""
+    if read_manifest(path) is None:
+        raise FileNotFoundError(f"{path}: no {what} (run the {flow} flow first)")
+
+
 def _synthesize(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
+    _require(r.pools, "curated samples", "curate")
     synth = r.synth.model_dump(mode="json")
     shard_key = _managed(synth, "teacher_url", r.managed) | r.dumps() | {"long_cot": None}
     shards = [str(f) for f in shard_files(r.pools)]
@@ -506,6 +515,7 @@ def _sft_input_model(stages: Stages, r: Resolved, endpoint: Endpoint) -> str:
 
 
 def _sft(stages: Stages, r: Resolved, endpoint: Endpoint) -> str:
+    _require(r.trajectories, "trajectories", "synthesize")
     model_path = _sft_input_model(stages, r, endpoint)
     sft = r.cfg.sft.model_dump(mode="json")
     out = str(r.run / "sft")
@@ -563,7 +573,30 @@ def _stage_flow(body: Any, config: dict[str, Any] | str, run_dir: str, endpoint_
     stages, resolved = Stages(cfg, run), Resolved(cfg, run)
     with Endpoint(resolved, endpoint_url) as endpoint:
         body(stages, resolved, endpoint)
-    return stages.summary()
+    summary = stages.summary()
+    _merge_summary(run, summary)
+    return summary
+
+
+def _merge_summary(run: Path, part: dict[str, Any]) -> None:
+    """Put what a flow ran into the run's `summary.json`, so that `--flow evaluate` on a finished run
+    does not leave the old figures there; the whole-run time (`total`) goes, as it no longer describes
+    one run (the retrain flow writes the summary whole when it ends)."""
+    if not part["timings_s"]:  # everything was cached: nothing to change
+        return
+    path = run / "summary.json"
+    try:
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:  # an unreadable old summary is replaced
+        summary = {}
+    if not isinstance(summary, dict):
+        summary = {}
+    summary["run_dir"] = str(run)
+    summary.setdefault("stages", {}).update(part["stages"])
+    summary["cached"] = sorted(set(summary.get("cached", [])) - set(part["timings_s"]) | set(part["cached"]))
+    timings = {k: v for k, v in summary.get("timings_s", {}).items() if k != "total"}
+    summary["timings_s"] = timings | part["timings_s"]
+    atomic_write_json(path, summary)
 
 
 @flow(name="curate", log_prints=True)

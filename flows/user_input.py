@@ -46,10 +46,18 @@ def read_text_file(path: str | Path, what: str = "file") -> str:
 
 
 def check_out_dir(path: Path | None, option: str) -> Path | None:
-    """`path` when it can be an output directory (absent, or a directory); `InputFileError` naming
-    `option` when it is a file (or anything else that is not a directory)."""
-    if path is not None and path.exists() and not path.is_dir():
+    """`path` when it can be an output directory (absent, or a directory, under folders only);
+    `InputFileError` naming `option` when it, or a path above it, is a file (or anything else that is
+    not a directory): `mkdir` would fail there half-way through a run."""
+    if path is None:
+        return path
+    if path.exists() and not path.is_dir():
         raise InputFileError(f"{option} {path}: a file is there; an output directory is needed (give a new or existing folder)")
+    for above in Path(path).absolute().parents:
+        if above.exists():
+            if not above.is_dir():
+                raise InputFileError(f"{option} {path}: {above} is a file, so no folder can be made under it (give a path under a folder)")
+            break
     return path
 
 

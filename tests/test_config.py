@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -48,6 +49,12 @@ def test_missing_source_file_is_named(tmp_path):
     path = write(tmp_path, "curate:\n  sources:\n    - {path: data/nope.jsonl}\n")
     with pytest.raises(ConfigError, match=r"curate.sources\[0\].path: file not found: .*data/nope.jsonl"):
         load_config(path)
+    (tmp_path / "data" / "folder").mkdir(parents=True)
+    (tmp_path / "data" / "empty").mkdir()
+    for source, said in [("{path: data/folder}", "is a folder; a jsonl source is one file (a folder of parquet files is kind verl)"),
+                         ("{kind: verl, path: data/empty}", "no parquet files in this folder")]:
+        with pytest.raises(ConfigError, match=rf"curate.sources\[0\].path: {re.escape(said)}: .*data/"):
+            load_config(write(tmp_path, f"curate:\n  sources:\n    - {source}\n"))
 
 
 def test_replay_without_world_is_refused(tmp_path):

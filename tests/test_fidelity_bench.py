@@ -6,7 +6,7 @@ import json
 import pytest
 
 import bench.fidelity as fidelity
-from eval.metrics import bootstrap_mean_difference, fifths
+from eval.metrics import bootstrap_mean_difference, fifths, wilson_interval
 
 
 def row(category, correct, tools=()):
@@ -55,7 +55,9 @@ def test_fifths_and_the_bootstrap_interval():
 def arm(need_acc, need_ctl, share, right, direct_calls, overall_acc, overall_ctl, grpo=None):
     figures = {"tool_needing": {"tools": {"accuracy": need_acc}, "control": {"accuracy": need_ctl},
                                 "share_with_tool_call": share, "right_tool_share": right},
-               "overall": {"tools": {"accuracy": overall_acc}, "control": {"accuracy": overall_ctl}},
+               # on 60 held-out items, with their Wilson intervals
+               "overall": {"tools": {"accuracy": overall_acc, "ci95": list(wilson_interval(round(overall_acc * 60), 60))},
+                           "control": {"accuracy": overall_ctl, "ci95": list(wilson_interval(round(overall_ctl * 60), 60))}},
                "per_category": {"direct": {"tool_calls_per_trajectory": direct_calls}}}
     if grpo is not None:
         figures["grpo"] = grpo

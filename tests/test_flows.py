@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pyarrow.compute as pc
@@ -307,6 +308,19 @@ def test_an_output_path_that_is_a_file_is_refused_in_one_line_naming_the_option(
     ]:
         done = run_cli(args, tmp_path, timeout=120)
         assert done.returncode == 2 and one_error_line(done.stderr) == f"error: {option} {taken}: {fix}", args
+    # A file higher up the path: no folder can be made under it (a config's runs_dir too, dry run or not).
+    below = taken / "sub"
+    config_with_runs_dir = tmp_path / "r.yaml"
+    config_with_runs_dir.write_text(f"name: ok\nruns_dir: {taken}\ncurate:\n  sources: [{{path: {source}}}]\n")
+    for args, option, out in [
+        (["curate", "--source", f"jsonl:{source}", "--out", str(below)], "--out", below),
+        (["run", str(config), "--flow", "curate", "--run-dir", str(below)], "--run-dir", below),
+        (["run", str(config_with_runs_dir), "--flow", "curate", "--dry-run"], "run directory", taken / "ok"),
+    ]:
+        done = run_cli(args, tmp_path, timeout=120)
+        assert done.returncode == 2, args
+        assert one_error_line(done.stderr) == (f"error: {option} {out}: {taken} is a file, so no folder can be made under it "
+                                               "(give a path under a folder)"), args
     assert taken.read_text() == "mine\n"  # nothing written over it
 
 
@@ -315,6 +329,19 @@ def test_settings_from_command_line_options_that_break_a_rule_are_one_line_namin
                     "--max-pass-rate-no-tools", "3"], tmp_path, timeout=120)
     assert done.returncode == 2
     assert one_error_line(done.stderr) == "error: --max-pass-rate-no-tools: Input should be less than or equal to 1 (got 3.0)"
+    for value in ("0", "-3"):  # a dry run refuses what the run would
+        done = run_cli(["demo", "--per-family", value, "--dry-run", "--out", str(tmp_path / "demo")], tmp_path, timeout=120)
+        assert done.returncode == 2
+        assert one_error_line(done.stderr) == f"error: --per-family: Input should be greater than or equal to 1 (got {value})"
+    # Usage errors that typer would draw in a box: one line too.
+    for args, expected in [
+        (["generate-world", str(tmp_path / "w"), "--per-family", "0"], "error: --per-family: Input should be greater than or equal to 1"),
+        (["demo", "--per-family", "many"], "error: --per-family: Input should be a valid integer, unable to parse string as an integer"),
+        (["status", "--bogus"], "error: No such option: --bogus"),
+        (["run"], "error: Missing argument 'config'."),
+    ]:
+        done = run_cli(args, tmp_path, timeout=120)
+        assert done.returncode == 2 and one_error_line(done.stderr) == expected, (args, done.stderr)
 
 
 def test_a_corrupt_manifest_is_named_by_status_and_the_stage_counts_as_not_run(tmp_path, caplog):
@@ -397,3 +424,33 @@ def test_status_marks_partial_outputs_and_runs_staleness_down_the_chain(tmp_path
 
     as_file = CliRunner().invoke(app, ["status", str(source)])
     assert isinstance(as_file.exception, FileNotFoundError) and "is a file, not a run directory" in str(as_file.exception)
+
+
+def test_a_single_stage_flow_on_a_run_without_its_input_names_the_flow_to_run_first(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text((Path(__file__).resolve().parent.parent / "configs" / "demo.yaml").read_text())
+    run = tmp_path / "empty"
+    for flow, message in [
+        ("synthesize", f"error: {run / 'select'}: no curated samples (run the curate flow first)"),
+        ("train_sft", f"error: {run / 'synthesize'}: no trajectories (run the synthesize flow first)"),
+        ("train_grpo", f"error: {run}: no SFT checkpoint (run the train_sft flow first)"),
+    ]:
+        done = run_cli(["run", str(config), "--flow", flow, "--run-dir", str(run)], tmp_path, timeout=180)
+        assert done.returncode == 2 and one_error_line(done.stderr) == message, (flow, done.stderr[-2000:])
+
+
+def test_a_single_stage_flow_updates_the_run_summary_and_drops_the_whole_run_time(tmp_path):
+    from flows.pipeline import _merge_summary
+
+    run = tmp_path / "run"
+    run.mkdir()
+    old = {"run_dir": str(run), "stages": {"sft": {"steps": 400}, "evaluate": {"n": 40}}, "cached": [],
+           "timings_s": {"sft": 104.0, "evaluate": 16.7, "total": 151.8}}
+    (run / "summary.json").write_text(json.dumps(old))
+    _merge_summary(run, {"run_dir": str(run), "stages": {"evaluate": {"n": 10}}, "cached": [], "timings_s": {"evaluate": 6.8}})
+    merged = json.loads((run / "summary.json").read_text())
+    assert merged["stages"] == {"sft": {"steps": 400}, "evaluate": {"n": 10}}
+    assert merged["timings_s"] == {"sft": 104.0, "evaluate": 6.8}  # no `total`: the figures are from two runs now
+    before = (run / "summary.json").read_text()
+    _merge_summary(run, {"run_dir": str(run), "stages": {"evaluate": {"n": 10}}, "cached": ["evaluate"], "timings_s": {}})
+    assert (run / "summary.json").read_text() == before  # all cached: nothing changes

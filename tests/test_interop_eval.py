@@ -190,8 +190,9 @@ def test_evaluate_refuses_contradictions_counts_and_non_checkpoints_in_one_line(
     ]
     for args, expected in cases:
         done = run_cli(args, tmp_path, timeout=120)
-        said = unboxed(done.stderr)  # typer draws usage errors in a box, wrapped: compare the words
+        said = unboxed(done.stderr)
         assert done.returncode == 2 and unboxed(expected) in said and "Traceback" not in done.stderr, (args, done.stderr[-1500:])
+        assert "╭" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr  # one line, not typer's usage box
     with pytest.raises(ValueError, match="max_samples"):
         EvalConfig(max_samples=0)
 

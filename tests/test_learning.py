@@ -15,9 +15,9 @@ from curation.shards import iter_rows
 from eval.stage import HELDOUT
 from synth.trajectory import TRAJECTORY_SCHEMA
 
-# The demo's settings without GRPO (500 SFT steps: at 300 the copy of stdout into the answer was learnt
-# in some runs and not in others, 0.525 and 0.025 on the demo's seed): perception only (the family that learns in the fewest steps; all
-# four are in configs/fidelity.yaml, which the fidelity bench runs).
+# The demo's settings without GRPO (400 SFT steps: the copy of stdout into the answer is learnt late; on
+# three seeds 300 steps scored 0.30, 1.00 and 0.55, 400 steps 1.00, 0.95 and 0.975): perception only (the
+# family that learns in the fewest steps; all four are in configs/fidelity.yaml, which the fidelity bench runs).
 REDUCED_SFT_ARM = """\
 name: learning
 world: {kind: learnable, seed: 1, families: [perception], per_family: 240, distractor_docs: 10}
@@ -27,7 +27,7 @@ probe: {k: 2, concurrency: 16, agent: {max_turns: 4, max_tokens_per_turn: 512, s
 select: {max_pass_rate_no_tools: 0.5, min_tool_benefit: 0.0}
 synth: {attempts: 3, concurrency: 16, agent: {max_turns: 4, max_tokens_per_turn: 512, search_top_k: 1, profile: deepeyes-v2-compact}}
 tiny_model: {vocab_size: 2048, hidden_size: 64, layers: 2}
-sft: {learning_rate: 0.005, max_steps: 500, batch_size: 8, warmup_ratio: 0.05, gradient_checkpointing: false, logging_steps: 20}
+sft: {learning_rate: 0.005, max_steps: 400, batch_size: 8, warmup_ratio: 0.05, gradient_checkpointing: false, logging_steps: 20}
 eval: {max_samples: 24, tool_free_control: true,
        agent: {max_turns: 3, max_tokens_per_turn: 128, temperature: 0.0, think_prefix: every_turn, search_top_k: 1,
                profile: deepeyes-v2-compact}}
@@ -56,4 +56,4 @@ def test_cold_start_sft_beats_the_tool_free_control(tmp_path):
     assert control_accuracy <= 0.15, figures
     # The cold start teaches the protocol: a code call on (nearly) every item, and the answer copied from stdout.
     assert len(called) >= 0.9 * len(tools) and len(right_tool) >= 0.9 * len(called), figures
-    assert accuracy >= control_accuracy + 0.3, figures  # the demo's target; the demo scored 1.000 against 0.000 at 500 steps
+    assert accuracy >= control_accuracy + 0.3, figures  # the demo's target
