@@ -6,8 +6,9 @@ import os
 import subprocess
 import sys
 
-from curation.shards import read_manifest
+from curation.shards import ShardWriter, read_manifest
 from synth.stage import SynthConfig, run_synthesize
+from synth.trajectory import TRAJECTORY_SCHEMA
 from tests.conftest import start_replay
 
 
@@ -51,7 +52,7 @@ def test_train_flows_run_through_the_launcher(world, curated, tiny_model, tmp_pa
 def test_a_launcher_that_fails_is_one_line_naming_its_log(world, tiny_model, tmp_path):
     config = tmp_path / "broken.yaml"
     base = f"name: broken\ncurate: {{sources: [{{path: {world['samples_path']}}}]}}\nsft: {{model_path: {tiny_model}}}\n"
-    (tmp_path / "run" / "synthesize").mkdir(parents=True)
+    ShardWriter(tmp_path / "run" / "synthesize", TRAJECTORY_SCHEMA).close()  # a finished (empty) synthesize output: the launcher fails first
     for command, expected in ((f"[{tmp_path}/no-such-launcher]", "training.command: cannot run"),
                               (f"[{sys.executable}, -c, 'import sys; sys.exit(3)', --]", "ended with exit code 3")):
         config.write_text(base + f"training: {{command: {command}}}\n")
