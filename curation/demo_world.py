@@ -380,11 +380,11 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[
         broken.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
         samples.append({**samples[-2], "id": "demo-broken-image", "images": [str(broken.relative_to(out))]})
 
-    _write_jsonl(out / "samples.jsonl", samples)
-    _write_jsonl(out / "corpus.jsonl", corpus)
-    _write_jsonl(out / "image_corpus.jsonl", image_corpus)
-    _write_jsonl(out / "long_cot.jsonl", [_long_cot(rng, i) for i in range(cfg.long_cot)])
-    _write_jsonl(out / "replay_scripts.jsonl", scripts)
+    write_jsonl(out / "samples.jsonl", samples)
+    write_jsonl(out / "corpus.jsonl", corpus)
+    write_jsonl(out / "image_corpus.jsonl", image_corpus)
+    write_jsonl(out / "long_cot.jsonl", [_long_cot(rng, i) for i in range(cfg.long_cot)])
+    write_jsonl(out / "replay_scripts.jsonl", scripts)
     summary = {
         "seed": cfg.seed,
         "samples": len(samples),
@@ -395,7 +395,8 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[
     return summary
 
 
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One JSON object per line, keys sorted (a world's files are the same bytes for the same seed)."""
     with open(path, "w") as handle:
         for row in rows:
             handle.write(json.dumps(row, sort_keys=True) + "\n")

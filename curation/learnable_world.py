@@ -40,7 +40,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from curation.demo_world import replay_script, unused_entity_name, wiki_url  # the classic world's names, URLs, script rows
+from curation.demo_world import replay_script, unused_entity_name, wiki_url, write_jsonl  # the classic world's names, URLs, script rows, files
 
 FAMILIES = ("perception", "reasoning", "search", "direct")
 TOOL_FAMILIES = ("perception", "reasoning", "search")
@@ -305,19 +305,13 @@ def generate_learnable_world(out_dir: str | Path, cfg: LearnableWorldConfig | No
         broken.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
         samples.append({**samples[-2], "id": "learn-broken-image", "images": [str(broken.relative_to(out))]})
     files = world_files(out)
-    _write_jsonl(Path(files["samples_path"]), samples)
-    _write_jsonl(Path(files["instruct_path"]), sets["instruct"])
-    _write_jsonl(Path(files["corpus_path"]), corpus)
-    _write_jsonl(Path(files["image_corpus_path"]), image_corpus)
-    _write_jsonl(Path(files["long_cot_path"]), [_long_cot(rng, i) for i in range(cfg.long_cot)])
-    _write_jsonl(Path(files["scripts_path"]), scripts)
+    write_jsonl(Path(files["samples_path"]), samples)
+    write_jsonl(Path(files["instruct_path"]), sets["instruct"])
+    write_jsonl(Path(files["corpus_path"]), corpus)
+    write_jsonl(Path(files["image_corpus_path"]), image_corpus)
+    write_jsonl(Path(files["long_cot_path"]), [_long_cot(rng, i) for i in range(cfg.long_cot)])
+    write_jsonl(Path(files["scripts_path"]), scripts)
     summary = {"kind": "learnable", "seed": cfg.seed, "samples": len(samples), "instruct_samples": len(sets["instruct"]),
                "corpus_docs": len(corpus), **files}
     (out / "world.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, sort_keys=True) + "\n")
