@@ -22,7 +22,8 @@ per token, as Qwen's does). Each sample has one image (the perception families n
 carry an uninformative card, so every prompt has the same shape).
 
 The generator writes what the classic one writes (`samples.jsonl`, `corpus.jsonl`,
-`image_corpus.jsonl`, `long_cot.jsonl`, `replay_scripts.jsonl`) plus `instruct.jsonl`: separate
+`image_corpus.jsonl`, `long_cot.jsonl` (direct answers with a card image each),
+`replay_scripts.jsonl`) plus `instruct.jsonl`: separate
 samples of every family for the instruct stage that makes the base model (`train/base.py`), the
 stand-in for an -Instruct checkpoint: the `demo-instruct` persona answers most of them directly and
 tries a tool on a small share, some of those attempts buggy (an undefined name), so a model trained on
@@ -54,7 +55,7 @@ class LearnableWorldConfig:
     instruct_tool_share: float = 0.15  # instruct turns that try a tool instead of answering directly...
     instruct_bug_share: float = 0.4  # ...and of those, the share whose code has a bug (an undefined name)
     distractor_docs: int = 40  # corpus entries that answer nothing asked
-    long_cot: int = 100  # text-only direct-answer rows for the cold-start mix
+    long_cot: int = 100  # direct-answer rows (each with a card image) for the cold-start mix
     image_size: tuple[int, int] = (1600, 200)  # wide enough for a four-digit column
     plant_faults: bool = True  # one exact duplicate and one broken image file
     families: tuple[str, ...] = FAMILIES  # the families generated (a subset learns in fewer steps: the demo's, the slow test's)
@@ -238,12 +239,17 @@ def world_files(out_dir: str | Path) -> dict[str, str]:
     return {key: str(out / name) for key, name in names.items()}
 
 
-def _long_cot(rng: random.Random, index: int) -> dict[str, str]:
-    """A text-only direct item: the answer is in the question (the cold start's tool-free rows)."""
+def _long_cot(rng: random.Random, index: int, out: Path) -> dict[str, Any]:
+    """A direct item answered without a tool (the cold start's long-CoT rows): the answer is in the
+    question, and the row carries an uninformative card as every sample does, so the mix shows
+    answering directly on prompts shaped like the tool items' (`synth.long_cot.opening: tools`)."""
     number = rng.randrange(10000, 100000)
     question = rng.choice(_DIRECT_TEMPLATES).format(n=number)
-    return {"id": f"learnable-cot-{index:05d}", "question": question, "response": _answer_turn(DIRECT_THOUGHT, str(number)),
-            "answer": str(number)}
+    row_id = f"learnable-cot-{index:05d}"
+    image = Path("images") / f"{row_id}.png"
+    _card(rng).save(out / image)
+    return {"id": row_id, "question": question, "response": _answer_turn(DIRECT_THOUGHT, str(number)),
+            "answer": str(number), "images": [str(image)]}
 
 
 def generate_learnable_world(out_dir: str | Path, cfg: LearnableWorldConfig | None = None) -> dict[str, Any]:
@@ -309,7 +315,7 @@ def generate_learnable_world(out_dir: str | Path, cfg: LearnableWorldConfig | No
     write_jsonl(Path(files["instruct_path"]), sets["instruct"])
     write_jsonl(Path(files["corpus_path"]), corpus)
     write_jsonl(Path(files["image_corpus_path"]), image_corpus)
-    write_jsonl(Path(files["long_cot_path"]), [_long_cot(rng, i) for i in range(cfg.long_cot)])
+    write_jsonl(Path(files["long_cot_path"]), [_long_cot(rng, i, out) for i in range(cfg.long_cot)])
     write_jsonl(Path(files["scripts_path"]), scripts)
     summary = {"kind": "learnable", "seed": cfg.seed, "samples": len(samples), "instruct_samples": len(sets["instruct"]),
                "corpus_docs": len(corpus), **files}

@@ -138,20 +138,24 @@ async def _synthesize(
     counts["requests_sent"] = endpoint.sent
     counts["requests_replayed"] = policy.replayed if isinstance(policy, CachedPolicy) else 0
     counts["request_retries"] = endpoint.retries
-    summary = _close(cfg, kept_writer, reject_writer, counts, reasons)
+    summary = _close(cfg, kept_writer, reject_writer, counts, reasons, quarantine)
     summary["failure_causes"] = dict(failures.causes)
     failures.raise_if_all(len(samples), "samples", f"synthesize: teacher endpoint {cfg.teacher_url} (model {cfg.teacher_model!r})",
                           str(out_dir / "quarantine"))
     return summary
 
 
-def _close(cfg: SynthConfig, kept_writer: ShardWriter, reject_writer: ShardWriter, counts: dict[str, Any], reasons: dict[str, int]) -> dict[str, Any]:
-    """Mix in the long-CoT rows and write both manifests (last: a directory with one is complete)."""
+def _close(cfg: SynthConfig, kept_writer: ShardWriter, reject_writer: ShardWriter, counts: dict[str, Any], reasons: dict[str, int],
+           quarantine: Quarantine) -> dict[str, Any]:
+    """Mix in the long-CoT rows (their unusable rows to `quarantine`) and write both manifests (last:
+    a directory with one is complete)."""
     reject_writer.manifest_extra["reasons"] = reasons
     reject_writer.close()
     long_cot_report = None
     if cfg.long_cot is not None:
-        mixed, long_cot_report = long_cot_rows(cfg.long_cot, counts["kept"])
+        mixed, long_cot_report, unusable = long_cot_rows(cfg.long_cot, counts["kept"], cfg.agent.profile)
+        for row, reason in unusable:
+            quarantine.add(row, reason, str(cfg.long_cot.path))
         kept_writer.write_many(mixed)
         counts["long_cot"] = len(mixed)
     kept_writer.manifest_extra.update(
@@ -203,5 +207,7 @@ def merge_synthesized(cfg: SynthConfig, shard_dirs: list[str | Path], out_dir: s
         reject_writer.adopt(Path(shard_dir) / REJECTS_DIR)
         for reason, n in manifest["reject_reasons"].items():
             reasons[reason] = reasons.get(reason, 0) + n
-    quarantine.close()
-    return _close(cfg, kept_writer, reject_writer, counts, reasons)
+    try:
+        return _close(cfg, kept_writer, reject_writer, counts, reasons, quarantine)
+    finally:
+        quarantine.close()
