@@ -76,3 +76,13 @@ def test_targets_hold_and_miss_on_their_thresholds():
     verdict = fidelity.targets({"sft": sft, "sft_rl": sft_rl, "rl_only": arm(0.5, 0.1, 1, 1, 0, 0.5, 0.1, {"reward_difference_ci95": [0, 0], "tool_calls_last_fifth": 0.2}),
                                 "base": sft}, 1801)
     assert not any(t["holds"] for t in verdict.values()), verdict
+
+
+def test_a_cold_start_that_never_calls_on_direct_items_is_said_to_leave_rl_nothing_to_remove():
+    rl = {"reward_difference_ci95": [0.01, 0.2], "tool_calls_last_fifth": 0.0}
+    sft, sft_rl = arm(0.9, 0.0, 1.0, 1.0, 0.0, 0.8, 0.0), arm(0.9, 0.0, 1.0, 1.0, 0.0, 0.8, 0.0, rl)
+    verdict = fidelity.targets({"sft": sft, "sft_rl": sft_rl, "rl_only": arm(0, 0, 0, None, 0, 0, 0, rl), "base": sft}, 100)
+    target = verdict["sft_rl_fewer_calls_on_direct_than_sft"]
+    assert target["holds"] is False and target["value"] == [0.0, 0.0] and "no tool call" in target["note"]
+    sft = arm(0.9, 0.0, 1.0, 1.0, 0.4, 0.8, 0.0)
+    assert "note" not in fidelity.targets({"sft": sft, "sft_rl": sft_rl, "rl_only": sft_rl, "base": sft}, 100)["sft_rl_fewer_calls_on_direct_than_sft"]
