@@ -16,7 +16,8 @@ how to read a row) holds:
 Every lookup of a row's field goes through `FieldMapping.value`, every category through
 `FieldMapping.category_of`, so a richer way to name a column (a path into nested objects) or a
 new importer changes this module only. A value that cannot be used raises `RowRejected` with the
-quarantine reason (`missing_category: ...`, `invalid_answer: ...`).
+quarantine reason (`missing_category: ...`, `invalid_answer: ...`); which types each field takes
+(a question is text only, an answer may be a number or a yes/no boolean) is `scalar_text`'s rule.
 """
 
 from __future__ import annotations
@@ -111,22 +112,61 @@ def is_scalar(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool))
 
 
-def scalar_text(value: Any, field: str) -> str | None:
-    """A scalar field value as text: None for a missing or empty one; `RowRejected` for a dict,
-    list or other structure (a nested column mapped by mistake) and for NaN or infinity.
+# What each of our scalar fields may hold besides text (a JSON string, a string column):
+# - `question` is text only: a number or a boolean there is a column mapped by mistake (an id, a
+#   count, a flag), never a question a model could be asked;
+# - `answer`, `id` and a category label may be numbers, read as written (`12`, `3.5`): gold
+#   answers and ids are often numeric columns;
+# - a boolean `answer` is a yes/no answer (`true` is `yes`, `false` is `no`; see `boolean_answer`);
+#   a boolean `id` or category label is a flag column mapped by mistake (a category label that
+#   `category_map` names is read: the user mapped it on purpose).
+NUMBERS_READ = frozenset({"answer", "id", "category"})
+BOOLEANS_READ = frozenset({"answer"})
+YES_NO = {True: "yes", False: "no"}
 
-    Booleans read as JSON writes them (`true`), numbers as Python prints them."""
+
+def _not_text(value: bool | int | float, field: str, column: str) -> RowRejected:
+    kind = "a boolean" if isinstance(value, bool) else "a number"
+    wanted = "text or a number" if field in NUMBERS_READ else "text"
+    return RowRejected(f"invalid_{field}: `{column}` holds {kind} ({label_text(value)}), not {wanted}; check the field mapping "
+                       f"(`fields.{field}`)")
+
+
+def scalar_text(value: Any, field: str, column: str | None = None) -> str | None:
+    """A scalar field value as text: None for a missing or empty one; `RowRejected`
+    (`invalid_<field>`, naming `column`, the source's column, default `field`) for a dict, list
+    or other structure (a nested column mapped by mistake), for NaN or infinity, and for a number
+    or boolean where `field` takes none (`NUMBERS_READ`, `BOOLEANS_READ`).
+
+    Numbers read as Python prints them (`12`, `3.5`); a boolean answer as `yes` / `no`."""
+    column = column or field
     if value is None:
         return None
     if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and not math.isfinite(value):
-        raise RowRejected(f"invalid_{field}: {value!r} is not a finite number")
+        if field not in BOOLEANS_READ:
+            raise _not_text(value, field, column)
+        return YES_NO[value]
     if isinstance(value, (int, float)):
+        if field not in NUMBERS_READ:
+            raise _not_text(value, field, column)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RowRejected(f"invalid_{field}: `{column}` holds {value!r}, not a finite number")
         return str(value)
     if isinstance(value, str):
         return value if value.strip() else None
-    raise RowRejected(f"invalid_{field}: not a scalar (a {type(value).__name__}); map `fields.{field}` to a column of text or numbers")
+    wanted = "text or numbers" if field in NUMBERS_READ else "text"
+    raise RowRejected(f"invalid_{field}: not a scalar (a {type(value).__name__}); map `fields.{field}` to a column of {wanted}")
+
+
+def boolean_answer(value: bool, choices: list[str] | None) -> str:
+    """A JSON boolean gold answer as the yes/no answer it is: among `choices`, the option that says
+    it (`Yes` or `True` for true, `No` or `False` for false), else `yes` / `no`, which the judges
+    read as a yes/no answer (a prediction opening with yes or no decides)."""
+    words = ("yes", "true") if value else ("no", "false")
+    for option in choices or []:
+        if option.strip().casefold() in words:
+            return option
+    return YES_NO[value]
 
 
 class FieldMapping(BaseModel):
@@ -186,6 +226,9 @@ class FieldMapping(BaseModel):
         label = label_text(raw).strip()
         if label in self.category_map:
             return self.category_map[label]
+        if isinstance(raw, bool):  # a flag column mapped as the category, unless category_map names it
+            raise RowRejected(f"invalid_category: `{self.column('category')}` holds a boolean ({label}), not a category label; "
+                              f"check the field mapping (`fields.category`), or map the label with category_map")
         if label.lower() in CATEGORIES:  # ours in any case: `Perception` is perception
             return label.lower()
         if self.category is not None:

@@ -2,9 +2,11 @@
 
 The generic JSON source (`jsonl`, or `json`): JSON Lines (one object per line) or a JSON array of
 objects (pretty-printed or not; which one is found from the file), each with `question`, `answer`,
-`images` (paths relative to the file, absolute paths, or base64 strings), and optional `id`,
-`category`, `answer_type`, `choices`, `meta`. Missing `category` / `answer_type` come from the
-source's defaults; `curation.mapping` says how a source's own columns and labels map to ours.
+`images` (paths relative to the file, absolute paths, or base64 strings: a list, or one string for
+one image, null for none), and optional `id`, `category`, `answer_type`, `choices`, `meta`. Missing
+`category` / `answer_type` come from the source's defaults; `curation.mapping` says how a source's
+own columns and labels map to ours, and which types each field takes. A question or gold answer
+longer than `TextLimits` is quarantined (`question_too_long`, `answer_too_long`).
 
 Nothing in a source's content stops a scan: a line that is not UTF-8, not JSON or not an object,
 and a row whose fields or images cannot be used, each become a quarantined row with its reason and
@@ -23,19 +25,24 @@ import json
 import re
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from curation.mapping import CATEGORIES, FieldMapping, RowRejected, lookup, scalar_text
+from curation.mapping import CATEGORIES, FieldMapping, RowRejected, boolean_answer, lookup, scalar_text
 from curation.normalize import LETTERS, clean_text, holds_number, infer_answer_type, normalize_answer
 from curation.verl import VERL_CATEGORY_MAP, verl_files, verl_rows
 from curation.schema import Sample
 
-__all__ = ["RowRejected", "SourceError", "SourceSpec", "TableFileError", "read_image_ref", "read_source", "read_table_file", "row_to_sample"]
+__all__ = ["RowRejected", "SourceError", "SourceSpec", "TableFileError", "TextLimits", "read_image_ref", "read_source", "read_table_file",
+           "row_to_sample"]
 
 PARSE_ERROR = "__parse_error__"  # the key of a row that could not be read (its value: the reason)
+# Text limits (`TextLimits`): no real benchmark question or gold answer comes near them.
+MAX_QUESTION_CHARS = 20_000
+MAX_ANSWER_CHARS = 10_000
 SOURCE_KINDS = ("jsonl", "json", "tsv", "hf", "verl")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
@@ -319,22 +326,45 @@ def _read_file(ref: str, base_dir: Path, files: set[str] | None, also: list[str]
         raise RowRejected(f"image_unreadable: {candidate}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-def _text(value: Any, field: str, required: bool) -> str | None:
-    """A text field, cleaned; `RowRejected` (`missing_<field>`, `invalid_<field>`) when unusable."""
-    text = scalar_text(value, field)
+@dataclass(frozen=True)
+class TextLimits:
+    """The longest question and gold answer a sample may have, in characters after cleaning
+    (`curate.max_question_chars`, `curate.max_answer_chars`). Long benchmark questions (MMMU's,
+    MathVista's with their context) run to a few thousand characters and gold answers to a few
+    hundred (a worked solution mapped as the answer to a few thousand): a text past these limits is
+    a column mapped by mistake (a document, a whole transcript) and would overflow any model's
+    context window later."""
+
+    max_question_chars: int = MAX_QUESTION_CHARS
+    max_answer_chars: int = MAX_ANSWER_CHARS
+
+
+def _text(value: Any, field: str, required: bool, column: str | None = None) -> str | None:
+    """A text field, cleaned; `RowRejected` (`missing_<field>`, `invalid_<field>`, naming `column`,
+    the source's column) when unusable."""
+    text = scalar_text(value, field, column)
     text = clean_text(text) if text is not None else None
     if not text:
         if required:
-            raise RowRejected(f"missing_{field}: the row has no `{field}` (or it is empty)")
+            raise RowRejected(f"missing_{field}: the row has no `{column or field}` (or it is empty)")
         return None
     return text
 
 
-def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: set[str] | None = None) -> Sample:
+def _within(text: str, field: str, column: str, limit: int) -> str:
+    """`text`, or `RowRejected` (`<field>_too_long`) when it has more than `limit` characters."""
+    if len(text) > limit:
+        raise RowRejected(f"{field}_too_long: `{column}` has {len(text)} characters > {limit} (curate.max_{field}_chars)")
+    return text
+
+
+def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: set[str] | None = None,
+                  limits: TextLimits = TextLimits()) -> Sample:
     """A source row (in the source's own field names, mapped by `spec`) as a normalized `Sample`.
 
-    Raises `RowRejected` with the quarantine reason. Image files the row points to are added to
-    `files` (for the cache key), whether they exist or not."""
+    Raises `RowRejected` with the quarantine reason (a question or answer longer than `limits`
+    too). Image files the row points to are added to `files` (for the cache key), whether they
+    exist or not."""
     images = spec.value(row, "images")
     if images is None or (isinstance(images, str) and not images):
         images = []
@@ -348,9 +378,14 @@ def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: 
         conversation = next((c for c in ("messages", "conversations") if isinstance(row.get(c), list)), None)
         if conversation is not None:
             raise RowRejected(f"sharegpt_row: the row is a conversation (`{conversation}`), not a question")
-    question = _text(spec.value(row, "question"), "question", required=True)
-    answer = _text(spec.value(row, "answer"), "answer", required=True)
+    question = _text(spec.value(row, "question"), "question", required=True, column=spec.column("question"))
+    question = _within(question, "question", spec.column("question"), limits.max_question_chars)
+    raw_answer = spec.value(row, "answer")
+    answer = _text(raw_answer, "answer", required=True, column=spec.column("answer"))
+    answer = _within(answer, "answer", spec.column("answer"), limits.max_answer_chars)
     choices = spec.choices_of(row)
+    if isinstance(raw_answer, bool):  # a yes/no answer: among options, the one that says it
+        answer = boolean_answer(raw_answer, choices)
     answer_type = spec.answer_type_of(row) or infer_answer_type(answer, choices)
     if answer_type == "choice" and not choices:
         raise RowRejected(f"missing_choices: answer_type is choice but the row has no `{spec.column('choices')}` (or they are empty)")
@@ -362,7 +397,7 @@ def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: 
         except ValueError as exc:
             raise RowRejected(f"invalid_answer: {exc}") from None
     raw_id = spec.value(row, "id")
-    sample_id = scalar_text(raw_id, "id") if raw_id != "" else None
+    sample_id = scalar_text(raw_id, "id", spec.column("id")) if raw_id != "" else None
     fields = {
         "id": (sample_id or "").strip(),
         "source": spec.source_name,
@@ -795,7 +830,15 @@ def rows_fix_hint(reason_key: str) -> str:
                             "label not mapped (`category: perception`)",
         "missing_question": "map our `question` to the source's column (`fields: {question: COLUMN}`, or `fields.question=COLUMN`)",
         "missing_answer": "map our `answer` to the source's column (`fields: {answer: COLUMN}`, or `fields.answer=COLUMN`)",
+        "invalid_question": "map our `question` to the source's column of question text (`fields: {question: COLUMN}`, or "
+                            "`fields.question=COLUMN`)",
+        "question_too_long": "map our `question` to the column of question text, not a document or transcript (`fields.question=COLUMN`), "
+                             "or raise `curate.max_question_chars`",
         "invalid_answer": "map `fields.answer` to a column of text or numbers, or set the right `answer_type`",
+        "answer_too_long": "map our `answer` to the column of gold answers (`fields.answer=COLUMN`), or raise `curate.max_answer_chars`",
+        "invalid_id": "map `fields.id` to a column of ids (text or numbers), or leave it out for content-hash ids",
+        "invalid_category": "map `fields.category` to the column of category labels, or give the source a category and no "
+                            "`fields.category`",
         "missing_choices": "map `fields.choices` to the column of options, or give the source another answer_type (number, math or text)",
         "invalid_answer_type": "give the source an answer_type (choice, number, math or text) or map `fields.answer_type`",
         "image_missing": "image paths are read relative to the source file's folder: check them, or map `fields.images`",
@@ -817,7 +860,7 @@ def row_question_and_images(row: dict[str, Any], spec: SourceSpec, base_dir: Pat
     types do not matter to it): the question (cleaned; None when the row has none), the bytes of
     each image that could be read (none unless `read_images`), and the reason for each that could
     not. Raises `RowRejected` for a question that is not text. Image files go into `files`."""
-    question = _text(spec.value(row, "question"), "question", required=False)
+    question = _text(spec.value(row, "question"), "question", required=False, column=spec.column("question"))
     images: list[bytes] = []
     problems: list[str] = []
     refs = spec.value(row, "images") if read_images else None

@@ -38,8 +38,8 @@ from curation.images import ImageLimits, ImageRejected, pillow_pixel_ceiling, va
 from curation.report import WARNINGS, StepReport
 from curation.schema import SAMPLE_SCHEMA, ImageRef, Sample, content_id
 from curation.shards import QUARANTINE_DIR, Quarantine, ShardError, ShardWriter, iter_rows, read_manifest, shard_files
-from curation.sources import (PARSE_ERROR, RowRejected, SourceError, SourceSpec, include_values_seen, read_source, row_to_sample,
-                              rows_fix_hint)
+from curation.sources import (MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, PARSE_ERROR, RowRejected, SourceError, SourceSpec, TextLimits,
+                              include_values_seen, read_source, row_to_sample, rows_fix_hint)
 
 STAGING_DIR = "_staged"
 
@@ -51,6 +51,9 @@ class CurateConfig(BaseModel):
     min_side: int = Field(28, ge=1)
     max_aspect: float = Field(200.0, ge=1.0)
     max_pixels: int = Field(64_000_000, ge=1)  # decompression-bomb guard (at most pillow's own, see below)
+    # Longer texts are columns mapped by mistake (`question_too_long`, `answer_too_long`; see `TextLimits`).
+    max_question_chars: int = Field(MAX_QUESTION_CHARS, ge=1)
+    max_answer_chars: int = Field(MAX_ANSWER_CHARS, ge=1)
     near_dup: NearDupConfig = Field(default_factory=NearDupConfig)
     # Evaluation sets to decontaminate against (any source kind); empty: no decontamination.
     benchmarks: list[SourceSpec] = Field(default_factory=list)
@@ -146,6 +149,7 @@ def scan_source(cfg: CurateConfig, source_index: int, out_dir: str | Path, part:
     spec = cfg.sources[source_index]
     out_dir = Path(out_dir)
     limits = ImageLimits(cfg.min_side, cfg.max_aspect, cfg.max_pixels)
+    text_limits = TextLimits(cfg.max_question_chars, cfg.max_answer_chars)
     need_phash = cfg.near_dup.enabled or (bool(cfg.benchmarks) and cfg.decontam.check_images)
     report = StepReport("curate")
     quarantine = Quarantine(out_dir, "curate")
@@ -160,7 +164,7 @@ def scan_source(cfg: CurateConfig, source_index: int, out_dir: str | Path, part:
             try:
                 if PARSE_ERROR in row:
                     raise RowRejected(row[PARSE_ERROR])
-                sample = row_to_sample(row, spec, spec.base_dir, files)
+                sample = row_to_sample(row, spec, spec.base_dir, files, text_limits)
                 images = [ImageRef(bytes=validate_image(i.bytes, limits, i.path), path=i.path) for i in sample.images]
             except Exception as exc:  # noqa: BLE001 - a row is quarantined, never the scan lost
                 # RowRejected and ImageRejected carry the reason; anything else is a case the

@@ -212,6 +212,33 @@ def test_image_problems_name_the_file_and_what_to_do(tmp_path):
     assert done.summary["counts"]["rows_out"] == 2  # the perception row with its image, the reasoning row without one
 
 
+def test_images_as_one_string_is_one_image_and_null_or_empty_is_none(tmp_path):
+    """`images` may be one path (or base64 string) instead of a list, and null or "" for none: a
+    perception row without an image is then `missing_image`, a reasoning row is text-only."""
+    import base64
+
+    from tests.curate_cli import assert_every_row_counted
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "ok5.png").write_bytes(png(5))
+    rows = [
+        {"id": "path", "question": "What is in the picture?", "answer": "noise", "images": "img/ok5.png", "category": "perception"},
+        {"id": "b64", "question": "What does this one show?", "answer": "dots", "images": base64.b64encode(png(6)).decode(),
+         "category": "perception"},
+        {"id": "null", "question": "What is 12 times 12?", "answer": "144", "images": None, "category": "reasoning"},
+        {"id": "empty", "question": "What is 7 times 8?", "answer": "56", "images": "", "category": "reasoning"},
+        {"id": "null-perception", "question": "What colour is the square?", "answer": "red", "images": None, "category": "perception"},
+    ]
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    done = curate("--source", f"jsonl:{tmp_path / 'rows.jsonl'}", "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    kept = {r["id"]: r["images"] for r in read_table(tmp_path / "out").to_pylist()}
+    assert {k: [i["bytes"] for i in v] for k, v in kept.items()} == {"path": [png(5)], "b64": [png(6)], "null": [], "empty": []}
+    assert kept["path"][0]["path"] == str(tmp_path / "img" / "ok5.png")
+    seen = assert_every_row_counted(tmp_path / "out", rows_in=5)
+    assert [q["reason"] for q in seen.quarantined] == ["missing_image: a perception sample needs an image, and `images` holds none"]
+
+
 def test_the_readme_quotes_the_unknown_kind_message_as_the_code_says_it(tmp_path):
     from pathlib import Path
 

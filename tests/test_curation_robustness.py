@@ -204,7 +204,7 @@ def test_an_answer_that_is_an_object_or_a_list_is_quarantined(tmp_path):
     source = write_jsonl(tmp_path / "src.jsonl", rows)
     done = curate("--source", f"jsonl:{source}", "--out", str(tmp_path / "out"))
     assert done.code == 0, done.error
-    assert sorted(r["answer"] for r in read_table(tmp_path / "out").to_pylist()) == ["12", "true"]
+    assert sorted(r["answer"] for r in read_table(tmp_path / "out").to_pylist()) == ["12", "yes"]  # a boolean is a yes/no answer
     reasons = [r["reason"] for r in quarantine(tmp_path / "out")]
     assert reasons == ["invalid_answer: not a scalar (a dict); map `fields.answer` to a column of text or numbers",
                        "invalid_answer: not a scalar (a list); map `fields.answer` to a column of text or numbers"]
@@ -253,6 +253,8 @@ def test_per_source_options_parse_with_the_configs_names():
     ("{min_side: 0}", "curate.min_side: Input should be greater than or equal to 1"),
     ("{max_aspect: 0.5}", "curate.max_aspect: Input should be greater than or equal to 1"),
     ("{rows_per_shard: 0}", "curate.rows_per_shard: Input should be greater than or equal to 1"),
+    ("{max_question_chars: 0}", "curate.max_question_chars: Input should be greater than or equal to 1"),
+    ("{max_answer_chars: 0}", "curate.max_answer_chars: Input should be greater than or equal to 1"),
     ("{min_side: 5000, max_pixels: 1000000}", "no image can have both"),
     ("{sources: [{path: x.jsonl, category: percep}]}", "curate.sources.0.category: Input should be 'perception', 'reasoning', 'search' or 'direct'"),
     ("{sources: [{path: x.jsonl, answer_type: boolean}]}", "curate.sources.0.answer_type: Input should be 'choice', 'number', 'math' or 'text'"),
@@ -414,3 +416,117 @@ def test_a_binary_file_given_as_a_source_or_a_corpus_is_named_as_such(tmp_path):
     with pytest.raises(TableFileError) as raised:
         read_table_file(tmp_path / "corpus.jsonl", {"title"}, "search corpus")
     assert str(raised.value) == f"search corpus {tmp_path / 'corpus.jsonl'} is UTF-16 text: save it as UTF-8"
+
+
+def test_a_question_that_is_a_number_or_a_boolean_is_quarantined_from_every_source_kind(tmp_path):
+    """A question is text: a number or boolean there is a column mapped by mistake, in a JSON row,
+    a Parquet column or a verl row alike. Numbers stay fine for the answer and the id."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"id": "int", "question": 123, "answer": "a", "category": "reasoning"},
+            {"id": "bool", "question": True, "answer": "b", "category": "reasoning"},
+            {"id": "float", "question": 2.5, "answer": "c", "category": "reasoning"},
+            {"id": 7, "question": QUESTIONS[0], "answer": 12, "category": "reasoning"}]
+    done = curate("--source", f"jsonl:{write_jsonl(tmp_path / 'src.jsonl', rows)}", "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    reasons = {json.loads(q["row"])["id"]: q["reason"] for q in quarantine(tmp_path / "out")}
+    assert reasons == {
+        "int": "invalid_question: `question` holds a number (123), not text; check the field mapping (`fields.question`)",
+        "bool": "invalid_question: `question` holds a boolean (true), not text; check the field mapping (`fields.question`)",
+        "float": "invalid_question: `question` holds a number (2.5), not text; check the field mapping (`fields.question`)",
+    }
+    [kept] = read_table(tmp_path / "out").to_pylist()
+    assert (kept["id"], kept["answer"], kept["answer_type"]) == ("7", "12", "number")
+    assert_every_row_counted(tmp_path / "out", rows_in=4)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert next(s for s in report["steps"] if s["step"] == "validate")["dropped"] == {"invalid_question": 3}
+
+    # Parquet: an int column mapped as the question. Every row fails alike: a mapping mistake, one line naming the fix.
+    pq.write_table(pa.table({"qid": [1, 2], "text": QUESTIONS[1:3], "answer": [3, 4]}), tmp_path / "t.parquet")
+    source = f"hf:parquet,data_files={tmp_path / 't.parquet'},category=reasoning"
+    done = curate("--source", f"{source},fields.question=qid", "--out", str(tmp_path / "pq"))
+    assert done.code == 2
+    assert done.error.startswith("error: source 'parquet': all 2 rows are unusable, 2 for invalid_question: map our `question` to the "
+                                 "source's column of question text")
+    assert [q["reason"] for q in quarantine(tmp_path / "pq")] == [
+        f"invalid_question: `qid` holds a number ({n}), not text; check the field mapping (`fields.question`)" for n in (1, 2)]
+    fixed = curate("--source", f"{source},fields.question=text", "--out", str(tmp_path / "pq-fixed"))
+    assert fixed.code == 0 and fixed.summary["counts"]["rows_out"] == 2
+
+    # verl: a number where the bare question goes (extra_info.question).
+    from tests.test_interop_sources import verl_row
+
+    bad = verl_row(QUESTIONS[4], "y", "reason", [])
+    bad["extra_info"]["question"] = 42
+    (tmp_path / "rl").mkdir()
+    pq.write_table(pa.Table.from_pylist([verl_row(QUESTIONS[3], "x", "reason", [])]), tmp_path / "rl" / "a.parquet")
+    pq.write_table(pa.Table.from_pylist([bad]), tmp_path / "rl" / "b.parquet")  # a column's type is one per file
+    done = curate("--source", f"verl:{tmp_path / 'rl'}", "--out", str(tmp_path / "verl"))
+    assert done.code == 0, done.error
+    assert [q["reason"] for q in quarantine(tmp_path / "verl")] == [
+        "invalid_question: `question` holds a number (42), not text; check the field mapping (`fields.question`)"]
+    assert [r["question"] for r in read_table(tmp_path / "verl").to_pylist()] == [QUESTIONS[3]]
+
+
+def test_a_boolean_answer_is_yes_or_no_and_a_boolean_id_or_category_is_quarantined(tmp_path):
+    """A JSON boolean answer is a yes/no answer: `yes` / `no` (answer type text, which the judges
+    read as yes/no), or among options the one that says it; `true` would match no model's "Yes".
+    A boolean id or category label is a flag column mapped by mistake."""
+    from synth.judge import rule_verdict
+
+    rows = [
+        {"id": "true", "question": QUESTIONS[0], "answer": True},
+        {"id": "false", "question": QUESTIONS[1], "answer": False},
+        {"id": "options", "question": QUESTIONS[2], "answer": False, "choices": ["Yes", "No"]},
+        {"id": "truefalse", "question": QUESTIONS[3], "answer": True, "choices": ["True", "False"]},
+        {"id": "number", "question": QUESTIONS[4], "answer": True, "answer_type": "number"},
+        {"id": True, "question": QUESTIONS[5], "answer": "a"},
+        {"id": "flag", "question": QUESTIONS[6], "answer": "b", "category": False},
+        {"id": "count", "question": QUESTIONS[7], "answer": 3, "category": 2},  # numbers: an answer, a label (the source's category)
+    ]
+    done = curate("--source", f"jsonl:{write_jsonl(tmp_path / 'src.jsonl', rows)},category=reasoning", "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    kept = {r["id"]: (r["answer"], r["answer_type"], r["category"]) for r in read_table(tmp_path / "out").to_pylist()}
+    assert kept == {"true": ("yes", "text", "reasoning"), "false": ("no", "text", "reasoning"), "options": ("B", "choice", "reasoning"),
+                    "truefalse": ("A", "choice", "reasoning"), "count": ("3", "number", "reasoning")}
+    reasons = sorted(q["reason"] for q in quarantine(tmp_path / "out"))
+    assert reasons == [
+        "invalid_answer: answer_type is number but the answer 'yes' holds no number",
+        "invalid_category: `category` holds a boolean (false), not a category label; check the field mapping (`fields.category`), "
+        "or map the label with category_map",
+        "invalid_id: `id` holds a boolean (true), not text or a number; check the field mapping (`fields.id`)",
+    ]
+    assert_every_row_counted(tmp_path / "out", rows_in=8)
+    assert rule_verdict("Yes.", "yes", "text").correct and not rule_verdict("No.", "yes", "text").correct
+    assert not rule_verdict("Yes.", "true", "text").correct  # what the boolean was read as before
+
+
+def test_a_question_or_answer_past_the_length_limits_is_quarantined_naming_length_and_limit(tmp_path):
+    """A 200,000-character question would overflow any context window later: `question_too_long`,
+    as is a gold answer past `curate.max_answer_chars`; both limits are settings."""
+    rows = [{"id": "long", "question": "x" * 200_000, "answer": "a"},
+            {"id": "edge", "question": "y" * 20_000, "answer": "b"},  # exactly the limit: kept
+            {"id": "gold", "question": QUESTIONS[0], "answer": "z" * 100_000},
+            {"id": "gold-edge", "question": QUESTIONS[1], "answer": "w" * 10_000},
+            {"id": "ok", "question": QUESTIONS[2], "answer": "c"}]
+    source = write_jsonl(tmp_path / "src.jsonl", rows)
+    done = curate("--source", f"jsonl:{source},category=reasoning", "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    reasons = {json.loads(q["row"])["id"]: q["reason"] for q in quarantine(tmp_path / "out")}
+    assert reasons == {"long": "question_too_long: `question` has 200000 characters > 20000 (curate.max_question_chars)",
+                       "gold": "answer_too_long: `answer` has 100000 characters > 10000 (curate.max_answer_chars)"}
+    assert sorted(r["id"] for r in read_table(tmp_path / "out").to_pylist()) == ["edge", "gold-edge", "ok"]
+    assert_every_row_counted(tmp_path / "out", rows_in=5)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert next(s for s in report["steps"] if s["step"] == "validate")["dropped"] == {"question_too_long": 1, "answer_too_long": 1}
+    # The limits are the config's: raised, the same rows are kept; lowered, more go.
+    config = tmp_path / "c.yaml"
+    config.write_text(f"curate: {{sources: [{{path: {source}, category: reasoning}}], max_question_chars: 200000, max_answer_chars: 100000}}\n")
+    done = curate("--config", str(config), "--out", str(tmp_path / "raised"))
+    assert done.code == 0 and done.summary["counts"]["rows_out"] == 5
+    config.write_text(f"curate: {{sources: [{{path: {source}, category: reasoning}}], max_question_chars: 19999}}\n")
+    done = curate("--config", str(config), "--out", str(tmp_path / "lowered"))
+    assert done.code == 0 and done.summary["counts"]["rows_out"] == 2
+    assert "question_too_long: `question` has 20000 characters > 19999 (curate.max_question_chars)" in {
+        q["reason"] for q in quarantine(tmp_path / "lowered")}

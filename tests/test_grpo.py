@@ -231,3 +231,21 @@ def test_noop_code_cells_are_found():
                        {"tool": "python", "outcome": "ok", "turn": 2, "images": 1}],
     }
     assert noop_code_cells(row) == (3, 1)
+
+
+def test_a_grpo_step_prints_no_deprecated_checkpointing_warning(world, curated, tiny_model, scripted, tmp_path):
+    """TRL's rollout and old-log-prob passes read `is_gradient_checkpointing` and call
+    `gradient_checkpointing_disable` / `_enable` (FutureWarnings in transformers 5) on every step:
+    filtered where we run the trainer, so a GRPO run's stderr has none of them."""
+    import warnings
+
+    from train.grpo import GRPOStageConfig, run_grpo
+
+    cfg = GRPOStageConfig(pools=["coldstart", "rl", "eval"], max_steps=1, num_generations=2, batch_size=2, max_samples=1,
+                          gradient_checkpointing=True, agent=AgentConfig(max_turns=4, max_tokens_per_turn=512, temperature=1.0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run_grpo(cfg, tiny_model, curated, tmp_path / "grpo", SearchConfig(corpus_path=world["corpus_path"],
+                          image_corpus_path=world["image_corpus_path"]), policy_class=scripted)
+    assert result["steps"] == 1
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning) and "checkpointing" in str(w.message)] == []

@@ -39,7 +39,8 @@ from synth.protocol import load_prompts
 from synth.reward import RewardConfig
 from synth.search import SearchConfig
 from train.rollout import RolloutError, TokenPolicy, VLLMTokenPolicy, encoded_image_tokens
-from train.sft import TrainingDataError, TrainingSetupError, apply_pixel_budget, freeze_vision_tower, trainer_arguments
+from train.sft import (TrainingDataError, TrainingSetupError, apply_pixel_budget, freeze_vision_tower, quiet_checkpointing_aliases,
+                       trainer_arguments)
 from train.weight_sync import DiskWeightSync, http_vllm_client
 
 logger = logging.getLogger(__name__)
@@ -437,7 +438,8 @@ def run_grpo(
     callback = _dynamics_callback(dynamics_path, cfg)
     trainer_class = _make_trainer_class(policy_class)
     shared_judge = Judge(judge or JudgeConfig())
-    with open_toolbox(cfg.agent, search or SearchConfig()) as toolbox:
+    # TRL's generation and old-log-prob passes read `is_gradient_checkpointing` on every step.
+    with open_toolbox(cfg.agent, search or SearchConfig()) as toolbox, quiet_checkpointing_aliases():
         try:
             trainer = trainer_class(
                 model=model, reward_funcs=[accuracy_reward, format_reward], args=grpo_arguments(cfg, out_dir, reward),

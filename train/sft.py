@@ -6,8 +6,11 @@ placeholders, `images`), so the stock trainer and collator read them as they are
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +102,31 @@ def trainer_arguments(config_class, cfg, out_dir: Path, **stage_specific):
         "use_cpu": not torch.cuda.is_available(),
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
-        "gradient_checkpointing": cfg.gradient_checkpointing,
+        # transformers 5 renamed the argument (`gradient_checkpointing` is a deprecated alias, with a
+        # FutureWarning); set under the new name, the old one mirrors it for code that reads it.
+        "activation_checkpointing": cfg.gradient_checkpointing,
     }
-    with warnings.catch_warnings():  # TRL passes a transformers argument that is being renamed
-        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
-        return config_class(**(shared | stage_specific))
+    return config_class(**(shared | stage_specific))
+
+
+# The deprecated names TRL 1.16 and peft still use inside their trainers (`_unwrap_model_for_generation`,
+# `disable_gradient_checkpointing`, `PeftModel.__init__`), each a FutureWarning from transformers 5
+# on every GRPO step, and once per LoRA SFT run. Not our calls, so nothing of ours can move to the new
+# names: `quiet_checkpointing_aliases` filters exactly these where we run a trainer. Drop it once TRL
+# and peft read `is_activation_checkpointing`.
+DEPRECATED_CHECKPOINTING_ALIASES = ("is_gradient_checkpointing", "gradient_checkpointing_disable", "gradient_checkpointing_enable")
+
+
+@contextmanager
+def quiet_checkpointing_aliases() -> Iterator[None]:
+    """Ignore transformers' FutureWarning for `DEPRECATED_CHECKPOINTING_ALIASES` (`` `X` is
+    deprecated and will be removed in v6``) inside the block, and nothing else: any other warning,
+    a FutureWarning about another name included, still shows."""
+    with warnings.catch_warnings():
+        for name in DEPRECATED_CHECKPOINTING_ALIASES:
+            warnings.filterwarnings("ignore", message=re.escape(f"`{name}` is deprecated and will be removed in v6"),
+                                    category=FutureWarning, module=r"transformers\.modeling_utils")
+        yield
 
 
 def sft_arguments(cfg: SFTStageConfig, out_dir: Path):
@@ -161,10 +184,11 @@ def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[s
     apply_pixel_budget(processor, cfg.max_pixels)
     model = AutoModelForImageTextToText.from_pretrained(model_path)
     frozen = freeze_vision_tower(model) if cfg.freeze_vision else 0
-    trainer = SFTTrainer(model=model, args=sft_arguments(cfg, out_dir), train_dataset=dataset, processing_class=processor,
-                         peft_config=lora_config(cfg.lora) if cfg.lora else None, callbacks=callbacks)
     resume_from = latest_checkpoint(out_dir / "trainer") if cfg.resume else None
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    with quiet_checkpointing_aliases():  # peft reads `is_gradient_checkpointing` when it wraps the model
+        trainer = SFTTrainer(model=model, args=sft_arguments(cfg, out_dir), train_dataset=dataset, processing_class=processor,
+                             peft_config=lora_config(cfg.lora) if cfg.lora else None, callbacks=callbacks)
+        result = trainer.train(resume_from_checkpoint=resume_from)
     checkpoint = out_dir / "checkpoint"
     if cfg.lora:  # later stages load a plain model: merge the adapters into the weights
         trainer.model.merge_and_unload().save_pretrained(str(checkpoint))
