@@ -20,7 +20,7 @@ assistant turn with `continue_final_message` (and `add_generation_prompt: false`
 turn continued after that prefix. The judge persona answers the judge prompt with yes or no.
 `/v1/models` lists the personas as vLLM lists a served model (`root`: the scripts file).
 
-Protocol profiles (`synth.profile`): a conversation whose system prompt is a shipped profile's is
+Protocol profiles (`synth.runtime.profile`): a conversation whose system prompt is a shipped profile's is
 held to that profile: every observation (a user turn after the first) must read as one of its
 observations, or the request is refused (400) as a model trained on another layout would be
 confused by it; `/stats` counts requests per profile version (`profile:<version>`) and the turns
@@ -48,10 +48,10 @@ from fastapi.responses import JSONResponse, Response
 
 from curation.images import pixel_digest
 from curation.sources import SourceError
-from synth.endpoint import EndpointError
-from synth.judge import normalize_text
-from synth.profile import IMAGE_SLOT, Profile, profile_of_system_prompt
-from synth.protocol import find_stop
+from synth.runtime.endpoint import EndpointError
+from synth.runtime.profile import IMAGE_SLOT, Profile, profile_of_system_prompt
+from synth.runtime.protocol import find_stop
+from synth.scoring.judge import normalize_text
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,7 @@ def test_a_partial_assistant_message_is_continued(world, replay_url):
 def test_the_endpoint_policy_prefills_and_reports_the_stop_string(world, replay_url):
     import asyncio
 
-    from synth.policy import EndpointPolicy
+    from synth.runtime.policy import EndpointPolicy
 
     sample, script = first_sample(world, "perception")
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": sample["question"]}]}]
