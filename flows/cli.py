@@ -591,7 +591,7 @@ def serve_replay(
     )
     ReplayScripts(scripts)  # a file that is not scripts, and a busy port, are said before the server is announced
     check_port_free(host, port)
-    typer.echo(f"replay server on http://{host}:{port}/v1 (models: {teacher_model}, {student_model}, {instruct_model})")
+    typer.echo(f"replay server on http://{host}:{port}/v1 (models: {', '.join(settings.personas())})")
     serve(settings, host=host, port=port)
 
 

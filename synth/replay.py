@@ -77,6 +77,12 @@ class ReplaySettings:
     # "Internal Server Error", any other with 422 naming it (servers that differ from vLLM).
     refuse_fields: tuple[str, ...] = ()
 
+    def personas(self) -> dict[str, str]:
+        """The served model names, in the order `/v1/models` lists them (and `serve-replay` announces
+        them), each with the persona it answers as: teacher, student, judge, instruct."""
+        return {self.teacher_model: "teacher", self.student_model: "student", self.judge_model: "judge",
+                self.instruct_model: "instruct"}
+
 
 def _draw(*parts: Any) -> float:
     digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
@@ -272,8 +278,7 @@ class _DroppedConnection(Response):
 
 def create_app(settings: ReplaySettings) -> FastAPI:
     scripts = ReplayScripts(settings.scripts_path)
-    personas = {settings.teacher_model: "teacher", settings.student_model: "student", settings.judge_model: "judge",
-                settings.instruct_model: "instruct"}
+    personas = settings.personas()
     app = FastAPI(title="open-deepeyes replay server")
     unknown = set(settings.faults) - set(FAULTS)
     if unknown:
