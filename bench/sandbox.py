@@ -21,8 +21,8 @@ import time
 
 from PIL import Image
 
-from synth.kernel import KernelConfig, PythonKernel
-from synth.sandbox import KernelPool, SandboxConfig
+from synth.tools.kernel import KernelConfig, PythonKernel
+from synth.tools.sandbox import KernelPool, SandboxConfig
 
 
 def _ms(samples: list[float]) -> float:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from synth.search import CachedSearch, LocalImageSearch, LocalTextSearch, phash64
+from synth.tools.search import CachedSearch, LocalImageSearch, LocalTextSearch, phash64
 
 WORDS = ("tower bridge gate library museum river harbor castle temple garden market station tunnel "
          "observatory lighthouse aqueduct palace square forest valley mountain island canal fortress").split()

@@ -36,10 +36,10 @@ import httpx
 from curation.demo_world import WorldConfig, generate_world
 from curation.sources import SourceSpec
 from curation.stage import CurateConfig, run_curate
-from synth.endpoint import ManagedServer, free_port
-from synth.request_cache import REQUESTS_DB
-from synth.search import SearchConfig
+from synth.runtime.endpoint import ManagedServer, free_port
+from synth.runtime.request_cache import REQUESTS_DB
 from synth.stage import SynthConfig, run_synthesize
+from synth.tools.search import SearchConfig
 
 
 def _server_requests(url: str) -> int:

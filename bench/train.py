@@ -58,8 +58,8 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from curation.shards import shard_files
-from synth.agent import AgentConfig
-from synth.search import SearchConfig
+from synth.runtime.agent import AgentConfig
+from synth.tools.search import SearchConfig
 from train.grpo import GRPOStageConfig, load_prompts_dataset, run_grpo
 from train.sft import SFTStageConfig, run_sft
 
@@ -206,7 +206,7 @@ def prepare(root: Path) -> None:
     from curation.demo_world import WorldConfig, generate_world
     from curation.sources import SourceSpec
     from curation.stage import CurateConfig, run_curate
-    from synth.endpoint import ManagedServer, free_port
+    from synth.runtime.endpoint import ManagedServer, free_port
     from synth.stage import SynthConfig, run_synthesize
     from train.tiny import TinyModelConfig, build_tiny_model
 

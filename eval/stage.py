@@ -23,14 +23,14 @@ from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import ShardWriter, atomic_write_json, iter_rows
 from eval.benchmarks import BenchmarkSpec, load_benchmark, load_spec
 from eval.metrics import summarize
-from synth import aio
-from synth.agent import AgentConfig, ToolBox, first_request, open_toolbox, run_episode, text_search_configured
-from synth.judge import Judge, JudgeConfig
-from synth.policy import MIN_REQUEST_TIMEOUT_S, ChatPolicy, EndpointPolicy, EndpointUrl, RequestOptions, TransformersPolicy
-from synth.preflight import Failures, preflight
-from synth.request_cache import REQUESTS_DB, CachedPolicy, RequestCache, open_endpoint
-from synth.reward import RewardConfig
-from synth.search import SearchConfig
+from synth.runtime import aio
+from synth.runtime.agent import AgentConfig, ToolBox, first_request, open_toolbox, run_episode, text_search_configured
+from synth.runtime.policy import MIN_REQUEST_TIMEOUT_S, ChatPolicy, EndpointPolicy, EndpointUrl, RequestOptions, TransformersPolicy
+from synth.runtime.preflight import Failures, preflight
+from synth.runtime.request_cache import REQUESTS_DB, CachedPolicy, RequestCache, open_endpoint
+from synth.scoring.judge import Judge, JudgeConfig
+from synth.scoring.reward import RewardConfig
+from synth.tools.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA
 
 HELDOUT = "heldout"  # the run's own held-out pool, when no benchmark is named
@@ -184,10 +184,10 @@ def run_evaluate(
 ) -> dict[str, Any]:
     """Evaluate `model_path` (or `cfg.model_url`) on `cfg.benchmarks`, or on the held-out pool of
     `curated_dir`; write trajectories per benchmark and run, and `metrics.json`. Episodes are
-    scored as synthesis and GRPO score them (`synth.reward.score_response`). An endpoint is checked
-    before the first episode (`synth.preflight`); episodes it still fails are left out of the
+    scored as synthesis and GRPO score them (`synth.scoring.reward.score_response`). An endpoint is checked
+    before the first episode (`synth.runtime.preflight`); episodes it still fails are left out of the
     accuracy and counted (`failed` per benchmark and run, `failure_causes`). Raises
-    `synth.endpoint.EndpointError` (one line) when the preflight or every episode failed."""
+    `synth.runtime.endpoint.EndpointError` (one line) when the preflight or every episode failed."""
     started = time.time()
     model_path = model_path if model_path is not None else cfg.model_path
     if not cfg.model_url and model_path is None:

@@ -34,11 +34,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from eval.report import ReportError
     from flows.config import ConfigError
     from flows.deploy import DeployError
-    from synth.endpoint import EndpointError
     from synth.long_cot import LongCotError
     from synth.probe import ProbeInputError
-    from synth.sandbox import SandboxUnavailable
-    from synth.search import SearchError
+    from synth.runtime.endpoint import EndpointError
+    from synth.tools.sandbox import SandboxUnavailable
+    from synth.tools.search import SearchError
     from flows.user_input import InputFileError
     from train.sft import TrainingDataError, TrainingSetupError
 
@@ -325,7 +325,7 @@ def curate(
 def _agent_and_request(agent: Any, max_tokens: int | None, max_turns: int | None, stop: bool, extra_body: str | None,
                        seed: bool = True) -> tuple[Any, Any]:
     """The stage's agent and request settings with the command line's knobs applied."""
-    from synth.policy import RequestOptions
+    from synth.runtime.policy import RequestOptions
 
     updates = {k: v for k, v in (("max_tokens_per_turn", max_tokens), ("max_turns", max_turns)) if v is not None}
     try:
@@ -371,7 +371,7 @@ def probe(
     """The student's pass@k without and with tools for every curated candidate (resumable). The
     endpoint is checked before any sample goes out; a run where every attempt failed exits with 2."""
     from synth.probe import ProbeConfig, run_probes
-    from synth.search import SearchConfig
+    from synth.tools.search import SearchConfig
 
     _check_files(("--input", input, False), ("--corpus", corpus, True), ("--image-corpus", image_corpus, True))
     agent, request = _agent_and_request(ProbeConfig().agent, max_tokens, max_turns, stop, extra_body, seed)
@@ -439,8 +439,8 @@ def synth(
     """Synthesize verified tool-use trajectories with a teacher endpoint (resumable after a crash).
     The endpoint is checked before any sample goes out; a run where every sample failed exits with 2."""
     from curation.shards import ShardError
-    from synth.search import SearchConfig
     from synth.stage import SynthConfig, run_synthesize
+    from synth.tools.search import SearchConfig
 
     _check_files(("--input", input, False), ("--corpus", corpus, True), ("--image-corpus", image_corpus, True))
     agent, request = _agent_and_request(SynthConfig().agent, max_tokens, max_turns, stop, extra_body, seed)
@@ -525,8 +525,8 @@ def sandbox_exec(
 
     from PIL import Image, UnidentifiedImageError
 
-    from synth.kernel import KernelConfig, PythonKernel
-    from synth.sandbox import KernelPool, SandboxConfig
+    from synth.tools.kernel import KernelConfig, PythonKernel
+    from synth.tools.sandbox import KernelPool, SandboxConfig
 
     from flows.user_input import InputFileError, read_text_file
 
@@ -591,7 +591,7 @@ def serve_replay(
     )
     ReplayScripts(scripts)  # a file that is not scripts, and a busy port, are said before the server is announced
     check_port_free(host, port)
-    typer.echo(f"replay server on http://{host}:{port}/v1 (models: {teacher_model}, {student_model}, {instruct_model})")
+    typer.echo(f"replay server on http://{host}:{port}/v1 (models: {', '.join(settings.personas())})")
     serve(settings, host=host, port=port)
 
 

@@ -72,8 +72,8 @@ def endpoint_model(url: str, api_key_env: str | None, url_option: str = "--model
     import asyncio
     import os
 
-    from synth.endpoint import EndpointError
-    from synth.preflight import check_url, served_models
+    from synth.runtime.endpoint import EndpointError
+    from synth.runtime.preflight import check_url, served_models
 
     check_url(url, url_option)
     api_key = os.environ.get(api_key_env) if api_key_env else None
@@ -116,9 +116,9 @@ def evaluate_cmd(
     from eval.metrics import summary_line
     from eval.report import build_report
     from eval.stage import EvalConfig, check_checkpoint, run_evaluate
-    from synth.judge import JudgeConfig
-    from synth.reward import RewardConfig
-    from synth.search import SearchConfig
+    from synth.scoring.judge import JudgeConfig
+    from synth.scoring.reward import RewardConfig
+    from synth.tools.search import SearchConfig
 
     base: dict[str, Any] = {}
     if config is not None:
@@ -129,7 +129,7 @@ def evaluate_cmd(
                 "reward": loaded.reward}
     if checkpoint is None and model_url is None and not base.get("eval", {}).get("model_url") and not base.get("eval", {}).get("model_path"):
         raise typer.BadParameter("give a checkpoint directory or --model-url", param_hint="CHECKPOINT")
-    from synth.preflight import check_url
+    from synth.runtime.preflight import check_url
 
     model_url = model_url.strip() if model_url is not None else None
     for option, url in (("--model-url", model_url), ("--judge-url", judge_url)):
@@ -203,7 +203,7 @@ def record_evaluation(eval_dir: Path, cfg: Any, search: Any, judge: Any, reward:
     when an input changes. No cache key: the pipeline's cache does not take it for its own."""
     from eval.benchmarks import benchmark_files
     from flows import lineage
-    from synth.search import search_input_files
+    from synth.tools.search import search_input_files
 
     inputs = [*([cfg.model_path] if cfg.model_path else []),
               *(str(f) for name in cfg.benchmarks for f in benchmark_files(name, cfg.data_root)),

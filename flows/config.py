@@ -24,13 +24,13 @@ from eval.stage import EvalConfig
 from flows.launcher import TrainingLauncher
 from flows.orchestration import OrchestrationConfig
 from flows.user_input import InputFileError, bools_for_numbers, load_yaml, read_text_file, yaml_error_line
-from synth.endpoint import EndpointError
-from synth.judge import JudgeConfig
-from synth.preflight import check_url
 from synth.probe import ProbeConfig
-from synth.reward import RewardConfig
-from synth.search import SearchConfig
+from synth.runtime.endpoint import EndpointError
+from synth.runtime.preflight import check_url
+from synth.scoring.judge import JudgeConfig
+from synth.scoring.reward import RewardConfig
 from synth.stage import SynthConfig
+from synth.tools.search import SearchConfig
 from train.base import BaseStageConfig
 from train.grpo import GRPOStageConfig, check_vllm_trainer_environment
 from train.sft import SFTStageConfig, TrainingSetupError

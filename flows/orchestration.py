@@ -56,7 +56,7 @@ def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect's retry condition for endpoint-facing tasks: an endpoint that may answer later (a
     refused connection, time-outs, HTTP 5xx) is tried again; one that never will (a wrong model
     name, a refused request field, a malformed URL) fails the run at once."""
-    from synth.endpoint import EndpointError
+    from synth.runtime.endpoint import EndpointError
 
     error = getattr(state, "data", None)
     return not (isinstance(error, EndpointError) and not error.transient)

@@ -43,14 +43,14 @@ from flows import artifacts, lineage
 from flows.config import ConfigError, PipelineConfig, load_config
 from flows.launcher import TrainingLauncher, launch_training
 from flows.orchestration import endpoint_limit_name, ensure_endpoint_limit, retry_options, task_runner
-from synth.endpoint import ManagedServer, free_port
-from synth.judge import JudgeConfig
 from synth.probe import ProbeConfig, merge_probes, run_probes
-from synth.profile import COMPACT_PROFILE
-from synth.protocol import load_prompts
-from synth.reward import RewardConfig
-from synth.search import SearchConfig, search_input_files
+from synth.runtime.endpoint import ManagedServer, free_port
+from synth.runtime.profile import COMPACT_PROFILE
+from synth.runtime.protocol import load_prompts
+from synth.scoring.judge import JudgeConfig
+from synth.scoring.reward import RewardConfig
 from synth.stage import SynthConfig, merge_synthesized, run_synthesize
+from synth.tools.search import SearchConfig, search_input_files
 from train.base import BaseStageConfig, run_base
 from train.grpo import GRPOStageConfig, run_grpo
 from train.sft import SFTStageConfig, run_sft

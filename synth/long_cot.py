@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curation.mapping import RowRejected
 from curation.sources import TableFileError, read_image_ref, read_table_file
-from synth.profile import DEFAULT_PROFILE, load_profile
-from synth.protocol import PROTOCOL_VERSION, check_response, load_prompts
+from synth.runtime.profile import DEFAULT_PROFILE, load_profile
+from synth.runtime.protocol import PROTOCOL_VERSION, check_response, load_prompts
 
 
 class LongCotConfig(BaseModel):

@@ -20,15 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curation.schema import SAMPLE_SCHEMA, Sample, hf_value, with_hf_features
 from curation.shards import InputOrder, Quarantine, ShardWriter, iter_rows, merge_parts
-from synth import aio
-from synth.agent import (AgentConfig, ToolBox, active_episodes, first_request, open_toolbox, require_search, run_episode,
-                         size_tool_threads)
-from synth.judge import Judge, JudgeConfig
-from synth.policy import MIN_REQUEST_TIMEOUT_S, EndpointUrl, RequestOptions
-from synth.preflight import Failures, preflight
-from synth.reward import RewardConfig
-from synth.request_cache import REQUESTS_DB, CachedPolicy, open_endpoint
-from synth.search import SearchConfig
+from synth.runtime import aio
+from synth.runtime.agent import (AgentConfig, ToolBox, active_episodes, first_request, open_toolbox, require_search, run_episode,
+                                 size_tool_threads)
+from synth.runtime.policy import MIN_REQUEST_TIMEOUT_S, EndpointUrl, RequestOptions
+from synth.runtime.preflight import Failures, preflight
+from synth.runtime.request_cache import REQUESTS_DB, CachedPolicy, open_endpoint
+from synth.scoring.judge import Judge, JudgeConfig
+from synth.scoring.reward import RewardConfig
+from synth.tools.search import SearchConfig
 
 PROBE_SCHEMA_VERSION = "probe/1"
 PROBE_SCHEMA = with_hf_features(
@@ -173,7 +173,7 @@ def run_probes(
     `curated_dir` is a shard directory or one shard file (the flow runs a task per shard, with
     `allow_empty`: one shard may hold only held-out rows, then `merge_probes`). `identity_url`
     stands for the student's URL in request-cache keys (a managed server's port changes every run).
-    Raises `synth.endpoint.EndpointError` (one line) when the student fails the preflight or every
+    Raises `synth.runtime.endpoint.EndpointError` (one line) when the student fails the preflight or every
     attempt failed."""
     out_dir = Path(out_dir)
     started = time.time()

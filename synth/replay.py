@@ -20,7 +20,7 @@ assistant turn with `continue_final_message` (and `add_generation_prompt: false`
 turn continued after that prefix. The judge persona answers the judge prompt with yes or no.
 `/v1/models` lists the personas as vLLM lists a served model (`root`: the scripts file).
 
-Protocol profiles (`synth.profile`): a conversation whose system prompt is a shipped profile's is
+Protocol profiles (`synth.runtime.profile`): a conversation whose system prompt is a shipped profile's is
 held to that profile: every observation (a user turn after the first) must read as one of its
 observations, or the request is refused (400) as a model trained on another layout would be
 confused by it; `/stats` counts requests per profile version (`profile:<version>`) and the turns
@@ -48,10 +48,10 @@ from fastapi.responses import JSONResponse, Response
 
 from curation.images import pixel_digest
 from curation.sources import SourceError
-from synth.endpoint import EndpointError
-from synth.judge import normalize_text
-from synth.profile import IMAGE_SLOT, Profile, profile_of_system_prompt
-from synth.protocol import find_stop
+from synth.runtime.endpoint import EndpointError
+from synth.runtime.profile import IMAGE_SLOT, Profile, profile_of_system_prompt
+from synth.runtime.protocol import find_stop
+from synth.scoring.judge import normalize_text
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,12 @@ class ReplaySettings:
     # Request fields refused as `transformers serve` refuses them: `stop` with HTTP 500 and a plain
     # "Internal Server Error", any other with 422 naming it (servers that differ from vLLM).
     refuse_fields: tuple[str, ...] = ()
+
+    def personas(self) -> dict[str, str]:
+        """The served model names, in the order `/v1/models` lists them (and `serve-replay` announces
+        them), each with the persona it answers as: teacher, student, judge, instruct."""
+        return {self.teacher_model: "teacher", self.student_model: "student", self.judge_model: "judge",
+                self.instruct_model: "instruct"}
 
 
 def _draw(*parts: Any) -> float:
@@ -272,8 +278,7 @@ class _DroppedConnection(Response):
 
 def create_app(settings: ReplaySettings) -> FastAPI:
     scripts = ReplayScripts(settings.scripts_path)
-    personas = {settings.teacher_model: "teacher", settings.student_model: "student", settings.judge_model: "judge",
-                settings.instruct_model: "instruct"}
+    personas = settings.personas()
     app = FastAPI(title="open-deepeyes replay server")
     unknown = set(settings.faults) - set(FAULTS)
     if unknown:

@@ -14,7 +14,7 @@ turn (or LLaMA-Factory's `observation` role). Rows without images (long chains o
 `SFTTrainer` puts each image's tokens in its own turn and no `<image>` text is left; and into a
 sample (question, the first turn's images, the final answer) for `deepeyes curate`. With
 `layout: ours`, the system prompt, the user turn and every observation are rewritten from the
-data's profile (the reference's) into ours (`synth.profile`); with `keep`, they stay as they are.
+data's profile (the reference's) into ours (`synth.runtime.profile`); with `keep`, they stay as they are.
 Each trajectory records the profile it follows in `protocol_version`.
 """
 
@@ -36,9 +36,9 @@ from curation.mapping import RowRejected
 from curation.schema import Category, content_id
 from curation.shards import Quarantine, ShardWriter, atomic_write_json
 from curation.sources import SourceError, SourceSpec, read_image_ref, read_source
-from synth.agent import trajectory_id
-from synth.profile import DEFAULT_PROFILE, IMAGE_SLOT, Profile, load_profile, parts_text, to_parts
-from synth.protocol import check_response, extract_answer, parse_turn
+from synth.runtime.agent import trajectory_id
+from synth.runtime.profile import DEFAULT_PROFILE, IMAGE_SLOT, Profile, load_profile, parts_text, to_parts
+from synth.runtime.protocol import check_response, extract_answer, parse_turn
 from synth.trajectory import TRAJECTORY_SCHEMA
 
 SAMPLES_FILE = "samples.jsonl"

@@ -14,16 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import InputOrder, Quarantine, ShardWriter, iter_rows, merge_parts
-from synth import aio
-from synth.agent import (AgentConfig, ToolBox, active_episodes, first_request, open_toolbox, require_search, run_episode,
-                         size_tool_threads)
-from synth.judge import Judge, JudgeConfig
 from synth.long_cot import LongCotConfig, long_cot_rows
-from synth.policy import MIN_REQUEST_TIMEOUT_S, EndpointUrl, RequestOptions
-from synth.preflight import Failures, preflight
-from synth.request_cache import REQUESTS_DB, CachedPolicy, open_endpoint
-from synth.reward import RewardConfig
-from synth.search import SearchConfig
+from synth.runtime import aio
+from synth.runtime.agent import (AgentConfig, ToolBox, active_episodes, first_request, open_toolbox, require_search, run_episode,
+                                 size_tool_threads)
+from synth.runtime.policy import MIN_REQUEST_TIMEOUT_S, EndpointUrl, RequestOptions
+from synth.runtime.preflight import Failures, preflight
+from synth.runtime.request_cache import REQUESTS_DB, CachedPolicy, open_endpoint
+from synth.scoring.judge import Judge, JudgeConfig
+from synth.scoring.reward import RewardConfig
+from synth.tools.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA
 
 REJECTS_DIR = "rejects"
@@ -52,7 +52,7 @@ class SynthConfig(BaseModel):
 
 def reject_reason(row: dict[str, Any], allow_code_errors: bool, reward: RewardConfig | None = None) -> str | None:
     """Why a teacher trajectory is not fit for cold start, or None when it is. The verdict, the
-    format and the answer's length cap are the row's, scored by `synth.reward.score_response` as
+    format and the answer's length cap are the row's, scored by `synth.scoring.reward.score_response` as
     GRPO and evaluation score them; `reward` gives the cap per category."""
     if row["stop_reason"] != "answer":
         return f"no_answer:{row['stop_reason']}"
@@ -178,7 +178,7 @@ def run_synthesize(
     the judge and the scoring (the pipeline shares them with GRPO and evaluation). `identity_url`
     stands for the teacher's URL in request-cache keys (a managed server's port changes every run).
 
-    Raises `synth.endpoint.EndpointError` (one line) when the teacher fails the preflight, or when
+    Raises `synth.runtime.endpoint.EndpointError` (one line) when the teacher fails the preflight, or when
     every sample failed (naming the top cause and its count; the outputs are written first)."""
     out_dir = Path(out_dir)
     started = time.time()

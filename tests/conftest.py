@@ -10,7 +10,7 @@ import pytest
 from curation.demo_world import WorldConfig, generate_world
 from curation.sources import SourceSpec
 from curation.stage import CurateConfig, run_curate
-from synth.endpoint import ManagedServer, free_port
+from synth.runtime.endpoint import ManagedServer, free_port
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from synth.endpoint import free_port
+from synth.runtime.endpoint import free_port
 
 ANSWER = "<think>ok</think><answer>1</answer>"
 

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from synth.endpoint import ManagedServer, free_port
+from synth.runtime.endpoint import ManagedServer, free_port
 
 SEARCH_QUERY = "landmark city"
 SEARCH_TURN = '<think>I should search.</think><tool_call>{"name": "search", "arguments": {"query": "landmark city"}}</tool_call>'
@@ -26,13 +26,13 @@ def teach_tiny_model(out_dir: str | Path, samples: list, observation: str, max_s
     after the opening of an episode of each of `samples` (`curation.schema.Sample`), `ANSWER_TURN`
     after that turn and `observation` (what the search tool answers), and `ANSWER_TURN` at once
     after the tool-free control's opening. The conversations are the agent loop's own
-    (`synth.agent.opening`), so the server sees what was taught. Writes `teaching.json` (steps,
+    (`synth.runtime.agent.opening`), so the server sees what was taught. Writes `teaching.json` (steps,
     last losses, seconds) beside the model."""
     import torch
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from synth.agent import AgentConfig, opening
+    from synth.runtime.agent import AgentConfig, opening
     from train.tiny import TinyModelConfig, build_tiny_model
 
     started = time.time()
@@ -86,8 +86,8 @@ def teach_tiny_model(out_dir: str | Path, samples: list, observation: str, max_s
 def search_observation(corpus_path: str, top_k: int = 5) -> str:
     """What the agent's text search answers `SEARCH_QUERY` with on a local corpus, as the default
     protocol profile renders it."""
-    from synth.agent import AgentConfig
-    from synth.search import SearchConfig, build_search
+    from synth.runtime.agent import AgentConfig
+    from synth.tools.search import SearchConfig, build_search
 
     text_search, _ = build_search(SearchConfig(corpus_path=corpus_path))
     try:

@@ -237,8 +237,8 @@ def test_every_relative_path_in_a_config_resolves_against_the_config_file(tmp_pa
     (exp / "bench" / "mine.yaml").write_text("name: mine\nsource: {kind: jsonl, path: rows.jsonl, category: reasoning}\n")
     (exp / "bench" / "rows.jsonl").write_text(json.dumps({"question": "2 + 2?", "answer": "4"}) + "\n")
     (exp / "profiles").mkdir()
-    shutil.copy(repo / "synth" / "profiles" / "deepeyes-v2.yaml", exp / "profiles" / "mine.yaml")
-    shutil.copytree(repo / "synth" / "prompts", exp / "prompts")  # the prompts it names, relative to it
+    shutil.copy(repo / "synth" / "runtime" / "profiles" / "deepeyes-v2.yaml", exp / "profiles" / "mine.yaml")
+    shutil.copytree(repo / "synth" / "runtime" / "prompts", exp / "prompts")  # the prompts it names, relative to it
     (exp / "ckpt").mkdir()
     text = (repo / "configs" / "released-7b.example.yaml").read_text()
     text = text.replace("benchmarks: [vstar, hrbench-4k, mathvista, fvqa]", "benchmarks: [vstar, hrbench-4k, mathvista, fvqa, bench/mine.yaml]")

@@ -100,7 +100,7 @@ def test_search_and_benchmark_files_are_inputs_of_the_stages_that_read_them(tmp_
     """The image corpus names its images; replacing one is a new image-search index (not the
     cached hashes of the old picture). A benchmark's definition and data file are eval's inputs."""
     from eval.benchmarks import benchmark_files
-    from synth.search import LocalImageSearch, SearchConfig, search_input_files
+    from synth.tools.search import LocalImageSearch, SearchConfig, search_input_files
 
     (tmp_path / "a.png").write_bytes(png(1))
     (tmp_path / "b.png").write_bytes(png(2))

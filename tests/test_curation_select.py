@@ -16,8 +16,8 @@ from curation.shards import read_manifest, read_table
 from curation.sources import SourceSpec
 from curation.stage import CurateConfig, run_curate
 from synth.probe import ProbeConfig, run_probes
-from synth.request_cache import REQUESTS_DB
-from synth.search import SearchConfig
+from synth.runtime.request_cache import REQUESTS_DB
+from synth.tools.search import SearchConfig
 from tests.conftest import kill_when_answered, start_replay
 from tests.test_curation_sources import noise
 

@@ -3,9 +3,9 @@
 
 import pytest
 
-from synth import aio
-from synth.policy import VLLM_PROTOCOL_FIELDS, EndpointPolicy
-from synth.protocol import STOP_SEQUENCES
+from synth.runtime import aio
+from synth.runtime.policy import VLLM_PROTOCOL_FIELDS, EndpointPolicy
+from synth.runtime.protocol import STOP_SEQUENCES
 from tests.vllm_double import VLLMDouble
 
 

@@ -15,14 +15,14 @@ from openai.types.chat import ChatCompletion
 
 from curation.schema import SAMPLE_SCHEMA
 from curation.shards import iter_rows
-from synth.agent import AgentConfig
-from synth.endpoint import EndpointError, free_port
-from synth.policy import EmptyResponse, EndpointPolicy, RequestOptions
-from synth.preflight import model_identity
 from synth.probe import ProbeConfig, run_probes
-from synth.protocol import STOP_SEQUENCES, parse_turn
-from synth.search import SearchConfig
+from synth.runtime.agent import AgentConfig
+from synth.runtime.endpoint import EndpointError, free_port
+from synth.runtime.policy import EmptyResponse, EndpointPolicy, RequestOptions
+from synth.runtime.preflight import model_identity
+from synth.runtime.protocol import STOP_SEQUENCES, parse_turn
 from synth.stage import SynthConfig, run_synthesize
+from synth.tools.search import SearchConfig
 from tests.conftest import start_replay
 
 STOP = list(STOP_SEQUENCES)
@@ -114,8 +114,8 @@ def test_the_identity_of_a_served_model():
 
 
 def preflight_of(url, model="demo-teacher", sample=None, options=None, agent=None):
-    from synth.agent import first_request
-    from synth.preflight import preflight
+    from synth.runtime.agent import first_request
+    from synth.runtime.preflight import preflight
 
     async def check():
         policy = EndpointPolicy(url, model, options=options)
@@ -199,7 +199,7 @@ def test_a_new_checkpoint_under_the_same_name_is_asked_again_and_a_dead_endpoint
 
     def served(scripts_path):
         command = [sys.executable, "-m", "flows.cli", "serve-replay", "--scripts", str(scripts_path), "--port", str(port)]
-        from synth.endpoint import ManagedServer
+        from synth.runtime.endpoint import ManagedServer
 
         return ManagedServer(command, url, tmp_path / "replay.log", ready_timeout_s=60).start()
 
@@ -286,7 +286,7 @@ def test_deepeyes_synth_fails_in_one_line_within_10_seconds(world, curated, tmp_
 
 
 def test_the_llm_judge_is_checked_before_a_stage_sends_anything(world, curated, replay_url, tmp_path):
-    from synth.judge import JudgeConfig, check_judge
+    from synth.scoring.judge import JudgeConfig, check_judge
 
     check_judge(JudgeConfig(llm_url=replay_url, llm_model="demo-judge"))  # answers: passes
     with pytest.raises(EndpointError, match=r"judge endpoint .*model 'judge-72b' is not served there"):
@@ -335,7 +335,7 @@ def _generate_once(url, model="fake", **options):
     ("nullmessage", "the first request failed: the reply's first choice has no message (message: null)"),
 ])
 def test_a_reply_that_is_not_a_chat_completion_is_one_line_in_the_preflight_and_the_failure_reason(one_sample, mode, expected):
-    from synth.policy import MalformedReply, describe_error
+    from synth.runtime.policy import MalformedReply, describe_error
     from tests.fake_openai import FakeServer
 
     with FakeServer(mode) as url:
@@ -372,7 +372,7 @@ def test_a_pasted_route_or_a_url_without_scheme_names_the_base_url(url, expected
 
 def test_urls_are_stripped_of_surrounding_whitespace_in_configs_and_endpoints():
     from eval.stage import EvalConfig
-    from synth.judge import JudgeConfig
+    from synth.scoring.judge import JudgeConfig
 
     assert SynthConfig(teacher_url=" http://h:1/v1\n").teacher_url == "http://h:1/v1"
     assert ProbeConfig(student_url="\thttp://h:1/v1 ").student_url == "http://h:1/v1"
@@ -395,7 +395,7 @@ def FakeServerUrl(mode):
     ("wrong", "the key is read from the environment variable DEEPEYES_TEST_KEY (api_key_env), which is set: the server refused its value"),
 ])
 def test_a_refused_api_key_names_the_environment_variable_and_whether_it_is_set(monkeypatch, tmp_path, key, expected):
-    from synth.request_cache import open_endpoint
+    from synth.runtime.request_cache import open_endpoint
 
     if key is None:
         monkeypatch.delenv("DEEPEYES_TEST_KEY", raising=False)
@@ -403,7 +403,7 @@ def test_a_refused_api_key_names_the_environment_variable_and_whether_it_is_set(
         monkeypatch.setenv("DEEPEYES_TEST_KEY", key)
 
     async def check(url):
-        from synth.preflight import preflight
+        from synth.runtime.preflight import preflight
 
         _, endpoint = open_endpoint(url, "fake", api_key_env="DEEPEYES_TEST_KEY", timeout_s=5, max_retries=0, max_in_flight=1,
                                     cache_path=None)

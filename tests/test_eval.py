@@ -16,8 +16,8 @@ from eval.benchmarks import BenchmarkError, load_benchmark, load_spec, shipped
 from eval.metrics import group_stats, wilson_interval
 from eval.report import build_report
 from eval.stage import EvalConfig, run_evaluate
-from synth.agent import AgentConfig
-from synth.search import SearchConfig
+from synth.runtime.agent import AgentConfig
+from synth.tools.search import SearchConfig
 from tests.conftest import start_replay
 from tests.test_curation_sources import encode, noise
 

@@ -79,7 +79,7 @@ def prefect_server(tmp_path_factory):
     import signal
     import time
 
-    from synth.endpoint import free_port
+    from synth.runtime.endpoint import free_port
 
     home = tmp_path_factory.mktemp("prefect-server-home")
     port = free_port()
@@ -229,7 +229,7 @@ def test_an_endpoint_that_may_recover_is_retried_and_one_that_cannot_fails_the_r
 def test_a_shard_with_failed_samples_is_not_cached_and_a_rerun_retries_exactly_them(world, tmp_path):
     """A teacher that died mid-shard, then the same command again (issue 17)."""
     from curation.shards import shard_files
-    from synth.endpoint import free_port
+    from synth.runtime.endpoint import free_port
     from tests.test_resume_and_faults import rows_signature
 
     port = free_port()

@@ -7,9 +7,9 @@ import pytest
 
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import read_table
-from synth import aio
-from synth.agent import AgentConfig, open_toolbox, run_episode
-from synth.search import SearchConfig
+from synth.runtime import aio
+from synth.runtime.agent import AgentConfig, open_toolbox, run_episode
+from synth.tools.search import SearchConfig
 from train.rollout import TokenPolicy, image_token_count
 
 
@@ -217,7 +217,7 @@ def test_batched_rollouts_generate_what_single_ones_do(curated, tiny_model):
 
 
 def test_noop_code_cells_are_found():
-    from synth.protocol import render_code_observation
+    from synth.runtime.protocol import render_code_observation
     from train.grpo import noop_code_cells
 
     def text(t):

@@ -12,9 +12,9 @@ import pytest
 
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import read_table
-from synth import aio
-from synth.agent import AgentConfig, open_toolbox, run_episode
-from synth.search import SearchConfig
+from synth.runtime import aio
+from synth.runtime.agent import AgentConfig, open_toolbox, run_episode
+from synth.tools.search import SearchConfig
 from tests.vllm_double import VLLMDouble, model_reloader, model_sampler
 from train.rollout import RolloutError, VLLMTokenPolicy, image_token_count, place_image_features
 
@@ -184,7 +184,7 @@ def test_grpo_steps_with_vllm_rollouts(world, curated, tiny_model, vllm_availabl
 
 
 def test_an_unreachable_vllm_server_is_named(curated, tiny_model, vllm_available, tmp_path):
-    from synth.endpoint import free_port
+    from synth.runtime.endpoint import free_port
     from train.grpo import GRPOStageConfig, VLLMRolloutConfig, run_grpo
     from train.sft import TrainingSetupError
 

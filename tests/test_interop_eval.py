@@ -12,7 +12,7 @@ import pytest
 
 from curation.shards import read_table
 from eval.stage import EvalConfig
-from synth.profile import load_profile
+from synth.runtime.profile import load_profile
 from tests.conftest import start_replay
 
 PROFILES = {"deepeyes-v2": "deepeyes-v2/2", "deepeyesv2-reference": "deepeyesv2-reference/1"}
@@ -256,8 +256,8 @@ def test_evaluate_has_the_options_its_preflight_names(world, bench, tmp_path, mo
 
 def test_evaluating_search_questions_without_search_is_warned_about_first(world, bench, tmp_path, capsys):
     from eval.stage import run_evaluate
-    from synth.agent import AgentConfig
-    from synth.search import SearchConfig
+    from synth.runtime.agent import AgentConfig
+    from synth.tools.search import SearchConfig
     from tests.fake_openai import FakeServer
 
     from eval.benchmarks import load_benchmark, load_spec

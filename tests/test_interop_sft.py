@@ -14,7 +14,7 @@ from PIL import Image
 
 from curation.shards import read_table
 from curation.sources import SourceError
-from synth.profile import load_profile
+from synth.runtime.profile import load_profile
 from synth.sharegpt import ImportConfig, ShareGPTFormat, dataset_info_entries, import_row, import_sharegpt
 from synth.trajectory import TRAJECTORY_SCHEMA
 from train.sft import SFTStageConfig, load_trajectories, run_sft, sft_arguments

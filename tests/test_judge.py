@@ -4,9 +4,9 @@ import time
 
 import pytest
 
-from synth.judge import Judge, JudgeConfig, MathVerifier, verify_math
-from synth.protocol import check_response
-from synth.reward import compute_reward
+from synth.runtime.protocol import check_response
+from synth.scoring.judge import Judge, JudgeConfig, MathVerifier, verify_math
+from synth.scoring.reward import compute_reward
 
 
 def judge_once(pred, gold, kind, choices=None, cfg=None, question="q?"):

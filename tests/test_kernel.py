@@ -9,9 +9,9 @@ import time
 import pytest
 from PIL import Image
 
-from synth import sandbox as sandbox_module
-from synth.kernel import KernelConfig, PythonKernel
-from synth.sandbox import KernelPool, SandboxConfig, SandboxUnavailable
+from synth.tools import sandbox as sandbox_module
+from synth.tools.kernel import KernelConfig, PythonKernel
+from synth.tools.sandbox import KernelPool, SandboxConfig, SandboxUnavailable
 
 
 def png(size=(120, 90), color=(200, 10, 10)) -> bytes:

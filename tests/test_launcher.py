@@ -21,7 +21,7 @@ def test_train_flows_run_through_the_launcher(world, curated, tiny_model, tmp_pa
     run = tmp_path / "run"
     server, url = start_replay(world, tmp_path)
     try:
-        from synth.search import SearchConfig
+        from synth.tools.search import SearchConfig
 
         search = SearchConfig(corpus_path=world["corpus_path"], image_corpus_path=world["image_corpus_path"])  # the pools hold search questions
         run_synthesize(SynthConfig(teacher_url=url, pools=["coldstart", "rl", "eval"], attempts=1), curated, run / "synthesize", search)

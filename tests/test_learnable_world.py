@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from curation.learnable_world import FAMILIES, PROGRAMS, LearnableWorldConfig, generate_learnable_world
-from synth.kernel import PythonKernel
 from synth.replay import ReplaySettings, scripted_turn
-from synth.sandbox import KernelPool, SandboxConfig
-from synth.search import LocalTextSearch
+from synth.tools.kernel import PythonKernel
+from synth.tools.sandbox import KernelPool, SandboxConfig
+from synth.tools.search import LocalTextSearch
 
 
 @pytest.fixture(scope="module")

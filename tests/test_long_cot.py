@@ -9,8 +9,8 @@ from PIL import Image
 
 from curation.shards import QUARANTINE_DIR, read_manifest, read_table
 from synth.long_cot import LongCotConfig, long_cot_rows
-from synth.profile import load_profile
-from synth.protocol import PROTOCOL_VERSION, load_prompts
+from synth.runtime.profile import load_profile
+from synth.runtime.protocol import PROTOCOL_VERSION, load_prompts
 from synth.stage import run_synthesize
 from tests.test_synth import search_config, synth_config
 

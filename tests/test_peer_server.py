@@ -17,10 +17,10 @@ import pytest
 from curation.schema import SAMPLE_SCHEMA
 from curation.shards import iter_rows, read_table
 from eval.stage import EvalConfig, run_evaluate
-from synth.agent import AgentConfig
-from synth.endpoint import EndpointError
-from synth.policy import RequestOptions
-from synth.search import SearchConfig
+from synth.runtime.agent import AgentConfig
+from synth.runtime.endpoint import EndpointError
+from synth.runtime.policy import RequestOptions
+from synth.tools.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA
 from tests.peer_server import ANSWER_TURN, SEARCH_TURN, search_observation, start_transformers_serve, teach_tiny_model
 
@@ -48,8 +48,8 @@ def test_the_server_splits_what_the_model_wrote_into_fields(curated, peer):
     """What the rest of this file relies on: the server really moves the thinking and the tool call
     out of `content`, and refuses `stop` for a vision-language model."""
     from curation.schema import Sample
-    from synth.agent import opening
-    from synth.policy import to_openai_messages
+    from synth.runtime.agent import opening
+    from synth.runtime.policy import to_openai_messages
 
     url, model = peer
     messages, images = opening(Sample.from_row(used_samples(curated)[0]), AgentConfig())

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synth.profile import IMAGE_SLOT, ProfileError, load_profile, to_parts
-from synth.protocol import render_code_observation, render_image_results, render_search_results
+from synth.runtime.profile import IMAGE_SLOT, ProfileError, load_profile, to_parts
+from synth.runtime.protocol import render_code_observation, render_image_results, render_search_results
 
 REFERENCE, OURS = load_profile("deepeyesv2-reference"), load_profile("deepeyes-v2")
 S = IMAGE_SLOT

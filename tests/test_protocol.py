@@ -1,6 +1,6 @@
 import pytest
 
-from synth.protocol import (
+from synth.runtime.protocol import (
     check_response,
     close_stopped_turn,
     load_prompts,

@@ -112,7 +112,7 @@ def test_a_partial_assistant_message_is_continued(world, replay_url):
 def test_the_endpoint_policy_prefills_and_reports_the_stop_string(world, replay_url):
     import asyncio
 
-    from synth.policy import EndpointPolicy
+    from synth.runtime.policy import EndpointPolicy
 
     sample, script = first_sample(world, "perception")
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": sample["question"]}]}]
@@ -165,3 +165,24 @@ def test_serve_replay_refuses_a_file_that_is_not_scripts_and_a_busy_port_before_
     assert done.returncode == 2 and "replay server on" not in done.stdout
     assert done.stderr.strip() == (f"error: --port {port}: 127.0.0.1:{port} cannot be bound (Address already in use; another server?): "
                                    "choose another --port")
+
+
+def test_serve_replay_announces_exactly_the_models_it_serves(world, tmp_path):
+    """The line `serve-replay` prints names what `/v1/models` lists, in its order: the judge too."""
+    import re
+    import sys
+
+    import httpx
+
+    from synth.runtime.endpoint import ManagedServer, free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "flows.cli", "serve-replay", "--scripts", world["scripts_path"], "--port", str(port),
+               "--teacher-model", "t-1", "--student-model", "s-1", "--instruct-model", "i-1"]
+    log = tmp_path / "replay.log"
+    with ManagedServer(command, f"http://127.0.0.1:{port}/v1", log, ready_timeout_s=60):
+        served = [m["id"] for m in httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()["data"]]
+    announced = re.search(rf"replay server on http://127\.0\.0\.1:{port}/v1 \(models: (.*)\)", log.read_text())
+    assert announced is not None, log.read_text()[-2000:]
+    assert announced[1].split(", ") == served
+    assert served == ["t-1", "s-1", "demo-judge", "i-1"]

@@ -10,9 +10,9 @@ from curation.demo_world import WorldConfig, generate_world
 from curation.shards import read_table
 from curation.sources import SourceSpec
 from curation.stage import CurateConfig, run_curate
-from synth.request_cache import REQUESTS_DB
-from synth.search import SearchConfig
+from synth.runtime.request_cache import REQUESTS_DB
 from synth.stage import SynthConfig, run_synthesize
+from synth.tools.search import SearchConfig
 from tests.conftest import kill_when_answered, start_replay
 
 

@@ -21,8 +21,18 @@ from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion
 
 from curation.schema import Sample
-from synth.agent import AgentConfig, ToolBox, ToolSession, run_episode
-from synth.judge import (
+from synth.runtime.agent import AgentConfig, ToolBox, ToolSession, run_episode
+from synth.runtime.policy import Generation, _matched_stop, local_turn
+from synth.runtime.protocol import (
+    check_response,
+    close_stopped_turn,
+    extract_answer,
+    extract_code,
+    infer_matched_stop,
+    parse_turn,
+    tag_blocks,
+)
+from synth.scoring.judge import (
     Judge,
     JudgeConfig,
     Verdict,
@@ -34,17 +44,7 @@ from synth.judge import (
     rule_verdict,
     stated_number,
 )
-from synth.policy import Generation, _matched_stop, local_turn
-from synth.protocol import (
-    check_response,
-    close_stopped_turn,
-    extract_answer,
-    extract_code,
-    infer_matched_stop,
-    parse_turn,
-    tag_blocks,
-)
-from synth.reward import RewardConfig, compute_reward, score_response
+from synth.scoring.reward import RewardConfig, compute_reward, score_response
 
 ROOT = Path(__file__).resolve().parents[1]
 THINK_CODE_EOS = "<think>I could run <code> to zoom in, but the colour is clear.</think><answer>red</answer>"
@@ -485,7 +485,7 @@ def test_no_rule_runs_super_linear_on_attacker_sized_answers():
     # Fraction("1e99999999") builds a hundred-million-digit integer; a lazy regex retried from every
     # unclosed tag is quadratic (400,000 characters of `<answer>` took minutes).
     assert _finishes("""
-from synth.judge import rule_verdict, stated_number
+from synth.scoring.judge import rule_verdict, stated_number
 answers = ["1e99999999", "9" * 200_000, "7 " * 500_000, "\\\\boxed{" * 100_000, "A " * 500_000, "seven " * 200_000,
            "\u2212" * 500_000, "1/" * 300_000, "m^" * 300_000, "1e99999999 " + "x" * 1000]
 for answer in answers:
@@ -496,7 +496,7 @@ for answer in answers:
         rule_verdict(answer[:1990], "7", answer_type, ["a", "b"])
 """)
     assert _finishes("""
-from synth.protocol import check_response, parse_turn
+from synth.runtime.protocol import check_response, parse_turn
 for tag in ("<answer>", "<code>", "<tool_call>"):
     check_response("<think>t</think>" + tag * 50_000, "search")
     parse_turn("<think>t</think>" + tag * 50_000)
@@ -664,7 +664,7 @@ def test_precedence_is_answer_then_code_then_tool_call():
 
 
 def test_a_list_valued_query_parses_and_runs_up_to_the_limit(world):
-    from synth.search import SearchConfig, build_search
+    from synth.tools.search import SearchConfig, build_search
 
     action = parse_turn('<think>t</think><tool_call>{"name": "search", "arguments": {"query": ["a b", " c ", "d", "e"]}}</tool_call>')
     assert (action.kind, action.queries, action.query) == ("search", ("a b", "c", "d", "e"), "a b")
@@ -769,21 +769,21 @@ def test_synthesis_grpo_and_evaluation_score_an_episode_alike():
 def test_the_stages_score_through_the_one_scoring_function(world, curated, replay_url, tmp_path, monkeypatch):
     """Synthesis and evaluation of the same samples by the same teacher: every episode goes through
     `score_response`, and the two stages' verdicts, formats and rewards are equal."""
-    import synth.agent
+    import synth.runtime.agent
     from curation.shards import read_table
     from eval.stage import EvalConfig, run_evaluate
-    from synth.search import SearchConfig
     from synth.stage import SynthConfig, run_synthesize
+    from synth.tools.search import SearchConfig
 
     scored = []
-    original = synth.agent.score_response
+    original = synth.runtime.agent.score_response
 
     async def spy(*args, **kwargs):
         result = await original(*args, **kwargs)
         scored.append(result)
         return result
 
-    monkeypatch.setattr(synth.agent, "score_response", spy)
+    monkeypatch.setattr(synth.runtime.agent, "score_response", spy)
     search = SearchConfig(corpus_path=world["corpus_path"], image_corpus_path=world["image_corpus_path"])
     agent = AgentConfig(max_turns=6, max_tokens_per_turn=512)
     judge = JudgeConfig(text_fallback="exact")

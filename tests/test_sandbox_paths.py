@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from synth.sandbox import _symlinks_along
+from synth.tools.sandbox import _symlinks_along
 
 ROOT = Path(__file__).resolve().parent.parent
 
 CELL = """\
 import json, sys
-from synth.kernel import KernelConfig, PythonKernel
-from synth.sandbox import KernelPool, SandboxConfig
+from synth.tools.kernel import KernelConfig, PythonKernel
+from synth.tools.sandbox import KernelPool, SandboxConfig
 with KernelPool(SandboxConfig(isolation="bwrap")) as pool, PythonKernel([], pool, KernelConfig()) as kernel:
     result = kernel.execute("import sys; print(6 * 7, sys.prefix)")
 print(json.dumps({"executable": sys.executable, "status": result.status, "stdout": result.stdout, "stderr": result.stderr}))

@@ -10,7 +10,7 @@ from pathlib import Path
 import bm25s
 import pytest
 
-from synth.search import (
+from synth.tools.search import (
     CachedSearch,
     HttpImageSearch,
     HttpTextSearch,

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from synth.search import SearchConfig
 from synth.stage import SynthConfig, run_synthesize
+from synth.tools.search import SearchConfig
 from train.sft import SFTStageConfig, load_trajectories, run_sft, sft_arguments
 
 

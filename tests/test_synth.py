@@ -6,11 +6,11 @@ import datasets
 import pytest
 
 from curation.shards import read_manifest, read_table
-from synth.agent import AgentConfig
-from synth.endpoint import EndpointError
-from synth.search import SearchConfig
-from synth.judge import JudgeConfig
+from synth.runtime.agent import AgentConfig
+from synth.runtime.endpoint import EndpointError
+from synth.scoring.judge import JudgeConfig
 from synth.stage import SynthConfig, run_synthesize
+from synth.tools.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA_VERSION
 from tests.conftest import start_replay
 
@@ -233,8 +233,8 @@ def test_a_trajectory_whose_tool_call_was_unavailable_is_rejected():
 def test_a_call_to_an_unknown_tool_names_the_tools_this_run_has(text_search, images, expected):
     import asyncio
 
-    from synth.agent import ToolBox, ToolSession
-    from synth.protocol import parse_turn
+    from synth.runtime.agent import ToolBox, ToolSession
+    from synth.runtime.protocol import parse_turn
 
     backend = object() if text_search else None
     session = ToolSession(ToolBox(text_search=backend, image_search=backend), AgentConfig(), images)

@@ -18,11 +18,11 @@ import pytest
 
 from curation.schema import SAMPLE_SCHEMA
 from curation.shards import ShardWriter, iter_rows, read_table
-from synth import aio
-from synth.agent import open_toolbox, run_episode
-from synth.policy import VLLM_PROTOCOL_FIELDS, EndpointPolicy, to_openai_messages
-from synth.protocol import STOP_SEQUENCES
-from synth.search import SearchConfig
+from synth.runtime import aio
+from synth.runtime.agent import open_toolbox, run_episode
+from synth.runtime.policy import VLLM_PROTOCOL_FIELDS, EndpointPolicy, to_openai_messages
+from synth.runtime.protocol import STOP_SEQUENCES
+from synth.tools.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA
 from tests.vllm_server import (
     ANSWER_TURN, CODE_TURN, SEARCH_TURN, SERVED_NAME, ScriptedStudent, local_logprobs, max_gap, probe_token_ids, served_logprobs,

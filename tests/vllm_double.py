@@ -28,7 +28,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, HTTPException
 
-from synth.endpoint import free_port
+from synth.runtime.endpoint import free_port
 
 Sampler = Callable[[list[int], list[Any], dict[str, Any]], tuple[list[int], list[float]]]
 

@@ -21,8 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from synth.endpoint import ManagedServer, free_port
-from synth.policy import Generation
+from synth.runtime.endpoint import ManagedServer, free_port
+from synth.runtime.policy import Generation
 from train.weight_sync import http_vllm_client, reload_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +79,7 @@ class ScriptedStudent:
 
 def student_agent(tools: bool = True, **settings):
     """The agent settings the student is trained and tested with (one search result keeps its episodes short)."""
-    from synth.agent import AgentConfig
+    from synth.runtime.agent import AgentConfig
 
     return AgentConfig(**{"max_turns": 4, "max_tokens_per_turn": 96, "search_top_k": 1, "tools": tools, **settings})
 
@@ -88,8 +88,8 @@ def scripted_trajectories(samples, search, out_dir: Path) -> Path:
     """Record the scripted episodes of `samples` (both answers, with and without tools) through the
     agent loop with its live tools, as trajectory shards for the SFT stage."""
     from curation.shards import ShardWriter
-    from synth import aio
-    from synth.agent import open_toolbox, run_episode
+    from synth.runtime import aio
+    from synth.runtime.agent import open_toolbox, run_episode
     from synth.trajectory import TRAJECTORY_SCHEMA
 
     async def record(tools_box, agent):
@@ -118,7 +118,7 @@ def build_scripted_student(world: dict, samples, out_dir: Path) -> Path:
 
     Head size 32 (vLLM's CPU attention takes no smaller), and an LM head of its own: a CPU server does
     not reload a head tied to the embeddings (train.grpo.check_disk_sync_server)."""
-    from synth.search import SearchConfig
+    from synth.tools.search import SearchConfig
     from train.sft import SFTStageConfig, run_sft
     from train.tiny import TinyModelConfig, build_tiny_model
 
@@ -146,7 +146,7 @@ class VLLMServer:
 
     @classmethod
     def start(cls, world: dict, samples, out_dir: Path) -> VLLMServer:
-        from synth.endpoint import EndpointError
+        from synth.runtime.endpoint import EndpointError
 
         checkpoint = build_scripted_student(world, samples, out_dir)
         try:

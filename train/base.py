@@ -25,12 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curation.sources import SourceSpec
 from curation.stage import CurateConfig, run_curate
-from synth.agent import AgentConfig
-from synth.judge import JudgeConfig
 from synth.long_cot import LongCotConfig
-from synth.reward import RewardConfig
-from synth.search import SearchConfig
+from synth.runtime.agent import AgentConfig
+from synth.scoring.judge import JudgeConfig
+from synth.scoring.reward import RewardConfig
 from synth.stage import SynthConfig, run_synthesize
+from synth.tools.search import SearchConfig
 from train.sft import SFTStageConfig, run_sft
 
 

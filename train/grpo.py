@@ -1,6 +1,6 @@
 """GRPO with live multi-turn tool rollouts, on TRL's `GRPOTrainer`.
 
-Rollouts run the shared agent loop (`synth.agent.run_episode`) with the live Python kernel and
+Rollouts run the shared agent loop (`synth.runtime.agent.run_episode`) with the live Python kernel and
 search, driven token-in/token-out by `train.rollout.TokenPolicy`. Why a `GRPOTrainer` subclass
 that overrides `_generate`, not one of TRL's hooks:
 
@@ -12,7 +12,7 @@ that overrides `_generate`, not one of TRL's hooks:
 The override returns the full image list of each episode (inputs, then tool images) through TRL's
 tool-image path, so the forward pass gets every image in placeholder order (checked here, not
 silently dropped), and the environment mask, so observation tokens never enter the loss.
-Rewards are the shared ones (`synth.reward.score_response`, run inside the agent loop for every
+Rewards are the shared ones (`synth.scoring.reward.score_response`, run inside the agent loop for every
 rollout: 0.8·accuracy + 0.2·format, the search penalty, the answer cap, no tool bonus), as two
 reward functions so TRL logs each component.
 """
@@ -31,13 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import iter_rows
-from synth import aio
-from synth.agent import AgentConfig, ToolBox, open_toolbox, run_episode
-from synth.judge import Judge, JudgeConfig, check_judge
-from synth.profile import IMAGE_SLOT, Profile, load_profile
-from synth.protocol import load_prompts
-from synth.reward import RewardConfig
-from synth.search import SearchConfig
+from synth.runtime import aio
+from synth.runtime.agent import AgentConfig, ToolBox, open_toolbox, run_episode
+from synth.runtime.profile import IMAGE_SLOT, Profile, load_profile
+from synth.runtime.protocol import load_prompts
+from synth.scoring.judge import Judge, JudgeConfig, check_judge
+from synth.scoring.reward import RewardConfig
+from synth.tools.search import SearchConfig
 from train.rollout import RolloutError, TokenPolicy, VLLMTokenPolicy, encoded_image_tokens
 from train.sft import (TrainingDataError, TrainingSetupError, apply_pixel_budget, freeze_vision_tower, quiet_checkpointing_aliases,
                        trainer_arguments)

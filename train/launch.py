@@ -19,9 +19,9 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from synth.judge import JudgeConfig
-from synth.reward import RewardConfig
-from synth.search import SearchConfig
+from synth.scoring.judge import JudgeConfig
+from synth.scoring.reward import RewardConfig
+from synth.tools.search import SearchConfig
 from train.grpo import GRPOStageConfig, run_grpo
 from train.sft import SFTStageConfig, TrainingDataError, TrainingSetupError, run_sft
 

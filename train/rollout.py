@@ -1,6 +1,6 @@
 """Token-in/token-out rollouts for GRPO: the shared agent loop driving a local model by token ids.
 
-`TokenPolicy` is a `ChatPolicy`, so GRPO rollouts run `synth.agent.run_episode` (the one agent
+`TokenPolicy` is a `ChatPolicy`, so GRPO rollouts run `synth.runtime.agent.run_episode` (the one agent
 loop) with live tools. What it adds is the bookkeeping training needs:
 
 - the model's tokens are kept exactly as sampled, never decoded and re-encoded: the loop gets the
@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from synth.policy import Generation
-from synth.protocol import find_stop
+from synth.runtime.policy import Generation
+from synth.runtime.protocol import find_stop
 
 
 class RolloutError(RuntimeError):

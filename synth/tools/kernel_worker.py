@@ -1,8 +1,8 @@
 """The code inside one kernel session: runs cells in a namespace that lives as long as the session.
 
-It runs in a process the zygote (`synth.zygote`) forked for one trajectory, already inside the
+It runs in a process the zygote (`synth.tools.zygote`) forked for one trajectory, already inside the
 sandbox, under the session's own uid. It talks to the pipeline over one socket with
-length-prefixed JSON frames (`synth.wire`), never over stdin/stdout, so code that writes to file
+length-prefixed JSON frames (`synth.tools.wire`), never over stdin/stdout, so code that writes to file
 descriptor 1 cannot corrupt the channel. Stdout and stderr of a cell are captured in-process and
 capped while they are written, so 100 MB of output never piles up in memory.
 """
@@ -16,7 +16,7 @@ import linecache
 import sys
 import traceback
 
-from synth import wire
+from synth.tools import wire
 
 SHOWN_IMAGES: list = []  # PIL images and figures displayed by the current cell
 

@@ -1,4 +1,4 @@
-"""A stateful Python kernel per trajectory, run by the sandbox's warm zygote (`synth.sandbox`).
+"""A stateful Python kernel per trajectory, run by the sandbox's warm zygote (`synth.tools.sandbox`).
 
 Outcomes are distinct: `ok`, `code_error`, `timeout`, `memory_exceeded`, `kernel_died`,
 `sandbox_unavailable`. A dead or timed-out kernel becomes an observation for the model, never a
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from synth import wire
-from synth.sandbox import KernelPool, SandboxConfig, SandboxUnavailable
+from synth.tools import wire
+from synth.tools.sandbox import KernelPool, SandboxConfig, SandboxUnavailable
 
 
 TIMEOUT_GRACE_S = 2.0  # how long past `timeout_s` the pipeline waits for the kernel's own time-out reply

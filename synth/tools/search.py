@@ -283,7 +283,7 @@ class _HttpClient:
         import httpx
         from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
-        from synth.retry import wait_retry_after
+        from synth.runtime.retry import wait_retry_after
 
         def retryable(exc: BaseException) -> bool:
             if isinstance(exc, httpx.HTTPStatusError):

@@ -9,7 +9,7 @@ def show(*_args, **_kwargs) -> None:
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from synth import kernel_worker
+    from synth.tools import kernel_worker
 
     for number in plt.get_fignums():
         buffer = io.BytesIO()

@@ -7,7 +7,7 @@ Empty responses are never cached (a retry may well get a real one), unless the l
 them (the same request gets the same cut).
 
 A key names who answered: for an endpoint, its URL and what the server tells about the served model
-(`synth.preflight.model_identity`: vLLM's `root`, the path or hub id it serves, and so on), so a
+(`synth.runtime.preflight.model_identity`: vLLM's `root`, the path or hub id it serves, and so on), so a
 new checkpoint served under the same name, or another server, is asked again rather than replayed;
 for a local model, its checkpoint's fingerprint.
 """
@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from synth.policy import ChatPolicy, EndpointPolicy, Generation, RequestOptions
-from synth.protocol import PROTOCOL_VERSION
+from synth.runtime.policy import ChatPolicy, EndpointPolicy, Generation, RequestOptions
+from synth.runtime.protocol import PROTOCOL_VERSION
 
 REQUESTS_DB = "requests.sqlite"  # a stage's request cache, in its output directory
 

@@ -1,6 +1,6 @@
 """Protocol profiles: the prompts and observation layouts the agent loop renders, as data files.
 
-A profile (`synth/profiles/<name>.yaml`) fixes everything a model sees besides its own turns: the
+A profile (`synth/runtime/profiles/<name>.yaml`) fixes everything a model sees besides its own turns: the
 system prompt and the user turn (with and without tools), the text of each tool's observation,
 and the default `<think>` pre-fill. Three ship:
 
@@ -13,7 +13,7 @@ and the default `<think>` pre-fill. Three ship:
   from Visual-Agent/DeepEyesV2's RL environment; see the file's header).
 
 The model's own actions (`<code>`, `<tool_call>`, `<answer>`) and the answer extraction are the
-same under every profile (`synth.protocol`). Every trajectory records its profile's `version`.
+same under every profile (`synth.runtime.protocol`). Every trajectory records its profile's `version`.
 
 Observations render as text with image slots, then become TRL content parts (`{"type": "text"}`,
 `{"type": "image"}`); `Profile.parse_observation` reads an observation back (the importer
@@ -353,7 +353,7 @@ class Profile:
 
 def shipped_profiles() -> dict[str, Path]:
     """The profile files that ship with the package, by name."""
-    folder = resources.files("synth") / "profiles"
+    folder = resources.files("synth.runtime") / "profiles"
     return {Path(str(f)).stem: Path(str(f)) for f in folder.iterdir() if str(f).endswith(".yaml")}
 
 

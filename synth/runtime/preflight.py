@@ -34,8 +34,8 @@ from typing import Any
 import httpx
 import openai
 
-from synth.endpoint import EndpointError
-from synth.policy import EmptyResponse, EndpointPolicy, MalformedReply, describe_error, server_message
+from synth.runtime.endpoint import EndpointError
+from synth.runtime.policy import EmptyResponse, EndpointPolicy, MalformedReply, describe_error, server_message
 
 MODELS_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 # Fields of a `/v1/models` entry that say which weights answer (vLLM: `root` is the served path or

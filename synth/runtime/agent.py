@@ -20,15 +20,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from curation.schema import Sample
-from synth.judge import Judge
-from synth.kernel import KernelConfig, PythonKernel
-from synth.policy import ChatPolicy
-from synth.profile import DEFAULT_PROFILE, Profile, ThinkPrefix, load_profile, to_parts
-from synth.protocol import STOP_SEQUENCES, Action, close_stopped_turn, parse_turn
-from synth.preflight import StageRequest
-from synth.reward import RewardConfig, score_response
-from synth.sandbox import KernelPool
-from synth.search import ImageSearch, SearchConfig, SearchError, TextSearch, build_search
+from synth.runtime.policy import ChatPolicy
+from synth.runtime.preflight import StageRequest
+from synth.runtime.profile import DEFAULT_PROFILE, Profile, ThinkPrefix, load_profile, to_parts
+from synth.runtime.protocol import STOP_SEQUENCES, Action, close_stopped_turn, parse_turn
+from synth.scoring.judge import Judge
+from synth.scoring.reward import RewardConfig, score_response
+from synth.tools.kernel import KernelConfig, PythonKernel
+from synth.tools.sandbox import KernelPool
+from synth.tools.search import ImageSearch, SearchConfig, SearchError, TextSearch, build_search
 
 
 class AgentConfig(BaseModel):
@@ -39,7 +39,7 @@ class AgentConfig(BaseModel):
     max_total_tokens: int = Field(16384, ge=1)  # all assistant turns together (the paper's 16k response)
     temperature: float = Field(0.0, ge=0.0)
     tools: bool = True  # False: the tool-free control (no tool prompt, tool calls refused)
-    # What the model is shown: a protocol profile (`synth.profile`) by name or file: ours
+    # What the model is shown: a protocol profile (`synth.runtime.profile`) by name or file: ours
     # (deepeyes-v2) or the released checkpoint's (deepeyesv2-reference).
     profile: str = DEFAULT_PROFILE
     # Pre-fill "<think>" at the start of assistant turns: never, after an observation (the
@@ -221,7 +221,7 @@ class ToolSession:
 
 
 def text_search_configured(search: SearchConfig) -> bool:
-    """Whether `search` gives the agent a text search tool (`synth.search.build_search`)."""
+    """Whether `search` gives the agent a text search tool (`synth.tools.search.build_search`)."""
     return (search.text_backend == "local" and search.corpus_path is not None) or search.text_backend == "http"
 
 
@@ -269,7 +269,7 @@ async def run_episode(
     reward: RewardConfig | None = None,
 ) -> dict[str, Any]:
     """Run one episode of `sample` with `policy`; return a `TRAJECTORY_SCHEMA` row, scored by
-    `synth.reward.score_response` with `judge` (a stage shares one; without it, a rules and
+    `synth.scoring.reward.score_response` with `judge` (a stage shares one; without it, a rules and
     math-verify judge for this episode) and the `reward` settings (the reference's by default)."""
     started = time.perf_counter()
     profile = cfg.protocol

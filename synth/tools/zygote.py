@@ -2,7 +2,7 @@
 
 numpy, PIL and matplotlib are imported once here, so a new session is a `fork()` (about a
 millisecond) instead of a Python start-up with imports (hundreds). Started by
-`synth.sandbox.KernelPool` as `python -c "from synth.zygote import main; main()" CTRL_FD BASE DROP`.
+`synth.tools.sandbox.KernelPool` as `python -c "from synth.tools.zygote import main; main()" CTRL_FD BASE DROP`.
 
 Control messages arrive on a SOCK_SEQPACKET socket, each session's channel as a passed file
 descriptor. Each session runs in its own process group under its own uid (when the zygote may
@@ -34,7 +34,7 @@ def _preload() -> None:
     import numpy  # noqa: F401
     from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps  # noqa: F401
 
-    from synth import kernel_worker
+    from synth.tools import kernel_worker
 
     kernel_worker.install_display_hooks()
     # Warm the paths every session takes (image plugins load lazily on first open and save), so
@@ -98,7 +98,7 @@ def _session_child(channel_fd: int, ctrl: socket.socket, request: dict, base: st
         os.chdir(workdir)
         os.environ.update({"HOME": workdir, "TMPDIR": workdir, "MPLCONFIGDIR": workdir})
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        from synth import kernel_worker
+        from synth.tools import kernel_worker
 
         kernel_worker.serve(socket.socket(fileno=channel_fd))
     except BaseException:

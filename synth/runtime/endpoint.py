@@ -20,7 +20,7 @@ import httpx
 class EndpointError(RuntimeError):
     """A model endpoint that cannot serve a stage: a managed server that did not come up (the
     message names its command and log file), an endpoint that failed the preflight
-    (`synth.preflight`), or one that failed every sample of a stage. The message is one line for
+    (`synth.runtime.preflight`), or one that failed every sample of a stage. The message is one line for
     the user. `transient`: whether the same call may work later (a refused connection, a time-out,
     an HTTP 5xx), so a flow's task retries are worth it; a wrong model name or a refused field is not."""
 

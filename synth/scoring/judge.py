@@ -34,7 +34,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from synth.policy import MIN_REQUEST_TIMEOUT_S, EndpointUrl, RequestOptions
+from synth.runtime.policy import MIN_REQUEST_TIMEOUT_S, EndpointUrl, RequestOptions
 
 Outcome = Literal["correct", "incorrect", "undecided", "judge_failed"]
 
@@ -1098,8 +1098,8 @@ def parse_yes_no(reply: str) -> bool | None:
 
 
 def judge_prompt(question: str, gold: str, prediction: str) -> str:
-    """The LLM judge's prompt (`synth/prompts/judge.txt`) filled in."""
-    template = (resources.files("synth") / "prompts" / "judge.txt").read_text()
+    """The LLM judge's prompt (`synth/scoring/prompts/judge.txt`) filled in."""
+    template = (resources.files("synth.scoring") / "prompts" / "judge.txt").read_text()
     return template.format(question=question, gold=gold, prediction=prediction)
 
 
@@ -1113,7 +1113,7 @@ class Judge:
         self.math = MathVerifier(self.cfg.math_workers, self.cfg.math_timeout_s, float_rounding=self.cfg.math_float_rounding)
         self._llm = None
         if self.cfg.llm_url:
-            from synth.policy import EndpointPolicy
+            from synth.runtime.policy import EndpointPolicy
 
             if not self.cfg.llm_model:
                 raise ValueError("judge.llm_model: required with judge.llm_url")
@@ -1124,10 +1124,10 @@ class Judge:
 
     async def preflight(self) -> None:
         """Check the LLM judge's endpoint, when one is configured, with a real judge request
-        (`synth.preflight`); raises `EndpointError` with one line. Stages call it before work starts."""
+        (`synth.runtime.preflight`); raises `EndpointError` with one line. Stages call it before work starts."""
         if self._llm is None:
             return
-        from synth.preflight import StageRequest, preflight
+        from synth.runtime.preflight import StageRequest, preflight
 
         request = StageRequest(self._judge_messages("What is 2 + 2?", "4", "4"), [], [], 8, 0.0,
                                request_setting="judge.llm_request", prefix_setting="judge", flags=False)
@@ -1163,7 +1163,7 @@ class Judge:
         try:
             generation = await self._llm.generate(self._judge_messages(question, gold, prediction), [], stop=[], max_tokens=8, temperature=0.0)
         except Exception as exc:
-            from synth.policy import describe_error
+            from synth.runtime.policy import describe_error
 
             return Verdict("judge_failed", "llm", f"the LLM judge failed: {describe_error(exc)}")
         said = parse_yes_no(generation.text)
@@ -1180,7 +1180,7 @@ class Judge:
 def check_judge(cfg: JudgeConfig) -> None:
     """The LLM judge's preflight (`Judge.preflight`) with a judge of its own, closed afterwards: for
     callers whose shared judge serves other event loops (GRPO's rollouts). Raises `EndpointError`."""
-    from synth import aio
+    from synth.runtime import aio
 
     async def check() -> None:
         judge = Judge(cfg)

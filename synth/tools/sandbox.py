@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
-_SYNTH_DIR = Path(__file__).resolve().parent
+_SYNTH_DIR = Path(__file__).resolve().parents[1]  # the whole `synth` package: the zygote imports `synth.tools.*`
 _PROJECT_ROOT = _SYNTH_DIR.parent
 
 
@@ -194,14 +194,14 @@ class KernelPool:
             else:
                 base = self._host_base = tempfile.mkdtemp(prefix="deepeyes-kernels-")
             argv = [sys.executable, "-I", "-c",
-                    f"import sys; sys.path.insert(0, {str(_PROJECT_ROOT)!r}); from synth.zygote import main; main()",
+                    f"import sys; sys.path.insert(0, {str(_PROJECT_ROOT)!r}); from synth.tools.zygote import main; main()",
                     str(theirs.fileno()), base, "1" if drop else "0"]
             command = bwrap_command(self._bwrap, argv) if self.mode == "bwrap" else argv
             env = {  # scrubbed: no API keys or user settings reach model-written code
                 "PATH": "/usr/local/bin:/usr/bin:/bin",
                 "HOME": "/tmp",
                 "LANG": "C.UTF-8",
-                "MPLBACKEND": "module://synth.kernel_backend",
+                "MPLBACKEND": "module://synth.tools.kernel_backend",
                 "MPLCONFIGDIR": "/tmp" if self.mode == "bwrap" else base,
                 "PYTHONDONTWRITEBYTECODE": "1",
                 "OPENBLAS_NUM_THREADS": "1",

@@ -27,8 +27,8 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from synth.protocol import find_stop, fold_turn, infer_matched_stop
-from synth.retry import wait_retry_after
+from synth.runtime.protocol import find_stop, fold_turn, infer_matched_stop
+from synth.runtime.retry import wait_retry_after
 
 T = TypeVar("T")
 # An endpoint's base URL in a stage's config: a URL pasted with a space or newline around it is that URL.
@@ -44,7 +44,7 @@ class Generation:
     `text` starts with the request's `prefix` (a pre-filled `<think>`), so it is the whole turn.
     `finish_reason` is `stop` (a stop string or the end of sequence) or `length`; `matched_stop` is
     the stop string that ended the turn, or None when it ended on end-of-sequence or the length
-    limit: `synth.protocol.close_stopped_turn` closes a tag only when a stop string really fired."""
+    limit: `synth.runtime.protocol.close_stopped_turn` closes a tag only when a stop string really fired."""
 
     text: str
     finish_reason: str  # stop | length
@@ -224,7 +224,7 @@ def describe_error(exc: BaseException) -> str:
 def _matched_stop(choice: Any, text: str, finish_reason: str, stop: list[str]) -> str | None:
     """Which stop string ended an endpoint's turn. vLLM names it in the choice's `stop_reason` (the
     stop string, a stop token id, or null for end-of-sequence); a server without that field leaves
-    it to `synth.protocol.infer_matched_stop`."""
+    it to `synth.runtime.protocol.infer_matched_stop`."""
     if finish_reason != "stop":
         return None
     extra = choice.model_extra or {}
@@ -254,7 +254,7 @@ class EndpointPolicy:
     moved into `reasoning_content` / `reasoning` goes back inside `<think>...</think>`, tool calls
     it parsed into `tool_calls` back into `<tool_call>` text, and the turn is cut just after the
     first stop string (which is kept) when the server did not stop there itself. `identity` names
-    the endpoint and the served model in request-cache keys (`synth.preflight` sets it from what the
+    the endpoint and the served model in request-cache keys (`synth.runtime.preflight` sets it from what the
     server tells about the model).
     """
 

@@ -1,7 +1,7 @@
 """The agent protocol (FORMAT.md): what the model writes, how a turn is parsed, how tools answer.
 
 Every caller (teacher synthesis, GRPO rollouts, evaluation) goes through this module. What the
-model is shown (prompts, observation layouts) is a protocol profile (`synth.profile`); what it
+model is shown (prompts, observation layouts) is a protocol profile (`synth.runtime.profile`); what it
 writes and how that is parsed and scored is the same under every profile. A trajectory records its
 profile's version (`PROTOCOL_VERSION` is ours), so data made under one is never mixed silently
 with another's.
@@ -16,14 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from synth.profile import DEFAULT_PROFILE, IMAGE_SLOT, load_profile, to_parts
+from synth.runtime.profile import DEFAULT_PROFILE, IMAGE_SLOT, load_profile, to_parts
 
-PROTOCOL_VERSION = "deepeyes-v2/2"  # ours (synth/profiles/deepeyes-v2.yaml); 2: the reference's answer extraction, format rule and action precedence
+PROTOCOL_VERSION = "deepeyes-v2/2"  # ours (synth/runtime/profiles/deepeyes-v2.yaml); 2: the reference's answer extraction, format rule and action precedence
 
 STOP_SEQUENCES = ("</code>", "</tool_call>")
 THINK_PREFIX = "<think>"
 MAX_IMAGES_PER_OBSERVATION = 10
-MAX_ANSWER_CHARS = 300  # the reference's answer cap (perception and search; see `synth.reward.RewardConfig`)
+MAX_ANSWER_CHARS = 300  # the reference's answer cap (perception and search; see `synth.scoring.reward.RewardConfig`)
 
 ActionKind = Literal["code", "search", "image_search", "answer", "tool_error", "none"]
 
@@ -63,7 +63,7 @@ class Prompts:
 
 
 def load_prompts(tools: bool = True, profile: str = DEFAULT_PROFILE) -> Prompts:
-    """The system prompt and user template of a protocol profile (`synth.profile`; ours by default),
+    """The system prompt and user template of a protocol profile (`synth.runtime.profile`; ours by default),
     with or without tools."""
     loaded = load_profile(profile)
     return Prompts(system=loaded.system_prompt(tools), user=loaded.user_template(tools))
@@ -183,7 +183,7 @@ def check_response(turns: Sequence[str] | str, category: str, *, single_answer: 
     `<think>` is prepended first: the environment pre-fills it); `<code>`/`</code>` counts are equal;
     after the last `</think>` the `<answer>`/`</answer>` counts are equal and at least 1 (exactly one
     pair with `single_answer`); the answer is not empty; on search samples `<tool_call>` tags are
-    balanced. The answer-length cap is a reward setting (`synth.reward.RewardConfig`), not checked here.
+    balanced. The answer-length cap is a reward setting (`synth.scoring.reward.RewardConfig`), not checked here.
     `turns`: the assistant turns (joined with newlines) or the response as one string."""
     text = (turns if isinstance(turns, str) else "\n".join(turns)).lstrip()
     if not text.startswith(THINK_PREFIX):
@@ -252,7 +252,7 @@ def _parse_tool_call(payload: str) -> Action:
         return Action("tool_error", error=f"Error: invalid JSON in <tool_call>: {exc.msg}")
     if not isinstance(call, dict) or call.get("name") not in KNOWN_TOOLS:
         name = call.get("name") if isinstance(call, dict) else None
-        # The loop rewrites this with the tools this run really has (`synth.agent.ToolSession`).
+        # The loop rewrites this with the tools this run really has (`synth.runtime.agent.ToolSession`).
         return Action("tool_error", error=f"Error: unknown tool {name!r}; available: {', '.join(KNOWN_TOOLS)}", unknown_tool=str(name))
     arguments = call.get("arguments") or {}
     if call["name"] == "image_search":
@@ -266,7 +266,7 @@ def _parse_tool_call(payload: str) -> Action:
     return Action("search", queries=tuple(q.strip() for q in queries))
 
 
-# Observations: rendered by a protocol profile (`synth.profile`); these are ours, for callers that
+# Observations: rendered by a protocol profile (`synth.runtime.profile`); these are ours, for callers that
 # need our layout's text.
 
 

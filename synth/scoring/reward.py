@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from curation.mapping import category_names
 
-from synth.judge import Judge, Verdict
-from synth.protocol import MAX_ANSWER_CHARS, ResponseCheck, check_response
+from synth.runtime.protocol import MAX_ANSWER_CHARS, ResponseCheck, check_response
+from synth.scoring.judge import Judge, Verdict
 
 SEARCH_TOOLS = ("search", "image_search")
 
@@ -79,7 +79,7 @@ class RewardParts:
 
 
 def compute_reward(correct: bool, check: ResponseCheck, category: str, search_calls: int = 0, cfg: RewardConfig | None = None) -> RewardParts:
-    """The reward of a judged response. `check`: `synth.protocol.check_response` of the response;
+    """The reward of a judged response. `check`: `synth.runtime.protocol.check_response` of the response;
     `search_calls`: the search and image-search calls that parsed (for `search_penalty_on:
     parsed_calls`)."""
     cfg = cfg or RewardConfig()
