@@ -473,7 +473,7 @@ def test_a_boolean_answer_is_yes_or_no_and_a_boolean_id_or_category_is_quarantin
     """A JSON boolean answer is a yes/no answer: `yes` / `no` (answer type text, which the judges
     read as yes/no), or among options the one that says it; `true` would match no model's "Yes".
     A boolean id or category label is a flag column mapped by mistake."""
-    from synth.judge import rule_verdict
+    from synth.scoring.judge import rule_verdict
 
     rows = [
         {"id": "true", "question": QUESTIONS[0], "answer": True},
