@@ -6,8 +6,11 @@ assistant turn, with its `<think>` and `<answer>`), optional `id`, `answer` and 
 image references (or one), each as sample sources take them: a path relative to the source file's folder,
 base64, a data URL; a multimodal reasoning row). Rows are drawn reproducibly (a seeded hash order)
 so that they make up `ratio` of the mixed set; when the source is short, all of it is used and the
-manifest says so. A drawn row whose image cannot be read goes to the stage's quarantine with the
-reason, and the others go on.
+manifest says so. Rows are read and checked as sample sources are (`curation.sources`): a line that
+is not JSON, a `question` that is not text (a number, a list) or longer than `max_question_chars`,
+a missing or non-text `response` go to the stage's quarantine with the reason and their `file:line`,
+and so does a drawn row whose image cannot be read or decoded (curation's image checks), the next
+row being drawn in its place; a boolean `answer` is a yes/no answer, as in curation.
 
 `opening` says what the row's first turns look like:
 - `question` (the default): the tool-free system prompt and the question as written;
@@ -21,13 +24,15 @@ reason, and the others go on.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from curation.mapping import RowRejected
-from curation.sources import TableFileError, read_image_ref, read_table_file
+from curation.images import ImageLimits, ImageRejected, validate_image
+from curation.mapping import RowRejected, scalar_text
+from curation.sources import MAX_QUESTION_CHARS, PARSE_ERROR, SourceError, SourceSpec, read_image_ref, read_source
 from synth.runtime.profile import DEFAULT_PROFILE, load_profile
 from synth.runtime.protocol import PROTOCOL_VERSION, check_response, load_prompts
 
@@ -40,26 +45,82 @@ class LongCotConfig(BaseModel):
     seed: int = 0
     name: str | None = None
     opening: Literal["question", "no_tools", "tools"] = "question"  # the row's system prompt and user turn (module docstring)
+    max_question_chars: int = Field(MAX_QUESTION_CHARS, ge=1)  # as curation's limit: a longer question is a column mapped by mistake
 
 
 class LongCotError(ValueError):
-    """A long-CoT source that cannot be used; names the file and line."""
+    """A long-CoT source that cannot be read at all (missing, not UTF-8 text, not a table); names the file."""
 
 
-def load_long_cot(path: Path) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class LongCotRow:
+    """A usable source row: its text fields checked, its images not yet read."""
+
+    sample_id: str
+    question: str
+    response: str
+    answer: str | None
+    images: list[Any]
+    origin: str  # `file:line` (or `file[row]` for Parquet)
+
+
+def _row(raw: dict[str, Any], origin: str, cfg: LongCotConfig) -> LongCotRow:
+    """A source row's fields, checked as sample sources check theirs; `RowRejected` (`invalid_question`,
+    `missing_response`, `question_too_long`, ...) when one cannot be used. A boolean answer is a
+    yes/no answer (`yes` / `no`), as in curation."""
+    if PARSE_ERROR in raw:
+        raise RowRejected(raw[PARSE_ERROR])
+    question = scalar_text(raw.get("question"), "question")
+    if question is None:
+        raise RowRejected("missing_question: the row has no `question` (or it is empty)")
+    if len(question) > cfg.max_question_chars:
+        raise RowRejected(f"question_too_long: `question` has {len(question)} characters > {cfg.max_question_chars} "
+                          "(synth.long_cot.max_question_chars)")
+    response = raw.get("response")
+    if not isinstance(response, str) or not response.strip():
+        raise RowRejected("missing_response: the row has no `response` (or it is empty)" if response in (None, "") else
+                          f"invalid_response: `response` holds {type(response).__name__}, not text (the assistant turn)")
+    answer = scalar_text(raw.get("answer"), "answer")
+    sample_id = scalar_text(raw.get("id"), "id")
+    refs = raw.get("images")
+    images = [] if refs is None or refs == "" else refs if isinstance(refs, list) else [refs]
+    return LongCotRow(sample_id or hashlib.blake2b(question.encode(), digest_size=12).hexdigest(), question, response, answer, images, origin)
+
+
+def load_long_cot(cfg: LongCotConfig) -> tuple[list[LongCotRow], list[tuple[dict[str, Any], str, str]]]:
+    """The source's usable rows, and its unusable ones as `(row, reason, origin)` for the stage's
+    quarantine (a line that is not JSON, a missing or non-text `question` or `response`, ...).
+    Raises `LongCotError` when the file cannot be read as rows at all."""
+    if cfg.path is None:
+        raise LongCotError("synth.long_cot.path: no long-CoT source given")
+    path = Path(cfg.path)
+    spec = (SourceSpec(kind="hf", path="parquet", data_files=str(path), name=path.stem) if path.suffix == ".parquet"
+            else SourceSpec(kind="jsonl", path=str(path)))
+    if not path.is_file():
+        raise LongCotError(f"long-CoT source {'is a folder, not a file' if path.is_dir() else 'not found'}: {path}")
+    usable, unusable = [], []
     try:
-        return read_table_file(path, {"question", "response"}, "long-CoT source")
-    except TableFileError as exc:
-        raise LongCotError(str(exc)) from None
+        for raw, origin in read_source(spec):
+            try:
+                usable.append(_row(raw, origin, cfg))
+            except RowRejected as exc:
+                unusable.append((raw, f"long_cot_{exc}", origin))
+    except SourceError as exc:
+        raise LongCotError(f"synth.long_cot.path: {exc}") from None
+    return usable, unusable
 
 
-def _images(row: dict[str, Any], base_dir: Path) -> list[bytes]:
-    """The row's images as bytes (one reference or a list, as sample sources take them); `RowRejected`
-    (`image_missing`, `image_unreadable`, `image_ref_invalid`, ...) when one cannot be read."""
-    refs = row.get("images")
-    if refs is None or refs == "":
-        return []
-    return [read_image_ref(ref, base_dir)[0] for ref in (refs if isinstance(refs, list) else [refs])]
+def _images(row: LongCotRow, base_dir: Path, limits: ImageLimits) -> list[bytes]:
+    """The row's images as checked bytes (decoded, re-encoded where needed, as curation checks
+    them); `RowRejected` (`image_missing`, `image_undecodable`, `image_too_small`, ...) otherwise."""
+    images = []
+    for ref in row.images:
+        data, name = read_image_ref(ref, base_dir)
+        try:
+            images.append(validate_image(data, limits, name))
+        except ImageRejected as exc:
+            raise RowRejected(str(exc)) from None
+    return images
 
 
 def _opening(cfg: LongCotConfig, question: str, n_images: int, profile: str) -> list[dict[str, Any]]:
@@ -72,45 +133,42 @@ def _opening(cfg: LongCotConfig, question: str, n_images: int, profile: str) -> 
 
 
 def long_cot_rows(
-    cfg: LongCotConfig, tool_rows: int, profile: str = DEFAULT_PROFILE,
-) -> tuple[list[dict[str, Any]], dict[str, Any], list[tuple[dict[str, Any], str]]]:
-    """Trajectory rows to add beside `tool_rows` tool-use trajectories, a report, and the drawn
-    source rows that could not be used with their reasons (for the stage's quarantine). `profile`:
-    the protocol profile whose prompts an `opening` of `no_tools` or `tools` uses. Raises
-    `LongCotError` for a missing or unreadable source file."""
-    if cfg.path is None:
-        raise LongCotError("synth.long_cot.path: no long-CoT source given")
-    source = load_long_cot(cfg.path)
+    cfg: LongCotConfig, tool_rows: int, profile: str = DEFAULT_PROFILE, limits: ImageLimits = ImageLimits(),
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[tuple[dict[str, Any], str, str]]]:
+    """Trajectory rows to add beside `tool_rows` tool-use trajectories, a report, and the source's
+    unusable rows as `(row, reason, origin)` for the stage's quarantine: every row whose fields
+    cannot be used, and every drawn row whose image cannot be (the next row is drawn in its place).
+    `profile`: the protocol profile whose prompts an `opening` of `no_tools` or `tools` uses;
+    `limits`: the image checks (curation's by default). Raises `LongCotError` for a source that
+    cannot be read as rows at all."""
+    source, unusable = load_long_cot(cfg)
     wanted = round(cfg.ratio * tool_rows / (1.0 - cfg.ratio)) if tool_rows else 0
 
-    def order(row: dict[str, Any]) -> str:
-        key = row.get("id") or row["question"]
-        return hashlib.blake2b(f"{cfg.seed}:{key}".encode(), digest_size=8).hexdigest()
+    def order(row: LongCotRow) -> str:
+        return hashlib.blake2b(f"{cfg.seed}:{row.sample_id}".encode(), digest_size=8).hexdigest()
 
-    name = cfg.name or cfg.path.stem
+    name = cfg.name or Path(cfg.path).stem
     version = PROTOCOL_VERSION if cfg.opening == "question" else load_profile(profile).version
     rows: list[dict[str, Any]] = []
-    rejected: list[tuple[dict[str, Any], str]] = []
     for row in sorted(source, key=order):
         if len(rows) == wanted:
             break
         try:
-            images = _images(row, cfg.path.parent)
+            images = _images(row, Path(cfg.path).parent, limits)
         except RowRejected as exc:
-            rejected.append((row, f"long_cot_{exc}"))
+            unusable.append(({"id": row.sample_id, "question": row.question, "images": row.images}, f"long_cot_{exc}", row.origin))
             continue
-        check = check_response(row["response"], "reasoning")
-        sample_id = str(row.get("id") or hashlib.blake2b(row["question"].encode(), digest_size=12).hexdigest())
+        check = check_response(row.response, "reasoning")
         rows.append({
-            "id": hashlib.blake2b(f"long-cot|{name}|{sample_id}".encode(), digest_size=12).hexdigest(),
-            "sample_id": sample_id,
+            "id": hashlib.blake2b(f"long-cot|{name}|{row.sample_id}".encode(), digest_size=12).hexdigest(),
+            "sample_id": row.sample_id,
             "category": "long_cot",
             "policy": f"long-cot:{name}",
             "attempt": 0,
             "protocol_version": version,
             "messages": [
-                *_opening(cfg, row["question"], len(images), profile),
-                {"role": "assistant", "content": [{"type": "text", "text": row["response"]}]},
+                *_opening(cfg, row.question, len(images), profile),
+                {"role": "assistant", "content": [{"type": "text", "text": row.response}]},
             ],
             "images": [{"bytes": data, "path": None} for data in images],
             "tool_calls": [],
@@ -119,7 +177,7 @@ def long_cot_rows(
             "completion_tokens": 0,
             "stop_reason": "answer" if check.answer is not None else "no_action",
             "final_answer": check.answer or None,
-            "answer": None if row.get("answer") is None else str(row["answer"]),
+            "answer": row.answer,
             "correct": True,  # curated reasoning traces, taken as given
             "judge_method": "source",
             "judge_failed": False,
@@ -134,10 +192,10 @@ def long_cot_rows(
         "available": len(source),
         "wanted": wanted,
         "added": len(rows),
-        "quarantined": len(rejected),
+        "quarantined": len(unusable),
         "opening": cfg.opening,
         "target_ratio": cfg.ratio,
         "achieved_ratio": round(len(rows) / total, 4) if total else 0.0,
         "short_by": max(0, wanted - len(rows)),
     }
-    return rows, report, rejected
+    return rows, report, unusable

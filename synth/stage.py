@@ -154,8 +154,8 @@ def _close(cfg: SynthConfig, kept_writer: ShardWriter, reject_writer: ShardWrite
     long_cot_report = None
     if cfg.long_cot is not None:
         mixed, long_cot_report, unusable = long_cot_rows(cfg.long_cot, counts["kept"], cfg.agent.profile)
-        for row, reason in unusable:
-            quarantine.add(row, reason, str(cfg.long_cot.path))
+        for row, reason, origin in unusable:
+            quarantine.add(row, reason, origin)
         kept_writer.write_many(mixed)
         counts["long_cot"] = len(mixed)
     kept_writer.manifest_extra.update(

@@ -19,7 +19,7 @@ RESPONSE = "<think>It says so.</think>\n<answer>{}</answer>"
 
 def _png(colour: str) -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), colour).save(buffer, format="PNG")
+    Image.new("RGB", (32, 32), colour).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -27,6 +27,7 @@ def _png(colour: str) -> bytes:
 def source(tmp_path):
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "card.png").write_bytes(_png("red"))
+    (tmp_path / "img" / "empty.png").write_bytes(b"")
     rows = [
         {"id": "text", "question": "What is 2 + 2?", "response": RESPONSE.format(4), "answer": "4"},
         {"id": "one", "question": "The ticket reads 123.", "response": RESPONSE.format(123), "images": ["img/card.png"]},
@@ -35,10 +36,30 @@ def source(tmp_path):
         {"id": "missing", "question": "Where is it?", "response": RESPONSE.format(0), "images": ["img/nowhere.png"]},
         {"id": "string", "question": "One path as a string.", "response": RESPONSE.format(1), "images": "img/card.png"},
         {"id": "number", "question": "An image that is a number.", "response": RESPONSE.format(1), "images": [7]},
+        {"id": "empty", "question": "An empty image file.", "response": RESPONSE.format(1), "images": ["img/empty.png"]},
+        {"id": "yes", "question": "Is it red?", "response": RESPONSE.format("yes"), "answer": True},
+    ]
+    bad = [  # the fields a sample source checks, checked here too: each row to the quarantine, the file read on
+        {"id": "q-number", "question": 123, "response": RESPONSE.format(7)},
+        {"id": "q-list", "question": ["a"], "response": RESPONSE.format(7)},
+        {"id": "r-number", "question": "Five?", "response": 5},
+        {"id": "r-missing", "question": "No response."},
+        {"id": "q-long", "question": "x" * 30_001, "response": RESPONSE.format(1)},
     ]
     path = tmp_path / "cot.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n" + "".join(json.dumps(r) + "\n" for r in bad))
     return path
+
+
+UNUSABLE = {  # id (or the line) -> the reason's key
+    "missing": "long_cot_image_missing", "number": "long_cot_image_ref_invalid", "empty": "long_cot_image_undecodable",
+    "q-number": "long_cot_invalid_question", "q-list": "long_cot_invalid_question", "r-number": "long_cot_invalid_response",
+    "r-missing": "long_cot_missing_response", "q-long": "long_cot_question_too_long", "line 9": "long_cot_invalid_json",
+}
+
+
+def _unusable(rejected):
+    return {row.get("id") or f"line {origin.rsplit(':', 1)[-1]}": reason.split(":")[0] for row, reason, origin in rejected}
 
 
 def _by_sample(rows):
@@ -48,12 +69,16 @@ def _by_sample(rows):
 def test_images_are_read_and_placed_before_the_question_and_bad_rows_are_reported(source):
     rows, report, rejected = long_cot_rows(LongCotConfig(path=source, ratio=0.99), 100)  # wants every row
     kept = _by_sample(rows)
-    assert set(kept) == {"text", "one", "two", "string"}  # one reference, as sample sources take it
-    assert sorted((r["id"], reason.split(":")[0]) for r, reason in rejected) == [
-        ("missing", "long_cot_image_missing"), ("number", "long_cot_image_ref_invalid")]
-    assert "img/nowhere.png" in dict((r["id"], reason) for r, reason in rejected)["missing"]
-    assert report["added"] == 4 and report["quarantined"] == 2 and report["short_by"] == report["wanted"] - 4
+    assert set(kept) == {"text", "one", "two", "string", "yes"}  # one reference, as sample sources take it
+    assert _unusable(rejected) == UNUSABLE
+    reasons = {row.get("id"): reason for row, reason, _ in rejected}
+    assert "img/nowhere.png" in reasons["missing"] and "empty.png: an empty file (0 bytes)" in reasons["empty"]
+    assert reasons["q-number"] == "long_cot_invalid_question: `question` holds a number (123), not text; check the field mapping (`fields.question`)"
+    assert reasons["q-long"] == "long_cot_question_too_long: `question` has 30001 characters > 20000 (synth.long_cot.max_question_chars)"
+    assert {origin for row, _, origin in rejected if row.get("id") == "q-number"} == {f"{source}:10"}
+    assert report["added"] == 5 and report["quarantined"] == len(UNUSABLE) and report["short_by"] == report["wanted"] - 5
     assert kept["string"]["images"] == kept["one"]["images"]
+    assert kept["yes"]["answer"] == "yes"  # a boolean answer is a yes/no answer, as in curation
     assert kept["text"]["images"] == []
     assert [i["bytes"] for i in kept["two"]["images"]] == [_png("red"), _png("blue")]
     user = kept["two"]["messages"][1]["content"]
@@ -82,10 +107,11 @@ def test_a_profile_opening_is_what_an_episode_with_or_without_tools_is_asked(sou
 def test_synthesis_quarantines_unusable_long_cot_rows_and_keeps_the_rest(world, curated, replay_url, source, tmp_path):
     cfg = synth_config(replay_url, attempts=1, long_cot=LongCotConfig(path=source, ratio=0.9, opening="tools"))
     summary = run_synthesize(cfg, curated, tmp_path / "out", search_config(world))
-    assert summary["long_cot"]["added"] == 4 and summary["long_cot"]["quarantined"] == 2
+    assert summary["long_cot"]["added"] == 5 and summary["long_cot"]["quarantined"] == len(UNUSABLE)
     cot = [r for r in read_table(tmp_path / "out").to_pylist() if r["category"] == "long_cot"]
-    assert sorted(r["sample_id"] for r in cot) == ["one", "string", "text", "two"]
+    assert sorted(r["sample_id"] for r in cot) == ["one", "string", "text", "two", "yes"]
     quarantined = read_table(tmp_path / "out" / QUARANTINE_DIR).to_pylist()
-    assert sorted(r["reason"].split(":")[0] for r in quarantined) == ["long_cot_image_missing", "long_cot_image_ref_invalid"]
-    assert {r["origin"] for r in quarantined} == {str(source)}
-    assert read_manifest(tmp_path / "out" / QUARANTINE_DIR)["reasons"] == {"long_cot_image_missing": 1, "long_cot_image_ref_invalid": 1}
+    assert sorted(r["reason"].split(":")[0] for r in quarantined) == sorted(UNUSABLE.values())
+    assert all(r["origin"].startswith(f"{source}:") for r in quarantined)
+    reasons = read_manifest(tmp_path / "out" / QUARANTINE_DIR)["reasons"]
+    assert sum(reasons.values()) == len(UNUSABLE) and reasons["long_cot_invalid_question"] == 2
