@@ -145,14 +145,13 @@ class PipelineConfig(BaseModel):
                     check_mapped_columns(source)
                 except SourceError as exc:
                     raise ConfigError(f"curate.{section}[{i}]: {exc}") from None  # the error names fields./include.
-        for field, path in (("search.corpus_path", self.search.corpus_path), ("search.image_corpus_path", self.search.image_corpus_path)):
-            if path is not None and not path.is_file():
-                raise ConfigError(f"{field}: file not found: {path}")
         long_cot = self.synth.long_cot
         if long_cot is not None and long_cot.path is None and self.world is None:
             raise ConfigError("synth.long_cot.path: no long-CoT source given")
-        if long_cot is not None and long_cot.path is not None and not long_cot.path.is_file():
-            raise ConfigError(f"synth.long_cot.path: file not found: {long_cot.path}")
+        for field, path in (("search.corpus_path", self.search.corpus_path), ("search.image_corpus_path", self.search.image_corpus_path),
+                            ("synth.long_cot.path", long_cot.path if long_cot is not None else None)):
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{field}: {'a folder, not a file' if path.is_dir() else 'file not found'}: {path}")
         limit = self.orchestration.endpoint_max_in_flight
         for field, in_flight in (("synth.concurrency", self.synth.concurrency), ("probe.concurrency", self.probe.concurrency if self.probe else 0),
                                  ("eval.concurrency", self.eval.concurrency if self.eval.model_url else 0)):

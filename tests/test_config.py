@@ -273,3 +273,15 @@ def test_a_run_name_that_is_a_path_is_refused(tmp_path, name):
 def test_a_numeric_run_name_is_its_text(tmp_path):
     cfg = load_config(write(tmp_path, GOOD.replace("name: t", "name: 123")))
     assert cfg.name == "123"
+
+
+@pytest.mark.parametrize(("section", "field"), [("synth:\n  long_cot: {path: %s}\n", "synth.long_cot.path"),
+                                                 ("search:\n  corpus_path: %s\n", "search.corpus_path")])
+def test_a_mixing_source_or_corpus_that_is_a_folder_or_missing_is_named(tmp_path, section, field):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "src.jsonl").write_text("")
+    sources = "curate:\n  sources:\n    - {path: src.jsonl}\n"
+    with pytest.raises(ConfigError, match=rf"{re.escape(field)}: a folder, not a file: .*folder"):
+        load_config(write(tmp_path, sources + section % "folder"))
+    with pytest.raises(ConfigError, match=rf"{re.escape(field)}: file not found: .*nope.jsonl"):
+        load_config(write(tmp_path, sources + section % "nope.jsonl"))
