@@ -47,6 +47,16 @@ SOURCE_KINDS = ("jsonl", "json", "tsv", "hf", "verl")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
+def _file_name(path: str) -> str:
+    """A file's stem; for a glob, the folder it starts in (`data/rl/*.parquet` is `rl`)."""
+    if glob.has_magic(path):
+        plain = [part for part in Path(path).parts if not glob.has_magic(part)]
+        cut = next(i for i, part in enumerate(Path(path).parts) if glob.has_magic(part))
+        folder = Path(*Path(path).parts[:cut]) if cut else Path(".")
+        return folder.resolve().name or (plain[-1] if plain else path)
+    return Path(path).stem
+
+
 class SourceSpec(FieldMapping):
     """One source in the curation config: where the rows are and how their fields map to ours
     (`fields`, `category`, `answer_type`, `category_map`: see `curation.mapping.FieldMapping`).
@@ -103,17 +113,15 @@ class SourceSpec(FieldMapping):
     @property
     def source_name(self) -> str:
         """`name`, else the file's stem (a folder's name; for a glob, the folder it starts in:
-        `data/rl/*.parquet` is `rl`), or for `hf` the dataset id."""
+        `data/rl/*.parquet` is `rl`), or for `hf` its first data file's (`hf:csv` with
+        `data_files=rows.csv` is `rows`), else the dataset id."""
         if self.name:
             return self.name
         if self.kind == "hf":
-            return self.path.replace("/", "__")
-        if glob.has_magic(self.path):
-            plain = [part for part in Path(self.path).parts if not glob.has_magic(part)]
-            cut = next(i for i, part in enumerate(Path(self.path).parts) if glob.has_magic(part))
-            folder = Path(*Path(self.path).parts[:cut]) if cut else Path(".")
-            return folder.resolve().name or (plain[-1] if plain else self.path)
-        return self.file.stem
+            first = self.data_files[0] if isinstance(self.data_files, list) and self.data_files else self.data_files
+            # a builder (`csv`, `parquet`) reading local files is named by them: two csv sources stay apart
+            return _file_name(first) if isinstance(first, str) and first.strip() else self.path.replace("/", "__")
+        return _file_name(self.path)
 
     @model_validator(mode="after")
     def _verl_labels(self) -> SourceSpec:
@@ -726,7 +734,7 @@ def _hf_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
     index = 0
     for batch in dataset.with_format("arrow").iter(batch_size=256):
         for row in batch.to_pylist():
-            yield row, f"{spec.path}[{spec.split}][{index}]"
+            yield row, f"{spec.source_name if spec.data_files else spec.path}[{spec.split}][{index}]"
             index += 1
 
 

@@ -211,3 +211,18 @@ def test_a_repeated_source_id_is_quarantined_as_such(tmp_path):
     assert [r["question"] for r in read_table(tmp_path / "out").to_pylist()] == ["First?"]
     reason = next(iter(quarantined(tmp_path / "out").values()))
     assert reason.startswith("duplicate_id: x1 (first at ") and reason.endswith(":1)")
+
+
+def test_two_csv_sources_are_named_and_placed_by_their_files(tmp_path):
+    """`hf:csv` reading local files is named by its first data file, so two such sources stay apart
+    in the report and in quarantine origins (both were `csv`, their rows `csv[train][i]`)."""
+    for name in ("rows", "more"):
+        (tmp_path / f"{name}.csv").write_text("question,answer,category\nWhat is 2+2?,4,reasoning\nAnd 3+3?,,reasoning\n".replace("2+2", name))
+    specs = [SourceSpec(kind="hf", path="csv", data_files=str(tmp_path / f"{name}.csv")) for name in ("rows", "more")]
+    assert [s.source_name for s in specs] == ["rows", "more"]
+    assert SourceSpec(kind="hf", path="parquet", data_files=[str(tmp_path / "d" / "*.parquet")]).source_name == "d"
+    assert SourceSpec(kind="hf", path="org/dataset").source_name == "org__dataset"
+    run_curate(CurateConfig(sources=specs, split={"coldstart": 1.0}), tmp_path / "out")
+    assert sorted({r["source"] for r in read_table(tmp_path / "out").to_pylist()}) == ["more", "rows"]
+    origins = sorted(q["origin"] for q in read_table(tmp_path / "out" / "quarantine").to_pylist())
+    assert origins == ["more[train][1]", "rows[train][1]"]
