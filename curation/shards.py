@@ -206,6 +206,11 @@ def _summarize(value: Any) -> Any:
     return value
 
 
+def _one_line(text: str) -> str:
+    """`text` with its line breaks written as escapes (`\\n`), so a reason is one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _storable(text: str) -> str:
     """Text Parquet can hold: anything that is not valid UTF-8 (a lone surrogate) escaped."""
     try:
@@ -266,6 +271,7 @@ class Quarantine:
         self.reasons: dict[str, int] = {}
 
     def add(self, row: Any, reason: str, origin: str = "") -> None:
+        reason = _one_line(reason)  # a path or an answer with a newline in it stays one line
         key = reason.split(":", 1)[0]
         self.reasons[key] = self.reasons.get(key, 0) + 1
         self._writer.write({"stage": self.stage, "reason": _storable(reason), "origin": _storable(origin), "row": _row_json(row)})

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from curation.mapping import CATEGORIES, FieldMapping, RowRejected, boolean_answer, lookup, scalar_text
+from curation.mapping import CATEGORIES, FieldMapping, RowRejected, boolean_answer, label_text, lookup, scalar_text
 from curation.normalize import LETTERS, clean_text, holds_number, infer_answer_type, normalize_answer
 from curation.verl import VERL_CATEGORY_MAP, verl_files, verl_rows
 from curation.schema import Sample
@@ -300,7 +300,9 @@ def _read_image(ref: Any, base_dir: Path, files: set[str] | None = None) -> tupl
             return out.getvalue(), getattr(ref, "filename", None) or None
         raise RowRejected(f"image_undecodable: {problem}")
     if not isinstance(ref, str) or not ref:
-        raise RowRejected(f"image_ref_invalid: expected a path or base64 string, got {type(ref).__name__}")
+        what = ("null" if ref is None else "empty" if ref == "" else f"a boolean ({label_text(ref)})" if isinstance(ref, bool)
+                else f"a number ({ref})" if isinstance(ref, (int, float)) else f"a {type(ref).__name__}")
+        raise RowRejected(f"image_ref_invalid: an image reference is {what}, not a path, base64 string or data URL")
     if _URL.match(ref):
         raise RowRejected(f"image_url: {ref[:200]}: URLs are not fetched; download the images and give local paths "
                           "(or base64, or bytes)")
@@ -308,8 +310,10 @@ def _read_image(ref: Any, base_dir: Path, files: set[str] | None = None) -> tupl
         return _read_file(ref, base_dir, files)  # a file (or a folder, named as one) without an image suffix too
     try:
         return base64.b64decode(ref.split(",", 1)[-1], validate=True), None
-    except (binascii.Error, ValueError) as exc:
-        raise RowRejected(f"image_ref_invalid: neither an image file nor base64 ({exc})") from None
+    except (binascii.Error, ValueError):
+        shown = ref if len(ref) <= 80 else f"{ref[:60]}... ({len(ref)} characters)"
+        kind = "a data URL whose data is not base64" if ref.startswith("data:") else "neither an image file nor base64"
+        raise RowRejected(f"image_ref_invalid: {shown!r} is {kind}") from None
 
 
 def read_image_ref(ref: Any, base_dir: Path, files: set[str] | None = None) -> tuple[bytes, str | None]:

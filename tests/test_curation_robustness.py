@@ -447,7 +447,7 @@ def test_a_question_that_is_a_number_or_a_boolean_is_quarantined_from_every_sour
     source = f"hf:parquet,data_files={tmp_path / 't.parquet'},category=reasoning"
     done = curate("--source", f"{source},fields.question=qid", "--out", str(tmp_path / "pq"))
     assert done.code == 2
-    assert done.error.startswith("error: source 'parquet': all 2 rows are unusable, 2 for invalid_question: map our `question` to the "
+    assert done.error.startswith("error: source 't': all 2 rows are unusable, 2 for invalid_question: map our `question` to the "
                                  "source's column of question text")
     assert [q["reason"] for q in quarantine(tmp_path / "pq")] == [
         f"invalid_question: `qid` holds a number ({n}), not text; check the field mapping (`fields.question`)" for n in (1, 2)]
@@ -530,3 +530,18 @@ def test_a_question_or_answer_past_the_length_limits_is_quarantined_naming_lengt
     assert done.code == 0 and done.summary["counts"]["rows_out"] == 2
     assert "question_too_long: `question` has 20000 characters > 19999 (curate.max_question_chars)" in {
         q["reason"] for q in quarantine(tmp_path / "lowered")}
+
+
+def test_image_reference_reasons_say_what_the_reference_is_in_one_line(tmp_path):
+    rows = [{"id": "null", "question": QUESTIONS[0], "answer": "a", "images": [None], "category": "reasoning"},
+            {"id": "int", "question": QUESTIONS[1], "answer": "a", "images": [7], "category": "reasoning"},
+            {"id": "dataurl", "question": QUESTIONS[2], "answer": "a", "images": ["data:image/png;base64,@@@"], "category": "reasoning"},
+            {"id": "newline", "question": QUESTIONS[3], "answer": "a", "images": ["a\nb.png"], "category": "reasoning"},
+            {"id": "fine", "question": QUESTIONS[4], "answer": "a", "images": [], "category": "reasoning"}]
+    done = curate("--source", f"jsonl:{write_jsonl(tmp_path / 'src.jsonl', rows)}", "--out", str(tmp_path / "out"))
+    assert done.code == 0, done.error
+    reasons = {json.loads(q["row"])["id"]: q["reason"] for q in quarantine(tmp_path / "out")}
+    assert reasons["null"] == "image_ref_invalid: an image reference is null, not a path, base64 string or data URL"
+    assert reasons["int"] == "image_ref_invalid: an image reference is a number (7), not a path, base64 string or data URL"
+    assert reasons["dataurl"] == "image_ref_invalid: 'data:image/png;base64,@@@' is a data URL whose data is not base64"
+    assert reasons["newline"].startswith("image_missing: ") and reasons["newline"].endswith("a\\nb.png") and "\n" not in reasons["newline"]
