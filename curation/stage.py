@@ -223,7 +223,7 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
     # Exact duplicates and the hashes of the rest, from a few columns of the staged rows.
     tick = time.time()
     exact: dict[int, str] = {}
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # content key -> the origin of the first row with it
     first_at: dict[str, str] = {}
     items: list[DedupItem] = []
     ordinal = 0
@@ -232,11 +232,11 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
             columns = pq.read_table(file, columns=["id", "question", "_content_key", "_origin", "_phashes"]).to_pydict()
             for sample_id, question, key, origin, phashes in zip(*columns.values(), strict=True):
                 if key in seen:
-                    exact[ordinal] = "exact_duplicate"
+                    exact[ordinal] = f"exact_duplicate: of {seen[key]}"
                 elif sample_id in first_at:  # a source's own ids must be unique too
                     exact[ordinal] = f"duplicate_id: {sample_id} (first at {first_at[sample_id]})"
                 else:
-                    seen.add(key)
+                    seen[key] = origin
                     first_at[sample_id] = origin
                     items.append(DedupItem(sample_id, question, list(phashes)))
                 ordinal += 1

@@ -20,7 +20,8 @@ def test_demo_world_curates_with_planted_faults_removed(world, curated):
     assert set(table["pool"].unique().to_list()) <= {"coldstart", "rl", "eval"}
     assert table["id"].n_unique() == table.height
     reasons = read_table(curated / "quarantine").column("reason").to_pylist()
-    assert "exact_duplicate" in reasons
+    planted = [r for r in reasons if r.startswith("exact_duplicate: of ")]
+    assert len(planted) == 1 and planted[0].endswith("samples.jsonl:1")  # the duplicate of the first row (the world plants it)
     assert any(r.startswith("image_undecodable") for r in reasons)
     manifest = read_manifest(curated)
     assert manifest["schema_version"] == "sample/2"
