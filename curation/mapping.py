@@ -233,8 +233,10 @@ class FieldMapping(BaseModel):
             return label.lower()
         if self.category is not None:
             return self.category
-        raise RowRejected(f"unknown_category: {label[:80]!r} is not one of {', '.join(CATEGORIES)} "
-                          f"(map the source's labels to ours with category_map, or give the source a category for the rest)")
+        close = difflib.get_close_matches(label.strip().lower(), CATEGORIES, n=1, cutoff=0.6)
+        raise RowRejected(f"unknown_category: {label[:80]!r} is not one of {', '.join(CATEGORIES)}"
+                          + (f" (did you mean {close[0]!r}?)" if close else "")
+                          + " (map the source's labels to ours with category_map, or give the source a category for the rest)")
 
     def own_label(self, row: dict[str, Any]) -> str | None:
         """The row's category label when it is not one of ours (a benchmark's fine-grained label that

@@ -101,6 +101,7 @@ def test_jsonl_rows_with_every_kind_of_mistake(tmp_path):
         {"id": "badchoice", "question": "Pick", "answer": "E", "choices": ["x", "y"], "images": [], "category": "reasoning"},
         {"id": "badcat", "question": "Cooking?", "answer": "a", "images": [], "category": "cooking"},
         {"id": "truncated", "question": "Broken image", "answer": "a", "images": [b64(encode(noise(seed=3))[:80])], "category": "perception"},
+        {"id": "typo", "question": "Misspelt?", "answer": "a", "images": [], "category": "perceptoin"},
     ]
     source = tmp_path / "src.jsonl"
     source.write_text("\n".join(json.dumps(r) for r in rows) + "\n[1, 2]\n{not json\n")
@@ -115,17 +116,18 @@ def test_jsonl_rows_with_every_kind_of_mistake(tmp_path):
     assert by_line[4].startswith("image_missing")
     assert by_line[5].startswith("image_ref_invalid")
     assert by_line[6].startswith("invalid_answer: answer 'E' is neither a letter A-B")
-    assert by_line[7].startswith("unknown_category: 'cooking'") and "category_map" in by_line[7]
+    assert by_line[7].startswith("unknown_category: 'cooking'") and "category_map" in by_line[7] and "did you mean" not in by_line[7]
     assert by_line[8].startswith("image_undecodable")
-    assert by_line[9].startswith("invalid_json: line 9") and by_line[10].startswith("invalid_json: line 10")
-    assert summary["counts"]["rows_in"] == 10 and summary["counts"]["invalid"] == 8
+    assert by_line[9].startswith("unknown_category: 'perceptoin' is not one of") and "(did you mean 'perception'?)" in by_line[9]
+    assert by_line[10].startswith("invalid_json: line 10") and by_line[11].startswith("invalid_json: line 11")
+    assert summary["counts"]["rows_in"] == 11 and summary["counts"]["invalid"] == 9
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     validate = next(s for s in report["steps"] if s["step"] == "validate")
-    assert validate == {"step": "validate", "in": 10, "out": 2,
-                        "dropped": {"missing_answer": 1, "invalid_answer": 1, "unknown_category": 1, "image_missing": 1,
+    assert validate == {"step": "validate", "in": 11, "out": 2,
+                        "dropped": {"missing_answer": 1, "invalid_answer": 1, "unknown_category": 2, "image_missing": 1,
                                     "image_ref_invalid": 1, "image_undecodable": 1, "invalid_json": 2}}
-    assert report["by_source"]["src"]["in"] == 10 and report["by_source"]["src"]["out"] == 2
-    assert "| validate | 10 | 2 | 8 |" in (tmp_path / "out" / "report.md").read_text()
+    assert report["by_source"]["src"]["in"] == 11 and report["by_source"]["src"]["out"] == 2
+    assert "| validate | 11 | 2 | 9 |" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_vlmevalkit_tsv_with_base64_images(tmp_path):
