@@ -78,7 +78,10 @@ def _quiet_user_error_tracebacks() -> None:
 def _run_pipeline(config: Any, run_dir: Path, dry_run: bool = False, flow: str = "retrain") -> None:
     from flows.user_input import check_out_dir
 
+    from flows.config import check_flow_sections
+
     check_out_dir(run_dir, "run directory")
+    check_flow_sections(config, flow)  # before anything starts, and in the dry run too
     if dry_run:
         from flows.pipeline import plan
 

@@ -439,6 +439,25 @@ def test_a_single_stage_flow_on_a_run_without_its_input_names_the_flow_to_run_fi
         assert done.returncode == 2 and one_error_line(done.stderr) == message, (flow, done.stderr[-2000:])
 
 
+def test_a_flow_whose_config_lacks_the_section_it_needs_is_refused_in_one_line_before_it_starts(tmp_path):
+    import yaml
+
+    demo = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "demo.yaml").read_text())
+    demo.pop("grpo"), demo.pop("eval", None)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(demo))
+    run = tmp_path / "run"
+    message = ("error: grpo: the config has no `grpo:` section; add one to run the train_grpo flow "
+               "(the retrain flow without it stops after SFT)")
+    for extra in ([], ["--dry-run"]):
+        done = run_cli(["run", str(config), "--flow", "train_grpo", "--run-dir", str(run), *extra], tmp_path, timeout=180)
+        assert done.returncode == 2 and one_error_line(done.stderr) == message, (extra, done.stderr[-2000:])
+    assert not run.exists()  # refused before the flow (or Prefect) started
+    # evaluate has defaults for all of `eval:`: without that section too it scores the held-out pool (the dry run's plan says so)
+    planned = run_cli(["run", str(config), "--flow", "evaluate", "--run-dir", str(run), "--dry-run"], tmp_path, timeout=180)
+    assert planned.returncode == 0 and "the held-out pool" in planned.stdout, planned.stderr[-2000:]
+
+
 def test_a_single_stage_flow_updates_the_run_summary_and_drops_the_whole_run_time(tmp_path):
     from flows.pipeline import _merge_summary
 
