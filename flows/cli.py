@@ -377,6 +377,7 @@ def probe(
     from synth.tools.search import SearchConfig
 
     _check_files(("--input", input, False), ("--corpus", corpus, True), ("--image-corpus", image_corpus, True))
+    _check_curated_input(input, "deepeyes curate --probes")
     agent, request = _agent_and_request(ProbeConfig().agent, max_tokens, max_turns, stop, extra_body, seed)
     cfg = ProbeConfig(student_url=student_url, student_model=student_model, k=k, concurrency=concurrency, api_key_env=api_key_env,
                       request_timeout_s=request_timeout, agent=agent, request=request)
@@ -402,6 +403,14 @@ def _check_files(*paths: tuple[str, Path | None, bool]) -> None:
             raise FileNotFoundError(f"{option}: {'file' if is_file else 'path'} not found: {path}")
 
 
+def _check_curated_input(path: Path, made_by: str) -> None:
+    """`--input` of probe, select and synth: curated sample shards (one check for the three commands)."""
+    from curation.schema import SAMPLE_SCHEMA
+    from curation.shards import check_input_shards
+
+    check_input_shards(path, SAMPLE_SCHEMA, "--input", "curated samples", made_by)
+
+
 @app.command()
 def select(
     input: Annotated[Path, typer.Option("--input", help="Curated shards (`deepeyes curate --probes`).")],
@@ -413,7 +422,12 @@ def select(
 ) -> None:
     """Split probed candidates by the paper's rule: solved with tools -> RL, unsolved -> cold start."""
     from curation.select import SelectConfig, run_select
+    from curation.shards import check_input_shards
+    from synth.probe import PROBE_SCHEMA
 
+    _check_files(("--input", input, False), ("--probes", probes, False))
+    _check_curated_input(input, "deepeyes curate --probes")
+    check_input_shards(probes, PROBE_SCHEMA, "--probes", "probe results", "deepeyes probe")
     cfg = SelectConfig(max_pass_rate_no_tools=max_pass_rate_no_tools, min_tool_benefit=min_tool_benefit, seed=seed)
     typer.echo(json.dumps({**run_select(cfg, input, probes, out), "report": str(out / "report.md")}))
 
@@ -446,6 +460,7 @@ def synth(
     from synth.tools.search import SearchConfig
 
     _check_files(("--input", input, False), ("--corpus", corpus, True), ("--image-corpus", image_corpus, True))
+    _check_curated_input(input, "deepeyes curate")
     agent, request = _agent_and_request(SynthConfig().agent, max_tokens, max_turns, stop, extra_body, seed)
     cfg = SynthConfig(teacher_url=teacher_url, teacher_model=teacher_model, concurrency=concurrency, attempts=attempts,
                       pools=[p for p in pools.split(",") if p], api_key_env=api_key_env, request_timeout_s=request_timeout,
