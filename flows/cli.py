@@ -576,24 +576,35 @@ def sandbox_exec(
     }))
 
 
+def _fault_kinds_option(value: str) -> str:
+    """`--faults`: comma-separated kinds the replay server knows, checked before the server starts."""
+    from synth.replay import FAULTS
+
+    unknown = [kind for kind in value.split(",") if kind and kind not in FAULTS]
+    if unknown:
+        raise typer.BadParameter(f"unknown fault kind(s) {', '.join(map(repr, unknown))}; known: {', '.join(FAULTS)}", param_hint="--faults")
+    return value
+
+
 @app.command("serve-replay")
 def serve_replay(
     scripts: Annotated[Path, typer.Option(help="replay_scripts.jsonl written by the demo world.")],
     host: str = "127.0.0.1",
-    port: int = 8008,
+    port: Annotated[int, typer.Option(help="TCP port to listen on.", min=1, max=65535)] = 8008,
     teacher_model: str = "demo-teacher",
     student_model: str = "demo-student",
     instruct_model: Annotated[str, typer.Option(help="The persona that answers the learnable world's instruct samples.")] = "demo-instruct",
-    wrong_rate: float = 0.0,
-    code_error_rate: float = 0.0,
-    malformed_rate: float = 0.0,
-    latency_ms: float = 0.0,
+    wrong_rate: Annotated[float, typer.Option(help="Share of teacher episodes whose final answer is wrong.", min=0.0, max=1.0)] = 0.0,
+    code_error_rate: Annotated[float, typer.Option(help="Share of teacher code turns that raise an error.", min=0.0, max=1.0)] = 0.0,
+    malformed_rate: Annotated[float, typer.Option(help="Share of teacher episodes whose final turn is malformed.", min=0.0, max=1.0)] = 0.0,
+    latency_ms: Annotated[float, typer.Option(help="Delay before each answer.", min=0.0)] = 0.0,
     seed: int = 0,
-    fault_rate: Annotated[float, typer.Option(help="Share of requests that fail at the transport level.")] = 0.0,
-    faults: Annotated[str, typer.Option(help="Fault kinds to draw from: 429,500,hang,drop,malformed,empty.")] = "429,500,hang,drop,malformed,empty",
-    hang_s: float = 30.0,
-    retry_after_s: float = 0.05,
-    faults_after: Annotated[int, typer.Option(help="Requests answered before faults start (a server that fails mid-run).")] = 0,
+    fault_rate: Annotated[float, typer.Option(help="Share of requests that fail at the transport level.", min=0.0, max=1.0)] = 0.0,
+    faults: Annotated[str, typer.Option(help="Fault kinds to draw from: 429,500,hang,drop,malformed,empty.",
+                                        callback=_fault_kinds_option)] = "429,500,hang,drop,malformed,empty",
+    hang_s: Annotated[float, typer.Option(help="Seconds a `hang` fault holds the request.", min=0.0)] = 30.0,
+    retry_after_s: Annotated[float, typer.Option(help="Retry-After of a 429 fault.", min=0.0)] = 0.05,
+    faults_after: Annotated[int, typer.Option(help="Requests answered before faults start (a server that fails mid-run).", min=0)] = 0,
     refuse_fields: Annotated[str, typer.Option(help="Request fields to refuse as transformers serve does (e.g. stop).")] = "",
 ) -> None:
     """Serve scripted teacher and student turns over the OpenAI chat API."""
