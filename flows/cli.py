@@ -425,10 +425,10 @@ def select(
     from curation.shards import check_input_shards
     from synth.probe import PROBE_SCHEMA
 
+    cfg = SelectConfig(max_pass_rate_no_tools=max_pass_rate_no_tools, min_tool_benefit=min_tool_benefit, seed=seed)
     _check_files(("--input", input, False), ("--probes", probes, False))
     _check_curated_input(input, "deepeyes curate --probes")
     check_input_shards(probes, PROBE_SCHEMA, "--probes", "probe results", "deepeyes probe")
-    cfg = SelectConfig(max_pass_rate_no_tools=max_pass_rate_no_tools, min_tool_benefit=min_tool_benefit, seed=seed)
     typer.echo(json.dumps({**run_select(cfg, input, probes, out), "report": str(out / "report.md")}))
 
 
