@@ -287,7 +287,8 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
                 report.kept("split")
                 report.out(source, category)
                 writer.write({**row, "pool": pool})
-                per_pool[str(pool)] = per_pool.get(str(pool), 0) + 1
+                key = pool or "to_select"  # probed rows wait for the select stage to give their pool
+                per_pool[key] = per_pool.get(key, 0) + 1
         timings["write_s"] = round(time.time() - tick, 3)
         quarantine_manifest = quarantine.close()
         counts = {
@@ -301,6 +302,11 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
         if report.extra.get("filtered_by_include"):  # rows `include` left out: not read, not invalid
             counts["filtered_by_include"] = sum(report.extra["filtered_by_include"].values())
         decontamination = [{k: v for k, v in entry.items() if k != "reason"} for entry in contaminated.values()]
+        if cfg.split.get("eval") and writer.rows_written and not per_pool.get("eval"):
+            # The run's held-out evaluation would score nothing: told now, not after training.
+            report.extra.setdefault(WARNINGS, []).append(
+                f"the eval pool is empty: none of the {writer.rows_written} curated rows drew it (curate.split.eval "
+                f"{cfg.split['eval']}); a held-out evaluation will score nothing: curate more rows or raise curate.split.eval")
         report.extra.update({"per_pool": per_pool, "decontamination": decontamination, "timings": timings})
         per_category = {k: v["out"] for k, v in report.by_category.items() if v["out"]}  # rows out per category
         writer.manifest_extra.update(

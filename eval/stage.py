@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import ShardWriter, atomic_write_json, iter_rows
 from eval.benchmarks import BenchmarkSpec, load_benchmark, load_spec
-from eval.metrics import summarize
+from eval.metrics import HELDOUT, summarize
 from synth.runtime import aio
 from synth.runtime.agent import AgentConfig, ToolBox, first_request, open_toolbox, run_episode, text_search_configured
 from synth.runtime.policy import MIN_REQUEST_TIMEOUT_S, ChatPolicy, EndpointPolicy, EndpointUrl, RequestOptions, TransformersPolicy
@@ -33,7 +33,6 @@ from synth.scoring.reward import RewardConfig
 from synth.tools.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA
 
-HELDOUT = "heldout"  # the run's own held-out pool, when no benchmark is named
 log = logging.getLogger(__name__)
 
 

@@ -110,6 +110,21 @@ def probe_world(tmp_path_factory):
     return world, root / "curate"
 
 
+def test_curation_for_the_probes_counts_the_rows_left_to_select_under_a_name_not_none(probe_world, tmp_path):
+    """Review r4: the run summary's curate `per_pool` had a pool named "None"."""
+    world, _ = probe_world
+    summary = run_curate(CurateConfig(sources=[SourceSpec(path=world["samples_path"])], split={"coldstart": 0.8, "eval": 0.2}),
+                         tmp_path / "curate", probes=True)
+    assert set(summary["per_pool"]) == {"to_select", "eval"}
+    assert sum(summary["per_pool"].values()) == summary["counts"]["rows_out"]
+    assert "warnings" not in summary
+    few = run_curate(CurateConfig(sources=[SourceSpec(path=world["samples_path"], limit=2)], split={"coldstart": 0.99, "eval": 0.01}),
+                     tmp_path / "few", probes=True)
+    assert few["per_pool"] == {"to_select": 2}  # (the split is a fixed hash of the id: these two draw no eval)
+    assert few["warnings"] == ["the eval pool is empty: none of the 2 curated rows drew it (curate.split.eval 0.01); a held-out "
+                               "evaluation will score nothing: curate more rows or raise curate.split.eval"]
+
+
 def probe_cli(world, curated, out, url):
     return [sys.executable, "-m", "flows.cli", "probe", "--input", str(curated), "--out", str(out), "--student-url", url,
             "--student-model", "demo-student", "--k", "4", "--concurrency", "4",
