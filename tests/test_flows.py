@@ -473,3 +473,47 @@ def test_a_single_stage_flow_updates_the_run_summary_and_drops_the_whole_run_tim
     before = (run / "summary.json").read_text()
     _merge_summary(run, {"run_dir": str(run), "stages": {"evaluate": {"n": 10}}, "cached": ["evaluate"], "timings_s": {}})
     assert (run / "summary.json").read_text() == before  # all cached: nothing changes
+
+
+DILL_IN_A_TASK = """
+from flows.prefect_env import configure_prefect_env, local_run_settings, show_run_lines
+configure_prefect_env()
+import dill.detect
+from prefect import flow, task
+
+LIMIT = 3
+
+
+def helper(x):
+    return min(len(x), LIMIT)
+
+
+@task(log_prints=True)
+def fingerprint():
+    found = dill.detect.globalvars(helper)  # what `datasets` does to a function it fingerprints
+    print(f"grpo step 1: dill found globals {sorted(found)}")
+
+
+@flow(log_prints=True)
+def run():
+    fingerprint()
+
+
+show_run_lines()
+with local_run_settings():
+    run()
+"""
+
+
+def test_dills_disassembly_in_a_task_stays_out_of_the_run_log_and_reaches_dill(tmp_path):
+    """Review r4: bytecode lines (`LOAD_GLOBAL`, `RETURN_VALUE`) in the demo's log at the start of
+    GRPO: dill's `dis.dis` output, caught by Prefect's `log_prints`."""
+    script = tmp_path / "dill_task.py"
+    script.write_text(DILL_IN_A_TASK)
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    logged = done.stdout + done.stderr
+    assert "grpo step 1: dill found globals ['LIMIT']" in logged, logged[-3000:]  # dill read its disassembly
+    assert not any(op in logged for op in ("LOAD_GLOBAL", "RETURN_VALUE", "RESUME")), logged[-3000:]
+
