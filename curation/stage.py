@@ -302,11 +302,6 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
         if report.extra.get("filtered_by_include"):  # rows `include` left out: not read, not invalid
             counts["filtered_by_include"] = sum(report.extra["filtered_by_include"].values())
         decontamination = [{k: v for k, v in entry.items() if k != "reason"} for entry in contaminated.values()]
-        if cfg.split.get("eval") and writer.rows_written and not per_pool.get("eval"):
-            # The run's held-out evaluation would score nothing: told now, not after training.
-            report.extra.setdefault(WARNINGS, []).append(
-                f"the eval pool is empty: none of the {writer.rows_written} curated rows drew it (curate.split.eval "
-                f"{cfg.split['eval']}); a held-out evaluation will score nothing: curate more rows or raise curate.split.eval")
         report.extra.update({"per_pool": per_pool, "decontamination": decontamination, "timings": timings})
         per_category = {k: v["out"] for k, v in report.by_category.items() if v["out"]}  # rows out per category
         writer.manifest_extra.update(

@@ -36,6 +36,16 @@ from synth.trajectory import TRAJECTORY_SCHEMA
 log = logging.getLogger(__name__)
 
 
+def empty_heldout_warning(cfg: EvalConfig, per_pool: dict[str, int]) -> str | None:
+    """What to tell right after curation when the evaluation will score the run's held-out pool(s)
+    (no `eval.benchmarks`) and curation put no row there (`per_pool`: rows per pool of the curated
+    shards); None when there is something to score."""
+    if cfg.benchmarks or any(per_pool.get(pool) for pool in cfg.pools):
+        return None
+    return (f"the held-out pool ({', '.join(cfg.pools)}) is empty: none of the {sum(per_pool.values())} curated rows drew it, so the "
+            "evaluation will score nothing; curate more rows (--per-family in the demo), raise curate.split.eval, or name eval.benchmarks")
+
+
 def _warn(message: str) -> None:
     """A setting that will not do what the user may expect: told before the run, not after."""
     log.warning(message)

@@ -24,7 +24,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.concurrency.sync import concurrency
 from prefect.filesystems import LocalFileSystem
 from prefect.results import ResultStore
@@ -38,7 +38,7 @@ from curation.worlds import generate as generate_world
 from curation.worlds import world_files
 from eval.benchmarks import benchmark_files
 from eval.report import build_report
-from eval.stage import EvalConfig, run_evaluate
+from eval.stage import EvalConfig, empty_heldout_warning, run_evaluate
 from flows import artifacts, lineage
 from flows.config import PipelineConfig, check_flow_sections, load_config
 from flows.launcher import TrainingLauncher, launch_training
@@ -447,8 +447,12 @@ def _curate(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
     stages.map("curate", curate_scan_task, scans)
     probes = cfg.probe is not None
     benchmark_files = tuple(str(f) for spec in r.curate.benchmarks for f in spec.local_files())
-    stages.done("curate", stages.call("curate", curate_finish_task, r.curated, curate | {"probes": probes}, (*staged_dirs, *benchmark_files),
-                                      {"cfg": curate, "staged_dirs": staged_dirs, "out_dir": r.curated, "probes": probes}))
+    curated = stages.done("curate", stages.call("curate", curate_finish_task, r.curated, curate | {"probes": probes}, (*staged_dirs, *benchmark_files),
+                                                {"cfg": curate, "staged_dirs": staged_dirs, "out_dir": r.curated, "probes": probes}))
+    empty_eval = empty_heldout_warning(cfg.eval, curated.get("per_pool", {}))
+    if empty_eval is not None:  # told now, not after training
+        get_run_logger().warning(empty_eval)
+        curated.setdefault("warnings", []).append(empty_eval)
     if cfg.probe is None:
         return
     probe = cfg.probe.model_dump(mode="json")

@@ -117,12 +117,14 @@ def test_curation_for_the_probes_counts_the_rows_left_to_select_under_a_name_not
                          tmp_path / "curate", probes=True)
     assert set(summary["per_pool"]) == {"to_select", "eval"}
     assert sum(summary["per_pool"].values()) == summary["counts"]["rows_out"]
-    assert "warnings" not in summary
-    few = run_curate(CurateConfig(sources=[SourceSpec(path=world["samples_path"], limit=2)], split={"coldstart": 0.99, "eval": 0.01}),
-                     tmp_path / "few", probes=True)
-    assert few["per_pool"] == {"to_select": 2}  # (the split is a fixed hash of the id: these two draw no eval)
-    assert few["warnings"] == ["the eval pool is empty: none of the 2 curated rows drew it (curate.split.eval 0.01); a held-out "
-                               "evaluation will score nothing: curate more rows or raise curate.split.eval"]
+
+    from eval.stage import EvalConfig, empty_heldout_warning
+
+    assert empty_heldout_warning(EvalConfig(), summary["per_pool"]) is None
+    assert empty_heldout_warning(EvalConfig(), {"to_select": 4}) == (
+        "the held-out pool (eval) is empty: none of the 4 curated rows drew it, so the evaluation will score nothing; curate more "
+        "rows (--per-family in the demo), raise curate.split.eval, or name eval.benchmarks")
+    assert empty_heldout_warning(EvalConfig(benchmarks=["vstar"]), {"to_select": 4}) is None  # benchmarks are scored instead
 
 
 def probe_cli(world, curated, out, url):
