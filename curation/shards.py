@@ -167,6 +167,35 @@ def read_table(path: str | Path, schema: pa.Schema | None = None) -> pa.Table:
     return pa.concat_tables(tables)
 
 
+def check_input_shards(path: str | Path, schema: pa.Schema, option: str, what: str, made_by: str) -> list[Path]:
+    """The shards a command's input option points at, checked before any work: a folder that holds
+    `part-*.parquet` files (or one such file), each readable Parquet with the schema's required
+    (non-nullable) columns. Returns the files; raises `ShardError` in one line naming the option and
+    the file: no shards in the folder, a file that is not Parquet (a JSONL file: run `made_by` on it
+    first), or shards of another kind (the missing columns and the schema version they carry).
+    `what`: the rows expected, e.g. "curated samples"; `made_by`: the command that writes them."""
+    path = Path(path)
+    files = shard_files(path)
+    if not files:
+        raise ShardError(f"{option} {path}: no parquet shards in this folder (it should hold the part-*.parquet "
+                         f"{what} that `{made_by}` writes)")
+    required = [field.name for field in schema if not field.nullable]
+    for file in files:
+        try:
+            have = pq.read_schema(file)
+        except (pa.ArrowInvalid, OSError) as exc:
+            why = str(exc).split(". ")[0].strip().rstrip(".")
+            raise ShardError(f"{option}: cannot read shard {file}: {why} (it takes the parquet {what} that `{made_by}` writes; "
+                             f"run `{made_by}` on a JSONL or other source file first)") from None
+        missing = [name for name in required if name not in have.names]
+        if missing:
+            version = (have.metadata or {}).get(b"deepeyes_schema_version", b"").decode() or "no deepeyes schema version"
+            expected = (schema.metadata or {}).get(b"deepeyes_schema_version", b"").decode()
+            raise ShardError(f"{option}: {file} holds no {what} ({version}, not {expected}): missing column(s) "
+                             f"{', '.join(missing)} (it takes the parquet shards that `{made_by}` writes)")
+    return files
+
+
 def iter_rows(path: str | Path, schema: pa.Schema | None = None) -> Iterator[dict[str, Any]]:
     for file in shard_files(path):
         yield from pq.read_table(file, schema=schema).to_pylist()

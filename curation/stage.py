@@ -287,7 +287,8 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
                 report.kept("split")
                 report.out(source, category)
                 writer.write({**row, "pool": pool})
-                per_pool[str(pool)] = per_pool.get(str(pool), 0) + 1
+                key = pool or "to_select"  # probed rows wait for the select stage to give their pool
+                per_pool[key] = per_pool.get(key, 0) + 1
         timings["write_s"] = round(time.time() - tick, 3)
         quarantine_manifest = quarantine.close()
         counts = {

@@ -12,9 +12,10 @@ TOOL_CLASSES = ("image_ops", "numeric_code", "text_search", "image_search", "oth
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval for a proportion: sound at small n and at 0 or 1, unlike p ± z·se."""
+    """The Wilson score interval for a proportion: sound at small n and at 0 or 1, unlike p ± z·se.
+    With no trials (n = 0) nothing is known: (0, 1)."""
     if n == 0:
-        return 0.0, 0.0
+        return 0.0, 1.0
     p = correct / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
@@ -32,6 +33,10 @@ def tool_class(call: dict[str, Any]) -> str:
 
 
 def group_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """n, correct, accuracy with its Wilson 95% interval, judge failures, format and tool-use shares,
+    tool calls by kind and stop reasons of a group of trajectories. With no rows the rates
+    (`accuracy`, `ci95`, `format_ok`, `mean_reward`, `share_using_tools`, `tool_calls_per_sample`)
+    are None: an empty pool measured nothing, and must not read as 0%."""
     n = len(rows)
     correct = sum(1 for r in rows if r["correct"])
     calls = [len(r["tool_calls"]) for r in rows]
@@ -45,14 +50,14 @@ def group_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "n": n,
         "correct": correct,
-        "accuracy": correct / n if n else 0.0,
-        "ci95": [round(low, 4), round(high, 4)],
+        "accuracy": correct / n if n else None,
+        "ci95": [round(low, 4), round(high, 4)] if n else None,
         # A verdict nobody could give is not a wrong answer: counted apart (and as not correct above).
         "judge_failed": sum(1 for r in rows if r["judge_failed"]),
-        "format_ok": sum(1 for r in rows if r["format_ok"]) / n if n else 0.0,
-        "mean_reward": sum(r["reward"] for r in rows) / n if n else 0.0,
-        "share_using_tools": sum(1 for c in calls if c) / n if n else 0.0,
-        "tool_calls_per_sample": sum(calls) / n if n else 0.0,
+        "format_ok": sum(1 for r in rows if r["format_ok"]) / n if n else None,
+        "mean_reward": sum(r["reward"] for r in rows) / n if n else None,
+        "share_using_tools": sum(1 for c in calls if c) / n if n else None,
+        "tool_calls_per_sample": sum(calls) / n if n else None,
         "tool_calls_by_class": by_class,
         "tool_calls_by_tool": dict(by_tool),
         "stop_reasons": {k: sum(1 for r in rows if r["stop_reason"] == k) for k in sorted({r["stop_reason"] for r in rows})},
@@ -113,10 +118,25 @@ def bootstrap_mean_difference(first: list[float], last: list[float], resamples: 
     return point, diffs[int(0.025 * resamples)], diffs[int(0.975 * resamples) - 1]
 
 
+# The run's own held-out pool, evaluated when no benchmark is named (`eval.stage` scores it).
+HELDOUT = "heldout"
+
+
 def summary_line(bench: str, run_name: str, overall: dict[str, Any], unreadable: int = 0, failed: int = 0) -> str:
     """One console line for a benchmark's run (`deepeyes evaluate`, `deepeyes run`): accuracy with
     its 95% interval, samples, tool calls; then, only when non-zero, how many verdicts nobody could
-    give (`judge_failed`: counted as not correct), unreadable samples and episodes the endpoint failed."""
+    give (`judge_failed`: counted as not correct), unreadable samples and episodes the endpoint failed.
+    With nothing scored (n = 0) the line says so and why, never an accuracy."""
+    if not overall["n"]:
+        if failed:
+            why = f"{failed} failed at the endpoint (the next run asks again)"
+        elif unreadable:
+            why = f"all {unreadable} unreadable"
+        elif bench == HELDOUT:
+            why = "the run's eval pool is empty: curate more samples (--per-family in the demo) or raise curate.split.eval"
+        else:
+            why = "the benchmark has none"
+        return f"eval {bench} ({run_name}): no samples scored ({why})"
     low, high = overall["ci95"]
     line = (f"eval {bench} ({run_name}): accuracy {overall['accuracy']:.3f} [{low:.2f}, {high:.2f}] on {overall['n']} samples, "
             f"{overall['tool_calls_per_sample']:.2f} tool calls per sample")

@@ -68,7 +68,7 @@ def _accuracy_plot(runs: list[RunData]) -> bytes:
     for i, (run, mode) in enumerate(series):
         values, lows, highs = [], [], []
         for bench in benches:
-            overall = run.metrics["benchmarks"].get(bench, {}).get("runs", {}).get(mode, {}).get("overall")
+            overall = _scored(run.metrics["benchmarks"].get(bench, {}).get("runs", {}).get(mode, {}).get("overall"))
             acc = overall["accuracy"] if overall else 0.0
             low, high = overall["ci95"] if overall else (0.0, 0.0)
             values.append(acc)
@@ -168,7 +168,13 @@ def _pioneer_plot(runs: list[RunData]) -> bytes | None:
     return data
 
 
+def _scored(stats: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A group's figures when it scored anything; None for a missing or empty one (n = 0: no accuracy)."""
+    return stats if stats and stats.get("n") else None
+
+
 def _interval(stats: dict[str, Any] | None) -> str:
+    stats = _scored(stats)
     return f"{_pct(stats['accuracy'])} [{_pct(stats['ci95'][0])}, {_pct(stats['ci95'][1])}]" if stats else "—"
 
 
@@ -190,7 +196,8 @@ def _side_by_side(runs: list[RunData]) -> tuple[str, list[str], list[list[str]]]
             rows.append([
                 run.name, bench, _interval(need_tools), _interval(need_control), _interval(direct_tools), _interval(direct_control),
                 _pct(need_tools["share_using_tools"]) if need_tools else "—", _pct(direct_tools["share_using_tools"]) if direct_tools else "—",
-                f"{(entry['runs'].get('tools') or {}).get('overall', {}).get('tool_calls_per_sample', 0):.2f}",
+                f"{tools_overall['tool_calls_per_sample']:.2f}" if (tools_overall := _scored((entry["runs"].get("tools") or {}).get("overall")))
+                else "—",
                 f"{sum(first) / len(first):.3f} → {sum(last) / len(last):.3f}" if rewards else "—",
             ])
     return ("Runs side by side (%, 95% interval; `direct` items need no tool)",
@@ -212,10 +219,9 @@ def _tables(runs: list[RunData]) -> list[tuple[str, list[str], list[list[str]]]]
                 continue
             cells = [bench, run.name, str(entry["samples"])]
             for mode in ("tools", "no_tools"):
-                overall = (entry["runs"].get(mode) or {}).get("overall")
-                cells.append(f"{_pct(overall['accuracy'])} [{_pct(overall['ci95'][0])}, {_pct(overall['ci95'][1])}]" if overall else "—")
-            tools = (entry["runs"].get("tools") or {}).get("overall")
-            control = (entry["runs"].get("no_tools") or {}).get("overall")
+                cells.append(_interval((entry["runs"].get(mode) or {}).get("overall")))
+            tools = _scored((entry["runs"].get("tools") or {}).get("overall"))
+            control = _scored((entry["runs"].get("no_tools") or {}).get("overall"))
             cells.append(f"{100 * (tools['accuracy'] - control['accuracy']):+.1f}" if tools and control else "—")
             cells.append(str(sum((entry["runs"].get(m) or {}).get("overall", {}).get("judge_failed", 0) for m in ("tools", "no_tools"))))
             cells.append(str(entry.get("unreadable", 0)))

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import ShardWriter, atomic_write_json, iter_rows
 from eval.benchmarks import BenchmarkSpec, load_benchmark, load_spec
-from eval.metrics import summarize
+from eval.metrics import HELDOUT, summarize
 from synth.runtime import aio
 from synth.runtime.agent import AgentConfig, ToolBox, first_request, open_toolbox, run_episode, text_search_configured
 from synth.runtime.policy import MIN_REQUEST_TIMEOUT_S, ChatPolicy, EndpointPolicy, EndpointUrl, RequestOptions, TransformersPolicy
@@ -33,8 +33,17 @@ from synth.scoring.reward import RewardConfig
 from synth.tools.search import SearchConfig
 from synth.trajectory import TRAJECTORY_SCHEMA
 
-HELDOUT = "heldout"  # the run's own held-out pool, when no benchmark is named
 log = logging.getLogger(__name__)
+
+
+def empty_heldout_warning(cfg: EvalConfig, per_pool: dict[str, int]) -> str | None:
+    """What to tell right after curation when the evaluation will score the run's held-out pool(s)
+    (no `eval.benchmarks`) and curation put no row there (`per_pool`: rows per pool of the curated
+    shards); None when there is something to score."""
+    if cfg.benchmarks or any(per_pool.get(pool) for pool in cfg.pools):
+        return None
+    return (f"the held-out pool ({', '.join(cfg.pools)}) is empty: none of the {sum(per_pool.values())} curated rows drew it, so the "
+            "evaluation will score nothing; curate more rows (--per-family in the demo), raise curate.split.eval, or name eval.benchmarks")
 
 
 def _warn(message: str) -> None:

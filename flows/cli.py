@@ -78,7 +78,10 @@ def _quiet_user_error_tracebacks() -> None:
 def _run_pipeline(config: Any, run_dir: Path, dry_run: bool = False, flow: str = "retrain") -> None:
     from flows.user_input import check_out_dir
 
+    from flows.config import check_flow_sections
+
     check_out_dir(run_dir, "run directory")
+    check_flow_sections(config, flow)  # before anything starts, and in the dry run too
     if dry_run:
         from flows.pipeline import plan
 
@@ -374,6 +377,7 @@ def probe(
     from synth.tools.search import SearchConfig
 
     _check_files(("--input", input, False), ("--corpus", corpus, True), ("--image-corpus", image_corpus, True))
+    _check_curated_input(input, "deepeyes curate --probes")
     agent, request = _agent_and_request(ProbeConfig().agent, max_tokens, max_turns, stop, extra_body, seed)
     cfg = ProbeConfig(student_url=student_url, student_model=student_model, k=k, concurrency=concurrency, api_key_env=api_key_env,
                       request_timeout_s=request_timeout, agent=agent, request=request)
@@ -399,6 +403,14 @@ def _check_files(*paths: tuple[str, Path | None, bool]) -> None:
             raise FileNotFoundError(f"{option}: {'file' if is_file else 'path'} not found: {path}")
 
 
+def _check_curated_input(path: Path, made_by: str) -> None:
+    """`--input` of probe, select and synth: curated sample shards (one check for the three commands)."""
+    from curation.schema import SAMPLE_SCHEMA
+    from curation.shards import check_input_shards
+
+    check_input_shards(path, SAMPLE_SCHEMA, "--input", "curated samples", made_by)
+
+
 @app.command()
 def select(
     input: Annotated[Path, typer.Option("--input", help="Curated shards (`deepeyes curate --probes`).")],
@@ -410,8 +422,13 @@ def select(
 ) -> None:
     """Split probed candidates by the paper's rule: solved with tools -> RL, unsolved -> cold start."""
     from curation.select import SelectConfig, run_select
+    from curation.shards import check_input_shards
+    from synth.probe import PROBE_SCHEMA
 
     cfg = SelectConfig(max_pass_rate_no_tools=max_pass_rate_no_tools, min_tool_benefit=min_tool_benefit, seed=seed)
+    _check_files(("--input", input, False), ("--probes", probes, False))
+    _check_curated_input(input, "deepeyes curate --probes")
+    check_input_shards(probes, PROBE_SCHEMA, "--probes", "probe results", "deepeyes probe")
     typer.echo(json.dumps({**run_select(cfg, input, probes, out), "report": str(out / "report.md")}))
 
 
@@ -443,6 +460,7 @@ def synth(
     from synth.tools.search import SearchConfig
 
     _check_files(("--input", input, False), ("--corpus", corpus, True), ("--image-corpus", image_corpus, True))
+    _check_curated_input(input, "deepeyes curate")
     agent, request = _agent_and_request(SynthConfig().agent, max_tokens, max_turns, stop, extra_body, seed)
     cfg = SynthConfig(teacher_url=teacher_url, teacher_model=teacher_model, concurrency=concurrency, attempts=attempts,
                       pools=[p for p in pools.split(",") if p], api_key_env=api_key_env, request_timeout_s=request_timeout,
@@ -558,24 +576,35 @@ def sandbox_exec(
     }))
 
 
+def _fault_kinds_option(value: str) -> str:
+    """`--faults`: comma-separated kinds the replay server knows, checked before the server starts."""
+    from synth.replay import FAULTS
+
+    unknown = [kind for kind in value.split(",") if kind and kind not in FAULTS]
+    if unknown:
+        raise typer.BadParameter(f"unknown fault kind(s) {', '.join(map(repr, unknown))}; known: {', '.join(FAULTS)}", param_hint="--faults")
+    return value
+
+
 @app.command("serve-replay")
 def serve_replay(
     scripts: Annotated[Path, typer.Option(help="replay_scripts.jsonl written by the demo world.")],
     host: str = "127.0.0.1",
-    port: int = 8008,
+    port: Annotated[int, typer.Option(help="TCP port to listen on.", min=1, max=65535)] = 8008,
     teacher_model: str = "demo-teacher",
     student_model: str = "demo-student",
     instruct_model: Annotated[str, typer.Option(help="The persona that answers the learnable world's instruct samples.")] = "demo-instruct",
-    wrong_rate: float = 0.0,
-    code_error_rate: float = 0.0,
-    malformed_rate: float = 0.0,
-    latency_ms: float = 0.0,
+    wrong_rate: Annotated[float, typer.Option(help="Share of teacher episodes whose final answer is wrong.", min=0.0, max=1.0)] = 0.0,
+    code_error_rate: Annotated[float, typer.Option(help="Share of teacher code turns that raise an error.", min=0.0, max=1.0)] = 0.0,
+    malformed_rate: Annotated[float, typer.Option(help="Share of teacher episodes whose final turn is malformed.", min=0.0, max=1.0)] = 0.0,
+    latency_ms: Annotated[float, typer.Option(help="Delay before each answer.", min=0.0)] = 0.0,
     seed: int = 0,
-    fault_rate: Annotated[float, typer.Option(help="Share of requests that fail at the transport level.")] = 0.0,
-    faults: Annotated[str, typer.Option(help="Fault kinds to draw from: 429,500,hang,drop,malformed,empty.")] = "429,500,hang,drop,malformed,empty",
-    hang_s: float = 30.0,
-    retry_after_s: float = 0.05,
-    faults_after: Annotated[int, typer.Option(help="Requests answered before faults start (a server that fails mid-run).")] = 0,
+    fault_rate: Annotated[float, typer.Option(help="Share of requests that fail at the transport level.", min=0.0, max=1.0)] = 0.0,
+    faults: Annotated[str, typer.Option(help="Fault kinds to draw from: 429,500,hang,drop,malformed,empty.",
+                                        callback=_fault_kinds_option)] = "429,500,hang,drop,malformed,empty",
+    hang_s: Annotated[float, typer.Option(help="Seconds a `hang` fault holds the request.", min=0.0)] = 30.0,
+    retry_after_s: Annotated[float, typer.Option(help="Retry-After of a 429 fault.", min=0.0)] = 0.05,
+    faults_after: Annotated[int, typer.Option(help="Requests answered before faults start (a server that fails mid-run).", min=0)] = 0,
     refuse_fields: Annotated[str, typer.Option(help="Request fields to refuse as transformers serve does (e.g. stop).")] = "",
 ) -> None:
     """Serve scripted teacher and student turns over the OpenAI chat API."""

@@ -217,6 +217,16 @@ class PipelineConfig(BaseModel):
                     raise ConfigError(f"eval.benchmarks[{i}] ({spec.name}): {exc}") from None
 
 
+def check_flow_sections(cfg: PipelineConfig, flow_name: str) -> None:
+    """The optional config sections a flow cannot run without, checked before it starts (the CLI calls
+    this before the dry run's plan too); `ConfigError` naming the section and what to do."""
+    if flow_name == "train_grpo" and cfg.grpo is None:
+        raise ConfigError("grpo: the config has no `grpo:` section; add one to run the train_grpo flow "
+                          "(the retrain flow without it stops after SFT)")
+    if flow_name == "curate" and cfg.world is None and not cfg.curate.sources:
+        raise ConfigError("curate.sources: no source given: this config only evaluates a model (run it with --flow evaluate)")
+
+
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     """The 1-based line of the YAML key at `loc` (or of the deepest part of it that exists)."""
     line = node.start_mark.line + 1 if node is not None else None

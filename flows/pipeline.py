@@ -24,7 +24,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.concurrency.sync import concurrency
 from prefect.filesystems import LocalFileSystem
 from prefect.results import ResultStore
@@ -38,9 +38,9 @@ from curation.worlds import generate as generate_world
 from curation.worlds import world_files
 from eval.benchmarks import benchmark_files
 from eval.report import build_report
-from eval.stage import EvalConfig, run_evaluate
+from eval.stage import EvalConfig, empty_heldout_warning, run_evaluate
 from flows import artifacts, lineage
-from flows.config import ConfigError, PipelineConfig, load_config
+from flows.config import PipelineConfig, check_flow_sections, load_config
 from flows.launcher import TrainingLauncher, launch_training
 from flows.orchestration import endpoint_limit_name, ensure_endpoint_limit, retry_options, task_runner
 from synth.probe import ProbeConfig, merge_probes, run_probes
@@ -428,8 +428,7 @@ def _config(config: dict[str, Any] | str) -> PipelineConfig:
 
 def _curate(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
     cfg, run = r.cfg, r.run
-    if cfg.world is None and not cfg.curate.sources:  # a config that only evaluates an outside model
-        raise ConfigError("curate.sources: no source given: this config only evaluates a model (run it with --flow evaluate)")
+    check_flow_sections(cfg, "curate")  # a config that only evaluates an outside model has nothing to curate
     if cfg.world is not None:
         stages.done("world", stages.call("world", world_task, run / "world", cfg.world.model_dump(), (),
                                          {"kind": cfg.world.kind, "world": cfg.world.generator_settings(), "out_dir": str(run / "world")}))
@@ -448,8 +447,12 @@ def _curate(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
     stages.map("curate", curate_scan_task, scans)
     probes = cfg.probe is not None
     benchmark_files = tuple(str(f) for spec in r.curate.benchmarks for f in spec.local_files())
-    stages.done("curate", stages.call("curate", curate_finish_task, r.curated, curate | {"probes": probes}, (*staged_dirs, *benchmark_files),
-                                      {"cfg": curate, "staged_dirs": staged_dirs, "out_dir": r.curated, "probes": probes}))
+    curated = stages.done("curate", stages.call("curate", curate_finish_task, r.curated, curate | {"probes": probes}, (*staged_dirs, *benchmark_files),
+                                                {"cfg": curate, "staged_dirs": staged_dirs, "out_dir": r.curated, "probes": probes}))
+    empty_eval = empty_heldout_warning(cfg.eval, curated.get("per_pool", {}))
+    if empty_eval is not None:  # told now, not after training
+        get_run_logger().warning(empty_eval)
+        curated.setdefault("warnings", []).append(empty_eval)
     if cfg.probe is None:
         return
     probe = cfg.probe.model_dump(mode="json")
@@ -621,8 +624,7 @@ def train_sft_flow(config: dict[str, Any] | str, run_dir: str) -> dict[str, Any]
 def train_grpo_flow(config: dict[str, Any] | str, run_dir: str) -> dict[str, Any]:
     """GRPO with live tool rollouts, from the run's SFT checkpoint."""
     def body(stages: Stages, r: Resolved, _: Endpoint) -> None:
-        if r.cfg.grpo is None:
-            raise ValueError("grpo: the config has no `grpo:` section")
+        check_flow_sections(r.cfg, "train_grpo")
         sft = lineage.recorded_result(r.run / "sft")
         if sft is None:
             raise FileNotFoundError(f"{r.run}: no SFT checkpoint (run the train_sft flow first)")

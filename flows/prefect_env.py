@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 
 def configure_prefect_env() -> None:
@@ -45,6 +46,23 @@ class _RunLinesOnly(logging.Filter):
         return record.levelno >= logging.WARNING or not record.getMessage().startswith(_RUN_STATE_LINES)
 
 
+class _DillDisassemblyToDill(logging.Filter):
+    """dill (inside `datasets`' fingerprinting, at the start of GRPO) finds a function's globals by
+    disassembling it into a swapped `sys.stdout`: `dis.dis` prints with `file=None`, which Prefect's
+    `log_prints` patch of `print` sends to the run logger instead (bytecode lines in the run's log, and
+    dill reads no globals). A record made while `dill.detect.nestedglobals` is on the stack goes back
+    where `dis` meant it, dill's buffer, and not to the log; every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code.co_name == "nestedglobals" and frame.f_globals.get("__name__") == "dill.detect":
+                sys.stdout.write(record.getMessage() + "\n")  # dill's capture('stdout') buffer
+                return False
+            frame = frame.f_back
+        return True
+
+
 def show_run_lines() -> None:
     """At the command line, show what the flows print (`[sft] done in 104.0 s`, `grpo step 3: reward
     ...`) while Prefect itself stays at WARNING: its run loggers at INFO, its state lines filtered.
@@ -52,8 +70,9 @@ def show_run_lines() -> None:
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO)
-        if not any(isinstance(f, _RunLinesOnly) for f in logger.filters):
-            logger.addFilter(_RunLinesOnly())
+        for kind in (_RunLinesOnly, _DillDisassemblyToDill):
+            if not any(isinstance(f, kind) for f in logger.filters):
+                logger.addFilter(kind())
 
 
 def local_run_settings():

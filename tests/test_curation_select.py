@@ -110,6 +110,23 @@ def probe_world(tmp_path_factory):
     return world, root / "curate"
 
 
+def test_curation_for_the_probes_counts_the_rows_left_to_select_under_a_name_not_none(probe_world, tmp_path):
+    """Review r4: the run summary's curate `per_pool` had a pool named "None"."""
+    world, _ = probe_world
+    summary = run_curate(CurateConfig(sources=[SourceSpec(path=world["samples_path"])], split={"coldstart": 0.8, "eval": 0.2}),
+                         tmp_path / "curate", probes=True)
+    assert set(summary["per_pool"]) == {"to_select", "eval"}
+    assert sum(summary["per_pool"].values()) == summary["counts"]["rows_out"]
+
+    from eval.stage import EvalConfig, empty_heldout_warning
+
+    assert empty_heldout_warning(EvalConfig(), summary["per_pool"]) is None
+    assert empty_heldout_warning(EvalConfig(), {"to_select": 4}) == (
+        "the held-out pool (eval) is empty: none of the 4 curated rows drew it, so the evaluation will score nothing; curate more "
+        "rows (--per-family in the demo), raise curate.split.eval, or name eval.benchmarks")
+    assert empty_heldout_warning(EvalConfig(benchmarks=["vstar"]), {"to_select": 4}) is None  # benchmarks are scored instead
+
+
 def probe_cli(world, curated, out, url):
     return [sys.executable, "-m", "flows.cli", "probe", "--input", str(curated), "--out", str(out), "--student-url", url,
             "--student-model", "demo-student", "--k", "4", "--concurrency", "4",

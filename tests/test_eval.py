@@ -86,6 +86,33 @@ def test_wilson_interval_and_group_statistics_by_hand():
     assert stats["mean_reward"] == pytest.approx((1.0 + 0.2 + 1.0 + 0.2) / 4)
 
 
+def test_an_empty_eval_pool_is_said_to_be_empty_never_reported_as_an_accuracy(tmp_path):
+    """Review r4: a held-out pool of 0 samples printed `accuracy 0.000 [0.00, 0.00] on 0 samples` and
+    wrote it to metrics.json and the report as a result."""
+    from eval.metrics import summarize, summary_line
+
+    assert wilson_interval(0, 0) == (0.0, 1.0)  # no trials: nothing known
+    empty = summarize([])
+    assert empty["overall"]["n"] == 0 and empty["per_category"] == {}
+    assert {k: empty["overall"][k] for k in ("accuracy", "ci95", "format_ok", "mean_reward", "share_using_tools", "tool_calls_per_sample")} == (
+        dict.fromkeys(("accuracy", "ci95", "format_ok", "mean_reward", "share_using_tools", "tool_calls_per_sample")))
+    assert summary_line("heldout", "tools", empty["overall"]) == ("eval heldout (tools): no samples scored (the run's eval pool is empty: "
+                                                                 "curate more samples (--per-family in the demo) or raise curate.split.eval)")
+    assert summary_line("vstar", "tools", empty["overall"], unreadable=3) == "eval vstar (tools): no samples scored (all 3 unreadable)"
+    assert summary_line("vstar", "no_tools", empty["overall"], failed=2) == (
+        "eval vstar (no_tools): no samples scored (2 failed at the endpoint (the next run asks again))")
+
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    metrics = {"model": "m", "benchmarks": {"heldout": {"samples": 0, "unreadable": 0, "failed": {}, "runs": {"tools": empty, "no_tools": empty}}}}
+    (run / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    build_report([run], tmp_path / "report")
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    heldout_rows = [line for line in markdown.splitlines() if line.startswith("| heldout |")]
+    assert heldout_rows and all("0.0 [" not in line for line in heldout_rows), markdown
+    assert "| heldout | run | 0 | — | — | — |" in markdown, markdown
+
+
 def test_endpoint_run_on_a_benchmark_file_is_cached_and_reported(world, curated, tmp_path):
     (tmp_path / "bench.yaml").write_text(f"name: world-jsonl\nsource: {{kind: jsonl, path: {world['samples_path']}}}\njudge: rules\n")
     server, url = start_replay(world, tmp_path)

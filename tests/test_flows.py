@@ -439,6 +439,25 @@ def test_a_single_stage_flow_on_a_run_without_its_input_names_the_flow_to_run_fi
         assert done.returncode == 2 and one_error_line(done.stderr) == message, (flow, done.stderr[-2000:])
 
 
+def test_a_flow_whose_config_lacks_the_section_it_needs_is_refused_in_one_line_before_it_starts(tmp_path):
+    import yaml
+
+    demo = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "demo.yaml").read_text())
+    demo.pop("grpo"), demo.pop("eval", None)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(demo))
+    run = tmp_path / "run"
+    message = ("error: grpo: the config has no `grpo:` section; add one to run the train_grpo flow "
+               "(the retrain flow without it stops after SFT)")
+    for extra in ([], ["--dry-run"]):
+        done = run_cli(["run", str(config), "--flow", "train_grpo", "--run-dir", str(run), *extra], tmp_path, timeout=180)
+        assert done.returncode == 2 and one_error_line(done.stderr) == message, (extra, done.stderr[-2000:])
+    assert not run.exists()  # refused before the flow (or Prefect) started
+    # evaluate has defaults for all of `eval:`: without that section too it scores the held-out pool (the dry run's plan says so)
+    planned = run_cli(["run", str(config), "--flow", "evaluate", "--run-dir", str(run), "--dry-run"], tmp_path, timeout=180)
+    assert planned.returncode == 0 and "the held-out pool" in planned.stdout, planned.stderr[-2000:]
+
+
 def test_a_single_stage_flow_updates_the_run_summary_and_drops_the_whole_run_time(tmp_path):
     from flows.pipeline import _merge_summary
 
@@ -454,3 +473,47 @@ def test_a_single_stage_flow_updates_the_run_summary_and_drops_the_whole_run_tim
     before = (run / "summary.json").read_text()
     _merge_summary(run, {"run_dir": str(run), "stages": {"evaluate": {"n": 10}}, "cached": ["evaluate"], "timings_s": {}})
     assert (run / "summary.json").read_text() == before  # all cached: nothing changes
+
+
+DILL_IN_A_TASK = """
+from flows.prefect_env import configure_prefect_env, local_run_settings, show_run_lines
+configure_prefect_env()
+import dill.detect
+from prefect import flow, task
+
+LIMIT = 3
+
+
+def helper(x):
+    return min(len(x), LIMIT)
+
+
+@task(log_prints=True)
+def fingerprint():
+    found = dill.detect.globalvars(helper)  # what `datasets` does to a function it fingerprints
+    print(f"grpo step 1: dill found globals {sorted(found)}")
+
+
+@flow(log_prints=True)
+def run():
+    fingerprint()
+
+
+show_run_lines()
+with local_run_settings():
+    run()
+"""
+
+
+def test_dills_disassembly_in_a_task_stays_out_of_the_run_log_and_reaches_dill(tmp_path):
+    """Review r4: bytecode lines (`LOAD_GLOBAL`, `RETURN_VALUE`) in the demo's log at the start of
+    GRPO: dill's `dis.dis` output, caught by Prefect's `log_prints`."""
+    script = tmp_path / "dill_task.py"
+    script.write_text(DILL_IN_A_TASK)
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    logged = done.stdout + done.stderr
+    assert "grpo step 1: dill found globals ['LIMIT']" in logged, logged[-3000:]  # dill read its disassembly
+    assert not any(op in logged for op in ("LOAD_GLOBAL", "RETURN_VALUE", "RESUME")), logged[-3000:]
+

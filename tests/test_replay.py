@@ -186,3 +186,25 @@ def test_serve_replay_announces_exactly_the_models_it_serves(world, tmp_path):
     assert announced is not None, log.read_text()[-2000:]
     assert announced[1].split(", ") == served
     assert served == ["t-1", "s-1", "demo-judge", "i-1"]
+
+
+@pytest.mark.parametrize(("options", "line"), [
+    (["--faults", "bogus,429"], "error: --faults: unknown fault kind(s) 'bogus'; known: 429, 500, hang, drop, malformed, empty"),
+    (["--port", "99999"], "error: --port: Input should be less than or equal to 65535"),
+    (["--port", "0"], "error: --port: Input should be greater than or equal to 1"),
+    (["--fault-rate", "2"], "error: --fault-rate: Input should be less than or equal to 1"),
+    (["--wrong-rate", "-0.1"], "error: --wrong-rate: Input should be greater than or equal to 0"),
+    (["--faults-after", "-1"], "error: --faults-after: Input should be greater than or equal to 0"),
+])
+def test_serve_replay_refuses_bad_options_in_one_line_before_anything_starts(options, line, world, monkeypatch, capsys):
+    """Review r4: an unknown fault kind was a traceback after the announcement; a port outside
+    1-65535 was announced and another one bound; a rate of 2 was taken."""
+    import synth.replay
+    from flows.cli import main
+
+    monkeypatch.setattr(synth.replay, "serve", lambda *a, **k: pytest.fail("the server started"))
+    monkeypatch.setattr("sys.argv", ["deepeyes", "serve-replay", "--scripts", world["scripts_path"], *options])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    shown = capsys.readouterr()
+    assert exited.value.code == 2 and shown.out == "" and shown.err == line + "\n"

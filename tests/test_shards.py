@@ -83,3 +83,53 @@ def test_input_order_refuses_an_item_that_finishes_twice():
     in_order.finished(0, [])
     with pytest.raises(ValueError, match="item 0 finished twice"):
         in_order.finished(0, [])
+
+
+def test_an_input_that_is_not_curated_sample_shards_is_named_in_one_line(tmp_path):
+    from curation.schema import SAMPLE_SCHEMA
+    from curation.shards import check_input_shards
+    from synth.trajectory import TRAJECTORY_SCHEMA
+
+    def refused(path):
+        with pytest.raises(ShardError) as caught:
+            check_input_shards(path, SAMPLE_SCHEMA, "--input", "curated samples", "deepeyes curate")
+        return str(caught.value)
+
+    jsonl = tmp_path / "samples.jsonl"
+    jsonl.write_text('{"question": "q", "answer": "a"}\n')
+    assert refused(jsonl) == (f"--input: cannot read shard {jsonl}: Parquet magic bytes not found in footer (it takes the parquet "
+                              "curated samples that `deepeyes curate` writes; run `deepeyes curate` on a JSONL or other source file first)")
+    empty = tmp_path / "world"
+    empty.mkdir()
+    assert refused(empty) == (f"--input {empty}: no parquet shards in this folder (it should hold the part-*.parquet curated samples "
+                              "that `deepeyes curate` writes)")
+    trajectories = tmp_path / "synthesize"
+    trajectories.mkdir()
+    pq.write_table(TRAJECTORY_SCHEMA.empty_table(), trajectories / "part-00000.parquet")
+    assert refused(trajectories) == (f"--input: {trajectories / 'part-00000.parquet'} holds no curated samples (trajectory/3, not "
+                                     "sample/2): missing column(s) source, question, answer_type (it takes the parquet shards that "
+                                     "`deepeyes curate` writes)")
+    curated = tmp_path / "curate"
+    curated.mkdir()
+    pq.write_table(SAMPLE_SCHEMA.empty_table(), curated / "part-00000.parquet")
+    assert check_input_shards(curated, SAMPLE_SCHEMA, "--input", "curated samples", "deepeyes curate") == [curated / "part-00000.parquet"]
+
+
+@pytest.mark.parametrize("command", [
+    ["synth", "--teacher-url", "http://127.0.0.1:9/v1", "--teacher-model", "m"],
+    ["probe", "--student-url", "http://127.0.0.1:9/v1", "--student-model", "m"],
+    ["select", "--probes", "."],
+])
+def test_synth_probe_and_select_refuse_a_jsonl_input_in_the_same_one_line(command, tmp_path, monkeypatch, capsys):
+    from flows.cli import main
+
+    jsonl = tmp_path / "samples.jsonl"
+    jsonl.write_text('{"question": "q", "answer": "a"}\n')
+    monkeypatch.setattr("sys.argv", ["deepeyes", command[0], "--input", str(jsonl), "--out", str(tmp_path / "out"), *command[1:]])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    made_by = "deepeyes curate" if command[0] == "synth" else "deepeyes curate --probes"
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (f"error: --input: cannot read shard {jsonl}: Parquet magic bytes not found in footer (it takes the "
+                                       f"parquet curated samples that `{made_by}` writes; run `{made_by}` on a JSONL or other source "
+                                       "file first)\n")
