@@ -129,7 +129,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
         typer.echo(f"select:     {pools}; dropped {dropped}")
     if "synthesize" in stages:
         synth = stages["synthesize"]["counts"]
+        mixed = stages["synthesize"].get("long_cot") or {}
         long_cot = f" (+{synth['long_cot']} long-CoT rows)" if synth.get("long_cot") else ""
+        if mixed.get("short_by"):  # a source too short for the ratio: said where it is seen, not only in the manifest
+            long_cot += (f" (long-CoT source short by {mixed['short_by']} of {mixed['wanted']} rows: ratio {mixed['achieved_ratio']} "
+                         f"for {mixed['target_ratio']})")
+        if mixed.get("quarantined"):
+            long_cot += f" ({mixed['quarantined']} long-CoT rows quarantined)"
         retry = " (the teacher failed them: the next run asks again for exactly those)" if synth["failed"] else ""
         typer.echo(f"synthesize: {synth['kept']} trajectories kept{long_cot}, {synth['rejected']} rejected, {synth['failed']} failed{retry}")
     if "base" in stages:
