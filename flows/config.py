@@ -7,6 +7,7 @@ are errors, not silently ignored). Relative paths are resolved against the confi
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from importlib import resources
 from pathlib import Path
@@ -16,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from curation.select import SelectConfig
-from curation.sources import SourceError, SourceSpec, check_mapped_columns
+from curation.sources import SourceError, SourceSpec, check_mapped_columns, wide_encoding
 from curation.stage import CurateConfig
 from curation.worlds import WorldKind
 from eval.benchmarks import BenchmarkError, load_spec
@@ -152,6 +153,8 @@ class PipelineConfig(BaseModel):
                             ("synth.long_cot.path", long_cot.path if long_cot is not None else None)):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{field}: {'a folder, not a file' if path.is_dir() else 'file not found'}: {path}")
+            if path is not None and path.suffix != ".parquet" and (encoding := wide_encoding(path)):  # before the run reaches it
+                raise ConfigError(f"{field}: {path} is {encoding} text: save it as UTF-8")
         limit = self.orchestration.endpoint_max_in_flight
         for field, in_flight in (("synth.concurrency", self.synth.concurrency), ("probe.concurrency", self.probe.concurrency if self.probe else 0),
                                  ("eval.concurrency", self.eval.concurrency if self.eval.model_url else 0)):
@@ -269,6 +272,15 @@ def known_fields(loc: tuple[Any, ...], model: type[BaseModel] = None) -> list[st
     return list(current.model_fields) if current is not None else []
 
 
+def literal_message(error: dict[str, Any]) -> str:
+    """pydantic's message for a value that is none of a setting's choices, with the closest choice
+    (`opening: tool`: did you mean 'tools'?; `TOOLS` too, as choices are lower case)."""
+    allowed = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+    given = error.get("input")
+    close = difflib.get_close_matches(given.strip().lower(), allowed, n=1, cutoff=0.6) if isinstance(given, str) else []
+    return error["msg"] + (f"; did you mean {close[0]!r}?" if close else "")
+
+
 def unknown_field_message(loc: tuple[Any, ...]) -> str:
     """`unknown field`, with the closest known names of its section."""
     name = str(loc[-1]) if loc else ""
@@ -348,7 +360,8 @@ def parse_config(
             loc = tuple(error["loc"])
             where = ".".join(str(p) for p in loc) or "(top level)"
             line = _line_of(node, loc)
-            message = unknown_field_message(loc) if error["type"] == "extra_forbidden" else error["msg"]
+            message = (unknown_field_message(loc) if error["type"] == "extra_forbidden" else
+                       literal_message(error) if error["type"] == "literal_error" else error["msg"])
             lines.append(f"{source}{f':{line}' if line else ''}: {where}: {message}")
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
     if lines:

@@ -285,3 +285,17 @@ def test_a_mixing_source_or_corpus_that_is_a_folder_or_missing_is_named(tmp_path
         load_config(write(tmp_path, sources + section % "folder"))
     with pytest.raises(ConfigError, match=rf"{re.escape(field)}: file not found: .*nope.jsonl"):
         load_config(write(tmp_path, sources + section % "nope.jsonl"))
+
+
+def test_a_wide_text_long_cot_source_and_a_misspelt_choice_are_refused_at_load_time(tmp_path):
+    (tmp_path / "src.jsonl").write_text("")
+    (tmp_path / "cot.jsonl").write_text('{"question": "q", "response": "r"}\n', encoding="utf-16")
+    sources = "curate:\n  sources:\n    - {path: src.jsonl}\n"
+    with pytest.raises(ConfigError, match=r"synth.long_cot.path: .*cot.jsonl is UTF-16 text: save it as UTF-8"):
+        load_config(write(tmp_path, sources + "synth:\n  long_cot: {path: cot.jsonl}\n"))
+    (tmp_path / "cot.jsonl").write_text('{"question": "q", "response": "r"}\n')
+    for given, said in [("tool", "; did you mean 'tools'?"), ("TOOLS", "; did you mean 'tools'?"), ("zzz", "")]:
+        with pytest.raises(ConfigError) as raised:
+            load_config(write(tmp_path, sources + f"synth:\n  long_cot: {{path: cot.jsonl, opening: {given}}}\n"))
+        line = str(raised.value).splitlines()[-1]
+        assert line.endswith("synth.long_cot.opening: Input should be 'question', 'no_tools' or 'tools'" + said), line
