@@ -36,8 +36,8 @@ from curation.normalize import LETTERS, clean_text, holds_number, infer_answer_t
 from curation.verl import VERL_CATEGORY_MAP, verl_files, verl_rows
 from curation.schema import Sample
 
-__all__ = ["RowRejected", "SourceError", "SourceSpec", "TableFileError", "TextLimits", "read_image_ref", "read_source", "read_table_file",
-           "row_to_sample"]
+__all__ = ["RowRejected", "SourceError", "SourceSpec", "TableFileError", "TextLimits", "image_refs", "read_image_ref", "read_source",
+           "read_table_file", "row_to_sample", "within_limit"]
 
 PARSE_ERROR = "__parse_error__"  # the key of a row that could not be read (its value: the reason)
 # Text limits (`TextLimits`): no real benchmark question or gold answer comes near them.
@@ -363,11 +363,20 @@ def _text(value: Any, field: str, required: bool, column: str | None = None) -> 
     return text
 
 
-def _within(text: str, field: str, column: str, limit: int) -> str:
-    """`text`, or `RowRejected` (`<field>_too_long`) when it has more than `limit` characters."""
+def within_limit(text: str, field: str, column: str, limit: int, setting: str | None = None) -> str:
+    """`text`, or `RowRejected` (`<field>_too_long`, naming `column` and the `setting` that sets
+    `limit`, `curate.max_<field>_chars` by default) when it has more than `limit` characters."""
     if len(text) > limit:
-        raise RowRejected(f"{field}_too_long: `{column}` has {len(text)} characters > {limit} (curate.max_{field}_chars)")
+        raise RowRejected(f"{field}_too_long: `{column}` has {len(text)} characters > {limit} ({setting or f'curate.max_{field}_chars'})")
     return text
+
+
+def image_refs(value: Any) -> list[Any]:
+    """A row's `images` value as a list of references: a list as it is, one reference (a path, a
+    base64 string, a dict) as a list of one, null or "" as none."""
+    if value is None or (isinstance(value, str) and not value):
+        return []
+    return value if isinstance(value, list) else [value]
 
 
 def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: set[str] | None = None,
@@ -377,13 +386,8 @@ def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: 
     Raises `RowRejected` with the quarantine reason (a question or answer longer than `limits`
     too). Image files the row points to are added to `files` (for the cache key), whether they
     exist or not."""
-    images = spec.value(row, "images")
-    if images is None or (isinstance(images, str) and not images):
-        images = []
-    elif not isinstance(images, list):
-        images = [images]
     refs = []
-    for ref in images:
+    for ref in image_refs(spec.value(row, "images")):
         data, path = _read_image(ref, base_dir, files)
         refs.append({"bytes": data, "path": path})
     if spec.value(row, "question") is None and "question" not in spec.fields:
@@ -391,10 +395,10 @@ def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: 
         if conversation is not None:
             raise RowRejected(f"sharegpt_row: the row is a conversation (`{conversation}`), not a question")
     question = _text(spec.value(row, "question"), "question", required=True, column=spec.column("question"))
-    question = _within(question, "question", spec.column("question"), limits.max_question_chars)
+    question = within_limit(question, "question", spec.column("question"), limits.max_question_chars)
     raw_answer = spec.value(row, "answer")
     answer = _text(raw_answer, "answer", required=True, column=spec.column("answer"))
-    answer = _within(answer, "answer", spec.column("answer"), limits.max_answer_chars)
+    answer = within_limit(answer, "answer", spec.column("answer"), limits.max_answer_chars)
     choices = spec.choices_of(row)
     if isinstance(raw_answer, bool):  # a yes/no answer: among options, the one that says it
         answer = boolean_answer(raw_answer, choices)
@@ -875,8 +879,7 @@ def row_question_and_images(row: dict[str, Any], spec: SourceSpec, base_dir: Pat
     question = _text(spec.value(row, "question"), "question", required=False, column=spec.column("question"))
     images: list[bytes] = []
     problems: list[str] = []
-    refs = spec.value(row, "images") if read_images else None
-    for ref in refs if isinstance(refs, list) else ([] if refs in (None, "") else [refs]):
+    for ref in image_refs(spec.value(row, "images")) if read_images else []:
         try:
             images.append(_read_image(ref, base_dir, files)[0])
         except RowRejected as exc:

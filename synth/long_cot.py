@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curation.images import ImageLimits, ImageRejected, validate_image
 from curation.mapping import RowRejected, scalar_text
-from curation.sources import MAX_QUESTION_CHARS, PARSE_ERROR, SourceError, SourceSpec, read_image_ref, read_source
+from curation.sources import MAX_QUESTION_CHARS, PARSE_ERROR, SourceError, SourceSpec, image_refs, read_image_ref, read_source, within_limit
 from synth.runtime.profile import DEFAULT_PROFILE, load_profile
 from synth.runtime.protocol import PROTOCOL_VERSION, check_response, load_prompts
 
@@ -73,31 +73,27 @@ def _row(raw: dict[str, Any], origin: str, cfg: LongCotConfig) -> LongCotRow:
     question = scalar_text(raw.get("question"), "question")
     if question is None:
         raise RowRejected("missing_question: the row has no `question` (or it is empty)")
-    if len(question) > cfg.max_question_chars:
-        raise RowRejected(f"question_too_long: `question` has {len(question)} characters > {cfg.max_question_chars} "
-                          "(synth.long_cot.max_question_chars)")
+    within_limit(question, "question", "question", cfg.max_question_chars, "synth.long_cot.max_question_chars")
     response = raw.get("response")
     if not isinstance(response, str) or not response.strip():
         raise RowRejected("missing_response: the row has no `response` (or it is empty)" if response in (None, "") else
                           f"invalid_response: `response` holds {type(response).__name__}, not text (the assistant turn)")
     answer = scalar_text(raw.get("answer"), "answer")
     sample_id = scalar_text(raw.get("id"), "id")
-    refs = raw.get("images")
-    images = [] if refs is None or refs == "" else refs if isinstance(refs, list) else [refs]
-    return LongCotRow(sample_id or hashlib.blake2b(question.encode(), digest_size=12).hexdigest(), question, response, answer, images, origin)
+    return LongCotRow(sample_id or hashlib.blake2b(question.encode(), digest_size=12).hexdigest(), question, response, answer,
+                      image_refs(raw.get("images")), origin)
 
 
 def load_long_cot(cfg: LongCotConfig) -> tuple[list[LongCotRow], list[tuple[dict[str, Any], str, str]]]:
     """The source's usable rows, and its unusable ones as `(row, reason, origin)` for the stage's
     quarantine (a line that is not JSON, a missing or non-text `question` or `response`, ...).
-    Raises `LongCotError` when the file cannot be read as rows at all."""
+    Raises `LongCotError` when the file cannot be read as rows at all (missing, a folder, not
+    UTF-8: `read_source`'s `SourceError`)."""
     if cfg.path is None:
         raise LongCotError("synth.long_cot.path: no long-CoT source given")
     path = Path(cfg.path)
-    spec = (SourceSpec(kind="hf", path="parquet", data_files=str(path), name=path.stem) if path.suffix == ".parquet"
+    spec = (SourceSpec(kind="hf", path="parquet", data_files=str(path)) if path.suffix == ".parquet"
             else SourceSpec(kind="jsonl", path=str(path)))
-    if not path.is_file():
-        raise LongCotError(f"long-CoT source {'is a folder, not a file' if path.is_dir() else 'not found'}: {path}")
     usable, unusable = [], []
     try:
         for raw, origin in read_source(spec):
