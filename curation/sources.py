@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from curation.datasets_quiet import datasets_progress_bars_off
 from curation.mapping import CATEGORIES, FieldMapping, RowRejected, boolean_answer, label_text, lookup, scalar_text
 from curation.normalize import LETTERS, clean_text, holds_number, infer_answer_type, normalize_answer
 from curation.verl import VERL_CATEGORY_MAP, verl_files, verl_rows
@@ -734,7 +735,8 @@ def _hf_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
     import datasets
 
     try:
-        dataset = datasets.load_dataset(spec.path, spec.subset, split=spec.split, data_files=spec.data_files)
+        with datasets_progress_bars_off():  # `Generating train split ...` on stderr would bury the run's own lines
+            dataset = datasets.load_dataset(spec.path, spec.subset, split=spec.split, data_files=spec.data_files)
     except Exception as exc:  # the hub unreachable, no such dataset or files, a bad builder
         raise SourceError(f"source {spec.source_name!r}: datasets.load_dataset({spec.path!r}) failed: {type(exc).__name__}: {exc}") from exc
     # Arrow rows, not decoded ones: images stay `{bytes, path}`, so a broken one is quarantined by
