@@ -3,6 +3,7 @@ which runs the five as subflows. Each takes the pipeline config (a dict, or the 
 which is how deployments pass it) and a run directory, and reads the stages before it from there:
 
     runs/<name>/world/  curate/  probe/  select/  synthesize/  model-base/  sft/  grpo/  eval/  report/
+    runs/<name>/run.json  (written as each flow starts: its config and the stages it plans)
 
 Tasks receive paths and plain config dicts (never DataFrames). Curation scans, probes and synthesis
 run as one task per source part or input shard on the configured task runner (threads, Dask, Ray);
