@@ -22,7 +22,6 @@ quarantine reason (`missing_category: ...`, `invalid_answer: ...`); which types 
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from typing import Any, Literal, get_args
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from curation.normalize import normalize_choices
 from curation.schema import AnswerType, Category
+from curation.suggest import closest, did_you_mean
 
 OurField = Literal["id", "question", "answer", "images", "category", "answer_type", "choices", "meta"]
 CATEGORIES: tuple[str, ...] = get_args(Category)
@@ -90,9 +90,7 @@ def category_names(names: Any, field: str) -> Any:
             return name
         if name.strip().lower() in CATEGORIES:
             return name.strip().lower()
-        close = difflib.get_close_matches(name.strip().lower(), CATEGORIES, n=1, cutoff=0.6)
-        raise ValueError(f"{field}: unknown category {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
-                         + f" (one of {', '.join(CATEGORIES)})")
+        raise ValueError(f"{field}: unknown category {name!r}" + did_you_mean(name, CATEGORIES) + f" (one of {', '.join(CATEGORIES)})")
 
     if isinstance(names, dict):
         return {one(k): v for k, v in names.items()}
@@ -233,7 +231,7 @@ class FieldMapping(BaseModel):
             return label.lower()
         if self.category is not None:
             return self.category
-        close = difflib.get_close_matches(label.strip().lower(), CATEGORIES, n=1, cutoff=0.6)
+        close = closest(label, CATEGORIES)
         raise RowRejected(f"unknown_category: {label[:80]!r} is not one of {', '.join(CATEGORIES)}"
                           + (f" (did you mean {close[0]!r}?)" if close else "")
                           + " (map the source's labels to ours with category_map, or give the source a category for the rest)")

@@ -31,10 +31,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from curation.datasets_quiet import datasets_progress_bars_off
 from curation.mapping import CATEGORIES, FieldMapping, RowRejected, boolean_answer, label_text, lookup, scalar_text
 from curation.normalize import LETTERS, clean_text, holds_number, infer_answer_type, normalize_answer
 from curation.verl import VERL_CATEGORY_MAP, verl_files, verl_rows
 from curation.schema import Sample
+from curation.suggest import did_you_mean, error_message
 
 __all__ = ["RowRejected", "SourceError", "SourceSpec", "TableFileError", "TextLimits", "image_refs", "read_image_ref", "read_source",
            "read_table_file", "row_to_sample", "within_limit"]
@@ -180,8 +182,8 @@ class SourceSpec(FieldMapping):
         head, options = _split_cli_options(text)
         kind, sep, path = head.partition(":")
         if sep and kind not in SOURCE_KINDS and re.fullmatch(r"[a-z][a-z0-9_]+", kind) and not Path(head).exists():
-            raise SourceError(f"--source {text!r}: unknown source kind {kind!r} (kinds: {', '.join(SOURCE_KINDS)}; Parquet, CSV and "
-                              f"other files: hf:parquet,data_files=PATH)")
+            raise SourceError(f"--source {text!r}: unknown source kind {kind!r}{did_you_mean(kind, SOURCE_KINDS)} (kinds: "
+                              f"{', '.join(SOURCE_KINDS)}; Parquet, CSV and other files: hf:parquet,data_files=PATH)")
         values: dict[str, Any] = {"kind": kind, "path": path} if sep and kind in SOURCE_KINDS else {"path": head}
         for key, value in [*defaults, *options]:
             if key in cls.CLI_OPTIONS:
@@ -191,11 +193,14 @@ class SourceSpec(FieldMapping):
                 values.setdefault(group, {})[entry] = value.split("|") if group == "include" else value
             else:
                 allowed = ", ".join([*cls.CLI_OPTIONS, *(p + "X" for p in cls.CLI_PREFIXES)])
-                raise SourceError(f"--source {text!r}: unknown option {key!r} (options: {allowed})")
+                entry = key.partition(".")[2]  # `fieds.answer`: did you mean 'fields.answer'?
+                names = [*cls.CLI_OPTIONS, *(p + entry for p in cls.CLI_PREFIXES if entry)]
+                raise SourceError(f"--source {text!r}: unknown option {key!r}{did_you_mean(key, names)} (options: {allowed})")
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            # A value that is none of an option's choices (category, answer_type, a category_map label's) says the closest, as in a config.
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {error_message(e)}" for e in exc.errors())
             raise SourceError(f"--source {text!r}: {problems}") from None
 
 
@@ -212,7 +217,8 @@ def cli_source_defaults(category: str | None, answer_type: str | None, fields: l
     return options
 
 
-_CLI_OPTION = re.compile(r",(?=(?:fields\.|category_map\.|include\.)[^,=]+=|[a-z_]+=)")
+# `,name=` or `,group.entry=`: a misspelt group (`fieds.answer=`) is an option too, refused by name with the closest one.
+_CLI_OPTION = re.compile(r",(?=[a-z_]+(?:\.[^,=]+)?=)")
 
 
 def _split_cli_options(text: str) -> tuple[str, list[tuple[str, str]]]:
@@ -734,7 +740,8 @@ def _hf_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
     import datasets
 
     try:
-        dataset = datasets.load_dataset(spec.path, spec.subset, split=spec.split, data_files=spec.data_files)
+        with datasets_progress_bars_off():  # `Generating train split ...` on stderr would bury the run's own lines
+            dataset = datasets.load_dataset(spec.path, spec.subset, split=spec.split, data_files=spec.data_files)
     except Exception as exc:  # the hub unreachable, no such dataset or files, a bad builder
         raise SourceError(f"source {spec.source_name!r}: datasets.load_dataset({spec.path!r}) failed: {type(exc).__name__}: {exc}") from exc
     # Arrow rows, not decoded ones: images stay `{bytes, path}`, so a broken one is quarantined by

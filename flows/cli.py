@@ -235,7 +235,8 @@ def deploy(
 
 @app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
-    """Each stage of a run: complete, partial (some failed), stale (an input or an upstream stage changed since), incomplete or missing."""
+    """Each stage of a run: complete, partial (some failed), stale (an input or an upstream stage changed since), incomplete, missing,
+    or not in config (the run's config has no such stage)."""
     from flows.lineage import status as run_status
 
     if run_dir.exists() and not run_dir.is_dir():
@@ -248,9 +249,13 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
     typer.echo(f"run {run_dir}" + (f" (took {total:.1f} s)" if total else ""))
     for row in run_status(run_dir):
         launched = f"; launcher log {row['launch_log']}" if "launch_log" in row else ""
-        if row["state"] in ("missing", "incomplete", "corrupt"):
-            problem = f": {row['problem']}; the next run runs the stage again" if "problem" in row else ""
-            typer.echo(f"  {row['stage']:<11} {row['state']}{problem}{launched}")
+        configured = row.get("configured", True)
+        # An output of a stage the run's config does not have: an earlier config's, which no run of this one redoes.
+        unplanned = "" if configured or row["state"] == "not in config" else "; not in the run's config (an earlier config's output)"
+        if row["state"] in ("missing", "incomplete", "corrupt", "not in config"):
+            again = "; the next run runs the stage again" if configured else ""
+            problem = f": {row['problem']}{again}" if "problem" in row else ""
+            typer.echo(f"  {row['stage']:<11} {row['state']}{problem}{unplanned}{launched}")
             continue
         shown, more = row["changed_inputs"][:5], len(row["changed_inputs"]) - 5
         changed = f"; changed since: {', '.join(shown)}" + (f" and {more} more" if more > 0 else "") if shown else ""
@@ -260,7 +265,7 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
         took = timings.get("evaluate" if row["stage"] == "eval" else row["stage"], row["seconds"])
         seconds = f"{took:.1f} s" if took is not None else "-"
         typer.echo(f"  {row['stage']:<11} {row['state']:<9} rows {row['rows'] if row['rows'] is not None else '-':<6} {seconds:<8} "
-                   f"config {row['config_hash'] or '-'}  commit {row['git_commit'] or '-'}{changed}{launched}")
+                   f"config {row['config_hash'] or '-'}  commit {row['git_commit'] or '-'}{changed}{unplanned}{launched}")
 
 
 class _LazyBar:

@@ -6,8 +6,6 @@ are errors, not silently ignored). Relative paths are resolved against the confi
 
 from __future__ import annotations
 
-import difflib
-import re
 import typing
 from importlib import resources
 from pathlib import Path
@@ -19,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from curation.select import SelectConfig
 from curation.sources import SourceError, SourceSpec, check_mapped_columns, wide_encoding
 from curation.stage import CurateConfig
+from curation.suggest import did_you_mean, error_message
 from curation.worlds import WorldKind
 from eval.benchmarks import BenchmarkError, load_spec
 from eval.stage import EvalConfig
@@ -272,20 +271,9 @@ def known_fields(loc: tuple[Any, ...], model: type[BaseModel] = None) -> list[st
     return list(current.model_fields) if current is not None else []
 
 
-def literal_message(error: dict[str, Any]) -> str:
-    """pydantic's message for a value that is none of a setting's choices, with the closest choice
-    (`opening: tool`: did you mean 'tools'?; `TOOLS` too, as choices are lower case)."""
-    allowed = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
-    given = error.get("input")
-    close = difflib.get_close_matches(given.strip().lower(), allowed, n=1, cutoff=0.6) if isinstance(given, str) else []
-    return error["msg"] + (f"; did you mean {close[0]!r}?" if close else "")
-
-
 def unknown_field_message(loc: tuple[Any, ...]) -> str:
     """`unknown field`, with the closest known names of its section."""
-    name = str(loc[-1]) if loc else ""
-    close = difflib.get_close_matches(name, known_fields(loc[:-1]), n=3, cutoff=0.6)
-    return "unknown field" + (f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "")
+    return "unknown field" + did_you_mean(str(loc[-1]) if loc else "", known_fields(loc[:-1]), n=3)
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
@@ -360,8 +348,7 @@ def parse_config(
             loc = tuple(error["loc"])
             where = ".".join(str(p) for p in loc) or "(top level)"
             line = _line_of(node, loc)
-            message = (unknown_field_message(loc) if error["type"] == "extra_forbidden" else
-                       literal_message(error) if error["type"] == "literal_error" else error["msg"])
+            message = unknown_field_message(loc) if error["type"] == "extra_forbidden" else error_message(error)
             lines.append(f"{source}{f':{line}' if line else ''}: {where}: {message}")
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
     if lines:

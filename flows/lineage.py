@@ -6,7 +6,11 @@ A stage's inputs are of two kinds. Declared inputs (a source file, an earlier st
 known before the stage runs and make its cache key. Files found while it runs (the images a
 source's rows point to, a benchmark's images) are recorded beside the manifest
 (`_read_files.json`, each file's size and modification time, cheap to check for millions); a
-change in any of them makes the output stale and re-runs the stage."""
+change in any of them makes the output stale and re-runs the stage.
+
+The run directory itself keeps `run.json`, written when a flow starts: the config the run was
+started with and the stage directories it plans, so that `status` tells a stage the config does not
+have (`not in config`) from one that has not run yet (`missing`)."""
 
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ from typing import Any
 from curation.shards import MANIFEST_NAME, CorruptManifest, atomic_write_json
 from curation.shards import read_manifest as read_shard_manifest
 
+RUN_RECORD_NAME = "run.json"  # in the run directory: the config a flow was started with and the stages it plans
+RUN_RECORD_FORMAT = "run/1"
 READ_FILES_NAME = "_read_files.json"  # the files a stage found and read while it ran, with their stamps
 PACKAGES = ("open-deepeyes", "torch", "transformers", "trl", "datasets", "prefect", "pyarrow", "datasketch", "openai")
 
@@ -248,13 +254,49 @@ def upstream_stages(lineage: dict[str, Any], run: Path, own: str, depth: int = 4
     return found
 
 
+def record_run(run_dir: str | Path, config: dict[str, Any], stages: list[str]) -> bool:
+    """Write `run.json` in the run directory: the config (as a JSON dict) a flow was started with,
+    its hash, and `stages`, the directories of the stages the config plans (`world`, `curate`, ...,
+    `eval`, in pipeline order). The last flow started in a run directory wins. A record with the
+    same config and stages is left as it is (an unchanged re-run changes no file). Returns whether
+    the file was written."""
+    run = Path(run_dir)
+    record = {"format": RUN_RECORD_FORMAT, "config_hash": config_hash(config), "stages": list(stages),
+              "config": json.loads(json.dumps(config, default=str))}
+    old = read_run_record(run)
+    if old is not None and {k: v for k, v in old.items() if k != "recorded_at"} == record:
+        return False
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run / RUN_RECORD_NAME, {**record, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return True
+
+
+def read_run_record(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run directory's `run.json` (see `record_run`), or None when there is none or it cannot be
+    read as one (a run directory written before the record existed, a truncated file): callers then
+    know nothing of what the run was configured to do."""
+    try:
+        record = json.loads((Path(run_dir) / RUN_RECORD_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("stages"), list):
+        return None
+    return record
+
+
 def status(run_dir: str | Path) -> list[dict[str, Any]]:
     """Each stage of a run: its state, rows, time, config hash, commit, and the inputs that changed
     since it ran. States: `missing`, `incomplete` (no manifest: it did not finish), `stale` (an
     input changed since, or a stage it was made from is stale: staleness runs down the chain),
     `partial` (finished, but its endpoint failed `failed` samples, attempts or episodes: not a
-    complete cache entry; the next run sends those again), `complete`."""
+    complete cache entry; the next run sends those again), `complete`, and `not in config` (no output,
+    and the run's config, recorded in `run.json`, has no such stage: it is not part of this run). A
+    stage the config does not plan but whose output is there (an earlier config's) keeps its state
+    and has `configured: False`. A run directory without `run.json` (written before it existed)
+    shows every absent stage as `missing`."""
     run = Path(run_dir)
+    record = read_run_record(run)
+    planned = set(record["stages"]) if record is not None else None
     rows = []
     stale: set[str] = set()
     for name in STAGE_DIRS:  # in pipeline order: a stage's inputs come before it
@@ -262,9 +304,13 @@ def status(run_dir: str | Path) -> list[dict[str, Any]]:
         # A stage trained through `training.command` kept its launcher's output there (a failed one too).
         launch_log = run / name / f"launch-{name}.log"
         launched = {"launch_log": str(launch_log)} if launch_log.is_file() else {}
+        configured = {} if planned is None or name in planned else {"configured": False}
         if manifest is None:
-            state = "missing" if not (run / name).exists() else "corrupt" if problem else "incomplete"
-            rows.append({"stage": name, "state": state, **launched, **({"problem": problem} if problem else {})})
+            if not (run / name).exists():
+                state = "missing" if not configured else "not in config"
+            else:
+                state = "corrupt" if problem else "incomplete"
+            rows.append({"stage": name, "state": state, **configured, **launched, **({"problem": problem} if problem else {})})
             continue
         lineage = manifest.get("lineage") or {}
         changed = changed_inputs(lineage, stage_dir=run / name)
@@ -282,6 +328,7 @@ def status(run_dir: str | Path) -> list[dict[str, Any]]:
             "config_hash": lineage.get("config_hash"),
             "git_commit": (lineage.get("git_commit") or "")[:12] or None,
             "changed_inputs": changed,
+            **configured,
             **launched,
         })
     return rows

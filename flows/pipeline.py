@@ -3,6 +3,7 @@ which runs the five as subflows. Each takes the pipeline config (a dict, or the 
 which is how deployments pass it) and a run directory, and reads the stages before it from there:
 
     runs/<name>/world/  curate/  probe/  select/  synthesize/  model-base/  sft/  grpo/  eval/  report/
+    runs/<name>/run.json  (written as each flow starts: its config and the stages it plans)
 
 Tasks receive paths and plain config dicts (never DataFrames). Curation scans, probes and synthesis
 run as one task per source part or input shard on the configured task runner (threads, Dask, Ray);
@@ -43,6 +44,7 @@ from flows import artifacts, lineage
 from flows.config import PipelineConfig, check_flow_sections, load_config
 from flows.launcher import TrainingLauncher, launch_training
 from flows.orchestration import endpoint_limit_name, ensure_endpoint_limit, retry_options, task_runner
+from flows.prefect_env import keep_dill_out_of_run_logs
 from synth.probe import ProbeConfig, merge_probes, run_probes
 from synth.runtime.endpoint import ManagedServer, free_port
 from synth.runtime.profile import COMPACT_PROFILE
@@ -94,6 +96,7 @@ def world_task(kind: str, world: dict[str, Any], out_dir: str, record: dict[str,
 @task(name="curate-scan", **CACHED)
 def curate_scan_task(cfg: dict[str, Any], source_index: int, part: int, out_dir: str, record: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
+    keep_dill_out_of_run_logs()  # a shard task may run in a Dask or Ray worker's process, which no flow set up
     curate = CurateConfig.model_validate(cfg)
     result = scan_source(curate, source_index, out_dir, part, curate.scan_parts)
     return _recorded(record, out_dir, started, result, read_files=result.pop("files_read"))
@@ -112,6 +115,7 @@ def probe_shard_task(
     endpoint: dict[str, Any], record: dict[str, Any],
 ) -> dict[str, Any]:
     started = time.time()
+    keep_dill_out_of_run_logs()  # a shard task may run in a Dask or Ray worker's process, which no flow set up
     probe = ProbeConfig.model_validate(cfg)
     probe.student_url = endpoint.get("url") or probe.student_url
     # A failed preflight, or every attempt failed, raises EndpointError: Prefect retries it when
@@ -141,6 +145,7 @@ def synthesize_shard_task(
     endpoint: dict[str, Any], record: dict[str, Any],
 ) -> dict[str, Any]:
     started = time.time()
+    keep_dill_out_of_run_logs()  # a shard task may run in a Dask or Ray worker's process, which no flow set up
     synth = SynthConfig.model_validate(cfg)
     synth.teacher_url = endpoint.get("url") or synth.teacher_url
     synth.long_cot = None  # mixed in once, over all shards, by the merge
@@ -569,10 +574,21 @@ def _final_checkpoint(r: Resolved) -> str:
 # The flows.
 
 
+def _flow_started(cfg: PipelineConfig, run: Path) -> None:
+    """What every flow run does first, wherever it was started (the CLI, a deployment's worker, a
+    Python call): keep dill's disassembly out of the run's log (the CLI is not there to set that up),
+    and record in the run directory what the run is configured to do (`run.json`: the config and
+    the stage directories `plan` lists), which `deepeyes status` reads."""
+    keep_dill_out_of_run_logs()
+    run.mkdir(parents=True, exist_ok=True)
+    stages = [Path(step["out"]).name for step in plan(cfg, run)]
+    lineage.record_run(run, cfg.model_dump(mode="json"), list(dict.fromkeys(stages)))
+
+
 def _stage_flow(body: Any, config: dict[str, Any] | str, run_dir: str, endpoint_url: str | None = None) -> dict[str, Any]:
     cfg = _config(config)
     run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
+    _flow_started(cfg, run)
     stages, resolved = Stages(cfg, run), Resolved(cfg, run)
     with Endpoint(resolved, endpoint_url) as endpoint:
         body(stages, resolved, endpoint)
@@ -652,7 +668,7 @@ def retrain_flow(config: dict[str, Any] | str, run_dir: str) -> dict[str, Any]:
     Curation and synthesis run their shard tasks on the configured task runner."""
     cfg = _config(config)
     run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
+    _flow_started(cfg, run)
     started = time.time()
     params = {"config": cfg.model_dump(mode="json"), "run_dir": str(run)}
     runner = {"task_runner": task_runner(cfg.orchestration)}

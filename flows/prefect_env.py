@@ -63,16 +63,33 @@ class _DillDisassemblyToDill(logging.Filter):
         return True
 
 
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where Prefect's `log_prints` sends what a run prints
+
+
+def _add_filter(logger: logging.Logger, kind: type[logging.Filter]) -> None:
+    if not any(isinstance(f, kind) for f in logger.filters):
+        logger.addFilter(kind())
+
+
+def keep_dill_out_of_run_logs() -> None:
+    """Send dill's bytecode disassembly back to dill instead of the run's log (`_DillDisassemblyToDill`
+    on Prefect's run loggers). Every flow of `flows.pipeline` calls it as it starts, and the shard
+    tasks too (a Dask or Ray worker is another process), so a run from a deployment's worker or a
+    Python call gets it as a command-line run does. Idempotent: one filter per logger however often
+    it is called; it changes nothing else."""
+    for name in _RUN_LOGGERS:
+        _add_filter(logging.getLogger(name), _DillDisassemblyToDill)
+
+
 def show_run_lines() -> None:
     """At the command line, show what the flows print (`[sft] done in 104.0 s`, `grpo step 3: reward
     ...`) while Prefect itself stays at WARNING: its run loggers at INFO, its state lines filtered.
     Call after Prefect is imported (its logging set up)."""
-    for name in ("prefect.flow_runs", "prefect.task_runs"):
+    keep_dill_out_of_run_logs()
+    for name in _RUN_LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO)
-        for kind in (_RunLinesOnly, _DillDisassemblyToDill):
-            if not any(isinstance(f, kind) for f in logger.filters):
-                logger.addFilter(kind())
+        _add_filter(logger, _RunLinesOnly)
 
 
 def local_run_settings():

@@ -248,6 +248,49 @@ def test_per_source_options_parse_with_the_configs_names():
         SourceSpec.parse_cli("jsonl:x.jsonl,fields.sum=total")
 
 
+CATEGORIES_SAID = "Input should be 'perception', 'reasoning', 'search' or 'direct'"
+OPTIONS_SAID = "(options: name, category, answer_type, limit, subset, split, data_files, fields.X, category_map.X, include.X)"
+
+
+@pytest.mark.parametrize("option,says", [
+    ("category=perceptoin", f"category: {CATEGORIES_SAID}; did you mean 'perception'?"),
+    ("category=PERCEPTOIN", f"category: {CATEGORIES_SAID}; did you mean 'perception'?"),
+    ("answer_type=nubmer", "answer_type: Input should be 'choice', 'number', 'math' or 'text'; did you mean 'number'?"),
+    ("category_map.color=perceptoin", f"category_map.color: {CATEGORIES_SAID}; did you mean 'perception'?"),
+    ("category=cooking", f"category: {CATEGORIES_SAID}"),  # nothing close: no guess
+    ("categroy=perception", f"unknown option 'categroy'; did you mean 'category'? {OPTIONS_SAID}"),
+    ("fieds.answer=label", f"unknown option 'fieds.answer'; did you mean 'fields.answer'? {OPTIONS_SAID}"),
+])
+def test_a_per_source_option_that_is_none_of_its_choices_says_the_closest_one(tmp_path, option, says):
+    """Review r4: `--source jsonl:x,category=perceptoin` had no "did you mean", which the same
+    typo in a config's source gets: both go through `curation.suggest`."""
+    source = tmp_path / "x.jsonl"
+    source.write_text('{"question": "q", "answer": "a"}\n')
+    with pytest.raises(SourceError) as raised:
+        SourceSpec.parse_cli(f"jsonl:{source},{option}")
+    assert str(raised.value) == f"--source 'jsonl:{source},{option}': {says}"
+    done = curate("--source", f"jsonl:{source},{option}", "--out", str(tmp_path / "out"))
+    assert done.code == 2 and done.error == f"error: {raised.value}" and not (tmp_path / "out").exists()
+    if "unknown option" not in says:  # the same value in a config's source: the same words
+        from flows.config import ConfigError, load_config
+
+        key, value = option.split("=")
+        entry = f"{key.split('.')[0]}: {{{key.split('.')[1]}: {value}}}" if "." in key else f"{key}: {value}"
+        (tmp_path / "c.yaml").write_text(f"curate:\n  sources:\n    - {{path: {source}, {entry}}}\n")
+        with pytest.raises(ConfigError) as in_config:
+            load_config(tmp_path / "c.yaml")
+        assert str(in_config.value).splitlines()[-1].endswith(f"curate.sources.0.{says}")
+
+
+def test_a_misspelt_source_kind_and_a_flag_for_every_source_say_the_closest_choice(tmp_path):
+    with pytest.raises(SourceError, match=r"unknown source kind 'jsnl'; did you mean 'jsonl'\? \(kinds: jsonl, json, tsv, hf, verl;"):
+        SourceSpec.parse_cli("jsnl:x.jsonl")
+    with pytest.raises(SourceError, match=r"unknown source kind 'parquet' \(kinds:"):  # nothing close
+        SourceSpec.parse_cli("parquet:x.parquet")
+    with pytest.raises(SourceError, match=r"answer_type: Input should be 'choice', 'number', 'math' or 'text'; did you mean 'math'\?$"):
+        SourceSpec.parse_cli("x.jsonl", [("answer_type", "maths")])  # the CLI's --answer-type
+
+
 @pytest.mark.parametrize("section,says", [
     ("{max_pixels: 1000000000}", "curate.max_pixels: Value error, 1000000000 is above the 178956970 pixels pillow opens at all"),
     ("{min_side: 0}", "curate.min_side: Input should be greater than or equal to 1"),

@@ -175,6 +175,60 @@ def test_an_unopenable_dataset_is_named(tmp_path):
         run_curate(CurateConfig(sources=[spec]), tmp_path / "out")
 
 
+@pytest.fixture
+def progress_switch(monkeypatch):
+    """`datasets`' progress-bar switch, free of the environment (a test before may have set
+    HF_DATASETS_DISABLE_PROGRESS_BARS), and put back as it was after the test."""
+    import importlib
+
+    import datasets
+
+    hf_tqdm = importlib.import_module("datasets.utils.tqdm")  # the module (`datasets.utils.tqdm` the attribute is its class)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_DISABLE_PROGRESS_BARS", None)
+    monkeypatch.setattr(hf_tqdm, "HF_DATASETS_DISABLE_PROGRESS_BARS", None)
+    was = hf_tqdm.are_progress_bars_disabled()
+    yield hf_tqdm
+    (datasets.disable_progress_bars if was else datasets.enable_progress_bars)()
+
+
+@pytest.mark.parametrize("disabled_before", [False, True])
+def test_an_hf_source_prints_no_progress_bars_and_leaves_the_switch_as_it_was(tmp_path, capfd, progress_switch, disabled_before):
+    """Review r4: `Generating train split: 4 examples ...` on stderr for every `hf:` source."""
+    import datasets
+
+    from curation.sources import read_source
+
+    (datasets.disable_progress_bars if disabled_before else datasets.enable_progress_bars)()
+    (tmp_path / "rows.csv").write_text("question,answer\nWhat is 2+2?,4\nAnd 3+3?,6\n")
+    capfd.readouterr()
+    rows = list(read_source(SourceSpec(kind="hf", path="csv", data_files=str(tmp_path / "rows.csv"))))
+    assert [row["answer"] for row, _ in rows] == [4, 6]
+    err = capfd.readouterr().err
+    assert "Generating train split" not in err and "examples/s" not in err, err
+    assert progress_switch.are_progress_bars_disabled() is disabled_before
+
+
+def test_the_progress_switch_comes_back_when_the_last_of_overlapping_loads_ends(progress_switch, monkeypatch):
+    """Scan tasks load `hf` sources in parallel threads: the first load's end must not turn the
+    bars on under the second, nor the second's end leave them off."""
+    import datasets
+
+    from curation.datasets_quiet import datasets_progress_bars_off
+
+    datasets.enable_progress_bars()
+    first, second = datasets_progress_bars_off(), datasets_progress_bars_off()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert progress_switch.are_progress_bars_disabled()  # the second load is still running
+    second.__exit__(None, None, None)
+    assert not progress_switch.are_progress_bars_disabled()
+    # HF_DATASETS_DISABLE_PROGRESS_BARS=0: the user wants the bars; they stay on (and `datasets` warns of nothing).
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_DISABLE_PROGRESS_BARS", False)
+    with datasets_progress_bars_off():
+        assert not progress_switch.are_progress_bars_disabled()
+
+
 def test_cli_curate_from_a_jsonl_source(world, tmp_path):
     import subprocess
     import sys

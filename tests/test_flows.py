@@ -519,6 +519,96 @@ def test_dills_disassembly_in_a_task_stays_out_of_the_run_log_and_reaches_dill(t
 
 
 
+def test_status_tells_a_stage_the_run_is_not_configured_for_from_one_not_run_yet(tmp_path):
+    """Review r4: `deepeyes status` of a run whose config has no `probe:`/`select:`/`grpo:` said
+    `grpo missing`, as for a stage that has yet to run. `run.json` records the config's stages."""
+    from typer.testing import CliRunner
+
+    from flows import lineage
+    from flows.cli import app
+
+    def states(run):
+        return {row["stage"]: row["state"] for row in lineage.status(run)}
+
+    def shown(run):
+        return {line.split()[0]: line.strip() for line in CliRunner().invoke(app, ["status", str(run)]).output.splitlines()[1:]}
+
+    # A run directory from before `run.json`: every absent stage is `missing`, as before.
+    old = tmp_path / "old"
+    lineage.record(old / "curate", "curate", {}, [], 1.0)
+    assert states(old) == {**dict.fromkeys(lineage.STAGE_DIRS, "missing"), "curate": "complete"}
+
+    run = tmp_path / "run"
+    planned = ["curate", "synthesize", "model-base", "sft", "eval", "report"]
+    assert lineage.record_run(run, {"name": "x"}, planned)
+    lineage.record(run / "curate", "curate", {}, [], 1.0)
+    lineage.record(run / "grpo", "grpo", {}, [], 1.0)  # an earlier config's GRPO output
+    assert states(run) == {"world": "not in config", "curate": "complete", "probe": "not in config", "select": "not in config",
+                           "synthesize": "missing", "sft": "missing", "grpo": "complete", "eval": "missing"}
+    assert [row.get("configured", True) for row in lineage.status(run)] == [False, True, False, False, True, True, False, True]
+    lines = shown(run)
+    assert lines["probe"] == "probe       not in config" and lines["synthesize"] == "synthesize  missing"
+    assert lines["grpo"].endswith("; not in the run's config (an earlier config's output)") and "complete" in lines["grpo"]
+    assert "not in the run's config" not in lines["curate"]
+    (run / "probe").mkdir()  # an unfinished output of a stage the config has not: incomplete, and no run redoes it
+    assert shown(run)["probe"] == "probe       incomplete; not in the run's config (an earlier config's output)"
+
+    # The same config again changes no file; another config replaces the record; a broken one is no record.
+    stamp = (run / "run.json").stat().st_mtime_ns
+    assert not lineage.record_run(run, {"name": "x"}, planned) and (run / "run.json").stat().st_mtime_ns == stamp
+    assert lineage.record_run(run, {"name": "x", "grpo": {}}, [*planned, "grpo"])
+    assert lineage.read_run_record(run)["config"] == {"name": "x", "grpo": {}} and states(run)["grpo"] == "complete"
+    (run / "run.json").write_text('{"stages": ["cur')
+    assert states(run)["world"] == "missing"
+
+
+FLOW_WITHOUT_THE_CLI = """
+import json, logging, sys
+from flows.prefect_env import configure_prefect_env
+configure_prefect_env()
+from flows.pipeline import synthesize_flow
+
+try:
+    synthesize_flow(config=sys.argv[1], run_dir=sys.argv[2])  # as a deployment's worker runs it: no `deepeyes`
+except FileNotFoundError as exc:
+    print(f"flow refused: {exc}")
+print(json.dumps({name: sum(type(f).__name__ == "_DillDisassemblyToDill" for f in logging.getLogger(name).filters)
+                  for name in ("prefect.flow_runs", "prefect.task_runs")}))
+"""
+
+
+def test_a_flow_started_without_the_cli_keeps_dill_out_of_its_log_and_records_its_configured_stages(tmp_path):
+    """Review r4: only `deepeyes` installed the filter that keeps dill's disassembly out of the run's
+    log, so a run from a deployment got the bytecode lines. Every flow installs it as it starts, and
+    writes `run.json`, which `deepeyes status` reads (`not in config` for the stages it lacks)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    demo = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "demo.yaml").read_text())
+    for section in ("probe", "select", "grpo"):
+        demo.pop(section)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(demo))
+    script = tmp_path / "flow.py"
+    script.write_text(FLOW_WITHOUT_THE_CLI)
+    run = tmp_path / "run"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, str(script), str(config), str(run)], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    refused, filters = done.stdout.strip().splitlines()[-2:]
+    assert refused == f"flow refused: {run / 'curate'}: no curated samples (run the curate flow first)"
+    assert json.loads(filters) == {"prefect.flow_runs": 1, "prefect.task_runs": 1}  # installed by the flow, once
+
+    record = json.loads((run / "run.json").read_text())
+    assert record["stages"] == ["world", "curate", "synthesize", "model-base", "sft", "eval", "report"]
+    assert record["config"]["grpo"] is None and record["config"]["name"] == "demo"
+    shown = CliRunner().invoke(app, ["status", str(run)]).output.splitlines()
+    assert [line.split(None, 1)[1] for line in shown[1:]] == ["missing", "missing", "not in config", "not in config", "missing",
+                                                              "missing", "not in config", "missing"]
+
+
 def test_the_synthesize_line_says_when_the_long_cot_source_fell_short_or_lost_rows(capsys):
     from flows.cli import _print_summary
 

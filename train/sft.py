@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from curation.datasets_quiet import datasets_progress_bars_off
 from curation.shards import shard_files
 
 
@@ -67,7 +68,8 @@ def load_trajectories(trajectory_dirs: list[str | Path]):
     files = [str(f) for d in trajectory_dirs for f in shard_files(d)]
     if not files:
         raise TrainingDataError(f"no trajectory shards in {', '.join(map(str, trajectory_dirs))}")
-    dataset = datasets.load_dataset("parquet", data_files=files, split="train")
+    with datasets_progress_bars_off():
+        dataset = datasets.load_dataset("parquet", data_files=files, split="train")
     return dataset.select_columns(["messages", "images"])
 
 

@@ -1,0 +1,44 @@
+"""`datasets`' progress bars off while one of our loads runs, and back as they were after.
+
+`datasets.load_dataset` prints `Generating train split: 4 examples ...` (and more bars) on stderr
+for every local file it turns into a dataset, which buries the command line's and the flows' own
+lines. `datasets` has only a process-wide switch (`disable_progress_bars`/`enable_progress_bars`),
+so the switch is counted: the first load to start turns the bars off, the last one to end puts back
+what it found (scan tasks load sources in parallel threads). A user's
+`HF_DATASETS_DISABLE_PROGRESS_BARS=0` (bars wanted) is left alone.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_lock = threading.Lock()
+_active = 0  # loads inside `datasets_progress_bars_off` now
+_were_disabled = False  # the switch as the first of them found it
+
+
+@contextmanager
+def datasets_progress_bars_off() -> Iterator[None]:
+    """Within the block, `datasets` shows no progress bars; after the last such block ends (in any
+    thread), its switch is as it was before the first began. Imports `datasets`."""
+    global _active, _were_disabled
+    import datasets
+    from datasets.utils import are_progress_bars_disabled
+
+    if datasets.config.HF_DATASETS_DISABLE_PROGRESS_BARS is False:  # the user asked for them
+        yield
+        return
+    with _lock:
+        if _active == 0:
+            _were_disabled = are_progress_bars_disabled()
+            datasets.disable_progress_bars()
+        _active += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _active -= 1
+            if _active == 0 and not _were_disabled:
+                datasets.enable_progress_bars()
