@@ -19,22 +19,32 @@ row being drawn in its place; a boolean `answer` is a yes/no answer, as in curat
 - `tools`: the profile's system prompt and user template with the tools on offer, as a tool
   trajectory opens: the row answers without a call while tools are available, which is what
   selective tool use looks like in the data.
+A list of openings (`[tools, question]`) gives each row one of them, drawn with equal chance by a
+seeded hash of the row's id (reproducible; repeat an opening to weight it): a mix in which some rows
+answer directly with tools on offer and the rest show the tool-free framing.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from curation.images import ImageLimits, ImageRejected, validate_image
 from curation.mapping import RowRejected, scalar_text
 from curation.sources import MAX_QUESTION_CHARS, PARSE_ERROR, SourceError, SourceSpec, image_refs, read_image_ref, read_source, within_limit
+from curation.suggest import did_you_mean
 from synth.runtime.profile import DEFAULT_PROFILE, load_profile
 from synth.runtime.protocol import PROTOCOL_VERSION, check_response, load_prompts
+
+
+Opening = Literal["question", "no_tools", "tools"]
+OPENINGS: tuple[str, ...] = get_args(Opening)
 
 
 class LongCotConfig(BaseModel):
@@ -44,8 +54,33 @@ class LongCotConfig(BaseModel):
     ratio: float = Field(0.816, ge=0.0, lt=1.0)  # share of long-CoT rows in the mixed set
     seed: int = 0
     name: str | None = None
-    opening: Literal["question", "no_tools", "tools"] = "question"  # the row's system prompt and user turn (module docstring)
+    opening: Opening | list[Opening] = "question"  # the row's system prompt and user turn, or a list to draw each row's from (module docstring)
     max_question_chars: int = Field(MAX_QUESTION_CHARS, ge=1)  # as curation's limit: a longer question is a column mapped by mistake
+
+
+    @field_validator("opening", mode="before")
+    @classmethod
+    def _one_or_a_list(cls, value: Any) -> Any:
+        # Checked here, so that a wrong value gets one message (the closest choice, as every setting's)
+        # and not one per member of the union.
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ValueError("an empty list: give one opening, or a list to draw each row's from")
+        expected = ", ".join(repr(o) for o in OPENINGS[:-1]) + f" or {OPENINGS[-1]!r}"
+        if not isinstance(value, list) and value not in OPENINGS:
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+        for one in values:
+            if one not in OPENINGS:
+                raise ValueError(f"{one!r} in the list should be {expected}{did_you_mean(one, OPENINGS)}")
+        return value
+
+    def opening_of(self, sample_id: str) -> str:
+        """The opening of the row with this id: `opening` itself, or for a list the member a hash of
+        (`seed`, id) picks, each with equal chance."""
+        if isinstance(self.opening, str):
+            return self.opening
+        digest = hashlib.blake2b(f"{self.seed}:opening:{sample_id}".encode(), digest_size=8).hexdigest()
+        return self.opening[int(digest, 16) % len(self.opening)]
 
 
 class LongCotError(ValueError):
@@ -119,13 +154,13 @@ def _images(row: LongCotRow, base_dir: Path, limits: ImageLimits) -> list[bytes]
     return images
 
 
-def _opening(cfg: LongCotConfig, question: str, n_images: int, profile: str) -> list[dict[str, Any]]:
-    """The system prompt and first user turn of a long-CoT row, as `cfg.opening` says."""
-    if cfg.opening == "question":
+def _opening(opening: str, question: str, n_images: int, profile: str) -> list[dict[str, Any]]:
+    """The system prompt and first user turn of a long-CoT row with this `opening` (module docstring)."""
+    if opening == "question":
         parts = [{"type": "image"}] * n_images + [{"type": "text", "text": question}]
         return [{"role": "system", "content": [{"type": "text", "text": load_prompts(tools=False).system}]},
                 {"role": "user", "content": parts}]
-    return load_profile(profile).messages(question, n_images, tools=cfg.opening == "tools")
+    return load_profile(profile).messages(question, n_images, tools=opening == "tools")
 
 
 def long_cot_rows(
@@ -144,8 +179,8 @@ def long_cot_rows(
         return hashlib.blake2b(f"{cfg.seed}:{row.sample_id}".encode(), digest_size=8).hexdigest()
 
     name = cfg.name or Path(cfg.path).stem
-    version = PROTOCOL_VERSION if cfg.opening == "question" else load_profile(profile).version
     rows: list[dict[str, Any]] = []
+    openings: Counter[str] = Counter()
     for row in sorted(source, key=order):
         if len(rows) == wanted:
             break
@@ -155,15 +190,17 @@ def long_cot_rows(
             unusable.append(({"id": row.sample_id, "question": row.question, "images": row.images}, f"long_cot_{exc}", row.origin))
             continue
         check = check_response(row.response, "reasoning")
+        opening = cfg.opening_of(row.sample_id)
+        openings[opening] += 1
         rows.append({
             "id": hashlib.blake2b(f"long-cot|{name}|{row.sample_id}".encode(), digest_size=12).hexdigest(),
             "sample_id": row.sample_id,
             "category": "long_cot",
             "policy": f"long-cot:{name}",
             "attempt": 0,
-            "protocol_version": version,
+            "protocol_version": PROTOCOL_VERSION if opening == "question" else load_profile(profile).version,
             "messages": [
-                *_opening(cfg, row.question, len(images), profile),
+                *_opening(opening, row.question, len(images), profile),
                 {"role": "assistant", "content": [{"type": "text", "text": row.response}]},
             ],
             "images": [{"bytes": data, "path": None} for data in images],
@@ -190,6 +227,7 @@ def long_cot_rows(
         "added": len(rows),
         "quarantined": len(unusable),
         "opening": cfg.opening,
+        "rows_by_opening": dict(sorted(openings.items())),
         "target_ratio": cfg.ratio,
         "achieved_ratio": round(len(rows) / total, 4) if total else 0.0,
         "short_by": max(0, wanted - len(rows)),

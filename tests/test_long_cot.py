@@ -1,4 +1,4 @@
-"""Long-CoT mixing: multimodal rows, the three openings, unusable rows to the quarantine."""
+"""Long-CoT mixing: multimodal rows, the three openings (one, or a list drawn per row), unusable rows to the quarantine."""
 
 import base64
 import io
@@ -102,6 +102,38 @@ def test_a_profile_opening_is_what_an_episode_with_or_without_tools_is_asked(sou
     assert row["messages"][:2] == loaded.messages("The ticket reads 123.", 1, tools=opening == "tools")
     assert row["protocol_version"] == loaded.version
     assert row["messages"][2] == {"role": "assistant", "content": [{"type": "text", "text": RESPONSE.format(123)}]}
+
+
+def test_a_list_of_openings_draws_each_rows_from_it_reproducibly_and_in_equal_shares(tmp_path):
+    path = tmp_path / "cot.jsonl"
+    path.write_text("".join(json.dumps({"id": f"r{i}", "question": f"The ticket reads {i}.", "response": RESPONSE.format(i)}) + "\n"
+                            for i in range(400)))
+    cfg = LongCotConfig(path=path, ratio=0.8, opening=["tools", "question"])
+    rows, report, _ = long_cot_rows(cfg, 100, "deepeyes-v2-compact")
+    tools_system = load_profile("deepeyes-v2-compact").messages("q", 0, tools=True)[0]
+    with_tools = {r["sample_id"] for r in rows if r["messages"][0] == tools_system}
+    tool_free = {r["sample_id"] for r in rows if r["messages"][0]["content"][0]["text"] == load_prompts(tools=False).system}
+    assert len(rows) == 400 and with_tools | tool_free == {r["sample_id"] for r in rows} and not with_tools & tool_free
+    assert report["rows_by_opening"] == {"question": len(tool_free), "tools": len(with_tools)}
+    assert 160 <= len(with_tools) <= 240  # equal chance: 200 expected, 4 standard deviations either side
+    assert {r["sample_id"]: r["protocol_version"] for r in rows if r["sample_id"] in tool_free} == dict.fromkeys(tool_free, PROTOCOL_VERSION)
+    again, _, _ = long_cot_rows(cfg, 100, "deepeyes-v2-compact")
+    assert [r["messages"] for r in again] == [r["messages"] for r in rows]  # the same draw every time
+    reseeded, _, _ = long_cot_rows(cfg.model_copy(update={"seed": 1}), 100, "deepeyes-v2-compact")
+    assert {r["sample_id"] for r in reseeded if r["messages"][0] == tools_system} != with_tools
+    only_tools, _, _ = long_cot_rows(cfg.model_copy(update={"opening": ["tools", "tools"]}), 100, "deepeyes-v2-compact")
+    assert all(r["messages"][0] == tools_system for r in only_tools)
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ("tool", "Input should be 'question', 'no_tools' or 'tools'"),
+    (["tools", "quest"], "'quest' in the list should be 'question', 'no_tools' or 'tools'; did you mean 'question'?"),
+    ([], "an empty list"),
+])
+def test_a_wrong_opening_is_refused_with_one_message(given, message):
+    with pytest.raises(ValueError) as caught:
+        LongCotConfig(opening=given)
+    assert len(caught.value.errors()) == 1 and message in str(caught.value)
 
 
 def test_synthesis_quarantines_unusable_long_cot_rows_and_keeps_the_rest(world, curated, replay_url, source, tmp_path):
