@@ -237,16 +237,22 @@ def deploy(
 def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Each stage of a run: complete, partial (some failed), stale (an input or an upstream stage changed since), incomplete, missing,
     or not in config (the run's config has no such stage)."""
+    from flows.lineage import RUN_RECORD_NAME, STAGE_DIRS, run_record_problem
     from flows.lineage import status as run_status
 
     if run_dir.exists() and not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir} is a file, not a run directory (give the directory a run wrote: runs/NAME)")
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
+    if not any((run_dir / name).exists() for name in (*STAGE_DIRS, RUN_RECORD_NAME, "summary.json")):
+        raise FileNotFoundError(f"{run_dir} holds no run: none of {', '.join(STAGE_DIRS)}, {RUN_RECORD_NAME} "
+                                f"(give the directory a run wrote: runs/NAME)")
     summary_path = run_dir / "summary.json"
     timings = json.loads(summary_path.read_text()).get("timings_s", {}) if summary_path.exists() else {}
     total = timings.get("total")
     typer.echo(f"run {run_dir}" + (f" (took {total:.1f} s)" if total else ""))
+    if problem := run_record_problem(run_dir):
+        typer.echo(f"warning: {problem}; without it, a stage the config lacks shows as missing", err=True)
     for row in run_status(run_dir):
         launched = f"; launcher log {row['launch_log']}" if "launch_log" in row else ""
         configured = row.get("configured", True)

@@ -271,17 +271,32 @@ def record_run(run_dir: str | Path, config: dict[str, Any], stages: list[str]) -
     return True
 
 
+def run_record_problem(run_dir: str | Path) -> str | None:
+    """Why the run directory's `run.json` cannot be used (not JSON, not an object, `stages` not a
+    list of stage directory names), or None when it can or there is none."""
+    path = Path(run_dir) / RUN_RECORD_NAME
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return f"{path}: not readable as JSON ({type(exc).__name__}: {str(exc)[:120]})"
+    stages = record.get("stages") if isinstance(record, dict) else None
+    if not isinstance(stages, list) or not all(isinstance(s, str) for s in stages):
+        return f"{path}: not a run record (`stages` should be a list of the stage directories the run plans: world, curate, ...)"
+    return None
+
+
 def read_run_record(run_dir: str | Path) -> dict[str, Any] | None:
     """The run directory's `run.json` (see `record_run`), or None when there is none or it cannot be
-    read as one (a run directory written before the record existed, a truncated file): callers then
-    know nothing of what the run was configured to do."""
+    used (a run directory written before the record existed; a truncated or foreign file, which
+    `run_record_problem` describes): callers then know nothing of what the run was configured to do."""
+    if run_record_problem(run_dir) is not None:
+        return None
     try:
-        record = json.loads((Path(run_dir) / RUN_RECORD_NAME).read_text())
-    except (OSError, ValueError):
+        return json.loads((Path(run_dir) / RUN_RECORD_NAME).read_text())
+    except OSError:  # none (or gone since)
         return None
-    if not isinstance(record, dict) or not isinstance(record.get("stages"), list):
-        return None
-    return record
 
 
 def status(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -292,8 +307,8 @@ def status(run_dir: str | Path) -> list[dict[str, Any]]:
     complete cache entry; the next run sends those again), `complete`, and `not in config` (no output,
     and the run's config, recorded in `run.json`, has no such stage: it is not part of this run). A
     stage the config does not plan but whose output is there (an earlier config's) keeps its state
-    and has `configured: False`. A run directory without `run.json` (written before it existed)
-    shows every absent stage as `missing`."""
+    and has `configured: False`. A run directory without a usable `run.json` (written before it
+    existed, or a broken one: `run_record_problem`) shows every absent stage as `missing`."""
     run = Path(run_dir)
     record = read_run_record(run)
     planned = set(record["stages"]) if record is not None else None

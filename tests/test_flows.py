@@ -560,6 +560,17 @@ def test_status_tells_a_stage_the_run_is_not_configured_for_from_one_not_run_yet
     assert lineage.read_run_record(run)["config"] == {"name": "x", "grpo": {}} and states(run)["grpo"] == "complete"
     (run / "run.json").write_text('{"stages": ["cur')
     assert states(run)["world"] == "missing"
+    said = CliRunner().invoke(app, ["status", str(run)]).output
+    assert f"warning: {run / 'run.json'}: not readable as JSON (JSONDecodeError: " in said and "a stage the config lacks shows as missing" in said
+    (run / "run.json").write_text('{"format": "run/1", "stages": [1, null]}')  # review r5: a foreign record is no record either
+    assert states(run)["world"] == "missing" and lineage.status(run)[1].get("configured", True)
+    assert "not a run record (`stages` should be a list" in CliRunner().invoke(app, ["status", str(run)]).output
+
+    # A folder no run wrote (a world's, say) is refused in one line, not listed as eight missing stages.
+    (tmp_path / "world").mkdir()
+    refused = CliRunner().invoke(app, ["status", str(tmp_path / "world")])
+    assert isinstance(refused.exception, FileNotFoundError)  # one of the errors `deepeyes` prints as one line
+    assert f"{tmp_path / 'world'} holds no run: none of world, curate," in str(refused.exception)
 
 
 FLOW_WITHOUT_THE_CLI = """
