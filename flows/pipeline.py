@@ -155,13 +155,15 @@ def synthesize_shard_task(
         result = run_synthesize(synth, shard, out_dir, SearchConfig.model_validate(search), JudgeConfig.model_validate(judge),
                                 progress=artifacts.progress_reporter("synthesize", Path(shard).name),
                                 reward=RewardConfig.model_validate(reward), identity_url=endpoint.get("identity"))
+    result.pop("files_read")  # none: long-CoT rows are mixed in by the merge
     return _recorded(record, out_dir, started, result, endpoint_facing=True)
 
 
 @task(name="synthesize-merge", **CACHED)
 def synthesize_merge_task(cfg: dict[str, Any], shard_dirs: list[str], out_dir: str, record: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
-    return _recorded(record, out_dir, started, merge_synthesized(SynthConfig.model_validate(cfg), shard_dirs, out_dir))
+    result = merge_synthesized(SynthConfig.model_validate(cfg), shard_dirs, out_dir)
+    return _recorded(record, out_dir, started, result, read_files=result.pop("files_read"))  # the long-CoT rows' images
 
 
 @task(name="build-tiny-model", **CACHED)
