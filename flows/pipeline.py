@@ -714,7 +714,9 @@ def plan(cfg: PipelineConfig, run_dir: str | Path, flow_name: str = "retrain") -
         steps.append({"stage": "select", "out": run / "select", "does": f"split by the rule (easy above {cfg.select.max_pass_rate_no_tools})"})
     steps.append({"stage": "synthesize", "out": run / "synthesize", "does": f"teacher {cfg.synth.teacher_model} at {teacher} solves "
                   f"{'/'.join(cfg.synth.pools)} from {curated}/ (a task per shard, {cfg.orchestration.task_runner}), "
-                  f"{cfg.synth.attempts} attempt(s), {cfg.synth.concurrency} in flight per task"})
+                  f"{cfg.synth.attempts} attempt(s), {cfg.synth.concurrency} in flight per task"
+                  + (f"; then mixes in verified long-CoT rows from {cfg.synth.long_cot.path or 'the world' + chr(39) + 's long_cot.jsonl'} "
+                     f"to ratio {cfg.synth.long_cot.ratio}" if cfg.synth.long_cot is not None else "")})
     if cfg.sft.model_path is None:
         steps.append({"stage": "build-model", "out": run / "model-base", "does": f"a tiny {cfg.tiny_model.family} model from its config"})
     if cfg.base is not None:

@@ -309,3 +309,17 @@ synth: {{teacher_url: "{replay_url}", attempts: 1, agent: {{max_turns: 5, max_to
     again = flow("synthesize")
     assert "cached:" not in again or "synthesize" not in again.split("cached:")[1]
     assert card() == _png("green") and " complete " in status()
+
+
+def test_the_dry_run_plan_says_the_synthesize_stage_mixes_in_long_cot_rows(tmp_path):
+    from flows.config import PipelineConfig
+    from flows.pipeline import plan
+
+    source = _write(tmp_path / "rows.jsonl", [{"question": "Q", "answer": "1"}])
+    path = _write(tmp_path / "cot.jsonl", [{"question": "Q", "response": RESPONSE.format(1)}])
+    cfg = PipelineConfig(curate={"sources": [{"path": str(source)}]}, synth={"long_cot": {"path": str(path), "ratio": 0.5}})
+    [step] = [s for s in plan(cfg, tmp_path / "run") if s["stage"] == "synthesize"]
+    assert step["does"].endswith(f"; then mixes in verified long-CoT rows from {path} to ratio 0.5")
+    [plain] = [s for s in plan(cfg.model_copy(update={"synth": cfg.synth.model_copy(update={"long_cot": None})}), tmp_path / "run")
+               if s["stage"] == "synthesize"]
+    assert "long-CoT" not in plain["does"]
