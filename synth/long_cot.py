@@ -13,8 +13,8 @@ and so does a drawn row whose image cannot be read or decoded (curation's image 
 row being drawn in its place; a boolean `answer` is a yes/no answer, as in curation.
 
 Rows are verified before they are used, as the reference keeps only verified trajectories in its
-cold-start data (DeepEyesV2, arXiv 2511.05271): the response must pass the protocol's format check (`check_response`) with an
-answer (`long_cot_no_answer`; `long_cot_tool_call` for a response that calls a tool, `<code>` or
+cold-start data (DeepEyesV2, arXiv 2511.05271): the response must pass the protocol's format
+check (`check_response`) with an answer (`long_cot_no_answer`; `long_cot_tool_call` for a response that calls a tool, `<code>` or
 `<tool_call>`, instead of answering: a long-CoT row answers without tools), and when the row has
 a gold `answer`, the rule-based judge (`rule_verdict`, the rules synthesis verification uses; no
 LLM judge here) must find the response's answer equal to it (`long_cot_answer_mismatch`,
@@ -141,8 +141,9 @@ def _row(raw: dict[str, Any], origin: str, cfg: LongCotConfig) -> LongCotRow:
 
 def verify(response: str, answer: str | None) -> str:
     """The judge method that matched the response's answer to the gold `answer` (`source` for a row
-    without one), when the response is a verified long-CoT turn (module docstring); `RowRejected` otherwise: `no_answer`, `tool_call`, `bad_format` (the protocol check's
-    problems), `answer_mismatch` (the rule-based judge says the answer is not the gold `answer`) or
+    without one), when the response is a verified long-CoT turn (module docstring); `RowRejected`
+    otherwise: `no_answer`, `tool_call`, `bad_format` (the protocol check's problems),
+    `answer_mismatch` (the rule-based judge says the answer is not the gold `answer`) or
     `answer_unverified` (the rules cannot tell, and no LLM judge checks long-CoT rows)."""
     check = check_response(response, "reasoning")
     if not (check.answer or "").strip():
