@@ -123,37 +123,39 @@ BOOLEANS_READ = frozenset({"answer"})
 YES_NO = {True: "yes", False: "no"}
 
 
-def _not_text(value: bool | int | float, field: str, column: str) -> RowRejected:
+def _not_text(value: bool | int | float, field: str, column: str, fix: str | None = None) -> RowRejected:
     kind = "a boolean" if isinstance(value, bool) else "a number"
     wanted = "text or a number" if field in NUMBERS_READ else "text"
-    return RowRejected(f"invalid_{field}: `{column}` holds {kind} ({label_text(value)}), not {wanted}; check the field mapping "
-                       f"(`fields.{field}`)")
+    return RowRejected(f"invalid_{field}: `{column}` holds {kind} ({label_text(value)}), not {wanted}; "
+                       f"{fix or f'check the field mapping (`fields.{field}`)'}")
 
 
-def scalar_text(value: Any, field: str, column: str | None = None) -> str | None:
+def scalar_text(value: Any, field: str, column: str | None = None, fix: str | None = None) -> str | None:
     """A scalar field value as text: None for a missing or empty one; `RowRejected`
     (`invalid_<field>`, naming `column`, the source's column, default `field`) for a dict, list
     or other structure (a nested column mapped by mistake), for NaN or infinity, and for a number
     or boolean where `field` takes none (`NUMBERS_READ`, `BOOLEANS_READ`).
 
-    Numbers read as Python prints them (`12`, `3.5`); a boolean answer as `yes` / `no`."""
+    Numbers read as Python prints them (`12`, `3.5`); a boolean answer as `yes` / `no`. `fix`: the
+    advice the reason ends with, for a reader without a field mapping (default: map `fields.<field>`)."""
     column = column or field
     if value is None:
         return None
     if isinstance(value, bool):
         if field not in BOOLEANS_READ:
-            raise _not_text(value, field, column)
+            raise _not_text(value, field, column, fix)
         return YES_NO[value]
     if isinstance(value, (int, float)):
         if field not in NUMBERS_READ:
-            raise _not_text(value, field, column)
+            raise _not_text(value, field, column, fix)
         if isinstance(value, float) and not math.isfinite(value):
             raise RowRejected(f"invalid_{field}: `{column}` holds {value!r}, not a finite number")
         return str(value)
     if isinstance(value, str):
         return value if value.strip() else None
     wanted = "text or numbers" if field in NUMBERS_READ else "text"
-    raise RowRejected(f"invalid_{field}: not a scalar (a {type(value).__name__}); map `fields.{field}` to a column of {wanted}")
+    raise RowRejected(f"invalid_{field}: not a scalar (a {type(value).__name__}); "
+                      f"{fix or f'map `fields.{field}` to a column of {wanted}'}")
 
 
 def boolean_answer(value: bool, choices: list[str] | None) -> str:

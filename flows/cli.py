@@ -138,6 +138,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
             long_cot += f" ({mixed['quarantined']} long-CoT rows quarantined)"
         retry = " (the teacher failed them: the next run asks again for exactly those)" if synth["failed"] else ""
         typer.echo(f"synthesize: {synth['kept']} trajectories kept{long_cot}, {synth['rejected']} rejected, {synth['failed']} failed{retry}")
+        for warning in stages["synthesize"].get("warnings", []):  # no long-CoT row usable
+            typer.echo(f"warning:    {warning}")
     if "base" in stages:
         base = stages["base"]
         typer.echo(f"base:       {base['trajectories']['kept']} instruct trajectories (+{base['trajectories'].get('long_cot', 0)} direct rows), "
@@ -496,6 +498,9 @@ def synth(
     if not summary["counts"]["samples"]:
         raise ShardError(f"--input {input}: no samples in pool(s) {', '.join(cfg.pools)} (--pools chooses them)")
     _note_replaced(summary, out, before, limit)
+    summary.pop("files_read", None)  # for the flow's cache records
+    for warning in summary.get("warnings", []):  # no long-CoT row usable
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(json.dumps(summary))
 
 

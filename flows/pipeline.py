@@ -155,13 +155,15 @@ def synthesize_shard_task(
         result = run_synthesize(synth, shard, out_dir, SearchConfig.model_validate(search), JudgeConfig.model_validate(judge),
                                 progress=artifacts.progress_reporter("synthesize", Path(shard).name),
                                 reward=RewardConfig.model_validate(reward), identity_url=endpoint.get("identity"))
+    result.pop("files_read")  # none: long-CoT rows are mixed in by the merge
     return _recorded(record, out_dir, started, result, endpoint_facing=True)
 
 
 @task(name="synthesize-merge", **CACHED)
 def synthesize_merge_task(cfg: dict[str, Any], shard_dirs: list[str], out_dir: str, record: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
-    return _recorded(record, out_dir, started, merge_synthesized(SynthConfig.model_validate(cfg), shard_dirs, out_dir))
+    result = merge_synthesized(SynthConfig.model_validate(cfg), shard_dirs, out_dir)
+    return _recorded(record, out_dir, started, result, read_files=result.pop("files_read"))  # the long-CoT rows' images
 
 
 @task(name="build-tiny-model", **CACHED)
@@ -712,7 +714,9 @@ def plan(cfg: PipelineConfig, run_dir: str | Path, flow_name: str = "retrain") -
         steps.append({"stage": "select", "out": run / "select", "does": f"split by the rule (easy above {cfg.select.max_pass_rate_no_tools})"})
     steps.append({"stage": "synthesize", "out": run / "synthesize", "does": f"teacher {cfg.synth.teacher_model} at {teacher} solves "
                   f"{'/'.join(cfg.synth.pools)} from {curated}/ (a task per shard, {cfg.orchestration.task_runner}), "
-                  f"{cfg.synth.attempts} attempt(s), {cfg.synth.concurrency} in flight per task"})
+                  f"{cfg.synth.attempts} attempt(s), {cfg.synth.concurrency} in flight per task"
+                  + (f"; then mixes in verified long-CoT rows from {cfg.synth.long_cot.path or 'the world' + chr(39) + 's long_cot.jsonl'} "
+                     f"to ratio {cfg.synth.long_cot.ratio}" if cfg.synth.long_cot is not None else "")})
     if cfg.sft.model_path is None:
         steps.append({"stage": "build-model", "out": run / "model-base", "does": f"a tiny {cfg.tiny_model.family} model from its config"})
     if cfg.base is not None:

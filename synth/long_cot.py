@@ -12,6 +12,16 @@ a missing or non-text `response` go to the stage's quarantine with the reason an
 and so does a drawn row whose image cannot be read or decoded (curation's image checks), the next
 row being drawn in its place; a boolean `answer` is a yes/no answer, as in curation.
 
+Rows are verified before they are used, as the reference keeps only verified trajectories in its
+cold-start data (DeepEyesV2, arXiv 2511.05271): the response must pass the protocol's format
+check (`check_response`) with an answer (`long_cot_no_answer`; `long_cot_tool_call` for a response that calls a tool, `<code>` or
+`<tool_call>`, instead of answering: a long-CoT row answers without tools), and when the row has
+a gold `answer`, the rule-based judge (`rule_verdict`, the rules synthesis verification uses; no
+LLM judge here) must find the response's answer equal to it (`long_cot_answer_mismatch`,
+`long_cot_answer_unverified` where the rules cannot tell). A row with the same question, images
+and response as an earlier one is `long_cot_duplicate: of <file:line>`. The image files the drawn
+rows read are returned to the caller (`files`), for the flow's cache to see them change.
+
 `opening` says what the row's first turns look like:
 - `question` (the default): the tool-free system prompt and the question as written;
 - `no_tools`: the protocol profile's tool-free system prompt and user template (what the tool-free
@@ -27,6 +37,8 @@ answer directly with tools on offer and the rest show the tool-free framing.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +53,16 @@ from curation.sources import MAX_QUESTION_CHARS, PARSE_ERROR, SourceError, Sourc
 from curation.suggest import did_you_mean
 from synth.runtime.profile import DEFAULT_PROFILE, load_profile
 from synth.runtime.protocol import PROTOCOL_VERSION, check_response, load_prompts
+from synth.scoring.judge import rule_verdict
 
 
 Opening = Literal["question", "no_tools", "tools"]
 OPENINGS: tuple[str, ...] = get_args(Opening)
+
+# What a wrong field's reason advises: a long-CoT source has no field mapping (sample sources' `fields`).
+FIELDS_FIX = "synth.long_cot reads the keys question, response, answer, images and id as written (there is no field mapping)"
+# A file that is not JSON: what sample sources' hint advises (`kind: hf, ...`) does not exist here.
+_KIND_HINT = re.compile(r" \(it looks like (\w+): use `kind:[^)]*\)")
 
 
 class LongCotConfig(BaseModel):
@@ -97,6 +115,7 @@ class LongCotRow:
     answer: str | None
     images: list[Any]
     origin: str  # `file:line` (or `file[row]` for Parquet)
+    judge_method: str = "source"  # the rule that matched the gold `answer` (`text`, `number`, ...), or `source` without one
 
 
 def _row(raw: dict[str, Any], origin: str, cfg: LongCotConfig) -> LongCotRow:
@@ -105,7 +124,7 @@ def _row(raw: dict[str, Any], origin: str, cfg: LongCotConfig) -> LongCotRow:
     yes/no answer (`yes` / `no`), as in curation."""
     if PARSE_ERROR in raw:
         raise RowRejected(raw[PARSE_ERROR])
-    question = scalar_text(raw.get("question"), "question")
+    question = scalar_text(raw.get("question"), "question", fix=FIELDS_FIX)
     if question is None:
         raise RowRejected("missing_question: the row has no `question` (or it is empty)")
     within_limit(question, "question", "question", cfg.max_question_chars, "synth.long_cot.max_question_chars")
@@ -113,15 +132,49 @@ def _row(raw: dict[str, Any], origin: str, cfg: LongCotConfig) -> LongCotRow:
     if not isinstance(response, str) or not response.strip():
         raise RowRejected("missing_response: the row has no `response` (or it is empty)" if response in (None, "") else
                           f"invalid_response: `response` holds {type(response).__name__}, not text (the assistant turn)")
-    answer = scalar_text(raw.get("answer"), "answer")
-    sample_id = scalar_text(raw.get("id"), "id")
+    answer = scalar_text(raw.get("answer"), "answer", fix=FIELDS_FIX)
+    sample_id = scalar_text(raw.get("id"), "id", fix=FIELDS_FIX)
+    method = verify(response, answer)
     return LongCotRow(sample_id or hashlib.blake2b(question.encode(), digest_size=12).hexdigest(), question, response, answer,
-                      image_refs(raw.get("images")), origin)
+                      image_refs(raw.get("images")), origin, method)
+
+
+def verify(response: str, answer: str | None) -> str:
+    """The judge method that matched the response's answer to the gold `answer` (`source` for a row
+    without one), when the response is a verified long-CoT turn (module docstring); `RowRejected`
+    otherwise: `no_answer`, `tool_call`, `bad_format` (the protocol check's problems),
+    `answer_mismatch` (the rule-based judge says the answer is not the gold `answer`) or
+    `answer_unverified` (the rules cannot tell, and no LLM judge checks long-CoT rows)."""
+    check = check_response(response, "reasoning")
+    if not (check.answer or "").strip():
+        if "<code>" in response or "<tool_call>" in response:
+            raise RowRejected("tool_call: the response calls a tool (a `<code>` or `<tool_call>` block) and gives no <answer>; "
+                              "a long-CoT row answers without tools")
+        raise RowRejected("no_answer: the response has no <answer> after its last </think> (or an empty one); a long-CoT "
+                          "response ends in its answer")
+    if not check.format_ok:
+        raise RowRejected(f"bad_format: {'; '.join(check.problems)}")
+    if answer is not None:
+        verdict = rule_verdict(check.answer, answer, "text")
+        shown = f"the response answers {(check.answer or '')[:80]!r}, the row's `answer` is {answer[:80]!r}"
+        if not verdict.decided:
+            raise RowRejected(f"answer_unverified: {shown} and the rules cannot tell ({verdict.detail}); no LLM judge checks "
+                              f"long-CoT rows")
+        if not verdict.correct:
+            raise RowRejected(f"answer_mismatch: {shown}")
+        return verdict.method
+    return "source"
+
+
+def _duplicate_key(row: LongCotRow) -> str:
+    """Question, image references and response: what makes two rows the same row."""
+    return hashlib.blake2b(json.dumps([row.question, row.images, row.response], default=str).encode(), digest_size=16).hexdigest()
 
 
 def load_long_cot(cfg: LongCotConfig) -> tuple[list[LongCotRow], list[tuple[dict[str, Any], str, str]]]:
     """The source's usable rows, and its unusable ones as `(row, reason, origin)` for the stage's
-    quarantine (a line that is not JSON, a missing or non-text `question` or `response`, ...).
+    quarantine (a line that is not JSON, a missing or non-text `question` or `response`, a response
+    that fails `verify`, an exact duplicate of an earlier row, ...).
     Raises `LongCotError` when the file cannot be read as rows at all (missing, a folder, not
     UTF-8: `read_source`'s `SourceError`)."""
     if cfg.path is None:
@@ -130,23 +183,35 @@ def load_long_cot(cfg: LongCotConfig) -> tuple[list[LongCotRow], list[tuple[dict
     spec = (SourceSpec(kind="hf", path="parquet", data_files=str(path)) if path.suffix == ".parquet"
             else SourceSpec(kind="jsonl", path=str(path)))
     usable, unusable = [], []
+    first_of: dict[str, str] = {}  # a row's duplicate key -> the origin of its first copy
     try:
         for raw, origin in read_source(spec):
             try:
-                usable.append(_row(raw, origin, cfg))
+                row = _row(raw, origin, cfg)
             except RowRejected as exc:
                 unusable.append((raw, f"long_cot_{exc}", origin))
+                continue
+            key = _duplicate_key(row)
+            if key in first_of:
+                unusable.append((raw, f"long_cot_duplicate: of {first_of[key]}", origin))
+                continue
+            first_of[key] = origin
+            usable.append(row)
     except SourceError as exc:
-        raise LongCotError(f"synth.long_cot.path: {exc}") from None
+        # Sample sources' hint (`kind: hf, path: csv, ...`) names settings synth.long_cot does not have.
+        message = _KIND_HINT.sub(lambda m: f" (it looks like {m[1]}: synth.long_cot.path takes JSON Lines, or Parquet named "
+                                           f"*.parquet, with the keys question, response, answer, images, id)", str(exc))
+        raise LongCotError(f"synth.long_cot.path: {message}") from None
     return usable, unusable
 
 
-def _images(row: LongCotRow, base_dir: Path, limits: ImageLimits) -> list[bytes]:
+def _images(row: LongCotRow, base_dir: Path, limits: ImageLimits, files: set[str] | None = None) -> list[bytes]:
     """The row's images as checked bytes (decoded, re-encoded where needed, as curation checks
-    them); `RowRejected` (`image_missing`, `image_undecodable`, `image_too_small`, ...) otherwise."""
+    them); `RowRejected` (`image_missing`, `image_undecodable`, `image_too_small`, ...) otherwise.
+    Each file read (or looked for and missed) goes into `files`."""
     images = []
     for ref in row.images:
-        data, name = read_image_ref(ref, base_dir)
+        data, name = read_image_ref(ref, base_dir, files)
         try:
             images.append(validate_image(data, limits, name))
         except ImageRejected as exc:
@@ -165,12 +230,15 @@ def _opening(opening: str, question: str, n_images: int, profile: str) -> list[d
 
 def long_cot_rows(
     cfg: LongCotConfig, tool_rows: int, profile: str = DEFAULT_PROFILE, limits: ImageLimits = ImageLimits(),
+    files: set[str] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[tuple[dict[str, Any], str, str]]]:
     """Trajectory rows to add beside `tool_rows` tool-use trajectories, a report, and the source's
     unusable rows as `(row, reason, origin)` for the stage's quarantine: every row whose fields
     cannot be used, and every drawn row whose image cannot be (the next row is drawn in its place).
     `profile`: the protocol profile whose prompts an `opening` of `no_tools` or `tools` uses;
-    `limits`: the image checks (curation's by default). Raises `LongCotError` for a source that
+    `limits`: the image checks (curation's by default); `files`: a set the image files the drawn rows
+    read (or looked for) are added to, for the flow's cache. The report's `warnings` says when no
+    row of the source was usable (an empty or all-invalid file). Raises `LongCotError` for a source that
     cannot be read as rows at all."""
     source, unusable = load_long_cot(cfg)
     wanted = round(cfg.ratio * tool_rows / (1.0 - cfg.ratio)) if tool_rows else 0
@@ -185,11 +253,11 @@ def long_cot_rows(
         if len(rows) == wanted:
             break
         try:
-            images = _images(row, Path(cfg.path).parent, limits)
+            images = _images(row, Path(cfg.path).parent, limits, files)
         except RowRejected as exc:
             unusable.append(({"id": row.sample_id, "question": row.question, "images": row.images}, f"long_cot_{exc}", row.origin))
             continue
-        check = check_response(row.response, "reasoning")
+        check = check_response(row.response, "reasoning")  # verified by `_row`: an answer, the format kept
         opening = cfg.opening_of(row.sample_id)
         openings[opening] += 1
         rows.append({
@@ -211,8 +279,8 @@ def long_cot_rows(
             "stop_reason": "answer" if check.answer is not None else "no_action",
             "final_answer": check.answer or None,
             "answer": row.answer,
-            "correct": True,  # curated reasoning traces, taken as given
-            "judge_method": "source",
+            "correct": True,  # verified by `verify`: format, and the gold answer where the row has one
+            "judge_method": row.judge_method,
             "judge_failed": False,
             "format_ok": check.format_ok,
             "reward": None,
@@ -231,5 +299,12 @@ def long_cot_rows(
         "target_ratio": cfg.ratio,
         "achieved_ratio": round(len(rows) / total, 4) if total else 0.0,
         "short_by": max(0, wanted - len(rows)),
+        "warnings": [],
     }
+    if not rows and cfg.ratio > 0 and (wanted or not source):
+        reasons = Counter(reason.split(":")[0] for _, reason, _ in unusable)
+        why = ("it has no rows" if not unusable else f"all {len(unusable)} rows quarantined: "
+               + ", ".join(f"{reason} {n}" for reason, n in reasons.most_common(3)))
+        report["warnings"].append(f"synth.long_cot.path: no long-CoT row of {cfg.path} was usable ({why}); the cold-start set has "
+                                  f"no long-CoT rows (ratio {cfg.ratio} asked for)")
     return rows, report, unusable

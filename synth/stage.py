@@ -148,12 +148,15 @@ async def _synthesize(
 def _close(cfg: SynthConfig, kept_writer: ShardWriter, reject_writer: ShardWriter, counts: dict[str, Any], reasons: dict[str, int],
            quarantine: Quarantine) -> dict[str, Any]:
     """Mix in the long-CoT rows (their unusable rows to `quarantine`) and write both manifests (last:
-    a directory with one is complete)."""
+    a directory with one is complete). The summary's `files_read`: the image files the long-CoT rows
+    read (the flow stamps them, so a changed image makes the stage stale); `warnings`: when no
+    long-CoT row was usable."""
     reject_writer.manifest_extra["reasons"] = reasons
     reject_writer.close()
     long_cot_report = None
+    files: set[str] = set()
     if cfg.long_cot is not None:
-        mixed, long_cot_report, unusable = long_cot_rows(cfg.long_cot, counts["kept"], cfg.agent.profile)
+        mixed, long_cot_report, unusable = long_cot_rows(cfg.long_cot, counts["kept"], cfg.agent.profile, files=files)
         for row, reason, origin in unusable:
             quarantine.add(row, reason, origin)
         kept_writer.write_many(mixed)
@@ -162,7 +165,10 @@ def _close(cfg: SynthConfig, kept_writer: ShardWriter, reject_writer: ShardWrite
         {"stage": "synthesize", "counts": counts, "reject_reasons": reasons, "teacher": cfg.teacher_model, "long_cot": long_cot_report}
     )
     kept_writer.close()
-    return {"counts": counts, "reject_reasons": reasons, "long_cot": long_cot_report}
+    summary = {"counts": counts, "reject_reasons": reasons, "long_cot": long_cot_report, "files_read": sorted(files)}
+    if long_cot_report and long_cot_report["warnings"]:
+        summary["warnings"] = list(long_cot_report["warnings"])
+    return summary
 
 
 def run_synthesize(

@@ -1,4 +1,6 @@
-"""Long-CoT mixing: multimodal rows, the three openings (one, or a list drawn per row), unusable rows to the quarantine."""
+"""Long-CoT mixing: multimodal rows, the three openings (one, or a list drawn per row), unusable and
+unverified rows to the quarantine, the rows' images as inputs of the cached stage, a warning when
+no row was usable."""
 
 import base64
 import io
@@ -73,7 +75,9 @@ def test_images_are_read_and_placed_before_the_question_and_bad_rows_are_reporte
     assert _unusable(rejected) == UNUSABLE
     reasons = {row.get("id"): reason for row, reason, _ in rejected}
     assert "img/nowhere.png" in reasons["missing"] and "empty.png: an empty file (0 bytes)" in reasons["empty"]
-    assert reasons["q-number"] == "long_cot_invalid_question: `question` holds a number (123), not text; check the field mapping (`fields.question`)"
+    # A long-CoT source has no field mapping: the advice names the keys it reads, not `fields.question`.
+    assert reasons["q-number"] == ("long_cot_invalid_question: `question` holds a number (123), not text; synth.long_cot reads the keys "
+                                   "question, response, answer, images and id as written (there is no field mapping)")
     assert reasons["q-long"] == "long_cot_question_too_long: `question` has 30001 characters > 20000 (synth.long_cot.max_question_chars)"
     assert {origin for row, _, origin in rejected if row.get("id") == "q-number"} == {f"{source}:10"}
     assert report["added"] == 5 and report["quarantined"] == len(UNUSABLE) and report["short_by"] == report["wanted"] - 5
@@ -147,3 +151,178 @@ def test_synthesis_quarantines_unusable_long_cot_rows_and_keeps_the_rest(world, 
     assert all(r["origin"].startswith(f"{source}:") for r in quarantined)
     reasons = read_manifest(tmp_path / "out" / QUARANTINE_DIR)["reasons"]
     assert sum(reasons.values()) == len(UNUSABLE) and reasons["long_cot_invalid_question"] == 2
+
+
+def _write(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def test_rows_that_fail_the_format_check_or_their_answer_and_duplicates_are_quarantined(tmp_path):
+    """DeepEyesV2 keeps only verified trajectories: the protocol's format check, and the rule-based
+    judge against the row's `answer` where it has one."""
+    think = "<think>a</think>"
+    path = _write(tmp_path / "cot.jsonl", [
+        {"id": "good", "question": "What is 2 + 2?", "response": RESPONSE.format(4), "answer": 4},               # line 1
+        {"question": "No tags at all", "response": "The answer is 4."},                                         # line 2
+        {"question": "No tags at all", "response": "The answer is 4."},                                         # line 3: the same again
+        {"id": "code", "question": "Has code", "response": f"{think}<code>```python\nprint(1)\n```</code>"},  # line 4
+        {"id": 7, "question": "Numeric id", "response": f"{think}<answer>1</answer>", "answer": 1.5},           # line 5
+        {"id": "no", "question": "Is it red?", "response": RESPONSE.format("yes"), "answer": False},            # line 6
+        {"id": "empty", "question": "Empty answer", "response": f"{think}<answer> </answer>"},                  # line 7
+        {"id": "think", "question": "Unclosed think", "response": "<think>a<think>b</think><answer>3</answer>"},  # line 8
+        {"id": "good", "question": "What is 2 + 2?", "response": RESPONSE.format(4), "answer": 4},               # line 9: line 1 again
+        {"id": "other-image", "question": "What is 2 + 2?", "response": RESPONSE.format(4), "images": ["a.png"]},  # not a duplicate
+        {"id": "4.0", "question": "Four?", "response": RESPONSE.format("4.0"), "answer": "4"},                  # the rules match numbers
+        {"id": "free", "question": "Who?", "response": RESPONSE.format("no gold answer")},                      # nothing to compare
+        {"id": "hedge", "question": "Which?", "response": RESPONSE.format("\\boxed{2} or \\boxed{3}"), "answer": "2"},  # line 13
+    ])
+    (tmp_path / "a.png").write_bytes(_png("green"))
+    rows, report, rejected = long_cot_rows(LongCotConfig(path=path, ratio=0.99), 100)
+    reasons = {origin.rsplit(":", 1)[-1]: reason for _, reason, origin in rejected}
+    assert reasons == {
+        "2": "long_cot_no_answer: the response has no <answer> after its last </think> (or an empty one); a long-CoT response ends in its answer",
+        "3": "long_cot_no_answer: the response has no <answer> after its last </think> (or an empty one); a long-CoT response ends in its answer",
+        "4": "long_cot_tool_call: the response calls a tool (a `<code>` or `<tool_call>` block) and gives no <answer>; a long-CoT row "
+             "answers without tools",
+        "5": "long_cot_answer_mismatch: the response answers '1', the row's `answer` is '1.5'",
+        "6": "long_cot_answer_mismatch: the response answers 'yes', the row's `answer` is 'no'",
+        "7": "long_cot_no_answer: the response has no <answer> after its last </think> (or an empty one); a long-CoT response ends in its answer",
+        "8": "long_cot_bad_format: think tags unbalanced or missing",
+        "9": f"long_cot_duplicate: of {path}:1",
+        "13": "long_cot_answer_unverified: the response answers '\\\\boxed{2} or \\\\boxed{3}', the row's `answer` is '2' and the rules "
+              "cannot tell (several boxed answers); no LLM judge checks long-CoT rows",
+    }
+    kept = _by_sample(rows)
+    assert sorted(kept) == ["4.0", "free", "good", "other-image"]
+    assert all(r["correct"] and r["format_ok"] and r["final_answer"] for r in rows)
+    assert kept["4.0"]["judge_method"] == "number" and kept["free"]["judge_method"] == "source"
+    assert report["available"] == 4 and report["quarantined"] == 9
+
+
+def test_an_exact_duplicate_of_an_unreadable_row_is_not_called_one(tmp_path):
+    """Only a usable row is remembered: the second copy of a quarantined row gets its own reason."""
+    path = _write(tmp_path / "cot.jsonl", [{"question": "Q", "response": "no tags"}] * 2)
+    _, _, rejected = long_cot_rows(LongCotConfig(path=path, ratio=0.5), 10)
+    assert [reason.split(":")[0] for _, reason, _ in rejected] == ["long_cot_no_answer", "long_cot_no_answer"]
+
+
+def test_wrong_fields_are_advised_in_long_cot_terms_and_sample_sources_keep_their_advice(tmp_path):
+    from curation.mapping import RowRejected, scalar_text
+
+    path = _write(tmp_path / "cot.jsonl", [
+        {"id": "a", "question": "Q1", "response": RESPONSE.format(1), "answer": {"value": 1}},
+        {"id": True, "question": "Q2", "response": RESPONSE.format(1)},
+    ])
+    _, _, rejected = long_cot_rows(LongCotConfig(path=path, ratio=0.5), 10)
+    fix = "synth.long_cot reads the keys question, response, answer, images and id as written (there is no field mapping)"
+    assert [reason for _, reason, _ in rejected] == [
+        f"long_cot_invalid_answer: not a scalar (a dict); {fix}",
+        f"long_cot_invalid_id: `id` holds a boolean (true), not text or a number; {fix}",
+    ]
+    assert all("fields." not in reason for _, reason, _ in rejected)
+    with pytest.raises(RowRejected) as caught:  # a sample source's reason is unchanged
+        scalar_text(True, "id", "label")
+    assert str(caught.value) == "invalid_id: `label` holds a boolean (true), not text or a number; check the field mapping (`fields.id`)"
+
+
+def test_a_csv_given_as_the_long_cot_source_is_refused_with_advice_it_can_follow(tmp_path):
+    from synth.long_cot import LongCotError
+
+    path = tmp_path / "cot.jsonl"
+    path.write_text("question,response\nWhat?,<answer>1</answer>\n")
+    with pytest.raises(LongCotError) as caught:
+        long_cot_rows(LongCotConfig(path=path, ratio=0.5), 10)
+    message = str(caught.value)
+    assert message.startswith("synth.long_cot.path: ") and "kind:" not in message
+    assert message.endswith("(it looks like CSV: synth.long_cot.path takes JSON Lines, or Parquet named *.parquet, with the keys "
+                            "question, response, answer, images, id)")
+
+
+@pytest.mark.parametrize(("rows", "why"), [
+    ([], "it has no rows"),
+    ([{"question": "Q", "response": "no tags"}, {"question": "R", "response": 3}, "not json"],
+     "all 3 rows quarantined: long_cot_no_answer 1, long_cot_invalid_response 1, long_cot_invalid_json 1"),
+])
+def test_a_source_without_one_usable_row_is_warned_about_naming_the_file(tmp_path, rows, why):
+    path = _write(tmp_path / "cot.jsonl", rows)
+    _, report, _ = long_cot_rows(LongCotConfig(path=path, ratio=0.8), 10)
+    assert report["warnings"] == [f"synth.long_cot.path: no long-CoT row of {path} was usable ({why}); the cold-start set has no "
+                                  f"long-CoT rows (ratio 0.8 asked for)"]
+    _, fine, _ = long_cot_rows(LongCotConfig(path=_write(tmp_path / "ok.jsonl", [{"question": "Q", "response": RESPONSE.format(1)}]),
+                                             ratio=0.8), 10)
+    assert fine["warnings"] == []  # short, but not empty: the short_by figure says so
+
+
+def test_the_synthesize_summary_and_the_run_show_the_warning(world, curated, replay_url, tmp_path, capsys):
+    from flows.cli import _print_summary
+
+    path = _write(tmp_path / "cot.jsonl", [])
+    cfg = synth_config(replay_url, attempts=1, long_cot=LongCotConfig(path=path))
+    summary = run_synthesize(cfg, curated, tmp_path / "out", search_config(world))
+    warning = f"synth.long_cot.path: no long-CoT row of {path} was usable (it has no rows); the cold-start set has no long-CoT rows " \
+              f"(ratio 0.816 asked for)"
+    assert summary["warnings"] == [warning] and summary["files_read"] == []
+    assert read_manifest(tmp_path / "out")["long_cot"]["warnings"] == [warning]
+    _print_summary({"stages": {"synthesize": summary}, "timings_s": {}, "run_dir": str(tmp_path)})
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("synthesize: "))
+    assert "short by 40 of 40" in lines[at] and lines[at + 1] == f"warning:    {warning}"
+
+
+def test_the_long_cot_rows_images_are_inputs_of_the_synthesize_stage(world, replay_url, tmp_path):
+    """Replacing an image a long-CoT row points to makes `status` say stale, and the next run
+    re-runs the stage and writes the new image (as curation's images do)."""
+    from tests.test_curate_inputs import run_cli
+
+    (tmp_path / "lc").mkdir()
+    image = tmp_path / "lc" / "card.png"
+    image.write_bytes(_png("red"))
+    path = _write(tmp_path / "lc" / "cot.jsonl", [{"id": "card", "question": "What colour is the card?",
+                                                   "response": RESPONSE.format("red"), "images": ["card.png"]}])
+    config = tmp_path / "lc.yaml"
+    config.write_text(f"""\
+name: lc
+curate: {{sources: [{{path: {world["samples_path"]}}}], split: {{coldstart: 1.0}}}}
+search: {{corpus_path: {world["corpus_path"]}, image_corpus_path: {world["image_corpus_path"]}}}
+synth: {{teacher_url: "{replay_url}", attempts: 1, agent: {{max_turns: 5, max_tokens_per_turn: 512}}, long_cot: {{path: {path}, ratio: 0.5}}}}
+""")
+    run = tmp_path / "run"
+
+    def flow(name):
+        done = run_cli(["run", str(config), "--flow", name, "--run-dir", str(run)], tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    def status():
+        done = run_cli(["status", str(run)], tmp_path, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return next(line for line in done.stdout.splitlines() if line.strip().startswith("synthesize "))
+
+    def card():
+        [row] = [r for r in read_table(run / "synthesize").to_pylist() if r["sample_id"] == "card"]
+        return row["images"][0]["bytes"]
+
+    flow("curate")
+    flow("synthesize")
+    assert card() == _png("red") and " complete " in status()
+    image.write_bytes(_png("green"))  # the same name, another picture
+    line = status()
+    assert " stale " in line and str(image) in line
+    again = flow("synthesize")
+    assert "cached:" not in again or "synthesize" not in again.split("cached:")[1]
+    assert card() == _png("green") and " complete " in status()
+
+
+def test_the_dry_run_plan_says_the_synthesize_stage_mixes_in_long_cot_rows(tmp_path):
+    from flows.config import PipelineConfig
+    from flows.pipeline import plan
+
+    source = _write(tmp_path / "rows.jsonl", [{"question": "Q", "answer": "1"}])
+    path = _write(tmp_path / "cot.jsonl", [{"question": "Q", "response": RESPONSE.format(1)}])
+    cfg = PipelineConfig(curate={"sources": [{"path": str(source)}]}, synth={"long_cot": {"path": str(path), "ratio": 0.5}})
+    [step] = [s for s in plan(cfg, tmp_path / "run") if s["stage"] == "synthesize"]
+    assert step["does"].endswith(f"; then mixes in verified long-CoT rows from {path} to ratio 0.5")
+    [plain] = [s for s in plan(cfg.model_copy(update={"synth": cfg.synth.model_copy(update={"long_cot": None})}), tmp_path / "run")
+               if s["stage"] == "synthesize"]
+    assert "long-CoT" not in plain["does"]
