@@ -17,8 +17,9 @@ cold-start data (DeepEyesV2, arXiv 2511.05271): the response must pass the proto
 check (`check_response`) with an answer (`long_cot_no_answer`; `long_cot_tool_call` for a response that calls a tool, `<code>` or
 `<tool_call>`, instead of answering: a long-CoT row answers without tools), and when the row has
 a gold `answer`, the rule-based judge (`rule_verdict`, the rules synthesis verification uses; no
-LLM judge here) must find the response's answer equal to it (`long_cot_answer_mismatch`,
-`long_cot_answer_unverified` where the rules cannot tell). A row with the same question, images
+LLM judge here) must not find the response's answer different from it (`long_cot_answer_mismatch`;
+where the rules cannot tell, as for two math expressions, the row is kept with `judge_method:
+unverified` and counted in the report). A row with the same question, images
 and response as an earlier one is `long_cot_duplicate: of <file:line>`. The image files the drawn
 rows read are returned to the caller (`files`), for the flow's cache to see them change.
 
@@ -143,8 +144,8 @@ def verify(response: str, answer: str | None) -> str:
     """The judge method that matched the response's answer to the gold `answer` (`source` for a row
     without one), when the response is a verified long-CoT turn (module docstring); `RowRejected`
     otherwise: `no_answer`, `tool_call`, `bad_format` (the protocol check's problems),
-    `answer_mismatch` (the rule-based judge says the answer is not the gold `answer`) or
-    `answer_unverified` (the rules cannot tell, and no LLM judge checks long-CoT rows)."""
+    `answer_mismatch` (the rule-based judge says the answer is not the gold `answer`). Where the
+    rules cannot tell (math-verify or an LLM could), `unverified`: the row is kept."""
     check = check_response(response, "reasoning")
     if not (check.answer or "").strip():
         if "<code>" in response or "<tool_call>" in response:
@@ -157,9 +158,8 @@ def verify(response: str, answer: str | None) -> str:
     if answer is not None:
         verdict = rule_verdict(check.answer, answer, "text")
         shown = f"the response answers {(check.answer or '')[:80]!r}, the row's `answer` is {answer[:80]!r}"
-        if not verdict.decided:
-            raise RowRejected(f"answer_unverified: {shown} and the rules cannot tell ({verdict.detail}); no LLM judge checks "
-                              f"long-CoT rows")
+        if not verdict.decided:  # math-verify or an LLM could tell; a source's row is not dropped for that
+            return "unverified"
         if not verdict.correct:
             raise RowRejected(f"answer_mismatch: {shown}")
         return verdict.method
@@ -294,6 +294,7 @@ def long_cot_rows(
         "wanted": wanted,
         "added": len(rows),
         "quarantined": len(unusable),
+        "unverified": sum(r["judge_method"] == "unverified" for r in rows),  # kept: the rules could not compare answer and gold
         "opening": cfg.opening,
         "rows_by_opening": dict(sorted(openings.items())),
         "target_ratio": cfg.ratio,

@@ -175,7 +175,7 @@ def test_rows_that_fail_the_format_check_or_their_answer_and_duplicates_are_quar
         {"id": "other-image", "question": "What is 2 + 2?", "response": RESPONSE.format(4), "images": ["a.png"]},  # not a duplicate
         {"id": "4.0", "question": "Four?", "response": RESPONSE.format("4.0"), "answer": "4"},                  # the rules match numbers
         {"id": "free", "question": "Who?", "response": RESPONSE.format("no gold answer")},                      # nothing to compare
-        {"id": "hedge", "question": "Which?", "response": RESPONSE.format("\\boxed{2} or \\boxed{3}"), "answer": "2"},  # line 13
+        {"id": "hedge", "question": "Which?", "response": RESPONSE.format("\\boxed{2} or \\boxed{3}"), "answer": "2"},  # line 13: the rules cannot tell
     ])
     (tmp_path / "a.png").write_bytes(_png("green"))
     rows, report, rejected = long_cot_rows(LongCotConfig(path=path, ratio=0.99), 100)
@@ -190,14 +190,14 @@ def test_rows_that_fail_the_format_check_or_their_answer_and_duplicates_are_quar
         "7": "long_cot_no_answer: the response has no <answer> after its last </think> (or an empty one); a long-CoT response ends in its answer",
         "8": "long_cot_bad_format: think tags unbalanced or missing",
         "9": f"long_cot_duplicate: of {path}:1",
-        "13": "long_cot_answer_unverified: the response answers '\\\\boxed{2} or \\\\boxed{3}', the row's `answer` is '2' and the rules "
-              "cannot tell (several boxed answers); no LLM judge checks long-CoT rows",
     }
     kept = _by_sample(rows)
-    assert sorted(kept) == ["4.0", "free", "good", "other-image"]
-    assert all(r["correct"] and r["format_ok"] and r["final_answer"] for r in rows)
+    assert sorted(kept) == ["4.0", "free", "good", "hedge", "other-image"]
+    assert all(r["format_ok"] and r["final_answer"] for r in rows)
     assert kept["4.0"]["judge_method"] == "number" and kept["free"]["judge_method"] == "source"
-    assert report["available"] == 4 and report["quarantined"] == 9
+    # The rules cannot compare `\boxed{2} or \boxed{3}` with 2: kept, marked, counted (math-verify or an LLM could tell).
+    assert kept["hedge"]["judge_method"] == "unverified" and report["unverified"] == 1
+    assert report["available"] == 5 and report["quarantined"] == 8
 
 
 def test_an_exact_duplicate_of_an_unreadable_row_is_not_called_one(tmp_path):
