@@ -26,11 +26,11 @@ import importlib.metadata
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from curation.decontam import BenchmarkRead, ContaminationIndex, DecontamConfig, read_benchmarks
 from curation.dedup import HASH_SCHEME, DedupItem, Duplicate, NearDupConfig, find_near_duplicates, image_phash
@@ -40,8 +40,27 @@ from curation.schema import SAMPLE_SCHEMA, ImageRef, Sample, content_id
 from curation.shards import QUARANTINE_DIR, Quarantine, ShardError, ShardWriter, iter_rows, read_manifest, shard_files
 from curation.sources import (MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, PARSE_ERROR, RowRejected, SourceError, SourceSpec, TextLimits,
                               include_values_seen, read_source, row_to_sample, rows_fix_hint)
+from curation.suggest import did_you_mean
 
 STAGING_DIR = "_staged"
+
+
+# The pools a curated (or selected) row can be in: curation's hash split and the select stage write
+# these and no other; `synth.pools`, `grpo.pools` and `eval.pools` choose among them.
+POOLS = ("coldstart", "rl", "eval")
+
+
+def pool_names(pools: list[str], allowed: tuple[str, ...] = POOLS) -> list[str]:
+    """`pools` unchanged when each is one of `allowed`; else `ValueError` naming the first unknown
+    one with the closest pool (`unknown pool 'coldstrat'; did you mean 'coldstart'? (pools: ...)`)."""
+    for pool in pools:
+        if pool not in allowed:
+            raise ValueError(f"unknown pool {pool!r}{did_you_mean(pool, allowed)} (pools: {', '.join(allowed)})")
+    return pools
+
+
+# A stage setting naming pools (`synth.pools: [coldstart]`): a misspelt one is refused when the config loads.
+PoolNames = Annotated[list[str], AfterValidator(pool_names)]
 
 
 class CurateConfig(BaseModel):
@@ -86,10 +105,7 @@ class CurateConfig(BaseModel):
     @field_validator("split")
     @classmethod
     def _split_sums_to_one(cls, split: dict[str, float]) -> dict[str, float]:
-        allowed = {"coldstart", "rl", "eval"}
-        unknown = set(split) - allowed
-        if unknown:
-            raise ValueError(f"unknown pool(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        pool_names(list(split))
         if any(v < 0 for v in split.values()) or abs(sum(split.values()) - 1.0) > 1e-6:
             raise ValueError(f"fractions must be non-negative and sum to 1, got {split}")
         return split
