@@ -39,7 +39,7 @@ from curation.report import WARNINGS, StepReport
 from curation.schema import SAMPLE_SCHEMA, ImageRef, Sample, content_id
 from curation.shards import QUARANTINE_DIR, Quarantine, ShardError, ShardWriter, iter_rows, read_manifest, shard_files
 from curation.sources import (MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, PARSE_ERROR, RowRejected, SourceError, SourceSpec, TextLimits,
-                              include_values_seen, read_source, row_to_sample, rows_fix_hint)
+                              include_value_text, include_values_seen, read_source, row_to_sample, rows_fix_hint)
 from curation.suggest import did_you_mean
 
 STAGING_DIR = "_staged"
@@ -377,7 +377,7 @@ def _fail_on_filters_that_keep_nothing(cfg: CurateConfig, report: StepReport, qu
         entry = report.by_source.get(spec.source_name, {"in": 0, "dropped": {}})
         if not filtered.get(spec.source_name) or sum(entry["dropped"].values()) < entry["in"]:
             continue
-        rule = ",".join(f"include.{column}={'|'.join(map(str, allowed))}" for column, allowed in spec.include.items())
+        rule = ",".join(f"include.{column}={'|'.join(map(include_value_text, allowed))}" for column, allowed in spec.include.items())
         values = "; ".join(f"{column} has {', '.join(found) if found else 'no value'}" for column, found in include_values_seen(spec).items())
         rest = (f" and the other {entry['in']} are unusable ({', '.join(f'{n} {r}' for r, n in entry['dropped'].items())})"
                 if entry["in"] else "")
