@@ -216,6 +216,7 @@ class SourceSpec(FieldMapping):
                 raise SourceError(f"--source {text!r}: option {key!r} names nothing after the dot (e.g. {_CLI_EXAMPLES[group]})")
             elif key.startswith(cls.CLI_PREFIXES):
                 group, entry = key.split(".", 1)
+                entry = entry.lower() if group == "fields" else entry  # our field names (`Fields.Answer=label`); columns and labels as written
                 values.setdefault(group, {})[entry] = [_cli_scalar(v) for v in value.split("|")] if group == "include" else value
             else:
                 allowed = ", ".join([*cls.CLI_OPTIONS, *(p + "X" for p in cls.CLI_PREFIXES)])

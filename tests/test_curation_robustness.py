@@ -595,6 +595,7 @@ def test_image_reference_reasons_say_what_the_reference_is_in_one_line(tmp_path)
     ("Category=Perception", {"category": "perception"}),
     ("NAME=mine", {"name": "mine"}),
     ("Fields.answer=label", {"fields": {"answer": "label"}}),
+    ("FIELDS.Answer=Label,category_map.Color=perception", {"fields": {"answer": "Label"}, "category_map": {"Color": "perception"}}),
     (" category=search", {"category": "search"}),
     ("  category = search , limit = 3", {"category": "search", "limit": 3}),
     ("ANSWER_TYPE=number,Include.split=test|val", {"answer_type": "number", "include": {"split": ["test", "val"]}}),
