@@ -128,12 +128,10 @@ class SourceSpec(FieldMapping):
 
     @model_validator(mode="after")
     def _hf_options_on_hf(self) -> SourceSpec:
-        # `split`, `subset` and `data_files` are `datasets.load_dataset`'s: on another kind they would be ignored.
-        given = [name for name in ("subset", "split", "data_files") if name in self.model_fields_set]
-        if self.kind != "hf" and given:
-            raise ValueError(f"{', '.join(given)}: {'options' if len(given) > 1 else 'an option'} of `hf` sources only, and this "
-                             f"source is kind {self.kind}" + (" (a verl source reads every parquet file its path names)" if self.kind == "verl"
-                                                              else " (one file: its path)") + f"; remove {'them' if len(given) > 1 else 'it'}")
+        # `split`, `subset` and `data_files` are `datasets.load_dataset`'s: on another kind they would be ignored. A value
+        # equal to the default (`split: train`, as a dumped and re-read spec holds) changes nothing; `parse_cli` refuses any.
+        hf_only_options(self.kind, [name for name in ("subset", "split", "data_files")
+                                    if getattr(self, name) != type(self).model_fields[name].default])
         return self
 
     @model_validator(mode="after")
@@ -224,6 +222,10 @@ class SourceSpec(FieldMapping):
                 names = [*cls.CLI_OPTIONS, *(p + entry for p in cls.CLI_PREFIXES if entry)]
                 raise SourceError(f"--source {text!r}: unknown option {key!r}{did_you_mean(key, names)} (options: {allowed})")
         try:
+            hf_only_options(values.get("kind", "jsonl"), [name for name in ("subset", "split", "data_files") if name in values])
+        except ValueError as exc:
+            raise SourceError(f"--source {text!r}: {exc}") from None
+        try:
             return cls.model_validate(values)
         except ValidationError as exc:
             # A value that is none of an option's choices (category, answer_type, a category_map label's) says the closest, as in a
@@ -232,6 +234,16 @@ class SourceSpec(FieldMapping):
                                  + (f" (got {e['input']!r})" if isinstance(e.get("input"), str) and e["loc"] else "")
                                  for e in exc.errors())
             raise SourceError(f"--source {text!r}: {problems}") from None
+
+
+def hf_only_options(kind: str, given: list[str]) -> None:
+    """`ValueError` when `given` (of `subset`, `split`, `data_files`) is not empty and `kind` is not
+    `hf`: those options are `datasets.load_dataset`'s, and another kind would ignore them."""
+    if kind != "hf" and given:
+        many = len(given) > 1
+        where = " (a verl source reads every parquet file its path names)" if kind == "verl" else " (one file: its path)"
+        raise ValueError(f"{', '.join(given)}: {'options' if many else 'an option'} of `hf` sources only, and this source is kind "
+                         f"{kind}{where}; remove {'them' if many else 'it'}")
 
 
 # How each command-line option is written, for an error about its form.

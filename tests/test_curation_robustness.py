@@ -644,6 +644,8 @@ def test_hf_only_options_in_a_config_source_of_another_kind_are_refused_when_it_
         load_config(tmp_path / "c.yaml")
     assert str(raised.value).splitlines()[-1].endswith(
         "curate.sources.0: Value error, split: an option of `hf` sources only, and this source is kind jsonl (one file: its path); remove it")
+    spec = SourceSpec(path=str(source))
+    assert SourceSpec.model_validate(spec.model_dump()) == spec  # a dumped spec (the flows pass them so) holds the defaults: read again
     (tmp_path / "c.yaml").write_text(f"curate:\n  sources:\n    - {{kind: hf, path: json, data_files: {source}, split: train}}\n")
     assert load_config(tmp_path / "c.yaml", check=False).curate.sources[0].split == "train"
 
