@@ -898,7 +898,10 @@ def include_values_seen(spec: SourceSpec, sample_rows: int = 1000, most: int = 8
     """For the error when `include` keeps no row: each include column's distinct values among the
     first `sample_rows` rows of the source (any kind), at most `most` each, written as in a config
     (`'test'`, `true`, `2.0`)."""
-    rows = _first_rows(spec, sample_rows, any_kind=True)
+    try:
+        rows = _first_rows(spec, sample_rows, any_kind=True)
+    except SourceError:  # only for the message of another error: that one stands
+        rows = []
     seen: dict[str, list[str]] = {}
     for column in spec.include:
         values = seen.setdefault(column, [])
