@@ -28,7 +28,7 @@ from curation.mapping import category_names
 from curation.report import StepReport
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import Quarantine, ShardWriter, read_table, shard_files
-from curation.stage import unit_hash
+from curation.stage import pool_names, unit_hash
 
 PROBE_COLUMNS = ("sample_id", "k", "pass_rate_no_tools", "pass_rate_tools", "tool_calls_mean", "failed_attempts")
 
@@ -54,9 +54,8 @@ class SelectConfig(BaseModel):
     @field_validator("mix")
     @classmethod
     def _shares(cls, mix: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        pool_names(list(mix), ("coldstart", "rl"))  # the pools select makes (eval rows pass through)
         for pool, shares in mix.items():
-            if pool not in ("coldstart", "rl"):
-                raise ValueError(f"mix: unknown pool {pool!r}; allowed: coldstart, rl")
             if any(v < 0 for v in shares.values()) or sum(shares.values()) <= 0:
                 raise ValueError(f"mix.{pool}: shares must be non-negative with a positive sum, got {shares}")
         return mix

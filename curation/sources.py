@@ -19,6 +19,7 @@ import ast
 import base64
 import binascii
 import csv
+import datetime
 import glob
 import io
 import json
@@ -126,6 +127,14 @@ class SourceSpec(FieldMapping):
         return _file_name(self.path)
 
     @model_validator(mode="after")
+    def _hf_options_on_hf(self) -> SourceSpec:
+        # `split`, `subset` and `data_files` are `datasets.load_dataset`'s: on another kind they would be ignored. A value
+        # equal to the default (`split: train`, as a dumped and re-read spec holds) changes nothing; `parse_cli` refuses any.
+        hf_only_options(self.kind, [name for name in ("subset", "split", "data_files")
+                                    if getattr(self, name) != type(self).model_fields[name].default])
+        return self
+
+    @model_validator(mode="after")
     def _verl_labels(self) -> SourceSpec:
         # verl's `reason` data source is our `reasoning`; a source's own category_map wins.
         if self.kind == "verl":
@@ -174,34 +183,87 @@ class SourceSpec(FieldMapping):
         tsv:V_star.tsv, hf:org/dataset) or a bare JSON path, then optional `,NAME=VALUE` options
         with the config's names: `category=perception`, `answer_type=number`, `name=mine`,
         `limit=100`, `fields.answer=label`, `category_map.color=perception`,
-        `include.split=test|val`, and for `hf` `subset=`, `split=`, `data_files=`. `defaults` are
-        options in the same form (the CLI's `--category` and friends) that the text's own override.
+        `include.split=test|val`, and for `hf` `subset=`, `split=`, `data_files=`. Kinds and option
+        names are read in any case, spaces around names and values trimmed; an `include` value is
+        read as the config's YAML reads it (`true`, `2`, `2.5` are a boolean and numbers, the rest
+        text). `defaults` are options in the same form (the CLI's `--category` and friends) that the
+        text's own override.
 
-        Raises `SourceError` naming the option for an unknown option or a value the config would
-        refuse."""
+        Raises `SourceError` naming the option for an unknown or malformed option (no value, nothing
+        after `fields.`), an `hf` option on another kind, or a value the config would refuse (quoted
+        as received)."""
         head, options = _split_cli_options(text)
         kind, sep, path = head.partition(":")
+        kind = kind.strip().lower()
         if sep and kind not in SOURCE_KINDS and re.fullmatch(r"[a-z][a-z0-9_]+", kind) and not Path(head).exists():
             raise SourceError(f"--source {text!r}: unknown source kind {kind!r}{did_you_mean(kind, SOURCE_KINDS)} (kinds: "
                               f"{', '.join(SOURCE_KINDS)}; Parquet, CSV and other files: hf:parquet,data_files=PATH)")
         values: dict[str, Any] = {"kind": kind, "path": path} if sep and kind in SOURCE_KINDS else {"path": head}
+        if options and not Path(values["path"]).exists():
+            values["path"] = values["path"].strip()  # `x.jsonl , limit=3`
+        if not Path(values["path"]).exists() and (bare := re.search(r",\s*([A-Za-z_-]+(?:\.[^,=]*)?)\s*$", values["path"])):
+            name = bare.group(1).partition(".")[0].lower()  # `x.jsonl,category`: an option without its value
+            if name in cls.CLI_OPTIONS or f"{name}." in cls.CLI_PREFIXES:
+                raise SourceError(f"--source {text!r}: option {bare.group(1)!r} has no value (give NAME=VALUE, e.g. "
+                                  f"{_CLI_EXAMPLES.get(name, name + '=VALUE')})")
         for key, value in [*defaults, *options]:
             if key in cls.CLI_OPTIONS:
                 values[key] = value
-            elif key.startswith(cls.CLI_PREFIXES) and key.split(".", 1)[1]:
+            elif key in cls.CLI_PREFIXES:  # `category_map.=x`: the label is missing
+                group = key.rstrip(".")
+                raise SourceError(f"--source {text!r}: option {key!r} names nothing after the dot (e.g. {_CLI_EXAMPLES[group]})")
+            elif key.startswith(cls.CLI_PREFIXES):
                 group, entry = key.split(".", 1)
-                values.setdefault(group, {})[entry] = value.split("|") if group == "include" else value
+                entry = entry.lower() if group == "fields" else entry  # our field names (`Fields.Answer=label`); columns and labels as written
+                values.setdefault(group, {})[entry] = [_cli_scalar(v) for v in value.split("|")] if group == "include" else value
             else:
                 allowed = ", ".join([*cls.CLI_OPTIONS, *(p + "X" for p in cls.CLI_PREFIXES)])
                 entry = key.partition(".")[2]  # `fieds.answer`: did you mean 'fields.answer'?
                 names = [*cls.CLI_OPTIONS, *(p + entry for p in cls.CLI_PREFIXES if entry)]
                 raise SourceError(f"--source {text!r}: unknown option {key!r}{did_you_mean(key, names)} (options: {allowed})")
         try:
+            hf_only_options(values.get("kind", "jsonl"), [name for name in ("subset", "split", "data_files") if name in values])
+        except ValueError as exc:
+            raise SourceError(f"--source {text!r}: {exc}") from None
+        try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            # A value that is none of an option's choices (category, answer_type, a category_map label's) says the closest, as in a config.
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {error_message(e)}" for e in exc.errors())
+            # A value that is none of an option's choices (category, answer_type, a category_map label's) says the closest, as in a
+            # config; the value as received (`'search,'`: a trailing comma) follows.
+            problems = "; ".join((f"{'.'.join(map(str, e['loc']))}: {error_message(e)}" if e["loc"] else e["msg"].removeprefix("Value error, "))
+                                 + (f" (got {e['input']!r})" if isinstance(e.get("input"), str) and e["loc"] else "")
+                                 for e in exc.errors())
             raise SourceError(f"--source {text!r}: {problems}") from None
+
+
+def hf_only_options(kind: str, given: list[str]) -> None:
+    """`ValueError` when `given` (of `subset`, `split`, `data_files`) is not empty and `kind` is not
+    `hf`: those options are `datasets.load_dataset`'s, and another kind would ignore them."""
+    if kind != "hf" and given:
+        many = len(given) > 1
+        where = " (a verl source reads every parquet file its path names)" if kind == "verl" else " (one file: its path)"
+        raise ValueError(f"{', '.join(given)}: {'options' if many else 'an option'} of `hf` sources only, and this source is kind "
+                         f"{kind}{where}; remove {'them' if many else 'it'}")
+
+
+# How each command-line option is written, for an error about its form.
+_CLI_EXAMPLES = {"name": "name=mine", "category": "category=perception", "answer_type": "answer_type=number", "limit": "limit=100",
+                 "subset": "subset=NAME", "split": "split=test", "data_files": "data_files=PATH", "fields": "fields.answer=COLUMN",
+                 "category_map": "category_map.LABEL=perception", "include": "include.COLUMN=VALUE|VALUE"}
+
+
+def _cli_scalar(text: str) -> Any:
+    """A command-line `include` value as the config's YAML reads it: `true`/`false` a boolean,
+    `2` and `2.5` numbers, `null` None; anything else (dates too) stays the text."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, (bool, int, float)) or (value is None and text.strip() in ("null", "Null", "NULL", "~")):
+        return value
+    return text
 
 
 def cli_source_defaults(category: str | None, answer_type: str | None, fields: list[str], category_map: list[str]) -> list[tuple[str, str]]:
@@ -217,18 +279,26 @@ def cli_source_defaults(category: str | None, answer_type: str | None, fields: l
     return options
 
 
-# `,name=` or `,group.entry=`: a misspelt group (`fieds.answer=`) is an option too, refused by name with the closest one.
-_CLI_OPTION = re.compile(r",(?=[a-z_]+(?:\.[^,=]+)?=)")
+# `,name=` or `,group.entry=` in any case, spaces around them allowed: a misspelt group (`fieds.answer=`), a
+# dash (`answer-type=`) or nothing after the dot (`category_map.=`) is an option too, refused by name.
+_CLI_OPTION = re.compile(r",\s*(?=[A-Za-z_-]+(?:\.[^,=]*)?\s*=)")
 
 
 def _split_cli_options(text: str) -> tuple[str, list[tuple[str, str]]]:
-    """`KIND:PATH,a=1,b.c=2` -> (`KIND:PATH`, [(a, 1), (b.c, 2)]); a path that exists as written
-    (commas and all) has no options."""
-    bare = text.partition(":")[2] if text.partition(":")[0] in SOURCE_KINDS else text
+    """`KIND:PATH,a=1,b.c=2` -> (`KIND:PATH`, [(a, 1), (b.c, 2)]), option names (not what follows
+    their dot: columns and labels) lower-cased and names and values trimmed; a path that exists as
+    written (commas and all) has no options."""
+    kind, sep, rest = text.partition(":")
+    bare = rest if sep and kind.strip().lower() in SOURCE_KINDS else text
     if Path(bare).exists():
         return text, []
-    head, *rest = _CLI_OPTION.split(text)
-    return head, [tuple(part.split("=", 1)) for part in rest]  # type: ignore[misc]
+    head, *parts = _CLI_OPTION.split(text)
+    options = []
+    for part in parts:
+        key, _, value = part.partition("=")
+        name, dot, entry = key.strip().partition(".")
+        options.append((name.lower() + dot + entry.strip(), value.strip()))
+    return head, options
 
 
 class TableFileError(ValueError):
@@ -785,12 +855,12 @@ def read_source(spec: SourceSpec, skipped: dict[str, int] | None = None) -> Iter
             return
 
 
-def _first_rows(spec: SourceSpec, sample_rows: int) -> list[dict[str, Any]]:
-    """The readable rows among the first `sample_rows` of a local JSONL, JSON or TSV source ([] for
-    other kinds and a missing file: the scan reports those). Raises `SourceError` for a file that is
-    not rows at all."""
-    readers = {"jsonl": _json_rows, "json": _json_rows, "tsv": _tsv_rows}
-    if spec.kind not in readers or not spec.file.is_file():
+def _first_rows(spec: SourceSpec, sample_rows: int, any_kind: bool = False) -> list[dict[str, Any]]:
+    """The readable rows among the first `sample_rows` of a local JSONL, JSON or TSV source, or with
+    `any_kind` of any source (`hf` loads its dataset: `datasets` caches it); [] for other kinds and a
+    missing file (the scan reports those). Raises `SourceError` for a file that is not rows at all."""
+    readers = {"jsonl": _json_rows, "json": _json_rows, "tsv": _tsv_rows, **({"hf": _hf_rows, "verl": _verl_rows} if any_kind else {})}
+    if spec.kind not in readers or not (spec.exists() if spec.kind in ("hf", "verl") else spec.file.is_file()):
         return []
     rows = []
     for index, (row, _) in enumerate(readers[spec.kind](spec)):
@@ -826,21 +896,66 @@ def check_mapped_columns(spec: SourceSpec, sample_rows: int = 100) -> None:
 
 def include_values_seen(spec: SourceSpec, sample_rows: int = 1000, most: int = 8) -> dict[str, list[str]]:
     """For the error when `include` keeps no row: each include column's distinct values among the
-    first `sample_rows` rows (at most `most` each; local JSONL, JSON and TSV files, else {})."""
-    rows = _first_rows(spec, sample_rows)
+    first `sample_rows` rows of the source (any kind), at most `most` each, written as in a config
+    (`'test'`, `true`, `2.0`)."""
+    try:
+        rows = _first_rows(spec, sample_rows, any_kind=True)
+    except SourceError:  # only for the message of another error: that one stands
+        rows = []
     seen: dict[str, list[str]] = {}
     for column in spec.include:
         values = seen.setdefault(column, [])
         for row in rows:
             value = lookup(row, column)
-            if value is not None and repr(value) not in values and len(values) < most:
-                values.append(repr(value))
+            if value is not None and include_value_text(value, quoted=True) not in values and len(values) < most:
+                values.append(include_value_text(value, quoted=True))
     return seen
 
 
+def include_value_text(value: Any, quoted: bool = False) -> str:
+    """An `include` value as the config writes it: `true`/`false`, numbers as they are, text as it
+    is (`quoted`: in quotes, as the values a column holds are listed)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return repr(value) if quoted and isinstance(value, str) else str(value)
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _same_value(value: Any, wanted: Any) -> bool:
+    """Whether a row's `value` is the `include` value `wanted`: a boolean only its boolean (or the
+    text `true`/`false`), never 1 or 0; a number any number equal to it (`2` is `2.0`) or text
+    that reads as one (`"2"`, as TSV and CSV columns hold numbers); else equal values, a date as
+    its ISO text."""
+    if isinstance(value, bool) or isinstance(wanted, bool):
+        if isinstance(value, bool) and isinstance(wanted, bool):
+            return value == wanted
+        flag, other = (value, wanted) if isinstance(value, bool) else (wanted, value)
+        return isinstance(other, str) and other.strip().lower() == ("true" if flag else "false")
+    if isinstance(value, (int, float)) or isinstance(wanted, (int, float)):
+        number = _as_number(value)
+        return number is not None and number == _as_number(wanted)
+    value, wanted = (v.isoformat() if isinstance(v, (datetime.date, datetime.datetime)) else v for v in (value, wanted))
+    return value == wanted
+
+
 def _included(value: Any, allowed: list[Any]) -> bool:
-    """`include` compares values, and a number with its text (the CLI gives every value as text)."""
-    return value in allowed or (isinstance(value, (int, float, str)) and str(value) in {str(a) for a in allowed})
+    """Whether `include` keeps a row whose column holds `value`: it is one of `allowed` (`_same_value`),
+    so the command line (whose values are read as YAML scalars) and a config's filters agree."""
+    return any(_same_value(value, wanted) for wanted in allowed)
 
 
 def rows_fix_hint(reason_key: str) -> str:

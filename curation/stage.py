@@ -26,11 +26,11 @@ import importlib.metadata
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from curation.decontam import BenchmarkRead, ContaminationIndex, DecontamConfig, read_benchmarks
 from curation.dedup import HASH_SCHEME, DedupItem, Duplicate, NearDupConfig, find_near_duplicates, image_phash
@@ -39,9 +39,28 @@ from curation.report import WARNINGS, StepReport
 from curation.schema import SAMPLE_SCHEMA, ImageRef, Sample, content_id
 from curation.shards import QUARANTINE_DIR, Quarantine, ShardError, ShardWriter, iter_rows, read_manifest, shard_files
 from curation.sources import (MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, PARSE_ERROR, RowRejected, SourceError, SourceSpec, TextLimits,
-                              include_values_seen, read_source, row_to_sample, rows_fix_hint)
+                              include_value_text, include_values_seen, read_source, row_to_sample, rows_fix_hint)
+from curation.suggest import did_you_mean
 
 STAGING_DIR = "_staged"
+
+
+# The pools a curated (or selected) row can be in: curation's hash split and the select stage write
+# these and no other; `synth.pools`, `grpo.pools` and `eval.pools` choose among them.
+POOLS = ("coldstart", "rl", "eval")
+
+
+def pool_names(pools: list[str], allowed: tuple[str, ...] = POOLS) -> list[str]:
+    """`pools` unchanged when each is one of `allowed`; else `ValueError` naming the first unknown
+    one with the closest pool (`unknown pool 'coldstrat'; did you mean 'coldstart'? (pools: ...)`)."""
+    for pool in pools:
+        if pool not in allowed:
+            raise ValueError(f"unknown pool {pool!r}{did_you_mean(pool, allowed)} (pools: {', '.join(allowed)})")
+    return pools
+
+
+# A stage setting naming pools (`synth.pools: [coldstart]`): a misspelt one is refused when the config loads.
+PoolNames = Annotated[list[str], AfterValidator(pool_names)]
 
 
 class CurateConfig(BaseModel):
@@ -86,10 +105,7 @@ class CurateConfig(BaseModel):
     @field_validator("split")
     @classmethod
     def _split_sums_to_one(cls, split: dict[str, float]) -> dict[str, float]:
-        allowed = {"coldstart", "rl", "eval"}
-        unknown = set(split) - allowed
-        if unknown:
-            raise ValueError(f"unknown pool(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        pool_names(list(split))
         if any(v < 0 for v in split.values()) or abs(sum(split.values()) - 1.0) > 1e-6:
             raise ValueError(f"fractions must be non-negative and sum to 1, got {split}")
         return split
@@ -361,7 +377,7 @@ def _fail_on_filters_that_keep_nothing(cfg: CurateConfig, report: StepReport, qu
         entry = report.by_source.get(spec.source_name, {"in": 0, "dropped": {}})
         if not filtered.get(spec.source_name) or sum(entry["dropped"].values()) < entry["in"]:
             continue
-        rule = ",".join(f"include.{column}={'|'.join(map(str, allowed))}" for column, allowed in spec.include.items())
+        rule = ",".join(f"include.{column}={'|'.join(map(include_value_text, allowed))}" for column, allowed in spec.include.items())
         values = "; ".join(f"{column} has {', '.join(found) if found else 'no value'}" for column, found in include_values_seen(spec).items())
         rest = (f" and the other {entry['in']} are unusable ({', '.join(f'{n} {r}' for r, n in entry['dropped'].items())})"
                 if entry["in"] else "")

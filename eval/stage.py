@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import ShardWriter, atomic_write_json, iter_rows
+from curation.stage import PoolNames
 from eval.benchmarks import BenchmarkSpec, load_benchmark, load_spec
 from eval.metrics import HELDOUT, summarize
 from synth.runtime import aio
@@ -57,7 +58,7 @@ class EvalConfig(BaseModel):
 
     benchmarks: list[str] = Field(default_factory=list)  # shipped names (eval/benchmarks/) or YAML paths; []: the held-out pool
     data_root: str = "data/eval"  # fills ${data_root} in benchmark files
-    pools: list[str] = Field(default_factory=lambda: ["eval"])  # the held-out pool(s) of the run's shards
+    pools: PoolNames = Field(default_factory=lambda: ["eval"], min_length=1)  # the held-out pool(s) of the run's shards
     tool_free_control: bool = True
     max_samples: int | None = Field(None, ge=1)  # per benchmark; None: all
     model_url: EndpointUrl | None = None  # an OpenAI-compatible endpoint serving the model; None: load it with transformers

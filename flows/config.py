@@ -134,6 +134,10 @@ class PipelineConfig(BaseModel):
                 raise ConfigError("base: the instruct samples are answered by the replay server's instruct persona; add a `replay:` section")
             if self.sft.model_path is not None:
                 raise ConfigError("base and sft.model_path: the base stage makes the model SFT starts from; choose one")
+        if self.probe is None and "select" in self.model_fields_set:  # else the plan has no select stage, silently
+            raise ConfigError("select: the select stage splits curated rows by the student's probe pass rates, and the config has "
+                              "no `probe:` section; add one (`probe: {}` for its defaults), or remove `select:` (without probes, "
+                              "curate.split assigns the pools by hash)")
         evaluate_only = bool(self.eval.benchmarks) and bool(self.eval.model_url or self.eval.model_path)
         if self.world is None and not self.curate.sources and not evaluate_only:
             raise ConfigError("curate.sources: no source given (or add a `world:` section for the demo world)")

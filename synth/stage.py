@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import InputOrder, Quarantine, ShardWriter, iter_rows, merge_parts
+from curation.stage import PoolNames
 from synth.long_cot import LongCotConfig, long_cot_rows
 from synth.runtime import aio
 from synth.runtime.agent import (AgentConfig, ToolBox, active_episodes, first_request, open_toolbox, require_search, run_episode,
@@ -35,7 +36,7 @@ class SynthConfig(BaseModel):
     teacher_url: EndpointUrl = "http://127.0.0.1:8008/v1"
     teacher_model: str = "demo-teacher"
     api_key_env: str | None = "OPENAI_API_KEY"  # the variable holding the endpoint's key, if any
-    pools: list[str] = Field(default_factory=lambda: ["coldstart"])
+    pools: PoolNames = Field(default_factory=lambda: ["coldstart"], min_length=1)  # curation.stage.POOLS
     attempts: int = Field(2, ge=1)  # tries per sample
     keep_per_sample: int = Field(1, ge=1)  # verified trajectories kept per sample
     concurrency: int = Field(16, ge=1)  # requests in flight to the teacher

@@ -299,3 +299,37 @@ def test_a_wide_text_long_cot_source_and_a_misspelt_choice_are_refused_at_load_t
             load_config(write(tmp_path, sources + f"synth:\n  long_cot: {{path: cot.jsonl, opening: {given}}}\n"))
         line = str(raised.value).splitlines()[-1]
         assert line.endswith("synth.long_cot.opening: Input should be 'question', 'no_tools' or 'tools'" + said), line
+
+
+@pytest.mark.parametrize("section,says", [
+    ("synth: {pools: [coldstrat]}", "synth.pools: Value error, unknown pool 'coldstrat'; did you mean 'coldstart'? (pools: coldstart, rl, eval)"),
+    ("synth: {pools: []}", "synth.pools: List should have at least 1 item after validation, not 0"),
+    ("eval: {pools: [rl, evl]}", "eval.pools: Value error, unknown pool 'evl'; did you mean 'eval'? (pools: coldstart, rl, eval)"),
+    ("eval: {pools: [heldout]}", "eval.pools: Value error, unknown pool 'heldout' (pools: coldstart, rl, eval)"),
+    ("curate: {split: {coldstrat: 0.5, eval: 0.5}}",
+     "curate.split: Value error, unknown pool 'coldstrat'; did you mean 'coldstart'? (pools: coldstart, rl, eval)"),
+    ("select: {mix: {RL: {perception: 1}}}", "select.mix: Value error, unknown pool 'RL'; did you mean 'rl'? (pools: coldstart, rl)"),
+])
+def test_a_pool_name_that_no_stage_writes_is_refused_when_the_config_loads(tmp_path, section, says):
+    """Review r5: `synth.pools: [coldstrat]` passed --dry-run, and synthesis then 'completed' with 0 rows."""
+    path = write(tmp_path, GOOD.replace("synth:\n  attempts: 2\n", "") + section + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).splitlines()[-1] == f"  {path}:5: {says}"
+
+
+def test_the_pools_a_stage_reads_may_be_any_of_the_pools_curation_and_select_write(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD + "  pools: [coldstart, rl]\neval: {pools: [eval, rl]}\n"))
+    assert cfg.synth.pools == ["coldstart", "rl"] and cfg.eval.pools == ["eval", "rl"]
+
+
+def test_a_select_section_without_probe_is_refused_as_it_would_not_run(tmp_path):
+    """Review r5: `select:` without `probe:` was left out of the plan without a word."""
+    path = write(tmp_path, GOOD + "select: {max_pass_rate_no_tools: 0.3}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (f"{path}: select: the select stage splits curated rows by the student's probe pass rates, and the config "
+                               "has no `probe:` section; add one (`probe: {}` for its defaults), or remove `select:` (without probes, "
+                               "curate.split assigns the pools by hash)")
+    cfg = load_config(write(tmp_path, GOOD + "probe: {}\nselect: {max_pass_rate_no_tools: 0.3}\n"))
+    assert cfg.select.max_pass_rate_no_tools == 0.3

@@ -268,7 +268,8 @@ def test_a_per_source_option_that_is_none_of_its_choices_says_the_closest_one(tm
     source.write_text('{"question": "q", "answer": "a"}\n')
     with pytest.raises(SourceError) as raised:
         SourceSpec.parse_cli(f"jsonl:{source},{option}")
-    assert str(raised.value) == f"--source 'jsonl:{source},{option}': {says}"
+    got = "" if "unknown option" in says else f" (got {option.split('=')[1]!r})"  # the value as received (review r5)
+    assert str(raised.value) == f"--source 'jsonl:{source},{option}': {says}{got}"
     done = curate("--source", f"jsonl:{source},{option}", "--out", str(tmp_path / "out"))
     assert done.code == 2 and done.error == f"error: {raised.value}" and not (tmp_path / "out").exists()
     if "unknown option" not in says:  # the same value in a config's source: the same words
@@ -287,7 +288,7 @@ def test_a_misspelt_source_kind_and_a_flag_for_every_source_say_the_closest_choi
         SourceSpec.parse_cli("jsnl:x.jsonl")
     with pytest.raises(SourceError, match=r"unknown source kind 'parquet' \(kinds:"):  # nothing close
         SourceSpec.parse_cli("parquet:x.parquet")
-    with pytest.raises(SourceError, match=r"answer_type: Input should be 'choice', 'number', 'math' or 'text'; did you mean 'math'\?$"):
+    with pytest.raises(SourceError, match=r"answer_type: Input should be 'choice', 'number', 'math' or 'text'; did you mean 'math'\? \(got 'maths'\)$"):
         SourceSpec.parse_cli("x.jsonl", [("answer_type", "maths")])  # the CLI's --answer-type
 
 
@@ -588,3 +589,109 @@ def test_image_reference_reasons_say_what_the_reference_is_in_one_line(tmp_path)
     assert reasons["int"] == "image_ref_invalid: an image reference is a number (7), not a path, base64 string or data URL"
     assert reasons["dataurl"] == "image_ref_invalid: 'data:image/png;base64,@@@' is a data URL whose data is not base64"
     assert reasons["newline"].startswith("image_missing: ") and reasons["newline"].endswith("a\\nb.png") and "\n" not in reasons["newline"]
+
+
+@pytest.mark.parametrize("option,expected", [
+    ("Category=Perception", {"category": "perception"}),
+    ("NAME=mine", {"name": "mine"}),
+    ("Fields.answer=label", {"fields": {"answer": "label"}}),
+    ("FIELDS.Answer=Label,category_map.Color=perception", {"fields": {"answer": "Label"}, "category_map": {"Color": "perception"}}),
+    (" category=search", {"category": "search"}),
+    ("  category = search , limit = 3", {"category": "search", "limit": 3}),
+    ("ANSWER_TYPE=number,Include.split=test|val", {"answer_type": "number", "include": {"split": ["test", "val"]}}),
+])
+def test_source_kinds_and_option_names_are_read_in_any_case_with_spaces_trimmed(tmp_path, option, expected):
+    """Review r5: `JSONL:`, `Category=` and `, category=x` were glued onto the path (`file not
+    found: world/samples.jsonl,Category=Perception`)."""
+    source = write_jsonl(tmp_path / "x.jsonl", own_rows(1, category="reasoning"))
+    for kind in ("jsonl", "JSONL", "Jsonl"):
+        spec = SourceSpec.parse_cli(f"{kind}:{source},{option}")
+        assert (spec.kind, spec.path) == ("jsonl", str(source))
+        assert {key: getattr(spec, key) for key in expected} == expected
+
+
+@pytest.mark.parametrize("option,says", [
+    ("category_map.=search", "option 'category_map.' names nothing after the dot (e.g. category_map.LABEL=perception)"),
+    ("fields.=answer", "option 'fields.' names nothing after the dot (e.g. fields.answer=COLUMN)"),
+    ("category", "option 'category' has no value (give NAME=VALUE, e.g. category=perception)"),
+    ("Limit", "option 'Limit' has no value (give NAME=VALUE, e.g. limit=100)"),
+    ("answer-type=number", f"unknown option 'answer-type'; did you mean 'answer_type'? {OPTIONS_SAID}"),
+    ("category=search,", f"category: {CATEGORIES_SAID}; did you mean 'search'? (got 'search,')"),
+    ("split=train", "split: an option of `hf` sources only, and this source is kind jsonl (one file: its path); remove it"),
+    ("Split=train,data_files=a.csv", "split, data_files: options of `hf` sources only, and this source is kind jsonl (one file: its "
+                                     "path); remove them"),
+    ("subset=x", "subset: an option of `hf` sources only, and this source is kind jsonl (one file: its path); remove it"),
+])
+def test_a_malformed_or_misplaced_source_option_is_refused_by_name(tmp_path, option, says):
+    """Review r5: `category_map.=x` became part of the path, `split=`/`data_files=` on a jsonl
+    source were silently ignored, and `category=search,` was answered "did you mean 'search'?"
+    without showing the value it got."""
+    source = write_jsonl(tmp_path / "x.jsonl", own_rows(1, category="reasoning"))
+    text = f"jsonl:{source},{option}"
+    with pytest.raises(SourceError) as raised:
+        SourceSpec.parse_cli(text)
+    assert str(raised.value) == f"--source {text!r}: {says}"
+    done = curate("--source", text, "--out", str(tmp_path / "out"))
+    assert done.code == 2 and done.error == f"error: {raised.value}" and not (tmp_path / "out").exists()
+
+
+def test_hf_only_options_in_a_config_source_of_another_kind_are_refused_when_it_loads(tmp_path):
+    from flows.config import ConfigError, load_config
+
+    source = write_jsonl(tmp_path / "x.jsonl", own_rows(1, category="reasoning"))
+    (tmp_path / "c.yaml").write_text(f"curate:\n  sources:\n    - {{path: {source}, split: test}}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(tmp_path / "c.yaml")
+    assert str(raised.value).splitlines()[-1].endswith(
+        "curate.sources.0: Value error, split: an option of `hf` sources only, and this source is kind jsonl (one file: its path); remove it")
+    spec = SourceSpec(path=str(source))
+    assert SourceSpec.model_validate(spec.model_dump()) == spec  # a dumped spec (the flows pass them so) holds the defaults: read again
+    (tmp_path / "c.yaml").write_text(f"curate:\n  sources:\n    - {{kind: hf, path: json, data_files: {source}, split: train}}\n")
+    assert load_config(tmp_path / "c.yaml", check=False).curate.sources[0].split == "train"
+
+
+LEVELS = [{"id": "t1", "flag": True, "level": 1}, {"id": "t2", "flag": True, "level": 2}, {"id": "f2", "flag": False, "level": 2.0},
+          {"id": "s2", "flag": "true", "level": "2"}, {"id": "n1", "flag": 1, "level": 1.5}]
+
+
+@pytest.mark.parametrize("cli,yaml_value,kept", [
+    ("include.flag=true", "{flag: [true]}", {"t1", "t2", "s2"}),  # a boolean, and its text; never the number 1
+    ("include.flag=True", "{flag: [True]}", {"t1", "t2", "s2"}),
+    ("include.flag=false", "{flag: [false]}", {"f2"}),
+    ("include.level=2", "{level: [2]}", {"t2", "f2", "s2"}),  # numbers as numbers: 2 is 2.0 and '2'
+    ("include.level=2.0", "{level: [2.0]}", {"t2", "f2", "s2"}),
+    ("include.level=1|1.5", "{level: [1, 1.5]}", {"t1", "n1"}),
+    ("include.flag=1", "{flag: [1]}", {"n1"}),
+    ("include.id=t1|s2", "{id: [t1, s2]}", {"t1", "s2"}),
+])
+def test_include_on_the_command_line_keeps_what_the_same_filter_in_a_config_keeps(tmp_path, cli, yaml_value, kept):
+    """Review r5: command-line include values were compared as Python text (`include.flag=true`
+    kept nothing where YAML `true` worked; `include.level=2` missed `2.0`)."""
+    import yaml
+
+    from curation.sources import read_source
+
+    rows = [{**row, **own_rows(5)[i]} | {k: row[k] for k in ("id", "flag", "level")} for i, row in enumerate(LEVELS)]
+    source = write_jsonl(tmp_path / "lv.jsonl", rows)
+    from_cli = SourceSpec.parse_cli(f"jsonl:{source},{cli}")
+    from_yaml = SourceSpec.model_validate({"path": str(source), "include": yaml.safe_load(yaml_value)})
+    assert from_cli.include == from_yaml.include
+    for spec in (from_cli, from_yaml):
+        assert {row["id"] for row, _ in read_source(spec)} == kept
+
+
+def test_an_include_that_keeps_nothing_names_the_values_an_hf_column_holds(tmp_path):
+    """Review r5: for an `hf` source the error said the column "has no value" though it held values."""
+    csv_file = tmp_path / "rows.csv"
+    csv_file.write_text("question,answer,split,flag\n" + "".join(
+        f"{q},{i},{split},{flag}\n" for i, (q, split, flag) in enumerate(zip(QUESTIONS, ["test", "train", "val", "train"],
+                                                                            ["true", "false", "true", "true"]))))
+    base = f"hf:csv,data_files={csv_file},category=reasoning"
+    done = curate("--source", f"{base},include.split=tst", "--out", str(tmp_path / "o1"))
+    assert done.code == 2 and done.error == ("error: source 'rows': include.split=tst removed 4 rows, so none is left (in its first rows, "
+                                             "split has 'test', 'train', 'val'); check the filter's column and values")
+    done = curate("--source", f"{base},include.flag=maybe", "--out", str(tmp_path / "o2"))
+    assert done.code == 2 and "(in its first rows, flag has true, false)" in done.error
+    done = curate("--source", f"{base},include.flag=true", "--out", str(tmp_path / "o3"))
+    assert done.code == 0, done.error
+    assert len(read_table(tmp_path / "o3").to_pylist()) == 3
