@@ -169,7 +169,7 @@ class SourceSpec(FieldMapping):
     CLI_PREFIXES: ClassVar[tuple[str, ...]] = ("fields.", "category_map.", "include.")
 
     @classmethod
-    def parse_cli(cls, text: str, defaults: list[tuple[str, str]] = ()) -> SourceSpec:
+    def parse_cli(cls, text: str, defaults: list[tuple[str, str]] = (), option: str = "--source") -> SourceSpec:
         """A source from the command line: `KIND:PATH` (jsonl:data/x.jsonl, json:x.json,
         tsv:V_star.tsv, hf:org/dataset) or a bare JSON path, then optional `,NAME=VALUE` options
         with the config's names: `category=perception`, `answer_type=number`, `name=mine`,
@@ -178,11 +178,12 @@ class SourceSpec(FieldMapping):
         options in the same form (the CLI's `--category` and friends) that the text's own override.
 
         Raises `SourceError` naming the option for an unknown option or a value the config would
-        refuse."""
+        refuse: `option` (`--source`, `--benchmark`: the one the user typed) with the text, or for a
+        value from `defaults` its own flag (`--category`)."""
         head, options = _split_cli_options(text)
         kind, sep, path = head.partition(":")
         if sep and kind not in SOURCE_KINDS and re.fullmatch(r"[a-z][a-z0-9_]+", kind) and not Path(head).exists():
-            raise SourceError(f"--source {text!r}: unknown source kind {kind!r}{did_you_mean(kind, SOURCE_KINDS)} (kinds: "
+            raise SourceError(f"{option} {text!r}: unknown source kind {kind!r}{did_you_mean(kind, SOURCE_KINDS)} (kinds: "
                               f"{', '.join(SOURCE_KINDS)}; Parquet, CSV and other files: hf:parquet,data_files=PATH)")
         values: dict[str, Any] = {"kind": kind, "path": path} if sep and kind in SOURCE_KINDS else {"path": head}
         for key, value in [*defaults, *options]:
@@ -195,13 +196,25 @@ class SourceSpec(FieldMapping):
                 allowed = ", ".join([*cls.CLI_OPTIONS, *(p + "X" for p in cls.CLI_PREFIXES)])
                 entry = key.partition(".")[2]  # `fieds.answer`: did you mean 'fields.answer'?
                 names = [*cls.CLI_OPTIONS, *(p + entry for p in cls.CLI_PREFIXES if entry)]
-                raise SourceError(f"--source {text!r}: unknown option {key!r}{did_you_mean(key, names)} (options: {allowed})")
+                raise SourceError(f"{option} {text!r}: unknown option {key!r}{did_you_mean(key, names)} (options: {allowed})")
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
             # A value that is none of an option's choices (category, answer_type, a category_map label's) says the closest, as in a config.
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {error_message(e)}" for e in exc.errors())
-            raise SourceError(f"--source {text!r}: {problems}") from None
+            # A value from `defaults` the text does not override is named by its flag: `--category 'perceptoin': ...`.
+            given, own = dict(defaults), {key for key, _ in options}
+            flags = {"category": "--category", "answer_type": "--answer-type", "fields": "--fields", "category_map": "--category-map"}
+            problems = []
+            for e in exc.errors():
+                loc = tuple(map(str, e["loc"]))
+                key = ".".join(loc[:2]) if loc[:1] in (("fields",), ("category_map",)) else ".".join(loc[:1])
+                if key in given and key not in own:
+                    flag = flags[loc[0]]
+                    problems.append(f"{flag} {given[key]!r}: {error_message(e)}" if "." not in key else
+                                    f"{flag} '{key.partition('.')[2]}={given[key]}': {'.'.join(loc)}: {error_message(e)}")
+                else:
+                    problems.append(f"{option} {text!r}: {'.'.join(loc)}: {error_message(e)}")
+            raise SourceError("; ".join(problems)) from None
 
 
 def cli_source_defaults(category: str | None, answer_type: str | None, fields: list[str], category_map: list[str]) -> list[tuple[str, str]]:

@@ -323,7 +323,7 @@ def curate(
     if defaults and not source:
         raise typer.BadParameter("--category, --answer-type, --fields and --category-map apply to a --source given here", param_hint="--source")
     cfg.sources = [*cfg.sources, *(SourceSpec.parse_cli(s, defaults) for s in source or [])]
-    cfg.benchmarks = [*cfg.benchmarks, *(SourceSpec.parse_cli(b) for b in benchmark or [])]
+    cfg.benchmarks = [*cfg.benchmarks, *(SourceSpec.parse_cli(b, option="--benchmark") for b in benchmark or [])]
     if not cfg.sources:
         raise typer.BadParameter("give at least one --source (or a --config with curate.sources)", param_hint="--source")
     for spec in [*cfg.sources, *cfg.benchmarks]:
