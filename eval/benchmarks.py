@@ -74,8 +74,8 @@ def load_spec(name_or_path: str, data_root: str | Path = "data/eval", run_dir: s
     if not path.is_file():
         known = shipped()
         if name_or_path not in known:
-            raise BenchmarkError(f"unknown benchmark {name_or_path!r} (not a file){did_you_mean(name_or_path, known)}; the shipped ones: "
-                                 f"{', '.join(sorted(known))}")
+            raise BenchmarkError(f"unknown benchmark {name_or_path!r}: not a file, nor a shipped one{did_you_mean(name_or_path, known)} "
+                                 f"(shipped: {', '.join(sorted(known))})")
         path = known[name_or_path]
     try:
         text = path.read_bytes().decode("utf-8-sig")
@@ -126,25 +126,32 @@ def _parse_spec(text: str, path: Path) -> BenchmarkSpec:
         raise BenchmarkError(lines[0] if len(lines) == 1 else "invalid benchmark definition:\n  " + "\n  ".join(lines)) from None
 
 
-def check_benchmark(spec: BenchmarkSpec, where: str) -> None:
+def check_benchmark(spec: BenchmarkSpec, where: str, run_dir_option: str = "--out", data_root: str | Path | None = None,
+                    data_root_option: str = "--data-root") -> None:
     """What can be checked before a benchmark is evaluated: a source's data file exists and every
     column its `fields` names is in its first rows (`curation.sources.check_mapped_columns`). A
     source that is a pipeline run's own output (`${run_dir}` not filled in) is refused: only a run
-    makes it. `BenchmarkError` starting with `where` (the option or config field that named it)."""
+    makes it, or `run_dir_option` names one; a missing file under `data_root` names
+    `data_root_option`. `BenchmarkError` starting with `where` (the option or config field that
+    named it)."""
     source = spec.source
-    path = source.path if isinstance(source, (SourceSpec, ShardSource)) else ""
-    if "${run_dir}" in path:
-        raise BenchmarkError(f"{where} ({spec.name}): reads a pipeline run's own held-out samples ({path}): evaluate it in a run "
-                             "(eval.benchmarks in a config for `deepeyes run`), or give --out a run directory that has them")
+    where = where if where.endswith(spec.name) else f"{where} ({spec.name})"
+    if "${run_dir}" in source.path:
+        raise BenchmarkError(f"{where}: reads a pipeline run's own held-out samples ({source.path}): evaluate it in a run "
+                             f"(eval.benchmarks: [{spec.name}] in a config for `deepeyes run`), or give {run_dir_option} the "
+                             "directory of a run that made them (it has select/)")
     if isinstance(source, SourceSpec):
         if not source.exists():
-            raise BenchmarkError(f"{where} ({spec.name}): data file {source.missing()}: {source.path}")
+            root = Path(data_root).resolve() if data_root is not None else None
+            hint = (f" ({data_root_option} is {root}: give the folder that holds the benchmark's files)"
+                    if root is not None and Path(source.path).is_relative_to(root) else "")
+            raise BenchmarkError(f"{where}: {source.missing()}: {source.path}{hint}")
         try:
             check_mapped_columns(source)
         except SourceError as exc:
-            raise BenchmarkError(f"{where} ({spec.name}): {exc}") from None
+            raise BenchmarkError(f"{where}: {exc}") from None
     elif not Path(source.path).is_dir():
-        raise BenchmarkError(f"{where} ({spec.name}): shard directory not found: {source.path}")
+        raise BenchmarkError(f"{where}: shard directory not found: {source.path}")
 
 
 def benchmark_files(name_or_path: str, data_root: str | Path = "data/eval", run_dir: str | Path | None = None) -> list[Path]:
