@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from curation.datasets_quiet import datasets_progress_bars_off
+from curation.hub_offline import hub_offline, hub_unreachable
 from curation.mapping import CATEGORIES, FieldMapping, RowRejected, boolean_answer, label_text, lookup, scalar_text
 from curation.normalize import LETTERS, clean_text, holds_number, infer_answer_type, normalize_answer
 from curation.verl import VERL_CATEGORY_MAP, verl_files, verl_rows
@@ -752,11 +753,14 @@ def _vlmevalkit_image_path(spec: SourceSpec, name: str) -> str | dict[str, Any]:
 def _hf_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
     import datasets
 
+    # A hub id without network: read the local cache only (offline mode), not ~25 s of retries first.
+    unreachable = hub_unreachable() if spec.data_files is None and not Path(spec.path).exists() else None
     try:
-        with datasets_progress_bars_off():  # `Generating train split ...` on stderr would bury the run's own lines
+        with datasets_progress_bars_off(), hub_offline(unreachable is not None):  # progress bars would bury the run's own lines
             dataset = datasets.load_dataset(spec.path, spec.subset, split=spec.split, data_files=spec.data_files)
     except Exception as exc:  # the hub unreachable, no such dataset or files, a bad builder
-        raise SourceError(f"source {spec.source_name!r}: datasets.load_dataset({spec.path!r}) failed: {type(exc).__name__}: {exc}") from exc
+        why = f" (the Hub cannot be reached: {unreachable}; only the local cache was read)" if unreachable else ""
+        raise SourceError(f"source {spec.source_name!r}: datasets.load_dataset({spec.path!r}) failed: {type(exc).__name__}: {exc}{why}") from exc
     # Arrow rows, not decoded ones: images stay `{bytes, path}`, so a broken one is quarantined by
     # our validation instead of failing inside `datasets`' decoder.
     index = 0
