@@ -115,15 +115,19 @@ def _parse_spec(text: str, path: Path) -> BenchmarkSpec:
     try:
         return BenchmarkSpec.model_validate(raw)
     except ValidationError as exc:
-        # A source's errors are located under its union tag (`source.file.kind`): shown as the file has them.
-        errors = [{**e, "loc": tuple(p for i, p in enumerate(e["loc"]) if not (i == 1 and e["loc"][0] == "source" and p in ("file", "shards")))}
-                  for e in exc.errors()]
+        errors = [{**e, "loc": _as_written(tuple(e["loc"]))} for e in exc.errors()]
         messages = {("source", "kind"): kind_message}
         if kind == "shards":  # the fields of a `shards` source, not a file source's, are the ones to suggest
             messages |= {e["loc"]: "unknown field" + did_you_mean(e["loc"][-1], ShardSource.model_fields, n=3)
                          for e in errors if e["type"] == "extra_forbidden" and len(e["loc"]) == 2 and e["loc"][0] == "source"}
         lines = validation_lines(errors, str(path), node, BenchmarkSpec, messages)
         raise BenchmarkError(lines[0] if len(lines) == 1 else "invalid benchmark definition:\n  " + "\n  ".join(lines)) from None
+
+
+def _as_written(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An error's location as the file has it: `source.kind`, not pydantic's `source.file.kind`
+    (the union's tag)."""
+    return (loc[0], *loc[2:]) if loc[:1] == ("source",) and loc[1:2] in (("file",), ("shards",)) else loc
 
 
 def check_benchmark(spec: BenchmarkSpec, where: str, run_dir_option: str = "--out", data_root: str | Path | None = None,
