@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from curation.datasets_quiet import datasets_progress_bars_off
+from curation.hub_offline import hub_offline, hub_unreachable
 from curation.mapping import CATEGORIES, FieldMapping, RowRejected, boolean_answer, label_text, lookup, scalar_text
 from curation.normalize import LETTERS, clean_text, holds_number, infer_answer_type, normalize_answer
 from curation.verl import VERL_CATEGORY_MAP, verl_files, verl_rows
@@ -178,7 +179,7 @@ class SourceSpec(FieldMapping):
     CLI_PREFIXES: ClassVar[tuple[str, ...]] = ("fields.", "category_map.", "include.")
 
     @classmethod
-    def parse_cli(cls, text: str, defaults: list[tuple[str, str]] = ()) -> SourceSpec:
+    def parse_cli(cls, text: str, defaults: list[tuple[str, str]] = (), option: str = "--source") -> SourceSpec:
         """A source from the command line: `KIND:PATH` (jsonl:data/x.jsonl, json:x.json,
         tsv:V_star.tsv, hf:org/dataset) or a bare JSON path, then optional `,NAME=VALUE` options
         with the config's names: `category=perception`, `answer_type=number`, `name=mine`,
@@ -191,12 +192,13 @@ class SourceSpec(FieldMapping):
 
         Raises `SourceError` naming the option for an unknown or malformed option (no value, nothing
         after `fields.`), an `hf` option on another kind, or a value the config would refuse (quoted
-        as received)."""
+        as received): `option` (`--source`, `--benchmark`: the one the user typed) with the text, or
+        for a value from `defaults` its own flag (`--category`)."""
         head, options = _split_cli_options(text)
         kind, sep, path = head.partition(":")
         kind = kind.strip().lower()
         if sep and kind not in SOURCE_KINDS and re.fullmatch(r"[a-z][a-z0-9_]+", kind) and not Path(head).exists():
-            raise SourceError(f"--source {text!r}: unknown source kind {kind!r}{did_you_mean(kind, SOURCE_KINDS)} (kinds: "
+            raise SourceError(f"{option} {text!r}: unknown source kind {kind!r}{did_you_mean(kind, SOURCE_KINDS)} (kinds: "
                               f"{', '.join(SOURCE_KINDS)}; Parquet, CSV and other files: hf:parquet,data_files=PATH)")
         values: dict[str, Any] = {"kind": kind, "path": path} if sep and kind in SOURCE_KINDS else {"path": head}
         if options and not Path(values["path"]).exists():
@@ -204,14 +206,14 @@ class SourceSpec(FieldMapping):
         if not Path(values["path"]).exists() and (bare := re.search(r",\s*([A-Za-z_-]+(?:\.[^,=]*)?)\s*$", values["path"])):
             name = bare.group(1).partition(".")[0].lower()  # `x.jsonl,category`: an option without its value
             if name in cls.CLI_OPTIONS or f"{name}." in cls.CLI_PREFIXES:
-                raise SourceError(f"--source {text!r}: option {bare.group(1)!r} has no value (give NAME=VALUE, e.g. "
+                raise SourceError(f"{option} {text!r}: option {bare.group(1)!r} has no value (give NAME=VALUE, e.g. "
                                   f"{_CLI_EXAMPLES.get(name, name + '=VALUE')})")
         for key, value in [*defaults, *options]:
             if key in cls.CLI_OPTIONS:
                 values[key] = value
             elif key in cls.CLI_PREFIXES:  # `category_map.=x`: the label is missing
                 group = key.rstrip(".")
-                raise SourceError(f"--source {text!r}: option {key!r} names nothing after the dot (e.g. {_CLI_EXAMPLES[group]})")
+                raise SourceError(f"{option} {text!r}: option {key!r} names nothing after the dot (e.g. {_CLI_EXAMPLES[group]})")
             elif key.startswith(cls.CLI_PREFIXES):
                 group, entry = key.split(".", 1)
                 entry = entry.lower() if group == "fields" else entry  # our field names (`Fields.Answer=label`); columns and labels as written
@@ -220,20 +222,34 @@ class SourceSpec(FieldMapping):
                 allowed = ", ".join([*cls.CLI_OPTIONS, *(p + "X" for p in cls.CLI_PREFIXES)])
                 entry = key.partition(".")[2]  # `fieds.answer`: did you mean 'fields.answer'?
                 names = [*cls.CLI_OPTIONS, *(p + entry for p in cls.CLI_PREFIXES if entry)]
-                raise SourceError(f"--source {text!r}: unknown option {key!r}{did_you_mean(key, names)} (options: {allowed})")
+                raise SourceError(f"{option} {text!r}: unknown option {key!r}{did_you_mean(key, names)} (options: {allowed})")
         try:
             hf_only_options(values.get("kind", "jsonl"), [name for name in ("subset", "split", "data_files") if name in values])
         except ValueError as exc:
-            raise SourceError(f"--source {text!r}: {exc}") from None
+            raise SourceError(f"{option} {text!r}: {exc}") from None
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
             # A value that is none of an option's choices (category, answer_type, a category_map label's) says the closest, as in a
-            # config; the value as received (`'search,'`: a trailing comma) follows.
-            problems = "; ".join((f"{'.'.join(map(str, e['loc']))}: {error_message(e)}" if e["loc"] else e["msg"].removeprefix("Value error, "))
-                                 + (f" (got {e['input']!r})" if isinstance(e.get("input"), str) and e["loc"] else "")
-                                 for e in exc.errors())
-            raise SourceError(f"--source {text!r}: {problems}") from None
+            # config, then the value as received (`'search,'`: a trailing comma). A value from `defaults` the text does not override
+            # is named by its flag: `--category 'perceptoin': ...`.
+            given, own = dict(defaults), {key for key, _ in options}
+            flags = {"category": "--category", "answer_type": "--answer-type", "fields": "--fields", "category_map": "--category-map"}
+            problems = []
+            for e in exc.errors():
+                loc = tuple(map(str, e["loc"]))
+                if not loc:  # a check of the whole source
+                    problems.append(f"{option} {text!r}: {e['msg'].removeprefix('Value error, ')}")
+                    continue
+                got = f" (got {e['input']!r})" if isinstance(e.get("input"), str) else ""
+                key = ".".join(loc[:2]) if loc[:1] in (("fields",), ("category_map",)) else ".".join(loc[:1])
+                if key in given and key not in own:
+                    flag = flags[loc[0]]
+                    problems.append(f"{flag} {given[key]!r}: {error_message(e)}" if "." not in key else
+                                    f"{flag} '{key.partition('.')[2]}={given[key]}': {'.'.join(loc)}: {error_message(e)}")
+                else:
+                    problems.append(f"{option} {text!r}: {'.'.join(loc)}: {error_message(e)}{got}")
+            raise SourceError("; ".join(problems)) from None
 
 
 def hf_only_options(kind: str, given: list[str]) -> None:
@@ -809,11 +825,14 @@ def _vlmevalkit_image_path(spec: SourceSpec, name: str) -> str | dict[str, Any]:
 def _hf_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
     import datasets
 
+    # A hub id without network: read the local cache only (offline mode), not ~25 s of retries first.
+    unreachable = hub_unreachable() if spec.data_files is None and not Path(spec.path).exists() else None
     try:
-        with datasets_progress_bars_off():  # `Generating train split ...` on stderr would bury the run's own lines
+        with datasets_progress_bars_off(), hub_offline(unreachable is not None):  # progress bars would bury the run's own lines
             dataset = datasets.load_dataset(spec.path, spec.subset, split=spec.split, data_files=spec.data_files)
     except Exception as exc:  # the hub unreachable, no such dataset or files, a bad builder
-        raise SourceError(f"source {spec.source_name!r}: datasets.load_dataset({spec.path!r}) failed: {type(exc).__name__}: {exc}") from exc
+        why = f" (the Hub cannot be reached: {unreachable}; only the local cache was read)" if unreachable else ""
+        raise SourceError(f"source {spec.source_name!r}: datasets.load_dataset({spec.path!r}) failed: {type(exc).__name__}: {exc}{why}") from exc
     # Arrow rows, not decoded ones: images stay `{bytes, path}`, so a broken one is quarantined by
     # our validation instead of failing inside `datasets`' decoder.
     index = 0

@@ -13,10 +13,15 @@ from typing import Any
 
 def closest(given: Any, choices: Iterable[str], n: int = 1) -> list[str]:
     """At most `n` of `choices` closest to `given` (case and surrounding spaces ignored; `difflib`'s
-    similarity ratio at least 0.6), best first; [] when `given` is not a string or nothing is close."""
+    similarity ratio at least 0.6), best first; else the choices that have `given` as a whole part
+    (`sft` names `train_sft`); [] when `given` is not a string or nothing is close."""
     if not isinstance(given, str):
         return []
-    return difflib.get_close_matches(given.strip().lower(), list(choices), n=n, cutoff=0.6)
+    choices, wanted = list(choices), given.strip().lower()
+    found = difflib.get_close_matches(wanted, choices, n=n, cutoff=0.6)
+    if found or not wanted:
+        return found
+    return [c for c in choices if wanted in re.split(r"[_\-.\s]+", c.lower())][:n]
 
 
 def did_you_mean(given: Any, choices: Iterable[str], n: int = 1) -> str:

@@ -189,8 +189,11 @@ def demo(
 
 
 def _flow_option(flow: str) -> str:
+    from curation.suggest import did_you_mean
+
     if flow not in FLOW_NAMES:
-        raise typer.BadParameter(f"unknown flow {flow!r}; one of: {', '.join(FLOW_NAMES)}", param_hint="--flow")
+        raise typer.BadParameter(f"unknown flow {flow!r}{did_you_mean(flow, FLOW_NAMES)} (flows: {', '.join(FLOW_NAMES)})",
+                                 param_hint="--flow")
     return flow
 
 
@@ -331,7 +334,7 @@ def curate(
     if defaults and not source:
         raise typer.BadParameter("--category, --answer-type, --fields and --category-map apply to a --source given here", param_hint="--source")
     cfg.sources = [*cfg.sources, *(SourceSpec.parse_cli(s, defaults) for s in source or [])]
-    cfg.benchmarks = [*cfg.benchmarks, *(SourceSpec.parse_cli(b) for b in benchmark or [])]
+    cfg.benchmarks = [*cfg.benchmarks, *(SourceSpec.parse_cli(b, option="--benchmark") for b in benchmark or [])]
     if not cfg.sources:
         raise typer.BadParameter("give at least one --source (or a --config with curate.sources)", param_hint="--source")
     for spec in [*cfg.sources, *cfg.benchmarks]:
@@ -658,13 +661,24 @@ def _one_line(exc: BaseException) -> str:
 
     if not isinstance(exc, ValidationError):
         return str(exc)
+    from curation.suggest import error_message
+
     given = {arg.split("=", 1)[0] for arg in sys.argv[1:] if arg.startswith("--")}
     parts = []
     for error in exc.errors():
-        field = ".".join(map(str, error["loc"]))
-        names = [f"--{field.replace('_', '-')}", f"--{field.removesuffix('_s').replace('_', '-')}"]
+        loc = [str(p) for p in error["loc"]]
+        field = ".".join(loc)
+        # The option is named by the field or its last parts (`agent.think_prefix` is --think-prefix), less a
+        # unit or scope suffix (`timeout_s` is --timeout, `max_tokens_per_turn` is --max-tokens).
+        stems = ["_".join(loc[i:]) for i in range(len(loc))]
+        names = [f"--{stem.removesuffix(cut).replace('_', '-')}" for stem in stems for cut in ("", "_s", "_per_turn")]
         name = next((n for n in names if n in given), field)
-        parts.append(f"{name}: {error['msg']} (got {error['input']!r})" if "input" in error else f"{name}: {error['msg']}")
+        message = error_message(error).removeprefix("Value error, ")  # a validator's own message says what it got
+        if error["type"] == "literal_error":  # `--category 'percepton': Input should be ...; did you mean 'perception'?`
+            parts.append(f"{name} {error['input']!r}: {message}")
+        else:
+            parts.append(f"{name}: {message} (got {error['input']!r})" if "input" in error and error["type"] != "value_error"
+                         else f"{name}: {message}")
     return "; ".join(parts)
 
 

@@ -50,8 +50,11 @@ def import_sharegpt_cmd(
     """Import LLaMA-Factory sharegpt conversations as trajectory shards (every image in its turn) and samples for curation."""
     from synth.sharegpt import ImportConfig, dataset_info_entries, import_sharegpt
 
+    from curation.suggest import did_you_mean
+
     if layout not in ("keep", "ours"):
-        raise typer.BadParameter("keep or ours", param_hint="--layout")
+        raise typer.BadParameter(f"unknown layout {layout!r}{did_you_mean(layout, ('keep', 'ours'))} (layouts: keep, ours)",
+                                 param_hint="--layout")
     entries: list[tuple[Path, Any]] = [(f, None) for f in files or []]
     if dataset_info is not None:
         entries += [(path, fmt) for path, fmt, _ in dataset_info_entries(dataset_info, dataset)]
@@ -113,6 +116,7 @@ def evaluate_cmd(
     api_key_env: Annotated[str | None, typer.Option(help="The environment variable that holds the endpoint's API key.")] = None,
 ) -> None:
     """Evaluate any model (a checkpoint, or an endpoint serving it) on named benchmarks, with tools and the tool-free control."""
+    from eval.benchmarks import BenchmarkError, check_benchmark, load_spec
     from eval.metrics import summary_line
     from eval.report import build_report
     from eval.stage import EvalConfig, check_checkpoint, run_evaluate
@@ -168,6 +172,16 @@ def evaluate_cmd(
     cfg = EvalConfig.model_validate(evaluation)
     if not cfg.benchmarks:
         raise typer.BadParameter("name at least one benchmark (a shipped name or a YAML file)", param_hint="--benchmark")
+    out = out.resolve()
+    # A benchmark made by a pipeline run (`demo-heldout`: ${run_dir}/select) reads the run --out names, when it is one.
+    run_dir = out if (out / "select").is_dir() else None
+    for name in cfg.benchmarks:  # before anything is written: a wrong file or column is named now, not counted as unreadable rows
+        where = f"--benchmark {name}" if benchmark else f"eval.benchmarks in {config}"
+        try:
+            check_benchmark(load_spec(name, cfg.data_root, run_dir), where, data_root=cfg.data_root,
+                            data_root_option="--data-root" if data_root or config is None else f"eval.data_root in {config}")
+        except BenchmarkError as exc:
+            raise BenchmarkError(str(exc) if str(exc).startswith((where, name)) else f"{where}: {exc}") from None
     search = base.get("search") or SearchConfig()
     search = search.model_copy(update={k: v for k, v in (("corpus_path", corpus), ("image_corpus_path", image_corpus)) if v is not None})
     for name, path in (("--corpus", corpus), ("--image-corpus", image_corpus)):
@@ -182,10 +196,9 @@ def evaluate_cmd(
         judge = judge.model_copy(update={"llm_url": judge_url, "llm_model": judge_model})
     elif judge_model is not None:
         judge = judge.model_copy(update={"llm_model": judge_model})
-    out = out.resolve()
     started = time.time()
     reward = base.get("reward") or RewardConfig()
-    metrics = run_evaluate(cfg, cfg.model_path, None, out / "eval", search, judge, reward)
+    metrics = run_evaluate(cfg, cfg.model_path, run_dir / "select" if run_dir else None, out / "eval", search, judge, reward)
     record_evaluation(out / "eval", cfg, search, judge, reward, metrics, time.time() - started)
     report = build_report([out], out / "report")
     typer.echo(f"model {metrics['model']} ({metrics['protocol_version']})")

@@ -6,7 +6,6 @@ are errors, not silently ignored). Relative paths are resolved against the confi
 
 from __future__ import annotations
 
-import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from curation.select import SelectConfig
 from curation.sources import SourceError, SourceSpec, check_mapped_columns, wide_encoding
 from curation.stage import CurateConfig
-from curation.suggest import did_you_mean, error_message
+from curation import validation_errors
+from curation.suggest import error_message
 from curation.worlds import WorldKind
 from eval.benchmarks import BenchmarkError, load_spec
 from eval.stage import EvalConfig
@@ -233,51 +233,14 @@ def check_flow_sections(cfg: PipelineConfig, flow_name: str) -> None:
         raise ConfigError("curate.sources: no source given: this config only evaluates a model (run it with --flow evaluate)")
 
 
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """The 1-based line of the YAML key at `loc` (or of the deepest part of it that exists)."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for key in loc:
-        if isinstance(node, yaml.MappingNode):
-            pair = next(((k, v) for k, v in node.value if k.value == key), None)
-            if pair is None:
-                break
-            line, node = pair[0].start_mark.line + 1, pair[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside a field's type (`Model`, `Model | None`, `list[Model]`, ...)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
 def known_fields(loc: tuple[Any, ...], model: type[BaseModel] = None) -> list[str]:  # type: ignore[assignment]
-    """The field names of the section at `loc` (a validation error's location, list indexes
-    included), for "did you mean"; [] where the location is not a section."""
-    current: type[BaseModel] | None = model or PipelineConfig
-    for part in loc:
-        if isinstance(part, int) or current is None:
-            continue
-        field = current.model_fields.get(str(part))
-        if field is None:  # a union's tag or a dict key: not a field of ours
-            continue
-        current = _model_in(field.annotation)
-    return list(current.model_fields) if current is not None else []
+    """The field names of the config's section at `loc` (`curation.validation_errors.known_fields`)."""
+    return validation_errors.known_fields(loc, model or PipelineConfig)
 
 
 def unknown_field_message(loc: tuple[Any, ...]) -> str:
     """`unknown field`, with the closest known names of its section."""
-    return "unknown field" + did_you_mean(str(loc[-1]) if loc else "", known_fields(loc[:-1]), n=3)
+    return validation_errors.unknown_field_message(loc, PipelineConfig)
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
@@ -344,14 +307,14 @@ def parse_config(
     _resolve_paths(raw, base_dir)
     try:
         # pydantic's lax mode reads `true` as 1 where a number is wanted: refused with the other mistakes.
-        lines = [f"{source}{f':{line}' if (line := _line_of(node, loc)) else ''}: {'.'.join(map(str, loc))}: a number is expected, "
+        lines = [f"{source}{f':{line}' if (line := validation_errors.line_of(node, loc)) else ''}: {'.'.join(map(str, loc))}: a number is expected, "
                  "not a boolean" for loc in bools_for_numbers(PipelineConfig, raw)]
         config = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
         for error in exc.errors():
             loc = tuple(error["loc"])
             where = ".".join(str(p) for p in loc) or "(top level)"
-            line = _line_of(node, loc)
+            line = validation_errors.line_of(node, loc)
             message = unknown_field_message(loc) if error["type"] == "extra_forbidden" else error_message(error)
             lines.append(f"{source}{f':{line}' if line else ''}: {where}: {message}")
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None

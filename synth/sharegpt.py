@@ -36,6 +36,7 @@ from curation.mapping import RowRejected
 from curation.schema import Category, content_id
 from curation.shards import Quarantine, ShardWriter, atomic_write_json
 from curation.sources import SourceError, SourceSpec, read_image_ref, read_source
+from curation.suggest import did_you_mean
 from synth.runtime.agent import trajectory_id
 from synth.runtime.profile import DEFAULT_PROFILE, IMAGE_SLOT, Profile, load_profile, parts_text, to_parts
 from synth.runtime.protocol import check_response, extract_answer, parse_turn
@@ -122,7 +123,8 @@ def dataset_info_entries(path: str | Path, names: list[str] | None = None) -> li
         raise SourceError(f"{path}: expected an object of datasets")
     unknown = sorted(set(names or []) - set(info))
     if unknown:
-        raise SourceError(f"{path}: no dataset named {', '.join(unknown)} (there are: {', '.join(sorted(info))})")
+        raise SourceError(f"{path}: no dataset named {', '.join(unknown)}{did_you_mean(unknown[0], info)} "
+                          f"(there are: {', '.join(sorted(info))})")
     entries = []
     for name, entry in info.items():
         if names and name not in names:
