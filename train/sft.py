@@ -93,12 +93,17 @@ def image_tokens_end(processor, messages: list[dict], images: list) -> int:
     """How many tokens a conversation needs to hold all its image tokens: the position after its last
     image token, tokenized as TRL's collator does (`prepare_multimodal_messages`, the chat template,
     no truncation); 0 without images."""
+    import transformers
+    from packaging.version import Version
     from trl.data_utils import prepare_multimodal_messages
 
     if not images:
         return 0
+    tokenizing = {"add_special_tokens": False}  # as TRL's collator: the template already holds them
+    # transformers 5.4 moved the processor's arguments under `processor_kwargs` (as TRL's collator does)
+    template_kwargs = {"processor_kwargs": tokenizing} if Version(transformers.__version__) >= Version("5.4.0") else tokenizing
     output = processor.apply_chat_template(prepare_multimodal_messages(messages, images=images), tokenize=True, return_dict=True,
-                                           processor_kwargs={"add_special_tokens": False})
+                                           **template_kwargs)
     ids = list(output["input_ids"][0])
     image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
     return max((i + 1 for i, token in enumerate(ids) if token == image_id), default=0)
@@ -111,13 +116,13 @@ def check_max_length(dataset, processor, max_length: int | None) -> None:
     row is tokenized once (with its images), so this runs only when a length is set."""
     if max_length is None:
         return
-    needed = {row["id"]: image_tokens_end(processor, row["messages"], row["images"]) for row in dataset if row["images"]}
-    cut = {row_id: n for row_id, n in needed.items() if n > max_length}
+    needed = [(row["id"], image_tokens_end(processor, row["messages"], row["images"])) for row in dataset if row["images"]]
+    cut = [(row_id, n) for row_id, n in needed if n > max_length]
     if cut:
-        row_id, first = next(iter(cut.items()))
+        row_id, first = cut[0]
         raise TrainingDataError(
             f"sft.max_length: {max_length} tokens would cut {len(cut)} of {len(dataset)} rows inside their image tokens "
-            f"(row {row_id!r} needs {first} tokens to hold its images); set it to at least {max(needed.values())}, "
+            f"(row {row_id!r} needs {first} tokens to hold its images); set it to at least {max(n for _, n in needed)}, "
             "or leave it unset to never cut")
 
 
