@@ -164,6 +164,9 @@ class PipelineConfig(BaseModel):
             if in_flight > limit:
                 raise ConfigError(f"{field}: {in_flight} requests in flight is above orchestration.endpoint_max_in_flight ({limit}), "
                                   "the most one endpoint may get; raise the limit or lower the concurrency")
+        # Trained in the flow's own process: one process. A launcher's process count is known only when it runs (run_grpo checks).
+        if self.grpo is not None and self.training is None and (problem := self.grpo.generation_batch_problem(processes=1)):
+            raise ConfigError(problem)
         if self.grpo is not None and self.grpo.vllm is not None and self.grpo.vllm.weight_sync == "nccl" and self.training is None:
             try:
                 check_vllm_trainer_environment()

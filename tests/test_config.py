@@ -333,3 +333,56 @@ def test_a_select_section_without_probe_is_refused_as_it_would_not_run(tmp_path)
                                "curate.split assigns the pools by hash)")
     cfg = load_config(write(tmp_path, GOOD + "probe: {}\nselect: {max_pass_rate_no_tools: 0.3}\n"))
     assert cfg.select.max_pass_rate_no_tools == 0.3
+
+
+@pytest.mark.parametrize("text,expected", [
+    # TRL's generation batch (batch_size × grad_accum × processes) holds whole GRPO groups
+    ("grpo: {batch_size: 3, num_generations: 2}\n",
+     "c.yaml: grpo.batch_size: 3 rollouts per step is not a whole number of GRPO groups of grpo.num_generations (2) rollouts; "
+     "set batch_size to 2 or 4, or change num_generations"),
+    ("grpo: {batch_size: 3, grad_accum: 2, num_generations: 4}\n",
+     "c.yaml: grpo.batch_size: batch_size × grad_accum = 3 × 2 = 6 rollouts per step is not a whole number of GRPO groups of "
+     "grpo.num_generations (4) rollouts; set batch_size to 2 or 4, or change num_generations"),
+    ("grpo: {num_generations: 1, batch_size: 1}\n", "c.yaml:7: grpo.num_generations: Input should be greater than or equal to 2"),
+    ("grpo: {pools: [coldstrat]}\n",
+     "c.yaml:7: grpo.pools: Value error, unknown pool 'coldstrat'; did you mean 'coldstart'? (pools: coldstart, rl, eval)"),
+    ("grpo: {pools: []}\n", "c.yaml:7: grpo.pools: List should have at least 1 item after validation, not 0"),
+    ("grpo: {loss_type: dpo}\n",
+     "c.yaml:7: grpo.loss_type: Input should be 'dapo', 'grpo', 'dr_grpo', 'bnpo', 'cispo' or 'sapo'; did you mean 'dapo'?"),
+    ("grpo: {epochs: 0}\n", "c.yaml:7: grpo.epochs: Input should be greater than 0"),
+    ("grpo: {max_steps: 0}\n", "c.yaml:7: grpo.max_steps: Value error, 0 steps: give a number of steps > 0, or -1 to train for `epochs`"),
+    ("sft: {epochs: 0}\n", "c.yaml:7: sft.epochs: Input should be greater than 0"),
+    ("sft: {max_steps: -2}\n", "c.yaml:7: sft.max_steps: Value error, -2 steps: give a number of steps > 0, or -1 to train for `epochs`"),
+    ("sft: {max_length: 0}\n", "c.yaml:7: sft.max_length: Input should be greater than or equal to 1"),
+    ("sft: {lr_scheduler: cosin}\n", "c.yaml:7: sft.lr_scheduler: Input should be 'linear', 'cosine', "),
+    ("sft: {lr_scheduler: cosin}\n", "; did you mean 'cosine'?"),
+    ("tiny_model: {hidden_size: 64, heads: 3, kv_heads: 2}\n",
+     "c.yaml:7: tiny_model: Value error, heads: 3 query heads cannot be shared among kv_heads 2 key/value heads "
+     "(grouped-query attention): heads must be a multiple of kv_heads"),
+    ("tiny_model: {min_pixels: 5000, max_pixels: 100}\n",
+     "c.yaml:7: tiny_model: Value error, min_pixels: 5000 is above max_pixels (100); the processor resizes every image to between the two"),
+    ("tiny_model: {vision_hidden: 20}\n", "c.yaml:7: tiny_model.vision_hidden: Input should be a multiple of 8"),
+])
+def test_training_settings_that_trl_or_torch_would_refuse_are_named_at_load_time(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, GOOD + text))
+    assert expected in str(raised.value)
+
+
+def test_a_grpo_batch_of_whole_groups_loads_and_a_launcher_defers_the_check_to_its_processes(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD + "grpo: {batch_size: 6, grad_accum: 2, num_generations: 4}\n"))
+    assert cfg.grpo.generation_batch_problem() is None
+    # 2 per device on 8 processes is 16 rollouts: whole groups of 16, though one device holds less than a group
+    cfg = load_config(write(tmp_path, GOOD + "grpo: {batch_size: 2, num_generations: 16}\ntraining: {command: [accelerate, launch]}\n"))
+    assert cfg.grpo.generation_batch_problem(processes=8) is None
+    assert cfg.grpo.generation_batch_problem(processes=3) == (
+        "grpo.batch_size: batch_size × grad_accum × processes = 2 × 1 × 3 = 6 rollouts per step is not a whole number of GRPO groups "
+        "of grpo.num_generations (16) rollouts; set batch_size to 16, or change num_generations")
+
+
+def test_a_bad_grpo_batch_is_refused_by_a_dry_run_in_one_line(tmp_path):
+    path = write(tmp_path, GOOD + "grpo: {batch_size: 3, num_generations: 2}\n")
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(path), "--dry-run"], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "grpo.batch_size: 3 rollouts per step is not a whole number of GRPO groups" in result.stderr

@@ -249,3 +249,17 @@ def test_a_grpo_step_prints_no_deprecated_checkpointing_warning(world, curated, 
                           image_corpus_path=world["image_corpus_path"]), policy_class=scripted)
     assert result["steps"] == 1
     assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning) and "checkpointing" in str(w.message)] == []
+
+
+def test_a_launched_run_checks_the_generation_batch_on_its_own_processes(monkeypatch, tmp_path):
+    """2 rollouts per device are whole groups of 4 on 2 processes, not on 3: refused before anything loads."""
+    from train.grpo import GRPOStageConfig, run_grpo
+    from train.sft import TrainingSetupError
+
+    cfg = GRPOStageConfig(batch_size=2, num_generations=4)
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(TrainingSetupError) as raised:
+        run_grpo(cfg, tmp_path / "no-model", tmp_path / "no-data", tmp_path / "out")
+    assert str(raised.value) == ("grpo.batch_size: batch_size × grad_accum × processes = 2 × 1 × 3 = 6 rollouts per step is not a whole "
+                                 "number of GRPO groups of grpo.num_generations (4) rollouts; set batch_size to 4, or change num_generations")
+    assert not (tmp_path / "out").exists()

@@ -124,3 +124,34 @@ def test_a_tiny_sft_run_prints_no_deprecated_checkpointing_warning(tiny_model, t
         with quiet_checkpointing_aliases():
             warnings.warn("`activation_checkpointing_foo` is deprecated and will be removed in v6", FutureWarning)
     assert deprecated(caught) == ["`activation_checkpointing_foo` is deprecated and will be removed in v6"]
+
+
+def test_a_max_length_that_cuts_image_tokens_is_refused_before_training_naming_the_setting(tiny_model, trajectories, tmp_path):
+    import re
+
+    from train.sft import TrainingDataError
+
+    with pytest.raises(TrainingDataError) as raised:
+        run_sft(SFTStageConfig(max_length=16, max_steps=1), tiny_model, [trajectories], tmp_path / "short")
+    message = str(raised.value)
+    found = re.fullmatch(r"sft.max_length: 16 tokens would cut (\d+) of (\d+) rows inside their image tokens \(row '[^']+' needs (\d+) "
+                         r"tokens to hold its images\); set it to at least (\d+), or leave it unset to never cut", message)
+    assert found, message
+    cut, rows, first, enough = map(int, found.groups())
+    assert 0 < cut <= rows and 16 < first <= enough
+    with pytest.raises(TrainingDataError, match=f"sft.max_length: {enough - 1} tokens would cut [0-9]+ of"):
+        run_sft(SFTStageConfig(max_length=enough - 1, max_steps=1), tiny_model, [trajectories], tmp_path / "one-short")
+    # the length it names holds every row's images: TRL's collator no longer finds a mismatch
+    summary = run_sft(SFTStageConfig(max_length=enough, max_steps=1, gradient_checkpointing=False), tiny_model, [trajectories], tmp_path / "enough")
+    assert summary["steps"] == 1
+
+
+def test_lora_target_modules_that_match_nothing_are_named_with_the_layers_there_are(tiny_model, trajectories, tmp_path):
+    from train.sft import LoraSettings, TrainingSetupError
+
+    cfg = SFTStageConfig(max_steps=1, lora=LoraSettings(r=4, target_modules=["nonexistent_proj"]))
+    with pytest.raises(TrainingSetupError) as raised:
+        run_sft(cfg, tiny_model, [trajectories], tmp_path)
+    assert str(raised.value) == ("sft.lora.target_modules: ['nonexistent_proj'] matches no linear layer of the language model (the vision "
+                                 "tower is never adapted); its layers are named down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, "
+                                 "up_proj, v_proj, or give 'all-linear'")

@@ -23,14 +23,16 @@ import asyncio
 import importlib.util
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import iter_rows
+from curation.stage import PoolNames
 from synth.runtime import aio
 from synth.runtime.agent import AgentConfig, ToolBox, open_toolbox, run_episode
 from synth.runtime.profile import IMAGE_SLOT, Profile, load_profile
@@ -39,8 +41,8 @@ from synth.scoring.judge import Judge, JudgeConfig, check_judge
 from synth.scoring.reward import RewardConfig
 from synth.tools.search import SearchConfig
 from train.rollout import RolloutError, TokenPolicy, VLLMTokenPolicy, encoded_image_tokens
-from train.sft import (TrainingDataError, TrainingSetupError, apply_pixel_budget, freeze_vision_tower, quiet_checkpointing_aliases,
-                       trainer_arguments)
+from train.sft import (LrScheduler, TrainingDataError, TrainingSetupError, apply_pixel_budget, check_max_steps, freeze_vision_tower,
+                       quiet_checkpointing_aliases, trainer_arguments)
 from train.weight_sync import DiskWeightSync, http_vllm_client
 
 logger = logging.getLogger(__name__)
@@ -73,21 +75,24 @@ class GRPOStageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    pools: list[str] = Field(default_factory=lambda: ["rl"])
-    learning_rate: float = 1e-6
-    epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides epochs
-    num_generations: int = Field(16, ge=2)  # rollouts per prompt
-    batch_size: int = Field(16, ge=1)  # rollouts per device and step (a multiple of num_generations across devices)
-    grad_accum: int = 1
-    temperature: float = 1.0
-    beta: float = 0.0  # KL coefficient: the paper uses none
-    epsilon: float = 0.2  # clip range, both sides
-    loss_type: str = "dapo"  # token-mean over the batch's active tokens
-    lr_scheduler: str = "constant"
+    pools: PoolNames = Field(default_factory=lambda: ["rl"], min_length=1)  # the curated pools whose samples are the RL prompts
+    learning_rate: float = Field(1e-6, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = -1  # > 0 overrides epochs; -1: train for epochs
+    num_generations: int = Field(16, ge=2)  # rollouts per prompt (a GRPO group: advantages need two at least)
+    # Rollouts per device and step. TRL's generation batch, batch_size × grad_accum × processes, holds whole
+    # groups: it must be a multiple of num_generations (`generation_batch_problem`).
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    beta: float = Field(0.0, ge=0)  # KL coefficient: the paper uses none
+    epsilon: float = Field(0.2, gt=0)  # clip range, both sides
+    # dapo: token-mean over the batch's active tokens. TRL's luspo and vespo need settings this stage does not expose.
+    loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo"] = "dapo"
+    lr_scheduler: LrScheduler = "constant"
     freeze_vision: bool = True
-    max_pixels: int | None = None  # the image pixel budget; None: the processor's own
-    logging_steps: int = 1
+    max_pixels: int | None = Field(None, ge=1)  # the image pixel budget; None: the processor's own
+    logging_steps: int = Field(1, ge=1)
     seed: int = 0
     bf16: bool = False
     gradient_checkpointing: bool = True  # TRL's default; off pays for tiny models on a CPU
@@ -100,6 +105,28 @@ class GRPOStageConfig(BaseModel):
     agent: AgentConfig = Field(default_factory=lambda: AgentConfig(max_turns=9, max_tokens_per_turn=2048, temperature=1.0,
                                                                    think_prefix="after_observation"))
     vllm: VLLMRolloutConfig | None = None  # None: rollouts generate with the policy in the training processes
+
+    max_steps_rule = field_validator("max_steps")(check_max_steps)
+
+    def generation_batch_problem(self, processes: int = 1) -> str | None:
+        """Why TRL would refuse this batch on `processes` training processes, or None. TRL's generation
+        batch is batch_size × grad_accum × processes rollouts and must hold whole GRPO groups of
+        num_generations (TRL's `GRPOConfig.__post_init__`: "generation_batch_size must be divisible by
+        num_generations"). The message names the settings and the nearest batch sizes that work."""
+        per_step = self.batch_size * self.grad_accum * processes
+        if per_step % self.num_generations == 0:
+            return None
+        works = [b for b in range(1, self.batch_size + self.num_generations + 1)
+                 if (b * self.grad_accum * processes) % self.num_generations == 0]
+        nearest = [b for b in (max((b for b in works if b < self.batch_size), default=None), min(b for b in works if b > self.batch_size))
+                   if b is not None]
+        if self.grad_accum == 1 and processes == 1:
+            counted = f"{per_step} rollouts per step"
+        else:
+            counted = (f"batch_size × grad_accum{' × processes' if processes != 1 else ''} = {self.batch_size} × {self.grad_accum}"
+                       f"{f' × {processes}' if processes != 1 else ''} = {per_step} rollouts per step")
+        return (f"grpo.batch_size: {counted} is not a whole number of GRPO groups of grpo.num_generations ({self.num_generations}) "
+                f"rollouts; set batch_size to {' or '.join(map(str, nearest))}, or change num_generations")
 
 
 def load_prompts_dataset(curated_dir: str | Path, pools: list[str], agent: AgentConfig, max_samples: int | None = None):
@@ -423,6 +450,9 @@ def run_grpo(
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     started = time.time()
+    # The processes `accelerate launch` (torchrun) started; the config check assumed one.
+    if problem := cfg.generation_batch_problem(int(os.environ.get("WORLD_SIZE", "1"))):
+        raise TrainingSetupError(problem)
     if cfg.vllm is not None and cfg.vllm.weight_sync == "nccl":
         check_vllm_trainer_environment()
     out_dir = Path(out_dir)

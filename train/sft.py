@@ -12,12 +12,25 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from curation.datasets_quiet import datasets_progress_bars_off
 from curation.shards import shard_files
+
+
+# transformers' schedules that need no setting we do not expose (`cosine_with_min_lr` wants a minimum,
+# `reduce_lr_on_plateau` an eval metric): a schedule outside these fails in the trainer, not at load time.
+LrScheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"]
+
+
+def check_max_steps(value: int) -> int:
+    """A training length setting's `max_steps`: -1 (train for `epochs`) or a number of steps > 0. 0
+    would train nothing and still mark the stage complete. Raises `ValueError` with the rule."""
+    if value == 0 or value < -1:
+        raise ValueError(f"{value} steps: give a number of steps > 0, or -1 to train for `epochs`")
+    return value
 
 
 class LoraSettings(BaseModel):
@@ -34,23 +47,26 @@ class SFTStageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_path: str | None = None  # a local dir or hub id; None: the flow builds the tiny model
-    learning_rate: float = 1e-5
-    epochs: float = 3.0
-    max_steps: int = -1  # > 0 overrides epochs
-    batch_size: int = 1
-    grad_accum: int = 1
-    lr_scheduler: str = "cosine"
+    learning_rate: float = Field(1e-5, gt=0)
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int = -1  # > 0 overrides epochs; -1: train for epochs
+    batch_size: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr_scheduler: LrScheduler = "cosine"
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
-    max_length: int | None = None  # None: never cut image tokens
+    # None: never cut. A length that would cut a row inside its image tokens is refused before training (`check_max_length`).
+    max_length: int | None = Field(None, ge=1)
     freeze_vision: bool = True  # the paper freezes the vision tower and projector
-    max_pixels: int | None = None  # the image pixel budget (the paper's 512×512 = 262144); None: the processor's own
-    logging_steps: int = 5
+    max_pixels: int | None = Field(None, ge=1)  # the image pixel budget (the paper's 512×512 = 262144); None: the processor's own
+    logging_steps: int = Field(5, ge=1)
     seed: int = 0
     bf16: bool = False
     gradient_checkpointing: bool = True  # TRL's default: recompute activations in the backward pass (memory for time); off pays for tiny models
     lora: LoraSettings | None = None  # None: full fine-tune (the paper)
     save_steps: int | None = None  # checkpoint every N steps under <out>/trainer; None: only the final model
     resume: bool = True  # continue from the newest checkpoint under <out>/trainer when there is one
+
+    max_steps_rule = field_validator("max_steps")(check_max_steps)
 
 
 class TrainingDataError(ValueError):
@@ -61,8 +77,8 @@ class TrainingSetupError(RuntimeError):
     """A training setup that cannot start as configured (a missing package, an unreachable server); says what to do."""
 
 
-def load_trajectories(trajectory_dirs: list[str | Path]):
-    """Trajectory shards as a `datasets.Dataset` with just `messages` and `images`."""
+def load_trajectories(trajectory_dirs: list[str | Path], columns: tuple[str, ...] = ("messages", "images")):
+    """Trajectory shards as a `datasets.Dataset` with just `columns` (TRL's `messages` and `images` by default)."""
     import datasets
 
     files = [str(f) for d in trajectory_dirs for f in shard_files(d)]
@@ -70,7 +86,44 @@ def load_trajectories(trajectory_dirs: list[str | Path]):
         raise TrainingDataError(f"no trajectory shards in {', '.join(map(str, trajectory_dirs))}")
     with datasets_progress_bars_off():
         dataset = datasets.load_dataset("parquet", data_files=files, split="train")
-    return dataset.select_columns(["messages", "images"])
+    return dataset.select_columns(list(columns))
+
+
+def image_tokens_end(processor, messages: list[dict], images: list) -> int:
+    """How many tokens a conversation needs to hold all its image tokens: the position after its last
+    image token, tokenized as TRL's collator does (`prepare_multimodal_messages`, the chat template,
+    no truncation); 0 without images."""
+    import transformers
+    from packaging.version import Version
+    from trl.data_utils import prepare_multimodal_messages
+
+    if not images:
+        return 0
+    tokenizing = {"add_special_tokens": False}  # as TRL's collator: the template already holds them
+    # transformers 5.4 moved the processor's arguments under `processor_kwargs` (as TRL's collator does)
+    template_kwargs = {"processor_kwargs": tokenizing} if Version(transformers.__version__) >= Version("5.4.0") else tokenizing
+    output = processor.apply_chat_template(prepare_multimodal_messages(messages, images=images), tokenize=True, return_dict=True,
+                                           **template_kwargs)
+    ids = list(output["input_ids"][0])
+    image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    return max((i + 1 for i, token in enumerate(ids) if token == image_id), default=0)
+
+
+def check_max_length(dataset, processor, max_length: int | None) -> None:
+    """Refuse an `sft.max_length` that would cut a row inside its image tokens (transformers then
+    stops the run with "Mismatch in `image` token count"). `dataset` has `id`, `messages`, `images`.
+    Raises `TrainingDataError` naming the setting, a row, and the length every row fits in. Each image
+    row is tokenized once (with its images), so this runs only when a length is set."""
+    if max_length is None:
+        return
+    needed = [(row["id"], image_tokens_end(processor, row["messages"], row["images"])) for row in dataset if row["images"]]
+    cut = [(row_id, n) for row_id, n in needed if n > max_length]
+    if cut:
+        row_id, first = cut[0]
+        raise TrainingDataError(
+            f"sft.max_length: {max_length} tokens would cut {len(cut)} of {len(dataset)} rows inside their image tokens "
+            f"(row {row_id!r} needs {first} tokens to hold its images); set it to at least {max(n for _, n in needed)}, "
+            "or leave it unset to never cut")
 
 
 def freeze_vision_tower(model) -> int:
@@ -160,6 +213,17 @@ def lora_config(settings: LoraSettings):
                       target_modules=targets, exclude_modules=r".*visual.*")
 
 
+def unmatched_lora_targets(settings: LoraSettings, model) -> str:
+    """The message for `target_modules` that name no linear layer of the language model (peft's
+    `NoMatchingPeftModuleError`): the setting, what it named, and the names there are."""
+    import torch
+
+    names = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                    if isinstance(module, torch.nn.Linear) and ".visual." not in f".{name}."})
+    return (f"sft.lora.target_modules: {settings.target_modules!r} matches no linear layer of the language model "
+            f"(the vision tower is never adapted); its layers are named {', '.join(names)}, or give 'all-linear'")
+
+
 def apply_pixel_budget(processor, max_pixels: int | None) -> None:
     """Cap the pixels of each image (Qwen-VL processors resize to fit `longest_edge` pixels)."""
     if max_pixels is None:
@@ -181,15 +245,25 @@ def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[s
 
     started = time.time()
     out_dir = Path(out_dir)
-    dataset = load_trajectories(trajectory_dirs)
+    rows = load_trajectories(trajectory_dirs, columns=("id", "messages", "images"))
+    dataset = rows.select_columns(["messages", "images"])
     processor = AutoProcessor.from_pretrained(model_path)
     apply_pixel_budget(processor, cfg.max_pixels)
+    check_max_length(rows, processor, cfg.max_length)
     model = AutoModelForImageTextToText.from_pretrained(model_path)
     frozen = freeze_vision_tower(model) if cfg.freeze_vision else 0
     resume_from = latest_checkpoint(out_dir / "trainer") if cfg.resume else None
+    unmatched_targets: tuple[type[BaseException], ...] = ()
+    if cfg.lora:
+        from peft.utils.error import NoMatchingPeftModuleError
+
+        unmatched_targets = (NoMatchingPeftModuleError,)
     with quiet_checkpointing_aliases():  # peft reads `is_gradient_checkpointing` when it wraps the model
-        trainer = SFTTrainer(model=model, args=sft_arguments(cfg, out_dir), train_dataset=dataset, processing_class=processor,
-                             peft_config=lora_config(cfg.lora) if cfg.lora else None, callbacks=callbacks)
+        try:
+            trainer = SFTTrainer(model=model, args=sft_arguments(cfg, out_dir), train_dataset=dataset, processing_class=processor,
+                                 peft_config=lora_config(cfg.lora) if cfg.lora else None, callbacks=callbacks)
+        except unmatched_targets:
+            raise TrainingSetupError(unmatched_lora_targets(cfg.lora, model)) from None
         result = trainer.train(resume_from_checkpoint=resume_from)
     checkpoint = out_dir / "checkpoint"
     if cfg.lora:  # later stages load a plain model: merge the adapters into the weights

@@ -35,21 +35,32 @@ class TinyModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     family: Literal["qwen3_vl", "qwen2_5_vl"] = "qwen3_vl"  # qwen2_5_vl: the paper's base family
-    vocab_size: int = 2048
-    hidden_size: int = 64
-    layers: int = 2
-    heads: int = 4
-    kv_heads: int = 2
+    vocab_size: int = Field(2048, ge=1)  # the special tokens and the 256 byte tokens are always in: the vocabulary may come out larger
+    hidden_size: int = Field(64, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    kv_heads: int = Field(2, ge=1)  # grouped-query attention: heads is a multiple of kv_heads
     # Attention head size. vLLM's CPU attention takes 32, 64, 80, 96, 112, 128, 160, 192, 224, 256 or 512
     # only (16 starts, then fails on the first request): a tiny model served by vLLM uses 32.
     head_dim: int = Field(16, ge=8, multiple_of=8)
     # The LM head shares the embedding matrix, as in the small Qwen checkpoints. A CPU vLLM server does
     # not reload a tied head in place (train.weight_sync): the tiny model its tests train untie it.
     tie_word_embeddings: bool = True
-    vision_hidden: int = 32
-    min_pixels: int = 32 * 32  # one vision token per image at least...
-    max_pixels: int = 64 * 64  # ...and at most four: images stay cheap on a CPU
+    vision_hidden: int = Field(32, ge=8, multiple_of=8)  # the tower's two heads each need an even rotary size
+    min_pixels: int = Field(32 * 32, ge=1)  # one vision token per image at least...
+    max_pixels: int = Field(64 * 64, ge=1)  # ...and at most four: images stay cheap on a CPU
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _shapes_that_fit(self) -> TinyModelConfig:
+        # Grouped-query attention shares each key/value head among heads / kv_heads query heads.
+        if self.heads % self.kv_heads:
+            raise ValueError(f"heads: {self.heads} query heads cannot be shared among kv_heads {self.kv_heads} key/value heads "
+                             "(grouped-query attention): heads must be a multiple of kv_heads")
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels: {self.min_pixels} is above max_pixels ({self.max_pixels}); the processor resizes every image "
+                             "to between the two")
+        return self
 
     @model_validator(mode="after")
     def _qwen2_5_head_size(self) -> TinyModelConfig:
