@@ -10,35 +10,35 @@ what it found (scan tasks load sources in parallel threads). A user's
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-_lock = threading.Lock()
-_active = 0  # loads inside `datasets_progress_bars_off` now
-_were_disabled = False  # the switch as the first of them found it
+from curation.counted_switch import CountedSwitch
+
+
+def _bars_disabled() -> bool:
+    from datasets.utils import are_progress_bars_disabled
+
+    return are_progress_bars_disabled()
+
+
+def _set_bars_disabled(disabled: bool) -> None:
+    import datasets
+
+    datasets.disable_progress_bars() if disabled else datasets.enable_progress_bars()
+
+
+_BARS_DISABLED = CountedSwitch(_bars_disabled, _set_bars_disabled)
 
 
 @contextmanager
 def datasets_progress_bars_off() -> Iterator[None]:
     """Within the block, `datasets` shows no progress bars; after the last such block ends (in any
     thread), its switch is as it was before the first began. Imports `datasets`."""
-    global _active, _were_disabled
     import datasets
-    from datasets.utils import are_progress_bars_disabled
 
     if datasets.config.HF_DATASETS_DISABLE_PROGRESS_BARS is False:  # the user asked for them
         yield
         return
-    with _lock:
-        if _active == 0:
-            _were_disabled = are_progress_bars_disabled()
-            datasets.disable_progress_bars()
-        _active += 1
-    try:
+    with _BARS_DISABLED.held(True):
         yield
-    finally:
-        with _lock:
-            _active -= 1
-            if _active == 0 and not _were_disabled:
-                datasets.enable_progress_bars()

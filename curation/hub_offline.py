@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
-_lock = threading.Lock()
-_active = 0  # loads inside `hub_offline` now
-_were: tuple[bool, bool] = (False, False)  # the two switches as the first of them found them
+from curation.counted_switch import CountedSwitch
 
 
 def hub_unreachable(timeout_s: float = 3.0) -> str | None:
@@ -37,26 +34,29 @@ def hub_unreachable(timeout_s: float = 3.0) -> str | None:
     return None
 
 
+def _offline_switches() -> tuple[bool, bool]:
+    import datasets
+    from huggingface_hub import constants
+
+    return datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+
+
+def _set_offline_switches(values: tuple[bool, bool]) -> None:
+    import datasets
+    from huggingface_hub import constants
+
+    datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = values
+
+
+_OFFLINE = CountedSwitch(_offline_switches, _set_offline_switches)
+
+
 @contextmanager
 def hub_offline(on: bool = True) -> Iterator[None]:
     """Within the block (when `on`), `datasets` and `huggingface_hub` are in offline mode; after the
     last such block ends (in any thread), their switches are as the first found them."""
-    global _active, _were
     if not on:
         yield
         return
-    import datasets
-    from huggingface_hub import constants
-
-    with _lock:
-        if _active == 0:
-            _were = (datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE)
-            datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
-        _active += 1
-    try:
+    with _OFFLINE.held((True, True)):
         yield
-    finally:
-        with _lock:
-            _active -= 1
-            if _active == 0:
-                datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = _were
