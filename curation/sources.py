@@ -531,7 +531,14 @@ def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: 
 
 class SourceError(ValueError):
     """A source that cannot be read as rows at all (missing file, unknown dataset, a file that is
-    not a table), or whose rows are all unusable; the message names the source and the fix."""
+    not a table), or whose rows are all unusable; the message names the source and the fix.
+    `looks_like` (`Parquet`, `TSV`, `CSV`): what a file that is not JSON seems to be, where the
+    message ends in the sample-source setting that reads it; `problem`: the message without that
+    advice, for a reader with other settings (long-CoT mixing)."""
+
+    def __init__(self, problem: str, looks_like: str | None = None, advice: str = "") -> None:
+        super().__init__(problem + advice)
+        self.problem, self.looks_like = problem, looks_like
 
 
 def _parse_error(reason: str, excerpt: str | bytes | None = None) -> dict[str, Any]:
@@ -579,25 +586,26 @@ def wide_encoding(path: Path) -> str | None:
     return None
 
 
-def _file_kind_hint(path: Path) -> str:
-    """What a file that is not JSON looks like, for the error message."""
+def _file_kind_hint(path: Path) -> tuple[str | None, str]:
+    """What a file that is not JSON looks like (`Parquet`, `TSV`, `CSV`, or None), and the error
+    message's hint: the sample-source setting that reads it, or that it is not text."""
     with open(path, "rb") as handle:
         head = handle.read(512)
     if head.startswith(b"PAR1"):
-        return " (it looks like Parquet: use `kind: hf, path: parquet, data_files: [FILE]`)"
+        return "Parquet", " (it looks like Parquet: use `kind: hf, path: parquet, data_files: [FILE]`)"
     try:
         head.decode("utf-8")
         binary = b"\x00" in head
     except UnicodeDecodeError as exc:
         binary = exc.start < len(head) - 3  # not a character cut at the end of the sample
     if binary:
-        return " (it is not text: a binary file?)"
+        return None, " (it is not text: a binary file?)"
     first = head.splitlines()[0] if head.strip() else b""
     if b"\t" in first:
-        return " (it looks like TSV: use `kind: tsv`)"
+        return "TSV", " (it looks like TSV: use `kind: tsv`)"
     if b"," in first and not first.lstrip().startswith((b"{", b"[")):
-        return " (it looks like CSV: use `kind: hf, path: csv, data_files: [FILE]`)"
-    return ""
+        return "CSV", " (it looks like CSV: use `kind: hf, path: csv, data_files: [FILE]`)"
+    return None, ""
 
 
 def _json_document(path: Path) -> Any:
@@ -714,8 +722,9 @@ def _json_lines(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
             yield row, origin
     if lines and not objects:
         shown = first[:60].decode("utf-8", "replace").strip()
+        looks_like, hint = _file_kind_hint(path)
         raise SourceError(f"source {spec.source_name!r}: {path} is neither JSON Lines nor a JSON array of objects: "
-                          f"no line holds a JSON object (line 1: {shown!r}){_file_kind_hint(path)}")
+                          f"no line holds a JSON object (line 1: {shown!r})", looks_like, hint)
 
 
 # VLMEvalKit stores an image shared by several rows once: the other rows' `image` field holds the

@@ -26,7 +26,7 @@ import importlib.metadata
 import shutil
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,7 +36,7 @@ from curation.decontam import BenchmarkRead, ContaminationIndex, DecontamConfig,
 from curation.dedup import HASH_SCHEME, DedupItem, Duplicate, NearDupConfig, find_near_duplicates, image_phash
 from curation.images import ImageLimits, ImageRejected, pillow_pixel_ceiling, validate_image
 from curation.report import WARNINGS, StepReport
-from curation.schema import SAMPLE_SCHEMA, ImageRef, Sample, content_id
+from curation.schema import SAMPLE_SCHEMA, ImageRef, Pool, Sample, content_id
 from curation.shards import QUARANTINE_DIR, Quarantine, ShardError, ShardWriter, iter_rows, read_manifest, shard_files
 from curation.sources import (MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, PARSE_ERROR, RowRejected, SourceError, SourceSpec, TextLimits,
                               include_value_text, include_values_seen, read_source, row_to_sample, rows_fix_hint)
@@ -47,7 +47,7 @@ STAGING_DIR = "_staged"
 
 # The pools a curated (or selected) row can be in: curation's hash split and the select stage write
 # these and no other; `synth.pools`, `grpo.pools` and `eval.pools` choose among them.
-POOLS = ("coldstart", "rl", "eval")
+POOLS = tuple(p for p in get_args(Pool) if p != "dropped")  # the schema's pools a stage reads (no stage reads the dropped rows)
 
 
 def pool_names(pools: list[str], allowed: tuple[str, ...] = POOLS) -> list[str]:

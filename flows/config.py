@@ -13,11 +13,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from curation import validation_errors
 from curation.select import SelectConfig
 from curation.sources import SourceError, SourceSpec, check_mapped_columns, wide_encoding
 from curation.stage import CurateConfig
-from curation import validation_errors
-from curation.suggest import error_message
 from curation.worlds import WorldKind
 from eval.benchmarks import BenchmarkError, load_spec
 from eval.stage import EvalConfig
@@ -236,16 +235,6 @@ def check_flow_sections(cfg: PipelineConfig, flow_name: str) -> None:
         raise ConfigError("curate.sources: no source given: this config only evaluates a model (run it with --flow evaluate)")
 
 
-def known_fields(loc: tuple[Any, ...], model: type[BaseModel] = None) -> list[str]:  # type: ignore[assignment]
-    """The field names of the config's section at `loc` (`curation.validation_errors.known_fields`)."""
-    return validation_errors.known_fields(loc, model or PipelineConfig)
-
-
-def unknown_field_message(loc: tuple[Any, ...]) -> str:
-    """`unknown field`, with the closest known names of its section."""
-    return validation_errors.unknown_field_message(loc, PipelineConfig)
-
-
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     """Every relative path a config names, made absolute against the config file's folder `base`:
     sources and benchmarks (`path`, an `hf` source's `data_files`), `synth.long_cot.path`,
@@ -314,12 +303,7 @@ def parse_config(
                  "not a boolean" for loc in bools_for_numbers(PipelineConfig, raw)]
         config = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        for error in exc.errors():
-            loc = tuple(error["loc"])
-            where = ".".join(str(p) for p in loc) or "(top level)"
-            line = validation_errors.line_of(node, loc)
-            message = unknown_field_message(loc) if error["type"] == "extra_forbidden" else error_message(error)
-            lines.append(f"{source}{f':{line}' if line else ''}: {where}: {message}")
+        lines += validation_errors.validation_lines(exc.errors(), source, node, PipelineConfig)
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
     if lines:
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))

@@ -271,32 +271,33 @@ def record_run(run_dir: str | Path, config: dict[str, Any], stages: list[str]) -
     return True
 
 
+def _load_run_record(run_dir: str | Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The run directory's `run.json` and why it cannot be used: `(record, None)`, `(None, problem)`,
+    or `(None, None)` when there is none."""
+    path = Path(run_dir) / RUN_RECORD_NAME
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, f"{path}: not readable as JSON ({type(exc).__name__}: {str(exc)[:120]})"
+    stages = record.get("stages") if isinstance(record, dict) else None
+    if not isinstance(stages, list) or not all(isinstance(s, str) for s in stages):
+        return None, f"{path}: not a run record (`stages` should be a list of the stage directories the run plans: world, curate, ...)"
+    return record, None
+
+
 def run_record_problem(run_dir: str | Path) -> str | None:
     """Why the run directory's `run.json` cannot be used (not JSON, not an object, `stages` not a
     list of stage directory names), or None when it can or there is none."""
-    path = Path(run_dir) / RUN_RECORD_NAME
-    if not path.exists():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        return f"{path}: not readable as JSON ({type(exc).__name__}: {str(exc)[:120]})"
-    stages = record.get("stages") if isinstance(record, dict) else None
-    if not isinstance(stages, list) or not all(isinstance(s, str) for s in stages):
-        return f"{path}: not a run record (`stages` should be a list of the stage directories the run plans: world, curate, ...)"
-    return None
+    return _load_run_record(run_dir)[1]
 
 
 def read_run_record(run_dir: str | Path) -> dict[str, Any] | None:
     """The run directory's `run.json` (see `record_run`), or None when there is none or it cannot be
     used (a run directory written before the record existed; a truncated or foreign file, which
     `run_record_problem` describes): callers then know nothing of what the run was configured to do."""
-    if run_record_problem(run_dir) is not None:
-        return None
-    try:
-        return json.loads((Path(run_dir) / RUN_RECORD_NAME).read_text())
-    except OSError:  # none (or gone since)
-        return None
+    return _load_run_record(run_dir)[0]
 
 
 def status(run_dir: str | Path) -> list[dict[str, Any]]:

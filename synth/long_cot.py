@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +51,7 @@ from curation.images import ImageLimits, ImageRejected, validate_image
 from curation.mapping import RowRejected, scalar_text
 from curation.sources import MAX_QUESTION_CHARS, PARSE_ERROR, SourceError, SourceSpec, image_refs, read_image_ref, read_source, within_limit
 from curation.suggest import did_you_mean
-from synth.runtime.profile import DEFAULT_PROFILE, load_profile
+from synth.runtime.profile import DEFAULT_PROFILE, Profile, load_profile
 from synth.runtime.protocol import PROTOCOL_VERSION, check_response, load_prompts
 from synth.scoring.judge import rule_verdict
 
@@ -62,8 +61,6 @@ OPENINGS: tuple[str, ...] = get_args(Opening)
 
 # What a wrong field's reason advises: a long-CoT source has no field mapping (sample sources' `fields`).
 FIELDS_FIX = "synth.long_cot reads the keys question, response, answer, images and id as written (there is no field mapping)"
-# A file that is not JSON: what sample sources' hint advises (`kind: hf, ...`) does not exist here.
-_KIND_HINT = re.compile(r" \(it looks like (\w+): use `kind:[^)]*\)")
 
 
 class LongCotConfig(BaseModel):
@@ -116,6 +113,7 @@ class LongCotRow:
     answer: str | None
     images: list[Any]
     origin: str  # `file:line` (or `file[row]` for Parquet)
+    final_answer: str  # the response's answer, as the protocol reads it
     judge_method: str = "source"  # the rule that matched the gold `answer` (`text`, `number`, ...), or `source` without one
 
 
@@ -135,14 +133,14 @@ def _row(raw: dict[str, Any], origin: str, cfg: LongCotConfig) -> LongCotRow:
                           f"invalid_response: `response` holds {type(response).__name__}, not text (the assistant turn)")
     answer = scalar_text(raw.get("answer"), "answer", fix=FIELDS_FIX)
     sample_id = scalar_text(raw.get("id"), "id", fix=FIELDS_FIX)
-    method = verify(response, answer)
+    final_answer, method = verify(response, answer)
     return LongCotRow(sample_id or hashlib.blake2b(question.encode(), digest_size=12).hexdigest(), question, response, answer,
-                      image_refs(raw.get("images")), origin, method)
+                      image_refs(raw.get("images")), origin, final_answer, method)
 
 
-def verify(response: str, answer: str | None) -> str:
-    """The judge method that matched the response's answer to the gold `answer` (`source` for a row
-    without one), when the response is a verified long-CoT turn (module docstring); `RowRejected`
+def verify(response: str, answer: str | None) -> tuple[str, str]:
+    """The response's answer and the judge method that matched it to the gold `answer` (`source` for
+    a row without one), when the response is a verified long-CoT turn (module docstring); `RowRejected`
     otherwise: `no_answer`, `tool_call`, `bad_format` (the protocol check's problems),
     `answer_mismatch` (the rule-based judge says the answer is not the gold `answer`). Where the
     rules cannot tell (math-verify or an LLM could), `unverified`: the row is kept."""
@@ -159,11 +157,11 @@ def verify(response: str, answer: str | None) -> str:
         verdict = rule_verdict(check.answer, answer, "text")
         shown = f"the response answers {(check.answer or '')[:80]!r}, the row's `answer` is {answer[:80]!r}"
         if not verdict.decided:  # math-verify or an LLM could tell; a source's row is not dropped for that
-            return "unverified"
+            return check.answer, "unverified"
         if not verdict.correct:
             raise RowRejected(f"answer_mismatch: {shown}")
-        return verdict.method
-    return "source"
+        return check.answer, verdict.method
+    return check.answer, "source"
 
 
 def _duplicate_key(row: LongCotRow) -> str:
@@ -198,9 +196,10 @@ def load_long_cot(cfg: LongCotConfig) -> tuple[list[LongCotRow], list[tuple[dict
             first_of[key] = origin
             usable.append(row)
     except SourceError as exc:
-        # Sample sources' hint (`kind: hf, path: csv, ...`) names settings synth.long_cot does not have.
-        message = _KIND_HINT.sub(lambda m: f" (it looks like {m[1]}: synth.long_cot.path takes JSON Lines, or Parquet named "
-                                           f"*.parquet, with the keys question, response, answer, images, id)", str(exc))
+        # Sample sources' advice (`kind: hf, path: csv, ...`) names settings synth.long_cot does not have.
+        message = str(exc) if exc.looks_like is None else (
+            f"{exc.problem} (it looks like {exc.looks_like}: synth.long_cot.path takes JSON Lines, or Parquet named *.parquet, "
+            "with the keys question, response, answer, images, id)")
         raise LongCotError(f"synth.long_cot.path: {message}") from None
     return usable, unusable
 
@@ -219,13 +218,13 @@ def _images(row: LongCotRow, base_dir: Path, limits: ImageLimits, files: set[str
     return images
 
 
-def _opening(opening: str, question: str, n_images: int, profile: str) -> list[dict[str, Any]]:
+def _opening(opening: str, question: str, n_images: int, profile: Profile) -> list[dict[str, Any]]:
     """The system prompt and first user turn of a long-CoT row with this `opening` (module docstring)."""
     if opening == "question":
         parts = [{"type": "image"}] * n_images + [{"type": "text", "text": question}]
         return [{"role": "system", "content": [{"type": "text", "text": load_prompts(tools=False).system}]},
                 {"role": "user", "content": parts}]
-    return load_profile(profile).messages(question, n_images, tools=opening == "tools")
+    return profile.messages(question, n_images, tools=opening == "tools")
 
 
 def long_cot_rows(
@@ -247,6 +246,7 @@ def long_cot_rows(
         return hashlib.blake2b(f"{cfg.seed}:{row.sample_id}".encode(), digest_size=8).hexdigest()
 
     name = cfg.name or Path(cfg.path).stem
+    loaded = load_profile(profile)  # once: every row of an opening other than `question` uses its prompts
     rows: list[dict[str, Any]] = []
     openings: Counter[str] = Counter()
     for row in sorted(source, key=order):
@@ -257,7 +257,6 @@ def long_cot_rows(
         except RowRejected as exc:
             unusable.append(({"id": row.sample_id, "question": row.question, "images": row.images}, f"long_cot_{exc}", row.origin))
             continue
-        check = check_response(row.response, "reasoning")  # verified by `_row`: an answer, the format kept
         opening = cfg.opening_of(row.sample_id)
         openings[opening] += 1
         rows.append({
@@ -266,9 +265,9 @@ def long_cot_rows(
             "category": "long_cot",
             "policy": f"long-cot:{name}",
             "attempt": 0,
-            "protocol_version": PROTOCOL_VERSION if opening == "question" else load_profile(profile).version,
+            "protocol_version": PROTOCOL_VERSION if opening == "question" else loaded.version,
             "messages": [
-                *_opening(opening, row.question, len(images), profile),
+                *_opening(opening, row.question, len(images), loaded),
                 {"role": "assistant", "content": [{"type": "text", "text": row.response}]},
             ],
             "images": [{"bytes": data, "path": None} for data in images],
@@ -276,13 +275,13 @@ def long_cot_rows(
             "turns": 1,
             "turn_latency_ms": [],
             "completion_tokens": 0,
-            "stop_reason": "answer" if check.answer is not None else "no_action",
-            "final_answer": check.answer or None,
+            "stop_reason": "answer",  # `verify` kept only responses that end in an answer, in format
+            "final_answer": row.final_answer,
             "answer": row.answer,
             "correct": True,  # verified by `verify`: format, and the gold answer where the row has one
             "judge_method": row.judge_method,
             "judge_failed": False,
-            "format_ok": check.format_ok,
+            "format_ok": True,
             "reward": None,
             "reject_reason": None,
             "latency_ms": 0.0,
