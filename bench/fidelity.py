@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.shards import iter_rows
-from eval.metrics import bootstrap_mean_difference, fifths, wilson_interval
+from eval.metrics import bootstrap_mean_difference, fifths, paired_difference, wilson_interval
 from eval.report import build_report
 from eval.stage import HELDOUT, run_evaluate
 from flows.config import PipelineConfig, load_config
@@ -53,6 +53,13 @@ ROOT = Path(__file__).resolve().parent.parent
 TOOL_FAMILIES = ("perception", "reasoning", "search")
 RIGHT_TOOL = {"perception": "python", "reasoning": "python", "search": "search"}
 ARMS = ("base", "rl_only", "sft", "sft_rl")
+# Each GRPO arm against the checkpoint it starts from, on the same held-out items.
+PAIRS = {"sft_rl_vs_sft": ("sft", "sft_rl"), "rl_only_vs_base": ("base", "rl_only")}
+
+
+def arm_dirs(out: Path) -> dict[str, Path]:
+    """Where each arm's outputs are under the bench's `--out` folder (`sft_rl` is the pipeline's run directory)."""
+    return {arm: out / arm for arm in ARMS}
 
 
 def _accuracy(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -118,6 +125,29 @@ def arm_figures(eval_dir: Path, dynamics_path: Path | None) -> dict[str, Any]:
     return figures
 
 
+def _scored_items(eval_dir: Path) -> dict[str, tuple[str, bool, float]]:
+    """The held-out tool run's items: sample id -> (category, correct, reward)."""
+    return {r["sample_id"]: (r["category"], bool(r["correct"]), float(r["reward"] or 0.0))
+            for r in iter_rows(eval_dir / HELDOUT / "tools", TRAJECTORY_SCHEMA)}
+
+
+def paired_figures(before_eval: Path, after_eval: Path) -> dict[str, Any]:
+    """A GRPO arm against the checkpoint it started from, item by item on the same held-out items
+    (`eval.metrics.paired_difference`): overall, on the tool-needing families and on `direct` items.
+
+    A supplement to the GRPO reward's first and last fifth: those two fifths hold different prompts,
+    so their difference carries which prompts each drew; the paired comparison does not."""
+    before, after = _scored_items(before_eval), _scored_items(after_eval)
+    groups = {"overall": None, "tool_needing": TOOL_FAMILIES, "direct": ("direct",)}
+    figures: dict[str, Any] = {}
+    for name, categories in groups.items():
+        pick = [i for i, (category, _, _) in before.items() if categories is None or category in categories]
+        if any(i in after for i in pick):
+            figures[name] = paired_difference({i: before[i][1:] for i in pick},
+                                              {i: after[i][1:] for i in pick if i in after})
+    return figures
+
+
 def targets(arms: dict[str, dict[str, Any]], seconds: float) -> dict[str, Any]:
     """The issue's targets, each with the measured value and whether it holds."""
     sft, sft_rl, rl_only = arms["sft"], arms["sft_rl"], arms["rl_only"]
@@ -172,7 +202,7 @@ def run(config_path: Path, out: Path, torch_threads: int = 1) -> dict[str, Any]:
     if cfg.base is None or cfg.grpo is None:
         raise SystemExit(f"{config_path}: the fidelity bench needs `base:` and `grpo:` sections")
     seconds: dict[str, float] = {}
-    run_dir = out / "sft_rl"
+    run_dir = arm_dirs(out)["sft_rl"]
     _run_pipeline(config_path, run_dir, out / "prefect-home", torch_threads)
     seconds["pipeline (sft_rl arm)"] = round(time.time() - started, 1)
     resolved = Resolved(cfg, run_dir)
@@ -194,11 +224,7 @@ def run(config_path: Path, out: Path, torch_threads: int = 1) -> dict[str, Any]:
     run_evaluate(cfg.eval, rl["checkpoint"], resolved.pools, out / "rl_only" / "eval", search, judge, reward)
     seconds["rl_only: evaluate"] = round(time.time() - step, 1)
 
-    dirs = {"base": out / "base", "rl_only": out / "rl_only", "sft": out / "sft", "sft_rl": run_dir}
-    arms = {arm: arm_figures(d / "eval", d / "grpo" / "dynamics.jsonl") for arm, d in dirs.items()}
-    report = build_report([dirs[a] for a in ARMS], out / "report")
-    total = time.time() - started
-    seconds["total"] = round(total, 1)
+    seconds["total"] = round(time.time() - started, 1)
     return {
         "bench": "fidelity",
         "config": str(config_path),
@@ -206,12 +232,24 @@ def run(config_path: Path, out: Path, torch_threads: int = 1) -> dict[str, Any]:
                   "instruct_per_family": cfg.world.instruct_per_family},
         "pipeline": {k: summary[k] for k in ("base", "sft", "grpo") if k in summary} | {
             "pools": summary.get("select", {}).get("per_pool"), "synthesize": summary.get("synthesize", {}).get("counts")},
-        "arms": arms,
-        "targets": targets(arms, total),
         "seconds": seconds,
-        "report": report["html"],
         "out": str(out),
-    }
+    } | read_figures(out, seconds["total"])
+
+
+def read_figures(out: Path, seconds: float) -> dict[str, Any]:
+    """The arms' figures, the paired comparisons, the targets and the report, from a bench's `--out`
+    folder whose four arms have run (`seconds`: the bench's wall time, for its 30-minute target).
+
+    Raises SystemExit, naming the folder, when an arm's held-out evaluation is not there."""
+    dirs = arm_dirs(out)
+    missing = [arm for arm, d in dirs.items() if not (d / "eval" / HELDOUT / "tools").is_dir()]
+    if missing:
+        raise SystemExit(f"{out}: no held-out evaluation for the arm(s) {', '.join(missing)}: not a finished fidelity bench")
+    arms = {arm: arm_figures(d / "eval", d / "grpo" / "dynamics.jsonl") for arm, d in dirs.items()}
+    paired = {name: paired_figures(dirs[before] / "eval", dirs[after] / "eval") for name, (before, after) in PAIRS.items()}
+    report = build_report([dirs[a] for a in ARMS], out / "report")
+    return {"arms": arms, "paired": paired, "targets": targets(arms, seconds), "report": report["html"]}
 
 
 def _strip(pipeline: dict[str, Any]) -> dict[str, Any]:
@@ -233,21 +271,36 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "fidelity.yaml")
     parser.add_argument("--out", type=Path, default=None, help="where the runs go (default: a new temporary folder, kept)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--reread", action="store_true",
+                        help="train nothing: read the figures, targets and report again from the finished bench in --out "
+                             "(e.g. after the bench's figures gained a field)")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="torch's threads for training and evaluation (1: on a small shared CPU, a second OpenMP thread spinning "
                              "against other work slowed training several times over here; bench.train does the same)")
     args = parser.parse_args()
-    out = (args.out or Path(tempfile.mkdtemp(prefix="deepeyes-fidelity-"))).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    with contextlib.redirect_stdout(sys.stderr):  # the stages' progress lines; stdout carries the result only
-        result = run(args.config.resolve(), out, args.torch_threads)
-    result["pipeline"] = _strip(result["pipeline"])
+    if args.reread:
+        if args.out is None or not (args.out / "fidelity.json").is_file():
+            parser.error("--reread needs --out, a folder holding a finished bench's fidelity.json")
+        out = args.out.resolve()
+        result = json.loads((out / "fidelity.json").read_text())
+        with contextlib.redirect_stdout(sys.stderr):
+            result |= read_figures(out, result["seconds"]["total"])
+    else:
+        out = (args.out or Path(tempfile.mkdtemp(prefix="deepeyes-fidelity-"))).resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        with contextlib.redirect_stdout(sys.stderr):  # the stages' progress lines; stdout carries the result only
+            result = run(args.config.resolve(), out, args.torch_threads)
+        result["pipeline"] = _strip(result["pipeline"])
     (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         for name, target in result["targets"].items():
             print(f"{'ok  ' if target['holds'] else 'MISS'} {name}: {target['value']}")
+        for name, groups in result["paired"].items():
+            for group, p in groups.items():
+                print(f"paired {name} {group}: {p['better']} better, {p['worse']} worse of {p['n']} "
+                      f"(sign test p {p['sign_test_p']}); reward {p['reward_difference']:+.3f} {p['reward_difference_ci95']}")
         print(f"report: {result['report']}")
 
 

@@ -118,6 +118,45 @@ def bootstrap_mean_difference(first: list[float], last: list[float], resamples: 
     return point, diffs[int(0.025 * resamples)], diffs[int(0.975 * resamples) - 1]
 
 
+def paired_difference(before: dict[str, tuple[bool, float]], after: dict[str, tuple[bool, float]],
+                      resamples: int = 10000, seed: int = 0) -> dict[str, Any]:
+    """Two checkpoints on the same items (e.g. SFT and SFT+RL on the held-out pool), item by item.
+
+    `before` and `after` map an item's id to (correct, reward); only ids in both count (`unpaired`
+    says how many were not). Returns `n`, `better` and `worse` (items that turned right / wrong),
+    the two accuracies, `sign_test_p` (the exact two-sided binomial test on the items that changed,
+    i.e. McNemar's exact test; 1.0 when none changed), and the mean per-item reward difference
+    (after - before) with a 95% percentile-bootstrap interval that resamples items, keeping each
+    item's pair together: a paired comparison, so the items' own difficulty cancels out, which two
+    independent samples (`bootstrap_mean_difference`) cannot do.
+
+    Raises ValueError when no item is in both."""
+    import random
+
+    from scipy.stats import binomtest
+
+    ids = sorted(set(before) & set(after))
+    if not ids:
+        raise ValueError("no item is in both runs")
+    better = sum(1 for i in ids if after[i][0] and not before[i][0])
+    worse = sum(1 for i in ids if before[i][0] and not after[i][0])
+    diffs = [after[i][1] - before[i][1] for i in ids]
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(resamples))
+    n = len(ids)
+    return {
+        "n": n,
+        "unpaired": len(set(before) ^ set(after)),
+        "accuracy_before": round(sum(before[i][0] for i in ids) / n, 4),
+        "accuracy_after": round(sum(after[i][0] for i in ids) / n, 4),
+        "better": better,
+        "worse": worse,
+        "sign_test_p": round(binomtest(better, better + worse).pvalue, 4) if better + worse else 1.0,
+        "reward_difference": round(sum(diffs) / n, 4),
+        "reward_difference_ci95": [round(means[int(0.025 * resamples)], 4), round(means[int(0.975 * resamples) - 1], 4)],
+    }
+
+
 # The run's own held-out pool, evaluated when no benchmark is named (`eval.stage` scores it).
 HELDOUT = "heldout"
 

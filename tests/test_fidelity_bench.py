@@ -6,7 +6,7 @@ import json
 import pytest
 
 import bench.fidelity as fidelity
-from eval.metrics import bootstrap_mean_difference, fifths, wilson_interval
+from eval.metrics import bootstrap_mean_difference, fifths, paired_difference, wilson_interval
 
 
 def row(category, correct, tools=()):
@@ -86,3 +86,40 @@ def test_a_cold_start_that_never_calls_on_direct_items_is_said_to_leave_rl_nothi
     assert target["holds"] is False and target["value"] == [0.0, 0.0] and "no tool call" in target["note"]
     sft = arm(0.9, 0.0, 1.0, 1.0, 0.4, 0.8, 0.0)
     assert "note" not in fidelity.targets({"sft": sft, "sft_rl": sft_rl, "rl_only": sft_rl, "base": sft}, 100)["sft_rl_fewer_calls_on_direct_than_sft"]
+
+
+def test_paired_difference_by_hand():
+    before = {"a": (False, 0.2), "b": (True, 1.0), "c": (False, 0.0), "d": (True, 1.0), "only-before": (True, 1.0)}
+    after = {"a": (True, 1.0), "b": (True, 1.0), "c": (True, 1.0), "d": (False, 0.2), "only-after": (False, 0.0)}
+    p = paired_difference(before, after)
+    assert (p["n"], p["unpaired"], p["better"], p["worse"]) == (4, 2, 2, 1)
+    assert p["accuracy_before"] == 0.5 and p["accuracy_after"] == 0.75
+    assert p["reward_difference"] == pytest.approx((0.8 + 0 + 1.0 - 0.8) / 4)
+    assert p["sign_test_p"] == 1.0  # 2 up, 1 down: the exact two-sided binomial test, P = 1
+    low, high = p["reward_difference_ci95"]
+    assert low < p["reward_difference"] < high
+    # Ten items that all turned right: the sign test says so (2 · 0.5^10), and the interval is above 0.
+    p = paired_difference({str(i): (False, 0.2) for i in range(10)}, {str(i): (True, 1.0) for i in range(10)})
+    assert p["sign_test_p"] == pytest.approx(2 * 0.5 ** 10, abs=1e-4) and p["reward_difference_ci95"] == [0.8, 0.8]
+    # Nothing changed: p is 1, not undefined.
+    assert paired_difference({"a": (True, 1.0)}, {"a": (True, 1.0)})["sign_test_p"] == 1.0
+    with pytest.raises(ValueError):
+        paired_difference({"a": (True, 1.0)}, {"b": (True, 1.0)})
+
+
+def test_paired_figures_pair_items_by_sample_id(tmp_path, monkeypatch):
+    def scored(sample_id, category, correct):
+        return {"sample_id": sample_id, "category": category, "correct": correct, "reward": 1.0 if correct else 0.2}
+
+    runs = {"before": [scored("p1", "perception", True), scored("d1", "direct", False), scored("d2", "direct", False)],
+            "after": [scored("d2", "direct", True), scored("p1", "perception", False), scored("d1", "direct", True)]}
+    monkeypatch.setattr(fidelity, "iter_rows", lambda path, schema: iter(runs[path.parent.parent.name]))
+    figures = fidelity.paired_figures(tmp_path / "before", tmp_path / "after")
+    assert (figures["overall"]["better"], figures["overall"]["worse"]) == (2, 1)
+    assert (figures["direct"]["n"], figures["direct"]["better"], figures["direct"]["accuracy_after"]) == (2, 2, 1.0)
+    assert (figures["tool_needing"]["n"], figures["tool_needing"]["worse"]) == (1, 1)
+
+
+def test_reread_refuses_a_folder_without_a_finished_bench(tmp_path):
+    with pytest.raises(SystemExit, match="not a finished fidelity bench"):
+        fidelity.read_figures(tmp_path, 1.0)
