@@ -20,6 +20,7 @@ import base64
 import binascii
 import csv
 import datetime
+import functools
 import glob
 import io
 import json
@@ -38,7 +39,8 @@ from curation.mapping import CATEGORIES, FieldMapping, RowRejected, boolean_answ
 from curation.normalize import LETTERS, clean_text, holds_number, infer_answer_type, normalize_answer
 from curation.verl import VERL_CATEGORY_MAP, verl_files, verl_rows
 from curation.schema import Sample
-from curation.suggest import did_you_mean, error_message
+from curation.suggest import did_you_mean
+from curation.validation_errors import error_message, field_path, plain_errors
 
 __all__ = ["RowRejected", "SourceError", "SourceSpec", "TableFileError", "TextLimits", "image_refs", "read_image_ref", "read_source",
            "read_table_file", "row_to_sample", "within_limit"]
@@ -59,6 +61,34 @@ def _file_name(path: str) -> str:
         folder = Path(*Path(path).parts[:cut]) if cut else Path(".")
         return folder.resolve().name or (plain[-1] if plain else path)
     return Path(path).stem
+
+
+@functools.cache
+def packaged_builders() -> frozenset[str]:
+    """The names of the builders `datasets.load_dataset` reads local files with (`parquet`, `csv`,
+    `json`, `text`, `imagefolder`, `arrow`, `webdataset`, ...), as the installed `datasets` lists
+    them (its `packaged_modules`; empty where `datasets` cannot be imported)."""
+    try:
+        from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+    except ImportError:  # no `datasets`: an hf source fails when it loads, naming the import
+        return frozenset()
+    return frozenset(_PACKAGED_DATASETS_MODULES)
+
+
+def is_packaged_builder(path: str) -> bool:
+    """Whether an `hf` source's `path` names a `datasets` builder (`parquet`) rather than a hub id
+    or a local dataset folder; `datasets` imported only for a bare lower-case name."""
+    return bool(re.fullmatch(r"[a-z][a-z0-9_]*", path)) and path in packaged_builders()
+
+
+def unknown_kind_message(kind: Any, cli: bool = False) -> str:
+    """Why a source's `kind` is refused: the closest kind, the kinds, and how files of another
+    format (Parquet, CSV) are read (an `hf` source naming the `datasets` builder; `cli`: in the
+    command line's form)."""
+    builder = kind.strip().lower() if isinstance(kind, str) and is_packaged_builder(kind.strip().lower()) else None
+    how = (f"hf:{builder or 'parquet'},data_files=PATH" if cli else f"`kind: hf, path: {builder or 'parquet'}, data_files: [FILE]`")
+    files = f"{builder} is read by an hf source: {how}" if builder else f"Parquet, CSV and other files: {how}"
+    return f"unknown source kind {kind!r}{did_you_mean(kind, SOURCE_KINDS)} (kinds: {', '.join(SOURCE_KINDS)}; {files})"
 
 
 class SourceSpec(FieldMapping):
@@ -85,6 +115,14 @@ class SourceSpec(FieldMapping):
     subset: str | None = None
     split: str = "train"
     data_files: str | list[str] | None = None
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _known_kind(cls, value: Any) -> Any:
+        # pydantic's own message would list the kinds only: not the closest, nor how Parquet or CSV files are read.
+        if isinstance(value, str) and value not in SOURCE_KINDS:
+            raise ValueError(unknown_kind_message(value))
+        return value
 
     @field_validator("path", mode="before")
     @classmethod
@@ -136,26 +174,50 @@ class SourceSpec(FieldMapping):
         return self
 
     @model_validator(mode="after")
+    def _builder_reads_data_files(self) -> SourceSpec:
+        # A builder without `data_files` reads every file of the working directory (`datasets` resolves its default
+        # patterns there): a log line and an Arrow error about some unrelated file, or rows from it. Refused before loading.
+        if self.kind == "hf" and not self.data_files and is_packaged_builder(self.path.strip()):
+            raise ValueError(f"data_files is needed: path {self.path.strip()!r} is a `datasets` builder, which reads the files "
+                             "data_files names (a file, a glob or a list of them); without it, it would read the working directory")
+        return self
+
+    @model_validator(mode="after")
     def _verl_labels(self) -> SourceSpec:
         # verl's `reason` data source is our `reasoning`; a source's own category_map wins.
         if self.kind == "verl":
             self.category_map = {**VERL_CATEGORY_MAP, **self.category_map}
         return self
 
+    def _unmatched_data_files(self) -> list[str]:
+        """The local `data_files` patterns of an `hf` builder source (`parquet`, `csv`: relative to
+        the working directory, as `datasets` reads them) that match no file; a hub dataset's
+        `data_files` are the repository's, and URLs are not looked at."""
+        if self.kind != "hf" or not is_packaged_builder(self.path.strip()):
+            return []
+        patterns = [self.data_files] if isinstance(self.data_files, str) else list(self.data_files or [])
+        return [p for p in patterns if "://" not in p and not any(Path(f).is_file() for f in glob.iglob(p, recursive=True))]
+
     def exists(self) -> bool:
-        """Whether the file(s) the spec names are there (an `hf` source is checked when it loads)."""
+        """Whether the file(s) the spec names are there: the file, a `verl` source's parquet files, an
+        `hf` builder source's `data_files` (each pattern matching a file); a hub dataset is checked when it
+        loads."""
         if self.kind == "hf":
-            return True
+            return not self._unmatched_data_files()
         return bool(verl_files(self.path)) if self.kind == "verl" else self.file.is_file()
 
     def missing(self) -> str:
-        """Why `exists()` is false, for an error after the path: `file not found`, or what is there
-        instead (a folder where a file is needed, a folder without parquet files for `verl`)."""
+        """Why `exists()` is false, with what was looked for: `file not found: PATH`, what is there
+        instead (a folder where a file is needed, a folder without parquet files for `verl`), or for an
+        `hf` source `data_files: no file matches PATTERN`: an error naming the spec's `path` says
+        `path: ` before it only where the kind is not `hf`."""
+        if self.kind == "hf":
+            return f"data_files: no file matches {', '.join(self._unmatched_data_files())}"
         if self.kind == "verl":
-            return "no parquet files in this folder" if Path(self.path).is_dir() else "file not found"
+            return f"{'no parquet files in this folder' if Path(self.path).is_dir() else 'file not found'}: {self.path}"
         if self.file.is_dir():
-            return f"is a folder; a {self.kind} source is one file (a folder of parquet files is kind verl)"
-        return "file not found"
+            return f"is a folder; a {self.kind} source is one file (a folder of parquet files is kind verl): {self.path}"
+        return f"file not found: {self.path}"
 
     def local_files(self) -> list[Path]:
         """The local files the spec itself names (its file, a `verl` source's parquet files, or an
@@ -198,8 +260,7 @@ class SourceSpec(FieldMapping):
         kind, sep, path = head.partition(":")
         kind = kind.strip().lower()
         if sep and kind not in SOURCE_KINDS and re.fullmatch(r"[a-z][a-z0-9_]+", kind) and not Path(head).exists():
-            raise SourceError(f"{option} {text!r}: unknown source kind {kind!r}{did_you_mean(kind, SOURCE_KINDS)} (kinds: "
-                              f"{', '.join(SOURCE_KINDS)}; Parquet, CSV and other files: hf:parquet,data_files=PATH)")
+            raise SourceError(f"{option} {text!r}: {unknown_kind_message(kind, cli=True)}")
         values: dict[str, Any] = {"kind": kind, "path": path} if sep and kind in SOURCE_KINDS else {"path": head}
         if options and not Path(values["path"]).exists():
             values["path"] = values["path"].strip()  # `x.jsonl , limit=3`
@@ -236,19 +297,21 @@ class SourceSpec(FieldMapping):
             given, own = dict(defaults), {key for key, _ in options}
             flags = {"category": "--category", "answer_type": "--answer-type", "fields": "--fields", "category_map": "--category-map"}
             problems = []
-            for e in exc.errors():
+            for e in plain_errors(exc.errors(), cls):
                 loc = tuple(map(str, e["loc"]))
+                message = error_message(e)
                 if not loc:  # a check of the whole source
-                    problems.append(f"{option} {text!r}: {e['msg'].removeprefix('Value error, ')}")
+                    problems.append(f"{option} {text!r}: {message}")
                     continue
-                got = f" (got {e['input']!r})" if isinstance(e.get("input"), str) else ""
+                # the value as received, unless the message says it (or it is a mapping's key, named in the path)
+                got = f" (got {e['input']!r})" if isinstance(e.get("input"), str) and "(got " not in message and loc[-1] != "[key]" else ""
                 key = ".".join(loc[:2]) if loc[:1] in (("fields",), ("category_map",)) else ".".join(loc[:1])
                 if key in given and key not in own:
                     flag = flags[loc[0]]
-                    problems.append(f"{flag} {given[key]!r}: {error_message(e)}" if "." not in key else
-                                    f"{flag} '{key.partition('.')[2]}={given[key]}': {'.'.join(loc)}: {error_message(e)}")
+                    problems.append(f"{flag} {given[key]!r}: {message}" if "." not in key else
+                                    f"{flag} '{key.partition('.')[2]}={given[key]}': {field_path(loc)}: {message}")
                 else:
-                    problems.append(f"{option} {text!r}: {'.'.join(loc)}: {error_message(e)}{got}")
+                    problems.append(f"{option} {text!r}: {field_path(loc)}: {message}{got}")
             raise SourceError("; ".join(problems)) from None
 
 
@@ -525,7 +588,7 @@ def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: 
     try:
         return Sample.model_validate(fields)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{field_path(e['loc'])}: {error_message(e)}" for e in plain_errors(exc.errors(), Sample))
         raise RowRejected(f"invalid_row: {problems}") from None
 
 
@@ -864,7 +927,7 @@ def read_source(spec: SourceSpec, skipped: dict[str, int] | None = None) -> Iter
     Rows left out by `include` are counted in `skipped["filtered"]`. Raises `SourceError` for a
     source that cannot be read as rows at all."""
     if not spec.exists():
-        raise SourceError(f"source {spec.source_name!r}: {spec.missing()}: {spec.path}")
+        raise SourceError(f"source {spec.source_name!r}: {spec.missing()}")
     if spec.kind in ("jsonl", "json", "tsv"):
         encoding = wide_encoding(spec.file)
         if encoding:

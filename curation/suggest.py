@@ -38,8 +38,3 @@ def literal_message(error: dict[str, Any]) -> str:
     allowed = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
     return error["msg"] + did_you_mean(error.get("input"), allowed)
 
-
-def error_message(error: dict[str, Any]) -> str:
-    """One pydantic error's message: `literal_message` for a value that is none of the choices,
-    else pydantic's own."""
-    return literal_message(error) if error.get("type") == "literal_error" else error["msg"]

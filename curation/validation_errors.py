@@ -2,17 +2,199 @@
 `FILE:LINE: field.path: message`, an unknown field with its section's closest names and a value
 that is none of a setting's choices with the closest choice (`curation.suggest`). One form for
 every YAML file we read: the pipeline config (`flows.config`) and benchmark definitions
-(`eval.benchmarks`)."""
+(`eval.benchmarks`), and the one wording of a pydantic error wherever one reaches a user (the
+command line's `--source` options, its other options).
+
+Messages are in the YAML's words, never Python's: no class names (`instance of SynthConfig`,
+`<class 'pathlib.Path'>`), no parts of pydantic's locations that are not fields (`[key]`, a union
+member's `str` / `list[str]`), no `Value error, ` prefix. A union's failed members make one
+message (`expected a text or a list (got 5)`)."""
 
 from __future__ import annotations
 
+import re
+import types
 import typing
 from typing import Any
 
 import yaml
 from pydantic import BaseModel
 
-from curation.suggest import did_you_mean, error_message
+from curation.suggest import did_you_mean, literal_message
+
+# What a value of each pydantic error type should have been, in the YAML's words.
+EXPECTED = {
+    "string_type": "a text", "int_type": "a whole number", "int_parsing": "a whole number", "int_from_float": "a whole number",
+    "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false", "bool_parsing": "true or false",
+    "list_type": "a list", "tuple_type": "a list", "set_type": "a list", "dict_type": "a mapping", "path_type": "a path",
+    "model_type": "a mapping of settings", "model_attributes_type": "a mapping of settings", "dataclass_type": "a mapping of settings",
+    "dataclass_args_type": "a mapping of settings", "none_required": "null", "url_type": "a URL", "url_parsing": "a URL",
+}
+# Types whose pydantic message names a Python class: always said in the words above.
+_CLASS_NAMING = {"model_type", "model_attributes_type", "dataclass_type", "dataclass_args_type", "path_type", "is_instance_of",
+                 "is_subclass_of"}
+KEY = "[key]"  # pydantic's location part for a mapping's key (the value before it is the key itself)
+# A union member's label in a location where no model says what the location's parts are:
+# `list[str]`, `literal['all-linear']`, `function-after[...]`, `constrained-str`, or a scalar type's.
+_MEMBER = re.compile(r"str|int|float|bool|none|[a-z][a-z-]*\[.*\]|constrained-[a-z]+")
+PLAIN = "plain"  # the type of a merged error whose `msg` is final
+
+
+def yaml_value(value: Any) -> str:
+    """`value` as the YAML reads: `null`, `true`, `5`, `'lc.jsonl'`, `a list`, `a mapping`."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _unwrap(annotation: Any) -> Any:
+    """`X` for `Annotated[X, ...]` and `X | None`; a union of two or more others stays one."""
+    while True:
+        if typing.get_origin(annotation) is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+            continue
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(members) == 1:
+                annotation = members[0]
+                continue
+        return annotation
+
+
+def _label_matches(label: str, member: Any) -> bool:
+    """Whether pydantic's label for a union member (`str`, `list[str]`, `literal['a']`, a class name)
+    is `member`'s."""
+    member = _unwrap(member)
+    origin = typing.get_origin(member)
+    if origin is typing.Literal:
+        return label.startswith("literal[")
+    if origin is not None:
+        return label.split("[", 1)[0] == getattr(origin, "__name__", "")
+    return label == getattr(member, "__name__", None)
+
+
+def _member_parts(loc: tuple[Any, ...], model: type[BaseModel] | None) -> list[int]:
+    """The indexes of `loc`'s parts that are union member labels, not fields, list indexes or keys.
+    With `model`, found by following the location through the model's types (a field named `url` or
+    `time` stays); where the types do not say (no model, a member not recognised), by the form of
+    pydantic's labels (`list[str]`, `literal[...]`, `str`)."""
+    members, annotation = [], model
+    for i, part in enumerate(loc):
+        current = _unwrap(annotation)
+        origin = typing.get_origin(current)
+        if annotation is None or not isinstance(part, (str, int)):
+            if isinstance(part, str) and _MEMBER.fullmatch(part):
+                members.append(i)
+            annotation = None
+        elif isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            annotation = field.annotation if field is not None else None
+        elif origin in (typing.Union, types.UnionType):
+            chosen = [m for m in typing.get_args(current) if m is not type(None) and isinstance(part, str) and _label_matches(part, m)]
+            if isinstance(part, str) and (chosen or _MEMBER.fullmatch(part)):
+                members.append(i)
+            annotation = chosen[0] if chosen else None
+        elif origin in (list, tuple, set, frozenset):
+            args = typing.get_args(current)
+            annotation = args[0] if args else None
+        elif origin is dict:
+            args = typing.get_args(current)
+            annotation = current if part == KEY else (args[1] if len(args) == 2 else None)
+        else:
+            annotation = None
+    return members
+
+
+def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """A location as the user writes it: `curate.sources.0.fields.answr` (pydantic's `[key]` part
+    left out); `(top level)` for the whole document."""
+    return ".".join(str(p) for p in loc if p != KEY) or "(top level)"
+
+
+def plain_errors(errors: list[dict[str, Any]], model: type[BaseModel] | None = None) -> list[dict[str, Any]]:
+    """`errors` (`ValidationError.errors()` of validating `model`) with locations as the user writes
+    them: a union member's label dropped (`data_files.list[str].0` is `data_files.0`). A union
+    whose members all failed at the value itself becomes one error of type `PLAIN` (`expected a
+    text or a list (got 5)`); where the value had the shape of a member (a list for `str |
+    list[str]`), that member's errors inside it are kept, the others' dropped."""
+    out: list[dict[str, Any]] = []
+    unions: dict[tuple[Any, ...], list[tuple[dict[str, Any], tuple[Any, ...]]]] = {}
+    for error in errors:
+        loc = tuple(error["loc"])
+        members = _member_parts(loc, model)
+        cut = members[0] if members else None
+        clean = tuple(p for i, p in enumerate(loc) if i not in members)
+        if cut is None:
+            out.append({**error, "loc": clean})
+        else:
+            if loc[:cut] not in unions:
+                out.append({"loc": loc[:cut], "type": "__union__"})  # keeps the union's place among the lines
+            unions.setdefault(loc[:cut], []).append((error, clean))
+    result = []
+    for error in out:
+        if error["type"] != "__union__":
+            result.append(error)
+            continue
+        prefix = error["loc"]
+        members = unions[prefix]
+        deeper = [{**e, "loc": clean} for e, clean in members if len(clean) > len(prefix)]
+        if deeper:
+            result += deeper
+            continue
+        wanted: list[str] = []
+        for e, _ in members:
+            words = _expected(e)
+            if words and words not in wanted:
+                wanted.append(words)
+        if "a number" in wanted and "a whole number" in wanted:
+            wanted.remove("a whole number")
+        first = members[0][0]
+        got = f" (got {yaml_value(first['input'])})" if "input" in first else ""
+        message = f"expected {' or '.join(wanted)}{got}" if wanted else "; ".join(error_message(e) for e, _ in members)
+        result.append({"loc": prefix, "type": PLAIN, "msg": message, **({"input": first["input"]} if "input" in first else {})})
+    return result
+
+
+def _expected(error: dict[str, Any]) -> str | None:
+    """What the value of one failed union member should have been (`a list`, `one of 'a', 'b'`)."""
+    if error["type"] == "literal_error":
+        choices = str(error.get("ctx", {}).get("expected", ""))
+        return f"one of {choices.replace(' or ', ', ')}" if " or " in choices else choices or None
+    return EXPECTED.get(error["type"])
+
+
+def error_message(error: dict[str, Any]) -> str:
+    """One pydantic error's message in the YAML's words: a value that is none of a setting's
+    choices with the closest choice (`curation.suggest.literal_message`), a mapping key likewise
+    (`the name 'answr' should be ...; did you mean 'answer'?`), a value of the wrong shape as
+    `expected a mapping of settings (got null)` where pydantic would name a class, a validator's
+    own message without pydantic's `Value error, ` prefix, else pydantic's message."""
+    kind, message = error.get("type"), str(error.get("msg", ""))
+    got = f" (got {yaml_value(error['input'])})" if "input" in error else ""
+    if kind == PLAIN:
+        return message
+    if kind == "literal_error":
+        message = literal_message(error)
+        if tuple(error.get("loc", ()))[-1:] == (KEY,):  # the mapping's key is wrong, not its value
+            message = re.sub(r"^Input should be", lambda _: f"the name {error.get('input')!r} should be", message)
+        return message
+    if kind in ("value_error", "assertion_error"):
+        return re.sub(r"^(Value error|Assertion failed), ", "", message)
+    if kind in _CLASS_NAMING:
+        return f"expected {EXPECTED.get(kind, 'a value of another kind')}{got}"
+    # Any other message that names a class: the class left out.
+    message = re.sub(r",? or (an )?instance of \w+", "", message)
+    return re.sub(r"(an instance of )?<class '(?:[\w.]+\.)?(\w+)'>", lambda m: m.group(2).lower(), message)
 
 
 def line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
@@ -66,15 +248,14 @@ def unknown_field_message(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
 def validation_lines(errors: list[dict[str, Any]], source: str, node: yaml.Node | None, model: type[BaseModel],
                      messages: dict[tuple[Any, ...], str] | None = None) -> list[str]:
     """One line per error of `errors` (`ValidationError.errors()` of validating `model` from the
-    YAML document `node` of file `source`): `source:LINE: field.path: message`. `messages`
-    replaces the message for a location (a union's `kind`, whose own message would list one
-    member's choices only)."""
+    YAML document `node` of file `source`; `plain_errors`' locations and merged unions):
+    `source:LINE: field.path: message` (`error_message`). `messages` replaces the message for a
+    location (a union's `kind`, whose own message would list one member's choices only)."""
     lines = []
-    for error in errors:
+    for error in plain_errors(errors, model):
         loc = tuple(error["loc"])
-        where = ".".join(str(p) for p in loc) or "(top level)"
-        line = line_of(node, loc)
+        line = line_of(node, tuple(p for p in loc if p != KEY))
         message = ((messages or {}).get(loc) or
                    (unknown_field_message(loc, model) if error["type"] == "extra_forbidden" else error_message(error)))
-        lines.append(f"{source}{f':{line}' if line else ''}: {where}: {message}")
+        lines.append(f"{source}{f':{line}' if line else ''}: {field_path(loc)}: {message}")
     return lines

@@ -149,7 +149,7 @@ def check_benchmark(spec: BenchmarkSpec, where: str, run_dir_option: str = "--ou
             root = Path(data_root).resolve() if data_root is not None else None
             hint = (f" ({data_root_option} is {root}: give the folder that holds the benchmark's files)"
                     if root is not None and Path(source.path).is_relative_to(root) else "")
-            raise BenchmarkError(f"{where}: {source.missing()}: {source.path}{hint}")
+            raise BenchmarkError(f"{where}: {source.missing()}{hint}")
         try:
             check_mapped_columns(source)
         except SourceError as exc:
@@ -186,7 +186,7 @@ def load_benchmark(spec: BenchmarkSpec, limits: ImageLimits | None = None, max_s
     else:
         source = spec.source.model_copy(update={"name": spec.source.name or spec.name})
         if not source.exists():
-            raise BenchmarkError(f"benchmark {spec.name!r}: file not found: {source.path}")
+            raise BenchmarkError(f"benchmark {spec.name!r}: {source.missing()}")
         for row, _origin in read_source(source):
             try:
                 if "__parse_error__" in row:

@@ -339,7 +339,7 @@ def curate(
         raise typer.BadParameter("give at least one --source (or a --config with curate.sources)", param_hint="--source")
     for spec in [*cfg.sources, *cfg.benchmarks]:
         if not spec.exists():
-            raise FileNotFoundError(f"source {spec.source_name!r}: {spec.missing()}: {spec.path}")
+            raise FileNotFoundError(f"source {spec.source_name!r}: {spec.missing()}")
         check_mapped_columns(spec)
     summary = run_curate(cfg, out, probes=probes)
     for warning in summary.get("warnings", []):
@@ -661,24 +661,24 @@ def _one_line(exc: BaseException) -> str:
 
     if not isinstance(exc, ValidationError):
         return str(exc)
-    from curation.suggest import error_message
+    from curation.validation_errors import error_message, field_path, plain_errors
 
     given = {arg.split("=", 1)[0] for arg in sys.argv[1:] if arg.startswith("--")}
     parts = []
-    for error in exc.errors():
-        loc = [str(p) for p in error["loc"]]
-        field = ".".join(loc)
+    for error in plain_errors(exc.errors()):
+        loc = [str(p) for p in error["loc"] if p != "[key]"]
+        field = field_path(loc)
         # The option is named by the field or its last parts (`agent.think_prefix` is --think-prefix), less a
         # unit or scope suffix (`timeout_s` is --timeout, `max_tokens_per_turn` is --max-tokens).
         stems = ["_".join(loc[i:]) for i in range(len(loc))]
         names = [f"--{stem.removesuffix(cut).replace('_', '-')}" for stem in stems for cut in ("", "_s", "_per_turn")]
         name = next((n for n in names if n in given), field)
-        message = error_message(error).removeprefix("Value error, ")  # a validator's own message says what it got
+        message = error_message(error)
         if error["type"] == "literal_error":  # `--category 'percepton': Input should be ...; did you mean 'perception'?`
             parts.append(f"{name} {error['input']!r}: {message}")
         else:
             parts.append(f"{name}: {message} (got {error['input']!r})" if "input" in error and error["type"] != "value_error"
-                         else f"{name}: {message}")
+                         and "(got " not in message else f"{name}: {message}")  # a validator's own message says what it got
     return "; ".join(parts)
 
 

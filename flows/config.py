@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from curation import validation_errors
 from curation.select import SelectConfig
+from curation.setting_path import SettingPath
 from curation.sources import SourceError, SourceSpec, check_mapped_columns, wide_encoding
 from curation.stage import CurateConfig
 from curation.worlds import WorldKind
@@ -86,7 +87,7 @@ class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = "demo"
-    runs_dir: Path = Path("runs")
+    runs_dir: SettingPath = Path("runs")
     cache: bool = True  # skip a stage whose output was made from the same config, inputs and code
     world: WorldSettings | None = None
     replay: ReplaySettingsModel | None = None
@@ -143,7 +144,7 @@ class PipelineConfig(BaseModel):
         for section, specs in (("sources", self.curate.sources), ("benchmarks", self.curate.benchmarks)):
             for i, source in enumerate(specs):
                 if not source.exists():
-                    raise ConfigError(f"curate.{section}[{i}].path: {source.missing()}: {source.path}")
+                    raise ConfigError(f"curate.{section}[{i}]{'' if source.kind == 'hf' else '.path'}: {source.missing()}")
                 try:
                     check_mapped_columns(source)
                 except SourceError as exc:
@@ -215,9 +216,10 @@ class PipelineConfig(BaseModel):
             except BenchmarkError as exc:
                 raise ConfigError(f"eval.benchmarks[{i}]: {exc}") from None
             source = spec.source
-            if isinstance(source, SourceSpec) and source.kind != "hf" and "${run_dir}" not in source.path and not source.file.is_file():
-                raise ConfigError(f"eval.benchmarks[{i}] ({spec.name}): data file not found: {source.path} "
-                                  f"(eval.data_root is {Path(self.eval.data_root).resolve()})")
+            if isinstance(source, SourceSpec) and "${run_dir}" not in source.path and not source.exists():
+                why = (source.missing() if source.kind == "hf" else  # data_files: relative to the definition's folder
+                       f"data file not found: {source.path} (eval.data_root is {Path(self.eval.data_root).resolve()})")
+                raise ConfigError(f"eval.benchmarks[{i}] ({spec.name}): {why}")
             if isinstance(source, SourceSpec):
                 try:
                     check_mapped_columns(source)
@@ -243,10 +245,12 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     `eval.model_path` when local (starting with `.` or existing there; else a hub id), and
     `grpo.weight_dir`. Not `runs_dir`: runs go under the working directory."""
     def resolve(value: Any) -> Any:
-        return str((base / value).resolve()) if isinstance(value, str) and not Path(value).is_absolute() else value
+        # a blank text stays as it is: the setting refuses it (resolved, it would be the config's folder)
+        return str((base / value).resolve()) if isinstance(value, str) and value.strip() and not Path(value).is_absolute() else value
 
     curate = raw.get("curate") if isinstance(raw.get("curate"), dict) else {}
-    for source in [*(curate.get("sources") or []), *(curate.get("benchmarks") or [])]:
+    lists = [curate.get(name) for name in ("sources", "benchmarks")]  # not a list: validation says so
+    for source in [source for sources in lists if isinstance(sources, list) for source in sources]:
         if not isinstance(source, dict):
             continue
         if source.get("kind") == "hf":  # `path` is a dataset id or a builder; its files are local

@@ -49,6 +49,7 @@ from pydantic_core import PydanticCustomError
 
 from curation.images import ImageLimits, ImageRejected, validate_image
 from curation.mapping import RowRejected, scalar_text
+from curation.setting_path import SettingPath
 from curation.sources import MAX_QUESTION_CHARS, PARSE_ERROR, SourceError, SourceSpec, image_refs, read_image_ref, read_source, within_limit
 from curation.suggest import did_you_mean
 from synth.runtime.profile import DEFAULT_PROFILE, Profile, load_profile
@@ -66,7 +67,7 @@ FIELDS_FIX = "synth.long_cot reads the keys question, response, answer, images a
 class LongCotConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: Path | None = None  # the pipeline uses the demo world's source when it is not set
+    path: SettingPath | None = None  # the pipeline uses the demo world's source when it is not set
     ratio: float = Field(0.816, ge=0.0, lt=1.0)  # share of long-CoT rows in the mixed set
     seed: int = 0
     name: str | None = None

@@ -293,7 +293,7 @@ def test_a_misspelt_source_kind_and_a_flag_for_every_source_say_the_closest_choi
 
 
 @pytest.mark.parametrize("section,says", [
-    ("{max_pixels: 1000000000}", "curate.max_pixels: Value error, 1000000000 is above the 178956970 pixels pillow opens at all"),
+    ("{max_pixels: 1000000000}", "curate.max_pixels: 1000000000 is above the 178956970 pixels pillow opens at all"),
     ("{min_side: 0}", "curate.min_side: Input should be greater than or equal to 1"),
     ("{max_aspect: 0.5}", "curate.max_aspect: Input should be greater than or equal to 1"),
     ("{rows_per_shard: 0}", "curate.rows_per_shard: Input should be greater than or equal to 1"),
@@ -303,9 +303,9 @@ def test_a_misspelt_source_kind_and_a_flag_for_every_source_say_the_closest_choi
     ("{sources: [{path: x.jsonl, category: percep}]}", "curate.sources.0.category: Input should be 'perception', 'reasoning', 'search' or 'direct'"),
     ("{sources: [{path: x.jsonl, answer_type: boolean}]}", "curate.sources.0.answer_type: Input should be 'choice', 'number', 'math' or 'text'"),
     ("{sources: [{path: x.jsonl, category_map: {color: colour}}]}", "curate.sources.0.category_map.color: Input should be"),
-    ("{sources: [{path: x.jsonl, fields: {answer: ''}}]}", "curate.sources.0.fields: Value error, an empty column name for ['answer']"),
-    ("{sources: [{path: x.jsonl, name: ''}]}", "curate.sources.0.name: Value error, must not be empty"),
-    ("{sources: [{kind: parquet, path: x.parquet}]}", "curate.sources.0.kind: Input should be 'jsonl', 'json', 'tsv', 'hf' or 'verl'"),
+    ("{sources: [{path: x.jsonl, fields: {answer: ''}}]}", "curate.sources.0.fields: an empty column name for ['answer']"),
+    ("{sources: [{path: x.jsonl, name: ''}]}", "curate.sources.0.name: must not be empty"),
+    ("{sources: [{kind: parquet, path: x.parquet}]}", "curate.sources.0.kind: unknown source kind 'parquet' (kinds: jsonl, json, tsv, hf, verl; parquet is read by an hf source: `kind: hf, path: parquet, data_files: [FILE]`)"),
 ])
 def test_curation_settings_are_refused_when_the_config_loads(tmp_path, section, says):
     from flows.config import ConfigError, load_config
@@ -372,7 +372,7 @@ def test_our_categories_and_answer_types_are_read_in_any_case(tmp_path):
 
 @pytest.mark.parametrize("mix,says", [
     ("{rl: {Perception: 1}}", None),
-    ("{rl: {perceptoin: 1}}", "select.mix: Value error, mix.rl: unknown category 'perceptoin'; did you mean 'perception'?"),
+    ("{rl: {perceptoin: 1}}", "select.mix: mix.rl: unknown category 'perceptoin'; did you mean 'perception'?"),
 ])
 def test_category_names_in_the_select_mix_and_reward_caps_are_ours_in_any_case_or_refused(tmp_path, mix, says):
     from flows.config import ConfigError, load_config
@@ -643,7 +643,7 @@ def test_hf_only_options_in_a_config_source_of_another_kind_are_refused_when_it_
     with pytest.raises(ConfigError) as raised:
         load_config(tmp_path / "c.yaml")
     assert str(raised.value).splitlines()[-1].endswith(
-        "curate.sources.0: Value error, split: an option of `hf` sources only, and this source is kind jsonl (one file: its path); remove it")
+        "curate.sources.0: split: an option of `hf` sources only, and this source is kind jsonl (one file: its path); remove it")
     spec = SourceSpec(path=str(source))
     assert SourceSpec.model_validate(spec.model_dump()) == spec  # a dumped spec (the flows pass them so) holds the defaults: read again
     (tmp_path / "c.yaml").write_text(f"curate:\n  sources:\n    - {{kind: hf, path: json, data_files: {source}, split: train}}\n")

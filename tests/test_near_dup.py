@@ -168,7 +168,7 @@ def test_near_dup_limits_are_checked_when_the_config_loads(tmp_path):
     path.write_text("name: t\ncurate:\n  near_dup:\n    threshold: 0.99\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert f"{path}:4: curate.near_dup.threshold: Value error, 0.99 is outside the range" in str(info.value)
+    assert f"{path}:4: curate.near_dup.threshold: 0.99 is outside the range" in str(info.value)
     for bad in ({"seed": -1}, {"seed": 2**32}, {"tokens_per_edit": 0}, {"max_edits": -1}, {"max_df": 0}, {"num_perm": 8}, {"ngram": 0}):
         with pytest.raises(ValidationError):
             CurateConfig(near_dup=bad)

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from curation.validation_errors import error_message, field_path, plain_errors
 from synth.scoring.judge import JudgeConfig
 from synth.scoring.reward import RewardConfig
 from synth.tools.search import SearchConfig
@@ -35,7 +36,7 @@ def _section(raw: dict, name: str, model, source: str):
     try:
         return model.model_validate(raw.get(name) or {})
     except ValidationError as exc:
-        problems = "; ".join(f"{name}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{field_path((name, *e['loc']))}: {error_message(e)}" for e in plain_errors(exc.errors(), model))
         raise _fail(f"{source}: {problems}") from None
 
 

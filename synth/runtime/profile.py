@@ -36,6 +36,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from curation.validation_errors import validation_lines
+
 DEFAULT_PROFILE = "deepeyes-v2"
 COMPACT_PROFILE = "deepeyes-v2-compact"  # ours with a short system prompt, for tiny models (the learnable world's configs)
 IMAGE_SLOT = "\ue000"  # a private-use character: where an image goes in rendered text (never in real text)
@@ -377,9 +379,12 @@ def _load(path: Path) -> Profile:
     if cached is not None and _stamp([Path(f) for f, _, _ in cached[0]]) == cached[0]:
         return cached[1]
     try:
-        raw = ProfileFile.model_validate(yaml.safe_load(path.read_text()))
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        text = path.read_text()
+        raw = ProfileFile.model_validate(yaml.safe_load(text))
+    except (OSError, yaml.YAMLError) as exc:
         raise ProfileError(f"profile {path}: {exc}") from None
+    except ValidationError as exc:  # in the config's form: `FILE:LINE: field: message`, one per mistake
+        raise ProfileError("profile " + "; ".join(validation_lines(exc.errors(), str(path), yaml.compose(text), ProfileFile))) from None
     texts, files = {}, [path]
     for key, relative in raw.prompts.items():
         prompt_path = (path.parent / relative).resolve()

@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from curation.setting_path import SettingPath
 from curation.sources import TableFileError, read_table_file
 
 SearchBackend = Literal["local", "http", "none"]
@@ -43,9 +44,9 @@ class SearchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text_backend: SearchBackend = "local"
-    corpus_path: Path | None = None  # local text: JSONL or Parquet of title, url, text
+    corpus_path: SettingPath | None = None  # local text: JSONL or Parquet of title, url, text
     image_backend: SearchBackend = "local"
-    image_corpus_path: Path | None = None  # local image: JSONL of image (path), title, url
+    image_corpus_path: SettingPath | None = None  # local image: JSONL of image (path), title, url
     snippet_chars: int = 300
     thumbnail_px: int = 128
     # HTTP backends
@@ -56,7 +57,7 @@ class SearchConfig(BaseModel):
     timeout_s: float = 20.0
     retries: int = 4
     rate_limit_per_s: float = 5.0
-    cache_dir: Path | None = None  # persistent result cache; None: no cache
+    cache_dir: SettingPath | None = None  # persistent result cache; None: no cache
     # Threads that run searches for all episodes of a stage. Few on purpose: local search is CPU
     # work under the GIL, and the cache opens a SQLite connection per thread.
     threads: int = Field(8, ge=1)

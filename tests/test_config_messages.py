@@ -1,0 +1,131 @@
+"""Config mistakes are told in the YAML's words, never Python's (review r5 #21): no class names
+(`instance of SynthConfig`, `<class 'pathlib.Path'>`), no pydantic location parts that are not
+fields (`.[key]`, a union member's `list[str]`), no `Value error, ` prefix; and a source `kind`
+that is a file format says how an `hf` source reads it (#22)."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
+
+from curation.sources import SourceError, SourceSpec
+from curation.validation_errors import validation_lines
+from flows.config import ConfigError, PipelineConfig, load_config
+
+FIELDS = "'id', 'question', 'answer', 'images', 'category', 'answer_type', 'choices' or 'meta'"
+
+
+def refusal(tmp_path, text: str) -> str:
+    """The one line a config of `text` (after a first line) is refused with."""
+    config = tmp_path / "c.yaml"
+    config.write_text("name: c\n" + text)
+    with pytest.raises(ConfigError) as raised:
+        load_config(config, check=False)
+    lines = str(raised.value).removeprefix("invalid config:\n  ").splitlines()
+    assert len(lines) == 1, lines
+    return lines[0].replace(str(config), "c.yaml")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("synth: null\n", "c.yaml:2: synth: expected a mapping of settings (got null)"),
+    ("synth: {long_cot: lc/lc.jsonl}\n", "c.yaml:2: synth.long_cot: expected a mapping of settings (got 'lc/lc.jsonl')"),
+    ("sft: {lora: true}\n", "c.yaml:2: sft.lora: expected a mapping of settings (got true)"),
+    ("curate: {sources: [5]}\n", "c.yaml:2: curate.sources.0: expected a mapping of settings (got 5)"),
+    ("runs_dir: 5\n", "c.yaml:2: runs_dir: expected a path (got 5)"),
+    ("search: {corpus_path: [a]}\n", "c.yaml:2: search.corpus_path: expected a path (got a list)"),
+    ("synth: {long_cot: {path: ''}}\n", "c.yaml:2: synth.long_cot.path: must not be empty (leave the setting out for its default)"),
+    ("runs_dir: ' '\n", "c.yaml:2: runs_dir: must not be empty (leave the setting out for its default)"),
+    ("curate: {sources: [{path: x.jsonl, fields: {answr: answer}}]}\n",
+     f"c.yaml:2: curate.sources.0.fields.answr: the name 'answr' should be {FIELDS}; did you mean 'answer'?"),
+    # a union's members: one message, not one per member with pydantic's labels in the path
+    ("curate: {sources: [{kind: hf, path: org/x, data_files: 5}]}\n", "c.yaml:2: curate.sources.0.data_files: expected a text or a list (got 5)"),
+    ("curate: {sources: [{kind: hf, path: org/x, data_files: [1]}]}\n", "c.yaml:2: curate.sources.0.data_files.0: Input should be a valid string"),
+    ("sft: {lora: {target_modules: {a: 1}}}\n", "c.yaml:2: sft.lora.target_modules: expected a text or a list (got a mapping)"),
+    ("grpo: {vllm: {url: 5}}\n", "c.yaml:2: grpo.vllm.url: Input should be a valid string"),  # a field named like a type stays
+    ("tiny_model: {heads: 3, kv_heads: 2}\n", "c.yaml:2: tiny_model: heads: 3 query heads cannot be shared among kv_heads 2 key/value heads "
+     "(grouped-query attention): heads must be a multiple of kv_heads"),
+    # #22: a file format given as a source kind
+    ("curate: {sources: [{kind: csv, path: x.csv}]}\n", "c.yaml:2: curate.sources.0.kind: unknown source kind 'csv'; did you mean 'tsv'? "
+     "(kinds: jsonl, json, tsv, hf, verl; csv is read by an hf source: `kind: hf, path: csv, data_files: [FILE]`)"),
+    ("curate: {sources: [{kind: JSONL, path: x.jsonl}]}\n", "c.yaml:2: curate.sources.0.kind: unknown source kind 'JSONL'; did you mean "
+     "'jsonl'? (kinds: jsonl, json, tsv, hf, verl; Parquet, CSV and other files: `kind: hf, path: parquet, data_files: [FILE]`)"),
+])
+def test_each_mistake_reads_in_the_yaml_words(tmp_path, text, expected):
+    assert refusal(tmp_path, text) == expected
+
+
+def test_curate_sources_that_is_not_a_list_is_a_config_error_not_a_traceback(tmp_path):
+    assert refusal(tmp_path, "curate: {sources: 5}\n") == "c.yaml:2: curate.sources: Input should be a valid list"
+
+
+def test_a_misspelt_field_name_on_the_command_line_has_no_key_noise(tmp_path):
+    with pytest.raises(SourceError) as raised:
+        SourceSpec.parse_cli("jsonl:x.jsonl,fields.answr=answer")
+    assert str(raised.value) == f"--source 'jsonl:x.jsonl,fields.answr=answer': fields.answr: the name 'answr' should be {FIELDS}; did you mean 'answer'?"
+
+
+def _models(model: type[BaseModel], seen: dict[str, type[BaseModel]]) -> dict[str, type[BaseModel]]:
+    seen[model.__name__] = model
+    stack = [f.annotation for f in model.model_fields.values()]
+    while stack:
+        annotation = stack.pop()
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation.__name__ not in seen:
+            _models(annotation, seen)
+        stack += typing.get_args(annotation)
+    return seen
+
+
+def _config_models() -> list[type[BaseModel]]:
+    from eval.benchmarks import BenchmarkSpec
+    from synth.runtime.profile import ProfileFile
+
+    return list({**_models(PipelineConfig, {}), **_models(BenchmarkSpec, {}), **_models(ProfileFile, {})}.values())
+
+
+MODELS = _config_models()
+YAML_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats(allow_nan=False) | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                           max_leaves=6)
+LEAKS = ("<class", "instance of", "[key]", "Value error", "Assertion failed", "list[", "function-", "literal[", "lax-or-strict")
+
+
+def test_the_property_covers_every_section():
+    names = {m.__name__ for m in MODELS}
+    assert {"PipelineConfig", "SynthConfig", "LongCotConfig", "LoraSettings", "SourceSpec", "SearchConfig", "BenchmarkSpec",
+            "ProfileFile"} <= names
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_no_message_of_any_config_model_names_a_python_class_or_pydantic_shape(data):
+    """Any wrong value in any field of any config model: every line of the shared formatter is free of
+    Python's and pydantic's shapes."""
+    model = data.draw(st.sampled_from(MODELS))
+    field = data.draw(st.sampled_from(sorted(model.model_fields)))
+    value = data.draw(YAML_VALUES)
+    try:
+        model.model_validate({field: value})
+    except ValidationError as exc:
+        for line in validation_lines(exc.errors(), "c.yaml", None, model):
+            assert not any(leak in line for leak in LEAKS), line
+    except (ValueError, TypeError, OSError) as exc:  # a validator's own error outside pydantic's: not a shape question
+        assert "<class" not in str(exc)
+
+
+def test_a_protocol_profile_file_is_told_in_the_same_words(tmp_path):
+    from synth.runtime.profile import ProfileError, load_profile, shipped_profiles
+
+    profile = tmp_path / "p.yaml"
+    profile.write_text(shipped_profiles()["deepeyes-v2"].read_text().replace("  system: ", "  systm: "))
+    with pytest.raises(ProfileError) as raised:
+        load_profile(profile)
+    assert str(raised.value) == (f"profile {profile}:9: prompts.systm: the name 'systm' should be 'system', 'user', 'system_no_tools' or "
+                                 "'user_no_tools'; did you mean 'system'?")
+    profile.write_text("name: p\nversion: p/1\nprompts: {}\nobservation: null\n")
+    with pytest.raises(ProfileError) as raised:
+        load_profile(profile)
+    assert str(raised.value) == f"profile {profile}:4: observation: expected a mapping of settings (got null)"

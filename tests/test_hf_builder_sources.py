@@ -1,0 +1,132 @@
+"""An `hf` source that names a `datasets` builder (`parquet`, `csv`, `imagefolder`, ...) reads the
+files its `data_files` names. Without them `datasets` would read every file of the working
+directory (review r5 #15: a stray `Failed to read schema from 'c1.yaml'` log line, then an Arrow
+error about an unrelated file); with local patterns that match nothing it would fail only when the
+stage runs. Both are refused in one line before anything is loaded: when the config loads (the
+dry run too), and on the command line."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from curation.sources import SourceError, SourceSpec
+from flows.cli import main
+from flows.config import ConfigError, load_config
+
+NEEDS_FILES = ("data_files is needed: path {b!r} is a `datasets` builder, which reads the files data_files names "
+               "(a file, a glob or a list of them); without it, it would read the working directory")
+
+
+def deepeyes(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `deepeyes ARGS`, in-process."""
+    monkeypatch.setattr(sys, "argv", ["deepeyes", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    out = capsys.readouterr()
+    return exited.value.code, out.out.strip(), out.err.strip()
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A working directory holding files a builder would trip over (the reviewer ran from a folder of YAML files)."""
+    (tmp_path / "c1.yaml").write_text("name: c1\n")
+    (tmp_path / "notes.txt").write_text("not a table\n")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_the_builders_are_the_installed_datasets_packaged_modules():
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    from curation.sources import packaged_builders
+
+    assert packaged_builders() == frozenset(_PACKAGED_DATASETS_MODULES)
+    assert {"parquet", "csv", "json", "text", "imagefolder", "arrow", "webdataset"} <= packaged_builders()
+
+
+@pytest.mark.parametrize("builder", ["parquet", "csv", "json", "text", "imagefolder", "arrow", "webdataset"])
+def test_a_builder_without_data_files_is_refused_when_the_config_loads(workdir, builder):
+    config = workdir / "cs.yaml"
+    config.write_text(f"curate:\n  sources:\n    - {{kind: hf, path: {builder}}}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(config, check=False)
+    assert str(raised.value) == f"invalid config:\n  {config}:3: curate.sources.0: {NEEDS_FILES.format(b=builder)}"
+
+
+@pytest.mark.parametrize("data_files", ["[]", "''"])
+def test_empty_data_files_are_no_data_files(workdir, data_files):
+    config = workdir / "cs.yaml"
+    config.write_text(f"curate:\n  sources: [{{kind: hf, path: csv, data_files: {data_files}}}]\n")
+    with pytest.raises(ConfigError, match=r"curate\.sources\.0: data_files is needed: path 'csv'"):
+        load_config(config, check=False)
+
+
+def test_a_hub_id_and_a_builder_with_files_need_nothing_more(workdir):
+    assert SourceSpec.model_validate({"kind": "hf", "path": "org/dataset"}).exists()
+    (workdir / "rows.csv").write_text("question,answer\nq,a\n")
+    assert SourceSpec.model_validate({"kind": "hf", "path": "csv", "data_files": "rows.csv"}).exists()
+    assert SourceSpec.model_validate({"kind": "hf", "path": "csv", "data_files": ["*.csv"]}).exists()
+
+
+def test_the_dry_run_refuses_a_builder_without_data_files_and_loads_nothing(workdir, monkeypatch, capsys):
+    config = workdir / "cs.yaml"
+    config.write_text("name: cs\ncurate:\n  sources: [{kind: hf, path: parquet}]\n")
+    code, out, err = deepeyes(monkeypatch, capsys, "run", str(config), "--run-dir", str(workdir / "run"), "--dry-run")
+    assert (code, out, err) == (2, "", f"error: invalid config:\n  {config}:3: curate.sources.0: {NEEDS_FILES.format(b='parquet')}")
+
+
+def test_the_command_line_refuses_a_builder_without_data_files_in_one_line(workdir, monkeypatch, capsys, caplog):
+    code, out, err = deepeyes(monkeypatch, capsys, "curate", "--source", "hf:parquet", "--out", str(workdir / "cur"))
+    assert (code, out, err) == (2, "", f"error: --source 'hf:parquet': {NEEDS_FILES.format(b='parquet')}")
+    assert not (workdir / "cur").exists()
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("datasets")] == []  # nothing was loaded
+    with pytest.raises(SourceError, match=r"^--source 'hf:imagefolder,split=test': data_files is needed: path 'imagefolder'"):
+        SourceSpec.parse_cli("hf:imagefolder,split=test")
+
+
+@pytest.mark.parametrize("data_files,named", [
+    ("hfdata/nope.csv", "{d}/hfdata/nope.csv"),
+    ("[hfdata/rows.csv, hfdata/nope.csv]", "{d}/hfdata/nope.csv"),
+    ("'hfdata/*.nope'", "{d}/hfdata/*.nope"),
+])
+def test_the_dry_run_refuses_local_data_files_that_match_nothing(workdir, monkeypatch, capsys, data_files, named):
+    (workdir / "hfdata").mkdir()
+    (workdir / "hfdata" / "rows.csv").write_text("question,answer\nq,a\n")
+    config = workdir / "dr6.yaml"
+    config.write_text(f"name: dr\ncurate:\n  sources: [{{kind: hf, path: csv, data_files: {data_files}}}]\n")
+    code, out, err = deepeyes(monkeypatch, capsys, "run", str(config), "--run-dir", str(workdir / "run"), "--dry-run")
+    assert (code, out, err) == (2, "", f"error: {config}: curate.sources[0]: data_files: no file matches {named.format(d=workdir)}")
+
+
+def test_local_data_files_that_match_pass_the_dry_run(workdir, monkeypatch, capsys):
+    (workdir / "hfdata").mkdir()
+    (workdir / "hfdata" / "rows.csv").write_text("question,answer\nq,a\n")
+    config = workdir / "ok.yaml"
+    config.write_text("name: ok\ncurate:\n  sources: [{kind: hf, path: csv, data_files: 'hfdata/*.csv'}]\n")
+    code, _, err = deepeyes(monkeypatch, capsys, "run", str(config), "--run-dir", str(workdir / "run"), "--dry-run")
+    assert (code, err) == (0, "")
+
+
+def test_the_command_line_refuses_data_files_that_match_nothing_before_loading(workdir, monkeypatch, capsys, caplog):
+    code, out, err = deepeyes(monkeypatch, capsys, "curate", "--source", "hf:csv,data_files=hfdata/nope.csv", "--out", str(workdir / "cur"))
+    assert (code, out, err) == (2, "", "error: source 'nope': data_files: no file matches hfdata/nope.csv")
+    assert not (workdir / "cur").exists()
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("datasets")] == []
+
+
+def test_a_benchmark_definition_says_the_same_before_any_work(workdir, monkeypatch, capsys):
+    (workdir / "b1.yaml").write_text("name: b\nsource: {kind: hf, path: csv, data_files: nope.csv}\n")
+    (workdir / "b2.yaml").write_text("name: b\nsource: {kind: hf, path: csv}\n")
+    url = ["--model-url", "http://127.0.0.1:9/v1", "--model", "m", "--out", str(workdir / "ev")]  # never contacted
+    code, _, err = deepeyes(monkeypatch, capsys, "evaluate", "--benchmark", "b1.yaml", *url)
+    assert (code, err) == (2, f"error: --benchmark b1.yaml (b): data_files: no file matches {workdir}/nope.csv")
+    code, _, err = deepeyes(monkeypatch, capsys, "evaluate", "--benchmark", "b2.yaml", *url)
+    assert (code, err) == (2, f"error: b2.yaml:2: source: {NEEDS_FILES.format(b='csv')}")
+    config = workdir / "e.yaml"
+    config.write_text("name: x\neval: {benchmarks: [b1.yaml], model_url: 'http://127.0.0.1:9/v1', model_name: m}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert str(raised.value) == f"{config}: eval.benchmarks[0] (b): data_files: no file matches {workdir}/nope.csv"
+    assert not (workdir / "ev").exists()
