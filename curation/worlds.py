@@ -5,6 +5,7 @@ learns on a CPU, so the demo shows learning)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,8 +14,42 @@ from curation import demo_world, learnable_world
 WorldKind = Literal["classic", "learnable"]
 
 
+WORLD_RECORD = "world.json"  # written last by either world: a folder with it holds a world
+WORLD_FOLDERS = ("images", "image_corpus")  # the worlds' own image folders, named after their samples (`demo-perception-0001.png`)
+
+
+class WorldFolderError(ValueError):
+    """A world's output folder that holds something else; the message names it."""
+
+
+def check_world_folder(out_dir: str | Path, option: str = "OUT") -> None:
+    """Refuse an `out_dir` that holds files but no world (no `world.json`): writing a world replaces
+    an old world's files, and never mixes into, or deletes, a folder of other files. Raises
+    `WorldFolderError` naming `option`."""
+    out = Path(out_dir)
+    if out.is_dir() and any(out.iterdir()) and not (out / WORLD_RECORD).is_file():
+        raise WorldFolderError(f"{option} {out}: a folder that is not empty and holds no world (no {WORLD_RECORD}); give a new or "
+                               "empty folder, or an earlier world's folder to replace that world")
+
+
+def clear_world(out_dir: str | Path) -> None:
+    """Remove an earlier world's files from `out_dir` (its image folders, its JSON Lines files and
+    `world.json`), so the world written next is the folder's whole world: a smaller one leaves no
+    images of the bigger one behind. Other files in the folder (a pipeline stage's manifest) stay."""
+    out = Path(out_dir)
+    for name in WORLD_FOLDERS:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+    for kind in ("classic", "learnable"):
+        for path in world_files(kind, out).values():
+            Path(path).unlink(missing_ok=True)
+    (out / WORLD_RECORD).unlink(missing_ok=True)
+
+
 def generate(kind: WorldKind, out_dir: str | Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """Write the world `kind` with `settings` (its config's fields) into `out_dir`; return its summary."""
+    """Write the world `kind` with `settings` (its config's fields) into `out_dir`, in place of any
+    world there (`clear_world`); return its summary."""
+    clear_world(out_dir)
     if kind == "learnable":
         return learnable_world.generate_learnable_world(out_dir, learnable_world.LearnableWorldConfig(**settings))
     return demo_world.generate_world(out_dir, demo_world.WorldConfig(**settings))

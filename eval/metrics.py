@@ -172,7 +172,7 @@ def summary_line(bench: str, run_name: str, overall: dict[str, Any], unreadable:
         elif unreadable:
             why = f"all {unreadable} unreadable"
         elif bench == HELDOUT:
-            why = "the run's eval pool is empty: curate more samples (--per-family in the demo) or raise curate.split.eval"
+            why = "the run's eval pool is empty: curate more samples or raise curate.split.eval"
         else:
             why = "the benchmark has none"
         return f"eval {bench} ({run_name}): no samples scored ({why})"

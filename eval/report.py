@@ -37,6 +37,8 @@ class RunData:
 def load_run(run_dir: str | Path) -> RunData:
     run = Path(run_dir)
     metrics_path = run / "eval" / "metrics.json"
+    if not run.is_dir():
+        raise ReportError(f"{run}: {'a file, not a run directory' if run.exists() else 'run directory not found'}")
     if not metrics_path.is_file():
         raise ReportError(f"{run}: no eval/metrics.json (run the evaluate stage first)")
     data = RunData(run.name, json.loads(metrics_path.read_text()))

@@ -37,14 +37,16 @@ from synth.trajectory import TRAJECTORY_SCHEMA
 log = logging.getLogger(__name__)
 
 
-def empty_heldout_warning(cfg: EvalConfig, per_pool: dict[str, int]) -> str | None:
+def empty_heldout_warning(cfg: EvalConfig, per_pool: dict[str, int], world: bool = False) -> str | None:
     """What to tell right after curation when the evaluation will score the run's held-out pool(s)
     (no `eval.benchmarks`) and curation put no row there (`per_pool`: rows per pool of the curated
-    shards); None when there is something to score."""
+    shards); None when there is something to score. `world`: the rows come from the demo world
+    (more of them: `world.per_family`), else only from `curate.sources`."""
     if cfg.benchmarks or any(per_pool.get(pool) for pool in cfg.pools):
         return None
+    more = "raise world.per_family (--per-family in `deepeyes demo`)" if world else "add rows to curate.sources"
     return (f"the held-out pool ({', '.join(cfg.pools)}) is empty: none of the {sum(per_pool.values())} curated rows drew it, so the "
-            "evaluation will score nothing; curate more rows (--per-family in the demo), raise curate.split.eval, or name eval.benchmarks")
+            f"evaluation will score nothing; {more}, raise curate.split.eval, or name eval.benchmarks")
 
 
 def _warn(message: str) -> None:

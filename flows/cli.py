@@ -30,6 +30,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from curation.select import ProbeDataError
     from curation.shards import ShardError
     from curation.sources import SourceError
+    from curation.worlds import WorldFolderError
     from eval.benchmarks import BenchmarkError
     from eval.report import ReportError
     from flows.config import ConfigError
@@ -44,7 +45,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (ConfigError, ShardError, EndpointError, LongCotError, SandboxUnavailable, SearchError, TrainingDataError, TrainingSetupError,
             FileNotFoundError, SourceError, ProbeDataError, ValidationError, BenchmarkError, ReportError, ProbeInputError, DeployError,
-            InputFileError)
+            InputFileError, WorldFolderError)
 
 
 class _NoTracebackForUserErrors(logging.Filter):
@@ -242,7 +243,7 @@ def deploy(
 def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Each stage of a run: complete, partial (some failed), stale (an input or an upstream stage changed since), incomplete, missing,
     or not in config (the run's config has no such stage)."""
-    from flows.lineage import RUN_RECORD_NAME, STAGE_DIRS, run_record_problem
+    from flows.lineage import RUN_RECORD_NAME, STAGE_DIRS, read_run_record, run_record_problem, stage_output_status
     from flows.lineage import status as run_status
 
     if run_dir.exists() and not run_dir.is_dir():
@@ -250,33 +251,47 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
     if not any((run_dir / name).exists() for name in (*STAGE_DIRS, RUN_RECORD_NAME, "summary.json")):
+        if (row := stage_output_status(run_dir)) is not None:  # `deepeyes curate --out DIR` and the like
+            typer.echo(f"{run_dir}: one stage's output ({row['stage']}), not a run directory")
+            typer.echo(_status_line(row, {}, "rerunning the command"))
+            return
         raise FileNotFoundError(f"{run_dir} holds no run: none of {', '.join(STAGE_DIRS)}, {RUN_RECORD_NAME} "
                                 f"(give the directory a run wrote: runs/NAME)")
     summary_path = run_dir / "summary.json"
     timings = json.loads(summary_path.read_text()).get("timings_s", {}) if summary_path.exists() else {}
     total = timings.get("total")
-    typer.echo(f"run {run_dir}" + (f" (took {total:.1f} s)" if total else ""))
+    command = (read_run_record(run_dir) or {}).get("command")
+    typer.echo(f"run {run_dir}" + (f" (took {total:.1f} s)" if total else "") + (f" (written by deepeyes {command})" if command else ""))
     if problem := run_record_problem(run_dir):
         typer.echo(f"warning: {problem}; without it, a stage the config lacks shows as missing", err=True)
+    # A command's directory holds its one stage: the stages no flow ran there are left out, not listed as not in config.
+    next_run = f"rerunning deepeyes {command}" if command else "the next run"
     for row in run_status(run_dir):
-        launched = f"; launcher log {row['launch_log']}" if "launch_log" in row else ""
-        configured = row.get("configured", True)
-        # An output of a stage the run's config does not have: an earlier config's, which no run of this one redoes.
-        unplanned = "" if configured or row["state"] == "not in config" else "; not in the run's config (an earlier config's output)"
-        if row["state"] in ("missing", "incomplete", "corrupt", "not in config"):
-            again = "; the next run runs the stage again" if configured else ""
-            problem = f": {row['problem']}{again}" if "problem" in row else ""
-            typer.echo(f"  {row['stage']:<11} {row['state']}{problem}{unplanned}{launched}")
-            continue
-        shown, more = row["changed_inputs"][:5], len(row["changed_inputs"]) - 5
-        changed = f"; changed since: {', '.join(shown)}" + (f" and {more} more" if more > 0 else "") if shown else ""
-        if row["failed"]:  # the endpoint failed some: not a complete output, the next run sends those again
-            changed += f"; {row['failed']} failed (the next run retries them)"
-        # The stage's wall time over all its tasks when the last run took it, else its last task's.
-        took = timings.get("evaluate" if row["stage"] == "eval" else row["stage"], row["seconds"])
-        seconds = f"{took:.1f} s" if took is not None else "-"
-        typer.echo(f"  {row['stage']:<11} {row['state']:<9} rows {row['rows'] if row['rows'] is not None else '-':<6} {seconds:<8} "
-                   f"config {row['config_hash'] or '-'}  commit {row['git_commit'] or '-'}{changed}{unplanned}{launched}")
+        if not (command and row["state"] == "not in config"):
+            typer.echo(_status_line(row, timings, next_run))
+
+
+def _status_line(row: dict[str, Any], timings: dict[str, Any], next_run: str = "the next run") -> str:
+    """One stage's line of `deepeyes status`; `next_run`: what runs the stage again (the next run of
+    the flow, or the command that wrote the directory), for the hint of one that did not finish."""
+    launched = f"; launcher log {row['launch_log']}" if "launch_log" in row else ""
+    configured = row.get("configured", True)
+    # An output of a stage the run's config does not have: an earlier config's, which no run of this one redoes.
+    unplanned = "" if configured or row["state"] == "not in config" else "; not in the run's config (an earlier config's output)"
+    if row["state"] in ("missing", "incomplete", "corrupt", "not in config"):
+        problem = f": {row['problem']}{f'; {next_run} runs the stage again' if configured else ''}" if "problem" in row else ""
+        if row["state"] == "incomplete" and configured:  # what finished is kept: shards, answered requests, checkpoints
+            problem = f": it did not finish; {next_run} resumes it"
+        return f"  {row['stage']:<11} {row['state']}{problem}{unplanned}{launched}"
+    shown, more = row["changed_inputs"][:5], len(row["changed_inputs"]) - 5
+    changed = f"; changed since: {', '.join(shown)}" + (f" and {more} more" if more > 0 else "") if shown else ""
+    if row["failed"]:  # the endpoint failed some: not a complete output, the next run sends those again
+        changed += f"; {row['failed']} failed ({next_run} retries them)"
+    # The stage's wall time over all its tasks when the last run took it, else its last task's.
+    took = timings.get("evaluate" if row["stage"] == "eval" else row["stage"], row["seconds"])
+    seconds = f"{took:.1f} s" if took is not None else "-"
+    return (f"  {row['stage']:<11} {row['state']:<9} rows {row['rows'] if row['rows'] is not None else '-':<6} {seconds:<8} "
+            f"config {row['config_hash'] or '-'}  commit {row['git_commit'] or '-'}{changed}{unplanned}{launched}")
 
 
 class _LazyBar:
@@ -546,10 +561,11 @@ def generate_world_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the world's generator (any integer).")] = 0,
     per_family: Annotated[int, typer.Option(help="Samples per family (perception, reasoning, search); at least 1.", min=1)] = 12,
 ) -> None:
-    """Write the demo world: samples, search corpus, replay scripts."""
-    from curation.demo_world import WorldConfig, generate_world
+    """Write the demo world: samples, search corpus, replay scripts (replacing a world already in OUT)."""
+    from curation.worlds import check_world_folder, generate
 
-    typer.echo(json.dumps(generate_world(out, WorldConfig(seed=seed, per_family=per_family)), indent=2))
+    check_world_folder(out)
+    typer.echo(json.dumps(generate("classic", out, {"seed": seed, "per_family": per_family}), indent=2))
 
 
 sandbox_app = typer.Typer(help="The Python sandbox that runs model-written code.", no_args_is_help=True)

@@ -198,6 +198,10 @@ def evaluate_cmd(
         judge = judge.model_copy(update={"llm_model": judge_model})
     started = time.time()
     reward = base.get("reward") or RewardConfig()
+    from flows import lineage
+
+    # What the directory is, before anything in it: `status` shows its one stage (and one that did not finish as such).
+    lineage.record_command_run(out, "evaluate", evaluation_config(cfg, search, judge, reward), ["eval"])
     metrics = run_evaluate(cfg, cfg.model_path, run_dir / "select" if run_dir else None, out / "eval", search, judge, reward)
     record_evaluation(out / "eval", cfg, search, judge, reward, metrics, time.time() - started)
     report = build_report([out], out / "report")
@@ -221,9 +225,14 @@ def record_evaluation(eval_dir: Path, cfg: Any, search: Any, judge: Any, reward:
     inputs = [*([cfg.model_path] if cfg.model_path else []),
               *(str(f) for name in cfg.benchmarks for f in benchmark_files(name, cfg.data_root)),
               *(str(f) for f in search_input_files(search))]
-    config = {"eval": cfg.model_dump(mode="json"), "search": search.model_dump(mode="json"), "judge": judge.model_dump(mode="json"),
-              "reward": reward.model_dump(mode="json")}
-    lineage.record(eval_dir, "evaluate", config, inputs, seconds, result={"metrics_path": str(eval_dir / "metrics.json"), **metrics})
+    lineage.record(eval_dir, "evaluate", evaluation_config(cfg, search, judge, reward), inputs, seconds,
+                   result={"metrics_path": str(eval_dir / "metrics.json"), **metrics})
+
+
+def evaluation_config(cfg: Any, search: Any, judge: Any, reward: Any) -> dict[str, Any]:
+    """The settings `deepeyes evaluate` ran with, as JSON: its lineage's config and its `run.json`'s."""
+    return {"eval": cfg.model_dump(mode="json"), "search": search.model_dump(mode="json"), "judge": judge.model_dump(mode="json"),
+            "reward": reward.model_dump(mode="json")}
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from curation import validation_errors
 from curation.select import SelectConfig
@@ -51,6 +52,16 @@ class WorldSettings(BaseModel):
     distractor_docs: int = Field(40, ge=0)
     instruct_per_family: int = Field(0, ge=0)  # learnable only: samples per family for the `base:` instruct stage
     families: list[Literal["perception", "reasoning", "search", "direct"]] | None = None  # learnable only: a subset; None: all four
+
+    @field_validator("families", "instruct_per_family")
+    @classmethod
+    def _learnable_only(cls, value: Any, info: ValidationInfo) -> Any:
+        """`families` and `instruct_per_family` shape the learnable world; the classic one has neither
+        (a setting written for it would be ignored)."""
+        if info.data.get("kind") == "classic":
+            raise PydanticCustomError("learnable_only", "for the learnable world only (world.kind: learnable); the classic world "
+                                      "has no such setting")
+        return value
 
     def generator_settings(self) -> dict[str, Any]:
         """The fields the world's generator takes."""

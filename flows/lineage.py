@@ -254,15 +254,16 @@ def upstream_stages(lineage: dict[str, Any], run: Path, own: str, depth: int = 4
     return found
 
 
-def record_run(run_dir: str | Path, config: dict[str, Any], stages: list[str]) -> bool:
+def record_run(run_dir: str | Path, config: dict[str, Any], stages: list[str], command: str | None = None) -> bool:
     """Write `run.json` in the run directory: the config (as a JSON dict) a flow was started with,
     its hash, and `stages`, the directories of the stages the config plans (`world`, `curate`, ...,
-    `eval`, in pipeline order). The last flow started in a run directory wins. A record with the
-    same config and stages is left as it is (an unchanged re-run changes no file). Returns whether
-    the file was written."""
+    `eval`, in pipeline order). `command`: the one-stage command that wrote the directory instead
+    of a flow (`evaluate`: `deepeyes evaluate --out DIR`), recorded as `command`. The last flow
+    started in a run directory wins. A record with the same config and stages is left as it is (an
+    unchanged re-run changes no file). Returns whether the file was written."""
     run = Path(run_dir)
     record = {"format": RUN_RECORD_FORMAT, "config_hash": config_hash(config), "stages": list(stages),
-              "config": json.loads(json.dumps(config, default=str))}
+              "config": json.loads(json.dumps(config, default=str)), **({"command": command} if command else {})}
     old = read_run_record(run)
     if old is not None and {k: v for k, v in old.items() if k != "recorded_at"} == record:
         return False
@@ -300,6 +301,53 @@ def read_run_record(run_dir: str | Path) -> dict[str, Any] | None:
     return _load_run_record(run_dir)[0]
 
 
+def record_command_run(run_dir: str | Path, command: str, config: dict[str, Any], stages: list[str]) -> bool:
+    """`run.json` for a directory a one-stage command writes (`deepeyes evaluate --out DIR`: its
+    `eval/`), so that `status` shows only what the command makes (see `record_run`). A directory a
+    flow runs in keeps its own record (the command's stage is one its config plans), as does one
+    from before `run.json` holding another stage's output. Returns whether the file was written."""
+    run = Path(run_dir)
+    old = read_run_record(run)
+    if old is not None and old.get("command") != command:
+        return False
+    if old is None and any((run / name).exists() for name in STAGE_DIRS if name not in stages):
+        return False
+    return record_run(run, config, stages, command)
+
+
+def _stage_row(name: str, stage_dir: Path, run: Path, stale: set[str], configured: dict[str, Any]) -> dict[str, Any]:
+    """One stage's status row (see `status`); `stale` gathers the stale stages, in pipeline order."""
+    manifest, problem = _manifest_or_problem(stage_dir)
+    # A stage trained through `training.command` kept its launcher's output there (a failed one too).
+    launch_log = stage_dir / f"launch-{name}.log"
+    launched = {"launch_log": str(launch_log)} if launch_log.is_file() else {}
+    if manifest is None:
+        if not stage_dir.exists():
+            state = "missing" if not configured else "not in config"
+        else:
+            state = "corrupt" if problem else "incomplete"
+        return {"stage": name, "state": state, **configured, **launched, **({"problem": problem} if problem else {})}
+    lineage = manifest.get("lineage") or {}
+    changed = changed_inputs(lineage, stage_dir=stage_dir)
+    changed += [f"{up} (stale)" for up in sorted(upstream_stages(lineage, run, name) & stale, key=STAGE_DIRS.index)]
+    failed = failed_count(manifest)
+    if changed:
+        stale.add(name)
+    return {
+        "stage": name,
+        "state": "stale" if changed else "partial" if failed else "complete",
+        "rows": manifest.get("rows"),
+        "counts": manifest.get("counts"),
+        "failed": failed,
+        "seconds": lineage.get("seconds", manifest.get("seconds")),
+        "config_hash": lineage.get("config_hash"),
+        "git_commit": (lineage.get("git_commit") or "")[:12] or None,
+        "changed_inputs": changed,
+        **configured,
+        **launched,
+    }
+
+
 def status(run_dir: str | Path) -> list[dict[str, Any]]:
     """Each stage of a run: its state, rows, time, config hash, commit, and the inputs that changed
     since it ran. States: `missing`, `incomplete` (no manifest: it did not finish), `stale` (an
@@ -313,38 +361,20 @@ def status(run_dir: str | Path) -> list[dict[str, Any]]:
     run = Path(run_dir)
     record = read_run_record(run)
     planned = set(record["stages"]) if record is not None else None
-    rows = []
     stale: set[str] = set()
-    for name in STAGE_DIRS:  # in pipeline order: a stage's inputs come before it
-        manifest, problem = _manifest_or_problem(run / name)
-        # A stage trained through `training.command` kept its launcher's output there (a failed one too).
-        launch_log = run / name / f"launch-{name}.log"
-        launched = {"launch_log": str(launch_log)} if launch_log.is_file() else {}
-        configured = {} if planned is None or name in planned else {"configured": False}
-        if manifest is None:
-            if not (run / name).exists():
-                state = "missing" if not configured else "not in config"
-            else:
-                state = "corrupt" if problem else "incomplete"
-            rows.append({"stage": name, "state": state, **configured, **launched, **({"problem": problem} if problem else {})})
-            continue
-        lineage = manifest.get("lineage") or {}
-        changed = changed_inputs(lineage, stage_dir=run / name)
-        changed += [f"{up} (stale)" for up in sorted(upstream_stages(lineage, run, name) & stale, key=STAGE_DIRS.index)]
-        failed = failed_count(manifest)
-        if changed:
-            stale.add(name)
-        rows.append({
-            "stage": name,
-            "state": "stale" if changed else "partial" if failed else "complete",
-            "rows": manifest.get("rows"),
-            "counts": manifest.get("counts"),
-            "failed": failed,
-            "seconds": lineage.get("seconds"),
-            "config_hash": lineage.get("config_hash"),
-            "git_commit": (lineage.get("git_commit") or "")[:12] or None,
-            "changed_inputs": changed,
-            **configured,
-            **launched,
-        })
-    return rows
+    # In pipeline order: a stage's inputs come before it.
+    return [_stage_row(name, run / name, run, stale, {} if planned is None or name in planned else {"configured": False})
+            for name in STAGE_DIRS]
+
+
+def stage_output_status(out_dir: str | Path) -> dict[str, Any] | None:
+    """The status row (see `status`) of a folder that is one stage's output rather than a run
+    directory, as `deepeyes curate --out` (and `probe`, `select`, `synth`) write it: a
+    `_manifest.json` naming its `stage` at the top. None for any other folder."""
+    out = Path(out_dir)
+    manifest, problem = _manifest_or_problem(out)
+    if problem:
+        return {"stage": "output", "state": "corrupt", "problem": problem}
+    if manifest is None or not isinstance(manifest.get("stage"), str):
+        return None
+    return _stage_row(manifest["stage"], out, out, set(), {})

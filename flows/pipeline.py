@@ -456,7 +456,7 @@ def _curate(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
     benchmark_files = tuple(str(f) for spec in r.curate.benchmarks for f in spec.local_files())
     curated = stages.done("curate", stages.call("curate", curate_finish_task, r.curated, curate | {"probes": probes}, (*staged_dirs, *benchmark_files),
                                                 {"cfg": curate, "staged_dirs": staged_dirs, "out_dir": r.curated, "probes": probes}))
-    empty_eval = empty_heldout_warning(cfg.eval, curated.get("per_pool", {}))
+    empty_eval = empty_heldout_warning(cfg.eval, curated.get("per_pool", {}), world=cfg.world is not None)
     if empty_eval is not None:  # told now, not after training
         get_run_logger().warning(empty_eval)
         curated.setdefault("warnings", []).append(empty_eval)
@@ -584,6 +584,8 @@ def _flow_started(cfg: PipelineConfig, run: Path) -> None:
     keep_dill_out_of_run_logs()
     run.mkdir(parents=True, exist_ok=True)
     stages = [Path(step["out"]).name for step in plan(cfg, run)]
+    if cfg.world is None and not cfg.curate.sources:  # a config that only evaluates a model: no data, so no training
+        stages = [stage for stage in stages if stage in ("eval", "report")]
     lineage.record_run(run, cfg.model_dump(mode="json"), list(dict.fromkeys(stages)))
 
 

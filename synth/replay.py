@@ -123,6 +123,22 @@ class ReplayScriptsError(SourceError):
     the file, the line and what is wrong."""
 
 
+SCRIPTS_NAME = "replay_scripts.jsonl"  # beside a world's samples.jsonl
+
+
+def not_a_script(path: Path, number: int, row: dict[str, Any]) -> str:
+    """Why line `number` of `path`, an object with a `question`, is not a replay script (which has
+    `sample_id` and the `teacher`'s turns): a sample row (`id`, `images`) is named as one, with the
+    world's scripts file beside it."""
+    beside = path.parent / SCRIPTS_NAME
+    where = f" ({beside})" if beside.is_file() else ""
+    if "id" in row and ("images" in row or "answer" in row):
+        return (f"--scripts {path}: line {number} is a sample (id, question, answer, images), not a replay script (sample_id, "
+                f"teacher and student turns): this looks like a world's samples file; the scripts file is the world's {SCRIPTS_NAME}{where}")
+    missing = ", ".join(key for key in ("sample_id", "teacher") if key not in row)
+    return f"--scripts {path}: line {number} is not a replay script (no {missing}): give the world's {SCRIPTS_NAME}{where}"
+
+
 class ReplayScripts:
     """The demo world's scripts (`replay_scripts.jsonl`: one JSON object per line with its
     `question`), found by image digest or question. Raises `ReplayScriptsError`."""
@@ -145,6 +161,8 @@ class ReplayScripts:
             if not isinstance(script, dict) or not isinstance(script.get("question"), str):
                 raise ReplayScriptsError(f"--scripts {scripts_path}: line {number} is not a script (an object with a `question`): "
                                          "give the demo world's replay_scripts.jsonl (deepeyes generate-world)")
+            if not isinstance(script.get("teacher"), list) or "sample_id" not in script:
+                raise ReplayScriptsError(not_a_script(Path(scripts_path), number, script))
             self.by_question.setdefault(script["question"], []).append(script)
             if script.get("image_digest"):
                 self.by_digest[script["image_digest"]] = script

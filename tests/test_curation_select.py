@@ -122,8 +122,8 @@ def test_curation_for_the_probes_counts_the_rows_left_to_select_under_a_name_not
 
     assert empty_heldout_warning(EvalConfig(), summary["per_pool"]) is None
     assert empty_heldout_warning(EvalConfig(), {"to_select": 4}) == (
-        "the held-out pool (eval) is empty: none of the 4 curated rows drew it, so the evaluation will score nothing; curate more "
-        "rows (--per-family in the demo), raise curate.split.eval, or name eval.benchmarks")
+        "the held-out pool (eval) is empty: none of the 4 curated rows drew it, so the evaluation will score nothing; add rows to "
+        "curate.sources, raise curate.split.eval, or name eval.benchmarks")
     assert empty_heldout_warning(EvalConfig(benchmarks=["vstar"]), {"to_select": 4}) is None  # benchmarks are scored instead
 
 

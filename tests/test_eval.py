@@ -97,7 +97,7 @@ def test_an_empty_eval_pool_is_said_to_be_empty_never_reported_as_an_accuracy(tm
     assert {k: empty["overall"][k] for k in ("accuracy", "ci95", "format_ok", "mean_reward", "share_using_tools", "tool_calls_per_sample")} == (
         dict.fromkeys(("accuracy", "ci95", "format_ok", "mean_reward", "share_using_tools", "tool_calls_per_sample")))
     assert summary_line("heldout", "tools", empty["overall"]) == ("eval heldout (tools): no samples scored (the run's eval pool is empty: "
-                                                                 "curate more samples (--per-family in the demo) or raise curate.split.eval)")
+                                                                 "curate more samples or raise curate.split.eval)")
     assert summary_line("vstar", "tools", empty["overall"], unreadable=3) == "eval vstar (tools): no samples scored (all 3 unreadable)"
     assert summary_line("vstar", "no_tools", empty["overall"], failed=2) == (
         "eval vstar (no_tools): no samples scored (2 failed at the endpoint (the next run asks again))")

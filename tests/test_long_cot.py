@@ -270,9 +270,52 @@ def test_the_synthesize_summary_and_the_run_show_the_warning(world, curated, rep
     assert "short by 40 of 40" in lines[at] and lines[at + 1] == f"warning:    {warning}"
 
 
-def test_the_long_cot_rows_images_are_inputs_of_the_synthesize_stage(world, replay_url, tmp_path):
+def test_the_long_cot_rows_images_are_inputs_of_the_synthesize_stage(world, curated, replay_url, tmp_path):
     """Replacing an image a long-CoT row points to makes `status` say stale, and the next run
-    re-runs the stage and writes the new image (as curation's images do)."""
+    re-runs the stage and writes the new image (as curation's images do). The pipeline's own merge
+    task (the stage that mixes the rows in) and its cache decision, in-process: the CLI runs of the
+    same are the slow test below."""
+    from flows import lineage
+    from flows.cli import _status_line
+    from flows.config import PipelineConfig
+    from flows.pipeline import Stages, synthesize_merge_task
+
+    (tmp_path / "lc").mkdir()
+    image = tmp_path / "lc" / "card.png"
+    image.write_bytes(_png("red"))
+    path = _write(tmp_path / "lc" / "cot.jsonl", [{"id": "card", "question": "What colour is the card?",
+                                                   "response": RESPONSE.format("red"), "images": ["card.png"]}])
+    run = tmp_path / "run"
+    out, shard = run / "synthesize", run / "synthesize" / "_shards" / "part-00000"
+    run_synthesize(synth_config(replay_url, attempts=1), curated, shard, search_config(world))  # a shard task's output: no long-CoT rows
+    cfg = synth_config(replay_url, attempts=1, long_cot=LongCotConfig(path=path, ratio=0.5)).model_dump(mode="json")
+
+    def key():  # what the flow decides: the key, and whether the stage must run even on a cache record
+        found, _, refresh = Stages(PipelineConfig(), run)._key("synthesize", out, cfg, (str(shard),))
+        return found, refresh
+
+    def merge():
+        synthesize_merge_task.fn(cfg, [str(shard)], str(out), {"stage": "synthesize", "config": cfg, "inputs": [str(shard)], "key": key()[0]})
+
+    def status():
+        return _status_line(next(row for row in lineage.status(run) if row["stage"] == "synthesize"), {})
+
+    def card():
+        [row] = [r for r in read_table(out).to_pylist() if r["sample_id"] == "card"]
+        return row["images"][0]["bytes"]
+
+    merge()
+    assert card() == _png("red") and " complete " in status() and key()[1] is False
+    image.write_bytes(_png("green"))  # the same name, another picture
+    line = status()
+    assert " stale " in line and str(image) in line and key()[1] is True
+    merge()
+    assert card() == _png("green") and " complete " in status() and key()[1] is False
+
+
+@pytest.mark.slow
+def test_the_long_cot_rows_images_are_inputs_of_the_synthesize_stage_through_the_cli(world, replay_url, tmp_path):
+    """The same as the test above, through `deepeyes run --flow` and `deepeyes status` (four runs, minutes)."""
     from tests.test_curate_inputs import run_cli
 
     (tmp_path / "lc").mkdir()

@@ -146,6 +146,27 @@ def test_a_max_length_that_cuts_image_tokens_is_refused_before_training_naming_t
     assert summary["steps"] == 1
 
 
+def test_the_instruct_stages_sft_settings_are_named_under_base(tiny_model, tmp_path):
+    """Review r5 #23: SFT settings inside `base:` (the instruct stage) were named `sft.`, the main
+    stage's section; the instruct stage runs for real here (curate, the replay server's instruct
+    persona, SFT), and SFT refuses its max_length before training."""
+    from curation.learnable_world import LearnableWorldConfig, generate_learnable_world
+    from tests.conftest import start_replay
+    from train.base import BaseStageConfig, run_base
+    from train.sft import TrainingDataError
+
+    world = generate_learnable_world(tmp_path / "world", LearnableWorldConfig(per_family=1, instruct_per_family=2,
+                                                                              families=("perception",), distractor_docs=2, long_cot=0))
+    server, url = start_replay(world, tmp_path)
+    try:
+        cfg = BaseStageConfig(concurrency=2, sft=SFTStageConfig(max_length=16, max_steps=1))
+        with pytest.raises(TrainingDataError) as raised:
+            run_base(cfg, tiny_model, world["instruct_path"], url, tmp_path / "base")
+    finally:
+        server.stop()
+    assert str(raised.value).startswith("base.sft.max_length: 16 tokens would cut ")
+
+
 def test_lora_target_modules_that_match_nothing_are_named_with_the_layers_there_are(tiny_model, trajectories, tmp_path):
     from train.sft import LoraSettings, TrainingSetupError
 

@@ -61,7 +61,7 @@ def run_base(
     synth_cfg = SynthConfig(teacher_url=endpoint_url, teacher_model=cfg.instruct_model, pools=["coldstart"], attempts=1,
                             concurrency=cfg.concurrency, allow_code_errors=True, long_cot=long_cot, agent=cfg.agent)
     synthesized = run_synthesize(synth_cfg, out / "curate", out / "synthesize", search, judge, reward=reward)
-    sft = run_sft(cfg.sft, model_path, [out / "synthesize"], out / "sft")
+    sft = run_sft(cfg.sft, model_path, [out / "synthesize"], out / "sft", setting="base.sft")
     return {
         "checkpoint": sft["checkpoint"],
         "curated": curated["counts"] if "counts" in curated else curated,

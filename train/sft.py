@@ -109,11 +109,12 @@ def image_tokens_end(processor, messages: list[dict], images: list) -> int:
     return max((i + 1 for i, token in enumerate(ids) if token == image_id), default=0)
 
 
-def check_max_length(dataset, processor, max_length: int | None) -> None:
+def check_max_length(dataset, processor, max_length: int | None, setting: str = "sft") -> None:
     """Refuse an `sft.max_length` that would cut a row inside its image tokens (transformers then
     stops the run with "Mismatch in `image` token count"). `dataset` has `id`, `messages`, `images`.
-    Raises `TrainingDataError` naming the setting, a row, and the length every row fits in. Each image
-    row is tokenized once (with its images), so this runs only when a length is set."""
+    Raises `TrainingDataError` naming the setting (under `setting`, the SFT section's path: `sft`, or
+    `base.sft` for the instruct stage), a row, and the length every row fits in. Each image row is
+    tokenized once (with its images), so this runs only when a length is set."""
     if max_length is None:
         return
     needed = [(row["id"], image_tokens_end(processor, row["messages"], row["images"])) for row in dataset if row["images"]]
@@ -121,7 +122,7 @@ def check_max_length(dataset, processor, max_length: int | None) -> None:
     if cut:
         row_id, first = cut[0]
         raise TrainingDataError(
-            f"sft.max_length: {max_length} tokens would cut {len(cut)} of {len(dataset)} rows inside their image tokens "
+            f"{setting}.max_length: {max_length} tokens would cut {len(cut)} of {len(dataset)} rows inside their image tokens "
             f"(row {row_id!r} needs {first} tokens to hold its images); set it to at least {max(n for _, n in needed)}, "
             "or leave it unset to never cut")
 
@@ -213,14 +214,15 @@ def lora_config(settings: LoraSettings):
                       target_modules=targets, exclude_modules=r".*visual.*")
 
 
-def unmatched_lora_targets(settings: LoraSettings, model) -> str:
+def unmatched_lora_targets(settings: LoraSettings, model, setting: str = "sft") -> str:
     """The message for `target_modules` that name no linear layer of the language model (peft's
-    `NoMatchingPeftModuleError`): the setting, what it named, and the names there are."""
+    `NoMatchingPeftModuleError`): the setting (under `setting`, the SFT section's path), what it
+    named, and the names there are."""
     import torch
 
     names = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
                     if isinstance(module, torch.nn.Linear) and ".visual." not in f".{name}."})
-    return (f"sft.lora.target_modules: {settings.target_modules!r} matches no linear layer of the language model "
+    return (f"{setting}.lora.target_modules: {settings.target_modules!r} matches no linear layer of the language model "
             f"(the vision tower is never adapted); its layers are named {', '.join(names)}, or give 'all-linear'")
 
 
@@ -238,8 +240,9 @@ def apply_pixel_budget(processor, max_pixels: int | None) -> None:
 
 
 def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[str | Path], out_dir: str | Path,
-            callbacks: list | None = None) -> dict[str, Any]:
-    """SFT on the trajectory shards from `model_path`; `callbacks` are `transformers.TrainerCallback`s for the trainer."""
+            callbacks: list | None = None, setting: str = "sft") -> dict[str, Any]:
+    """SFT on the trajectory shards from `model_path`; `callbacks` are `transformers.TrainerCallback`s for the trainer.
+    `setting`: where `cfg` is in the pipeline's config (`sft`, or `base.sft`), for the errors that name a setting."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import SFTTrainer
 
@@ -249,7 +252,7 @@ def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[s
     dataset = rows.select_columns(["messages", "images"])
     processor = AutoProcessor.from_pretrained(model_path)
     apply_pixel_budget(processor, cfg.max_pixels)
-    check_max_length(rows, processor, cfg.max_length)
+    check_max_length(rows, processor, cfg.max_length, setting)
     model = AutoModelForImageTextToText.from_pretrained(model_path)
     frozen = freeze_vision_tower(model) if cfg.freeze_vision else 0
     resume_from = latest_checkpoint(out_dir / "trainer") if cfg.resume else None
@@ -263,7 +266,7 @@ def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[s
             trainer = SFTTrainer(model=model, args=sft_arguments(cfg, out_dir), train_dataset=dataset, processing_class=processor,
                                  peft_config=lora_config(cfg.lora) if cfg.lora else None, callbacks=callbacks)
         except unmatched_targets:
-            raise TrainingSetupError(unmatched_lora_targets(cfg.lora, model)) from None
+            raise TrainingSetupError(unmatched_lora_targets(cfg.lora, model, setting)) from None
         result = trainer.train(resume_from_checkpoint=resume_from)
     checkpoint = out_dir / "checkpoint"
     if cfg.lora:  # later stages load a plain model: merge the adapters into the weights

@@ -1,0 +1,181 @@
+"""`deepeyes status` on every kind of output folder, and the small user-facing fixes of review r5
+(#17, #23): what a folder written by `deepeyes evaluate --out` or `deepeyes curate --out` shows, a
+config that only evaluates, an evaluation that failed after it started; `world.families` on the
+classic world, `generate-world` into an earlier world, `serve-replay` given a samples file, `report`
+of a folder that is not there, the empty held-out pool's advice."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import _user_errors, app
+from tests.conftest import start_replay
+
+
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    error: str | None  # the one line `flows.cli.main` prints for a user error
+
+
+def cli(*args: str) -> Outcome:
+    """A `deepeyes` command in-process, ending as `main` ends a user error (one line, exit 2)."""
+    result = CliRunner().invoke(app, list(args))
+    exc = result.exception
+    if exc is None or isinstance(exc, SystemExit):
+        return Outcome(result.exit_code, result.stdout, None)
+    if isinstance(exc, _user_errors()):
+        return Outcome(2, result.stdout, f"error: {exc}")
+    raise AssertionError(f"deepeyes {' '.join(args)} ended with a traceback") from exc
+
+
+def stage_lines(stdout: str) -> dict[str, str]:
+    """`deepeyes status`'s stage lines by stage: the words after the name."""
+    return {line.split()[0]: " ".join(line.split()[1:]) for line in stdout.splitlines() if line.startswith("  ")}
+
+
+@pytest.fixture()
+def bench(world, tmp_path):
+    path = tmp_path / "bench.yaml"
+    path.write_text(f"name: mybench\nsource: {{kind: jsonl, path: {world['samples_path']}}}\njudge: rules\n")
+    return path
+
+
+def test_a_deepeyes_evaluate_folder_shows_its_eval_stage_only(replay_url, bench, tmp_path):
+    """Review r5 #17: `world ... grpo missing` beside `eval complete`; those stages were never meant to run."""
+    out = tmp_path / "ev"
+    done = cli("evaluate", "--model-url", replay_url, "--model", "demo-student", "--benchmark", str(bench), "--out", str(out),
+               "--max-samples", "2", "--no-tool-free-control")
+    assert done.code == 0, done.error
+    status = cli("status", str(out))
+    assert status.code == 0 and status.stdout.splitlines()[0] == f"run {out} (written by deepeyes evaluate)"
+    lines = stage_lines(status.stdout)
+    assert list(lines) == ["eval"] and lines["eval"].startswith("complete ")
+    assert json.loads((out / "run.json").read_text())["stages"] == ["eval"]
+
+
+def test_deepeyes_evaluate_into_a_pipeline_run_keeps_the_runs_record(tmp_path):
+    """A run directory's `run.json` (a flow's) is not replaced by the command's, nor is one from before `run.json`."""
+    from flows import lineage
+
+    run = tmp_path / "run"
+    lineage.record_run(run, {"name": "x"}, ["world", "curate", "synthesize", "sft", "eval"])
+    before = (run / "run.json").read_text()
+    assert lineage.record_command_run(run, "evaluate", {"eval": {}}, ["eval"]) is False
+    assert (run / "run.json").read_text() == before
+    old = tmp_path / "old"
+    (old / "curate").mkdir(parents=True)
+    assert lineage.record_command_run(old, "evaluate", {"eval": {}}, ["eval"]) is False and not (old / "run.json").exists()
+    fresh = tmp_path / "fresh"
+    assert lineage.record_command_run(fresh, "evaluate", {"eval": {}}, ["eval"]) is True
+    assert lineage.read_run_record(fresh)["command"] == "evaluate"
+
+
+def test_an_evaluation_that_failed_after_it_started_is_incomplete_with_the_rerun_hint(world, bench, tmp_path):
+    """Every episode fails after the preflight's answer: the command fails, `eval/` stays behind; status
+    must not make it look complete, and says that running the command again resumes it."""
+    server, url = start_replay(world, tmp_path, fault_rate=1.0, faults="500", faults_after=1)
+    try:
+        out = tmp_path / "ev"
+        done = cli("evaluate", "--model-url", url, "--model", "demo-student", "--benchmark", str(bench), "--out", str(out),
+                   "--max-samples", "1", "--no-tool-free-control")
+    finally:
+        server.stop()
+    assert done.code == 2 and "all 1 episodes failed" in done.error and (out / "eval").is_dir()
+    status = cli("status", str(out))
+    assert stage_lines(status.stdout) == {"eval": "incomplete: it did not finish; rerunning deepeyes evaluate resumes it"}
+
+
+def test_a_curate_out_folder_is_shown_as_one_stages_output(world, tmp_path):
+    out = tmp_path / "cur"
+    assert cli("curate", "--source", f"jsonl:{world['samples_path']}", "--out", str(out)).code == 0
+    status = cli("status", str(out))
+    assert status.code == 0, status.error
+    first, line = status.stdout.splitlines()
+    assert first == f"{out}: one stage's output (curate), not a run directory"
+    rows = json.loads((out / "_manifest.json").read_text())["rows"]
+    assert line.split()[:4] == ["curate", "complete", "rows", str(rows)]
+
+
+def test_a_config_that_only_evaluates_plans_no_curation_or_training(replay_url, bench, tmp_path):
+    """`run --flow evaluate` of a config without data: curate, synthesize and sft are not in it."""
+    from flows.config import load_config
+    from flows.pipeline import _flow_started
+
+    config = tmp_path / "ev.yaml"
+    config.write_text(f"name: ev\neval: {{benchmarks: [{bench}], model_url: '{replay_url}', model_name: demo-student}}\n")
+    _flow_started(load_config(config), tmp_path / "run")
+    lines = stage_lines(cli("status", str(tmp_path / "run")).stdout)
+    assert lines == {stage: "not in config" for stage in ("world", "curate", "probe", "select", "synthesize", "sft", "grpo")} | {
+        "eval": "missing"}
+
+
+@pytest.mark.parametrize(("world_line", "field"), [
+    ("{kind: classic, families: [perception]}", "families"),
+    ("{families: [perception]}", "families"),  # classic is the default kind
+    ("{kind: classic, instruct_per_family: 2}", "instruct_per_family"),
+])
+def test_learnable_only_world_settings_are_refused_on_the_classic_world(tmp_path, world_line, field):
+    from flows.config import ConfigError, load_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: c\nworld: {world_line}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    assert str(caught.value) == (f"invalid config:\n  {config}:2: world.{field}: for the learnable world only (world.kind: learnable); "
+                                 "the classic world has no such setting")
+
+
+def test_generate_world_replaces_an_earlier_world_and_refuses_a_folder_of_other_files(tmp_path):
+    out = tmp_path / "w"
+    assert cli("generate-world", str(out), "--per-family", "3").code == 0
+    assert cli("generate-world", str(out), "--per-family", "1").code == 0
+    written = {json.loads(line)["images"][0] for line in (out / "samples.jsonl").read_text().splitlines()}
+    assert {f"images/{p.name}" for p in (out / "images").iterdir()} == written
+    assert sorted(p.name for p in (out / "images").iterdir()) == [
+        "broken.png", "demo-perception-0000.png", "demo-reasoning-0000.png", "demo-search-0000.png"]
+    photos = {json.loads(line)["image"] for line in (out / "image_corpus.jsonl").read_text().splitlines()}
+    assert {f"image_corpus/{p.name}" for p in (out / "image_corpus").iterdir()} == photos
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    done = cli("generate-world", str(other))
+    assert done.code == 2 and done.error == (f"error: OUT {other}: a folder that is not empty and holds no world (no world.json); give "
+                                             "a new or empty folder, or an earlier world's folder to replace that world")
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+
+
+def test_serve_replay_names_a_samples_file_and_the_scripts_file_beside_it(world):
+    from synth.replay import ReplayScripts, ReplayScriptsError
+
+    samples = Path(world["samples_path"])
+    with pytest.raises(ReplayScriptsError) as caught:
+        ReplayScripts(samples)
+    assert str(caught.value) == (
+        f"--scripts {samples}: line 1 is a sample (id, question, answer, images), not a replay script (sample_id, teacher and "
+        f"student turns): this looks like a world's samples file; the scripts file is the world's replay_scripts.jsonl "
+        f"({samples.parent / 'replay_scripts.jsonl'})")
+    done = cli("serve-replay", "--scripts", str(samples), "--port", "9")  # refused before the server is announced
+    assert done.code == 2 and done.stdout == "" and done.error == f"error: {caught.value}"
+
+
+def test_report_of_a_folder_that_is_not_there_says_so(tmp_path):
+    done = cli("report", str(tmp_path / "nope"))
+    assert done.code == 2 and done.error == f"error: {tmp_path / 'nope'}: run directory not found"
+    assert not (tmp_path / "nope").exists()
+
+
+def test_the_empty_held_out_pool_advice_fits_the_config():
+    from eval.stage import EvalConfig, empty_heldout_warning
+
+    start = "the held-out pool (eval) is empty: none of the 4 curated rows drew it, so the evaluation will score nothing; "
+    assert empty_heldout_warning(EvalConfig(), {"coldstart": 4}) == (
+        start + "add rows to curate.sources, raise curate.split.eval, or name eval.benchmarks")
+    assert empty_heldout_warning(EvalConfig(), {"coldstart": 4}, world=True) == (
+        start + "raise world.per_family (--per-family in `deepeyes demo`), raise curate.split.eval, or name eval.benchmarks")
