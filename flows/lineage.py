@@ -127,17 +127,32 @@ def versions() -> dict[str, str | None]:
     return found
 
 
+CODE_PACKAGES = ("curation", "synth", "train", "eval", "flows", "configs")
+
+
+def code_digest(root: str | Path) -> str:
+    """A digest of the pipeline's own code and data files under `root` (the packages' `.py`,
+    `.txt` and `.yaml` files: prompts, protocol profiles, benchmark definitions). The example
+    configs in `configs/` are not in it, only that package's code: a run's config reaches each
+    stage's key through the stage's own config hash, so editing `configs/fidelity.yaml`'s GRPO
+    section re-runs GRPO and what follows, not the world and every stage before it."""
+    root = Path(root)
+    digest = hashlib.blake2b(digest_size=12)
+    for package in CODE_PACKAGES:
+        for file in sorted((root / package).rglob("*")):
+            if file.suffix not in (".py", ".txt", ".yaml") or "__pycache__" in file.parts:
+                continue
+            if package == "configs" and file.suffix == ".yaml":
+                continue
+            digest.update(str(file.relative_to(root)).encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """A digest of the pipeline's own code and data files: a change in any of them is a new version
-    (git commits miss uncommitted edits; this does not)."""
-    root = Path(__file__).resolve().parent.parent
-    digest = hashlib.blake2b(digest_size=12)
-    for package in ("curation", "synth", "train", "eval", "flows", "configs"):
-        for file in sorted((root / package).rglob("*")):
-            if file.suffix in (".py", ".txt", ".yaml") and "__pycache__" not in file.parts:
-                digest.update(str(file.relative_to(root)).encode() + b"\0" + file.read_bytes())
-    return digest.hexdigest()
+    """This checkout's `code_digest`: a change in any code or data file is a new version (git
+    commits miss uncommitted edits; this does not)."""
+    return code_digest(Path(__file__).resolve().parent.parent)
 
 
 def stage_key(stage: str, config: Any, inputs: list[str | Path]) -> str:

@@ -631,3 +631,23 @@ def test_the_synthesize_line_says_when_the_long_cot_source_fell_short_or_lost_ro
                     "(2 long-CoT rows quarantined), 1 rejected, 0 failed")
     _print_summary({"stages": {"synthesize": {"counts": counts, "long_cot": {**short, "short_by": 0, "quarantined": 0}}}, "timings_s": {}, "run_dir": "r"})
     assert next(text for text in capsys.readouterr().out.splitlines() if text.startswith("synthesize:")) == "synthesize: 9 trajectories kept (+3 long-CoT rows), 1 rejected, 0 failed"
+
+
+def test_code_digest_follows_code_and_data_files_not_the_example_configs(tmp_path):
+    """Editing an example config (a run's config is hashed per stage) leaves the code version as it
+    is; editing code, a prompt, a profile or a benchmark definition makes a new one."""
+    from flows.lineage import code_digest
+
+    for path, text in {"configs/__init__.py": "", "configs/fidelity.yaml": "grpo: {max_steps: 64}\n",
+                       "synth/runtime/prompts/system.txt": "Think first.", "eval/benchmarks/vstar.yaml": "name: vstar\n",
+                       "train/grpo.py": "STEPS = 1\n"}.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    before = code_digest(tmp_path)
+    (tmp_path / "configs/fidelity.yaml").write_text("grpo: {max_steps: 128}\n")
+    assert code_digest(tmp_path) == before
+    for path in ("configs/__init__.py", "synth/runtime/prompts/system.txt", "eval/benchmarks/vstar.yaml", "train/grpo.py"):
+        (tmp_path / path).write_text((tmp_path / path).read_text() + "\n# changed\n")
+        after = code_digest(tmp_path)
+        assert after != before, path
+        before = after
