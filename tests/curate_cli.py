@@ -26,14 +26,19 @@ class Outcome:
         return json.loads(self.stdout.strip().splitlines()[-1])
 
 
-def curate(*args: str) -> Outcome:
-    result = CliRunner().invoke(app, ["curate", *args])
+def cli(*args: str) -> Outcome:
+    """Any `deepeyes` command in-process, ending as `main` ends a user error (one line, exit 2)."""
+    result = CliRunner().invoke(app, list(args))
     exc = result.exception
     if exc is None or isinstance(exc, SystemExit):
         return Outcome(result.exit_code, result.stdout, None)
     if isinstance(exc, _user_errors()):
         return Outcome(2, result.stdout, f"error: {exc}")
-    raise AssertionError(f"deepeyes curate {' '.join(args)} ended with a traceback") from exc
+    raise AssertionError(f"deepeyes {' '.join(args)} ended with a traceback") from exc
+
+
+def curate(*args: str) -> Outcome:
+    return cli("curate", *args)
 
 
 @dataclass

@@ -270,6 +270,16 @@ def test_the_synthesize_summary_and_the_run_show_the_warning(world, curated, rep
     assert "short by 40 of 40" in lines[at] and lines[at + 1] == f"warning:    {warning}"
 
 
+def _red_card_source(tmp_path):
+    """A long-CoT source of one row whose image is a red card: (the image's path, the source's path)."""
+    (tmp_path / "lc").mkdir()
+    image = tmp_path / "lc" / "card.png"
+    image.write_bytes(_png("red"))
+    path = _write(tmp_path / "lc" / "cot.jsonl", [{"id": "card", "question": "What colour is the card?",
+                                                   "response": RESPONSE.format("red"), "images": ["card.png"]}])
+    return image, path
+
+
 def test_the_long_cot_rows_images_are_inputs_of_the_synthesize_stage(world, curated, replay_url, tmp_path):
     """Replacing an image a long-CoT row points to makes `status` say stale, and the next run
     re-runs the stage and writes the new image (as curation's images do). The pipeline's own merge
@@ -280,11 +290,7 @@ def test_the_long_cot_rows_images_are_inputs_of_the_synthesize_stage(world, cura
     from flows.config import PipelineConfig
     from flows.pipeline import Stages, synthesize_merge_task
 
-    (tmp_path / "lc").mkdir()
-    image = tmp_path / "lc" / "card.png"
-    image.write_bytes(_png("red"))
-    path = _write(tmp_path / "lc" / "cot.jsonl", [{"id": "card", "question": "What colour is the card?",
-                                                   "response": RESPONSE.format("red"), "images": ["card.png"]}])
+    image, path = _red_card_source(tmp_path)
     run = tmp_path / "run"
     out, shard = run / "synthesize", run / "synthesize" / "_shards" / "part-00000"
     run_synthesize(synth_config(replay_url, attempts=1), curated, shard, search_config(world))  # a shard task's output: no long-CoT rows
@@ -318,11 +324,7 @@ def test_the_long_cot_rows_images_are_inputs_of_the_synthesize_stage_through_the
     """The same as the test above, through `deepeyes run --flow` and `deepeyes status` (four runs, minutes)."""
     from tests.test_curate_inputs import run_cli
 
-    (tmp_path / "lc").mkdir()
-    image = tmp_path / "lc" / "card.png"
-    image.write_bytes(_png("red"))
-    path = _write(tmp_path / "lc" / "cot.jsonl", [{"id": "card", "question": "What colour is the card?",
-                                                   "response": RESPONSE.format("red"), "images": ["card.png"]}])
+    image, path = _red_card_source(tmp_path)
     config = tmp_path / "lc.yaml"
     config.write_text(f"""\
 name: lc

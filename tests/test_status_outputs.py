@@ -7,32 +7,12 @@ of a folder that is not there, the empty held-out pool's advice."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from flows.cli import _user_errors, app
 from tests.conftest import start_replay
-
-
-@dataclass
-class Outcome:
-    code: int
-    stdout: str
-    error: str | None  # the one line `flows.cli.main` prints for a user error
-
-
-def cli(*args: str) -> Outcome:
-    """A `deepeyes` command in-process, ending as `main` ends a user error (one line, exit 2)."""
-    result = CliRunner().invoke(app, list(args))
-    exc = result.exception
-    if exc is None or isinstance(exc, SystemExit):
-        return Outcome(result.exit_code, result.stdout, None)
-    if isinstance(exc, _user_errors()):
-        return Outcome(2, result.stdout, f"error: {exc}")
-    raise AssertionError(f"deepeyes {' '.join(args)} ended with a traceback") from exc
+from tests.curate_cli import cli
 
 
 def stage_lines(stdout: str) -> dict[str, str]:
