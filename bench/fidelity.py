@@ -266,6 +266,23 @@ def _strip(pipeline: dict[str, Any]) -> dict[str, Any]:
     return slim
 
 
+def _finished_result(out: Path) -> dict[str, Any] | str:
+    """The `fidelity.json` a finished bench wrote in `out`, or why there is none to reread."""
+    record = out / "fidelity.json"
+    if not out.is_dir():
+        return "no such folder" if not out.exists() else "a file, not a bench's folder"
+    if not record.is_file():
+        return "no fidelity.json: not a finished fidelity bench (run the bench with this --out first)"
+    try:
+        result = json.loads(record.read_text(errors="replace"))
+    except json.JSONDecodeError as exc:
+        return f"fidelity.json is not valid JSON ({exc.msg}): run the bench again"
+    total = result.get("seconds", {}).get("total") if isinstance(result, dict) and isinstance(result.get("seconds"), dict) else None
+    if not isinstance(total, (int, float)):
+        return "fidelity.json is not a fidelity bench's result (no seconds.total): run the bench again"
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "fidelity.yaml")
@@ -279,10 +296,12 @@ def main() -> None:
                              "against other work slowed training several times over here; bench.train does the same)")
     args = parser.parse_args()
     if args.reread:
-        if args.out is None or not (args.out / "fidelity.json").is_file():
-            parser.error("--reread needs --out, a folder holding a finished bench's fidelity.json")
+        if args.out is None:
+            parser.error("--reread needs --out, the folder of a finished bench")
         out = args.out.resolve()
-        result = json.loads((out / "fidelity.json").read_text())
+        result = _finished_result(out)
+        if isinstance(result, str):
+            parser.error(f"--out {args.out}: {result}")
         with contextlib.redirect_stdout(sys.stderr):
             result |= read_figures(out, result["seconds"]["total"])
     else:

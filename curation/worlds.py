@@ -5,6 +5,7 @@ learns on a CPU, so the demo shows learning)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any, Literal
@@ -22,21 +23,34 @@ class WorldFolderError(ValueError):
     """A world's output folder that holds something else; the message names it."""
 
 
+def holds_world(out_dir: str | Path) -> bool:
+    """Whether `out_dir` holds a world either generator wrote: a `world.json` that is a world's
+    record (a JSON object with its `seed` and `samples_path`), not merely a file of that name."""
+    try:
+        record = json.loads((Path(out_dir) / WORLD_RECORD).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(record, dict) and "seed" in record and "samples_path" in record
+
+
 def check_world_folder(out_dir: str | Path, option: str = "OUT") -> None:
-    """Refuse an `out_dir` that holds files but no world (no `world.json`): writing a world replaces
+    """Refuse an `out_dir` that holds files but no world (`holds_world`): writing a world replaces
     an old world's files, and never mixes into, or deletes, a folder of other files. Raises
     `WorldFolderError` naming `option`."""
     out = Path(out_dir)
-    if out.is_dir() and any(out.iterdir()) and not (out / WORLD_RECORD).is_file():
-        raise WorldFolderError(f"{option} {out}: a folder that is not empty and holds no world (no {WORLD_RECORD}); give a new or "
-                               "empty folder, or an earlier world's folder to replace that world")
+    if out.is_dir() and any(out.iterdir()) and not holds_world(out):
+        raise WorldFolderError(f"{option} {out}: a folder that is not empty and holds no world (no world's {WORLD_RECORD}); give a new "
+                               "or empty folder, or an earlier world's folder to replace that world")
 
 
 def clear_world(out_dir: str | Path) -> None:
     """Remove an earlier world's files from `out_dir` (its image folders, its JSON Lines files and
     `world.json`), so the world written next is the folder's whole world: a smaller one leaves no
-    images of the bigger one behind. Other files in the folder (a pipeline stage's manifest) stay."""
+    images of the bigger one behind. Other files in the folder (a pipeline stage's manifest) stay,
+    and a folder that holds no world (`holds_world`) is left as it is."""
     out = Path(out_dir)
+    if not holds_world(out):
+        return
     for name in WORLD_FOLDERS:
         if (out / name).is_dir():
             shutil.rmtree(out / name)

@@ -151,7 +151,7 @@ def paired_difference(before: dict[str, tuple[bool, float]], after: dict[str, tu
         "accuracy_after": round(sum(after[i][0] for i in ids) / n, 4),
         "better": better,
         "worse": worse,
-        "sign_test_p": round(binomtest(better, better + worse).pvalue, 4) if better + worse else 1.0,
+        "sign_test_p": round(float(binomtest(better, better + worse).pvalue), 4) if better + worse else 1.0,
         "reward_difference": round(sum(diffs) / n, 4),
         "reward_difference_ci95": [round(means[int(0.025 * resamples)], 4), round(means[int(0.975 * resamples) - 1], 4)],
     }

@@ -41,14 +41,28 @@ def load_run(run_dir: str | Path) -> RunData:
         raise ReportError(f"{run}: {'a file, not a run directory' if run.exists() else 'run directory not found'}")
     if not metrics_path.is_file():
         raise ReportError(f"{run}: no eval/metrics.json (run the evaluate stage first)")
-    data = RunData(run.name, json.loads(metrics_path.read_text()))
+    metrics = _json(metrics_path.read_text(errors="replace"), metrics_path)
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("benchmarks"), dict):
+        raise ReportError(f"{metrics_path}: not an evaluation's metrics (no `benchmarks` mapping); run the evaluate stage again")
+    data = RunData(run.name, metrics)
     # The SFT stage's result, as its lineage recorded it (any run of it: the flow's or one by hand).
     sft = (read_manifest(run / "sft") or {}).get("lineage") or {}
     data.sft_losses = (sft.get("result") or {}).get("losses") or []
     dynamics = run / "grpo" / "dynamics.jsonl"
     if dynamics.is_file():
-        data.dynamics = [json.loads(line) for line in dynamics.read_text().splitlines() if line.strip()]
+        lines = dynamics.read_text(errors="replace").splitlines()
+        data.dynamics = [step for number, line in enumerate(lines, 1) if line.strip()
+                         for step in [_json(line, dynamics, number)] if isinstance(step, dict)]
     return data
+
+
+def _json(text: str, path: Path, line: int | None = None) -> Any:
+    """`text` (the file `path`, or its line `line`) as JSON; raises ReportError naming the file."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"{path}:{line}" if line else str(path)
+        raise ReportError(f"{where}: not valid JSON ({exc.msg}); run the stage that wrote it again") from None
 
 
 def _png(figure) -> bytes:

@@ -57,8 +57,9 @@ class WorldSettings(BaseModel):
     @classmethod
     def _learnable_only(cls, value: Any, info: ValidationInfo) -> Any:
         """`families` and `instruct_per_family` shape the learnable world; the classic one has neither
-        (a setting written for it would be ignored)."""
-        if info.data.get("kind") == "classic":
+        (a setting written for it would be ignored). Their defaults (no subset, 0) pass: a flow
+        validates again from its saved config, which spells every default out."""
+        if info.data.get("kind") == "classic" and value not in (None, 0):
             raise PydanticCustomError("learnable_only", "for the learnable world only (world.kind: learnable); the classic world "
                                       "has no such setting")
         return value

@@ -2,6 +2,8 @@
 category with the right kind of tool, GRPO fifths with a bootstrap interval, and each target's verdict."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -123,3 +125,20 @@ def test_paired_figures_pair_items_by_sample_id(tmp_path, monkeypatch):
 def test_reread_refuses_a_folder_without_a_finished_bench(tmp_path):
     with pytest.raises(SystemExit, match="not a finished fidelity bench"):
         fidelity.read_figures(tmp_path, 1.0)
+
+
+@pytest.mark.parametrize(("make", "says"), [
+    (lambda out: None, "no such folder"),
+    (lambda out: out.write_text("x"), "a file, not a bench's folder"),
+    (lambda out: out.mkdir(), "no fidelity.json: not a finished fidelity bench"),
+    (lambda out: (out.mkdir(), (out / "fidelity.json").write_text("{")), "fidelity.json is not valid JSON"),
+    (lambda out: (out.mkdir(), (out / "fidelity.json").write_text("{}")), "fidelity.json is not a fidelity bench's result (no seconds.total)"),
+])
+def test_reread_says_why_a_folder_cannot_be_reread(tmp_path, make, says):
+    """Review r6: a broken or stub fidelity.json ended in a traceback, and every case blamed --out as missing."""
+    out = tmp_path / "bench"
+    make(out)
+    reason = fidelity._finished_result(out)
+    assert isinstance(reason, str) and reason.startswith(says)
+    done = subprocess.run([sys.executable, "-m", "bench.fidelity", "--reread", "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 2 and f"--out {out}: {says}" in done.stderr and "Traceback" not in done.stderr

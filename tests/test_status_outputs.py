@@ -112,6 +112,18 @@ def test_learnable_only_world_settings_are_refused_on_the_classic_world(tmp_path
                                  "the classic world has no such setting")
 
 
+def test_a_classic_world_config_runs_its_flow(tmp_path, monkeypatch):
+    """Review r6: the flow validates its saved config again, defaults spelt out (`families: null`,
+    `instruct_per_family: 0`); those must pass on the classic world, as a value set for it must not."""
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "tiny.yaml"
+    config.write_text("name: tiny\nworld: {kind: classic, per_family: 2}\n")
+    done = cli("run", str(config), "--run-dir", str(tmp_path / "run"), "--flow", "curate")
+    assert done.code == 0, done.error or done.stdout
+    lines = stage_lines(cli("status", str(tmp_path / "run")).stdout)
+    assert lines["world"].startswith("complete") and lines["curate"].startswith("complete")
+
+
 def test_generate_world_replaces_an_earlier_world_and_refuses_a_folder_of_other_files(tmp_path):
     out = tmp_path / "w"
     assert cli("generate-world", str(out), "--per-family", "3").code == 0
@@ -126,9 +138,17 @@ def test_generate_world_replaces_an_earlier_world_and_refuses_a_folder_of_other_
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
     done = cli("generate-world", str(other))
-    assert done.code == 2 and done.error == (f"error: OUT {other}: a folder that is not empty and holds no world (no world.json); give "
-                                             "a new or empty folder, or an earlier world's folder to replace that world")
+    refusal = (f"error: OUT {other}: a folder that is not empty and holds no world (no world's world.json); give "
+               "a new or empty folder, or an earlier world's folder to replace that world")
+    assert done.code == 2 and done.error == refusal
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
+    # Review r6: a file merely named world.json (not a world's record) does not make the folder a world to clear.
+    (other / "images").mkdir()
+    (other / "images" / "mine.png").write_bytes(b"mine")
+    for record in ("{}", "not json"):
+        (other / "world.json").write_text(record)
+        done = cli("generate-world", str(other))
+        assert done.code == 2 and done.error == refusal and (other / "images" / "mine.png").read_bytes() == b"mine"
 
 
 def test_serve_replay_names_a_samples_file_and_the_scripts_file_beside_it(world):
@@ -149,6 +169,26 @@ def test_report_of_a_folder_that_is_not_there_says_so(tmp_path):
     done = cli("report", str(tmp_path / "nope"))
     assert done.code == 2 and done.error == f"error: {tmp_path / 'nope'}: run directory not found"
     assert not (tmp_path / "nope").exists()
+
+
+@pytest.mark.parametrize(("metrics", "dynamics", "says"), [
+    ('{"benchmarks": {', None, "eval/metrics.json: not valid JSON (Expecting property name enclosed in double quotes)"),
+    ("{}", None, "eval/metrics.json: not an evaluation's metrics (no `benchmarks` mapping)"),
+    ("[1, 2]", None, "eval/metrics.json: not an evaluation's metrics (no `benchmarks` mapping)"),
+    ('{"benchmarks": {}}', '{"step": 1, "reward": 0.5}\n{"step": 2,', "grpo/dynamics.jsonl:2: not valid JSON"),
+])
+def test_report_of_a_run_with_broken_files_names_the_file(tmp_path, metrics, dynamics, says):
+    """Review r6: a truncated or foreign metrics.json (or GRPO dynamics line) ended in a traceback,
+    with a half-written report folder left behind."""
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    (run / "eval" / "metrics.json").write_text(metrics)
+    if dynamics is not None:
+        (run / "grpo").mkdir()
+        (run / "grpo" / "dynamics.jsonl").write_text(dynamics)
+    done = cli("report", str(run), "--out", str(tmp_path / "report"))
+    assert done.code == 2 and done.error.startswith(f"error: {run}/") and says in done.error, done.error
+    assert not (tmp_path / "report").exists()
 
 
 def test_the_empty_held_out_pool_advice_fits_the_config():
