@@ -39,7 +39,7 @@ from curation.mapping import CATEGORIES, FieldMapping, RowRejected, boolean_answ
 from curation.normalize import LETTERS, clean_text, holds_number, infer_answer_type, normalize_answer
 from curation.verl import VERL_CATEGORY_MAP, verl_files, verl_rows
 from curation.schema import Sample
-from curation.suggest import did_you_mean
+from curation.suggest import closest, did_you_mean
 from curation.validation_errors import error_message, field_path, plain_errors
 
 __all__ = ["RowRejected", "SourceError", "SourceSpec", "TableFileError", "TextLimits", "image_refs", "read_image_ref", "read_source",
@@ -171,6 +171,16 @@ class SourceSpec(FieldMapping):
         # equal to the default (`split: train`, as a dumped and re-read spec holds) changes nothing; `parse_cli` refuses any.
         hf_only_options(self.kind, [name for name in ("subset", "split", "data_files")
                                     if getattr(self, name) != type(self).model_fields[name].default])
+        return self
+
+    @model_validator(mode="after")
+    def _builder_name_in_any_case(self) -> SourceSpec:
+        # `hf:Parquet` is the `parquet` builder (kinds and options are read in any case): as a hub id it would fail in
+        # `datasets` with a list of every cached config. A name with a `/` (a hub id) or an existing folder stays as given.
+        name = self.path.strip()
+        if (self.kind == "hf" and name != name.lower() and re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name)
+                and is_packaged_builder(name.lower()) and not Path(name).exists()):
+            self.path = name.lower()
         return self
 
     @model_validator(mode="after")
@@ -904,7 +914,10 @@ def _hf_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
             dataset = datasets.load_dataset(spec.path, spec.subset, split=spec.split, data_files=spec.data_files)
     except Exception as exc:  # the hub unreachable, no such dataset or files, a bad builder
         why = f" (the Hub cannot be reached: {unreachable}; only the local cache was read)" if unreachable else ""
-        raise SourceError(f"source {spec.source_name!r}: datasets.load_dataset({spec.path!r}) failed: {type(exc).__name__}: {exc}{why}") from exc
+        files = [spec.data_files] if isinstance(spec.data_files, str) else list(spec.data_files or [])
+        reading = f" reading {', '.join(files)}" if files else ""
+        raise SourceError(f"source {spec.source_name!r}: datasets.load_dataset({spec.path!r}){reading} failed: "
+                          f"{exception_chain_text(exc)}{why}") from exc
     # Arrow rows, not decoded ones: images stay `{bytes, path}`, so a broken one is quarantined by
     # our validation instead of failing inside `datasets`' decoder.
     index = 0
@@ -912,6 +925,32 @@ def _hf_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
         for row in batch.to_pylist():
             yield row, f"{spec.source_name if spec.data_files else spec.path}[{spec.split}][{index}]"
             index += 1
+
+
+def exception_chain_text(exc: BaseException, limit: int = 300) -> str:
+    """One line for an exception and what caused it: `datasets` wraps a reader's error in
+    `DatasetGenerationError: An error occurred while generating the dataset`, whose message says
+    nothing; its `__cause__`/`__context__` chain holds the real one (`EmptyDataError: No columns to
+    parse from file`). Each distinct message of the chain, outermost first, the generic wrapper left
+    out when a cause follows; each cut to its first line and `limit` characters."""
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    parts: list[str] = []
+    for index, item in enumerate(chain):
+        text = (str(item).strip().splitlines() or [""])[0]
+        text = text if len(text) <= limit else text[:limit] + " ..."
+        generic = "an error occurred while generating the dataset" in text.lower() or not text
+        if generic and index < len(chain) - 1:
+            continue
+        part = f"{type(item).__name__}: {text}" if text else type(item).__name__
+        if not any(text and text in p for p in parts):
+            parts.append(part)
+    return "; caused by ".join(parts)
 
 
 def _verl_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
@@ -975,14 +1014,47 @@ def check_mapped_columns(spec: SourceSpec, sample_rows: int = 100) -> None:
     misses the column (or `include` leaves none)."""
     if not (spec.fields or spec.include):
         return
-    seen: set[str] = {key for row in _first_rows(spec, sample_rows) for key in row}
+    # an hf builder reading local files (`hf:parquet,data_files=rows.parquet`) is read as any file is (`datasets` caches it)
+    local_builder = spec.kind == "hf" and is_packaged_builder(spec.path.strip()) and spec.exists() and not any(
+        "://" in p for p in ([spec.data_files] if isinstance(spec.data_files, str) else list(spec.data_files or [])))
+    seen: set[str] = {key for row in _first_rows(spec, sample_rows, any_kind=local_builder) for key in row}
     if not seen:
         return  # nothing readable: the scan reports that
-    missing = [f"fields.{ours}: {theirs!r}" for ours, theirs in spec.fields.items() if not _has_column(theirs, seen)]
-    missing += [f"include.{column}" for column in spec.include if not _has_column(column, seen)]
+    missing = [f"fields.{ours}: {theirs!r}{_closest_column(theirs, seen)}" for ours, theirs in spec.fields.items()
+               if not _has_column(theirs, seen)]
+    missing += [f"include.{column}{_closest_column(column, seen)}" for column in spec.include if not _has_column(column, seen)]
     if missing:
         raise SourceError(f"source {spec.source_name!r}: {', '.join(missing)}: no such column in its first rows (columns: "
                           f"{', '.join(sorted(seen)[:30])})")
+
+
+def _closest_column(column: str, seen: set[str]) -> str:
+    """` (closest: 'answer')` for a column name that is not among `seen`; "" when none is close."""
+    found = closest(column, sorted(seen))
+    return f" (closest: {found[0]!r})" if found else ""
+
+
+def missing_column_hint(spec: SourceSpec, reason_key: str) -> str | None:
+    """For a source every row of which fails for `missing_<field>` (`missing_answer`): the column our
+    field is read from (`fields.<field>`, else, for `question` and `answer`, the field's own name) when the source's first rows do
+    not have it, with the columns they have and the closest (`fields.answer: 'label': no such column
+    (columns: answer, question; closest: 'level')`); None when the column is there (the rows are
+    empty in it) or the rows cannot be read."""
+    field = reason_key.removeprefix("missing_")
+    # a category or options not mapped have a better fix than a column (a source's `category`, another answer_type)
+    if not reason_key.startswith("missing_") or not (field in ("question", "answer") or field in spec.fields):
+        return None
+    try:
+        seen: set[str] = {key for row in _first_rows(spec, 100, any_kind=True) for key in row}
+    except SourceError:
+        return None
+    column = spec.fields.get(field, field)
+    if not seen or _has_column(column, seen):
+        return None
+    found = closest(column, sorted(seen))
+    named = f"fields.{field}: {column!r}" if field in spec.fields else f"our `{field}` is read from column {column!r} (no `fields.{field}`)"
+    return (f"{named}: no such column (columns: {', '.join(sorted(seen)[:30])}" + (f"; closest: {found[0]!r}" if found else "")
+            + f"); map it with `fields.{field}=COLUMN`")
 
 
 def include_values_seen(spec: SourceSpec, sample_rows: int = 1000, most: int = 8) -> dict[str, list[str]]:

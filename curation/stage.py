@@ -39,7 +39,8 @@ from curation.report import WARNINGS, StepReport
 from curation.schema import SAMPLE_SCHEMA, ImageRef, Pool, Sample, content_id
 from curation.shards import QUARANTINE_DIR, Quarantine, ShardError, ShardWriter, iter_rows, read_manifest, shard_files
 from curation.sources import (MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, PARSE_ERROR, RowRejected, SourceError, SourceSpec, TextLimits,
-                              include_value_text, include_values_seen, read_source, row_to_sample, rows_fix_hint)
+                              include_value_text, include_values_seen, missing_column_hint, read_source, row_to_sample,
+                              rows_fix_hint)
 from curation.suggest import did_you_mean
 
 STAGING_DIR = "_staged"
@@ -332,6 +333,12 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
                 "seconds_total": round(time.time() - started, 3),
             }
         )
+    if counts["rows_in"] and not counts["rows_out"]:  # as every row unusable: an empty set fed downstream is a mistake, not a result
+        removed = ", ".join(f"{counts[key]} {what}" for key, what in (
+            ("invalid", "unusable"), ("duplicates", "duplicates"), ("near_duplicates", "near duplicates"),
+            ("contaminated", "contaminated by a benchmark")) if counts[key])
+        _fail(report, quarantine, out_dir, f"no row is left: all {counts['rows_in']} rows were removed ({removed}); nothing to "
+                                           f"curate; each row's reason is in {out_dir / QUARANTINE_DIR}")
     report.write(out_dir)
     summary: dict[str, Any] = {"counts": counts, "per_pool": per_pool, "per_category": per_category}
     if index is not None:
@@ -410,8 +417,9 @@ def _fail_on_unusable_sources(cfg: CurateConfig, report: StepReport, quarantine:
     name, entry = next(iter(dead.items()))
     reason, count = max(entry["dropped"].items(), key=lambda kv: kv[1])
     others = f" ({len(dead) - 1} more source(s) likewise)" if len(dead) > 1 else ""
+    spec = next(spec for spec in cfg.sources if spec.source_name == name)
     _fail(report, quarantine, out_dir, f"source {name!r}: all {entry['in']} rows are unusable, {count} for {reason}: "
-                                       f"{rows_fix_hint(reason)}; each row's reason is in {out_dir / QUARANTINE_DIR}{others}")
+                                       f"{missing_column_hint(spec, reason) or rows_fix_hint(reason)}; each row's reason is in {out_dir / QUARANTINE_DIR}{others}")
 
 
 def _fail(report: StepReport, quarantine: Quarantine, out_dir: Path, message: str) -> None:

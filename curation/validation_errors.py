@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from curation.suggest import did_you_mean, literal_message
+from curation.suggest import closest, did_you_mean, literal_message
 
 # What a value of each pydantic error type should have been, in the YAML's words.
 EXPECTED = {
@@ -240,9 +240,91 @@ def known_fields(loc: tuple[Any, ...], model: type[BaseModel]) -> list[str]:
     return list(current.model_fields) if current is not None else []
 
 
+def _section_model(loc: tuple[Any, ...], model: type[BaseModel]) -> type[BaseModel] | None:
+    """The model of the section of `model` at `loc` (as `known_fields` walks it); None where none is."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        field = current.model_fields.get(str(part))
+        if field is not None:
+            current = _model_in(field.annotation)
+    return current
+
+
+def _holds_list(annotation: Any) -> bool:
+    """Whether a field's type is a list (or tuple) of something, `Optional` and unions looked through."""
+    if typing.get_origin(annotation) in (list, tuple):
+        return True
+    return typing.get_origin(annotation) is not dict and any(_holds_list(arg) for arg in typing.get_args(annotation))
+
+
+def nested_field_paths(name: str, section: type[BaseModel], prefix: str, depth: int = 3, near: bool = False) -> list[str]:
+    """The dotted paths, below `section` (written at `prefix`), of the fields called `name` in its
+    nested sections, nearest first (`max_turns` under `synth` -> `synth.agent.max_turns`; an entry of
+    a list is `curate.sources[].kind`); with `near`, of the fields whose name is the closest to
+    `name` (`curation.suggest.closest`) instead; `depth` levels at most, dict-valued settings not
+    entered."""
+    if near:
+        names = {path.rsplit(".", 1)[-1] for path in _all_nested_paths(section, prefix, depth)}
+        best = closest(name, sorted(names))
+        return nested_field_paths(best[0], section, prefix, depth) if best else []
+    found: list[str] = []
+    level: list[tuple[type[BaseModel], str]] = [(section, prefix)]
+    for _ in range(depth):  # the depth bounds a model nested in itself
+        below: list[tuple[type[BaseModel], str]] = []
+        for current, at in level:
+            for field_name, field in current.model_fields.items():
+                if typing.get_origin(field.annotation) is dict:
+                    continue
+                sub = _model_in(field.annotation)
+                if sub is None:
+                    continue
+                path = f"{at}.{field_name}" if at else field_name
+                path += "[]" if _holds_list(field.annotation) else ""
+                if name in sub.model_fields:
+                    found.append(f"{path}.{name}")
+                below.append((sub, path))
+        if found:
+            return found
+        level = below
+    return found
+
+
+def _all_nested_paths(section: type[BaseModel], prefix: str, depth: int) -> list[str]:
+    """Every field's dotted path in the sections nested below `section`, `depth` levels at most."""
+    paths: list[str] = []
+    level: list[tuple[type[BaseModel], str]] = [(section, prefix)]
+    for _ in range(depth):
+        below = []
+        for current, at in level:
+            for field_name, field in current.model_fields.items():
+                sub = None if typing.get_origin(field.annotation) is dict else _model_in(field.annotation)
+                if sub is not None:
+                    path = (f"{at}.{field_name}" if at else field_name) + ("[]" if _holds_list(field.annotation) else "")
+                    paths += [f"{path}.{name}" for name in sub.model_fields]
+                    below.append((sub, path))
+        level = below
+    return paths
+
+
 def unknown_field_message(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
-    """`unknown field`, with the closest known names of its section of `model`."""
-    return "unknown field" + did_you_mean(str(loc[-1]) if loc else "", known_fields(loc[:-1], model), n=3)
+    """`unknown field`, with where a field of that name lives in a section nested below this one
+    (`synth.max_turns`: `did you mean synth.agent.max_turns?`, the common nesting mistake), else the
+    closest known names of its section of `model`."""
+    name = str(loc[-1]) if loc else ""
+    section = _section_model(loc[:-1], model)
+    if section is not None and name:
+        prefix = ".".join(str(part) for part in loc[:-1] if not isinstance(part, int))
+        nested = nested_field_paths(name, section, prefix)
+        if nested:
+            return f"unknown field; did you mean {' or '.join(nested[:3])}?"
+    here = did_you_mean(name, known_fields(loc[:-1], model), n=3)
+    if here or section is None or not name:
+        return "unknown field" + here
+    prefix = ".".join(str(part) for part in loc[:-1] if not isinstance(part, int))
+    nested = nested_field_paths(name, section, prefix, near=True)  # misspelt and misplaced: `synth.max_turn`
+    return "unknown field" + (f"; did you mean {' or '.join(nested[:3])}?" if nested else "")
 
 
 def validation_lines(errors: list[dict[str, Any]], source: str, node: yaml.Node | None, model: type[BaseModel],

@@ -255,6 +255,11 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
             typer.echo(f"{run_dir}: one stage's output ({row['stage']}), not a run directory")
             typer.echo(_status_line(row, {}, "rerunning the command"))
             return
+        from curation.worlds import holds_world
+
+        if holds_world(run_dir):  # `deepeyes generate-world --out DIR`: inputs of a run, not one
+            raise FileNotFoundError(f"{run_dir} is a world written by deepeyes generate-world, not a run directory "
+                                    "(give the directory a run wrote: runs/NAME)")
         raise FileNotFoundError(f"{run_dir} holds no run: none of {', '.join(STAGE_DIRS)}, {RUN_RECORD_NAME} "
                                 f"(give the directory a run wrote: runs/NAME)")
     summary_path = run_dir / "summary.json"
@@ -282,6 +287,8 @@ def _status_line(row: dict[str, Any], timings: dict[str, Any], next_run: str = "
         problem = f": {row['problem']}{f'; {next_run} runs the stage again' if configured else ''}" if "problem" in row else ""
         if row["state"] == "incomplete" and configured:  # what finished is kept: shards, answered requests, checkpoints
             problem = f": it did not finish; {next_run} resumes it"
+        if "stopped" in row:  # a command that refused its input (every row unusable) wrote its report, no output
+            problem = f": {row['stopped']}; {next_run} runs it again once that is fixed"
         return f"  {row['stage']:<11} {row['state']}{problem}{unplanned}{launched}"
     shown, more = row["changed_inputs"][:5], len(row["changed_inputs"]) - 5
     changed = f"; changed since: {', '.join(shown)}" + (f" and {more} more" if more > 0 else "") if shown else ""

@@ -301,6 +301,13 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
             agent["profile"] = resolve(agent["profile"])
 
 
+# The sections whose absence means "none" (no world, no GRPO stage), and what leaving each out gives.
+OPTIONAL_SECTIONS: dict[str, str] = {
+    "world": "no world", "replay": "no replay", "teacher_server": "no teacher server", "probe": "no probes (pools split by hash)",
+    "base": "no base stage", "grpo": "no GRPO stage (SFT only)", "training": "SFT and GRPO run in the flow",
+}
+
+
 def parse_config(
     text: str, source: str, base_dir: Path, overrides: dict[str, Any] | None = None, check: bool = True
 ) -> PipelineConfig:
@@ -317,6 +324,11 @@ def parse_config(
         # pydantic's lax mode reads `true` as 1 where a number is wanted: refused with the other mistakes.
         lines = [f"{source}{f':{line}' if (line := validation_errors.line_of(node, loc)) else ''}: {'.'.join(map(str, loc))}: a number is expected, "
                  "not a boolean" for loc in bools_for_numbers(PipelineConfig, raw)]
+        # `world: null` is a section written empty, not "no world": refused as `synth: null` is, not read as left out.
+        lines += [f"{source}{f':{line}' if (line := validation_errors.line_of(node, (name,))) else ''}: {name}: expected a mapping "
+                  f"of settings (got null); leave the section out for {OPTIONAL_SECTIONS[name]}"
+                  for name in OPTIONAL_SECTIONS if name in raw and raw[name] is None]
+        raw = {key: value for key, value in raw.items() if not (key in OPTIONAL_SECTIONS and value is None)}
         config = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
         lines += validation_errors.validation_lines(exc.errors(), source, node, PipelineConfig)

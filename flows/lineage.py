@@ -390,6 +390,23 @@ def stage_output_status(out_dir: str | Path) -> dict[str, Any] | None:
     manifest, problem = _manifest_or_problem(out)
     if problem:
         return {"stage": "output", "state": "corrupt", "problem": problem}
-    if manifest is None or not isinstance(manifest.get("stage"), str):
+    if manifest is None:
+        return _stopped_stage_row(out)
+    if not isinstance(manifest.get("stage"), str):
         return None
     return _stage_row(manifest["stage"], out, out, set(), {})
+
+
+def _stopped_stage_row(out: Path) -> dict[str, Any] | None:
+    """The status row of a stage's folder that a command left without a manifest (`deepeyes curate
+    --out` that stopped: every row unusable, nothing left): `incomplete`, with the `stopped: ...`
+    reason its `report.json` keeps; None where there is no such report."""
+    try:
+        report = json.loads((out / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(report, dict) or not isinstance(report.get("stage"), str):
+        return None
+    warnings = report.get("warnings") if isinstance(report.get("warnings"), list) else []
+    stopped = next((w for w in warnings if isinstance(w, str) and w.startswith("stopped: ")), None)
+    return {"stage": report["stage"], "state": "incomplete", "stopped": stopped or "it did not finish (no manifest)"}

@@ -129,3 +129,31 @@ def test_a_protocol_profile_file_is_told_in_the_same_words(tmp_path):
     with pytest.raises(ProfileError) as raised:
         load_profile(profile)
     assert str(raised.value) == f"profile {profile}:4: observation: expected a mapping of settings (got null)"
+
+
+@pytest.mark.parametrize("text,expected", [
+    # review r6 #9: a field of a section nested below the one it was written in is pointed at, not a near name
+    ("synth: {max_turns: 3}\n", "c.yaml:2: synth.max_turns: unknown field; did you mean synth.agent.max_turns?"),
+    ("sources: [{kind: jsonl, path: a.jsonl}]\n", "c.yaml:2: sources: unknown field; did you mean curate.sources?"),
+    ("eval: {max_turns: 3}\n", "c.yaml:2: eval.max_turns: unknown field; did you mean eval.agent.max_turns?"),
+    ("synth: {timeout_s: 3}\n", "c.yaml:2: synth.timeout_s: unknown field; did you mean synth.agent.kernel.timeout_s?"),
+    ("synth: {max_turn: 3}\n", "c.yaml:2: synth.max_turn: unknown field; did you mean synth.agent.max_turns?"),  # misspelt and misplaced
+    ("synth: {agnet: {}}\n", "c.yaml:2: synth.agnet: unknown field; did you mean 'agent'?"),  # a close name here wins
+    ("synth: {zzz: 3}\n", "c.yaml:2: synth.zzz: unknown field"),
+    # review r6 #10: an optional section written null is not "no section"
+    ("world: null\n", "c.yaml:2: world: expected a mapping of settings (got null); leave the section out for no world"),
+    ("grpo: null\n", "c.yaml:2: grpo: expected a mapping of settings (got null); leave the section out for no GRPO stage (SFT only)"),
+    ("probe: ~\n", "c.yaml:2: probe: expected a mapping of settings (got null); leave the section out for no probes (pools split by hash)"),
+])
+def test_nesting_and_null_sections_read_in_the_yaml_words(tmp_path, text, expected):
+    assert refusal(tmp_path, text) == expected
+
+
+def test_a_list_entrys_field_written_on_its_section_points_at_the_list(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("name: c\ncurate: {kind: jsonl, path: a.jsonl}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(config, check=False)
+    assert str(raised.value).replace(str(config), "c.yaml") == (
+        "invalid config:\n  c.yaml:2: curate.kind: unknown field; did you mean curate.sources[].kind or curate.benchmarks[].kind?\n"
+        "  c.yaml:2: curate.path: unknown field; did you mean curate.sources[].path or curate.benchmarks[].path?")

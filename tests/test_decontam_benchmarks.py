@@ -81,11 +81,14 @@ def test_a_benchmark_needs_only_its_questions_and_images(data):
     (category became required of training rows, and made every such benchmark row unreadable)."""
     write_jsonl(data / "bench.jsonl", [{"question": "What is 48 + 12?"}, {"question": "Describe it.", "answer": ["a", "b"],
                                                                           "images": ["ok.png"]}])
+    # a text-only row the benchmark does not match: a curate with every row contaminated stops (review r6 #12)
+    with open(data / "src.jsonl", "a") as rows:
+        rows.write(json.dumps({"id": "s3", "question": "How long is the river?", "answer": "1", "category": "reasoning"}) + "\n")
     summary = run_curate(CurateConfig(sources=[SourceSpec(path=data / "src.jsonl")], benchmarks=[SourceSpec(path=data / "bench.jsonl")],
                                       split={"coldstart": 1.0}), data / "out")
     assert summary["benchmark_items"] == 2 and "warnings" not in summary
-    assert summary["counts"]["contaminated"] == 3  # s0 by its text, every row by the benchmark's image
-    assert_every_row_counted(data / "out", rows_in=3)
+    assert summary["counts"]["contaminated"] == 3  # s0 by its text, every row with an image by the benchmark's image
+    assert_every_row_counted(data / "out", rows_in=4)
 
 
 def test_a_benchmark_read_in_part_says_so_in_the_summary_line_and_the_report(data):

@@ -130,3 +130,80 @@ def test_a_benchmark_definition_says_the_same_before_any_work(workdir, monkeypat
         load_config(config)
     assert str(raised.value) == f"{config}: eval.benchmarks[0] (b): data_files: no file matches {workdir}/nope.csv"
     assert not (workdir / "ev").exists()
+
+
+# Review r6 #6-#8: an hf builder source's mistakes, each in one line that names what is wrong.
+
+def _rows_parquet(folder) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"question": ["What is 2+2?", "What is 3+3?"], "answer": ["4", "6"], "level": [1, 2],
+                             "category": ["reasoning", "reasoning"]}), folder / "rows.parquet")
+
+
+def test_a_field_mapped_to_a_column_an_hf_builder_source_lacks_names_the_columns(workdir, monkeypatch, capsys):
+    """#6: the mapping was given; the column is not there: say so, with the columns there are and the closest."""
+    _rows_parquet(workdir)
+    code, _, err = deepeyes(monkeypatch, capsys, "curate", "--source", "hf:parquet,data_files=rows.parquet,fields.answer=label",
+                            "--out", str(workdir / "out"))
+    assert (code, err) == (2, "error: source 'rows': fields.answer: 'label' (closest: 'level'): no such column in its first rows "
+                              "(columns: answer, category, level, question)")
+    config = workdir / "c.yaml"  # the dry run too
+    config.write_text("curate: {sources: [{kind: hf, path: parquet, data_files: [rows.parquet], fields: {answer: nocol}}]}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert str(raised.value) == (f"{config}: curate.sources[0]: source 'rows': fields.answer: 'nocol': no such column in its first rows "
+                                 "(columns: answer, category, level, question)")
+
+
+def test_rows_all_missing_a_column_they_were_never_mapped_to_list_the_columns(workdir, monkeypatch, capsys):
+    """#6 (related): no `fields` given, and the source has no `question` column: the error lists what it has."""
+    (workdir / "other.csv").write_text("prompt,label\nq,1\n")
+    out = workdir / "out"
+    code, _, err = deepeyes(monkeypatch, capsys, "curate", "--source", "hf:csv,data_files=other.csv", "--out", str(out))
+    assert (code, err) == (2, "error: source 'other': all 1 rows are unusable, 1 for missing_question: our `question` is read from "
+                              "column 'question' (no `fields.question`): no such column (columns: label, prompt); map it with "
+                              f"`fields.question=COLUMN`; each row's reason is in {out / 'quarantine'}")
+
+
+@pytest.mark.parametrize(("make", "builder", "cause"), [
+    (lambda d: (d / "empty.csv").write_text(""), "csv:empty.csv", "EmptyDataError: No columns to parse from file"),
+    (lambda d: (d / "empty.csv").write_bytes(b"\xff\xfe\x00\xba\x01\x02"), "csv:empty.csv",
+     "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
+])
+def test_a_datasets_failure_gives_its_cause_not_the_wrapper(workdir, monkeypatch, capsys, make, builder, cause):
+    """#7: `DatasetGenerationError: An error occurred while generating the dataset` says nothing; its cause does."""
+    make(workdir)
+    name, file = builder.split(":")
+    code, _, err = deepeyes(monkeypatch, capsys, "curate", "--source", f"hf:{name},data_files={file}", "--out", str(workdir / "out"))
+    assert (code, err) == (2, f"error: source 'empty': datasets.load_dataset({name!r}) reading {file} failed: {cause}")
+
+
+def test_the_cause_chain_is_one_line_outermost_first():
+    from curation.sources import exception_chain_text
+
+    try:
+        try:
+            raise KeyError("col")
+        except KeyError as inner:
+            raise ValueError("bad table\nsecond line") from inner
+    except ValueError as exc:
+        assert exception_chain_text(exc) == "ValueError: bad table; caused by KeyError: 'col'"
+
+
+@pytest.mark.parametrize("builder", ["Parquet", "PARQUET", "Csv"])
+def test_a_builder_name_in_another_case_is_the_builder(workdir, monkeypatch, capsys, builder):
+    """#8: `hf:Parquet` is the parquet builder: without data_files the builder's refusal, with them its rows."""
+    _rows_parquet(workdir)
+    code, _, err = deepeyes(monkeypatch, capsys, "curate", "--source", f"hf:{builder}", "--out", str(workdir / "o1"))
+    assert (code, err) == (2, f"error: --source 'hf:{builder}': {NEEDS_FILES.format(b=builder.lower())}")
+    assert SourceSpec(kind="hf", path=builder, data_files="rows.parquet").path == builder.lower()
+    assert SourceSpec(kind="hf", path="Org/Parquet").path == "Org/Parquet"  # a hub id stays a hub id
+
+
+def test_a_capitalised_builder_reads_its_files(workdir, monkeypatch, capsys):
+    _rows_parquet(workdir)
+    code, out, err = deepeyes(monkeypatch, capsys, "curate", "--source", "hf:Parquet,data_files=rows.parquet", "--out", str(workdir / "o"))
+    assert code == 0, err
+    assert '"rows_out": 2' in out

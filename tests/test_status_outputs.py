@@ -199,3 +199,40 @@ def test_the_empty_held_out_pool_advice_fits_the_config():
         start + "add rows to curate.sources, raise curate.split.eval, or name eval.benchmarks")
     assert empty_heldout_warning(EvalConfig(), {"coldstart": 4}, world=True) == (
         start + "raise world.per_family (--per-family in `deepeyes demo`), raise curate.split.eval, or name eval.benchmarks")
+
+
+def _rows(path: Path, n: int = 3) -> Path:
+    path.write_text("".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": str(2 * i), "category": "reasoning"}) + "\n"
+                            for i in range(n)))
+    return path
+
+
+def test_a_curate_whose_every_row_is_contaminated_stops_and_status_shows_it_stopped(tmp_path):
+    """Review r6 #12: every row removed by decontamination is, like every row unusable, a mistake to stop on
+    (exit 2, one line), not an empty set fed downstream; #11: status shows the folder it left as the curate
+    stage's, incomplete, with why it stopped and the rerun hint, not "holds no run"."""
+    rows, out = _rows(tmp_path / "rows.jsonl"), tmp_path / "cur"
+    done = cli("curate", "--source", f"jsonl:{rows}", "--benchmark", f"jsonl:{rows}", "--out", str(out))
+    reason = (f"no row is left: all 3 rows were removed (3 contaminated by a benchmark); nothing to curate; each row's reason "
+              f"is in {out / 'quarantine'}")
+    assert (done.code, done.error) == (2, f"error: {reason}")
+    assert not (out / "_manifest.json").exists()
+    status = cli("status", str(out))
+    assert status.code == 0, status.error
+    assert status.stdout.splitlines()[0] == f"{out}: one stage's output (curate), not a run directory"
+    assert stage_lines(status.stdout) == {"curate": f"incomplete: stopped: {reason}; rerunning the command runs it again once that is fixed"}
+
+
+def test_status_of_a_curate_that_found_every_row_unusable_shows_its_stage(tmp_path):
+    rows, out = tmp_path / "rows.jsonl", tmp_path / "cur"
+    rows.write_text(json.dumps({"prompt": "q", "answer": "1", "category": "reasoning"}) + "\n")
+    assert cli("curate", "--source", f"jsonl:{rows}", "--out", str(out)).code == 2
+    status = cli("status", str(out))
+    assert status.code == 0, status.error
+    assert stage_lines(status.stdout)["curate"].startswith("incomplete: stopped: source 'rows': all 1 rows are unusable")
+
+
+def test_status_of_a_world_folder_says_it_is_a_world(world):
+    status = cli("status", str(Path(world["samples_path"]).parent))
+    assert (status.code, status.error) == (2, f"error: {Path(world['samples_path']).parent} is a world written by deepeyes "
+                                              "generate-world, not a run directory (give the directory a run wrote: runs/NAME)")
