@@ -80,17 +80,18 @@ def ours_lower(value: Any) -> Any:
     return value
 
 
-def category_names(names: Any, field: str) -> Any:
+def category_names(names: Any, field: str = "") -> Any:
     """Config keys or values that name our categories (a select `mix`'s shares, the reward's caps),
     in our spelling: any case is read (`Perception`); a name that is none of ours raises ValueError
-    naming `field`, with the closest category. Anything that is not a list or dict of names is
+    with the closest category, after `field` where given (the part of the location below the field
+    the error is reported at: a mix's pool `rl`). Anything that is not a list or dict of names is
     returned unchanged, for pydantic to refuse."""
     def one(name: Any) -> Any:
         if not isinstance(name, str):
             return name
         if name.strip().lower() in CATEGORIES:
             return name.strip().lower()
-        raise ValueError(f"{field}: unknown category {name!r}" + did_you_mean(name, CATEGORIES) + f" (one of {', '.join(CATEGORIES)})")
+        raise ValueError(f"{field + ': ' if field else ''}unknown category {name!r}" + did_you_mean(name, CATEGORIES) + f" (one of {', '.join(CATEGORIES)})")
 
     if isinstance(names, dict):
         return {one(k): v for k, v in names.items()}

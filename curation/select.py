@@ -49,7 +49,7 @@ class SelectConfig(BaseModel):
     def _our_categories(cls, mix: Any) -> Any:
         if not isinstance(mix, dict):
             return mix
-        return {pool: category_names(shares, f"mix.{pool}") for pool, shares in mix.items()}
+        return {pool: category_names(shares, pool) for pool, shares in mix.items()}  # reported at `select.mix`
 
     @field_validator("mix")
     @classmethod

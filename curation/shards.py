@@ -18,6 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.validation_errors import json_read_problem, json_type_name
+
 MANIFEST_NAME = "_manifest.json"
 QUARANTINE_DIR = "quarantine"
 
@@ -219,9 +221,9 @@ def read_manifest(path: str | Path) -> dict[str, Any] | None:
     try:
         value = json.loads(manifest.read_bytes().decode("utf-8"))
     except (ValueError, RecursionError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise CorruptManifest(manifest, f"{type(exc).__name__}: {exc}") from None
+        raise CorruptManifest(manifest, json_read_problem(exc)) from None
     if not isinstance(value, dict):
-        raise CorruptManifest(manifest, f"a JSON {type(value).__name__}, not an object")
+        raise CorruptManifest(manifest, f"{json_type_name(value)}, not a JSON object")
     return value
 
 

@@ -193,6 +193,14 @@ class SourceSpec(FieldMapping):
         return self
 
     @model_validator(mode="after")
+    def _builder_has_no_subset(self) -> SourceSpec:
+        # `datasets` takes a builder's `name` (our `subset`) as a label of its cache and reads the same files: ignored.
+        if self.kind == "hf" and self.subset is not None and is_packaged_builder(self.path.strip()):
+            raise ValueError(f"subset: path {self.path.strip()!r} is a `datasets` builder, which has no subsets (it reads the files "
+                             "data_files names; a subset is a hub dataset's); remove it")
+        return self
+
+    @model_validator(mode="after")
     def _verl_labels(self) -> SourceSpec:
         # verl's `reason` data source is our `reasoning`; a source's own category_map wins.
         if self.kind == "verl":
@@ -333,6 +341,23 @@ def hf_only_options(kind: str, given: list[str]) -> None:
         where = " (a verl source reads every parquet file its path names)" if kind == "verl" else " (one file: its path)"
         raise ValueError(f"{', '.join(given)}: {'options' if many else 'an option'} of `hf` sources only, and this source is kind "
                          f"{kind}{where}; remove {'them' if many else 'it'}")
+
+
+def same_name_message(specs: list[SourceSpec], labels: list[str]) -> str | None:
+    """The first two of `specs` with one `source_name` (given with `name`, or taken from their files),
+    as `LABEL and LABEL are both named 'NAME' ...`, with `labels[i]` naming `specs[i]` (a config
+    entry, the option typed); None when every name is its own. The report counts rows, drops and
+    contamination per source name: two sources of one name would be merged there."""
+    first: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        name = spec.source_name
+        if name in first:
+            j = first[name]
+            after = "" if specs[i].name and specs[j].name else " (after their files)"
+            return (f"{labels[j]} and {labels[i]} are both named {name!r}{after}: the report counts rows per source "
+                    f"name; give each its own `name`")
+        first[name] = i
+    return None
 
 
 # How each command-line option is written, for an error about its form.

@@ -40,8 +40,9 @@ from curation.schema import SAMPLE_SCHEMA, ImageRef, Pool, Sample, content_id
 from curation.shards import QUARANTINE_DIR, Quarantine, ShardError, ShardWriter, iter_rows, read_manifest, shard_files
 from curation.sources import (MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, PARSE_ERROR, RowRejected, SourceError, SourceSpec, TextLimits,
                               include_value_text, include_values_seen, missing_column_hint, read_source, row_to_sample,
-                              rows_fix_hint)
+                              rows_fix_hint, same_name_message)
 from curation.suggest import did_you_mean
+from curation.validation_errors import yaml_flow
 
 STAGING_DIR = "_staged"
 
@@ -103,12 +104,19 @@ class CurateConfig(BaseModel):
                              f"(a {self.min_side}x{self.min_side} image has {self.min_side ** 2} pixels)")
         return self
 
+    @field_validator("sources", "benchmarks")
+    @classmethod
+    def _names_apart(cls, specs: list[SourceSpec]) -> list[SourceSpec]:
+        if problem := same_name_message(specs, [f"[{i}]" for i in range(len(specs))]):
+            raise ValueError(problem)
+        return specs
+
     @field_validator("split")
     @classmethod
     def _split_sums_to_one(cls, split: dict[str, float]) -> dict[str, float]:
         pool_names(list(split))
         if any(v < 0 for v in split.values()) or abs(sum(split.values()) - 1.0) > 1e-6:
-            raise ValueError(f"fractions must be non-negative and sum to 1, got {split}")
+            raise ValueError(f"fractions must be non-negative and sum to 1, got {yaml_flow(split)}")
         return split
 
 

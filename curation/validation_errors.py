@@ -12,6 +12,7 @@ message (`expected a text or a list (got 5)`)."""
 
 from __future__ import annotations
 
+import json
 import re
 import types
 import typing
@@ -55,6 +56,37 @@ def yaml_value(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     return type(value).__name__
+
+
+def yaml_flow(value: Any) -> str:
+    """`value` written as YAML's flow style, as a user would type it in the config:
+    `{coldstart: 0.5, rl: 0.6}`, `[test]`, `'yes'` (quoted where YAML would read it otherwise)."""
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000).strip().removesuffix("\n...").strip()
+
+
+def json_read_problem(exc: BaseException) -> str:
+    """Why a JSON file could not be read, in words and without Python's class names: `Expecting
+    value at line 2 column 1`, `not UTF-8 text (byte 0xff at position 0)`, `nested too deeply`, or
+    the operating system's reason (`Permission denied`)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg}{'' if exc.msg.endswith(' at') else ' at'} line {exc.lineno} column {exc.colno}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position {exc.start})"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to read"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+def json_type_name(value: Any) -> str:
+    """A parsed JSON value's kind in JSON's words: `an object`, `an array`, `a string`, `a number`,
+    `true or false`, `null`."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    return {dict: "an object", list: "an array", str: "a string"}.get(type(value), "a number")
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -192,6 +224,11 @@ def error_message(error: dict[str, Any]) -> str:
         return re.sub(r"^(Value error|Assertion failed), ", "", message)
     if kind in _CLASS_NAMING:
         return f"expected {EXPECTED.get(kind, 'a value of another kind')}{got}"
+    if kind in ("list_type", "tuple_type", "set_type", "dict_type"):
+        value = error.get("input")
+        if kind != "dict_type" and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return f"expected {EXPECTED[kind]} (e.g. {yaml_flow([value])})"  # `include: {split: test}`: `[test]`
+        return f"expected {EXPECTED[kind]}{got}"
     # Any other message that names a class: the class left out.
     message = re.sub(r",? or (an )?instance of \w+", "", message)
     return re.sub(r"(an instance of )?<class '(?:[\w.]+\.)?(\w+)'>", lambda m: m.group(2).lower(), message)

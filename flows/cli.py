@@ -344,7 +344,7 @@ def curate(
 
     --category, --answer-type, --fields and --category-map apply to every --source given here;
     a source's own ,NAME=VALUE options win over them."""
-    from curation.sources import SourceSpec, check_mapped_columns, cli_source_defaults
+    from curation.sources import SourceError, SourceSpec, check_mapped_columns, cli_source_defaults, same_name_message
     from curation.stage import CurateConfig, run_curate
 
     cfg = CurateConfig()
@@ -355,13 +355,21 @@ def curate(
     defaults = cli_source_defaults(category, answer_type, fields or [], category_map or [])
     if defaults and not source:
         raise typer.BadParameter("--category, --answer-type, --fields and --category-map apply to a --source given here", param_hint="--source")
-    cfg.sources = [*cfg.sources, *(SourceSpec.parse_cli(s, defaults) for s in source or [])]
-    cfg.benchmarks = [*cfg.benchmarks, *(SourceSpec.parse_cli(b, option="--benchmark") for b in benchmark or [])]
+    # Each spec with how the user wrote it: a config entry, or the option typed (`--benchmark 'hf:csv,...'`).
+    labelled: dict[str, list[tuple[str, SourceSpec]]] = {}
+    for section, specs, typed, option in (("sources", cfg.sources, source, "--source"), ("benchmarks", cfg.benchmarks, benchmark, "--benchmark")):
+        labelled[section] = [*((f"curate.{section}[{i}]", spec) for i, spec in enumerate(specs)),
+                             *((f"{option} {text!r}", SourceSpec.parse_cli(text, defaults if option == "--source" else (), option=option))
+                               for text in typed or [])]
+        if problem := same_name_message([spec for _, spec in labelled[section]], [label for label, _ in labelled[section]]):
+            raise SourceError(problem)
+    cfg.sources = [spec for _, spec in labelled["sources"]]
+    cfg.benchmarks = [spec for _, spec in labelled["benchmarks"]]
     if not cfg.sources:
         raise typer.BadParameter("give at least one --source (or a --config with curate.sources)", param_hint="--source")
-    for spec in [*cfg.sources, *cfg.benchmarks]:
+    for label, spec in [*labelled["sources"], *labelled["benchmarks"]]:
         if not spec.exists():
-            raise FileNotFoundError(f"source {spec.source_name!r}: {spec.missing()}")
+            raise FileNotFoundError(f"{label}{'' if spec.kind == 'hf' or label.startswith('-') else '.path'}: {spec.missing()}")
         check_mapped_columns(spec)
     summary = run_curate(cfg, out, probes=probes)
     for warning in summary.get("warnings", []):

@@ -53,6 +53,14 @@ class WorldSettings(BaseModel):
     instruct_per_family: int = Field(0, ge=0)  # learnable only: samples per family for the `base:` instruct stage
     families: list[Literal["perception", "reasoning", "search", "direct"]] | None = None  # learnable only: a subset; None: all four
 
+    @field_validator("kind", "families", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any) -> Any:
+        """`Classic`, `[Perception]`: kinds and categories are read in any case, as a source's are."""
+        def lower(name: Any) -> Any:
+            return name.strip().lower() if isinstance(name, str) else name
+        return [lower(v) for v in value] if isinstance(value, list) else lower(value)
+
     @field_validator("families", "instruct_per_family")
     @classmethod
     def _learnable_only(cls, value: Any, info: ValidationInfo) -> Any:

@@ -27,6 +27,7 @@ from typing import Any
 
 from curation.shards import MANIFEST_NAME, CorruptManifest, atomic_write_json
 from curation.shards import read_manifest as read_shard_manifest
+from curation.validation_errors import json_read_problem
 
 RUN_RECORD_NAME = "run.json"  # in the run directory: the config a flow was started with and the stages it plans
 RUN_RECORD_FORMAT = "run/1"
@@ -296,7 +297,7 @@ def _load_run_record(run_dir: str | Path) -> tuple[dict[str, Any] | None, str | 
     except FileNotFoundError:
         return None, None
     except (OSError, ValueError) as exc:
-        return None, f"{path}: not readable as JSON ({type(exc).__name__}: {str(exc)[:120]})"
+        return None, f"{path}: not readable as JSON ({json_read_problem(exc)[:120]})"
     stages = record.get("stages") if isinstance(record, dict) else None
     if not isinstance(stages, list) or not all(isinstance(s, str) for s in stages):
         return None, f"{path}: not a run record (`stages` should be a list of the stage directories the run plans: world, curate, ...)"
@@ -354,7 +355,8 @@ def _stage_row(name: str, stage_dir: Path, run: Path, stale: set[str], configure
         "rows": manifest.get("rows"),
         "counts": manifest.get("counts"),
         "failed": failed,
-        "seconds": lineage.get("seconds", manifest.get("seconds")),
+        # A stage's own folder (`curate --out`) has no lineage: its `seconds_total`, not the shard writer's `seconds`
+        "seconds": lineage.get("seconds", manifest.get("seconds_total", manifest.get("seconds"))),
         "config_hash": lineage.get("config_hash"),
         "git_commit": (lineage.get("git_commit") or "")[:12] or None,
         "changed_inputs": changed,

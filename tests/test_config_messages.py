@@ -53,13 +53,27 @@ def refusal(tmp_path, text: str) -> str:
      "(kinds: jsonl, json, tsv, hf, verl; csv is read by an hf source: `kind: hf, path: csv, data_files: [FILE]`)"),
     ("curate: {sources: [{kind: JSONL, path: x.jsonl}]}\n", "c.yaml:2: curate.sources.0.kind: unknown source kind 'JSONL'; did you mean "
      "'jsonl'? (kinds: jsonl, json, tsv, hf, verl; Parquet, CSV and other files: `kind: hf, path: parquet, data_files: [FILE]`)"),
+    # review r6 #18: YAML's flow style, not a Python dict; the shape words of the other errors; no doubled prefix
+    ("curate: {split: {coldstart: 0.5, rl: 0.6}}\n",
+     "c.yaml:2: curate.split: fractions must be non-negative and sum to 1, got {coldstart: 0.5, rl: 0.6}"),
+    ("synth: {request: {extra_body: [1, 2]}}\n", "c.yaml:2: synth.request.extra_body: expected a mapping (got a list)"),
+    ("curate: {sources: [{path: a.jsonl, include: {split: test}}]}\n", "c.yaml:2: curate.sources.0.include.split: expected a list (e.g. [test])"),
+    ("curate: {sources: {kind: jsonl, path: a.jsonl}}\n", "c.yaml:2: curate.sources: expected a list (got a mapping)"),
+    ("synth: {pools: coldstart}\n", "c.yaml:2: synth.pools: expected a list (e.g. [coldstart])"),
+    ("eval: {benchmarks: null}\n", "c.yaml:2: eval.benchmarks: expected a list (got null)"),
+    ("select: {mix: {rl: {perceptoin: 1.0}}}\n", "c.yaml:2: select.mix: rl: unknown category 'perceptoin'; did you mean 'perception'? "
+     "(one of perception, reasoning, search, direct)"),
+    ("reward: {answer_cap_chars: {percepton: 3}}\n", "c.yaml:2: reward.answer_cap_chars: unknown category 'percepton'; did you mean "
+     "'perception'? (one of perception, reasoning, search, direct)"),
+    ("curate: {sources: [{kind: hf, path: csv, data_files: a.csv, subset: foo}]}\n", "c.yaml:2: curate.sources.0: subset: path 'csv' is "
+     "a `datasets` builder, which has no subsets (it reads the files data_files names; a subset is a hub dataset's); remove it"),
 ])
 def test_each_mistake_reads_in_the_yaml_words(tmp_path, text, expected):
     assert refusal(tmp_path, text) == expected
 
 
 def test_curate_sources_that_is_not_a_list_is_a_config_error_not_a_traceback(tmp_path):
-    assert refusal(tmp_path, "curate: {sources: 5}\n") == "c.yaml:2: curate.sources: Input should be a valid list"
+    assert refusal(tmp_path, "curate: {sources: 5}\n") == "c.yaml:2: curate.sources: expected a list (e.g. [5])"
 
 
 def test_a_misspelt_field_name_on_the_command_line_has_no_key_noise(tmp_path):
@@ -157,3 +171,12 @@ def test_a_list_entrys_field_written_on_its_section_points_at_the_list(tmp_path)
     assert str(raised.value).replace(str(config), "c.yaml") == (
         "invalid config:\n  c.yaml:2: curate.kind: unknown field; did you mean curate.sources[].kind or curate.benchmarks[].kind?\n"
         "  c.yaml:2: curate.path: unknown field; did you mean curate.sources[].path or curate.benchmarks[].path?")
+
+
+def test_the_world_kind_is_read_in_any_case_like_other_kinds(tmp_path):
+    """Review r6 #18: `world.kind: Classic` was refused with "did you mean 'classic'?"."""
+    config = tmp_path / "c.yaml"
+    config.write_text("name: c\nworld: {kind: Classic}\n")
+    assert load_config(config, check=False).world.kind == "classic"
+    config.write_text("name: c\nworld: {kind: LEARNABLE, families: [Perception]}\n")
+    assert (load_config(config, check=False).world.kind, load_config(config, check=False).world.families) == ("learnable", ["perception"])

@@ -372,7 +372,7 @@ def test_our_categories_and_answer_types_are_read_in_any_case(tmp_path):
 
 @pytest.mark.parametrize("mix,says", [
     ("{rl: {Perception: 1}}", None),
-    ("{rl: {perceptoin: 1}}", "select.mix: mix.rl: unknown category 'perceptoin'; did you mean 'perception'?"),
+    ("{rl: {perceptoin: 1}}", "select.mix: rl: unknown category 'perceptoin'; did you mean 'perception'?"),
 ])
 def test_category_names_in_the_select_mix_and_reward_caps_are_ours_in_any_case_or_refused(tmp_path, mix, says):
     from flows.config import ConfigError, load_config

@@ -111,9 +111,48 @@ def test_local_data_files_that_match_pass_the_dry_run(workdir, monkeypatch, caps
 
 def test_the_command_line_refuses_data_files_that_match_nothing_before_loading(workdir, monkeypatch, capsys, caplog):
     code, out, err = deepeyes(monkeypatch, capsys, "curate", "--source", "hf:csv,data_files=hfdata/nope.csv", "--out", str(workdir / "cur"))
-    assert (code, out, err) == (2, "", "error: source 'nope': data_files: no file matches hfdata/nope.csv")
+    assert (code, out, err) == (2, "", "error: --source 'hf:csv,data_files=hfdata/nope.csv': data_files: no file matches hfdata/nope.csv")
     assert not (workdir / "cur").exists()
     assert [r.getMessage() for r in caplog.records if r.name.startswith("datasets")] == []
+
+
+def test_a_benchmark_whose_glob_matches_nothing_names_the_option_typed(workdir, monkeypatch, capsys):
+    # Review r6 #16: it was `source 'WORKDIR': ...`, named after the working folder and not saying it is a benchmark.
+    (workdir / "rows.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    monkeypatch.chdir(workdir)
+    code, out, err = deepeyes(monkeypatch, capsys, "curate", "--source", "jsonl:rows.jsonl", "--benchmark", "hf:csv,data_files=zzz*.csv",
+                              "--out", str(workdir / "cur"))
+    assert (code, out, err) == (2, "", "error: --benchmark 'hf:csv,data_files=zzz*.csv': data_files: no file matches zzz*.csv")
+
+
+def test_two_command_line_sources_of_one_name_are_refused_naming_both(workdir, monkeypatch, capsys):
+    # Review r6 #13: they were merged into one row of the report's "By source".
+    (workdir / "rows.csv").write_text("question,answer\nq,a\n")
+    (workdir / "rows.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    monkeypatch.chdir(workdir)
+    code, out, err = deepeyes(monkeypatch, capsys, "curate", "--source", "hf:csv,data_files=rows.csv,name=a", "--source", "jsonl:rows.jsonl,name=a",
+                              "--out", str(workdir / "cur"))
+    assert (code, out, err) == (2, "", "error: --source 'hf:csv,data_files=rows.csv,name=a' and --source 'jsonl:rows.jsonl,name=a' are both "
+                                       "named 'a': the report counts rows per source name; give each its own `name`")
+    code, out, err = deepeyes(monkeypatch, capsys, "curate", "--source", "jsonl:rows.jsonl", "--benchmark", "jsonl:rows.jsonl",
+                              "--benchmark", "hf:csv,data_files=rows.csv", "--out", str(workdir / "cur"))
+    assert (code, out, err) == (2, "", "error: --benchmark 'jsonl:rows.jsonl' and --benchmark 'hf:csv,data_files=rows.csv' are both named "
+                                       "'rows' (after their files): the report counts rows per source name; give each its own `name`")
+
+
+def test_a_config_and_a_command_line_source_of_one_name_are_refused(workdir, monkeypatch, capsys):
+    (workdir / "rows.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    (workdir / "c.yaml").write_text("curate:\n  sources: [{kind: jsonl, path: rows.jsonl, name: a}]\n")
+    monkeypatch.chdir(workdir)
+    code, out, err = deepeyes(monkeypatch, capsys, "curate", "--config", "c.yaml", "--source", "jsonl:rows.jsonl,name=a", "--out", "cur")
+    assert (code, out, err) == (2, "", "error: curate.sources[0] and --source 'jsonl:rows.jsonl,name=a' are both named 'a': the report "
+                                       "counts rows per source name; give each its own `name`")
+    (workdir / "d.yaml").write_text("curate:\n  sources:\n    - {kind: jsonl, path: rows.jsonl, name: a}\n"
+                                    "    - {kind: jsonl, path: rows.jsonl, name: a}\n")
+    code, out, err = deepeyes(monkeypatch, capsys, "curate", "--config", "d.yaml", "--out", "cur")
+    assert (code, out) == (2, "")
+    assert err.endswith("d.yaml:2: curate.sources: [0] and [1] are both named 'a': the report counts rows per source name; "
+                        "give each its own `name`"), err
 
 
 def test_a_benchmark_definition_says_the_same_before_any_work(workdir, monkeypatch, capsys):

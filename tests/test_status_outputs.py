@@ -239,3 +239,29 @@ def test_status_of_a_world_folder_says_it_is_a_world(world):
     status = cli("status", str(Path(world["samples_path"]).parent))
     assert (status.code, status.error) == (2, f"error: {Path(world['samples_path']).parent} is a world written by deepeyes "
                                               "generate-world, not a run directory (give the directory a run wrote: runs/NAME)")
+
+
+def test_status_of_a_curate_folder_shows_the_stage_seconds_not_the_shard_writers(tmp_path):
+    """Review r6 #18: a `curate --out` folder showed `0.0 s`, the shard writer's `seconds`, where the stage's is `seconds_total`."""
+    out = tmp_path / "cur"
+    assert cli("curate", "--source", f"jsonl:{_rows(tmp_path / 'rows.jsonl')}", "--out", str(out)).code == 0
+    manifest = json.loads((out / "_manifest.json").read_text())
+    (out / "_manifest.json").write_text(json.dumps({**manifest, "seconds": 0.025, "seconds_total": 12.34}))
+    status = cli("status", str(out))
+    assert status.code == 0, status.error
+    assert stage_lines(status.stdout)["curate"].split()[:5] == ["complete", "rows", "3", "12.3", "s"]
+
+
+@pytest.mark.parametrize("text,why", [
+    ('{"rows": 3,\n', "Expecting property name enclosed in double quotes at line 2 column 1"),
+    ("[1]", "an array, not a JSON object"),
+    (b"\xff\xfe{}", "not UTF-8 text (byte 0xff at position 0)"),
+])
+def test_a_corrupt_manifest_is_told_without_python_class_names(tmp_path, text, why):
+    """Review r6 #18: `corrupt manifest (JSONDecodeError: ...)`, `a JSON list`."""
+    out = tmp_path / "cur"
+    out.mkdir()
+    (out / "_manifest.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+    status = cli("status", str(out))
+    assert status.code == 0, status.error
+    assert f"corrupt manifest ({why}); " in status.stdout, status.stdout

@@ -53,8 +53,8 @@ class RewardConfig(BaseModel):
 
     @field_validator("answer_cap_chars", "search_penalty_categories", mode="before")
     @classmethod
-    def _our_categories(cls, value: Any, info: Any) -> Any:
-        return category_names(value, info.field_name)
+    def _our_categories(cls, value: Any) -> Any:
+        return category_names(value)  # the error's location names the field
 
     def capped(self, answer: str | None, category: str) -> bool:
         """Whether `answer` is at or over its category's length cap."""
