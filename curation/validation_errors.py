@@ -66,12 +66,12 @@ def yaml_flow(value: Any) -> str:
 
 def json_read_problem(exc: BaseException) -> str:
     """Why a JSON file could not be read, in words and without Python's class names: `Expecting
-    value at line 2 column 1`, `not UTF-8 text (byte 0xff at position 0)`, `nested too deeply`, or
+    value at line 2 column 1`, `not UTF-8 text (byte 0xff at offset 0)`, `nested too deeply`, or
     the operating system's reason (`Permission denied`)."""
     if isinstance(exc, json.JSONDecodeError):
         return f"{exc.msg}{'' if exc.msg.endswith(' at') else ' at'} line {exc.lineno} column {exc.colno}"
     if isinstance(exc, UnicodeDecodeError):
-        return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position {exc.start})"
+        return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
     if isinstance(exc, RecursionError):
         return "nested too deeply to read"
     if isinstance(exc, OSError) and exc.strerror:

@@ -664,10 +664,14 @@ def serve_replay(
     refuse_fields: Annotated[str, typer.Option(help="Request fields to refuse as transformers serve does (e.g. stop).")] = "",
 ) -> None:
     """Serve scripted teacher and student turns over the OpenAI chat API."""
-    from synth.replay import ReplayScripts, ReplaySettings, check_port_free, serve
+    from synth.replay import SCRIPTS_NAME, ReplayScripts, ReplaySettings, check_port_free, serve
 
+    if scripts.is_dir():
+        inside = scripts / SCRIPTS_NAME
+        raise FileNotFoundError(f"--scripts {scripts} is a folder; give the scripts file" +
+                                (f" in it: {inside}" if inside.is_file() else f": a world's {SCRIPTS_NAME} (deepeyes generate-world writes it)"))
     if not scripts.is_file():
-        raise FileNotFoundError(f"replay scripts not found: {scripts}")
+        raise FileNotFoundError(f"--scripts {scripts}: replay scripts not found")
     settings = ReplaySettings(
         scripts_path=scripts, teacher_model=teacher_model, student_model=student_model, instruct_model=instruct_model, wrong_rate=wrong_rate,
         code_error_rate=code_error_rate, malformed_rate=malformed_rate, latency_ms=latency_ms, seed=seed,

@@ -47,7 +47,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from curation.images import pixel_digest
-from curation.sources import SourceError
+from curation.sources import SourceError, wide_encoding
+from curation.validation_errors import json_type_name
 from synth.runtime.endpoint import EndpointError
 from synth.runtime.profile import IMAGE_SLOT, Profile, profile_of_system_prompt
 from synth.runtime.protocol import find_stop
@@ -126,17 +127,24 @@ class ReplayScriptsError(SourceError):
 SCRIPTS_NAME = "replay_scripts.jsonl"  # beside a world's samples.jsonl
 
 
-def not_a_script(path: Path, number: int, row: dict[str, Any]) -> str:
-    """Why line `number` of `path`, an object with a `question`, is not a replay script (which has
-    `sample_id` and the `teacher`'s turns): a sample row (`id`, `images`) is named as one, with the
-    world's scripts file beside it."""
+# What a replay script is, in every message that says a line is not one.
+SCRIPT_WORDS = "a replay script (an object with sample_id, question, teacher and student turns)"
+
+
+def not_a_script(path: Path, number: int, row: Any) -> str:
+    """Why line `number` of `path`, a JSON value, is not a replay script (`SCRIPT_WORDS`): a sample
+    row (`id`, `images`) is named as one, else what it is or lacks; with the world's scripts file
+    beside it where there is one."""
     beside = path.parent / SCRIPTS_NAME
-    where = f" ({beside})" if beside.is_file() else ""
-    if "id" in row and ("images" in row or "answer" in row):
-        return (f"--scripts {path}: line {number} is a sample (id, question, answer, images), not a replay script (sample_id, "
-                f"teacher and student turns): this looks like a world's samples file; the scripts file is the world's {SCRIPTS_NAME}{where}")
-    missing = ", ".join(key for key in ("sample_id", "teacher") if key not in row)
-    return f"--scripts {path}: line {number} is not a replay script (no {missing}): give the world's {SCRIPTS_NAME}{where}"
+    where = f" ({beside})" if beside.is_file() else " (deepeyes generate-world writes it)"
+    if isinstance(row, dict) and "id" in row and ("images" in row or "answer" in row):
+        return (f"--scripts {path}: line {number} is a sample (id, question, answer, images), not {SCRIPT_WORDS}: this looks like a "
+                f"world's samples file; the scripts file is the world's {SCRIPTS_NAME}{where}")
+    if not isinstance(row, dict):
+        return f"--scripts {path}: line {number} is {json_type_name(row)}, not {SCRIPT_WORDS}: give the world's {SCRIPTS_NAME}{where}"
+    missing = ", ".join(key for key, kind in (("sample_id", object), ("question", str), ("teacher", list))
+                        if not isinstance(row.get(key), kind) or key not in row)
+    return f"--scripts {path}: line {number} is not {SCRIPT_WORDS}: it has no {missing}; give the world's {SCRIPTS_NAME}{where}"
 
 
 class ReplayScripts:
@@ -146,6 +154,8 @@ class ReplayScripts:
     def __init__(self, scripts_path: Path) -> None:
         self.by_digest: dict[str, dict[str, Any]] = {}
         self.by_question: dict[str, list[dict[str, Any]]] = {}
+        if encoding := wide_encoding(Path(scripts_path)):  # the config loader's words for a file saved by a Windows tool
+            raise ReplayScriptsError(f"--scripts {scripts_path} is {encoding} text: save it as UTF-8")
         try:
             text = Path(scripts_path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -158,10 +168,8 @@ class ReplayScripts:
             except ValueError as exc:
                 hint = " (a JSON array? give JSON Lines: the demo world's replay_scripts.jsonl)" if number == 1 and line.lstrip().startswith("[") else ""
                 raise ReplayScriptsError(f"--scripts {scripts_path}: line {number} is not JSON ({exc}){hint}") from None
-            if not isinstance(script, dict) or not isinstance(script.get("question"), str):
-                raise ReplayScriptsError(f"--scripts {scripts_path}: line {number} is not a script (an object with a `question`): "
-                                         "give the demo world's replay_scripts.jsonl (deepeyes generate-world)")
-            if not isinstance(script.get("teacher"), list) or "sample_id" not in script:
+            if (not isinstance(script, dict) or not isinstance(script.get("question"), str) or not isinstance(script.get("teacher"), list)
+                    or "sample_id" not in script):
                 raise ReplayScriptsError(not_a_script(Path(scripts_path), number, script))
             self.by_question.setdefault(script["question"], []).append(script)
             if script.get("image_digest"):

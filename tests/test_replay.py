@@ -155,7 +155,9 @@ def test_serve_replay_refuses_a_file_that_is_not_scripts_and_a_busy_port_before_
     assert done.returncode == 2 and "no scripts in it (an empty file)" in done.stderr
     (tmp_path / "rows.jsonl").write_text(json.dumps({"answer": "x"}) + "\n")
     done = serve("--scripts", str(tmp_path / "rows.jsonl"))
-    assert done.returncode == 2 and "line 1 is not a script (an object with a `question`)" in done.stderr
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"error: --scripts {tmp_path / 'rows.jsonl'}: line 1 is not a replay script (an object with sample_id, question, teacher and "
+        "student turns): it has no sample_id, question, teacher; give the world's replay_scripts.jsonl (deepeyes generate-world writes it)")
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -208,3 +210,32 @@ def test_serve_replay_refuses_bad_options_in_one_line_before_anything_starts(opt
         main()
     shown = capsys.readouterr()
     assert exited.value.code == 2 and shown.out == "" and shown.err == line + "\n"
+
+
+def test_serve_replay_wording_for_a_folder_a_json_array_and_a_utf16_file(world, tmp_path):
+    """Review r6 #15: a folder was "replay scripts not found"; a line that is no object had another description of a
+    script than a samples file's; a UTF-16/32 file got Python's codec error, not the config loader's words."""
+    from synth.replay import ReplayScripts, ReplayScriptsError
+    from tests.curate_cli import cli
+
+    def refusal(scripts):
+        done = cli("serve-replay", "--scripts", str(scripts), "--port", "9")
+        assert done.code == 2 and "replay server on" not in done.stdout
+        return done.error.removeprefix("error: ")
+
+    world_dir = Path(world["scripts_path"]).parent
+    assert refusal(world_dir) == f"--scripts {world_dir} is a folder; give the scripts file in it: {world_dir / 'replay_scripts.jsonl'}"
+    assert refusal(tmp_path) == (f"--scripts {tmp_path} is a folder; give the scripts file: a world's replay_scripts.jsonl "
+                                      "(deepeyes generate-world writes it)")
+    array = tmp_path / "arr.jsonl"
+    array.write_text('[{"a": 1}]\n')
+    with pytest.raises(ReplayScriptsError) as caught:
+        ReplayScripts(array)
+    assert str(caught.value) == (f"--scripts {array}: line 1 is an array, not a replay script (an object with sample_id, question, "
+                                 "teacher and student turns): give the world's replay_scripts.jsonl (deepeyes generate-world writes it)")
+    for encoding, name in (("utf-16", "UTF-16"), ("utf-32", "UTF-32")):
+        wide = tmp_path / f"{encoding}.jsonl"
+        wide.write_bytes(Path(world["scripts_path"]).read_text().encode(encoding))
+        with pytest.raises(ReplayScriptsError) as caught:
+            ReplayScripts(wide)
+        assert str(caught.value) == f"--scripts {wide} is {name} text: save it as UTF-8"

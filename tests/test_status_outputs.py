@@ -161,8 +161,8 @@ def test_serve_replay_names_a_samples_file_and_the_scripts_file_beside_it(world)
     with pytest.raises(ReplayScriptsError) as caught:
         ReplayScripts(samples)
     assert str(caught.value) == (
-        f"--scripts {samples}: line 1 is a sample (id, question, answer, images), not a replay script (sample_id, teacher and "
-        f"student turns): this looks like a world's samples file; the scripts file is the world's replay_scripts.jsonl "
+        f"--scripts {samples}: line 1 is a sample (id, question, answer, images), not a replay script (an object with sample_id, "
+        f"question, teacher and student turns): this looks like a world's samples file; the scripts file is the world's replay_scripts.jsonl "
         f"({samples.parent / 'replay_scripts.jsonl'})")
     done = cli("serve-replay", "--scripts", str(samples), "--port", "9")  # refused before the server is announced
     assert done.code == 2 and done.stdout == "" and done.error == f"error: {caught.value}"
@@ -255,7 +255,7 @@ def test_status_of_a_curate_folder_shows_the_stage_seconds_not_the_shard_writers
 @pytest.mark.parametrize("text,why", [
     ('{"rows": 3,\n', "Expecting property name enclosed in double quotes at line 2 column 1"),
     ("[1]", "an array, not a JSON object"),
-    (b"\xff\xfe{}", "not UTF-8 text (byte 0xff at position 0)"),
+    (b"\xff\xfe{}", "not UTF-8 text (byte 0xff at offset 0)"),
 ])
 def test_a_corrupt_manifest_is_told_without_python_class_names(tmp_path, text, why):
     """Review r6 #18: `corrupt manifest (JSONDecodeError: ...)`, `a JSON list`."""
