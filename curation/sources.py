@@ -836,6 +836,10 @@ def _tsv_reader(spec: SourceSpec) -> Iterator[tuple[dict[str, Any] | None, str, 
     one that is not UTF-8, comes with its problem instead of a row."""
     csv.field_size_limit(sys.maxsize)  # base64 images are far longer than csv's default limit
     path = spec.file
+    looks_like, hint = _file_kind_hint(path)
+    if looks_like in ("CSV", "Parquet"):  # as the JSON reader says: not "map our `question`" for every row
+        raise SourceError(f"source {spec.source_name!r}: {path} is not TSV" + (": its first line has no tab" if looks_like == "CSV" else ""),
+                          looks_like, hint)
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         reader = csv.DictReader(handle, delimiter="\t")
         while True:
@@ -979,10 +983,28 @@ def exception_chain_text(exc: BaseException, limit: int = 300) -> str:
 
 
 def _verl_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
+    if "question" not in spec.fields and (columns := _flat_parquet_columns(spec.path)) is not None:
+        raise SourceError(f"source {spec.source_name!r}: {spec.path} is not verl's layout (no `prompt` column; its columns: "
+                          f"{', '.join(columns)}): a flat parquet table is read by `kind: hf, path: parquet, data_files: [FILE]` "
+                          "(`--source hf:parquet,data_files=FILE`)")
     try:
         yield from verl_rows(spec.path, set(spec.fields.values()))
     except (OSError, ValueError) as exc:  # pyarrow's errors for a file that is not parquet derive from these
         raise SourceError(f"source {spec.source_name!r}: {spec.path} cannot be read as parquet: {type(exc).__name__}: {exc}") from exc
+
+
+def _flat_parquet_columns(path: str) -> list[str] | None:
+    """The columns of the first parquet file a `verl` source names when it has no `prompt` column
+    (the chat messages verl's RL data holds the question in): a flat table, not verl's layout. None
+    when it has one, or its schema cannot be read (the reader names that file)."""
+    import pyarrow.parquet as pq
+
+    files = verl_files(path)
+    try:
+        names = pq.read_schema(files[0]).names if files else ["prompt"]
+    except (OSError, ValueError):
+        return None
+    return None if "prompt" in names else names
 
 
 def read_source(spec: SourceSpec, skipped: dict[str, int] | None = None) -> Iterator[tuple[dict[str, Any], str]]:

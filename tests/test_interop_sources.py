@@ -276,3 +276,33 @@ def test_a_broken_parquet_file_of_a_verl_folder_is_named_and_the_others_are_read
     (tmp_path / "bad" / "x.parquet").write_bytes(b"not parquet")
     done = curate("--source", f"verl:{tmp_path / 'bad'}", "--out", str(tmp_path / "out"))
     assert done.code == 2 and "source 'bad': all 1 rows are unusable, 1 for invalid_parquet: a parquet file is broken" in done.error
+
+
+def test_a_csv_or_parquet_given_as_tsv_and_a_flat_parquet_given_as_verl_are_named_as_what_they_are(tmp_path):
+    """Review r6 #14: both were "all N rows are unusable ... map our `question`", where the JSON reader says what a file looks like."""
+    from curation.sources import SourceError
+
+    rows = [{"question": "What is 1 plus 1?", "answer": "2", "category": "reasoning"}]
+    with open(tmp_path / "rows.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet")
+    said = {}
+    for text in ("tsv:rows.csv", "tsv:rows.parquet", "verl:rows.parquet"):
+        kind, path = text.split(":")
+        with pytest.raises(SourceError) as raised:
+            list(read_source(SourceSpec(kind=kind, path=str(tmp_path / path))))
+        said[text] = str(raised.value)
+    assert said == {
+        "tsv:rows.csv": f"source 'rows': {tmp_path / 'rows.csv'} is not TSV: its first line has no tab (it looks like CSV: use "
+                        "`kind: hf, path: csv, data_files: [FILE]`)",
+        "tsv:rows.parquet": f"source 'rows': {tmp_path / 'rows.parquet'} is not TSV (it looks like Parquet: use "
+                            "`kind: hf, path: parquet, data_files: [FILE]`)",
+        "verl:rows.parquet": f"source 'rows': {tmp_path / 'rows.parquet'} is not verl's layout (no `prompt` column; its columns: question, "
+                             "answer, category): a flat parquet table is read by `kind: hf, path: parquet, data_files: [FILE]` "
+                             "(`--source hf:parquet,data_files=FILE`)",
+    }
+    # a verl source that maps its own question column is read as the user says
+    mapped = SourceSpec(kind="verl", path=str(tmp_path / "rows.parquet"), fields={"question": "question", "answer": "answer"})
+    assert [row["question"] for row, _ in read_source(mapped)] == ["What is 1 plus 1?"]
