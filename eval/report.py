@@ -15,7 +15,7 @@ import html
 import io
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from curation.shards import read_manifest
@@ -258,9 +258,33 @@ def _tables(runs: list[RunData]) -> list[tuple[str, list[str], list[list[str]]]]
     ]
 
 
+def run_labels(run_dirs: list[str | Path]) -> list[str]:
+    """Each run's label in the report: its folder's name, with as many parent folders as it takes
+    to tell runs of one name apart (`a/demo`, `b/demo`). Raises `ReportError` for a run given twice
+    (`demo` and `./demo`): its rows would stand twice in every table."""
+    paths = [Path(r).resolve() for r in run_dirs]
+    first: dict[Path, str | Path] = {}
+    for given, path in zip(run_dirs, paths):
+        if path in first:
+            also = "" if str(given) == str(first[path]) else f" (also as {first[path]})"
+            raise ReportError(f"{given}: this run is given twice{also}; give each run once (its rows would stand twice in every table)")
+        first[path] = given
+    depths = [1] * len(paths)
+    while True:
+        labels = [str(PurePath(*path.parts[-depth:])) for path, depth in zip(paths, depths)]
+        clashing = [i for i, label in enumerate(labels) if labels.count(label) > 1]
+        if not clashing:
+            return labels
+        for i in clashing:
+            depths[i] += 1
+
+
 def build_report(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, str]:
-    """Write `report.html` (self-contained) and `report.md` (+ `plots/`) to `out_dir`."""
+    """Write `report.html` (self-contained) and `report.md` (+ `plots/`) to `out_dir`; runs are
+    labelled by `run_labels`. Raises `ReportError` for a run that cannot be reported or is given twice."""
     runs = [load_run(r) for r in run_dirs]
+    for run, label in zip(runs, run_labels(run_dirs)):
+        run.name = label
     out = Path(out_dir)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     plots = [("Accuracy per benchmark", "accuracy.png", _accuracy_plot(runs)), ("Tool distribution per task category", "tools.png", _tool_plot(runs))]

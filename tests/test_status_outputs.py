@@ -265,3 +265,20 @@ def test_a_corrupt_manifest_is_told_without_python_class_names(tmp_path, text, w
     status = cli("status", str(out))
     assert status.code == 0, status.error
     assert f"corrupt manifest ({why}); " in status.stdout, status.stdout
+
+
+def test_report_refuses_a_run_given_twice_and_tells_runs_of_one_folder_name_apart(tmp_path):
+    """Review r6 #17: `report demo demo` wrote every row twice; `a/demo` and `b/demo` were both labelled `demo`."""
+    for parent in ("a", "b"):
+        (tmp_path / parent / "demo" / "eval").mkdir(parents=True)
+        (tmp_path / parent / "demo" / "eval" / "metrics.json").write_text('{"model": "m", "benchmarks": {}}')
+    (tmp_path / "c" / "eval").mkdir(parents=True)
+    (tmp_path / "c" / "eval" / "metrics.json").write_text('{"model": "m", "benchmarks": {}}')
+    run = tmp_path / "a" / "demo"
+    done = cli("report", str(run), str(tmp_path / "c"), str(run), "--out", str(tmp_path / "twice"))
+    assert (done.code, done.error) == (2, f"error: {run}: this run is given twice; give each run once (its rows would stand twice "
+                                          "in every table)")
+    assert not (tmp_path / "twice").exists()
+    done = cli("report", str(run), str(tmp_path / "b" / "demo"), str(tmp_path / "c"), "--out", str(tmp_path / "rep"))
+    assert done.code == 0, done.error
+    assert (tmp_path / "rep" / "report.md").read_text().splitlines()[0] == "# open-deepeyes evaluation: a/demo, b/demo, c"
