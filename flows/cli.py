@@ -200,7 +200,7 @@ def _flow_option(flow: str) -> str:
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Argument(help="Pipeline config (YAML).")],
+    config: Annotated[Path, typer.Argument(help="Pipeline config (YAML).", metavar="CONFIG")],
     run_dir: Annotated[Path | None, typer.Option(help="Run directory (default: <runs_dir>/<name>).", callback=out_dir_option)] = None,
     flow: Annotated[str, typer.Option(help=f"The flow to run: {', '.join(FLOW_NAMES)}.", callback=_flow_option)] = "retrain",
     dry_run: Annotated[bool, typer.Option(help="Validate the config, print the plan and stop.")] = False,
@@ -214,7 +214,7 @@ def run(
 
 @app.command()
 def deploy(
-    config: Annotated[Path, typer.Argument(help="Pipeline config (YAML); each scheduled run reads it again.")],
+    config: Annotated[Path, typer.Argument(help="Pipeline config (YAML); each scheduled run reads it again.", metavar="CONFIG")],
     flow: Annotated[str, typer.Option(help=f"The flow to deploy: {', '.join(FLOW_NAMES)}.", callback=_flow_option)] = "retrain",
     name: Annotated[str | None, typer.Option(help="Deployment name (default: <config name>-<flow>).")] = None,
     cron: Annotated[str | None, typer.Option(help="Cron schedule, e.g. '0 3 * * 1' (Mondays 03:00).")] = None,
@@ -240,7 +240,7 @@ def deploy(
 
 
 @app.command()
-def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.", metavar="RUN")]) -> None:
     """Each stage of a run: complete, partial (some failed), stale (an input or an upstream stage changed since), incomplete, missing,
     or not in config (the run's config has no such stage)."""
     from flows.lineage import RUN_RECORD_NAME, STAGE_DIRS, read_run_record, run_record_problem, stage_output_status
@@ -560,7 +560,7 @@ def _previous_rows(out: Path) -> int | None:
 
 @app.command()
 def report(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories to put side by side (e.g. base, SFT, SFT+RL).")],
+    runs: Annotated[list[Path], typer.Argument(help="Run directories to put side by side (e.g. base, SFT, SFT+RL).", metavar="RUN")],
     out: Annotated[Path | None, typer.Option(help="Output directory (default: <first run>/report).", callback=out_dir_option)] = None,
 ) -> None:
     """One self-contained HTML report (and a Markdown twin) of one or more runs' evaluations."""
@@ -572,7 +572,7 @@ def report(
 
 @app.command("generate-world")
 def generate_world_cmd(
-    out: Annotated[Path, typer.Argument(help="Directory for the world.", callback=out_dir_option)],
+    out: Annotated[Path, typer.Argument(help="Directory for the world.", callback=out_dir_option, metavar="OUT")],
     seed: Annotated[int, typer.Option(help="Seed of the world's generator (any integer).")] = 0,
     per_family: Annotated[int, typer.Option(help="Samples per family (perception, reasoning, search); at least 1.", min=1)] = 12,
 ) -> None:
@@ -589,7 +589,7 @@ app.add_typer(sandbox_app, name="sandbox")
 
 @sandbox_app.command("exec")
 def sandbox_exec(
-    file: Annotated[Path, typer.Argument(help="Python file to run in a fresh kernel.")],
+    file: Annotated[Path, typer.Argument(help="Python file to run in a fresh kernel.", metavar="FILE")],
     image: Annotated[list[Path] | None, typer.Option(help="Input image, preloaded as image_1, image_2, ...")] = None,
     timeout: Annotated[float, typer.Option(help="Wall time-out in seconds.")] = 20.0,
     allow_unisolated: Annotated[bool, typer.Option(help="Run without isolation when bubblewrap is missing.")] = False,

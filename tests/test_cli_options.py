@@ -157,3 +157,14 @@ def test_a_hub_id_without_network_fails_at_once_from_the_cache(monkeypatch, tmp_
         list(read_source(SourceSpec(kind="hf", path="nonexistent-org/nonexistent-ds")))
     assert time.monotonic() - started < 20  # ~25 s of retries without the probe
     assert (datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE) == before
+
+
+@pytest.mark.parametrize("args,says", [
+    (["status"], "error: Missing argument 'RUN'."),
+    (["report"], "error: Missing argument 'RUN'."),
+    (["deploy"], "error: Missing argument 'CONFIG'."),
+    (["generate-world"], "error: Missing argument 'OUT'."),
+])
+def test_a_missing_argument_is_named_as_the_readme_writes_it(monkeypatch, capsys, args, says):
+    """Review r6 #18: `Missing argument 'run_dir'.` where the README's usage says `deepeyes status RUN`."""
+    assert deepeyes(monkeypatch, capsys, *args) == (2, says)

@@ -338,7 +338,7 @@ def test_settings_from_command_line_options_that_break_a_rule_are_one_line_namin
         (["generate-world", str(tmp_path / "w"), "--per-family", "0"], "error: --per-family: Input should be greater than or equal to 1"),
         (["demo", "--per-family", "many"], "error: --per-family: Input should be a valid integer, unable to parse string as an integer"),
         (["status", "--bogus"], "error: No such option: --bogus"),
-        (["run"], "error: Missing argument 'config'."),
+        (["run"], "error: Missing argument 'CONFIG'."),
     ]:
         done = run_cli(args, tmp_path, timeout=120)
         assert done.returncode == 2 and one_error_line(done.stderr) == expected, (args, done.stderr)
