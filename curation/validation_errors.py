@@ -296,53 +296,35 @@ def _holds_list(annotation: Any) -> bool:
     return typing.get_origin(annotation) is not dict and any(_holds_list(arg) for arg in typing.get_args(annotation))
 
 
+def _nested_levels(section: type[BaseModel], prefix: str, depth: int) -> list[list[tuple[type[BaseModel], str]]]:
+    """The sections nested below `section` (written at `prefix`), level by level, `depth` levels at
+    most (which bounds a model nested in itself): each as (its model, its dotted path; an entry of a
+    list is `curate.sources[]`); dict-valued settings not entered."""
+    levels: list[list[tuple[type[BaseModel], str]]] = []
+    level: list[tuple[type[BaseModel], str]] = [(section, prefix)]
+    for _ in range(depth):
+        level = [(sub, (f"{at}.{field_name}" if at else field_name) + ("[]" if _holds_list(field.annotation) else ""))
+                 for current, at in level for field_name, field in current.model_fields.items()
+                 if typing.get_origin(field.annotation) is not dict and (sub := _model_in(field.annotation)) is not None]
+        levels.append(level)
+    return levels
+
+
 def nested_field_paths(name: str, section: type[BaseModel], prefix: str, depth: int = 3, near: bool = False) -> list[str]:
     """The dotted paths, below `section` (written at `prefix`), of the fields called `name` in its
     nested sections, nearest first (`max_turns` under `synth` -> `synth.agent.max_turns`; an entry of
     a list is `curate.sources[].kind`); with `near`, of the fields whose name is the closest to
     `name` (`curation.suggest.closest`) instead; `depth` levels at most, dict-valued settings not
     entered."""
+    levels = _nested_levels(section, prefix, depth)
     if near:
-        names = {path.rsplit(".", 1)[-1] for path in _all_nested_paths(section, prefix, depth)}
-        best = closest(name, sorted(names))
+        best = closest(name, sorted({field for level in levels for sub, _ in level for field in sub.model_fields}))
         return nested_field_paths(best[0], section, prefix, depth) if best else []
-    found: list[str] = []
-    level: list[tuple[type[BaseModel], str]] = [(section, prefix)]
-    for _ in range(depth):  # the depth bounds a model nested in itself
-        below: list[tuple[type[BaseModel], str]] = []
-        for current, at in level:
-            for field_name, field in current.model_fields.items():
-                if typing.get_origin(field.annotation) is dict:
-                    continue
-                sub = _model_in(field.annotation)
-                if sub is None:
-                    continue
-                path = f"{at}.{field_name}" if at else field_name
-                path += "[]" if _holds_list(field.annotation) else ""
-                if name in sub.model_fields:
-                    found.append(f"{path}.{name}")
-                below.append((sub, path))
+    for level in levels:
+        found = [f"{path}.{name}" for sub, path in level if name in sub.model_fields]
         if found:
             return found
-        level = below
-    return found
-
-
-def _all_nested_paths(section: type[BaseModel], prefix: str, depth: int) -> list[str]:
-    """Every field's dotted path in the sections nested below `section`, `depth` levels at most."""
-    paths: list[str] = []
-    level: list[tuple[type[BaseModel], str]] = [(section, prefix)]
-    for _ in range(depth):
-        below = []
-        for current, at in level:
-            for field_name, field in current.model_fields.items():
-                sub = None if typing.get_origin(field.annotation) is dict else _model_in(field.annotation)
-                if sub is not None:
-                    path = (f"{at}.{field_name}" if at else field_name) + ("[]" if _holds_list(field.annotation) else "")
-                    paths += [f"{path}.{name}" for name in sub.model_fields]
-                    below.append((sub, path))
-        level = below
-    return paths
+    return []
 
 
 def unknown_field_message(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
@@ -351,15 +333,13 @@ def unknown_field_message(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
     closest known names of its section of `model`."""
     name = str(loc[-1]) if loc else ""
     section = _section_model(loc[:-1], model)
-    if section is not None and name:
-        prefix = ".".join(str(part) for part in loc[:-1] if not isinstance(part, int))
-        nested = nested_field_paths(name, section, prefix)
-        if nested:
-            return f"unknown field; did you mean {' or '.join(nested[:3])}?"
+    prefix = ".".join(str(part) for part in loc[:-1] if not isinstance(part, int))
+    nested = nested_field_paths(name, section, prefix) if section is not None and name else []
+    if nested:
+        return f"unknown field; did you mean {' or '.join(nested[:3])}?"
     here = did_you_mean(name, known_fields(loc[:-1], model), n=3)
     if here or section is None or not name:
         return "unknown field" + here
-    prefix = ".".join(str(part) for part in loc[:-1] if not isinstance(part, int))
     nested = nested_field_paths(name, section, prefix, near=True)  # misspelt and misplaced: `synth.max_turn`
     return "unknown field" + (f"; did you mean {' or '.join(nested[:3])}?" if nested else "")
 
