@@ -50,6 +50,7 @@ class WorldSettings(BaseModel):
     seed: int = 0
     per_family: int = Field(12, ge=1)
     distractor_docs: int = Field(40, ge=0)
+    long_cot: int = Field(100, ge=0)  # long-CoT rows for `synth.long_cot` to draw from (text; the learnable world's: direct answers with a card image)
     instruct_per_family: int = Field(0, ge=0)  # learnable only: samples per family for the `base:` instruct stage
     families: list[Literal["perception", "reasoning", "search", "direct"]] | None = None  # learnable only: a subset; None: all four
 
@@ -74,7 +75,7 @@ class WorldSettings(BaseModel):
 
     def generator_settings(self) -> dict[str, Any]:
         """The fields the world's generator takes."""
-        settings = self.model_dump(include={"seed", "per_family", "distractor_docs"})
+        settings = self.model_dump(include={"seed", "per_family", "distractor_docs", "long_cot"})
         if self.kind == "learnable":
             settings["instruct_per_family"] = self.instruct_per_family
             if self.families:

@@ -379,7 +379,7 @@ def test_world_settings_and_world_config_refuse_numbers_that_make_no_world():
     from curation.demo_world import WorldConfig
     from flows.config import WorldSettings
 
-    for field, value in (("per_family", 0), ("distractor_docs", -1)):
+    for field, value in (("per_family", 0), ("distractor_docs", -1), ("long_cot", -1)):
         with pytest.raises(ValueError, match=field):
             WorldSettings(**{field: value})
     for field, value, message in (("per_family", 0, "per_family: 0 is not a whole number >= 1"),
@@ -388,6 +388,21 @@ def test_world_settings_and_world_config_refuse_numbers_that_make_no_world():
         with pytest.raises(ValueError, match=message):
             WorldConfig(**{field: value})
     assert WorldConfig(seed=-3, per_family=1).per_family == 1  # any seed is a seed
+
+
+@pytest.mark.parametrize("kind", ["classic", "learnable"])
+def test_world_long_cot_sets_how_many_long_cot_rows_the_world_writes(tmp_path, kind):
+    """`world.long_cot` reaches the generator of either kind: the world's long-CoT file has that many
+    rows, each with an answer (so `synth.long_cot.ratio` can draw the paper's 81.6% share)."""
+    from curation.worlds import generate
+    from flows.config import WorldSettings
+
+    settings = WorldSettings(kind=kind, per_family=1, distractor_docs=1, long_cot=7).generator_settings()
+    assert settings["long_cot"] == 7
+    generate(kind, tmp_path / "world", settings)
+    rows = [json.loads(line) for line in (tmp_path / "world" / "long_cot.jsonl").read_text().splitlines()]
+    assert len(rows) == 7 and all(row["answer"] for row in rows)
+    assert WorldSettings(kind=kind).generator_settings()["long_cot"] == 100
 
 
 def test_status_marks_partial_outputs_and_runs_staleness_down_the_chain(tmp_path):
