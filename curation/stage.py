@@ -107,7 +107,7 @@ class CurateConfig(BaseModel):
     @field_validator("sources", "benchmarks")
     @classmethod
     def _names_apart(cls, specs: list[SourceSpec]) -> list[SourceSpec]:
-        if problem := same_name_message(specs, [f"[{i}]" for i in range(len(specs))]):
+        if problem := same_name_message(specs, [f"entry {i}" for i in range(len(specs))]):  # told at `curate.sources:`
             raise ValueError(problem)
         return specs
 

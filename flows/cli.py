@@ -346,31 +346,41 @@ def curate(
     a source's own ,NAME=VALUE options win over them."""
     from curation.sources import SourceError, SourceSpec, check_mapped_columns, cli_source_defaults, same_name_message
     from curation.stage import CurateConfig, run_curate
+    from curation.validation_errors import field_path
+    from flows.config import config_place, load_config
 
-    cfg = CurateConfig()
-    if config is not None:
-        from flows.config import load_config
-
-        cfg = load_config(config, check=False).curate
+    cfg = load_config(config, check=False).curate if config is not None else CurateConfig()
     defaults = cli_source_defaults(category, answer_type, fields or [], category_map or [])
     if defaults and not source:
         raise typer.BadParameter("--category, --answer-type, --fields and --category-map apply to a --source given here", param_hint="--source")
-    # Each spec with how the user wrote it: a config entry, or the option typed (`--benchmark 'hf:csv,...'`).
-    labelled: dict[str, list[tuple[str, SourceSpec]]] = {}
+    # Each spec with where the user wrote it: a config entry's location (`curate.sources.0`, told with the
+    # config's FILE:LINE as the config's own checks tell it), or the option typed (`--benchmark 'hf:csv,...'`).
+    labelled: dict[str, list[tuple[tuple[str | int, ...] | str, SourceSpec]]] = {}
     for section, specs, typed, option in (("sources", cfg.sources, source, "--source"), ("benchmarks", cfg.benchmarks, benchmark, "--benchmark")):
-        labelled[section] = [*((f"curate.{section}[{i}]", spec) for i, spec in enumerate(specs)),
+        labelled[section] = [*((("curate", section, i), spec) for i, spec in enumerate(specs)),
                              *((f"{option} {text!r}", SourceSpec.parse_cli(text, defaults if option == "--source" else (), option=option))
                                for text in typed or [])]
-        if problem := same_name_message([spec for _, spec in labelled[section]], [label for label, _ in labelled[section]]):
-            raise SourceError(problem)
+        labels = [at if isinstance(at, str) else field_path(at) for at, _ in labelled[section]]
+        if problem := same_name_message([spec for _, spec in labelled[section]], labels):
+            first = next(at for (at, _), label in zip(labelled[section], labels) if problem.startswith(f"{label} and "))
+            raise SourceError(problem if isinstance(first, str) else f"{config_place(config, first)}: {problem}")
     cfg.sources = [spec for _, spec in labelled["sources"]]
     cfg.benchmarks = [spec for _, spec in labelled["benchmarks"]]
     if not cfg.sources:
         raise typer.BadParameter("give at least one --source (or a --config with curate.sources)", param_hint="--source")
-    for label, spec in [*labelled["sources"], *labelled["benchmarks"]]:
-        if not spec.exists():
-            raise FileNotFoundError(f"{label}{'' if spec.kind == 'hf' or label.startswith('-') else '.path'}: {spec.missing()}")
-        check_mapped_columns(spec)
+    for at, spec in [*labelled["sources"], *labelled["benchmarks"]]:
+        if isinstance(at, str):  # an option typed: its messages name it (a mapped column's, the source's name)
+            if not spec.exists():
+                raise FileNotFoundError(f"{at}: {spec.missing()}")
+            check_mapped_columns(spec)
+            continue
+        if not spec.exists():  # a missing path told at its own line (an hf source's message names its data_files)
+            at = at if spec.kind == "hf" else (*at, "path")
+            raise FileNotFoundError(f"{config_place(config, at)}: {field_path(at)}: {spec.missing()}")
+        try:
+            check_mapped_columns(spec)
+        except SourceError as exc:
+            raise SourceError(f"{config_place(config, at)}: {field_path(at)}: {exc}") from None
     summary = run_curate(cfg, out, probes=probes)
     for warning in summary.get("warnings", []):
         typer.echo(f"warning: {warning}", err=True)
@@ -730,6 +740,22 @@ def _usage_line(exc: BaseException) -> str:
     return exc.format_message() if hasattr(exc, "format_message") else str(exc)
 
 
+def close_options(exc: BaseException) -> list[str]:
+    """For click's `NoSuchOption` `exc`: the long options of the command it was raised for (its
+    `ctx.command`; hidden ones left out) close to the one typed, by the one rule of every "did you
+    mean" (`curation.suggest.closest`, at most 3), compared without their leading dashes. click
+    compares them with the dashes, and the shared `--` makes every option look close to any
+    (`--bogus` got `--out`); so `--ot` gets `--out` and `--bogus` none. [] for another error."""
+    from curation.suggest import closest
+
+    ctx, typed = getattr(exc, "ctx", None), getattr(exc, "option_name", None)
+    if ctx is None or not isinstance(typed, str):
+        return []
+    names = {opt.lstrip("-"): opt for param in ctx.command.get_params(ctx) if not getattr(param, "hidden", False)
+             for opt in (*param.opts, *param.secondary_opts) if opt.startswith("--")}
+    return [names[name] for name in closest(typed.lstrip("-"), names, n=3)]
+
+
 def main() -> None:
     from typer.exceptions import TyperException  # typer's click usage errors (it vendors click) derive from it
 
@@ -737,6 +763,8 @@ def main() -> None:
         # Not standalone: usage errors come here and are told in one line like every other user error.
         code = app(standalone_mode=False)
     except TyperException as exc:
+        if hasattr(exc, "possibilities") and hasattr(exc, "option_name"):  # click's NoSuchOption: only close suggestions
+            exc.possibilities = close_options(exc)
         if type(exc).__name__ == "NoArgsIsHelpError":  # `deepeyes` alone: the help
             typer.echo(exc.format_message(), err=True)
         else:

@@ -39,7 +39,20 @@ from train.tiny import TinyModelConfig
 
 
 class ConfigError(Exception):
-    """A configuration mistake; the message is meant for the user as it is."""
+    """A configuration mistake; the message is meant for the user as it is. `loc`: the location of
+    the setting it is about, as a validation error's (`("curate", "sources", 0, "path")`), where
+    one is: a config read from a YAML file names that setting's line (`config.yaml:12:`), as its
+    validation errors do (`parse_config`)."""
+
+    def __init__(self, message: str, loc: tuple[str | int, ...] | None = None) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def _at(*loc: str | int) -> tuple[tuple[str | int, ...], str]:
+    """(`loc`, its dotted path as validation errors write it: `curate.sources.0.path`), for a
+    load-time check's `ConfigError(f"{path}: ...", loc)`."""
+    return loc, validation_errors.field_path(loc)
 
 
 class WorldSettings(BaseModel):
@@ -143,51 +156,54 @@ class PipelineConfig(BaseModel):
     def check(self) -> None:
         """Cross-field rules and files that must exist, before any work starts."""
         if self.replay is not None and self.world is None:
-            raise ConfigError("replay: the replay server serves the demo world's scripts; add a `world:` section")
+            raise ConfigError("replay: the replay server serves the demo world's scripts; add a `world:` section", ("replay",))
         if self.replay is not None and self.teacher_server is not None:
-            raise ConfigError("replay and teacher_server: choose one teacher")
+            raise ConfigError("replay and teacher_server: choose one teacher", ("replay",))
         self._check_endpoints()
         if self.base is not None:
             if self.world is None or self.world.kind != "learnable" or not self.world.instruct_per_family:
                 raise ConfigError("base: the instruct stage trains on the learnable world's instruct samples; "
-                                  "set world.kind: learnable and world.instruct_per_family > 0")
+                                  "set world.kind: learnable and world.instruct_per_family > 0", ("base",))
             if self.replay is None:
-                raise ConfigError("base: the instruct samples are answered by the replay server's instruct persona; add a `replay:` section")
+                raise ConfigError("base: the instruct samples are answered by the replay server's instruct persona; add a `replay:` section",
+                                  ("base",))
             if self.sft.model_path is not None:
-                raise ConfigError("base and sft.model_path: the base stage makes the model SFT starts from; choose one")
+                raise ConfigError("base and sft.model_path: the base stage makes the model SFT starts from; choose one", ("base",))
         if self.probe is None and "select" in self.model_fields_set:  # else the plan has no select stage, silently
             raise ConfigError("select: the select stage splits curated rows by the student's probe pass rates, and the config has "
                               "no `probe:` section; add one (`probe: {}` for its defaults), or remove `select:` (without probes, "
-                              "curate.split assigns the pools by hash)")
+                              "curate.split assigns the pools by hash)", ("select",))
         evaluate_only = bool(self.eval.benchmarks) and bool(self.eval.model_url or self.eval.model_path)
         if self.world is None and not self.curate.sources and not evaluate_only:
-            raise ConfigError("curate.sources: no source given (or add a `world:` section for the demo world)")
+            raise ConfigError("curate.sources: no source given (or add a `world:` section for the demo world)", ("curate", "sources"))
         for section, specs in (("sources", self.curate.sources), ("benchmarks", self.curate.benchmarks)):
             for i, source in enumerate(specs):
-                if not source.exists():
-                    raise ConfigError(f"curate.{section}[{i}]{'' if source.kind == 'hf' else '.path'}: {source.missing()}")
+                if not source.exists():  # an hf source's message names its data_files
+                    loc, path = _at("curate", section, i, *(() if source.kind == "hf" else ("path",)))
+                    raise ConfigError(f"{path}: {source.missing()}", loc)
                 try:
                     check_mapped_columns(source)
                 except SourceError as exc:
-                    raise ConfigError(f"curate.{section}[{i}]: {exc}") from None  # the error names fields./include.
+                    loc, path = _at("curate", section, i)
+                    raise ConfigError(f"{path}: {exc}", loc) from None  # the error names fields./include.
         long_cot = self.synth.long_cot
         if long_cot is not None and long_cot.path is None and self.world is None:
-            raise ConfigError("synth.long_cot.path: no long-CoT source given")
+            raise ConfigError("synth.long_cot.path: no long-CoT source given", ("synth", "long_cot"))
         for field, path in (("search.corpus_path", self.search.corpus_path), ("search.image_corpus_path", self.search.image_corpus_path),
                             ("synth.long_cot.path", long_cot.path if long_cot is not None else None)):
             if path is not None and not path.is_file():
-                raise ConfigError(f"{field}: {'a folder, not a file' if path.is_dir() else 'file not found'}: {path}")
+                raise ConfigError(f"{field}: {'a folder, not a file' if path.is_dir() else 'file not found'}: {path}", tuple(field.split(".")))
             if path is not None and path.suffix != ".parquet" and (encoding := wide_encoding(path)):  # before the run reaches it
-                raise ConfigError(f"{field}: {path} is {encoding} text: save it as UTF-8")
+                raise ConfigError(f"{field}: {path} is {encoding} text: save it as UTF-8", tuple(field.split(".")))
         limit = self.orchestration.endpoint_max_in_flight
         for field, in_flight in (("synth.concurrency", self.synth.concurrency), ("probe.concurrency", self.probe.concurrency if self.probe else 0),
                                  ("eval.concurrency", self.eval.concurrency if self.eval.model_url else 0)):
             if in_flight > limit:
                 raise ConfigError(f"{field}: {in_flight} requests in flight is above orchestration.endpoint_max_in_flight ({limit}), "
-                                  "the most one endpoint may get; raise the limit or lower the concurrency")
+                                  "the most one endpoint may get; raise the limit or lower the concurrency", tuple(field.split(".")))
         # Trained in the flow's own process: one process. A launcher's process count is known only when it runs (run_grpo checks).
         if self.grpo is not None and self.training is None and (problem := self.grpo.generation_batch_problem(processes=1)):
-            raise ConfigError(problem)
+            raise ConfigError(problem, ("grpo", "batch_size"))
         if self.grpo is not None and self.grpo.vllm is not None and self.grpo.vllm.weight_sync == "nccl" and self.training is None:
             try:
                 check_vllm_trainer_environment()
@@ -197,7 +213,7 @@ class PipelineConfig(BaseModel):
         model_path = self.sft.model_path
         # A hub id (org/name) also has a slash: only a path that is plainly local must exist.
         if model_path is not None and model_path.startswith((".", "/")) and not Path(model_path).exists():
-            raise ConfigError(f"sft.model_path: directory not found: {model_path}")
+            raise ConfigError(f"sft.model_path: directory not found: {model_path}", ("sft", "model_path"))
         self._check_benchmarks()
 
     def _check_endpoints(self) -> None:
@@ -206,15 +222,17 @@ class PipelineConfig(BaseModel):
         silently ignored (the managed server would get the requests, the user's server none)."""
         if self.replay is not None and "teacher_url" in self.synth.model_fields_set:
             raise ConfigError("synth.teacher_url and replay: both name the teacher (the replay server would answer, your server "
-                              "would get no request); remove the `replay:` section to use your server, or synth.teacher_url for the demo")
+                              "would get no request); remove the `replay:` section to use your server, or synth.teacher_url for the demo",
+                              ("synth", "teacher_url"))
         if self.replay is not None and self.probe is not None and "student_url" in self.probe.model_fields_set:
             raise ConfigError("probe.student_url and replay: both name the student (the replay server plays it); remove the "
-                              "`replay:` section to use your server, or probe.student_url for the demo")
+                              "`replay:` section to use your server, or probe.student_url for the demo", ("probe", "student_url"))
         server = self.teacher_server
         if server is not None and "teacher_url" in self.synth.model_fields_set and \
                 self.synth.teacher_url.rstrip("/") != server.base_url.rstrip("/"):
             raise ConfigError(f"synth.teacher_url ({self.synth.teacher_url}) and teacher_server.base_url ({server.base_url}) name "
-                              "two teachers; the managed server is reached at teacher_server.base_url: remove synth.teacher_url")
+                              "two teachers; the managed server is reached at teacher_server.base_url: remove synth.teacher_url",
+                              ("synth", "teacher_url"))
         urls = [("teacher_server.base_url", self.teacher_server.base_url if self.teacher_server else None),
                 ("synth.teacher_url", self.synth.teacher_url if self.replay is None and self.teacher_server is None else None),
                 ("probe.student_url", self.probe.student_url if self.probe is not None and self.replay is None else None),
@@ -224,28 +242,29 @@ class PipelineConfig(BaseModel):
                 try:
                     check_url(url, field)
                 except EndpointError as exc:
-                    raise ConfigError(str(exc)) from None
+                    raise ConfigError(str(exc), tuple(field.split("."))) from None
         if self.judge.llm_url and not self.judge.llm_model:
-            raise ConfigError("judge.llm_model: required with judge.llm_url")
+            raise ConfigError("judge.llm_model: required with judge.llm_url", ("judge", "llm_model"))
 
     def _check_benchmarks(self) -> None:
         """Every `eval.benchmarks` entry names a shipped benchmark or a readable definition whose
         data file exists (a source under the run's own directory is made by the run itself)."""
         for i, name in enumerate(self.eval.benchmarks):
+            loc, path = _at("eval", "benchmarks", i)
             try:
                 spec = load_spec(name, self.eval.data_root)
             except BenchmarkError as exc:
-                raise ConfigError(f"eval.benchmarks[{i}]: {exc}") from None
+                raise ConfigError(f"{path}: {exc}", loc) from None
             source = spec.source
             if isinstance(source, SourceSpec) and "${run_dir}" not in source.path and not source.exists():
                 why = (source.missing() if source.kind == "hf" else  # data_files: relative to the definition's folder
                        f"data file not found: {source.path} (eval.data_root is {Path(self.eval.data_root).resolve()})")
-                raise ConfigError(f"eval.benchmarks[{i}] ({spec.name}): {why}")
+                raise ConfigError(f"{path} ({spec.name}): {why}", loc)
             if isinstance(source, SourceSpec):
                 try:
                     check_mapped_columns(source)
                 except SourceError as exc:
-                    raise ConfigError(f"eval.benchmarks[{i}] ({spec.name}): {exc}") from None
+                    raise ConfigError(f"{path} ({spec.name}): {exc}", loc) from None
 
 
 def check_flow_sections(cfg: PipelineConfig, flow_name: str) -> None:
@@ -317,6 +336,24 @@ OPTIONAL_SECTIONS: dict[str, str] = {
 }
 
 
+def _place(source: str, node: yaml.Node | None, loc: tuple[str | int, ...] | None) -> str:
+    """`source:LINE` of the setting at `loc` in the YAML document `node` (`validation_errors.line_of`:
+    the deepest part of `loc` written there); `source` alone without a node or a location."""
+    line = validation_errors.line_of(node, loc) if loc is not None else None
+    return f"{source}:{line}" if line else source
+
+
+def config_place(path: str | Path, loc: tuple[str | int, ...]) -> str:
+    """`path:LINE` of the setting at `loc` (`("curate", "sources", 0)`) in the YAML config file
+    `path`, for a command that checks a config's entries itself (`deepeyes curate --config`) to say
+    where each is, as `parse_config` does; `path` alone where the file cannot be read as YAML."""
+    try:
+        node = yaml.compose(read_text_file(path, "config file"))
+    except (InputFileError, yaml.YAMLError):
+        node = None
+    return _place(str(path), node, loc)
+
+
 def parse_config(
     text: str, source: str, base_dir: Path, overrides: dict[str, Any] | None = None, check: bool = True
 ) -> PipelineConfig:
@@ -331,10 +368,10 @@ def parse_config(
     _resolve_paths(raw, base_dir)
     try:
         # pydantic's lax mode reads `true` as 1 where a number is wanted: refused with the other mistakes.
-        lines = [f"{source}{f':{line}' if (line := validation_errors.line_of(node, loc)) else ''}: {'.'.join(map(str, loc))}: a number is expected, "
-                 "not a boolean" for loc in bools_for_numbers(PipelineConfig, raw)]
+        lines = [f"{_place(source, node, loc)}: {validation_errors.field_path(loc)}: a number is expected, not a boolean"
+                 for loc in bools_for_numbers(PipelineConfig, raw)]
         # `world: null` is a section written empty, not "no world": refused as `synth: null` is, not read as left out.
-        lines += [f"{source}{f':{line}' if (line := validation_errors.line_of(node, (name,))) else ''}: {name}: expected a mapping "
+        lines += [f"{_place(source, node, (name,))}: {name}: expected a mapping "
                   f"of settings (got null); leave the section out for {OPTIONAL_SECTIONS[name]}"
                   for name in OPTIONAL_SECTIONS if name in raw and raw[name] is None]
         raw = {key: value for key, value in raw.items() if not (key in OPTIONAL_SECTIONS and value is None)}
@@ -347,8 +384,8 @@ def parse_config(
     try:
         if check:  # off when a command uses one section and checks its own inputs
             config.check()
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+    except ConfigError as exc:  # `FILE:LINE: field.path: why`, as a validation error is told
+        raise ConfigError(f"{_place(source, node, exc.loc)}: {exc}", exc.loc) from None
     return config
 
 

@@ -168,3 +168,19 @@ def test_a_hub_id_without_network_fails_at_once_from_the_cache(monkeypatch, tmp_
 def test_a_missing_argument_is_named_as_the_readme_writes_it(monkeypatch, capsys, args, says):
     """Review r6 #18: `Missing argument 'run_dir'.` where the README's usage says `deepeyes status RUN`."""
     assert deepeyes(monkeypatch, capsys, *args) == (2, says)
+
+
+@pytest.mark.parametrize("args,says", [
+    (["curate", "--out", "x", "--bogus"], "error: No such option: --bogus"),  # was `(Possible options: --out)`
+    (["curate", "--out", "x", "--ot", "y"], "error: No such option: --ot (Possible options: --out)"),
+    (["curate", "--sorce", "jsonl:x.jsonl", "--out", "x"], "error: No such option: --sorce (Possible options: --source)"),
+    (["evaluate", "--modl", "m"], "error: No such option: --modl (Possible options: --model, --model-url)"),
+    (["sandbox", "exec", "--tmeout", "3"], "error: No such option: --tmeout (Possible options: --timeout)"),
+    (["--bogus"], "error: No such option: --bogus"),
+])
+def test_an_unknown_option_suggests_only_the_close_ones(monkeypatch, capsys, tmp_path, args, says):
+    """Review r6 #18: click compares option names with their `--`, so `--bogus` got `--out`; only close names are
+    suggested, as for commands, in every command (a subcommand's group's too); the exit code stays 2."""
+    monkeypatch.chdir(tmp_path)
+    assert deepeyes(monkeypatch, capsys, *args) == (2, says)
+    assert not (tmp_path / "x").exists()

@@ -47,13 +47,13 @@ def test_bad_value_names_the_field(tmp_path):
 
 def test_missing_source_file_is_named(tmp_path):
     path = write(tmp_path, "curate:\n  sources:\n    - {path: data/nope.jsonl}\n")
-    with pytest.raises(ConfigError, match=r"curate.sources\[0\].path: file not found: .*data/nope.jsonl"):
+    with pytest.raises(ConfigError, match=r"c.yaml:3: curate.sources.0.path: file not found: .*data/nope.jsonl"):
         load_config(path)
     (tmp_path / "data" / "folder").mkdir(parents=True)
     (tmp_path / "data" / "empty").mkdir()
     for source, said in [("{path: data/folder}", "is a folder; a jsonl source is one file (a folder of parquet files is kind verl)"),
                          ("{kind: verl, path: data/empty}", "no parquet files in this folder")]:
-        with pytest.raises(ConfigError, match=rf"curate.sources\[0\].path: {re.escape(said)}: .*data/"):
+        with pytest.raises(ConfigError, match=rf"c.yaml:3: curate.sources.0.path: {re.escape(said)}: .*data/"):
             load_config(write(tmp_path, f"curate:\n  sources:\n    - {source}\n"))
 
 
@@ -129,12 +129,12 @@ def test_a_url_without_http_is_named_before_any_work(tmp_path, field, text):
 
 def test_benchmarks_are_checked_before_any_work(tmp_path):
     base = GOOD + "eval:\n  data_root: " + str(tmp_path / "data") + "\n"
-    with pytest.raises(ConfigError, match=r"eval.benchmarks\[0\]: unknown benchmark 'vstar-typo'"):
+    with pytest.raises(ConfigError, match=r"c.yaml:9: eval.benchmarks.0: unknown benchmark 'vstar-typo'"):
         load_config(write(tmp_path, base + "  benchmarks: [vstar-typo]\n"))
-    with pytest.raises(ConfigError, match=r"eval.benchmarks\[0\] \(mathvista\): data file not found: .*MathVista_MINI.tsv"):
+    with pytest.raises(ConfigError, match=r"c.yaml:9: eval.benchmarks.0 \(mathvista\): data file not found: .*MathVista_MINI.tsv"):
         load_config(write(tmp_path, base + "  benchmarks: [mathvista]\n"))
     (tmp_path / "broken.yaml").write_text("name: b\nsource: {kind: tsv}\n")
-    with pytest.raises(ConfigError, match=r"eval.benchmarks\[0\]: .*broken.yaml"):
+    with pytest.raises(ConfigError, match=r"c.yaml:9: eval.benchmarks.0: .*broken.yaml"):
         load_config(write(tmp_path, base + f"  benchmarks: [{tmp_path / 'broken.yaml'}]\n"))
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "MathVista_MINI.tsv").write_text("index\tquestion\tanswer\n")
@@ -154,7 +154,7 @@ def test_an_unknown_source_kind_and_a_mapping_to_a_missing_column_are_named_befo
     ok = curate("--source", f"{source},fields.question=query,fields.answer=label,category=reasoning", "--out", str(tmp_path / "c"))
     assert ok.code == 0 and ok.summary["counts"]["rows_in"] == 3
     config = write(tmp_path, f"curate: {{sources: [{{path: {source}, category: reasoning, fields: {{question: query, answer: ans}}}}]}}\n")
-    with pytest.raises(ConfigError, match=r"curate.sources\[0\]: source 's': fields.answer: 'ans': no such column"):
+    with pytest.raises(ConfigError, match=r"c.yaml:1: curate.sources.0: source 's': fields.answer: 'ans': no such column"):
         load_config(config)
 
 
@@ -210,7 +210,7 @@ def test_a_benchmark_definition_that_is_not_text_is_named(tmp_path):
     config = write(tmp_path, f"eval:\n  benchmarks: [{tmp_path / 'bench.yaml'}]\n  model_url: http://x/v1\n  model_name: m\n")
     with pytest.raises(ConfigError) as raised:
         load_config(config)
-    assert str(raised.value) == (f"{config}: eval.benchmarks[0]: {tmp_path / 'bench.yaml'}: not UTF-8 text (invalid continuation byte "
+    assert str(raised.value) == (f"{config}:2: eval.benchmarks.0: {tmp_path / 'bench.yaml'}: not UTF-8 text (invalid continuation byte "
                                  "at byte 0); a benchmark definition is YAML")
 
 
@@ -328,7 +328,7 @@ def test_a_select_section_without_probe_is_refused_as_it_would_not_run(tmp_path)
     path = write(tmp_path, GOOD + "select: {max_pass_rate_no_tools: 0.3}\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert str(info.value) == (f"{path}: select: the select stage splits curated rows by the student's probe pass rates, and the config "
+    assert str(info.value) == (f"{path}:7: select: the select stage splits curated rows by the student's probe pass rates, and the config "
                                "has no `probe:` section; add one (`probe: {}` for its defaults), or remove `select:` (without probes, "
                                "curate.split assigns the pools by hash)")
     cfg = load_config(write(tmp_path, GOOD + "probe: {}\nselect: {max_pass_rate_no_tools: 0.3}\n"))
@@ -338,10 +338,10 @@ def test_a_select_section_without_probe_is_refused_as_it_would_not_run(tmp_path)
 @pytest.mark.parametrize("text,expected", [
     # TRL's generation batch (batch_size × grad_accum × processes) holds whole GRPO groups
     ("grpo: {batch_size: 3, num_generations: 2}\n",
-     "c.yaml: grpo.batch_size: 3 rollouts per step is not a whole number of GRPO groups of grpo.num_generations (2) rollouts; "
+     "c.yaml:7: grpo.batch_size: 3 rollouts per step is not a whole number of GRPO groups of grpo.num_generations (2) rollouts; "
      "set batch_size to 2 or 4, or change num_generations"),
     ("grpo: {batch_size: 3, grad_accum: 2, num_generations: 4}\n",
-     "c.yaml: grpo.batch_size: batch_size × grad_accum = 3 × 2 = 6 rollouts per step is not a whole number of GRPO groups of "
+     "c.yaml:7: grpo.batch_size: batch_size × grad_accum = 3 × 2 = 6 rollouts per step is not a whole number of GRPO groups of "
      "grpo.num_generations (4) rollouts; set batch_size to 2 or 4, or change num_generations"),
     ("grpo: {num_generations: 1, batch_size: 1}\n", "c.yaml:7: grpo.num_generations: Input should be greater than or equal to 2"),
     ("grpo: {pools: [coldstrat]}\n",

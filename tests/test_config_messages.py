@@ -180,3 +180,49 @@ def test_the_world_kind_is_read_in_any_case_like_other_kinds(tmp_path):
     assert load_config(config, check=False).world.kind == "classic"
     config.write_text("name: c\nworld: {kind: LEARNABLE, families: [Perception]}\n")
     assert (load_config(config, check=False).world.kind, load_config(config, check=False).world.families) == ("learnable", ["perception"])
+
+
+# Review r6 #18: the checks after validation (files that must exist, mapped columns, benchmarks, cross-field rules)
+# name a setting as validation errors do: `FILE:LINE: curate.sources.0: ...`, never `curate.sources[0]: ...` without a line.
+LOAD_TIME = [
+    ("curate:\n  seed: 3\n  sources:\n    - kind: jsonl\n      name: first\n      path: nope.jsonl\n",
+     "      path: nope.jsonl", "curate.sources.0.path: file not found: {d}/nope.jsonl"),
+    ("curate:\n  sources:\n    - path: rows.jsonl\n    -   kind: jsonl\n        path: rows.jsonl\n        name: second\n"
+     "        fields: {answer: nocol}\n",
+     "    -   kind: jsonl", "curate.sources.1: source 'second': fields.answer: 'nocol': no such column in its first rows "
+                           "(columns: answer, question)"),
+    ("curate:\n  sources: [{path: rows.jsonl}]\n  benchmarks:\n\n    - kind: hf\n      path: csv\n      data_files: nope*.csv\n",
+     "    - kind: hf", "curate.benchmarks.0: data_files: no file matches {d}/nope*.csv"),
+    ("curate: {sources: [{path: rows.jsonl}]}\neval:\n  model_url: http://127.0.0.1:9/v1\n  model_name: m\n"
+     "  benchmarks:\n    - vstar-typo\n", "    - vstar-typo", "eval.benchmarks.0: unknown benchmark 'vstar-typo'"),
+    ("curate: {sources: [{path: rows.jsonl}]}\nsynth:\n  long_cot:\n    path: nope.jsonl\n",
+     "    path: nope.jsonl", "synth.long_cot.path: file not found: {d}/nope.jsonl"),
+]
+
+
+@pytest.mark.parametrize("text,at,says", LOAD_TIME)
+def test_a_load_time_mistake_is_named_by_file_line_and_dotted_field(tmp_path, text, at, says):
+    (tmp_path / "rows.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    config = tmp_path / "c.yaml"
+    config.write_text("name: c\n# the sources\n" + text)
+    line = config.read_text().splitlines().index(at) + 1  # where the entry (or its key) is in the file written
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert str(raised.value).startswith(f"{config}:{line}: {says.format(d=tmp_path)}"), str(raised.value)
+
+
+@pytest.mark.parametrize("text,at,says", [case for case in LOAD_TIME if case[0].startswith("curate:\n")])
+def test_deepeyes_curate_names_a_config_entry_s_line_as_the_config_check_does(tmp_path, monkeypatch, capsys, text, at, says):
+    import sys
+
+    from flows.cli import main
+
+    (tmp_path / "rows.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    config = tmp_path / "c.yaml"
+    config.write_text("name: c\n# the sources\n" + text)
+    line = config.read_text().splitlines().index(at) + 1
+    monkeypatch.setattr(sys, "argv", ["deepeyes", "curate", "--config", str(config), "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert (exited.value.code, capsys.readouterr().err.strip()) == (2, f"error: {config}:{line}: {says.format(d=tmp_path)}")
+    assert not (tmp_path / "out").exists()

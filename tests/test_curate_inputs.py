@@ -144,7 +144,7 @@ def test_include_on_a_column_no_row_has_is_named_before_any_work(tmp_path):
     try:
         load_config(config)
     except ConfigError as exc:
-        assert "curate.sources[0]: source 'arr': include.split: no such column in its first rows" in str(exc)
+        assert f"{config}:1: curate.sources.0: source 'arr': include.split: no such column in its first rows" in str(exc)
     else:
         raise AssertionError("load_config accepted an include on a column no row has")
     # A dotted path into a nested column is a column that exists.

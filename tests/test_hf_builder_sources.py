@@ -97,7 +97,7 @@ def test_the_dry_run_refuses_local_data_files_that_match_nothing(workdir, monkey
     config = workdir / "dr6.yaml"
     config.write_text(f"name: dr\ncurate:\n  sources: [{{kind: hf, path: csv, data_files: {data_files}}}]\n")
     code, out, err = deepeyes(monkeypatch, capsys, "run", str(config), "--run-dir", str(workdir / "run"), "--dry-run")
-    assert (code, out, err) == (2, "", f"error: {config}: curate.sources[0]: data_files: no file matches {named.format(d=workdir)}")
+    assert (code, out, err) == (2, "", f"error: {config}:3: curate.sources.0: data_files: no file matches {named.format(d=workdir)}")
 
 
 def test_local_data_files_that_match_pass_the_dry_run(workdir, monkeypatch, capsys):
@@ -145,13 +145,13 @@ def test_a_config_and_a_command_line_source_of_one_name_are_refused(workdir, mon
     (workdir / "c.yaml").write_text("curate:\n  sources: [{kind: jsonl, path: rows.jsonl, name: a}]\n")
     monkeypatch.chdir(workdir)
     code, out, err = deepeyes(monkeypatch, capsys, "curate", "--config", "c.yaml", "--source", "jsonl:rows.jsonl,name=a", "--out", "cur")
-    assert (code, out, err) == (2, "", "error: curate.sources[0] and --source 'jsonl:rows.jsonl,name=a' are both named 'a': the report "
+    assert (code, out, err) == (2, "", "error: c.yaml:2: curate.sources.0 and --source 'jsonl:rows.jsonl,name=a' are both named 'a': the report "
                                        "counts rows per source name; give each its own `name`")
     (workdir / "d.yaml").write_text("curate:\n  sources:\n    - {kind: jsonl, path: rows.jsonl, name: a}\n"
                                     "    - {kind: jsonl, path: rows.jsonl, name: a}\n")
     code, out, err = deepeyes(monkeypatch, capsys, "curate", "--config", "d.yaml", "--out", "cur")
     assert (code, out) == (2, "")
-    assert err.endswith("d.yaml:2: curate.sources: [0] and [1] are both named 'a': the report counts rows per source name; "
+    assert err.endswith("d.yaml:2: curate.sources: entry 0 and entry 1 are both named 'a': the report counts rows per source name; "
                         "give each its own `name`"), err
 
 
@@ -167,7 +167,7 @@ def test_a_benchmark_definition_says_the_same_before_any_work(workdir, monkeypat
     config.write_text("name: x\neval: {benchmarks: [b1.yaml], model_url: 'http://127.0.0.1:9/v1', model_name: m}\n")
     with pytest.raises(ConfigError) as raised:
         load_config(config)
-    assert str(raised.value) == f"{config}: eval.benchmarks[0] (b): data_files: no file matches {workdir}/nope.csv"
+    assert str(raised.value) == f"{config}:2: eval.benchmarks.0 (b): data_files: no file matches {workdir}/nope.csv"
     assert not (workdir / "ev").exists()
 
 
@@ -192,7 +192,7 @@ def test_a_field_mapped_to_a_column_an_hf_builder_source_lacks_names_the_columns
     config.write_text("curate: {sources: [{kind: hf, path: parquet, data_files: [rows.parquet], fields: {answer: nocol}}]}\n")
     with pytest.raises(ConfigError) as raised:
         load_config(config)
-    assert str(raised.value) == (f"{config}: curate.sources[0]: source 'rows': fields.answer: 'nocol': no such column in its first rows "
+    assert str(raised.value) == (f"{config}:1: curate.sources.0: source 'rows': fields.answer: 'nocol': no such column in its first rows "
                                  "(columns: answer, category, level, question)")
 
 
