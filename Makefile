@@ -35,7 +35,7 @@ demo: $(STAMP) bwrap
 	$(VENV)/bin/deepeyes demo
 
 test: $(STAMP) bwrap
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25  # the slowest tests, against the 25-minute budget
 
 test-slow: $(STAMP) bwrap
 	$(PY) -m pytest -q -m slow
