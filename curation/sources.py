@@ -343,19 +343,24 @@ def hf_only_options(kind: str, given: list[str]) -> None:
                          f"{kind}{where}; remove {'them' if many else 'it'}")
 
 
-def same_name_message(specs: list[SourceSpec], labels: list[str]) -> str | None:
-    """The first two of `specs` with one `source_name` (given with `name`, or taken from their files),
-    as `LABEL and LABEL are both named 'NAME' ...`, with `labels[i]` naming `specs[i]` (a config
-    entry, the option typed); None when every name is its own. The report counts rows, drops and
-    contamination per source name: two sources of one name would be merged there."""
+SOURCE_NAMES_WHY = "the report counts rows per source name; give each its own `name`"
+
+
+def same_name_message(specs: list[SourceSpec] | list[str], labels: list[str], why: str = SOURCE_NAMES_WHY) -> str | None:
+    """The first two of `specs` with one name, as `LABEL and LABEL are both named 'NAME' ...: WHY`,
+    with `labels[i]` naming `specs[i]` (a config entry, the option typed); None when every name is
+    its own. A `SourceSpec`'s name is its `source_name` (given with `name`, or taken from its
+    files: told "(after their files)"); a text is the name itself (an eval benchmark's resolved
+    name). `why`: what the name keys, so that two of one name would be merged (the report counts
+    rows, drops and contamination per source name)."""
     first: dict[str, int] = {}
     for i, spec in enumerate(specs):
-        name = spec.source_name
+        name = spec if isinstance(spec, str) else spec.source_name
         if name in first:
             j = first[name]
-            after = "" if specs[i].name and specs[j].name else " (after their files)"
-            return (f"{labels[j]} and {labels[i]} are both named {name!r}{after}: the report counts rows per source "
-                    f"name; give each its own `name`")
+            given = [s if isinstance(s, str) else s.name for s in (specs[i], specs[j])]
+            after = "" if all(given) else " (after their files)"
+            return f"{labels[j]} and {labels[i]} are both named {name!r}{after}: {why}"
         first[name] = i
     return None
 

@@ -59,6 +59,11 @@ class BenchmarkSpec(BaseModel):
     prompt: Literal["default", "no_tools"] = "default"
 
 
+# Why two benchmarks of one name are refused (`curation.sources.same_name_message`).
+BENCHMARK_NAMES_WHY = ("metrics.json keeps one result per benchmark name, so one would be lost; name each benchmark once "
+                       "(a definition file's name is its `name:`)")
+
+
 class BenchmarkError(ValueError):
     """A benchmark that cannot be found or read; names the file."""
 

@@ -116,7 +116,8 @@ def evaluate_cmd(
     api_key_env: Annotated[str | None, typer.Option(help="The environment variable that holds the endpoint's API key.")] = None,
 ) -> None:
     """Evaluate any model (a checkpoint, or an endpoint serving it) on named benchmarks, with tools and the tool-free control."""
-    from eval.benchmarks import BenchmarkError, check_benchmark, load_spec
+    from curation.sources import same_name_message
+    from eval.benchmarks import BENCHMARK_NAMES_WHY, BenchmarkError, check_benchmark, load_spec
     from eval.metrics import summary_line
     from eval.report import build_report
     from eval.stage import EvalConfig, check_checkpoint, run_evaluate
@@ -175,13 +176,19 @@ def evaluate_cmd(
     out = out.resolve()
     # A benchmark made by a pipeline run (`demo-heldout`: ${run_dir}/select) reads the run --out names, when it is one.
     run_dir = out if (out / "select").is_dir() else None
-    for name in cfg.benchmarks:  # before anything is written: a wrong file or column is named now, not counted as unreadable rows
+    names: list[str] = []  # each benchmark's resolved name (a definition file's `name:`)
+    for i, name in enumerate(cfg.benchmarks):  # before anything is written: a wrong file or column is named now, not counted as unreadable rows
         where = f"--benchmark {name}" if benchmark else f"eval.benchmarks in {config}"
         try:
-            check_benchmark(load_spec(name, cfg.data_root, run_dir), where, data_root=cfg.data_root,
+            spec = load_spec(name, cfg.data_root, run_dir)
+            check_benchmark(spec, where, data_root=cfg.data_root,
                             data_root_option="--data-root" if data_root or config is None else f"eval.data_root in {config}")
         except BenchmarkError as exc:
             raise BenchmarkError(str(exc) if str(exc).startswith((where, name)) else f"{where}: {exc}") from None
+        names.append(spec.name)
+        labels = [f"--benchmark {b}" if benchmark else f"eval.benchmarks.{j} in {config}" for j, b in enumerate(cfg.benchmarks[:i + 1])]
+        if problem := same_name_message(names, labels, BENCHMARK_NAMES_WHY):
+            raise BenchmarkError(problem)
     search = base.get("search") or SearchConfig()
     search = search.model_copy(update={k: v for k, v in (("corpus_path", corpus), ("image_corpus_path", image_corpus)) if v is not None})
     for name, path in (("--corpus", corpus), ("--image-corpus", image_corpus)):

@@ -17,10 +17,10 @@ from pydantic_core import PydanticCustomError
 from curation import validation_errors
 from curation.select import SelectConfig
 from curation.setting_path import SettingPath
-from curation.sources import SourceError, SourceSpec, check_mapped_columns, wide_encoding
+from curation.sources import SourceError, SourceSpec, check_mapped_columns, same_name_message, wide_encoding
 from curation.stage import CurateConfig
 from curation.worlds import WorldKind
-from eval.benchmarks import BenchmarkError, load_spec
+from eval.benchmarks import BENCHMARK_NAMES_WHY, BenchmarkError, load_spec
 from eval.stage import EvalConfig
 from flows.launcher import TrainingLauncher
 from flows.orchestration import OrchestrationConfig
@@ -248,13 +248,18 @@ class PipelineConfig(BaseModel):
 
     def _check_benchmarks(self) -> None:
         """Every `eval.benchmarks` entry names a shipped benchmark or a readable definition whose
-        data file exists (a source under the run's own directory is made by the run itself)."""
+        data file exists (a source under the run's own directory is made by the run itself), and no
+        two of one name (a definition file's `name:`): metrics.json keeps one result per name."""
+        names: list[str] = []
         for i, name in enumerate(self.eval.benchmarks):
             loc, path = _at("eval", "benchmarks", i)
             try:
                 spec = load_spec(name, self.eval.data_root)
             except BenchmarkError as exc:
                 raise ConfigError(f"{path}: {exc}", loc) from None
+            names.append(spec.name)
+            if problem := same_name_message(names, [f"entry {j}" for j in range(len(names))], BENCHMARK_NAMES_WHY):
+                raise ConfigError(f"eval.benchmarks: {problem}", loc)  # told at the second entry's line
             source = spec.source
             if isinstance(source, SourceSpec) and "${run_dir}" not in source.path and not source.exists():
                 why = (source.missing() if source.kind == "hf" else  # data_files: relative to the definition's folder

@@ -197,6 +197,10 @@ LOAD_TIME = [
      "  benchmarks:\n    - vstar-typo\n", "    - vstar-typo", "eval.benchmarks.0: unknown benchmark 'vstar-typo'"),
     ("curate: {sources: [{path: rows.jsonl}]}\nsynth:\n  long_cot:\n    path: nope.jsonl\n",
      "    path: nope.jsonl", "synth.long_cot.path: file not found: {d}/nope.jsonl"),
+    # review r7 #1: two eval benchmarks of one name would keep one result in metrics.json; told at the second
+    ("curate: {sources: [{path: rows.jsonl}]}\neval:\n  benchmarks:\n    - demo-heldout\n    - demo-heldout \n",
+     "    - demo-heldout ", "eval.benchmarks: entry 0 and entry 1 are both named 'demo-heldout': metrics.json keeps one result per "
+                           "benchmark name, so one would be lost; name each benchmark once (a definition file's name is its `name:`)"),
 ]
 
 
@@ -226,3 +230,17 @@ def test_deepeyes_curate_names_a_config_entry_s_line_as_the_config_check_does(tm
         main()
     assert (exited.value.code, capsys.readouterr().err.strip()) == (2, f"error: {config}:{line}: {says.format(d=tmp_path)}")
     assert not (tmp_path / "out").exists()
+
+
+def test_two_eval_benchmark_files_of_one_name_are_refused_by_their_names(tmp_path):
+    """Review r7 #1: definition files are told apart by their `name:`, not their file names."""
+    (tmp_path / "rows.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    for file in ("a.yaml", "b.yaml", "c.yaml"):
+        (tmp_path / file).write_text(f"name: {'other' if file == 'c.yaml' else 'dup'}\nsource: {{kind: jsonl, path: {tmp_path}/rows.jsonl}}\n")
+    config = tmp_path / "cfg.yaml"
+    config.write_text("name: c\ncurate: {sources: [{path: rows.jsonl}]}\neval:\n  benchmarks:\n    - a.yaml\n    - c.yaml\n    - b.yaml\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert str(raised.value).startswith(f"{config}:7: eval.benchmarks: entry 0 and entry 2 are both named 'dup': metrics.json"), raised.value
+    config.write_text("name: c\ncurate: {sources: [{path: rows.jsonl}]}\neval:\n  benchmarks: [a.yaml, c.yaml]\n")
+    assert load_config(config).eval.benchmarks == [str(tmp_path / "a.yaml"), str(tmp_path / "c.yaml")]

@@ -272,3 +272,17 @@ def test_evaluating_search_questions_without_search_is_warned_about_first(world,
     assert searching > 0 and (f"warning: {searching} of the samples are search questions (category: search) and no text search is "
                               "configured") in warned
     assert "search questions" not in quiet
+
+
+def test_evaluate_refuses_two_benchmarks_of_one_name_by_their_resolved_names(world, tmp_path):
+    """Review r7 #1: `metrics.json` keeps one result per benchmark name; two definition files with one
+    `name:` (or one given twice) are refused in one line naming both, before anything is written."""
+    for file in ("e1.yaml", "e2.yaml"):
+        (tmp_path / file).write_text(f"name: dup\nsource: {{kind: jsonl, path: {world['samples_path']}}}\njudge: rules\n")
+    out = tmp_path / "out"
+    done = run_cli(["evaluate", "--model-url", "http://127.0.0.1:9/v1", "--model", "m", "--benchmark", str(tmp_path / "e1.yaml"),
+                    "--benchmark", str(tmp_path / "e2.yaml"), "--out", str(out)], tmp_path, timeout=120)
+    assert (done.returncode, done.stderr.strip()) == (
+        2, f"error: --benchmark {tmp_path / 'e1.yaml'} and --benchmark {tmp_path / 'e2.yaml'} are both named 'dup': metrics.json keeps "
+           "one result per benchmark name, so one would be lost; name each benchmark once (a definition file's name is its `name:`)"), done.stderr
+    assert not out.exists()
