@@ -33,6 +33,17 @@ def holds_world(out_dir: str | Path) -> bool:
     return isinstance(record, dict) and "seed" in record and "samples_path" in record
 
 
+def made_by_world(path: str | Path) -> bool:
+    """Whether the file `path` is a generated world's own `long_cot.jsonl` (its folder holds a
+    world whose record names it): its row count is the config's `world.long_cot`, so a message about
+    too few rows names that setting rather than the file."""
+    folder = Path(path).parent
+    if not holds_world(folder):
+        return False
+    record = json.loads((folder / WORLD_RECORD).read_text())
+    return Path(str(record.get("long_cot_path", ""))).resolve() == Path(path).resolve()
+
+
 def check_world_folder(out_dir: str | Path, option: str = "OUT") -> None:
     """Refuse an `out_dir` that holds files but no world (`holds_world`): writing a world replaces
     an old world's files, and never mixes into, or deletes, a folder of other files. Raises

@@ -133,8 +133,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
         mixed = stages["synthesize"].get("long_cot") or {}
         long_cot = f" (+{synth['long_cot']} long-CoT rows)" if synth.get("long_cot") else ""
         if mixed.get("short_by"):  # a source too short for the ratio: said where it is seen, not only in the manifest
+            fix = f"; {mixed['fix']}" if mixed.get("fix") else ""
             long_cot += (f" (long-CoT source short by {mixed['short_by']} of {mixed['wanted']} rows: ratio {mixed['achieved_ratio']} "
-                         f"for {mixed['target_ratio']})")
+                         f"for {mixed['target_ratio']}{fix})")
         if mixed.get("quarantined"):
             long_cot += f" ({mixed['quarantined']} long-CoT rows quarantined)"
         retry = " (the teacher failed them: the next run asks again for exactly those)" if synth["failed"] else ""

@@ -189,6 +189,7 @@ class PipelineConfig(BaseModel):
         long_cot = self.synth.long_cot
         if long_cot is not None and long_cot.path is None and self.world is None:
             raise ConfigError("synth.long_cot.path: no long-CoT source given", ("synth", "long_cot"))
+        self._check_world_long_cot()
         for field, path in (("search.corpus_path", self.search.corpus_path), ("search.image_corpus_path", self.search.image_corpus_path),
                             ("synth.long_cot.path", long_cot.path if long_cot is not None else None)):
             if path is not None and not path.is_file():
@@ -215,6 +216,24 @@ class PipelineConfig(BaseModel):
         if model_path is not None and model_path.startswith((".", "/")) and not Path(model_path).exists():
             raise ConfigError(f"sft.model_path: directory not found: {model_path}", ("sft", "model_path"))
         self._check_benchmarks()
+
+    def _check_world_long_cot(self) -> None:
+        """`world.long_cot: 0` writes an empty long_cot.jsonl: refused where a ratio above 0 draws
+        from it (`synth.long_cot` without a `path`; the base stage's instruct set, at
+        `base.long_cot_ratio`), rather than warned about later under a setting the user never wrote."""
+        if self.world is None or self.world.long_cot:
+            return
+        long_cot = self.synth.long_cot
+        needs = []
+        if long_cot is not None and long_cot.path is None and long_cot.ratio > 0:
+            needs.append(f"synth.long_cot (ratio {long_cot.ratio}) mixes the world's long-CoT rows into the cold-start set")
+        if self.base is not None and self.base.long_cot_ratio > 0:
+            needs.append(f"base.long_cot_ratio ({self.base.long_cot_ratio}) mixes them into the instruct set")
+        if needs:
+            raise ConfigError(f"world.long_cot: 0 writes no long-CoT rows, and {' and '.join(needs)}; raise world.long_cot "
+                              "(100 by default)" + (", or give synth.long_cot.path" if long_cot is not None and long_cot.path is None else "")
+                              + (", or set base.long_cot_ratio: 0" if self.base is not None and self.base.long_cot_ratio > 0 else ""),
+                              ("world", "long_cot"))
 
     def _check_endpoints(self) -> None:
         """One teacher (and student) per config, named once; every URL one an HTTP client can use.

@@ -52,6 +52,7 @@ from curation.mapping import RowRejected, scalar_text
 from curation.setting_path import SettingPath
 from curation.sources import MAX_QUESTION_CHARS, PARSE_ERROR, SourceError, SourceSpec, image_refs, read_image_ref, read_source, within_limit
 from curation.suggest import did_you_mean
+from curation.worlds import made_by_world
 from synth.runtime.profile import DEFAULT_PROFILE, Profile, load_profile
 from synth.runtime.protocol import PROTOCOL_VERSION, check_response, load_prompts
 from synth.scoring.judge import rule_verdict
@@ -302,10 +303,22 @@ def long_cot_rows(
         "short_by": max(0, wanted - len(rows)),
         "warnings": [],
     }
+    world = cfg.path is not None and made_by_world(cfg.path)  # the generated world's file: its size is world.long_cot, not a file of the user's
+    if report["short_by"]:
+        report["fix"] = short_source_fix(cfg, wanted, world)
     if not rows and cfg.ratio > 0 and (wanted or not source):
         reasons = Counter(reason.split(":")[0] for _, reason, _ in unusable)
         why = ("it has no rows" if not unusable else f"all {len(unusable)} rows quarantined: "
                + ", ".join(f"{reason} {n}" for reason, n in reasons.most_common(3)))
-        report["warnings"].append(f"synth.long_cot.path: no long-CoT row of {cfg.path} was usable ({why}); the cold-start set has "
-                                  f"no long-CoT rows (ratio {cfg.ratio} asked for)")
+        report["warnings"].append(f"{'world.long_cot' if world else 'synth.long_cot.path'}: no long-CoT row of {cfg.path} was usable "
+                                  f"({why}); the cold-start set has no long-CoT rows (ratio {cfg.ratio} asked for)"
+                                  + (f"; {short_source_fix(cfg, wanted, world)}" if wanted else ""))
     return rows, report, unusable
+
+
+def short_source_fix(cfg: LongCotConfig, wanted: int, world: bool) -> str:
+    """What to do about a long-CoT source with fewer usable rows than the `wanted` the ratio needs:
+    for the generated world's file, its size (`world.long_cot`); else the file or the ratio."""
+    if world:
+        return f"raise world.long_cot to at least {wanted}"
+    return f"add rows to {cfg.path} or lower synth.long_cot.ratio"

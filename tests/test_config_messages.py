@@ -197,6 +197,13 @@ LOAD_TIME = [
      "  benchmarks:\n    - vstar-typo\n", "    - vstar-typo", "eval.benchmarks.0: unknown benchmark 'vstar-typo'"),
     ("curate: {sources: [{path: rows.jsonl}]}\nsynth:\n  long_cot:\n    path: nope.jsonl\n",
      "    path: nope.jsonl", "synth.long_cot.path: file not found: {d}/nope.jsonl"),
+    # review r7 #2: an empty world long-CoT file that a ratio draws from is refused at load, at world.long_cot
+    ("world:\n  per_family: 1\n  long_cot: 0\nsynth: {long_cot: {ratio: 0.816}}\n", "  long_cot: 0",
+     "world.long_cot: 0 writes no long-CoT rows, and synth.long_cot (ratio 0.816) mixes the world's long-CoT rows into the cold-start "
+     "set; raise world.long_cot (100 by default), or give synth.long_cot.path"),
+    ("world:\n  kind: learnable\n  instruct_per_family: 1\n  long_cot: 0\nbase: {}\nreplay: {}\n", "  long_cot: 0",
+     "world.long_cot: 0 writes no long-CoT rows, and base.long_cot_ratio (0.5) mixes them into the instruct set; raise world.long_cot "
+     "(100 by default), or set base.long_cot_ratio: 0"),
     # review r7 #1: two eval benchmarks of one name would keep one result in metrics.json; told at the second
     ("curate: {sources: [{path: rows.jsonl}]}\neval:\n  benchmarks:\n    - demo-heldout\n    - demo-heldout \n",
      "    - demo-heldout ", "eval.benchmarks: entry 0 and entry 1 are both named 'demo-heldout': metrics.json keeps one result per "
@@ -244,3 +251,16 @@ def test_two_eval_benchmark_files_of_one_name_are_refused_by_their_names(tmp_pat
     assert str(raised.value).startswith(f"{config}:7: eval.benchmarks: entry 0 and entry 2 are both named 'dup': metrics.json"), raised.value
     config.write_text("name: c\ncurate: {sources: [{path: rows.jsonl}]}\neval:\n  benchmarks: [a.yaml, c.yaml]\n")
     assert load_config(config).eval.benchmarks == [str(tmp_path / "a.yaml"), str(tmp_path / "c.yaml")]
+
+
+@pytest.mark.parametrize("text", [
+    "world: {long_cot: 0}\n",  # nothing draws from it
+    "world: {long_cot: 0}\nsynth: {long_cot: {ratio: 0}}\n",
+    "world: {long_cot: 0}\nsynth: {long_cot: {ratio: 0.5, path: rows.jsonl}}\n",  # another source
+    "world: {kind: learnable, instruct_per_family: 1, long_cot: 0}\nbase: {long_cot_ratio: 0}\nreplay: {}\n",
+])
+def test_an_empty_world_long_cot_file_that_nothing_draws_from_loads(tmp_path, text):
+    (tmp_path / "rows.jsonl").write_text('{"question": "q", "response": "<answer>a</answer>"}\n')
+    config = tmp_path / "c.yaml"
+    config.write_text("name: c\n" + text)
+    assert load_config(config).world.long_cot == 0

@@ -639,11 +639,12 @@ def test_the_synthesize_line_says_when_the_long_cot_source_fell_short_or_lost_ro
     from flows.cli import _print_summary
 
     counts = {"kept": 9, "rejected": 1, "failed": 0, "long_cot": 3}
-    short = {"wanted": 27, "added": 3, "short_by": 24, "achieved_ratio": 0.25, "target_ratio": 0.75, "quarantined": 2}
+    short = {"wanted": 27, "added": 3, "short_by": 24, "achieved_ratio": 0.25, "target_ratio": 0.75, "quarantined": 2,
+             "fix": "raise world.long_cot to at least 27"}
     _print_summary({"stages": {"synthesize": {"counts": counts, "long_cot": short}}, "timings_s": {}, "run_dir": "r"})
     line = next(text for text in capsys.readouterr().out.splitlines() if text.startswith("synthesize:"))
-    assert line == ("synthesize: 9 trajectories kept (+3 long-CoT rows) (long-CoT source short by 24 of 27 rows: ratio 0.25 for 0.75) "
-                    "(2 long-CoT rows quarantined), 1 rejected, 0 failed")
+    assert line == ("synthesize: 9 trajectories kept (+3 long-CoT rows) (long-CoT source short by 24 of 27 rows: ratio 0.25 for 0.75; "
+                    "raise world.long_cot to at least 27) (2 long-CoT rows quarantined), 1 rejected, 0 failed")
     _print_summary({"stages": {"synthesize": {"counts": counts, "long_cot": {**short, "short_by": 0, "quarantined": 0}}}, "timings_s": {}, "run_dir": "r"})
     assert next(text for text in capsys.readouterr().out.splitlines() if text.startswith("synthesize:")) == "synthesize: 9 trajectories kept (+3 long-CoT rows), 1 rejected, 0 failed"
 

@@ -248,10 +248,33 @@ def test_a_source_without_one_usable_row_is_warned_about_naming_the_file(tmp_pat
     path = _write(tmp_path / "cot.jsonl", rows)
     _, report, _ = long_cot_rows(LongCotConfig(path=path, ratio=0.8), 10)
     assert report["warnings"] == [f"synth.long_cot.path: no long-CoT row of {path} was usable ({why}); the cold-start set has no "
-                                  f"long-CoT rows (ratio 0.8 asked for)"]
-    _, fine, _ = long_cot_rows(LongCotConfig(path=_write(tmp_path / "ok.jsonl", [{"question": "Q", "response": RESPONSE.format(1)}]),
-                                             ratio=0.8), 10)
-    assert fine["warnings"] == []  # short, but not empty: the short_by figure says so
+                                  f"long-CoT rows (ratio 0.8 asked for); add rows to {path} or lower synth.long_cot.ratio"]
+    ok = _write(tmp_path / "ok.jsonl", [{"question": "Q", "response": RESPONSE.format(1)}])
+    _, fine, _ = long_cot_rows(LongCotConfig(path=ok, ratio=0.8), 10)
+    assert fine["warnings"] == []  # short, but not empty: the short_by figure says so, with the fix (review r7 #3)
+    assert (fine["short_by"], fine["fix"]) == (39, f"add rows to {ok} or lower synth.long_cot.ratio")
+    _, enough, _ = long_cot_rows(LongCotConfig(path=ok, ratio=0.5), 1)
+    assert enough["short_by"] == 0 and "fix" not in enough
+
+
+def test_a_generated_world_s_long_cot_source_names_world_long_cot_when_short_or_empty(tmp_path):
+    """Review r7 #2, #3: the world's long_cot.jsonl is as long as `world.long_cot` says: a source too
+    short, or empty, names that setting and the count the ratio needs, not `synth.long_cot.path`."""
+    from pathlib import Path
+
+    from curation.worlds import generate, world_files
+
+    generate("classic", tmp_path / "w", {"per_family": 1, "long_cot": 3})
+    path = Path(world_files("classic", tmp_path / "w")["long_cot_path"])
+    _, report, _ = long_cot_rows(LongCotConfig(path=path, ratio=0.8), 10)
+    assert (report["added"], report["short_by"], report["fix"]) == (3, 37, "raise world.long_cot to at least 40")
+    generate("classic", tmp_path / "w", {"per_family": 1, "long_cot": 0})
+    _, empty, _ = long_cot_rows(LongCotConfig(path=path, ratio=0.8), 10)
+    assert empty["warnings"] == [f"world.long_cot: no long-CoT row of {path} was usable (it has no rows); the cold-start set has no "
+                                 "long-CoT rows (ratio 0.8 asked for); raise world.long_cot to at least 40"]
+    (tmp_path / "mine").mkdir()
+    copy = _write(tmp_path / "mine" / "long_cot.jsonl", [])  # a file of the same name outside a world is the user's
+    assert long_cot_rows(LongCotConfig(path=copy, ratio=0.8), 10)[1]["fix"] == f"add rows to {copy} or lower synth.long_cot.ratio"
 
 
 def test_the_synthesize_summary_and_the_run_show_the_warning(world, curated, replay_url, tmp_path, capsys):
@@ -261,13 +284,13 @@ def test_the_synthesize_summary_and_the_run_show_the_warning(world, curated, rep
     cfg = synth_config(replay_url, attempts=1, long_cot=LongCotConfig(path=path))
     summary = run_synthesize(cfg, curated, tmp_path / "out", search_config(world))
     warning = f"synth.long_cot.path: no long-CoT row of {path} was usable (it has no rows); the cold-start set has no long-CoT rows " \
-              f"(ratio 0.816 asked for)"
+              f"(ratio 0.816 asked for); add rows to {path} or lower synth.long_cot.ratio"
     assert summary["warnings"] == [warning] and summary["files_read"] == []
     assert read_manifest(tmp_path / "out")["long_cot"]["warnings"] == [warning]
     _print_summary({"stages": {"synthesize": summary}, "timings_s": {}, "run_dir": str(tmp_path)})
     lines = capsys.readouterr().out.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("synthesize: "))
-    assert "short by 40 of 40" in lines[at] and lines[at + 1] == f"warning:    {warning}"
+    assert f"short by 40 of 40 rows: ratio 0.0 for 0.816; add rows to {path} or lower synth.long_cot.ratio)" in lines[at] and lines[at + 1] == f"warning:    {warning}"
 
 
 def _red_card_source(tmp_path):

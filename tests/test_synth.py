@@ -150,6 +150,7 @@ def test_long_cot_rows_are_mixed_in_at_the_target_ratio(world, curated, replay_u
     assert sorted(r["id"] for r in read_table(tmp_path / "b").to_pylist()) == sorted(r["id"] for r in rows)  # reproducible
     short = run(tmp_path / "c", 0.95)  # wants 171 rows, the source has 100
     assert short["long_cot"]["added"] == 100 and short["long_cot"]["short_by"] == 71
+    assert short["long_cot"]["fix"] == "raise world.long_cot to at least 171"  # the world's own file (review r7 #3)
 
 
 @pytest.mark.parametrize(("active", "expected_in_flight"), [(1, 1), (None, 2)])
