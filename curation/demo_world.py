@@ -292,14 +292,21 @@ def _distractor(rng: random.Random, used: set[str]) -> dict[str, str]:
 _ITEMS = ["crates", "jars", "lanterns", "maps", "coins", "tiles", "ropes"]
 
 
-def _long_cot(rng: random.Random, index: int) -> dict[str, str]:
-    """A text-only arithmetic word problem with a step-by-step reasoning trace."""
-    item = rng.choice(_ITEMS)
-    a, b, c = rng.randrange(3, 20), rng.randrange(2, 12), rng.randrange(2, 9)
-    lost = rng.randrange(1, a * b)
-    total = a * b * c - lost * c
-    question = (f"A workshop packs {a} shelves with {b} {item} each, and has {c} identical workshops. "
-                f"Each workshop loses {lost} {item}. How many {item} are left in all?")
+def _long_cot(rng: random.Random, index: int, used: set[str]) -> dict[str, str]:
+    """A text-only arithmetic word problem with a step-by-step reasoning trace, whose question is not
+    in `used` (added to it): a drawn repeat is drawn again, so every row of a large `long_cot` is
+    usable (synthesis quarantines a repeat as `long_cot_duplicate`) and the rows before the first
+    repeat stay as they were. About 580,000 questions exist; `world.long_cot` is at most 100,000."""
+    while True:
+        item = rng.choice(_ITEMS)
+        a, b, c = rng.randrange(3, 20), rng.randrange(2, 12), rng.randrange(2, 9)
+        lost = rng.randrange(1, a * b)
+        total = a * b * c - lost * c
+        question = (f"A workshop packs {a} shelves with {b} {item} each, and has {c} identical workshops. "
+                    f"Each workshop loses {lost} {item}. How many {item} are left in all?")
+        if question not in used:
+            break
+    used.add(question)
     response = (
         f"<think>Each workshop starts with {a} × {b} = {a * b} {item}. After losing {lost}, it has "
         f"{a * b} − {lost} = {a * b - lost}. With {c} workshops: {c} × {a * b - lost} = {total}. "
@@ -383,12 +390,13 @@ def generate_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> dict[
     write_jsonl(out / "samples.jsonl", samples)
     write_jsonl(out / "corpus.jsonl", corpus)
     write_jsonl(out / "image_corpus.jsonl", image_corpus)
-    write_jsonl(out / "long_cot.jsonl", [_long_cot(rng, i) for i in range(cfg.long_cot)])
+    questions: set[str] = set()
+    write_jsonl(out / "long_cot.jsonl", [_long_cot(rng, i, questions) for i in range(cfg.long_cot)])
     write_jsonl(out / "replay_scripts.jsonl", scripts)
     summary = {
         "seed": cfg.seed,
         "samples": len(samples),
-        "corpus_docs": len(corpus),
+        "corpus_docs": len(corpus), "long_cot_rows": cfg.long_cot,
         **world_files(out),
     }
     (out / "world.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -239,12 +239,19 @@ def world_files(out_dir: str | Path) -> dict[str, str]:
     return {key: str(out / name) for key, name in names.items()}
 
 
-def _long_cot(rng: random.Random, index: int, out: Path) -> dict[str, Any]:
+def _long_cot(rng: random.Random, index: int, out: Path, used: set[str]) -> dict[str, Any]:
     """A direct item answered without a tool (the cold start's long-CoT rows): the answer is in the
     question, and the row carries an uninformative card as every sample does, so the mix shows
-    answering directly on prompts shaped like the tool items' (`synth.long_cot.opening: tools`)."""
+    answering directly on prompts shaped like the tool items' (`synth.long_cot.opening: tools`).
+    The question is not in `used` (added to it): a drawn repeat is drawn again, so every row of a
+    large `long_cot` is its own (270,000 questions exist; `world.long_cot` is at most 100,000), and
+    the rows before the first repeat stay as they were."""
     number = rng.randrange(10000, 100000)
     question = rng.choice(_DIRECT_TEMPLATES).format(n=number)
+    while question in used:
+        number = rng.randrange(10000, 100000)
+        question = rng.choice(_DIRECT_TEMPLATES).format(n=number)
+    used.add(question)
     row_id = f"learnable-cot-{index:05d}"
     image = Path("images") / f"{row_id}.png"
     _card(rng).save(out / image)
@@ -315,9 +322,10 @@ def generate_learnable_world(out_dir: str | Path, cfg: LearnableWorldConfig | No
     write_jsonl(Path(files["instruct_path"]), sets["instruct"])
     write_jsonl(Path(files["corpus_path"]), corpus)
     write_jsonl(Path(files["image_corpus_path"]), image_corpus)
-    write_jsonl(Path(files["long_cot_path"]), [_long_cot(rng, i, out) for i in range(cfg.long_cot)])
+    questions: set[str] = set()
+    write_jsonl(Path(files["long_cot_path"]), [_long_cot(rng, i, out, questions) for i in range(cfg.long_cot)])
     write_jsonl(Path(files["scripts_path"]), scripts)
     summary = {"kind": "learnable", "seed": cfg.seed, "samples": len(samples), "instruct_samples": len(sets["instruct"]),
-               "corpus_docs": len(corpus), **files}
+               "corpus_docs": len(corpus), "long_cot_rows": cfg.long_cot, **files}
     (out / "world.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

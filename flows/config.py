@@ -63,7 +63,10 @@ class WorldSettings(BaseModel):
     seed: int = 0
     per_family: int = Field(12, ge=1)
     distractor_docs: int = Field(40, ge=0)
-    long_cot: int = Field(100, ge=0)  # long-CoT rows for `synth.long_cot` to draw from (text; the learnable world's: direct answers with a card image)
+    # Long-CoT rows for `synth.long_cot` to draw from (text; the learnable world's: direct answers with
+    # a card image, ~4.4 kB of disk each). At most 100,000: the paper's 81.6% mix needs ~4.4 per kept
+    # trajectory, so this serves ~23,000 trajectories; a typo of extra zeros would fill the disk.
+    long_cot: int = Field(100, ge=0, le=100_000)
     instruct_per_family: int = Field(0, ge=0)  # learnable only: samples per family for the `base:` instruct stage
     families: list[Literal["perception", "reasoning", "search", "direct"]] | None = None  # learnable only: a subset; None: all four
 

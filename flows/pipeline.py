@@ -707,7 +707,7 @@ def plan(cfg: PipelineConfig, run_dir: str | Path, flow_name: str = "retrain") -
     steps: list[dict[str, Any]] = []
     if cfg.world is not None:
         steps.append({"stage": "world", "out": run / "world", "does": f"generate the {cfg.world.kind} world, {cfg.world.per_family} samples "
-                      f"per family (seed {cfg.world.seed})"})
+                      f"per family, {cfg.world.long_cot} long-CoT rows (seed {cfg.world.seed})"})
     sources = ["demo world" if cfg.world else None, *(f"{s.kind}:{s.path}" for s in cfg.curate.sources)]
     steps.append({"stage": "curate", "out": run / "curate", "does": f"read {', '.join(s for s in sources if s)}; near-dup "
                   f"{'on' if cfg.curate.near_dup.enabled else 'off'}; decontaminate against {len(cfg.curate.benchmarks)} benchmark(s)"})

@@ -403,6 +403,40 @@ def test_world_long_cot_sets_how_many_long_cot_rows_the_world_writes(tmp_path, k
     rows = [json.loads(line) for line in (tmp_path / "world" / "long_cot.jsonl").read_text().splitlines()]
     assert len(rows) == 7 and all(row["answer"] for row in rows)
     assert WorldSettings(kind=kind).generator_settings()["long_cot"] == 100
+    # review r7 #5: the count is shown where the world's other counts are: world.json and the plan's world line
+    assert json.loads((tmp_path / "world" / "world.json").read_text())["long_cot_rows"] == 7
+    from flows.config import PipelineConfig
+    from flows.pipeline import plan
+
+    cfg = PipelineConfig.model_validate({"name": "w", "world": {"kind": kind, "per_family": 2, "long_cot": 7}})
+    assert next(step["does"] for step in plan(cfg, tmp_path / "run") if step["stage"] == "world") == \
+        f"generate the {kind} world, 2 samples per family, 7 long-CoT rows (seed 0)"
+
+
+def test_world_long_cot_has_an_upper_bound_a_typo_of_zeros_cannot_pass(tmp_path):
+    """Review r7 #5: a billion rows would fill the disk (one PNG each in the learnable world)."""
+    from flows.config import ConfigError, WorldSettings, load_config
+
+    assert WorldSettings(long_cot=100_000).long_cot == 100_000
+    config = tmp_path / "c.yaml"
+    config.write_text("name: c\nworld:\n  long_cot: 1000000000\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert str(raised.value) == f"invalid config:\n  {config}:3: world.long_cot: Input should be less than or equal to 100000"
+
+
+@pytest.mark.parametrize(("kind", "rows"), [("classic", 5000), ("learnable", 700)])
+def test_a_large_world_long_cot_writes_rows_that_are_all_distinct(tmp_path, kind, rows):
+    """Review r7 #4: every row of a large `long_cot` is its own (a repeat is quarantined by synthesis
+    as `long_cot_duplicate`). With these settings the generators drew a repeated question before
+    (classic: row 665 of 5000; learnable: row 624 of 700, kept small as each row writes an image)."""
+    from curation.worlds import generate
+
+    settings = {"per_family": 1, "distractor_docs": 0, "long_cot": rows, **({"instruct_per_family": 0} if kind == "learnable" else {})}
+    generate(kind, tmp_path / "world", settings)
+    written = [json.loads(line) for line in (tmp_path / "world" / "long_cot.jsonl").read_text().splitlines()]
+    assert len(written) == rows and len({row["question"] for row in written}) == rows
+    assert len({(row["question"], row["response"]) for row in written}) == rows
 
 
 def test_status_marks_partial_outputs_and_runs_staleness_down_the_chain(tmp_path):
