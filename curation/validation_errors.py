@@ -16,6 +16,7 @@ import json
 import re
 import types
 import typing
+from decimal import Decimal
 from typing import Any
 
 import yaml
@@ -205,6 +206,28 @@ def _expected(error: dict[str, Any]) -> str | None:
     return EXPECTED.get(error["type"])
 
 
+# A number in exponent form (`1e3`, `2.5E+4`): YAML 1.1 (PyYAML) reads it as text unless it has a
+# dot and a signed exponent (`1.0e+3`), so a whole-number setting written so fails to parse.
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _exponent_text(error: dict[str, Any]) -> str | None:
+    """For a number setting given text that reads as a number in exponent form, what to write
+    instead: `'1e3' is read as text by YAML; write 1000`; else None."""
+    value = error.get("input")
+    if error.get("type") not in ("int_parsing", "float_parsing") or not isinstance(value, str) \
+            or not _EXPONENT_NUMBER.fullmatch(value.strip()):
+        return None
+    number = Decimal(value.strip())
+    if number == number.to_integral_value():
+        written = format(number.to_integral_value(), "f")
+    elif error["type"] == "int_parsing":
+        return f"{value!r} is read as text by YAML, and is not a whole number; write a whole number in full"
+    else:
+        written = format(number.normalize(), "f")
+    return f"{value!r} is read as text by YAML; write {written}"
+
+
 def error_message(error: dict[str, Any]) -> str:
     """One pydantic error's message in the YAML's words: a value that is none of a setting's
     choices with the closest choice (`curation.suggest.literal_message`), a mapping key likewise
@@ -215,6 +238,8 @@ def error_message(error: dict[str, Any]) -> str:
     got = f" (got {yaml_value(error['input'])})" if "input" in error else ""
     if kind == PLAIN:
         return message
+    if exponent := _exponent_text(error):
+        return exponent
     if kind == "literal_error":
         message = literal_message(error)
         if tuple(error.get("loc", ()))[-1:] == (KEY,):  # the mapping's key is wrong, not its value

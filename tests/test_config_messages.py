@@ -58,6 +58,11 @@ def refusal(tmp_path, text: str) -> str:
      "c.yaml:2: curate.split: fractions must be non-negative and sum to 1, got {coldstart: 0.5, rl: 0.6}"),
     ("synth: {request: {extra_body: [1, 2]}}\n", "c.yaml:2: synth.request.extra_body: expected a mapping (got a list)"),
     ("curate: {sources: [{path: a.jsonl, include: {split: test}}]}\n", "c.yaml:2: curate.sources.0.include.split: expected a list (e.g. [test])"),
+    # review r7 #6: PyYAML reads a number in exponent form without a dot and a signed exponent as text
+    ("world: {long_cot: 1e3}\n", "c.yaml:2: world.long_cot: '1e3' is read as text by YAML; write 1000"),
+    ("curate: {max_pixels: 1.5E6}\n", "c.yaml:2: curate.max_pixels: '1.5E6' is read as text by YAML; write 1500000"),
+    ("world: {per_family: 5e-1}\n", "c.yaml:2: world.per_family: '5e-1' is read as text by YAML, and is not a whole number; "
+     "write a whole number in full"),
     ("curate: {sources: {kind: jsonl, path: a.jsonl}}\n", "c.yaml:2: curate.sources: expected a list (got a mapping)"),
     ("synth: {pools: coldstart}\n", "c.yaml:2: synth.pools: expected a list (e.g. [coldstart])"),
     ("eval: {benchmarks: null}\n", "c.yaml:2: eval.benchmarks: expected a list (got null)"),
