@@ -738,6 +738,8 @@ def _usage_line(exc: BaseException) -> str:
             hint = opts[0] if opts and opts[0].startswith("-") else (getattr(param, "name", "") or "").upper()
         if hint:
             return f"{hint}: {exc.message}"
+    if getattr(exc, "possibilities", None):  # click sorts them by name; `close_options` gives them closest first
+        return f"{exc.message} (Possible options: {', '.join(exc.possibilities)})"
     return exc.format_message() if hasattr(exc, "format_message") else str(exc)
 
 

@@ -177,6 +177,8 @@ def test_a_missing_argument_is_named_as_the_readme_writes_it(monkeypatch, capsys
     (["evaluate", "--modl", "m"], "error: No such option: --modl (Possible options: --model, --model-url)"),
     (["sandbox", "exec", "--tmeout", "3"], "error: No such option: --tmeout (Possible options: --timeout)"),
     (["--bogus"], "error: No such option: --bogus"),
+    # review r7 #11: closest first, not click's alphabetical order
+    (["probe", "--studnet-url", "x"], "error: No such option: --studnet-url (Possible options: --student-url, --student-model)"),
 ])
 def test_an_unknown_option_suggests_only_the_close_ones(monkeypatch, capsys, tmp_path, args, says):
     """Review r6 #18: click compares option names with their `--`, so `--bogus` got `--out`; only close names are
