@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from curation.datasets_quiet import datasets_progress_bars_off
 from curation.hub_offline import hub_offline, hub_unreachable
@@ -40,7 +41,7 @@ from curation.normalize import LETTERS, clean_text, holds_number, infer_answer_t
 from curation.verl import VERL_CATEGORY_MAP, verl_files, verl_rows
 from curation.schema import Sample
 from curation.suggest import closest, did_you_mean
-from curation.validation_errors import error_message, field_path, plain_errors
+from curation.validation_errors import YAML_KEY, error_message, field_path, plain_errors
 
 __all__ = ["RowRejected", "SourceError", "SourceSpec", "TableFileError", "TextLimits", "image_refs", "read_image_ref", "read_source",
            "read_table_file", "row_to_sample", "within_limit"]
@@ -169,8 +170,11 @@ class SourceSpec(FieldMapping):
     def _hf_options_on_hf(self) -> SourceSpec:
         # `split`, `subset` and `data_files` are `datasets.load_dataset`'s: on another kind they would be ignored. A value
         # equal to the default (`split: train`, as a dumped and re-read spec holds) changes nothing; `parse_cli` refuses any.
-        hf_only_options(self.kind, [name for name in ("subset", "split", "data_files")
-                                    if getattr(self, name) != type(self).model_fields[name].default])
+        given = [name for name in ("subset", "split", "data_files") if getattr(self, name) != type(self).model_fields[name].default]
+        try:
+            hf_only_options(self.kind, given)
+        except ValueError as exc:  # told at the first option's own line (`validation_errors.YAML_KEY`)
+            raise PydanticCustomError("value_error", str(exc), {YAML_KEY: given[0]}) from None
         return self
 
     @model_validator(mode="after")
@@ -639,9 +643,10 @@ class SourceError(ValueError):
     message ends in the sample-source setting that reads it; `problem`: the message without that
     advice, for a reader with other settings (long-CoT mixing)."""
 
-    def __init__(self, problem: str, looks_like: str | None = None, advice: str = "") -> None:
+    def __init__(self, problem: str, looks_like: str | None = None, advice: str = "", setting: tuple[str, ...] = ()) -> None:
         super().__init__(problem + advice)
         self.problem, self.looks_like = problem, looks_like
+        self.setting = setting  # the source's setting it is about (`("fields", "answer")`), for a config's line of it
 
 
 def _parse_error(reason: str, excerpt: str | bytes | None = None) -> dict[str, Any]:
@@ -1072,12 +1077,13 @@ def check_mapped_columns(spec: SourceSpec, sample_rows: int = 100) -> None:
     seen: set[str] = {key for row in _first_rows(spec, sample_rows, any_kind=local_builder) for key in row}
     if not seen:
         return  # nothing readable: the scan reports that
-    missing = [f"fields.{ours}: {theirs!r}{_closest_column(theirs, seen)}" for ours, theirs in spec.fields.items()
-               if not _has_column(theirs, seen)]
-    missing += [f"include.{column}{_closest_column(column, seen)}" for column in spec.include if not _has_column(column, seen)]
+    settings = [("fields", ours) for ours, theirs in spec.fields.items() if not _has_column(theirs, seen)]
+    settings += [("include", column) for column in spec.include if not _has_column(column, seen)]
+    missing = [f"fields.{ours}: {spec.fields[ours]!r}{_closest_column(spec.fields[ours], seen)}" if part == "fields"
+               else f"include.{ours}{_closest_column(ours, seen)}" for part, ours in settings]
     if missing:
         raise SourceError(f"source {spec.source_name!r}: {', '.join(missing)}: no such column in its first rows (columns: "
-                          f"{', '.join(sorted(seen)[:30])})")
+                          f"{', '.join(sorted(seen)[:30])})", setting=settings[0])
 
 
 def _closest_column(column: str, seen: set[str]) -> str:

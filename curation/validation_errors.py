@@ -40,6 +40,9 @@ KEY = "[key]"  # pydantic's location part for a mapping's key (the value before 
 # `list[str]`, `literal['all-linear']`, `function-after[...]`, `constrained-str`, or a scalar type's.
 _MEMBER = re.compile(r"str|int|float|bool|none|[a-z][a-z-]*\[.*\]|constrained-[a-z]+")
 PLAIN = "plain"  # the type of a merged error whose `msg` is final
+# A validator's error context key naming the setting, below the error's location, that it is about:
+# a model's check of one of its fields (`split` on a jsonl source) is told at that field's own line.
+YAML_KEY = "yaml_key"
 
 
 def yaml_value(value: Any) -> str:
@@ -378,7 +381,8 @@ def validation_lines(errors: list[dict[str, Any]], source: str, node: yaml.Node 
     lines = []
     for error in plain_errors(errors, model):
         loc = tuple(error["loc"])
-        line = line_of(node, tuple(p for p in loc if p != KEY))
+        setting = (error.get("ctx") or {}).get(YAML_KEY)
+        line = line_of(node, tuple(p for p in loc if p != KEY) + ((setting,) if setting else ()))
         message = ((messages or {}).get(loc) or
                    (unknown_field_message(loc, model) if error["type"] == "extra_forbidden" else error_message(error)))
         lines.append(f"{source}{f':{line}' if line else ''}: {field_path(loc)}: {message}")

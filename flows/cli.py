@@ -375,13 +375,14 @@ def curate(
                 raise FileNotFoundError(f"{at}: {spec.missing()}")
             check_mapped_columns(spec)
             continue
-        if not spec.exists():  # a missing path told at its own line (an hf source's message names its data_files)
+        if not spec.exists():  # a missing path told at its own line (an hf source's message names its data_files, told at theirs)
             at = at if spec.kind == "hf" else (*at, "path")
-            raise FileNotFoundError(f"{config_place(config, at)}: {field_path(at)}: {spec.missing()}")
+            line_at = (*at, "data_files") if spec.kind == "hf" else at
+            raise FileNotFoundError(f"{config_place(config, line_at)}: {field_path(at)}: {spec.missing()}")
         try:
             check_mapped_columns(spec)
-        except SourceError as exc:
-            raise SourceError(f"{config_place(config, at)}: {field_path(at)}: {exc}") from None
+        except SourceError as exc:  # names fields./include., told at that setting's line
+            raise SourceError(f"{config_place(config, (*at, *exc.setting))}: {field_path(at)}: {exc}") from None
     summary = run_curate(cfg, out, probes=probes)
     for warning in summary.get("warnings", []):
         typer.echo(f"warning: {warning}", err=True)

@@ -181,14 +181,14 @@ class PipelineConfig(BaseModel):
             raise ConfigError("curate.sources: no source given (or add a `world:` section for the demo world)", ("curate", "sources"))
         for section, specs in (("sources", self.curate.sources), ("benchmarks", self.curate.benchmarks)):
             for i, source in enumerate(specs):
-                if not source.exists():  # an hf source's message names its data_files
+                if not source.exists():  # an hf source's message names its data_files, told at their line where written
                     loc, path = _at("curate", section, i, *(() if source.kind == "hf" else ("path",)))
-                    raise ConfigError(f"{path}: {source.missing()}", loc)
+                    raise ConfigError(f"{path}: {source.missing()}", (*loc, "data_files") if source.kind == "hf" else loc)
                 try:
                     check_mapped_columns(source)
                 except SourceError as exc:
                     loc, path = _at("curate", section, i)
-                    raise ConfigError(f"{path}: {exc}", loc) from None  # the error names fields./include.
+                    raise ConfigError(f"{path}: {exc}", (*loc, *exc.setting)) from None  # names fields./include., told at its line
         long_cot = self.synth.long_cot
         if long_cot is not None and long_cot.path is None and self.world is None:
             raise ConfigError("synth.long_cot.path: no long-CoT source given", ("synth", "long_cot"))

@@ -194,10 +194,13 @@ LOAD_TIME = [
      "      path: nope.jsonl", "curate.sources.0.path: file not found: {d}/nope.jsonl"),
     ("curate:\n  sources:\n    - path: rows.jsonl\n    -   kind: jsonl\n        path: rows.jsonl\n        name: second\n"
      "        fields: {answer: nocol}\n",
-     "    -   kind: jsonl", "curate.sources.1: source 'second': fields.answer: 'nocol': no such column in its first rows "
+     "        fields: {answer: nocol}", "curate.sources.1: source 'second': fields.answer: 'nocol': no such column in its first rows "
                            "(columns: answer, question)"),
     ("curate:\n  sources: [{path: rows.jsonl}]\n  benchmarks:\n\n    - kind: hf\n      path: csv\n      data_files: nope*.csv\n",
-     "    - kind: hf", "curate.benchmarks.0: data_files: no file matches {d}/nope*.csv"),
+     "      data_files: nope*.csv", "curate.benchmarks.0: data_files: no file matches {d}/nope*.csv"),
+    # review r7 #8: a mapped column and an include filter at their own lines, not the entry's first
+    ("curate:\n  sources:\n    - kind: jsonl\n      path: rows.jsonl\n      include:\n        split: [test]\n",
+     "        split: [test]", "curate.sources.0: source 'rows': include.split: no such column in its first rows (columns: answer, question)"),
     ("curate: {sources: [{path: rows.jsonl}]}\neval:\n  model_url: http://127.0.0.1:9/v1\n  model_name: m\n"
      "  benchmarks:\n    - vstar-typo\n", "    - vstar-typo", "eval.benchmarks.0: unknown benchmark 'vstar-typo'"),
     ("curate: {sources: [{path: rows.jsonl}]}\nsynth:\n  long_cot:\n    path: nope.jsonl\n",
@@ -269,3 +272,15 @@ def test_an_empty_world_long_cot_file_that_nothing_draws_from_loads(tmp_path, te
     config = tmp_path / "c.yaml"
     config.write_text("name: c\n" + text)
     assert load_config(config).world.long_cot == 0
+
+
+def test_split_or_subset_on_a_jsonl_source_is_told_at_the_option_s_own_line(tmp_path):
+    """Review r7 #8: the check is the source's own (a model validator), and its message names the first
+    option given; its line is that option's, not the entry's first."""
+    (tmp_path / "rows.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    config = tmp_path / "c.yaml"
+    config.write_text("name: c\ncurate:\n  sources:\n    - kind: jsonl\n      path: rows.jsonl\n      split: test\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert str(raised.value) == (f"invalid config:\n  {config}:6: curate.sources.0: split: an option of `hf` sources only, and this source "
+                                 "is kind jsonl (one file: its path); remove it")
