@@ -205,6 +205,19 @@ class SourceSpec(FieldMapping):
         return self
 
     @model_validator(mode="after")
+    def _builder_split_is_known(self) -> SourceSpec:
+        # A builder's splits are its `data_files`' (`datasets.data_files.sanitize_patterns`): a file, a glob or a list of them is
+        # the one split `train` (a mapping, whose keys are the splits, is not a form we take). A misspelt `split: tset` would
+        # pass the dry run and fail only during the scan; refused here, at the `split:` line.
+        if self.kind == "hf" and self.data_files and is_packaged_builder(self.path.strip()):
+            known = builder_splits(self.data_files)
+            unknown = [name for name in split_names(self.split) if name not in known]
+            if unknown and self.split.strip() != "all":
+                raise PydanticCustomError("value_error", unknown_split_message(unknown[0], known, self.path.strip()),
+                                          {YAML_KEY: "split"})
+        return self
+
+    @model_validator(mode="after")
     def _verl_labels(self) -> SourceSpec:
         # verl's `reason` data source is our `reasoning`; a source's own category_map wins.
         if self.kind == "verl":
@@ -345,6 +358,32 @@ def hf_only_options(kind: str, given: list[str]) -> None:
         where = " (a verl source reads every parquet file its path names)" if kind == "verl" else " (one file: its path)"
         raise ValueError(f"{', '.join(given)}: {'options' if many else 'an option'} of `hf` sources only, and this source is kind "
                          f"{kind}{where}; remove {'them' if many else 'it'}")
+
+
+def builder_splits(data_files: str | list[str] | dict[str, Any]) -> list[str]:
+    """The splits a `datasets` builder (`csv`, `parquet`, ...) reading `data_files` has, by
+    `datasets.load_dataset`'s rule (`datasets.data_files.sanitize_patterns`): a file, a glob or a
+    list of them is the one split `train`; a mapping's keys are its splits."""
+    return [str(key) for key in data_files] if isinstance(data_files, dict) else ["train"]
+
+
+def split_names(split: str) -> list[str]:
+    """The split names in a `datasets` split expression: `train` for `train`, `train[:10%]`, and
+    `train[:50](closest)`; `train`, `test` for `train+test[5:]` (`datasets.ReadInstruction.from_spec`'s
+    form)."""
+    return [re.split(r"[\[(]", part, maxsplit=1)[0].strip() for part in re.split(r"\s*\+\s*", split.strip()) if part.strip()]
+
+
+def unknown_split_message(name: str, known: list[str], dataset: str) -> str:
+    """Why split `name` is not one of `known`, the splits of `dataset` (a `datasets` builder or a
+    hub id), with the closest (`curation.suggest`): `split: no split 'tset'; `datasets` builder
+    'csv' reads data_files (a file, a glob or a list of them) as the one split 'train'; leave split
+    out`, or `split: no split 'tset' in dataset 'org/x' (its splits: train, test); did you mean 'test'?`."""
+    if is_packaged_builder(dataset) and known == ["train"]:
+        hint = did_you_mean(name, known) or "; leave split out"
+        return (f"split: no split {name!r}; `datasets` builder {dataset!r} reads data_files (a file, a glob or a list of them) "
+                f"as the one split 'train'{hint}")
+    return f"split: no split {name!r} in dataset {dataset!r} (its splits: {', '.join(known)}){did_you_mean(name, known)}"
 
 
 SOURCE_NAMES_WHY = "the report counts rows per source name; give each its own `name`"
@@ -952,6 +991,8 @@ def _hf_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
         with datasets_progress_bars_off(), hub_offline(unreachable is not None):  # progress bars would bury the run's own lines
             dataset = datasets.load_dataset(spec.path, spec.subset, split=spec.split, data_files=spec.data_files)
     except Exception as exc:  # the hub unreachable, no such dataset or files, a bad builder
+        if split_problem := _unknown_split_text(exc, spec.path):  # a hub dataset's splits are known only once it loads
+            raise SourceError(f"source {spec.source_name!r}: {split_problem}") from exc
         why = f" (the Hub cannot be reached: {unreachable}; only the local cache was read)" if unreachable else ""
         files = [spec.data_files] if isinstance(spec.data_files, str) else list(spec.data_files or [])
         reading = f" reading {', '.join(files)}" if files else ""
@@ -964,6 +1005,28 @@ def _hf_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
         for row in batch.to_pylist():
             yield row, f"{spec.source_name if spec.data_files else spec.path}[{spec.split}][{index}]"
             index += 1
+
+
+_UNKNOWN_SPLIT = re.compile(r'Unknown split "(?P<name>.*)"\. Should be one of (?P<known>\[.*\])\.?$')
+
+
+def _unknown_split_text(exc: BaseException, dataset: str) -> str | None:
+    """`unknown_split_message` for `datasets`' `ValueError: Unknown split "tset". Should be one of
+    ['train', 'test'].` (raised by its `ArrowReader`) anywhere in `exc`'s cause chain; None for
+    any other error."""
+    current: BaseException | None = exc
+    for _ in range(10):
+        if current is None:
+            return None
+        found = _UNKNOWN_SPLIT.match(str(current).strip())
+        if found:
+            try:
+                known = [str(name) for name in ast.literal_eval(found.group("known"))]
+            except (ValueError, SyntaxError):
+                return None
+            return unknown_split_message(found.group("name"), known, dataset)
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def exception_chain_text(exc: BaseException, limit: int = 300) -> str:

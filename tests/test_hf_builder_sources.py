@@ -246,3 +246,43 @@ def test_a_capitalised_builder_reads_its_files(workdir, monkeypatch, capsys):
     code, out, err = deepeyes(monkeypatch, capsys, "curate", "--source", "hf:Parquet,data_files=rows.parquet", "--out", str(workdir / "o"))
     assert code == 0, err
     assert '"rows_out": 2' in out
+
+
+ONE_SPLIT = "`datasets` builder 'csv' reads data_files (a file, a glob or a list of them) as the one split 'train'"
+
+
+@pytest.mark.parametrize(("split", "hint"), [("tset", "; leave split out"), ("trian", "; did you mean 'train'?"),
+                                             ("train+tset[:5]", "; leave split out")])
+def test_a_builder_split_its_data_files_lack_is_refused_at_its_line_when_the_config_loads(workdir, monkeypatch, capsys, split, hint):
+    """Review r7 #10: `split: tset` on `hf:csv` passed the dry run and failed during the scan. A builder's splits are its
+    data_files' (`datasets.data_files.sanitize_patterns`: a file, a glob or a list is the one split `train`)."""
+    (workdir / "rows.csv").write_text("question,answer\nq,a\n")
+    config = workdir / "sp.yaml"
+    config.write_text(f"name: sp\ncurate:\n  sources:\n    - kind: hf\n      path: csv\n      data_files: rows.csv\n"
+                      f"      split: '{split}'\n      category: reasoning\n")
+    code, out, err = deepeyes(monkeypatch, capsys, "run", str(config), "--run-dir", str(workdir / "run"), "--dry-run")
+    name = split.split("+")[-1].split("[")[0]
+    assert (code, out, err) == (2, "", f"error: invalid config:\n  {config}:7: curate.sources.0: split: no split {name!r}; {ONE_SPLIT}{hint}")
+
+
+@pytest.mark.parametrize("split", ["train", "train[:1]", "train[:50%]", " train + train[0:1] ", "all"])
+def test_a_builder_split_expression_of_its_train_split_loads(workdir, split):
+    (workdir / "rows.csv").write_text("question,answer\nq,a\n")
+    assert SourceSpec(kind="hf", path="csv", data_files=["rows.csv"], split=split).split == split
+
+
+def test_the_command_line_refuses_a_builder_split_its_data_files_lack_before_loading(workdir, monkeypatch, capsys, caplog):
+    (workdir / "rows.csv").write_text("question,answer\nq,a\n")
+    code, out, err = deepeyes(monkeypatch, capsys, "curate", "--source", "hf:csv,data_files=rows.csv,split=test", "--out", str(workdir / "o"))
+    assert (code, out, err) == (2, "", f"error: --source 'hf:csv,data_files=rows.csv,split=test': split: no split 'test'; {ONE_SPLIT}; "
+                                       "leave split out")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("datasets")] == []
+
+
+def test_a_dataset_split_known_only_when_it_loads_is_one_line_without_class_names(workdir, monkeypatch, capsys):
+    """A dataset folder (as a hub dataset) has its splits from its files' names: told when it loads, in our words."""
+    (workdir / "ds").mkdir()
+    for split in ("train", "test"):
+        (workdir / "ds" / f"{split}.csv").write_text("question,answer\nq,a\n")
+    code, _, err = deepeyes(monkeypatch, capsys, "curate", "--source", "hf:ds,split=tets,category=reasoning", "--out", str(workdir / "o"))
+    assert (code, err) == (2, "error: source 'ds': split: no split 'tets' in dataset 'ds' (its splits: train, test); did you mean 'test'?")
