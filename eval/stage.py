@@ -15,13 +15,15 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import ShardWriter, atomic_write_json, iter_rows
 from curation.stage import PoolNames
+from curation.validation_errors import yaml_value
 from eval.benchmarks import BenchmarkSpec, load_benchmark, load_spec
 from eval.metrics import HELDOUT, summarize
 from synth.runtime import aio
@@ -55,10 +57,24 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _benchmark_entry(value: Any) -> Any:
+    """An `eval.benchmarks` entry: a name or a path, spaces around it trimmed (`" vstar "` is `vstar`);
+    anything else (`{name: x}`, `5`, a bare `-`) refused in the config's words, not pydantic's
+    `Input should be a valid string`."""
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise PydanticCustomError("benchmark_entry", "expected a benchmark name or a definition file's path (got {got})",
+                              {"got": yaml_value(value)})
+
+
+# A shipped benchmark's name (eval/benchmarks/) or a definition file's path.
+BenchmarkEntry = Annotated[str, BeforeValidator(_benchmark_entry)]
+
+
 class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    benchmarks: list[str] = Field(default_factory=list)  # shipped names (eval/benchmarks/) or YAML paths; []: the held-out pool
+    benchmarks: list[BenchmarkEntry] = Field(default_factory=list)  # shipped names (eval/benchmarks/) or YAML paths; []: the held-out pool
     data_root: str = "data/eval"  # fills ${data_root} in benchmark files
     pools: PoolNames = Field(default_factory=lambda: ["eval"], min_length=1)  # the held-out pool(s) of the run's shards
     tool_free_control: bool = True

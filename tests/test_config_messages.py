@@ -66,6 +66,12 @@ def refusal(tmp_path, text: str) -> str:
     ("curate: {sources: {kind: jsonl, path: a.jsonl}}\n", "c.yaml:2: curate.sources: expected a list (got a mapping)"),
     ("synth: {pools: coldstart}\n", "c.yaml:2: synth.pools: expected a list (e.g. [coldstart])"),
     ("eval: {benchmarks: null}\n", "c.yaml:2: eval.benchmarks: expected a list (got null)"),
+    # review r7 #9: an entry that is not a name or a path, in the config's words (pydantic's: "Input should be a valid string")
+    ("eval:\n  benchmarks:\n    - {name: x}\n", "c.yaml:4: eval.benchmarks.0: expected a benchmark name or a definition file's path "
+     "(got a mapping)"),
+    ("eval: {benchmarks: [5]}\n", "c.yaml:2: eval.benchmarks.0: expected a benchmark name or a definition file's path (got 5)"),
+    ("eval:\n  benchmarks:\n    -\n", "c.yaml:4: eval.benchmarks.0: expected a benchmark name or a definition file's path (got null)"),
+    ("eval: {benchmarks: [' ']}\n", "c.yaml:2: eval.benchmarks.0: expected a benchmark name or a definition file's path (got ' ')"),
     ("select: {mix: {rl: {perceptoin: 1.0}}}\n", "c.yaml:2: select.mix: rl: unknown category 'perceptoin'; did you mean 'perception'? "
      "(one of perception, reasoning, search, direct)"),
     ("reward: {answer_cap_chars: {percepton: 3}}\n", "c.yaml:2: reward.answer_cap_chars: unknown category 'percepton'; did you mean "
@@ -284,3 +290,13 @@ def test_split_or_subset_on_a_jsonl_source_is_told_at_the_option_s_own_line(tmp_
         load_config(config)
     assert str(raised.value) == (f"invalid config:\n  {config}:6: curate.sources.0: split: an option of `hf` sources only, and this source "
                                  "is kind jsonl (one file: its path); remove it")
+
+
+def test_a_benchmark_name_with_spaces_around_it_is_the_name(tmp_path):
+    """Review r7 #12: `" vstar "` was refused as an unknown benchmark (suggesting `vstar`); it is `vstar`."""
+    from eval.stage import EvalConfig
+
+    config = tmp_path / "c.yaml"
+    config.write_text("name: c\neval: {benchmarks: [' vstar ', \"demo-heldout\\t\"]}\n")
+    assert load_config(config, check=False).eval.benchmarks == ["vstar", "demo-heldout"]
+    assert EvalConfig(benchmarks=[" vstar"]).benchmarks == ["vstar"]  # `deepeyes evaluate --benchmark ' vstar'` reads it so
