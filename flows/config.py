@@ -78,6 +78,16 @@ class WorldSettings(BaseModel):
             return name.strip().lower() if isinstance(name, str) else name
         return [lower(v) for v in value] if isinstance(value, list) else lower(value)
 
+    @field_validator("long_cot", mode="before")
+    @classmethod
+    def _long_cot_is_a_count(cls, value: Any) -> Any:
+        """`world.long_cot: {ratio: 0.816}` mixes it up with `synth.long_cot`, the mix's settings:
+        said so, not pydantic's bare `Input should be a valid integer`."""
+        if isinstance(value, dict):
+            raise PydanticCustomError("long_cot_mapping", "expected a whole number, the long-CoT rows the world writes (got a mapping); "
+                                      "the long-CoT mix's settings (ratio, path, opening) go under synth.long_cot")
+        return value
+
     @field_validator("families", "instruct_per_family")
     @classmethod
     def _learnable_only(cls, value: Any, info: ValidationInfo) -> Any:

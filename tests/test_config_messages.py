@@ -63,6 +63,9 @@ def refusal(tmp_path, text: str) -> str:
     ("curate: {max_pixels: 1.5E6}\n", "c.yaml:2: curate.max_pixels: '1.5E6' is read as text by YAML; write 1500000"),
     ("world: {per_family: 5e-1}\n", "c.yaml:2: world.per_family: '5e-1' is read as text by YAML, and is not a whole number; "
      "write a whole number in full"),
+    # review r7 #7: the world's row count mixed up with synth.long_cot, the mix's settings
+    ("world:\n  long_cot: {ratio: 0.816}\n", "c.yaml:3: world.long_cot: expected a whole number, the long-CoT rows the world writes "
+     "(got a mapping); the long-CoT mix's settings (ratio, path, opening) go under synth.long_cot"),
     ("curate: {sources: {kind: jsonl, path: a.jsonl}}\n", "c.yaml:2: curate.sources: expected a list (got a mapping)"),
     ("synth: {pools: coldstart}\n", "c.yaml:2: synth.pools: expected a list (e.g. [coldstart])"),
     ("eval: {benchmarks: null}\n", "c.yaml:2: eval.benchmarks: expected a list (got null)"),
