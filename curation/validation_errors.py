@@ -372,11 +372,21 @@ def unknown_field_message(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
     return "unknown field" + (f"; did you mean {' or '.join(nested[:3])}?" if nested else "")
 
 
+def by_line(lines: list[str], source: str) -> list[str]:
+    """`lines` (`source:LINE: ...`, as `validation_lines` writes them) in the order of their lines in
+    the file, as a user reads it top down; lines without a line number last, each group in its
+    given order."""
+    def line_number(text: str) -> tuple[bool, int]:
+        found = re.match(r":(\d+):", text[len(source):]) if text.startswith(source) else None
+        return (found is None, int(found.group(1)) if found else 0)
+    return sorted(lines, key=line_number)
+
+
 def validation_lines(errors: list[dict[str, Any]], source: str, node: yaml.Node | None, model: type[BaseModel],
                      messages: dict[tuple[Any, ...], str] | None = None) -> list[str]:
     """One line per error of `errors` (`ValidationError.errors()` of validating `model` from the
     YAML document `node` of file `source`; `plain_errors`' locations and merged unions):
-    `source:LINE: field.path: message` (`error_message`). `messages` replaces the message for a
+    `source:LINE: field.path: message` (`error_message`), in the file's order (`by_line`). `messages` replaces the message for a
     location (a union's `kind`, whose own message would list one member's choices only)."""
     lines = []
     for error in plain_errors(errors, model):
@@ -386,4 +396,4 @@ def validation_lines(errors: list[dict[str, Any]], source: str, node: yaml.Node 
         message = ((messages or {}).get(loc) or
                    (unknown_field_message(loc, model) if error["type"] == "extra_forbidden" else error_message(error)))
         lines.append(f"{source}{f':{line}' if line else ''}: {field_path(loc)}: {message}")
-    return lines
+    return by_line(lines, source)

@@ -415,9 +415,9 @@ def parse_config(
         config = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
         lines += validation_errors.validation_lines(exc.errors(), source, node, PipelineConfig)
-        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+        raise ConfigError("invalid config:\n  " + "\n  ".join(validation_errors.by_line(lines, source))) from None
     if lines:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+        raise ConfigError("invalid config:\n  " + "\n  ".join(validation_errors.by_line(lines, source)))
     try:
         if check:  # off when a command uses one section and checks its own inputs
             config.check()

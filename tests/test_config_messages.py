@@ -303,3 +303,27 @@ def test_a_benchmark_name_with_spaces_around_it_is_the_name(tmp_path):
     config.write_text("name: c\neval: {benchmarks: [' vstar ', \"demo-heldout\\t\"]}\n")
     assert load_config(config, check=False).eval.benchmarks == ["vstar", "demo-heldout"]
     assert EvalConfig(benchmarks=[" vstar"]).benchmarks == ["vstar"]  # `deepeyes evaluate --benchmark ' vstar'` reads it so
+
+
+def test_several_mistakes_are_listed_in_the_file_s_order(tmp_path):
+    """Review r7 #12: pydantic's order (lines 10, 9, 8; or a model check's line first) is not the file's."""
+    config = tmp_path / "c.yaml"
+    config.write_text("name: c\ncurate:\n  near_dup:\n    threshold: high\n    enabled: maybe\n  max_pixels: 1e20\n"
+                      "  sources:\n    - kind: jsonl\n      path: a.jsonl\n      limit: -1\n      category: perceptoin\nprobe: null\n"
+                      "world: {long_cot: true}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(config, check=False)
+    lines = str(raised.value).removeprefix("invalid config:\n  ").split("\n  ")
+    numbers = [int(line.removeprefix(f"{config}:").split(":", 1)[0]) for line in lines]
+    assert numbers == [4, 5, 6, 10, 11, 12, 13], lines
+
+
+def test_the_formatter_lists_its_errors_in_the_file_s_order():
+    """Every YAML file's errors (configs, benchmark definitions, protocol profiles) go through `validation_lines`."""
+    import yaml
+
+    text = "name: c\ncurate:\n  near_dup:\n    threshold: high\n    enabled: maybe\n  max_pixels: 1e20\n"
+    with pytest.raises(ValidationError) as raised:
+        PipelineConfig.model_validate(yaml.safe_load(text))
+    lines = validation_lines(raised.value.errors(), "c.yaml", yaml.compose(text), PipelineConfig)
+    assert [line.split(":", 2)[1] for line in lines] == ["4", "5", "6"], lines
