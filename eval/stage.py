@@ -52,8 +52,11 @@ def empty_heldout_warning(cfg: EvalConfig, per_pool: dict[str, int], world: bool
 
 
 def _warn(message: str) -> None:
-    """A setting that will not do what the user may expect: told before the run, not after."""
-    log.warning(message)
+    """A setting that will not do what the user may expect: told before the run, not after, once
+    (`warning: ...` on stderr). Not also `log.warning`: with no logging configured, Python's
+    last-resort handler printed it a second time, bare (as Prefect's console handler would during a
+    run); the log gets it at debug level."""
+    log.debug("warning: %s", message)
     print(f"warning: {message}", file=sys.stderr)
 
 

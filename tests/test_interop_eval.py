@@ -274,6 +274,18 @@ def test_evaluating_search_questions_without_search_is_warned_about_first(world,
     assert "search questions" not in quiet
 
 
+def test_deepeyes_evaluate_warns_about_search_questions_without_search_once(world, bench, tmp_path):
+    """Review r7 #12: the warning was printed twice, bare (Python's last-resort log handler) and as `warning: ...`."""
+    from tests.fake_openai import FakeServer
+
+    with FakeServer("ok") as url:
+        done = run_cli(["evaluate", "--model-url", url, "--benchmark", str(bench), "--no-tool-free-control",
+                        "--max-turns", "1", "--max-tokens", "16", "--out", str(tmp_path / "o")], tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count("search questions (category: search) and no text search is configured") == 1, done.stderr[-2000:]
+    assert "warning: " in done.stderr
+
+
 def test_evaluate_refuses_two_benchmarks_of_one_name_by_their_resolved_names(world, tmp_path):
     """Review r7 #1: `metrics.json` keeps one result per benchmark name; two definition files with one
     `name:` (or one given twice) are refused in one line naming both, before anything is written."""
