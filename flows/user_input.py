@@ -99,6 +99,8 @@ def yaml_error_line(exc: yaml.YAMLError) -> str:
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
     where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
+    if problem == "but found another document":  # PyYAML's words for a stream of two documents: its mark is the second's `---`
+        return f"{where}a second YAML document starts here (`---` after the first's content); the file is read as one document"
     hint = " (YAML indents with spaces, not tabs)" if "'\\t'" in problem else ""
     return f"{where}{problem}" + (f" ({context})" if context else "") + hint
 

@@ -172,6 +172,9 @@ def test_disk_weight_sync_needs_no_vllm_here(tmp_path):
     ("synth:\n  attempts: false\n", "c.yaml:2: synth.attempts: a number is expected, not a boolean"),
     ("curate:\n  seed: 1\n  seed: 2\n", "c.yaml: not valid YAML: line 3 column 3: duplicate key 'seed' (first at line 2)"),
     ("\tcurate: {}\n", "(YAML indents with spaces, not tabs)"),
+    # review r7 #12: PyYAML's `but found another document (expected a single document in the stream)`, in words
+    ("curate: {}\n---\nworld: {}\n", "c.yaml: not valid YAML: line 2 column 1: a second YAML document starts here (`---` after the "
+     "first's content); the file is read as one document"),
 ])
 def test_booleans_for_numbers_and_duplicate_keys_are_refused_naming_field_and_line(tmp_path, text, expected):
     with pytest.raises(ConfigError) as raised:
