@@ -348,7 +348,7 @@ def curate(
     from curation.sources import SourceError, SourceSpec, check_mapped_columns, cli_source_defaults, same_name_message
     from curation.stage import CurateConfig, run_curate
     from curation.validation_errors import field_path
-    from flows.config import config_place, load_config
+    from flows.config import config_place, load_config, source_entry_problem
 
     cfg = load_config(config, check=False).curate if config is not None else CurateConfig()
     defaults = cli_source_defaults(category, answer_type, fields or [], category_map or [])
@@ -375,14 +375,9 @@ def curate(
                 raise FileNotFoundError(f"{at}: {spec.missing()}")
             check_mapped_columns(spec)
             continue
-        if not spec.exists():  # a missing path told at its own line (an hf source's message names its data_files, told at theirs)
-            at = at if spec.kind == "hf" else (*at, "path")
-            line_at = (*at, "data_files") if spec.kind == "hf" else at
-            raise FileNotFoundError(f"{config_place(config, line_at)}: {field_path(at)}: {spec.missing()}")
-        try:
-            check_mapped_columns(spec)
-        except SourceError as exc:  # names fields./include., told at that setting's line
-            raise SourceError(f"{config_place(config, (*at, *exc.setting))}: {field_path(at)}: {exc}") from None
+        if problem := source_entry_problem(at, spec):  # the config's own check, told at the setting's line
+            message, line_at = problem
+            raise SourceError(f"{config_place(config, line_at)}: {message}")
     summary = run_curate(cfg, out, probes=probes)
     for warning in summary.get("warnings", []):
         typer.echo(f"warning: {warning}", err=True)

@@ -191,14 +191,8 @@ class PipelineConfig(BaseModel):
             raise ConfigError("curate.sources: no source given (or add a `world:` section for the demo world)", ("curate", "sources"))
         for section, specs in (("sources", self.curate.sources), ("benchmarks", self.curate.benchmarks)):
             for i, source in enumerate(specs):
-                if not source.exists():  # an hf source's message names its data_files, told at their line where written
-                    loc, path = _at("curate", section, i, *(() if source.kind == "hf" else ("path",)))
-                    raise ConfigError(f"{path}: {source.missing()}", (*loc, "data_files") if source.kind == "hf" else loc)
-                try:
-                    check_mapped_columns(source)
-                except SourceError as exc:
-                    loc, path = _at("curate", section, i)
-                    raise ConfigError(f"{path}: {exc}", (*loc, *exc.setting)) from None  # names fields./include., told at its line
+                if problem := source_entry_problem(("curate", section, i), source):
+                    raise ConfigError(*problem)
         long_cot = self.synth.long_cot
         if long_cot is not None and long_cot.path is None and self.world is None:
             raise ConfigError("synth.long_cot.path: no long-CoT source given", ("synth", "long_cot"))
@@ -302,6 +296,22 @@ class PipelineConfig(BaseModel):
                     check_mapped_columns(source)
                 except SourceError as exc:
                     raise ConfigError(f"{path} ({spec.name}): {exc}", loc) from None
+
+
+def source_entry_problem(loc: tuple[str | int, ...], source: SourceSpec) -> tuple[str, tuple[str | int, ...]] | None:
+    """The config entry `source` at `loc` (`("curate", "sources", 0)`) checked before a run: None
+    when its file is there and its mapped columns are in its first rows; else (the message, naming
+    the setting: `curate.sources.0.path: ...`, and the location whose YAML line it is told at: an
+    hf source's `data_files`, a missing column's `fields.X` / `include.X`). One check for a config's
+    load (`PipelineConfig.check`) and `deepeyes curate --config`."""
+    if not source.exists():
+        at = loc if source.kind == "hf" else (*loc, "path")  # an hf source's message names its data_files
+        return f"{validation_errors.field_path(at)}: {source.missing()}", ((*loc, "data_files") if source.kind == "hf" else at)
+    try:
+        check_mapped_columns(source)
+    except SourceError as exc:
+        return f"{validation_errors.field_path(loc)}: {exc}", (*loc, *exc.setting)
+    return None
 
 
 def check_flow_sections(cfg: PipelineConfig, flow_name: str) -> None:
