@@ -44,6 +44,22 @@ def test_arm_figures_by_hand(tmp_path, monkeypatch):
     assert grpo["reward_difference_ci95"][0] > 0 and grpo["tool_calls_first_fifth"] == 1.0 and grpo["tool_calls_last_fifth"] == 0.0
 
 
+def test_rollouts_by_category_by_hand(tmp_path, monkeypatch):
+    monkeypatch.setattr(fidelity, "iter_rows", lambda path, schema: iter(TOOLS if path.name == "tools" else CONTROL))
+    dynamics = tmp_path / "dynamics.jsonl"
+    # 10 steps; `direct` drawn on the even ones only (5 steps: a fifth is one step), its calls falling 1 -> 0.
+    steps = [{"step": i + 1, "reward": 0.5, "tools/calls_per_trajectory": 0.5, "accuracy/search": 0.1 * i,
+              "tools/calls_per_trajectory/search": 1.0} for i in range(10)]
+    for i, (calls, accuracy) in zip(range(0, 10, 2), [(1.0, 0.0), (0.75, 0.25), (0.5, 0.5), (0.25, 0.75), (0.0, 1.0)]):
+        steps[i].update({"accuracy/direct": accuracy, "tools/calls_per_trajectory/direct": calls})
+    del steps[9]["tools/calls_per_trajectory/search"]  # a step logged without per-category calls: accuracy only
+    dynamics.write_text("".join(json.dumps(s) + "\n" for s in steps))
+    by_category = fidelity.arm_figures(tmp_path, dynamics)["grpo"]["rollouts_by_category"]
+    assert by_category["direct"] == {"steps": 5, "accuracy_first_fifth": 0.0, "accuracy_last_fifth": 1.0, "tool_calls_first_fifth": 1.0,
+                                     "tool_calls_last_fifth": 0.0, "tool_calls_difference_ci95": [-1.0, -1.0]}
+    assert by_category["search"] == {"steps": 10, "accuracy_first_fifth": 0.05, "accuracy_last_fifth": 0.85}
+
+
 def test_fifths_and_the_bootstrap_interval():
     assert fifths([]) == ([], []) and fifths([1, 2, 3]) == ([1], [3]) and fifths(list(range(10))) == ([0, 1], [8, 9])
     point, low, high = bootstrap_mean_difference([0.5, 0.5], [0.5, 0.5])

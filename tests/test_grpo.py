@@ -171,6 +171,7 @@ def test_one_grpo_step_trains_with_tool_images_in_the_forward_pass(world, curate
     assert step["rewards/accuracy_reward/mean"] == 1.0 and step["rewards/format_reward/mean"] == 1.0
     assert step["tools/calls_per_trajectory"] == 1.0 and step["tools/python_per_trajectory"] == 1.0
     assert "accuracy/perception" in step and step["warnings"] == []
+    assert step["tools/calls_per_trajectory/perception"] == 1.0  # each of the two rollouts ran one code cell
     assert (tmp_path / "grpo" / "checkpoint" / "config.json").is_file()
     # What the loss sees: TRL's loss mask is completion_mask * tool_mask, and the observation is out.
     from transformers import AutoTokenizer

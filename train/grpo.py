@@ -331,6 +331,8 @@ def _make_trainer_class(policy_class: type[TokenPolicy] = TokenPolicy):
             for category in sorted({r["category"] for r in rows}):
                 group = [r for r in rows if r["category"] == category]
                 metrics[f"accuracy/{category}"].append(sum(r["correct"] for r in group) / len(group))
+                # Per category: whether RL makes tool use selective shows on the items that need no tool.
+                metrics[f"tools/calls_per_trajectory/{category}"].append(sum(len(r["tool_calls"]) for r in group) / len(group))
 
     return ToolRolloutGRPOTrainer
 
