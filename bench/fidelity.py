@@ -1,6 +1,6 @@
 """The paper's findings in miniature: four arms on one learnable world, one seed set.
 
-    python -m bench.fidelity --json [--config configs/fidelity.yaml] [--out DIR]
+    python -m bench.fidelity --json [--config configs/fidelity.yaml] [--out DIR] [--seeds 0,1]
 
 DeepEyesV2's central result is a learning result: RL alone does not teach a model to use tools (its
 tool calls die out within a few dozen steps), a cold start does, and RL after the cold start raises
@@ -25,6 +25,11 @@ trajectory, calls by tool, and the share of items with a call whose calls are al
 the first and the last fifth of steps, with a 95% bootstrap interval on the difference, and tool
 calls per trajectory likewise. `targets` says which of the issue's targets hold; the report
 (`<out>/report/report.html`) has the arms side by side and tool calls per trajectory by GRPO step.
+
+`--seeds 0,1` runs all of that once per seed, one after another, each in `<out>/seed-<N>/` on a copy
+of the config with that seed in `world`, `replay` and `curate` (another world, another data order),
+and adds `across_seeds`: on which seeds each target holds, and each arm's headline figures' mean,
+min and max across the seeds (`<out>/seeds.md` tabulates them).
 """
 
 from __future__ import annotations
@@ -40,12 +45,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from curation.shards import iter_rows
 from eval.metrics import bootstrap_mean_difference, fifths, paired_difference, wilson_interval
 from eval.report import build_report
 from eval.stage import HELDOUT, run_evaluate
-from flows.config import PipelineConfig, load_config
+from flows.config import ConfigError, PipelineConfig, _resolve_paths, load_config
 from flows.pipeline import Resolved
+from flows.user_input import InputFileError, load_yaml, read_text_file
 from synth.trajectory import TRAJECTORY_SCHEMA
 from train.grpo import run_grpo
 
@@ -307,14 +315,217 @@ def _finished_result(out: Path) -> dict[str, Any] | str:
     return result
 
 
+# --- several seeds: the whole bench once per seed, and what holds on which ---------------------------
+
+# The config sections whose `seed` a seed sets: the world (which samples exist), the replay teacher
+# (its scripted faults) and curation (the pool split): another world, another data order.
+SEEDED_SECTIONS = ("world", "replay", "curate")
+# The headline figures `across_seeds` summarises per arm: (name, path into an arm's figures).
+HEADLINE_FIGURES = (
+    ("accuracy_tools", ("overall", "tools", "accuracy")),
+    ("tool_needing_accuracy_tools", ("tool_needing", "tools", "accuracy")),
+    ("accuracy_control", ("overall", "control", "accuracy")),
+)
+GRPO_HEADLINE_FIGURES = (
+    ("reward_difference", ("grpo", "reward_difference")),
+    ("reward_difference_ci95_low", ("grpo", "reward_difference_ci95", 0)),
+)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds 0,1`: distinct non-negative whole numbers, comma-separated, in the order given.
+
+    Raises argparse.ArgumentTypeError (argparse tells it as `argument --seeds: ...`, exit 2) for an
+    empty entry, a non-number, a negative number or a seed given twice."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            raise argparse.ArgumentTypeError(f"{text!r}: an empty entry; give seeds as 0,1,2")
+        try:
+            seed = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a whole number; give seeds as 0,1,2") from None
+        if seed < 0:
+            raise argparse.ArgumentTypeError(f"{seed} is negative; seeds are whole numbers from 0")
+        if seed in seeds:
+            raise argparse.ArgumentTypeError(f"{seed} is given twice; each seed runs once")
+        seeds.append(seed)
+    return seeds
+
+
+def write_seed_config(config_path: Path, seed: int, seed_dir: Path) -> Path:
+    """`seed_dir/config.yaml`: the config at `config_path` with `world.seed`, `replay.seed` and
+    `curate.seed` set to `seed` (the `world:` and `replay:` sections only where the config has them:
+    leaving one out means none; `curate:` is added where it is left out), its relative paths made
+    absolute against `config_path`'s folder (as loading it reads them), and `runs_dir` set to
+    `seed_dir/runs`, so that `--config seed_dir/config.yaml` reruns this seed alone from anywhere
+    and no two seeds share a run folder. Returns the written path.
+
+    Raises SystemExit with the loader's one-line message when the config does not load."""
+    try:
+        load_config(config_path)  # its mistakes told against the user's file and line, not the copy's
+        raw = load_yaml(read_text_file(config_path, "config file"))
+    except (ConfigError, InputFileError) as exc:
+        raise SystemExit(str(exc)) from None
+    _resolve_paths(raw, config_path.parent.resolve())
+    for section in SEEDED_SECTIONS:
+        if section == "curate" and raw.get(section) is None:
+            raw[section] = {}
+        if isinstance(raw.get(section), dict):
+            raw[section]["seed"] = seed
+    raw["runs_dir"] = str(seed_dir / "runs")
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    path = seed_dir / "config.yaml"
+    path.write_text(f"# {config_path} with seed {seed} in {', '.join(SEEDED_SECTIONS)} (python -m bench.fidelity --seeds)\n"
+                    + yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _figure(figures: dict[str, Any], path: tuple[str | int, ...]) -> Any:
+    for key in path:
+        try:
+            figures = figures[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return figures
+
+
+def across_seeds(results: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """What holds on which seed, from each seed's bench result (`{seed: the single bench's object}`,
+    each with `targets` and `arms`).
+
+    Returns `{"targets": {name: {"holds_on": [seeds], "holds_on_all": bool}}, "arms": {arm: {figure:
+    {"by_seed": {seed: value}, "mean", "min", "max"}}}}`. Targets are every name any seed has, in
+    the first seed's order (a seed without one does not hold it). The figures are accuracy with tools
+    overall and on the tool-needing families, the tool-free control's overall accuracy, and for GRPO
+    arms the reward's last-minus-first-fifth difference and its 95% interval's lower bound; mean,
+    min and max are over the seeds that have a value (None where none has), the mean rounded to 4
+    places. Seeds are written as text keys, as JSON has them."""
+    names = list(dict.fromkeys(name for result in results.values() for name in result["targets"]))
+    summary: dict[str, Any] = {"targets": {}, "arms": {}}
+    for name in names:
+        holds_on = [seed for seed, result in results.items() if result["targets"].get(name, {}).get("holds")]
+        summary["targets"][name] = {"holds_on": holds_on, "holds_on_all": len(holds_on) == len(results)}
+    arms = list(dict.fromkeys(arm for result in results.values() for arm in result["arms"]))
+    for arm in arms:
+        figures = HEADLINE_FIGURES + (GRPO_HEADLINE_FIGURES if any("grpo" in r["arms"].get(arm, {}) for r in results.values()) else ())
+        summary["arms"][arm] = {}
+        for name, path in figures:
+            by_seed = {str(seed): _figure(result["arms"].get(arm, {}), path) for seed, result in results.items()}
+            values = [v for v in by_seed.values() if v is not None]
+            summary["arms"][arm][name] = {
+                "by_seed": by_seed, "mean": round(sum(values) / len(values), 4) if values else None,
+                "min": min(values) if values else None, "max": max(values) if values else None}
+    return summary
+
+
+def seed_dirs(out: Path) -> dict[int, Path]:
+    """The `seed-<N>` folders of a seeds-mode bench's `--out` folder, by seed (none: not one)."""
+    found = {}
+    for path in out.glob("seed-*") if out.is_dir() else ():
+        number = path.name.removeprefix("seed-")
+        if path.is_dir() and number.isdigit():
+            found[int(number)] = path
+    return dict(sorted(found.items()))
+
+
+def seeds_result(results: dict[int, dict[str, Any]], out: Path) -> dict[str, Any]:
+    """The seeds mode's object: each seed's bench result, `across_seeds`, and the seconds per seed
+    and in all (the sum of the seeds' bench times: they run one after another)."""
+    seconds = {f"seed {seed}": result["seconds"]["total"] for seed, result in results.items()}
+    seconds["total"] = round(sum(seconds.values()), 1)
+    return {"bench": "fidelity", "seeds": {str(seed): result for seed, result in results.items()},
+            "across_seeds": across_seeds(results), "seconds": seconds, "out": str(out), "table": str(out / "seeds.md")}
+
+
+def seeds_markdown(result: dict[str, Any]) -> str:
+    """`seeds.md`: the targets × seeds table (each seed's verdict and value), the headline figures
+    per arm across seeds, and each seed's report."""
+    seeds = result["seeds"]
+    lines = ["# bench.fidelity across seeds", "", "| target | " + " | ".join(f"seed {s}" for s in seeds) + " | holds on all |",
+             "|---|" + "---|" * len(seeds) + "---|"]
+    for name, verdict in result["across_seeds"]["targets"].items():
+        cells = []
+        for seed in seeds.values():
+            target = seed["targets"].get(name)
+            cells.append("—" if target is None else f"{'ok' if target['holds'] else '**MISS**'} {target['value']}")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'yes' if verdict['holds_on_all'] else 'no'} |")
+    lines += ["", "| arm | figure | mean | min | max |", "|---|---|---|---|---|"]
+    for arm, figures in result["across_seeds"]["arms"].items():
+        lines += [f"| {arm} | {name} | {f['mean']} | {f['min']} | {f['max']} |" for name, f in figures.items()]
+    lines += ["", *[f"- seed {s}: {seed.get('report')}" for s, seed in seeds.items()], ""]
+    return "\n".join(lines)
+
+
+def _finish_one(result: dict[str, Any], out: Path) -> dict[str, Any]:
+    """A single bench's result written to `out/fidelity.json`, as `main` writes it."""
+    (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def run_seeds(config_path: Path, out: Path, seeds: list[int], torch_threads: int = 1) -> dict[str, Any]:
+    """The whole bench once per seed, one after another, each in `out/seed-<N>/` on its own config
+    (`write_seed_config`), each written as a single bench writes it (`fidelity.json`, its report);
+    then `out/seeds.md`. Returns `seeds_result`'s object."""
+    results: dict[int, dict[str, Any]] = {}
+    for seed in seeds:
+        seed_dir = out / f"seed-{seed}"
+        seed_config = write_seed_config(config_path, seed, seed_dir)
+        result = run(seed_config, seed_dir, torch_threads)
+        result["pipeline"] = _strip(result["pipeline"])
+        results[seed] = _finish_one(result, seed_dir)
+    combined = seeds_result(results, out)
+    (out / "seeds.md").write_text(seeds_markdown(combined))
+    return combined
+
+
+def reread_seeds(out: Path, seeds: list[int] | None) -> dict[str, Any] | str:
+    """`--reread` on a seeds-mode `out`: each seed's figures, targets and report again, then
+    `across_seeds` and `seeds.md`; or why it cannot be (a seed asked for is not there, one seed's
+    bench did not finish)."""
+    found = seed_dirs(out)
+    if seeds is not None:
+        missing = [s for s in seeds if s not in found]
+        if missing:
+            return f"no seed-{missing[0]} folder (seeds here: {', '.join(map(str, found)) or 'none'})"
+        found = {s: found[s] for s in seeds}
+    results: dict[int, dict[str, Any]] = {}
+    for seed, seed_dir in found.items():
+        result = _finished_result(seed_dir)
+        if isinstance(result, str):
+            return f"seed-{seed}: {result}"
+        results[seed] = _finish_one(result | read_figures(seed_dir, result["seconds"]["total"]), seed_dir)
+    combined = seeds_result(results, out)
+    (out / "seeds.md").write_text(seeds_markdown(combined))
+    return combined
+
+
+def print_seeds(result: dict[str, Any]) -> None:
+    """The seeds mode's human-readable lines: one per target with its verdict per seed."""
+    seeds = list(result["seeds"])
+    width = max(len(name) for name in result["across_seeds"]["targets"])
+    print(f"{'target':<{width}}  " + "  ".join(f"seed {s:<3}" for s in seeds))
+    for name, verdict in result["across_seeds"]["targets"].items():
+        cells = "  ".join(f"{'ok' if int(s) in verdict['holds_on'] else 'MISS':<{5 + 3}}" for s in seeds)
+        print(f"{name:<{width}}  {cells}" + ("  (holds on all)" if verdict["holds_on_all"] else ""))
+    for seed, one in result["seeds"].items():
+        print(f"seed {seed} report: {one['report']}")
+    print(f"table: {result['table']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "fidelity.yaml")
     parser.add_argument("--out", type=Path, default=None, help="where the runs go (default: a new temporary folder, kept)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--seeds", type=parse_seeds, default=None, metavar="0,1",
+                        help="run the whole bench once per seed (world.seed, replay.seed and curate.seed set to it), one after "
+                             "another in --out/seed-<N>/, and say which targets hold on which seeds: it takes about the single "
+                             "bench's time times the number of seeds. With --reread: reread only these seeds")
     parser.add_argument("--reread", action="store_true",
                         help="train nothing: read the figures, targets and report again from the finished bench in --out "
-                             "(e.g. after the bench's figures gained a field)")
+                             "(e.g. after the bench's figures gained a field); a --seeds bench's seed-<N> folders are each reread")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="torch's threads for training and evaluation (1: on a small shared CPU, a second OpenMP thread spinning "
                              "against other work slowed training several times over here; bench.train does the same)")
@@ -323,20 +534,31 @@ def main() -> None:
         if args.out is None:
             parser.error("--reread needs --out, the folder of a finished bench")
         out = args.out.resolve()
-        result = _finished_result(out)
-        if isinstance(result, str):
-            parser.error(f"--out {args.out}: {result}")
-        with contextlib.redirect_stdout(sys.stderr):
-            result |= read_figures(out, result["seconds"]["total"])
+        if seed_dirs(out) or args.seeds is not None:
+            with contextlib.redirect_stdout(sys.stderr):
+                result = reread_seeds(out, args.seeds)
+            if isinstance(result, str):
+                parser.error(f"--out {args.out}: {result}")
+        else:
+            result = _finished_result(out)
+            if isinstance(result, str):
+                parser.error(f"--out {args.out}: {result}")
+            with contextlib.redirect_stdout(sys.stderr):
+                result |= read_figures(out, result["seconds"]["total"])
     else:
         out = (args.out or Path(tempfile.mkdtemp(prefix="deepeyes-fidelity-"))).resolve()
         out.mkdir(parents=True, exist_ok=True)
         with contextlib.redirect_stdout(sys.stderr):  # the stages' progress lines; stdout carries the result only
-            result = run(args.config.resolve(), out, args.torch_threads)
-        result["pipeline"] = _strip(result["pipeline"])
+            if args.seeds is not None:
+                result = run_seeds(args.config.resolve(), out, args.seeds, args.torch_threads)
+            else:
+                result = run(args.config.resolve(), out, args.torch_threads)
+                result["pipeline"] = _strip(result["pipeline"])
     (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result, indent=2))
+    elif "seeds" in result:
+        print_seeds(result)
     else:
         for name, target in result["targets"].items():
             print(f"{'ok  ' if target['holds'] else 'MISS'} {name}: {target['value']}")
@@ -345,7 +567,6 @@ def main() -> None:
                 print(f"paired {name} {group}: {p['better']} better, {p['worse']} worse of {p['n']} "
                       f"(sign test p {p['sign_test_p']}); reward {p['reward_difference']:+.3f} {p['reward_difference_ci95']}")
         print(f"report: {result['report']}")
-
 
 if __name__ == "__main__":
     main()
