@@ -504,7 +504,7 @@ def reread_seeds(out: Path, seeds: list[int] | None) -> dict[str, Any] | str:
 def print_seeds(result: dict[str, Any]) -> None:
     """The seeds mode's human-readable lines: one per target with its verdict per seed."""
     seeds = list(result["seeds"])
-    width = max(len(name) for name in result["across_seeds"]["targets"])
+    width = max((len(name) for name in result["across_seeds"]["targets"]), default=6)
     print(f"{'target':<{width}}  " + "  ".join(f"seed {s:<3}" for s in seeds))
     for name, verdict in result["across_seeds"]["targets"].items():
         cells = "  ".join(f"{'ok' if int(s) in verdict['holds_on'] else 'MISS':<{5 + 3}}" for s in seeds)

@@ -52,16 +52,22 @@ def test_across_seeds_by_hand():
     ("a", "'a' is not a whole number"), ("1,1", "1 is given twice"), ("-1", "-1 is negative"),
     ("0,,1", "an empty entry"), ("0,x", "'x' is not a whole number"),
 ])
-def test_a_bad_seeds_value_is_a_one_line_error(value, says, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["bench.fidelity", "--seeds", value])
+def test_a_bad_seeds_value_is_a_one_line_error(value, says, tmp_path, monkeypatch, capsys):
+    def no_bench(*args, **kwargs):
+        raise AssertionError("the bench ran on a bad --seeds")  # fails fast, not an hour-long bench
+
+    monkeypatch.setattr(fidelity, "run", no_bench)
+    monkeypatch.setattr(sys, "argv", ["bench.fidelity", "--seeds", value, "--out", str(tmp_path / "out")])
     with pytest.raises(SystemExit) as exit_:
         fidelity.main()
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert exit_.value.code == 2 and "argument --seeds: " in error and says in error
 
 
-def test_a_bad_seeds_value_ends_without_a_traceback():
-    done = subprocess.run([sys.executable, "-m", "bench.fidelity", "--seeds", "1,1", "--json"], capture_output=True, text=True, cwd=ROOT)
+def test_a_bad_seeds_value_ends_without_a_traceback(tmp_path):
+    # --reread of an empty folder: were --seeds let through, this ends at once (with another message), training nothing
+    done = subprocess.run([sys.executable, "-m", "bench.fidelity", "--seeds", "1,1", "--json", "--reread", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2 and "argument --seeds: 1 is given twice" in done.stderr and "Traceback" not in done.stderr
     assert done.stdout == ""
 
