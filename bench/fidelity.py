@@ -51,7 +51,7 @@ from curation.shards import iter_rows
 from eval.metrics import bootstrap_mean_difference, fifths, paired_difference, wilson_interval
 from eval.report import build_report
 from eval.stage import HELDOUT, run_evaluate
-from flows.config import ConfigError, PipelineConfig, _resolve_paths, load_config
+from flows.config import ConfigError, PipelineConfig, resolve_paths, load_config
 from flows.pipeline import Resolved
 from flows.user_input import InputFileError, load_yaml, read_text_file
 from synth.trajectory import TRAJECTORY_SCHEMA
@@ -368,7 +368,7 @@ def write_seed_config(config_path: Path, seed: int, seed_dir: Path) -> Path:
         raw = load_yaml(read_text_file(config_path, "config file"))
     except (ConfigError, InputFileError) as exc:
         raise SystemExit(str(exc)) from None
-    _resolve_paths(raw, config_path.parent.resolve())
+    resolve_paths(raw, config_path.parent.resolve())
     for section in SEEDED_SECTIONS:
         if section == "curate" and raw.get(section) is None:
             raw[section] = {}

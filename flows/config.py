@@ -324,7 +324,7 @@ def check_flow_sections(cfg: PipelineConfig, flow_name: str) -> None:
         raise ConfigError("curate.sources: no source given: this config only evaluates a model (run it with --flow evaluate)")
 
 
-def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+def resolve_paths(raw: dict[str, Any], base: Path) -> None:
     """Every relative path a config names, made absolute against the config file's folder `base`:
     sources and benchmarks (`path`, an `hf` source's `data_files`), `synth.long_cot.path`,
     `search.corpus_path` / `image_corpus_path` / `cache_dir`, `eval.data_root` (its default
@@ -412,7 +412,7 @@ def parse_config(
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     raw.update(overrides or {})
-    _resolve_paths(raw, base_dir)
+    resolve_paths(raw, base_dir)
     try:
         # pydantic's lax mode reads `true` as 1 where a number is wanted: refused with the other mistakes.
         lines = [f"{_place(source, node, loc)}: {validation_errors.field_path(loc)}: a number is expected, not a boolean"
