@@ -293,6 +293,8 @@ def _status_line(row: dict[str, Any], timings: dict[str, Any], next_run: str = "
         return f"  {row['stage']:<11} {row['state']}{problem}{unplanned}{launched}"
     shown, more = row["changed_inputs"][:5], len(row["changed_inputs"]) - 5
     changed = f"; changed since: {', '.join(shown)}" + (f" and {more} more" if more > 0 else "") if shown else ""
+    if row.get("also"):  # the world's rows besides its samples: `; also 100 long-CoT rows`
+        changed = f"; also {', '.join(row['also'])}" + changed
     if row["failed"]:  # the endpoint failed some: not a complete output, the next run sends those again
         changed += f"; {row['failed']} failed ({next_run} retries them)"
     # The stage's wall time over all its tasks when the last run took it, else its last task's.
