@@ -22,21 +22,17 @@ def _word_matches(word: str, choice_word: str) -> bool:
 
 
 def _words_begin(given: str, choice: str) -> bool:
-    """Each word of `given` begins (or extends the stem of) a word of `choice`, in order, one word each
-    (`no-tools` in `no-tool-free-control`; `max` in `max-tokens`)."""
-    words, i = _words(choice), 0
-    for word in _words(given):
-        while i < len(words) and not _word_matches(word, words[i]):
-            i += 1
-        if i == len(words):
-            return False
-        i += 1
-    return True
+    """The words of `given` begin (or extend the stem of) as many words of `choice` in a row, one
+    word each (`no-tools` in `no-tool-free-control`, `tool-free` in it too; `max` in `max-tokens`;
+    not `max-turn` in `max-tokens-per-turn`, whose words between are not typed)."""
+    typed, words = _words(given), _words(choice)
+    return bool(typed) and any(all(_word_matches(word, words[start + i]) for i, word in enumerate(typed))
+                               for start in range(len(words) - len(typed) + 1))
 
 
 def closest(given: Any, choices: Iterable[str], n: int = 1) -> list[str]:
     """At most `n` of `choices` closest to `given` (case and surrounding spaces ignored), best first.
-    First the choices whose words `given`'s words begin, in order (`no-tools` names
+    First the choices whose words `given`'s words begin, in a row (`no-tools` names
     `no-tool-free-control`, `sft` names `train_sft`, `max` names `max-tokens` and `max-turns`), when
     there are 1 to 3 of them (more says too little to tell which was meant); else `difflib`'s
     similarity ratio at least 0.6 (`studnet-url` names `student-url`); [] when `given` is not a

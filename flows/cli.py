@@ -625,7 +625,9 @@ def sandbox_exec(
         except UnidentifiedImageError:
             raise InputFileError(f"--image {path}: not an image (pillow knows no such format)") from None
         except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's
-            raise InputFileError(f"--image {path}: not an image pillow can read ({type(exc).__name__}: {exc})") from None
+            from curation.sources import exception_words
+
+            raise InputFileError(f"--image {path}: not an image pillow can read ({exception_words(exc)})") from None
         images.append(data)
     cfg = KernelConfig(timeout_s=timeout, sandbox=SandboxConfig(allow_unisolated=allow_unisolated))
     with KernelPool(cfg.sandbox) as pool, PythonKernel(images, pool, cfg) as kernel:
