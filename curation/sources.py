@@ -136,9 +136,11 @@ class SourceSpec(FieldMapping):
     @field_validator("name")
     @classmethod
     def _name_not_empty(cls, value: str | None) -> str | None:
+        """A source's (or benchmark source's) name, spaces around it trimmed (`" vstar "` is `vstar`,
+        as kinds, categories and `eval.benchmarks` names are): one name, however it was quoted."""
         if value is not None and not value.strip():
             raise ValueError("must not be empty (leave it out for the file's name)")
-        return value
+        return value.strip() if value is not None else None
 
     @property
     def file(self) -> Path:
