@@ -748,7 +748,9 @@ def close_options(exc: BaseException) -> list[str]:
     `ctx.command`; hidden ones left out) close to the one typed, by the one rule of every "did you
     mean" (`curation.suggest.closest`, at most 3), compared without their leading dashes. click
     compares them with the dashes, and the shared `--` makes every option look close to any
-    (`--bogus` got `--out`); so `--ot` gets `--out` and `--bogus` none. [] for another error."""
+    (`--bogus` got `--out`); so `--ot` gets `--out` and `--bogus` none, and a shortened name the
+    options whose words its words begin (`--no-tools` gets `--no-tool-free-control`, not the
+    similar-looking `--no-stop`). [] for another error."""
     from curation.suggest import closest
 
     ctx, typed = getattr(exc, "ctx", None), getattr(exc, "option_name", None)

@@ -350,3 +350,21 @@ def test_benchmark_and_source_names_are_trimmed_alike_everywhere(tmp_path):
                       f"benchmarks: [' {tmp_path / 'b1.yaml'}', {tmp_path / 'b2.yaml'}]}}\n")
     with pytest.raises(ConfigError, match=r"eval\.benchmarks: entry 0 and entry 1 are both named 'mine'"):
         load_config(config)
+
+
+@pytest.mark.parametrize("given,choices,found", [
+    ("no-tools", ["no-seed", "no-stop", "no-tool-free-control", "tool-free-control"], ["no-tool-free-control"]),
+    ("tool-free", ["no-stop", "no-tool-free-control", "tool-free-control"], ["tool-free-control", "no-tool-free-control"]),
+    # the words must follow one another: `max_tokens_per_turn` has words between `max` and `turn`
+    ("max_turn", ["max_turns", "max_tokens_per_turn", "max_total_tokens", "temperature"], ["max_turns"]),
+    ("sft", ["train_sft", "train_grpo", "eval"], ["train_sft"]),
+    ("studnet-url", ["student-url", "student-model", "seed"], ["student-url", "student-model"]),
+    ("bogus", ["out", "source", "benchmark"], []),
+    ("  Categry ", ["category", "categories"], ["category", "categories"]),
+])
+def test_closest_names_the_choices_whose_words_the_given_name_begins_else_the_similar_ones(given, choices, found):
+    """Review r7 #11: one rule for every "did you mean"; a shortened name (`no-tools`) names the options it begins,
+    not difflib's similar-looking `no-stop`; a misspelt one (`studnet-url`) gets difflib's, closest first."""
+    from curation.suggest import closest
+
+    assert closest(given, choices, n=3) == found
