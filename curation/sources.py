@@ -136,9 +136,11 @@ class SourceSpec(FieldMapping):
     @field_validator("name")
     @classmethod
     def _name_not_empty(cls, value: str | None) -> str | None:
+        """A source's (or benchmark source's) name, spaces around it trimmed (`" vstar "` is `vstar`,
+        as kinds, categories and `eval.benchmarks` names are): one name, however it was quoted."""
         if value is not None and not value.strip():
             raise ValueError("must not be empty (leave it out for the file's name)")
-        return value
+        return value.strip() if value is not None else None
 
     @property
     def file(self) -> Path:
@@ -995,9 +997,8 @@ def _hf_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
             raise SourceError(f"source {spec.source_name!r}: {split_problem}") from exc
         why = f" (the Hub cannot be reached: {unreachable}; only the local cache was read)" if unreachable else ""
         files = [spec.data_files] if isinstance(spec.data_files, str) else list(spec.data_files or [])
-        reading = f" reading {', '.join(files)}" if files else ""
-        raise SourceError(f"source {spec.source_name!r}: datasets.load_dataset({spec.path!r}){reading} failed: "
-                          f"{exception_chain_text(exc)}{why}") from exc
+        what = f"the datasets builder {spec.path!r} cannot read {', '.join(files)}" if files else f"datasets cannot load {spec.path!r}"
+        raise SourceError(f"source {spec.source_name!r}: {what}: {exception_chain_text(exc)}{why}") from exc
     # Arrow rows, not decoded ones: images stay `{bytes, path}`, so a broken one is quarantined by
     # our validation instead of failing inside `datasets`' decoder.
     index = 0
@@ -1029,12 +1030,30 @@ def _unknown_split_text(exc: BaseException, dataset: str) -> str | None:
     return None
 
 
+def exception_words(exc: BaseException, limit: int = 300) -> str:
+    """What one exception says, in words, without its Python class name: its message's first line
+    (cut to `limit` characters); where the message alone does not say what went wrong, the class
+    name's words too (`KeyError('col')` is "no key 'col'", an empty `EmptyDataError()` "empty data
+    error")."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    text = text if len(text) <= limit else text[:limit] + " ..."
+    if isinstance(exc, KeyError):
+        return f"no key {text}" if text else "no such key"
+    if isinstance(exc, IndexError) and not text:
+        return "index out of range"
+    if not text:
+        return " ".join(re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", type(exc).__name__)).lower()
+    return text
+
+
 def exception_chain_text(exc: BaseException, limit: int = 300) -> str:
-    """One line for an exception and what caused it: `datasets` wraps a reader's error in
-    `DatasetGenerationError: An error occurred while generating the dataset`, whose message says
-    nothing; its `__cause__`/`__context__` chain holds the real one (`EmptyDataError: No columns to
-    parse from file`). Each distinct message of the chain, outermost first, the generic wrapper left
-    out when a cause follows; each cut to its first line and `limit` characters."""
+    """One line for an exception and what caused it, in words (`exception_words`: no Python class
+    names; the exception itself, raised `from` it, keeps the chain for a debugger): `datasets` wraps
+    a reader's error in `DatasetGenerationError: An error occurred while generating the dataset`,
+    whose message says nothing; its `__cause__`/`__context__` chain holds the real one (`No columns
+    to parse from file`). Each distinct message of the chain, outermost first, joined by `; caused
+    by `, the generic wrapper left out when a cause follows; each cut to its first line and `limit`
+    characters."""
     chain: list[BaseException] = []
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -1044,14 +1063,12 @@ def exception_chain_text(exc: BaseException, limit: int = 300) -> str:
         current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     parts: list[str] = []
     for index, item in enumerate(chain):
-        text = (str(item).strip().splitlines() or [""])[0]
-        text = text if len(text) <= limit else text[:limit] + " ..."
-        generic = "an error occurred while generating the dataset" in text.lower() or not text
+        text = exception_words(item, limit)
+        generic = "an error occurred while generating the dataset" in text.lower()
         if generic and index < len(chain) - 1:
             continue
-        part = f"{type(item).__name__}: {text}" if text else type(item).__name__
-        if not any(text and text in p for p in parts):
-            parts.append(part)
+        if not any(text in p for p in parts):
+            parts.append(text)
     return "; caused by ".join(parts)
 
 
@@ -1063,7 +1080,7 @@ def _verl_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
     try:
         yield from verl_rows(spec.path, set(spec.fields.values()))
     except (OSError, ValueError) as exc:  # pyarrow's errors for a file that is not parquet derive from these
-        raise SourceError(f"source {spec.source_name!r}: {spec.path} cannot be read as parquet: {type(exc).__name__}: {exc}") from exc
+        raise SourceError(f"source {spec.source_name!r}: {spec.path} cannot be read as parquet: {exception_chain_text(exc)}") from exc
 
 
 def _flat_parquet_columns(path: str) -> list[str] | None:

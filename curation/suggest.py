@@ -11,17 +11,45 @@ from collections.abc import Iterable
 from typing import Any
 
 
+def _words(name: str) -> list[str]:
+    return [w for w in re.split(r"[_\-.\s]+", name.lower()) if w]
+
+
+def _word_matches(word: str, choice_word: str) -> bool:
+    """`word` is an abbreviation of `choice_word` (`conc`, `concurrency`) or a longer form of it of at
+    least 3 letters (`tools`, `tool`: a plural or other ending typed on the name's stem)."""
+    return choice_word.startswith(word) or (len(choice_word) >= 3 and word.startswith(choice_word))
+
+
+def _words_begin(given: str, choice: str) -> bool:
+    """The words of `given` begin (or extend the stem of) as many words of `choice` in a row, one
+    word each (`no-tools` in `no-tool-free-control`, `tool-free` in it too; `max` in `max-tokens`;
+    not `max-turn` in `max-tokens-per-turn`, whose words between are not typed)."""
+    typed, words = _words(given), _words(choice)
+    return bool(typed) and any(all(_word_matches(word, words[start + i]) for i, word in enumerate(typed))
+                               for start in range(len(words) - len(typed) + 1))
+
+
 def closest(given: Any, choices: Iterable[str], n: int = 1) -> list[str]:
-    """At most `n` of `choices` closest to `given` (case and surrounding spaces ignored; `difflib`'s
-    similarity ratio at least 0.6), best first; else the choices that have `given` as a whole part
-    (`sft` names `train_sft`); [] when `given` is not a string or nothing is close."""
+    """At most `n` of `choices` closest to `given` (case and surrounding spaces ignored), best first.
+    First the choices whose words `given`'s words begin, in a row (`no-tools` names
+    `no-tool-free-control`, `sft` names `train_sft`, `max` names `max-tokens` and `max-turns`), when
+    there are 1 to 3 of them (more says too little to tell which was meant); else `difflib`'s
+    similarity ratio at least 0.6 (`studnet-url` names `student-url`); [] when `given` is not a
+    string or nothing is close. Ties in either rule go by the similarity ratio, then by name."""
     if not isinstance(given, str):
         return []
     choices, wanted = list(choices), given.strip().lower()
-    found = difflib.get_close_matches(wanted, choices, n=n, cutoff=0.6)
-    if found or not wanted:
-        return found
-    return [c for c in choices if wanted in re.split(r"[_\-.\s]+", c.lower())][:n]
+    if not wanted:
+        return []
+
+    def ratio(choice: str) -> float:
+        return difflib.SequenceMatcher(None, wanted, choice.lower()).ratio()
+
+    begun = [c for c in choices if _words_begin(wanted, c)]
+    if 1 <= len(begun) <= 3:
+        return sorted(begun, key=lambda c: (-ratio(c), c))[:n]
+    return difflib.get_close_matches(wanted, choices, n=n, cutoff=0.6)
 
 
 def did_you_mean(given: Any, choices: Iterable[str], n: int = 1) -> str:

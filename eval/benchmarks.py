@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag, ValidationError, field_validator
 
 from curation.images import ImageLimits, ImageRejected, validate_image
 from curation.schema import SAMPLE_SCHEMA, ImageRef, Sample
@@ -58,6 +58,15 @@ class BenchmarkSpec(BaseModel):
     text_match: Literal["exact", "contains"] = "exact"
     prompt: Literal["default", "no_tools"] = "default"
 
+    @field_validator("name")
+    @classmethod
+    def _trimmed_name(cls, value: str) -> str:
+        """The benchmark's name, spaces around it trimmed (`name: " vstar "` is `vstar`, as an
+        `eval.benchmarks` entry and a source's name are); an empty one refused."""
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
 
 # Why two benchmarks of one name are refused (`curation.sources.same_name_message`).
 BENCHMARK_NAMES_WHY = ("metrics.json keeps one result per benchmark name, so one would be lost; name each benchmark once "
@@ -76,6 +85,10 @@ def shipped() -> dict[str, Path]:
 
 def load_spec(name_or_path: str, data_root: str | Path = "data/eval", run_dir: str | Path | None = None) -> BenchmarkSpec:
     path = Path(name_or_path)
+    if not path.is_file():
+        # Spaces around a name are not part of it (`--benchmark " vstar "`), as in `eval.benchmarks`.
+        name_or_path = name_or_path.strip()
+        path = Path(name_or_path)
     if not path.is_file():
         known = shipped()
         if name_or_path not in known:

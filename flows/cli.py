@@ -293,6 +293,8 @@ def _status_line(row: dict[str, Any], timings: dict[str, Any], next_run: str = "
         return f"  {row['stage']:<11} {row['state']}{problem}{unplanned}{launched}"
     shown, more = row["changed_inputs"][:5], len(row["changed_inputs"]) - 5
     changed = f"; changed since: {', '.join(shown)}" + (f" and {more} more" if more > 0 else "") if shown else ""
+    if row.get("also"):  # the world's rows besides its samples: `; also 100 long-CoT rows`
+        changed = f"; also {', '.join(row['also'])}" + changed
     if row["failed"]:  # the endpoint failed some: not a complete output, the next run sends those again
         changed += f"; {row['failed']} failed ({next_run} retries them)"
     # The stage's wall time over all its tasks when the last run took it, else its last task's.
@@ -623,7 +625,9 @@ def sandbox_exec(
         except UnidentifiedImageError:
             raise InputFileError(f"--image {path}: not an image (pillow knows no such format)") from None
         except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's
-            raise InputFileError(f"--image {path}: not an image pillow can read ({type(exc).__name__}: {exc})") from None
+            from curation.sources import exception_words
+
+            raise InputFileError(f"--image {path}: not an image pillow can read ({exception_words(exc)})") from None
         images.append(data)
     cfg = KernelConfig(timeout_s=timeout, sandbox=SandboxConfig(allow_unisolated=allow_unisolated))
     with KernelPool(cfg.sandbox) as pool, PythonKernel(images, pool, cfg) as kernel:
@@ -744,7 +748,9 @@ def close_options(exc: BaseException) -> list[str]:
     `ctx.command`; hidden ones left out) close to the one typed, by the one rule of every "did you
     mean" (`curation.suggest.closest`, at most 3), compared without their leading dashes. click
     compares them with the dashes, and the shared `--` makes every option look close to any
-    (`--bogus` got `--out`); so `--ot` gets `--out` and `--bogus` none. [] for another error."""
+    (`--bogus` got `--out`); so `--ot` gets `--out` and `--bogus` none, and a shortened name the
+    options whose words its words begin (`--no-tools` gets `--no-tool-free-control`, not the
+    similar-looking `--no-stop`). [] for another error."""
     from curation.suggest import closest
 
     ctx, typed = getattr(exc, "ctx", None), getattr(exc, "option_name", None)

@@ -368,7 +368,8 @@ def resolve_paths(raw: dict[str, Any], base: Path) -> None:
     if isinstance(evaluation.get("data_root", "data/eval"), str):  # its default `data/eval` is beside the config too
         evaluation["data_root"] = resolve(evaluation.get("data_root", "data/eval"))
     if isinstance(evaluation.get("benchmarks"), list):  # a benchmark given as a definition file (a shipped name stays)
-        evaluation["benchmarks"] = [resolve(b) if isinstance(b, str) and b.endswith((".yaml", ".yml")) else b
+        # Spaces around an entry are not part of it (`' b.yaml'`), as `eval.benchmarks` reads a name.
+        evaluation["benchmarks"] = [resolve(b.strip()) if isinstance(b, str) and b.strip().endswith((".yaml", ".yml")) else b
                                     for b in evaluation["benchmarks"]]
     for section in sections.values():  # a protocol profile given as a file
         agent = section.get("agent")

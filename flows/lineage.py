@@ -352,7 +352,7 @@ def _stage_row(name: str, stage_dir: Path, run: Path, stale: set[str], configure
     return {
         "stage": name,
         "state": "stale" if changed else "partial" if failed else "complete",
-        "rows": manifest.get("rows"),
+        **_rows_held(name, manifest, stage_dir),
         "counts": manifest.get("counts"),
         "failed": failed,
         # A stage's own folder (`curate --out`) has no lineage: its `seconds_total`, not the shard writer's `seconds`
@@ -363,6 +363,45 @@ def _stage_row(name: str, stage_dir: Path, run: Path, stale: set[str], configure
         **configured,
         **launched,
     }
+
+
+def _rows_held(name: str, manifest: dict[str, Any], stage_dir: Path) -> dict[str, Any]:
+    """`rows`: what a finished stage holds. A stage that writes shards counts its rows in its manifest;
+    for the others, its recorded result: the world's samples, SFT's training rows, GRPO's prompts,
+    eval's samples scored (per benchmark the most any of its runs scored: the tool-free control
+    scores the same samples again). `also`: the world's other rows (`["100 long-CoT rows"]`; a world
+    recorded before `long_cot_rows` was, counted in its `long_cot.jsonl`). None where nothing says."""
+    if isinstance(manifest.get("rows"), int):
+        return {"rows": manifest["rows"]}
+    result = (manifest.get("lineage") or {}).get("result")
+    if not isinstance(result, dict):
+        return {"rows": None}
+    stage = manifest.get("stage", name)
+
+    def count(key: str) -> int | None:
+        return result[key] if isinstance(result.get(key), int) and not isinstance(result.get(key), bool) else None
+
+    if stage == "world":
+        long_cot = count("long_cot_rows")
+        if long_cot is None and (path := stage_dir / "long_cot.jsonl").is_file():
+            with path.open("rb") as lines:
+                long_cot = sum(1 for line in lines if line.strip())
+        also = [f"{n} {what}" for n, what in ((long_cot, "long-CoT rows"), (count("instruct_samples"), "instruct samples"))
+                if n is not None and (n or what == "long-CoT rows")]
+        return {"rows": count("samples"), **({"also": also} if also else {})}
+    if stage == "sft":
+        return {"rows": count("rows")}
+    if stage == "grpo":
+        return {"rows": count("prompts")}
+    if stage == "evaluate" and isinstance(result.get("benchmarks"), dict):
+        scored = []
+        for bench in result["benchmarks"].values():
+            runs = bench.get("runs") if isinstance(bench, dict) else None
+            ns = [r["overall"]["n"] for r in (runs or {}).values()
+                  if isinstance(r, dict) and isinstance(r.get("overall"), dict) and isinstance(r["overall"].get("n"), int)]
+            scored.append(max(ns, default=0))
+        return {"rows": sum(scored) if scored else None}
+    return {"rows": None}
 
 
 def status(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -179,6 +179,19 @@ def test_a_missing_argument_is_named_as_the_readme_writes_it(monkeypatch, capsys
     (["--bogus"], "error: No such option: --bogus"),
     # review r7 #11: closest first, not click's alphabetical order
     (["probe", "--studnet-url", "x"], "error: No such option: --studnet-url (Possible options: --student-url, --student-model)"),
+    # review r7 #11: a name whose words begin an option's words, in order, names it (`--no-tools` got `--no-stop`)
+    (["evaluate", "--no-tools"], "error: No such option: --no-tools (Possible options: --no-tool-free-control)"),
+    (["evaluate", "--max"], "error: No such option: --max (Possible options: --max-turns, --max-tokens, --max-samples)"),
+    (["evaluate", "--judge"], "error: No such option: --judge (Possible options: --judge-url, --judge-model)"),
+    (["evaluate", "--tool-free"], "error: No such option: --tool-free (Possible options: --tool-free-control, --no-tool-free-control)"),
+    (["evaluate", "--no"], "error: No such option: --no (Possible options: --no-seed, --no-stop, --no-tool-free-control)"),
+    (["probe", "--student"], "error: No such option: --student (Possible options: --student-url, --student-model)"),
+    (["probe", "--request-timeouts", "3"], "error: No such option: --request-timeouts (Possible options: --request-timeout)"),
+    (["curate", "--out", "x", "--answer", "y"], "error: No such option: --answer (Possible options: --answer-type)"),
+    (["curate", "--out", "x", "--no-probe"], "error: No such option: --no-probe (Possible options: --no-probes)"),
+    (["run", "x", "--dry"], "error: No such option: --dry (Possible options: --dry-run, --no-dry-run)"),
+    (["generate-world", "x", "--per-familiy", "2"], "error: No such option: --per-familiy (Possible options: --per-family)"),
+    (["evaluate", "--bogus-tools"], "error: No such option: --bogus-tools"),  # every word must begin one: `bogus` begins none
 ])
 def test_an_unknown_option_suggests_only_the_close_ones(monkeypatch, capsys, tmp_path, args, says):
     """Review r6 #18: click compares option names with their `--`, so `--bogus` got `--out`; only close names are

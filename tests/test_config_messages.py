@@ -327,3 +327,44 @@ def test_the_formatter_lists_its_errors_in_the_file_s_order():
         PipelineConfig.model_validate(yaml.safe_load(text))
     lines = validation_lines(raised.value.errors(), "c.yaml", yaml.compose(text), PipelineConfig)
     assert [line.split(":", 2)[1] for line in lines] == ["4", "5", "6"], lines
+
+
+def test_benchmark_and_source_names_are_trimmed_alike_everywhere(tmp_path):
+    """Review r7 #12: `" vstar "` is `vstar` in `eval.benchmarks` and `--benchmark` (as above), and so is a
+    `curate.benchmarks` (or source) entry's `name:` and a definition file's `name:`: names with spaces around
+    them are one name with the trimmed one, so two of them are refused as one name given twice."""
+    from eval.benchmarks import load_spec
+
+    (tmp_path / "rows.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    assert load_spec(" vstar ").name == "vstar"  # what `deepeyes evaluate --benchmark ' vstar '` loads
+    assert SourceSpec(path="rows.jsonl", name=" b\t").source_name == "b"
+    (tmp_path / "b1.yaml").write_text("name: ' mine '\nsource: {kind: jsonl, path: rows.jsonl}\n")
+    (tmp_path / "b2.yaml").write_text("name: mine\nsource: {kind: jsonl, path: rows.jsonl}\n")
+    assert load_spec(str(tmp_path / "b1.yaml")).name == "mine"
+    config = tmp_path / "c.yaml"
+    config.write_text("name: c\ncurate:\n  benchmarks:\n    - {kind: jsonl, path: rows.jsonl, name: ' b '}\n"
+                      "    - {kind: jsonl, path: rows.jsonl, name: b}\n")
+    with pytest.raises(ConfigError, match=r"curate\.benchmarks: entry 0 and entry 1 are both named 'b'"):
+        load_config(config)
+    config.write_text(f"name: c\neval: {{model_url: 'http://127.0.0.1:9/v1', model_name: m, "
+                      f"benchmarks: [' {tmp_path / 'b1.yaml'}', {tmp_path / 'b2.yaml'}]}}\n")
+    with pytest.raises(ConfigError, match=r"eval\.benchmarks: entry 0 and entry 1 are both named 'mine'"):
+        load_config(config)
+
+
+@pytest.mark.parametrize("given,choices,found", [
+    ("no-tools", ["no-seed", "no-stop", "no-tool-free-control", "tool-free-control"], ["no-tool-free-control"]),
+    ("tool-free", ["no-stop", "no-tool-free-control", "tool-free-control"], ["tool-free-control", "no-tool-free-control"]),
+    # the words must follow one another: `max_tokens_per_turn` has words between `max` and `turn`
+    ("max_turn", ["max_turns", "max_tokens_per_turn", "max_total_tokens", "temperature"], ["max_turns"]),
+    ("sft", ["train_sft", "train_grpo", "eval"], ["train_sft"]),
+    ("studnet-url", ["student-url", "student-model", "seed"], ["student-url", "student-model"]),
+    ("bogus", ["out", "source", "benchmark"], []),
+    ("  Categry ", ["category", "categories"], ["category", "categories"]),
+])
+def test_closest_names_the_choices_whose_words_the_given_name_begins_else_the_similar_ones(given, choices, found):
+    """Review r7 #11: one rule for every "did you mean"; a shortened name (`no-tools`) names the options it begins,
+    not difflib's similar-looking `no-stop`; a misspelt one (`studnet-url`) gets difflib's, closest first."""
+    from curation.suggest import closest
+
+    assert closest(given, choices, n=3) == found

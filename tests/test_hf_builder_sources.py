@@ -207,28 +207,38 @@ def test_rows_all_missing_a_column_they_were_never_mapped_to_list_the_columns(wo
 
 
 @pytest.mark.parametrize(("make", "builder", "cause"), [
-    (lambda d: (d / "empty.csv").write_text(""), "csv:empty.csv", "EmptyDataError: No columns to parse from file"),
+    (lambda d: (d / "empty.csv").write_text(""), "csv:empty.csv", "No columns to parse from file"),
     (lambda d: (d / "empty.csv").write_bytes(b"\xff\xfe\x00\xba\x01\x02"), "csv:empty.csv",
-     "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
+     "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
 ])
 def test_a_datasets_failure_gives_its_cause_not_the_wrapper(workdir, monkeypatch, capsys, make, builder, cause):
-    """#7: `DatasetGenerationError: An error occurred while generating the dataset` says nothing; its cause does."""
+    """#7: `DatasetGenerationError: An error occurred while generating the dataset` says nothing; its cause does.
+    Review r7 #10: in words, naming the source, the builder and the file, without Python class names (`EmptyDataError: `)."""
     make(workdir)
     name, file = builder.split(":")
     code, _, err = deepeyes(monkeypatch, capsys, "curate", "--source", f"hf:{name},data_files={file}", "--out", str(workdir / "out"))
-    assert (code, err) == (2, f"error: source 'empty': datasets.load_dataset({name!r}) reading {file} failed: {cause}")
+    assert (code, err) == (2, f"error: source 'empty': the datasets builder {name!r} cannot read {file}: {cause}")
 
 
-def test_the_cause_chain_is_one_line_outermost_first():
+def test_the_cause_chain_is_one_line_outermost_first_in_words():
+    """Review r7 #10: no class names; a message that says nothing alone gets the class name's words."""
     from curation.sources import exception_chain_text
+
+    class EmptyDataError(ValueError):
+        pass
 
     try:
         try:
-            raise KeyError("col")
+            try:
+                raise EmptyDataError()
+            except EmptyDataError as innermost:
+                raise KeyError("col") from innermost
         except KeyError as inner:
             raise ValueError("bad table\nsecond line") from inner
     except ValueError as exc:
-        assert exception_chain_text(exc) == "ValueError: bad table; caused by KeyError: 'col'"
+        assert exception_chain_text(exc) == "bad table; caused by no key 'col'; caused by empty data error"
+        assert isinstance(exc.__cause__, KeyError)  # the chain itself is kept for a debugger
+
 
 
 @pytest.mark.parametrize("builder", ["Parquet", "PARQUET", "Csv"])

@@ -36,7 +36,7 @@ def test_a_deepeyes_evaluate_folder_shows_its_eval_stage_only(replay_url, bench,
     status = cli("status", str(out))
     assert status.code == 0 and status.stdout.splitlines()[0] == f"run {out} (written by deepeyes evaluate)"
     lines = stage_lines(status.stdout)
-    assert list(lines) == ["eval"] and lines["eval"].startswith("complete ")
+    assert list(lines) == ["eval"] and lines["eval"].split()[:3] == ["complete", "rows", "2"]  # the samples scored
     assert json.loads((out / "run.json").read_text())["stages"] == ["eval"]
 
 
@@ -282,3 +282,33 @@ def test_report_refuses_a_run_given_twice_and_tells_runs_of_one_folder_name_apar
     done = cli("report", str(run), str(tmp_path / "b" / "demo"), str(tmp_path / "c"), "--out", str(tmp_path / "rep"))
     assert done.code == 0, done.error
     assert (tmp_path / "rep" / "report.md").read_text().splitlines()[0] == "# open-deepeyes evaluation: a/demo, b/demo, c"
+
+
+def _recorded_run(tmp_path: Path, world_summary: dict, *, drop_long_cot_count: bool = False) -> Path:
+    """A run directory whose stages without shards (world, sft, grpo, eval) recorded their results as the flow does."""
+    from flows.lineage import record
+
+    run = tmp_path / "run"
+    summary = {k: v for k, v in world_summary.items() if not (drop_long_cot_count and k == "long_cot_rows")}
+    record(run / "world", "world", {}, [], 1.0, result=summary)
+    record(run / "sft", "sft", {}, [], 2.0, result={"rows": 11, "steps": 3, "losses": [1.0, 0.5]})
+    record(run / "grpo", "grpo", {}, [], 3.0, result={"prompts": 4, "steps": 2, "rewards": [0.1, 0.2]})
+    runs = {"tools": {"overall": {"n": 6, "accuracy": 0.5}}, "no_tools": {"overall": {"n": 6, "accuracy": 0.3}}}
+    record(run / "eval", "evaluate", {}, [], 4.0, result={"benchmarks": {"a": {"runs": runs}, "b": {"runs": {"tools": {"overall": {"n": 2}}}}}})
+    return run
+
+
+@pytest.mark.parametrize("drop_long_cot_count", [False, True])
+def test_status_shows_what_each_stage_without_shards_holds(tmp_path, drop_long_cot_count):
+    """Review r7 #5: `world complete rows -`; the world shows its samples and its long-CoT rows, SFT its training rows,
+    GRPO its prompts, eval the samples it scored (the tool-free control's second scoring of a benchmark's samples counted
+    once). A world recorded before `long_cot_rows` was has its `long_cot.jsonl` counted."""
+    from curation.worlds import generate
+
+    summary = generate("classic", tmp_path / "run" / "world", {"per_family": 1, "long_cot": 7, "seed": 0})
+    assert summary["long_cot_rows"] == 7
+    lines = stage_lines(cli("status", str(_recorded_run(tmp_path, summary, drop_long_cot_count=drop_long_cot_count))).stdout)
+    assert lines["world"].split()[:3] == ["complete", "rows", str(summary["samples"])]
+    assert lines["world"].endswith("; also 7 long-CoT rows")
+    assert [lines[s].split()[:3] for s in ("sft", "grpo", "eval")] == [
+        ["complete", "rows", "11"], ["complete", "rows", "4"], ["complete", "rows", "8"]]
