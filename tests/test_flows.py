@@ -62,7 +62,9 @@ def test_shard_tasks_on_a_dask_cluster_give_the_thread_runners_rows(world, slow_
     stats = httpx.get(slow_teacher.removesuffix("/v1") + "/stats").json()
     assert 1 <= stats["max_in_flight"] <= 2
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+    # One worker process is enough to run the shard tasks off the flow's process (pickled there and back);
+    # a second only started and imported the pipeline once more on two loaded cores.
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
         on_dask = curate_and_synthesize(tmp_path, "dask", world, slow_teacher, {"task_runner": "dask", "address": cluster.scheduler_address})
         assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter) > 0  # the tasks ran there
 
