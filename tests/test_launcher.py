@@ -10,6 +10,7 @@ from curation.shards import ShardWriter, read_manifest
 from synth.stage import SynthConfig, run_synthesize
 from synth.trajectory import TRAJECTORY_SCHEMA
 from tests.conftest import start_replay
+from tests.curate_cli import cli
 
 
 def run_cli(args, tmp_path, timeout=600):
@@ -43,7 +44,7 @@ def test_train_flows_run_through_the_launcher(world, curated, tiny_model, tmp_pa
     again = run_cli(["run", str(config), "--run-dir", str(run), "--flow", "train_sft"], tmp_path)
     # Where training runs is not part of what it makes: the same config is a cached stage.
     assert again.returncode == 0 and any(line.startswith("cached:") and "sft" in line for line in again.stdout.splitlines()), again.stdout
-    shown = run_cli(["status", str(run)], tmp_path).stdout.splitlines()
+    shown = cli("status", str(run)).stdout.splitlines()  # in-process: status reads files only
     sft_line = next(line for line in shown if line.split()[0] == "sft")
     assert f"launcher log {run / 'sft' / 'launch-sft.log'}" in sft_line
     assert sum("launcher log" in line for line in shown) == 1  # synthesize ran in this process
@@ -60,5 +61,5 @@ def test_a_launcher_that_fails_is_one_line_naming_its_log(world, tiny_model, tmp
         assert done.returncode == 2, done.stderr[-2000:]
         assert expected in done.stderr and "Traceback" not in done.stderr
     # The failed stage's status points at what the launcher printed.
-    shown = run_cli(["status", str(tmp_path / "run")], tmp_path).stdout
+    shown = cli("status", str(tmp_path / "run")).stdout
     assert f"launcher log {tmp_path / 'run' / 'sft' / 'launch-sft.log'}" in shown
