@@ -80,9 +80,11 @@ def _run_pipeline(config: Any, run_dir: Path, dry_run: bool = False, flow: str =
     from flows.user_input import check_out_dir
 
     from flows.config import check_flow_sections
+    from flows.stage_inputs import check_flow_input
 
     check_out_dir(run_dir, "run directory")
     check_flow_sections(config, flow)  # before anything starts, and in the dry run too
+    check_flow_input(config, flow, run_dir)  # a single-stage flow's input from an earlier flow: the same
     if dry_run:
         from flows.pipeline import plan
 

@@ -32,7 +32,7 @@ from prefect.results import ResultStore
 from tqdm import tqdm
 
 from curation.select import SelectConfig, run_select
-from curation.shards import atomic_write_json, read_manifest, shard_files
+from curation.shards import atomic_write_json, shard_files
 from curation.sources import SourceSpec
 from curation.stage import STAGING_DIR, CurateConfig, finish_curate, scan_source, staged_dir_name
 from curation.worlds import generate as generate_world
@@ -45,6 +45,7 @@ from flows.config import PipelineConfig, check_flow_sections, load_config
 from flows.launcher import TrainingLauncher, launch_training
 from flows.orchestration import endpoint_limit_name, ensure_endpoint_limit, retry_options, task_runner
 from flows.prefect_env import keep_dill_out_of_run_logs
+from flows.stage_inputs import check_flow_input, final_checkpoint, pools_dir
 from synth.probe import ProbeConfig, merge_probes, run_probes
 from synth.runtime.endpoint import ManagedServer, free_port
 from synth.runtime.profile import COMPACT_PROFILE
@@ -343,7 +344,7 @@ class Resolved:
             self.text_files = [self.world["scripts_path"], self.world["corpus_path"]]
         self.curated = str(run / "curate")
         self.probes = str(run / "probe")
-        self.pools = str(run / "select") if cfg.probe is not None else self.curated  # what synthesis and evaluation read
+        self.pools = str(pools_dir(cfg, run))  # what synthesis and evaluation read
         self.trajectories = str(run / "synthesize")
         self.managed = cfg.replay is not None or cfg.teacher_server is not None
         self._search_files: tuple[str, ...] | None = None
@@ -479,15 +480,8 @@ def _curate(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
                                       {"cfg": select, "curated_dir": r.curated, "probe_dir": r.probes, "out_dir": r.pools}))
 
 
-def _require(path: str | Path, what: str, flow: str) -> None:
-    """A single-stage flow's input must be a finished output of an earlier flow (a directory with its
-    manifest); `FileNotFoundError` naming the directory and the flow to run first."""
-    if read_manifest(path) is None:
-        raise FileNotFoundError(f"{path}: no {what} (run the {flow} flow first)")
-
-
 def _synthesize(stages: Stages, r: Resolved, endpoint: Endpoint) -> None:
-    _require(r.pools, "curated samples", "curate")
+    check_flow_input(r.cfg, "synthesize", r.run)  # said before starting by `deepeyes run`, here for a run started elsewhere
     synth = r.synth.model_dump(mode="json")
     shard_key = _managed(synth, "teacher_url", r.managed) | r.dumps() | {"long_cot": None}
     shards = [str(f) for f in shard_files(r.pools)]
@@ -525,7 +519,7 @@ def _sft_input_model(stages: Stages, r: Resolved, endpoint: Endpoint) -> str:
 
 
 def _sft(stages: Stages, r: Resolved, endpoint: Endpoint) -> str:
-    _require(r.trajectories, "trajectories", "synthesize")
+    check_flow_input(r.cfg, "train_sft", r.run)
     model_path = _sft_input_model(stages, r, endpoint)
     sft = r.cfg.sft.model_dump(mode="json")
     out = str(r.run / "sft")
@@ -561,15 +555,6 @@ def _evaluate(stages: Stages, r: Resolved, endpoint: Endpoint, model_path: str |
                                                {"run_dirs": [str(r.run)], "out_dir": str(r.run / "report")}))
     if "report" not in stages.cached:
         artifacts.report_markdown(report["markdown"])
-
-
-def _final_checkpoint(r: Resolved) -> str:
-    """The model the evaluate flow scores when run on its own: GRPO's, else SFT's."""
-    for stage in ("grpo", "sft") if r.cfg.grpo is not None else ("sft",):
-        result = lineage.recorded_result(r.run / stage)
-        if result is not None:
-            return result["checkpoint"]
-    raise FileNotFoundError(f"{r.run}: no trained checkpoint (run the train_sft flow first)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -645,10 +630,8 @@ def train_grpo_flow(config: dict[str, Any] | str, run_dir: str) -> dict[str, Any
     """GRPO with live tool rollouts, from the run's SFT checkpoint."""
     def body(stages: Stages, r: Resolved, _: Endpoint) -> None:
         check_flow_sections(r.cfg, "train_grpo")
-        sft = lineage.recorded_result(r.run / "sft")
-        if sft is None:
-            raise FileNotFoundError(f"{r.run}: no SFT checkpoint (run the train_sft flow first)")
-        _grpo(stages, r, sft["checkpoint"])
+        check_flow_input(r.cfg, "train_grpo", r.run)  # `deepeyes run` checked both before starting; a deployment's run had not
+        _grpo(stages, r, lineage.recorded_result(r.run / "sft")["checkpoint"])
 
     return _stage_flow(body, config, run_dir)
 
@@ -659,9 +642,10 @@ def evaluate_flow(config: dict[str, Any] | str, run_dir: str, model_path: str | 
     else `eval.model_path`, else an endpoint (`eval.model_url`) serving any model, else the run's
     own trained checkpoint."""
     def model(r: Resolved) -> str | None:
+        check_flow_input(r.cfg, "evaluate", r.run, model_path)  # a checkpoint, when no model is given
         if model_path or r.cfg.eval.model_path:
             return model_path or r.cfg.eval.model_path
-        return None if r.cfg.eval.model_url else _final_checkpoint(r)
+        return None if r.cfg.eval.model_url else final_checkpoint(r.cfg, r.run)
 
     return _stage_flow(lambda stages, r, endpoint: _evaluate(stages, r, endpoint, model(r)), config, run_dir)
 

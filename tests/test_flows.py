@@ -477,17 +477,65 @@ def test_status_marks_partial_outputs_and_runs_staleness_down_the_chain(tmp_path
     assert isinstance(as_file.exception, FileNotFoundError) and "is a file, not a run directory" in str(as_file.exception)
 
 
+MISSING_INPUTS = [  # (flow, the line `deepeyes run --flow FLOW` on an empty run RUN ends with)
+    ("synthesize", "error: {run}/select: no curated samples (run the curate flow first)"),
+    ("train_sft", "error: {run}/synthesize: no trajectories (run the synthesize flow first)"),
+    ("train_grpo", "error: {run}: no SFT checkpoint (run the train_sft flow first)"),
+    ("evaluate", "error: {run}: no trained checkpoint (run the train_sft flow first)"),  # demo.yaml: no eval.model_path nor model_url
+]
+
+
 def test_a_single_stage_flow_on_a_run_without_its_input_names_the_flow_to_run_first(tmp_path):
+    from tests.curate_cli import cli
+
     config = tmp_path / "c.yaml"
     config.write_text((Path(__file__).resolve().parent.parent / "configs" / "demo.yaml").read_text())
-    run = tmp_path / "empty"
-    for flow, message in [
-        ("synthesize", f"error: {run / 'select'}: no curated samples (run the curate flow first)"),
-        ("train_sft", f"error: {run / 'synthesize'}: no trajectories (run the synthesize flow first)"),
-        ("train_grpo", f"error: {run}: no SFT checkpoint (run the train_sft flow first)"),
-    ]:
-        done = run_cli(["run", str(config), "--flow", flow, "--run-dir", str(run)], tmp_path, timeout=180)
+    run, prefect_home = tmp_path / "empty", tmp_path / "prefect-home"
+    for flow, message in MISSING_INPUTS:
+        message = message.format(run=run)
+        done = run_cli(["run", str(config), "--flow", flow, "--run-dir", str(run)], prefect_home, timeout=180)
         assert done.returncode == 2 and one_error_line(done.stderr) == message, (flow, done.stderr[-2000:])
+        assert done.stdout == "", (flow, done.stdout)  # not even `run directory: ...`, which the CLI prints as the flow starts
+        # The dry run refuses what the run would, as it refuses a missing section: the line and no plan.
+        planned = cli("run", str(config), "--flow", flow, "--run-dir", str(run), "--dry-run")
+        assert (planned.code, planned.error, planned.stdout) == (2, message, ""), (flow, planned)
+    # Refused before the flow or Prefect started: no run directory (no `run.json`, which every flow writes
+    # first, no `_prefect/` results), and no Prefect database in the home the commands were given.
+    assert not run.exists() and not prefect_home.exists()
+
+
+def test_only_a_missing_input_is_refused_and_a_flow_started_without_the_cli_refuses_it_too(tmp_path):
+    from curation.shards import CorruptManifest
+    from flows import lineage
+    from flows.config import load_config
+    from flows.pipeline import evaluate_flow, synthesize_flow, train_grpo_flow, train_sft_flow
+    from flows.stage_inputs import missing_input
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "demo.yaml")
+    run = tmp_path / "run"
+    flows = {"synthesize": synthesize_flow, "train_sft": train_sft_flow, "train_grpo": train_grpo_flow, "evaluate": evaluate_flow}
+    for flow, message in MISSING_INPUTS:
+        message = message.format(run=run).removeprefix("error: ")
+        assert missing_input(cfg, flow, run) == message
+        # A deployment's worker or a Python call runs the flow without `deepeyes run`: the flow says the same line as it
+        # starts, having written only the run's record (see the test of a flow started without the CLI).
+        with pytest.raises(FileNotFoundError) as refused:
+            flows[flow].fn(config=cfg.model_dump(mode="json"), run_dir=str(run))
+        assert str(refused.value) == message and [p.name for p in run.iterdir()] == ["run.json"], flow
+    assert missing_input(cfg, "retrain", run) is None and missing_input(cfg, "curate", run) is None  # they read no earlier flow's output
+    # A model given to evaluate needs no checkpoint in the run.
+    assert missing_input(cfg, "evaluate", run, model_path="some/model") is None
+    assert missing_input(cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"model_url": "http://127.0.0.1:9/v1"})}),
+                         "evaluate", run) is None
+    # Inputs that are there but stale (recorded under another key) or partial (some samples failed) are read, not refused.
+    lineage.record(run / "select", "select", {"old": True}, [], 1.0, key="an-older-key", result={"per_pool": {}})
+    lineage.record(run / "synthesize", "synthesize", {}, [], 1.0, key="k", result={"counts": {"kept": 2, "failed": 3}})
+    lineage.record(run / "sft", "sft", {}, [], 1.0, key="k", result={"checkpoint": str(run / "sft" / "checkpoint")})
+    assert {flow: missing_input(cfg, flow, run) for flow, _ in MISSING_INPUTS} == dict.fromkeys(flows)
+    # A corrupt manifest is not a missing input: the line names the file and the fix, as reading it in the flow did.
+    (run / "select" / "_manifest.json").write_text("{")
+    with pytest.raises(CorruptManifest, match="select/_manifest.json: corrupt manifest"):
+        missing_input(cfg, "synthesize", run)
 
 
 def test_a_flow_whose_config_lacks_the_section_it_needs_is_refused_in_one_line_before_it_starts(tmp_path):
@@ -505,6 +553,10 @@ def test_a_flow_whose_config_lacks_the_section_it_needs_is_refused_in_one_line_b
         assert done.returncode == 2 and one_error_line(done.stderr) == message, (extra, done.stderr[-2000:])
     assert not run.exists()  # refused before the flow (or Prefect) started
     # evaluate has defaults for all of `eval:`: without that section too it scores the held-out pool (the dry run's plan says so)
+    # with the run's checkpoint (without one, the dry run refuses as the run would: see the test above)
+    from flows import lineage
+
+    lineage.record(run / "sft", "sft", {}, [], 1.0, key="k", result={"checkpoint": str(run / "sft" / "checkpoint")})
     planned = run_cli(["run", str(config), "--flow", "evaluate", "--run-dir", str(run), "--dry-run"], tmp_path, timeout=180)
     assert planned.returncode == 0 and "the held-out pool" in planned.stdout, planned.stderr[-2000:]
 
