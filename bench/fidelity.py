@@ -273,11 +273,11 @@ def read_figures(out: Path, seconds: float) -> dict[str, Any]:
     """The arms' figures, the paired comparisons, the targets and the report, from a bench's `--out`
     folder whose four arms have run (`seconds`: the bench's wall time, for its 30-minute target).
 
-    Raises SystemExit, naming the folder, when an arm's held-out evaluation is not there."""
+    Raises NotAFinishedBench, naming the folder, when an arm's held-out evaluation is not there."""
     dirs = arm_dirs(out)
     missing = [arm for arm, d in dirs.items() if not (d / "eval" / HELDOUT / "tools").is_dir()]
     if missing:
-        raise SystemExit(f"{out}: no held-out evaluation for the arm(s) {', '.join(missing)}: not a finished fidelity bench")
+        raise NotAFinishedBench(f"{out}: no held-out evaluation for the arm(s) {', '.join(missing)}: not a finished fidelity bench")
     arms = {arm: arm_figures(d / "eval", d / "grpo" / "dynamics.jsonl") for arm, d in dirs.items()}
     paired = {name: paired_figures(dirs[before] / "eval", dirs[after] / "eval") for name, (before, after) in PAIRS.items()}
     report = build_report([dirs[a] for a in ARMS], out / "report")
@@ -296,6 +296,10 @@ def _strip(pipeline: dict[str, Any]) -> dict[str, Any]:
         for key in ("rewards", "tool_calls_per_trajectory"):
             slim["grpo"].pop(key, None)
     return slim
+
+
+class NotAFinishedBench(ValueError):
+    """A folder given to `--reread` that lacks part of a finished bench (the message names it)."""
 
 
 def _finished_result(out: Path) -> dict[str, Any] | str:
@@ -320,6 +324,7 @@ def _finished_result(out: Path) -> dict[str, Any] | str:
 # The config sections whose `seed` a seed sets: the world (which samples exist), the replay teacher
 # (its scripted faults) and curation (the pool split): another world, another data order.
 SEEDED_SECTIONS = ("world", "replay", "curate")
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 # The headline figures `across_seeds` summarises per arm: (name, path into an arm's figures).
 HEADLINE_FIGURES = (
     ("accuracy_tools", ("overall", "tools", "accuracy")),
@@ -336,18 +341,20 @@ def parse_seeds(text: str) -> list[int]:
     """`--seeds 0,1`: distinct non-negative whole numbers, comma-separated, in the order given.
 
     Raises argparse.ArgumentTypeError (argparse tells it as `argument --seeds: ...`, exit 2) for an
-    empty entry, a non-number, a negative number or a seed given twice."""
+    empty entry, anything but ASCII digits, a negative number, one over `MAX_SEED` or a seed given twice."""
     seeds: list[int] = []
     for part in text.split(","):
         part = part.strip()
         if not part:
             raise argparse.ArgumentTypeError(f"{text!r}: an empty entry; give seeds as 0,1,2")
-        try:
-            seed = int(part)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{part!r} is not a whole number; give seeds as 0,1,2") from None
-        if seed < 0:
-            raise argparse.ArgumentTypeError(f"{seed} is negative; seeds are whole numbers from 0")
+        if part.startswith("-") and part[1:].isascii() and part[1:].isdigit():
+            raise argparse.ArgumentTypeError(f"{part} is negative; seeds are whole numbers from 0")
+        if not (part.isascii() and part.isdigit()):  # not int()'s wider reading: `1_0`, `+1`, `²`
+            hint = "; separate seeds with commas: 0,1,2" if len(part.split()) > 1 else "; give seeds as 0,1,2"
+            raise argparse.ArgumentTypeError(f"{part!r} is not a whole number{hint}")
+        seed = int(part)
+        if seed > MAX_SEED:
+            raise argparse.ArgumentTypeError(f"{seed} is over {MAX_SEED}, the largest seed numpy takes")
         if seed in seeds:
             raise argparse.ArgumentTypeError(f"{seed} is given twice; each seed runs once")
         seeds.append(seed)
@@ -425,7 +432,7 @@ def seed_dirs(out: Path) -> dict[int, Path]:
     found = {}
     for path in out.glob("seed-*") if out.is_dir() else ():
         number = path.name.removeprefix("seed-")
-        if path.is_dir() and number.isdigit():
+        if path.is_dir() and number.isascii() and number.isdigit():
             found[int(number)] = path
     return dict(sorted(found.items()))
 
@@ -484,7 +491,11 @@ def reread_seeds(out: Path, seeds: list[int] | None) -> dict[str, Any] | str:
     """`--reread` on a seeds-mode `out`: each seed's figures, targets and report again, then
     `across_seeds` and `seeds.md`; or why it cannot be (a seed asked for is not there, one seed's
     bench did not finish)."""
+    if not out.is_dir():
+        return "no such folder" if not out.exists() else "a file, not a bench's folder"
     found = seed_dirs(out)
+    if not found and (out / "fidelity.json").is_file():
+        return "a single-seed bench (no seed-<N> folders): reread it without --seeds"
     if seeds is not None:
         missing = [s for s in seeds if s not in found]
         if missing:
@@ -495,9 +506,13 @@ def reread_seeds(out: Path, seeds: list[int] | None) -> dict[str, Any] | str:
         result = _finished_result(seed_dir)
         if isinstance(result, str):
             return f"seed-{seed}: {result}"
-        results[seed] = _finish_one(result | read_figures(seed_dir, result["seconds"]["total"]), seed_dir)
+        try:
+            results[seed] = _finish_one(result | read_figures(seed_dir, result["seconds"]["total"]), seed_dir)
+        except NotAFinishedBench as exc:
+            return f"seed-{seed}: {exc}"
     combined = seeds_result(results, out)
-    (out / "seeds.md").write_text(seeds_markdown(combined))
+    if set(results) == set(seed_dirs(out)):  # a reread of some seeds leaves the folder's summary of all of them as it was
+        (out / "seeds.md").write_text(seeds_markdown(combined))
     return combined
 
 
@@ -514,8 +529,37 @@ def print_seeds(result: dict[str, Any]) -> None:
     print(f"table: {result['table']}")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse with the `deepeyes` CLI's form of a usage error: one line, exit 2, no usage box."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def _bench_config_problem(config_path: Path) -> str | None:
+    """Why `config_path` cannot run the bench (it does not load, or has no `base:` or `grpo:`
+    section), checked before any folder is made; None when it can."""
+    try:
+        cfg = load_config(config_path)
+    except (ConfigError, InputFileError) as exc:
+        return str(exc)
+    if cfg.base is None or cfg.grpo is None:
+        return f"{config_path}: the fidelity bench needs `base:` and `grpo:` sections"
+    return None
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "fidelity.yaml")
     parser.add_argument("--out", type=Path, default=None, help="where the runs go (default: a new temporary folder, kept)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -526,7 +570,7 @@ def main() -> None:
     parser.add_argument("--reread", action="store_true",
                         help="train nothing: read the figures, targets and report again from the finished bench in --out "
                              "(e.g. after the bench's figures gained a field); a --seeds bench's seed-<N> folders are each reread")
-    parser.add_argument("--torch-threads", type=int, default=1,
+    parser.add_argument("--torch-threads", type=_positive_int, default=1,
                         help="torch's threads for training and evaluation (1: on a small shared CPU, a second OpenMP thread spinning "
                              "against other work slowed training several times over here; bench.train does the same)")
     args = parser.parse_args()
@@ -537,6 +581,7 @@ def main() -> None:
         if seed_dirs(out) or args.seeds is not None:
             with contextlib.redirect_stdout(sys.stderr):
                 result = reread_seeds(out, args.seeds)
+            subset = isinstance(result, dict) and set(result["seeds"]) != {str(s) for s in seed_dirs(out)}
             if isinstance(result, str):
                 parser.error(f"--out {args.out}: {result}")
         else:
@@ -544,8 +589,14 @@ def main() -> None:
             if isinstance(result, str):
                 parser.error(f"--out {args.out}: {result}")
             with contextlib.redirect_stdout(sys.stderr):
-                result |= read_figures(out, result["seconds"]["total"])
+                try:
+                    result |= read_figures(out, result["seconds"]["total"])
+                except NotAFinishedBench as exc:
+                    parser.error(f"--out {args.out}: {exc}")
     else:
+        subset = False
+        if (problem := _bench_config_problem(args.config)) is not None:  # named as the user typed it
+            parser.error(problem)
         out = (args.out or Path(tempfile.mkdtemp(prefix="deepeyes-fidelity-"))).resolve()
         out.mkdir(parents=True, exist_ok=True)
         with contextlib.redirect_stdout(sys.stderr):  # the stages' progress lines; stdout carries the result only
@@ -554,7 +605,8 @@ def main() -> None:
             else:
                 result = run(args.config.resolve(), out, args.torch_threads)
                 result["pipeline"] = _strip(result["pipeline"])
-    (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
+    if not subset:  # a reread of some seeds prints them; the folder's record of all its seeds stays
+        (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result, indent=2))
     elif "seeds" in result:

@@ -2,6 +2,7 @@
 category with the right kind of tool, GRPO fifths with a bootstrap interval, and each target's verdict."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -139,8 +140,30 @@ def test_paired_figures_pair_items_by_sample_id(tmp_path, monkeypatch):
 
 
 def test_reread_refuses_a_folder_without_a_finished_bench(tmp_path):
-    with pytest.raises(SystemExit, match="not a finished fidelity bench"):
+    with pytest.raises(fidelity.NotAFinishedBench, match="not a finished fidelity bench"):
         fidelity.read_figures(tmp_path, 1.0)
+    # a fidelity.json but no arms: one line, exit 2 (review r8: exit 1)
+    (tmp_path / "fidelity.json").write_text(json.dumps({"seconds": {"total": 1.0}}))
+    done = subprocess.run([sys.executable, "-m", "bench.fidelity", "--reread", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [f"fidelity.py: error: --out {tmp_path}: {tmp_path}: no held-out evaluation for the arm(s) "
+                                                "base, rl_only, sft, sft_rl: not a finished fidelity bench"]
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--config", "nosuch.yaml"], "config file not found: nosuch.yaml"),
+    (["--config", "nosuch.yaml", "--seeds", "0,1"], "config file not found: nosuch.yaml"),
+    (["--config", "configs/demo.yaml"], "the fidelity bench needs `base:` and `grpo:` sections"),
+    (["--torch-threads", "0"], "argument --torch-threads: must be at least 1 (got 0)"),
+])
+def test_a_bench_that_cannot_run_is_one_line_before_any_folder_is_made(tmp_path, args, says):
+    """Review r8: a missing config was a traceback, exit 1, and left an empty --out behind."""
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "bench.fidelity", *args, "--out", str(out)], capture_output=True, text=True,
+                          cwd=Path(fidelity.__file__).resolve().parent.parent)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("fidelity.py: error: ") and says in lines[0], done.stderr
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(("make", "says"), [

@@ -51,6 +51,10 @@ def test_across_seeds_by_hand():
 @pytest.mark.parametrize(("value", "says"), [
     ("a", "'a' is not a whole number"), ("1,1", "1 is given twice"), ("-1", "-1 is negative"),
     ("0,,1", "an empty entry"), ("0,x", "'x' is not a whole number"),
+    # review r8: int() read these; a space-separated list gets the commas hinted
+    ("1_0", "'1_0' is not a whole number"), ("+1", "'+1' is not a whole number"), ("²", "'²' is not a whole number"),
+    ("0 1", "'0 1' is not a whole number; separate seeds with commas: 0,1,2"),
+    ("4294967296", "4294967296 is over 4294967295, the largest seed numpy takes"),
 ])
 def test_a_bad_seeds_value_is_a_one_line_error(value, says, tmp_path, monkeypatch, capsys):
     def no_bench(*args, **kwargs):
@@ -157,12 +161,25 @@ def test_seeds_mode_runs_the_bench_per_seed_in_its_own_folder(tmp_path, monkeypa
     assert reread["across_seeds"]["targets"] == {"t_all": {"holds_on": [2], "holds_on_all": False}}
     assert reread["seeds"]["0"]["report"] == "again.html" and reread["seconds"]["total"] == 22.0
 
+    # --reread --seeds 2: that seed printed; the folder's record and table of both seeds stay (review r8)
+    table, record = (out / "seeds.md").read_text(), (out / "fidelity.json").read_text()
+    monkeypatch.setattr(sys, "argv", ["bench.fidelity", "--reread", "--seeds", "2", "--json", "--out", str(out)])
+    fidelity.main()
+    assert list(json.loads(capsys.readouterr().out)["seeds"]) == ["2"]
+    assert (out / "seeds.md").read_text() == table and (out / "fidelity.json").read_text() == record
+
 
 def test_reread_of_seeds_says_which_seed_is_missing_or_unfinished(tmp_path, monkeypatch, capsys):
     out = tmp_path / "bench"
     (out / "seed-0").mkdir(parents=True)
-    for seeds, says in ((["--seeds", "3"], "no seed-3 folder (seeds here: 0)"), ([], "seed-0: no fidelity.json")):
-        monkeypatch.setattr(sys, "argv", ["bench.fidelity", "--reread", "--out", str(out), *seeds])
+    (out / "seed-²").mkdir()  # not a seed's folder (str.isdigit says it is): left out, not a traceback
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "fidelity.json").write_text("{}")
+    for where, seeds, says in ((out, ["--seeds", "3"], "no seed-3 folder (seeds here: 0)"), (out, [], "seed-0: no fidelity.json"),
+                               (tmp_path / "nosuch", ["--seeds", "0"], "no such folder"),
+                               (single, ["--seeds", "0"], "a single-seed bench (no seed-<N> folders): reread it without --seeds")):
+        monkeypatch.setattr(sys, "argv", ["bench.fidelity", "--reread", "--out", str(where), *seeds])
         with pytest.raises(SystemExit) as exit_:
             fidelity.main()
         assert exit_.value.code == 2 and says in capsys.readouterr().err
