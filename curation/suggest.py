@@ -26,15 +26,23 @@ def _words_begin(given: str, choice: str) -> bool:
     word each (`no-tools` in `no-tool-free-control`, `tool-free` in it too; `max` in `max-tokens`;
     not `max-turn` in `max-tokens-per-turn`, whose words between are not typed)."""
     typed, words = _words(given), _words(choice)
-    return bool(typed) and any(all(_word_matches(word, words[start + i]) for i, word in enumerate(typed))
+    # a first word of one letter (`-n`) begins too many names to tell which was meant
+    return bool(typed) and len(typed[0]) >= 2 and any(all(_word_matches(word, words[start + i]) for i, word in enumerate(typed))
                                for start in range(len(words) - len(typed) + 1))
+
+
+def _initials(given: str, choice: str) -> bool:
+    """`given` is one word spelling the initials of `choice`'s two or more words (`lr`, `learning_rate`)."""
+    typed, words = _words(given), _words(choice)
+    return len(typed) == 1 and len(words) >= 2 and typed[0] == "".join(w[0] for w in words)
 
 
 def closest(given: Any, choices: Iterable[str], n: int = 1) -> list[str]:
     """At most `n` of `choices` closest to `given` (case and surrounding spaces ignored), best first.
-    First the choices whose words `given`'s words begin, in a row (`no-tools` names
-    `no-tool-free-control`, `sft` names `train_sft`, `max` names `max-tokens` and `max-turns`), when
-    there are 1 to 3 of them (more says too little to tell which was meant); else `difflib`'s
+    First the choices whose initials `given` spells (`lr` names `learning_rate`), then those whose
+    words `given`'s words begin, in a row (`no-tools` names `no-tool-free-control`, `sft` names
+    `train_sft`, `max` names `max-tokens` and `max-turns`; not from a first word of one letter), when
+    there are 1 to 3 of them in all (more says too little to tell which was meant); else `difflib`'s
     similarity ratio at least 0.6 (`studnet-url` names `student-url`); [] when `given` is not a
     string or nothing is close. Ties in either rule go by the similarity ratio, then by name."""
     if not isinstance(given, str):
@@ -46,9 +54,10 @@ def closest(given: Any, choices: Iterable[str], n: int = 1) -> list[str]:
     def ratio(choice: str) -> float:
         return difflib.SequenceMatcher(None, wanted, choice.lower()).ratio()
 
-    begun = [c for c in choices if _words_begin(wanted, c)]
-    if 1 <= len(begun) <= 3:
-        return sorted(begun, key=lambda c: (-ratio(c), c))[:n]
+    spelt = sorted((c for c in choices if _initials(wanted, c)), key=lambda c: (-ratio(c), c))
+    begun = sorted((c for c in choices if c not in spelt and _words_begin(wanted, c)), key=lambda c: (-ratio(c), c))
+    if 1 <= len(spelt) + len(begun) <= 3:
+        return (spelt + begun)[:n]
     return difflib.get_close_matches(wanted, choices, n=n, cutoff=0.6)
 
 

@@ -752,14 +752,17 @@ def close_options(exc: BaseException) -> list[str]:
     compares them with the dashes, and the shared `--` makes every option look close to any
     (`--bogus` got `--out`); so `--ot` gets `--out` and `--bogus` none, and a shortened name the
     options whose words its words begin (`--no-tools` gets `--no-tool-free-control`, not the
-    similar-looking `--no-stop`). [] for another error."""
+    similar-looking `--no-stop`); a flag's off switch only when the name typed begins with `no`
+    (`--dryrun` gets `--dry-run`, not `--no-dry-run`). [] for another error."""
     from curation.suggest import closest
 
     ctx, typed = getattr(exc, "ctx", None), getattr(exc, "option_name", None)
     if ctx is None or not isinstance(typed, str):
         return []
+    # A flag's off switch (`--no-dry-run`) only for a name typed as one: a misspelt `--dryrun` never meant it.
+    off_switches = typed.lstrip("-").lower().startswith("no")
     names = {opt.lstrip("-"): opt for param in ctx.command.get_params(ctx) if not getattr(param, "hidden", False)
-             for opt in (*param.opts, *param.secondary_opts) if opt.startswith("--")}
+             for opt in (*param.opts, *(param.secondary_opts if off_switches else ())) if opt.startswith("--")}
     return [names[name] for name in closest(typed.lstrip("-"), names, n=3)]
 
 

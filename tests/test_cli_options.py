@@ -183,13 +183,17 @@ def test_a_missing_argument_is_named_as_the_readme_writes_it(monkeypatch, capsys
     (["evaluate", "--no-tools"], "error: No such option: --no-tools (Possible options: --no-tool-free-control)"),
     (["evaluate", "--max"], "error: No such option: --max (Possible options: --max-turns, --max-tokens, --max-samples)"),
     (["evaluate", "--judge"], "error: No such option: --judge (Possible options: --judge-url, --judge-model)"),
-    (["evaluate", "--tool-free"], "error: No such option: --tool-free (Possible options: --tool-free-control, --no-tool-free-control)"),
+    # review r8 F6: a flag's off switch only for a name typed as one (`--dryrun` never meant `--no-dry-run`)
+    (["evaluate", "--tool-free"], "error: No such option: --tool-free (Possible options: --tool-free-control)"),
+    (["run", "x", "--dryrun"], "error: No such option: --dryrun (Possible options: --dry-run)"),
+    (["run", "x", "--no-dry"], "error: No such option: --no-dry (Possible options: --no-dry-run)"),
+    (["run", "x", "-n"], "error: No such option: -n"),  # one letter begins too many names; it got `--no-dry-run`
     (["evaluate", "--no"], "error: No such option: --no (Possible options: --no-seed, --no-stop, --no-tool-free-control)"),
     (["probe", "--student"], "error: No such option: --student (Possible options: --student-url, --student-model)"),
     (["probe", "--request-timeouts", "3"], "error: No such option: --request-timeouts (Possible options: --request-timeout)"),
     (["curate", "--out", "x", "--answer", "y"], "error: No such option: --answer (Possible options: --answer-type)"),
     (["curate", "--out", "x", "--no-probe"], "error: No such option: --no-probe (Possible options: --no-probes)"),
-    (["run", "x", "--dry"], "error: No such option: --dry (Possible options: --dry-run, --no-dry-run)"),
+    (["run", "x", "--dry"], "error: No such option: --dry (Possible options: --dry-run)"),
     (["generate-world", "x", "--per-familiy", "2"], "error: No such option: --per-familiy (Possible options: --per-family)"),
     (["evaluate", "--bogus-tools"], "error: No such option: --bogus-tools"),  # every word must begin one: `bogus` begins none
 ])

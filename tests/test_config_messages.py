@@ -361,6 +361,9 @@ def test_benchmark_and_source_names_are_trimmed_alike_everywhere(tmp_path):
     ("studnet-url", ["student-url", "student-model", "seed"], ["student-url", "student-model"]),
     ("bogus", ["out", "source", "benchmark"], []),
     ("  Categry ", ["category", "categories"], ["category", "categories"]),
+    # review r8 F7: initials name a setting first (`lr` got only `lr_scheduler`); one letter begins nothing
+    ("lr", ["learning_rate", "lr_scheduler", "max_steps", "batch_size"], ["learning_rate", "lr_scheduler"]),
+    ("n", ["no-dry-run", "name"], []),
 ])
 def test_closest_names_the_choices_whose_words_the_given_name_begins_else_the_similar_ones(given, choices, found):
     """Review r7 #11: one rule for every "did you mean"; a shortened name (`no-tools`) names the options it begins,
