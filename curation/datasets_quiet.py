@@ -6,10 +6,16 @@ lines. `datasets` has only a process-wide switch (`disable_progress_bars`/`enabl
 so the switch is counted: the first load to start turns the bars off, the last one to end puts back
 what it found (scan tasks load sources in parallel threads). A user's
 `HF_DATASETS_DISABLE_PROGRESS_BARS=0` (bars wanted) is left alone.
+
+`huggingface_hub` logs each failed request and retry of a Hub id's load (`'...' thrown while
+requesting HEAD https://huggingface.co/...`, `Retrying in 8s [Retry 4/5].`: about a dozen lines when
+the Hub cannot be reached); `hub_retry_lines_off` drops those lines while a load runs: the load's
+own error says what failed, in one line.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -41,4 +47,37 @@ def datasets_progress_bars_off() -> Iterator[None]:
         yield
         return
     with _BARS_DISABLED.held(True):
+        yield
+
+
+class _RetryLines(logging.Filter):
+    """Drops `huggingface_hub`'s per-request retry warnings (`Retrying in 8s [Retry 4/5].`,
+    `'...' thrown while requesting HEAD URL`, `HTTP Error 500 thrown while requesting ...`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not (text.startswith("Retrying in ") or " thrown while requesting " in text)
+
+
+_HUB_HTTP_LOGGER = "huggingface_hub.utils._http"  # where `http_backoff` logs them
+_RETRY_FILTER = _RetryLines()
+
+
+def _retry_filter_on() -> bool:
+    return _RETRY_FILTER in logging.getLogger(_HUB_HTTP_LOGGER).filters
+
+
+def _set_retry_filter(on: bool) -> None:
+    logger = logging.getLogger(_HUB_HTTP_LOGGER)
+    logger.addFilter(_RETRY_FILTER) if on else logger.removeFilter(_RETRY_FILTER)
+
+
+_RETRY_LINES_OFF = CountedSwitch(_retry_filter_on, _set_retry_filter)
+
+
+@contextmanager
+def hub_retry_lines_off() -> Iterator[None]:
+    """Within the block, `huggingface_hub`'s request-retry warnings are not logged; after the last
+    such block ends (in any thread), its logger's filters are as the first found them."""
+    with _RETRY_LINES_OFF.held(True):
         yield

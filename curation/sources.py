@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from curation.datasets_quiet import datasets_progress_bars_off
+from curation.datasets_quiet import datasets_progress_bars_off, hub_retry_lines_off
 from curation.hub_offline import hub_offline, hub_unreachable
 from curation.mapping import CATEGORIES, FieldMapping, RowRejected, boolean_answer, label_text, lookup, scalar_text
 from curation.normalize import LETTERS, clean_text, holds_number, infer_answer_type, normalize_answer
@@ -80,6 +80,24 @@ def is_packaged_builder(path: str) -> bool:
     """Whether an `hf` source's `path` names a `datasets` builder (`parquet`) rather than a hub id
     or a local dataset folder; `datasets` imported only for a bare lower-case name."""
     return bool(re.fullmatch(r"[a-z][a-z0-9_]*", path)) and path in packaged_builders()
+
+
+def misspelt_builder(path: str) -> str | None:
+    """The packaged `datasets` builder that an `hf` source's `path` misspells (`cvs` is `csv`,
+    `jsonn` `json`, `parket` `parquet`), or None. Only a bare name (a hub id with a `/` is
+    `owner/name`) that is not a builder or a local path, and that is at most one edit
+    (a letter added, dropped, changed, or two swapped; two for names of 6 letters or more) from a
+    builder, as `rapidfuzz`'s optimal string alignment distance counts: a bare hub dataset (`squad`,
+    `wikitext`) is further than that from every builder, so it stays a hub id."""
+    from rapidfuzz.distance import OSA
+
+    name = path.strip().lower()
+    if not name or "/" in name or "\\" in name or is_packaged_builder(name) or Path(path).exists():
+        return None
+    near = [b for b in packaged_builders() if OSA.distance(name, b) <= (2 if min(len(name), len(b)) >= 6 else 1)]
+    if not near:
+        return None
+    return (closest(name, near) or sorted(near, key=lambda b: (OSA.distance(name, b), b)))[0]
 
 
 def unknown_kind_message(kind: Any, cli: bool = False) -> str:
@@ -181,12 +199,21 @@ class SourceSpec(FieldMapping):
 
     @model_validator(mode="after")
     def _builder_name_in_any_case(self) -> SourceSpec:
-        # `hf:Parquet` is the `parquet` builder (kinds and options are read in any case): as a hub id it would fail in
+        # `hf:Parquet` (or `'parquet '`) is the `parquet` builder (kinds and options are read in any case): as a hub id it would fail in
         # `datasets` with a list of every cached config. A name with a `/` (a hub id) or an existing folder stays as given.
         name = self.path.strip()
-        if (self.kind == "hf" and name != name.lower() and re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name)
+        if (self.kind == "hf" and self.path != name.lower() and re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name)
                 and is_packaged_builder(name.lower()) and not Path(name).exists()):
             self.path = name.lower()
+        return self
+
+    @model_validator(mode="after")
+    def _not_a_misspelt_builder(self) -> SourceSpec:
+        # `hf:cvs,data_files=rows.csv` is no builder, so `datasets` would take `cvs` for a hub id and ask the Hub for it (retries,
+        # or a cache miss) before failing with a message about the Hub. A bare name close to a builder is refused here, at load.
+        if self.kind == "hf" and (builder := misspelt_builder(self.path)):
+            raise PydanticCustomError("value_error", f"hf source path {self.path.strip()!r}: not a datasets builder; did you mean "
+                                      f"{builder!r}? (a Hub dataset is owner/name)", {YAML_KEY: "path"})
         return self
 
     @model_validator(mode="after")
@@ -987,17 +1014,20 @@ def _vlmevalkit_image_path(spec: SourceSpec, name: str) -> str | dict[str, Any]:
 def _hf_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
     import datasets
 
-    # A hub id without network: read the local cache only (offline mode), not ~25 s of retries first.
-    unreachable = hub_unreachable() if spec.data_files is None and not Path(spec.path).exists() else None
-    try:
-        with datasets_progress_bars_off(), hub_offline(unreachable is not None):  # progress bars would bury the run's own lines
+    # A hub id without network: read the local cache only (offline mode), not ~25 s of retries first. A hub id with
+    # `data_files` (a repository's files) asks the Hub too; only a builder reading local files does not.
+    builder = is_packaged_builder(spec.path.strip())
+    unreachable = hub_unreachable() if not builder and not Path(spec.path).exists() else None
+    try:  # progress bars and the Hub client's retry lines would bury the run's own lines
+        with datasets_progress_bars_off(), hub_retry_lines_off(), hub_offline(unreachable is not None):
             dataset = datasets.load_dataset(spec.path, spec.subset, split=spec.split, data_files=spec.data_files)
     except Exception as exc:  # the hub unreachable, no such dataset or files, a bad builder
         if split_problem := _unknown_split_text(exc, spec.path):  # a hub dataset's splits are known only once it loads
             raise SourceError(f"source {spec.source_name!r}: {split_problem}") from exc
         why = f" (the Hub cannot be reached: {unreachable}; only the local cache was read)" if unreachable else ""
         files = [spec.data_files] if isinstance(spec.data_files, str) else list(spec.data_files or [])
-        what = f"the datasets builder {spec.path!r} cannot read {', '.join(files)}" if files else f"datasets cannot load {spec.path!r}"
+        what = (f"the datasets builder {spec.path!r} cannot read {', '.join(files)}" if files and builder else
+                f"datasets cannot load {spec.path!r}" + (f" (data_files {', '.join(files)})" if files else ""))
         raise SourceError(f"source {spec.source_name!r}: {what}: {exception_chain_text(exc)}{why}") from exc
     # Arrow rows, not decoded ones: images stay `{bytes, path}`, so a broken one is quarantined by
     # our validation instead of failing inside `datasets`' decoder.
@@ -1030,12 +1060,24 @@ def _unknown_split_text(exc: BaseException, dataset: str) -> str | None:
     return None
 
 
+_CLASS_IN_PARENS = re.compile(r"\((?:[a-z_][\w.]*\.)?([A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)+)\)")  # `(pkg.mod.SomeError)`
+
+
+def _class_words(name: str) -> str:
+    """`LocalEntryNotFoundError` as "local entry not found", `OfflineModeIsEnabled` "offline mode is enabled"."""
+    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name)
+    words = words[:-1] if len(words) > 1 and words[-1] in ("Error", "Exception") else words
+    return " ".join(words).lower()
+
+
 def exception_words(exc: BaseException, limit: int = 300) -> str:
     """What one exception says, in words, without its Python class name: its message's first line
     (cut to `limit` characters); where the message alone does not say what went wrong, the class
     name's words too (`KeyError('col')` is "no key 'col'", an empty `EmptyDataError()` "empty data
     error")."""
     text = (str(exc).strip().splitlines() or [""])[0]
+    # a class name a library puts in its own message (`Couldn't reach 'x' on the Hub (LocalEntryNotFoundError)`), in words
+    text = _CLASS_IN_PARENS.sub(lambda m: f"({_class_words(m.group(1))})", text)
     text = text if len(text) <= limit else text[:limit] + " ..."
     if isinstance(exc, KeyError):
         return f"no key {text}" if text else "no such key"

@@ -208,7 +208,8 @@ def record(
     return lineage
 
 
-STAGE_DIRS = ("world", "curate", "probe", "select", "synthesize", "sft", "grpo", "eval")
+# In the flow's order (`run.json`'s `stages`): `base`, the instruct stage (`base:` in the config), trains the model SFT starts from.
+STAGE_DIRS = ("world", "curate", "probe", "select", "synthesize", "base", "sft", "grpo", "eval")
 
 
 def changed_inputs(lineage: dict[str, Any], depth: int = 4, stage_dir: str | Path | None = None) -> list[str]:
@@ -367,7 +368,8 @@ def _stage_row(name: str, stage_dir: Path, run: Path, stale: set[str], configure
 
 def _rows_held(name: str, manifest: dict[str, Any], stage_dir: Path) -> dict[str, Any]:
     """`rows`: what a finished stage holds. A stage that writes shards counts its rows in its manifest;
-    for the others, its recorded result: the world's samples, SFT's training rows, GRPO's prompts,
+    for the others, its recorded result: the world's samples, the base (instruct) stage's and SFT's
+    training rows (the base's: its instruct trajectories and long-CoT rows), GRPO's prompts,
     eval's samples scored (per benchmark the most any of its runs scored: the tool-free control
     scores the same samples again). `also`: the world's other rows (`["100 long-CoT rows"]`; a world
     recorded before `long_cot_rows` was, counted in its `long_cot.jsonl`). None where nothing says."""
@@ -391,6 +393,10 @@ def _rows_held(name: str, manifest: dict[str, Any], stage_dir: Path) -> dict[str
         return {"rows": count("samples"), **({"also": also} if also else {})}
     if stage == "sft":
         return {"rows": count("rows")}
+    if stage == "base":  # its SFT's rows: the instruct model's kept trajectories and the long-CoT rows
+        sft = result.get("sft")
+        rows = sft.get("rows") if isinstance(sft, dict) else None
+        return {"rows": rows if isinstance(rows, int) and not isinstance(rows, bool) else None}
     if stage == "grpo":
         return {"rows": count("prompts")}
     if stage == "evaluate" and isinstance(result.get("benchmarks"), dict):

@@ -462,7 +462,8 @@ def test_status_marks_partial_outputs_and_runs_staleness_down_the_chain(tmp_path
     lineage.record(run / "sft", "sft", {}, [run / "synthesize"], 1.0)
     states = {row["stage"]: (row["state"], row.get("failed")) for row in lineage.status(run)}
     assert states == {"world": ("missing", None), "curate": ("complete", 0), "probe": ("complete", 0), "select": ("complete", 0),
-                      "synthesize": ("partial", 3), "sft": ("complete", 0), "grpo": ("missing", None), "eval": ("missing", None)}
+                      "synthesize": ("partial", 3), "base": ("missing", None), "sft": ("complete", 0), "grpo": ("missing", None),
+                      "eval": ("missing", None)}
     shown = CliRunner().invoke(app, ["status", str(run)]).output
     assert "synthesize  partial" in shown and "3 failed (the next run retries them)" in shown
 
@@ -647,8 +648,8 @@ def test_status_tells_a_stage_the_run_is_not_configured_for_from_one_not_run_yet
     lineage.record(run / "curate", "curate", {}, [], 1.0)
     lineage.record(run / "grpo", "grpo", {}, [], 1.0)  # an earlier config's GRPO output
     assert states(run) == {"world": "not in config", "curate": "complete", "probe": "not in config", "select": "not in config",
-                           "synthesize": "missing", "sft": "missing", "grpo": "complete", "eval": "missing"}
-    assert [row.get("configured", True) for row in lineage.status(run)] == [False, True, False, False, True, True, False, True]
+                           "synthesize": "missing", "base": "not in config", "sft": "missing", "grpo": "complete", "eval": "missing"}
+    assert [row.get("configured", True) for row in lineage.status(run)] == [False, True, False, False, True, False, True, False, True]
     lines = shown(run)
     assert lines["probe"] == "probe       not in config" and lines["synthesize"] == "synthesize  missing"
     assert lines["grpo"].endswith("; not in the run's config (an earlier config's output)") and "complete" in lines["grpo"]
@@ -720,7 +721,7 @@ def test_a_flow_started_without_the_cli_keeps_dill_out_of_its_log_and_records_it
     assert record["config"]["grpo"] is None and record["config"]["name"] == "demo"
     shown = CliRunner().invoke(app, ["status", str(run)]).output.splitlines()
     assert [line.split(None, 1)[1] for line in shown[1:]] == ["missing", "missing", "not in config", "not in config", "missing",
-                                                              "missing", "not in config", "missing"]
+                                                              "not in config", "missing", "not in config", "missing"]
 
 
 def test_the_synthesize_line_says_when_the_long_cot_source_fell_short_or_lost_rows(capsys):

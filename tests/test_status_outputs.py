@@ -92,7 +92,7 @@ def test_a_config_that_only_evaluates_plans_no_curation_or_training(replay_url, 
     config.write_text(f"name: ev\neval: {{benchmarks: [{bench}], model_url: '{replay_url}', model_name: demo-student}}\n")
     _flow_started(load_config(config), tmp_path / "run")
     lines = stage_lines(cli("status", str(tmp_path / "run")).stdout)
-    assert lines == {stage: "not in config" for stage in ("world", "curate", "probe", "select", "synthesize", "sft", "grpo")} | {
+    assert lines == {stage: "not in config" for stage in ("world", "curate", "probe", "select", "synthesize", "base", "sft", "grpo")} | {
         "eval": "missing"}
 
 
@@ -312,3 +312,50 @@ def test_status_shows_what_each_stage_without_shards_holds(tmp_path, drop_long_c
     assert lines["world"].endswith("; also 7 long-CoT rows")
     assert [lines[s].split()[:3] for s in ("sft", "grpo", "eval")] == [
         ["complete", "rows", "11"], ["complete", "rows", "4"], ["complete", "rows", "8"]]
+
+
+def _run_with_a_base_stage(tmp_path: Path) -> Path:
+    """A run whose config has `base:`: the world's instruct samples train the base (instruct) stage, SFT starts from its checkpoint."""
+    from flows.lineage import record, record_run
+
+    run = tmp_path / "run"
+    (run / "world").mkdir(parents=True)
+    instruct = run / "world" / "instruct.jsonl"
+    instruct.write_text('{"id": "i0"}\n')
+    record_run(run, {"name": "b"}, ["world", "synthesize", "model-base", "base", "sft"])
+    record(run / "world", "world", {}, [], 1.0, result={"samples": 5})
+    record(run / "synthesize", "synthesize", {}, [], 1.0)
+    (run / "base" / "sft" / "checkpoint").mkdir(parents=True)
+    (run / "base" / "sft" / "checkpoint" / "config.json").write_text("{}")
+    record(run / "base", "base", {"instruct_model": "m"}, [instruct], 9.0,
+           result={"checkpoint": str(run / "base" / "sft" / "checkpoint"), "trajectories": {"kept": 4, "long_cot": 3},
+                   "sft": {"rows": 7, "steps": 2, "losses": [1.0, 0.5]}})
+    record(run / "sft", "sft", {}, [run / "base" / "sft" / "checkpoint", run / "synthesize"], 2.0, result={"rows": 11})
+    return run
+
+
+def test_status_shows_the_base_stage_in_pipeline_order_with_the_rows_it_trained_on(tmp_path):
+    """Review r8 F5: `deepeyes status` had no row for the base (instruct) stage of a run whose config has `base:`."""
+    run = _run_with_a_base_stage(tmp_path)
+    lines = stage_lines(cli("status", str(run)).stdout)
+    assert list(lines) == ["world", "curate", "probe", "select", "synthesize", "base", "sft", "grpo", "eval"]
+    assert lines["base"].split()[:5] == ["complete", "rows", "7", "9.0", "s"]  # its SFT's rows: trajectories and long-CoT rows
+    assert {s: lines[s] for s in ("curate", "probe", "select", "grpo", "eval")} == dict.fromkeys(
+        ("curate", "probe", "select", "grpo", "eval"), "not in config")
+
+
+def test_a_changed_instruct_input_makes_the_base_stage_and_sft_after_it_stale(tmp_path):
+    run = _run_with_a_base_stage(tmp_path)
+    (run / "world" / "instruct.jsonl").write_text('{"id": "i1"}\n')
+    from flows.lineage import status
+
+    rows = {row["stage"]: row for row in status(run)}
+    assert (rows["base"]["state"], rows["base"]["changed_inputs"]) == ("stale", [str(run / "world" / "instruct.jsonl")])
+    assert (rows["sft"]["state"], rows["sft"]["changed_inputs"]) == ("stale", ["base (stale)"])
+    assert rows["world"]["state"] == "complete"
+
+
+def test_a_base_stage_that_did_not_finish_is_incomplete(tmp_path):
+    run = _run_with_a_base_stage(tmp_path)
+    (run / "base" / "_manifest.json").unlink()
+    assert stage_lines(cli("status", str(run)).stdout)["base"].startswith("incomplete")
