@@ -37,6 +37,22 @@ def cli(*args: str) -> Outcome:
     raise AssertionError(f"deepeyes {' '.join(args)} ended with a traceback") from exc
 
 
+def main_in_process(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `deepeyes ARGS` through `flows.cli.main` itself, in-process:
+    what a user sees, the one-line error included."""
+    import sys
+
+    import pytest
+
+    from flows.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["deepeyes", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    out = capsys.readouterr()
+    return exited.value.code, out.out.strip(), out.err.strip()
+
+
 def curate(*args: str) -> Outcome:
     return cli("curate", *args)
 

@@ -7,25 +7,15 @@ dry run too), and on the command line."""
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 
 from curation.sources import SourceError, SourceSpec
-from flows.cli import main
 from flows.config import ConfigError, load_config
+from tests.curate_cli import main_in_process as deepeyes
 
 NEEDS_FILES = ("data_files is needed: path {b!r} is a `datasets` builder, which reads the files data_files names "
                "(a file, a glob or a list of them); without it, it would read the working directory")
-
-
-def deepeyes(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `deepeyes ARGS`, in-process."""
-    monkeypatch.setattr(sys, "argv", ["deepeyes", *args])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    out = capsys.readouterr()
-    return exited.value.code, out.out.strip(), out.err.strip()
 
 
 @pytest.fixture

@@ -10,27 +10,17 @@ the message has no class names."""
 from __future__ import annotations
 
 import logging
-import sys
 
 import pytest
 
 from curation import sources
 from curation.datasets_quiet import hub_retry_lines_off
 from curation.sources import SourceSpec, exception_words, misspelt_builder
-from flows.cli import main
 from flows.config import ConfigError, load_config
+from tests.curate_cli import main_in_process as deepeyes
 
 NOT_A_BUILDER = "hf source path {p!r}: not a datasets builder; did you mean {b!r}? (a Hub dataset is owner/name)"
 UNREACHABLE = "huggingface.co: Name or service not known"
-
-
-def deepeyes(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `deepeyes ARGS`, in-process."""
-    monkeypatch.setattr(sys, "argv", ["deepeyes", *args])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    out = capsys.readouterr()
-    return exited.value.code, out.out.strip(), out.err.strip()
 
 
 @pytest.fixture
