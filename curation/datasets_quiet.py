@@ -69,7 +69,10 @@ def _retry_filter_on() -> bool:
 
 def _set_retry_filter(on: bool) -> None:
     logger = logging.getLogger(_HUB_HTTP_LOGGER)
-    logger.addFilter(_RETRY_FILTER) if on else logger.removeFilter(_RETRY_FILTER)
+    if on:
+        logger.addFilter(_RETRY_FILTER)
+    else:
+        logger.removeFilter(_RETRY_FILTER)
 
 
 _RETRY_LINES_OFF = CountedSwitch(_retry_filter_on, _set_retry_filter)
