@@ -245,7 +245,8 @@ def deploy(
 @app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.", metavar="RUN")]) -> None:
     """Each stage of a run: complete, partial (some failed), stale (an input or an upstream stage changed since), incomplete, missing,
-    or not in config (the run's config has no such stage)."""
+    or not in config (the run's config has no such stage). A moved or copied run is judged where it is; a folder of stage outputs
+    written outside a flow (no run.json, no summary.json) shows the stage folders it holds."""
     from flows.lineage import RUN_RECORD_NAME, STAGE_DIRS, read_run_record, run_record_problem, stage_output_status
     from flows.lineage import status as run_status
 
@@ -269,13 +270,18 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.", meta
     timings = json.loads(summary_path.read_text()).get("timings_s", {}) if summary_path.exists() else {}
     total = timings.get("total")
     command = (read_run_record(run_dir) or {}).get("command")
-    typer.echo(f"run {run_dir}" + (f" (took {total:.1f} s)" if total else "") + (f" (written by deepeyes {command})" if command else ""))
+    # Neither run.json nor summary.json: stage folders written outside a flow (a fidelity bench's `base/`), not a run.
+    not_a_run = not (run_dir / RUN_RECORD_NAME).exists() and not summary_path.exists()
+    if not_a_run:
+        typer.echo(f"{run_dir}: stage outputs, not a run directory (no {RUN_RECORD_NAME}): the stage folders it holds")
+    else:
+        typer.echo(f"run {run_dir}" + (f" (took {total:.1f} s)" if total else "") + (f" (written by deepeyes {command})" if command else ""))
     if problem := run_record_problem(run_dir):
         typer.echo(f"warning: {problem}; without it, a stage the config lacks shows as missing", err=True)
     # A command's directory holds its one stage: the stages no flow ran there are left out, not listed as not in config.
     next_run = f"rerunning deepeyes {command}" if command else "the next run"
     for row in run_status(run_dir):
-        if not (command and row["state"] == "not in config"):
+        if not (command and row["state"] == "not in config") and not (not_a_run and row["state"] == "missing"):
             typer.echo(_status_line(row, timings, next_run))
 
 
@@ -300,10 +306,16 @@ def _status_line(row: dict[str, Any], timings: dict[str, Any], next_run: str = "
     if row["failed"]:  # the endpoint failed some: not a complete output, the next run sends those again
         changed += f"; {row['failed']} failed ({next_run} retries them)"
     # The stage's wall time over all its tasks when the last run took it, else its last task's.
-    took = timings.get("evaluate" if row["stage"] == "eval" else row["stage"], row["seconds"])
+    took = timings.get(_TIMING_NAMES.get(row["stage"], row["stage"]), row["seconds"])
     seconds = f"{took:.1f} s" if took is not None else "-"
+    # Written by calling the stage's function directly (a fidelity bench's arm): no lineage to judge its inputs by.
+    unrecorded = "; no lineage (written outside a flow: whether an input changed since is not known)" if row.get("unrecorded") else ""
     return (f"  {row['stage']:<11} {row['state']:<9} rows {row['rows'] if row['rows'] is not None else '-':<6} {seconds:<8} "
-            f"config {row['config_hash'] or '-'}  commit {row['git_commit'] or '-'}{changed}{unplanned}{launched}")
+            f"config {row['config_hash'] or '-'}  commit {row['git_commit'] or '-'}{changed}{unrecorded}{unplanned}{launched}")
+
+
+# A stage's directory and the name its time has in `summary.json`'s `timings_s` where they differ.
+_TIMING_NAMES = {"eval": "evaluate", "model-base": "build-model"}
 
 
 class _LazyBar:

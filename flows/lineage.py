@@ -10,7 +10,11 @@ change in any of them makes the output stale and re-runs the stage.
 
 The run directory itself keeps `run.json`, written when a flow starts: the config the run was
 started with and the stage directories it plans, so that `status` tells a stage the config does not
-have (`not in config`) from one that has not run yet (`missing`)."""
+have (`not in config`) from one that has not run yet (`missing`).
+
+Each lineage records where its output was written (`out_dir`): `status` of a run directory moved or
+copied since reads the paths recorded under the old place under the new one (`moved_from`,
+`rerooted`). Cache keys are not touched by this: they hold the input paths as written."""
 
 from __future__ import annotations
 
@@ -88,9 +92,10 @@ def _manifest_or_problem(stage_dir: str | Path) -> tuple[dict[str, Any] | None, 
         return None, f"{exc.path}: corrupt manifest ({exc.why})"
 
 
-def changed_read_files(stage_dir: str | Path, limit: int | None = None) -> list[str]:
+def changed_read_files(stage_dir: str | Path, limit: int | None = None, moved: tuple[Path, Path] | None = None) -> list[str]:
     """The files the output in `stage_dir` read while it ran that changed (or appeared, or went)
-    since; at most `limit` of them."""
+    since; at most `limit` of them. `moved`: `(old, new)` when the run directory was moved or
+    copied from `old` to `new` (see `rerooted`): a recorded file under `old` is judged at `new`."""
     stage_dir = Path(stage_dir)
     recorded = ((read_manifest(stage_dir) or {}).get("lineage") or {}).get("read_files")
     if not recorded:
@@ -103,8 +108,8 @@ def changed_read_files(stage_dir: str | Path, limit: int | None = None) -> list[
         return [str(stage_dir / recorded["file"])]
     changed = []
     for path, stamp in stamps.items():
-        if file_stamp(path) != stamp:
-            changed.append(path)
+        if file_stamp(rerooted(path, moved)) != stamp:
+            changed.append(str(rerooted(path, moved)))
             if limit is not None and len(changed) >= limit:
                 break
     return changed
@@ -178,7 +183,8 @@ def record(
 ) -> dict[str, Any]:
     """Add the stage's lineage (and, for the cache, its key and result) to its manifest, or write one
     for a stage without shards. `read_files`: the files the stage found and read while it ran,
-    stamped into `_read_files.json` beside the manifest."""
+    stamped into `_read_files.json` beside the manifest. The lineage keeps `stage_dir` as given
+    (`out_dir`), so that `status` can tell a moved run. Returns the lineage dict."""
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     read = None
@@ -191,6 +197,7 @@ def record(
         (stage_dir / READ_FILES_NAME).unlink(missing_ok=True)
     lineage = {
         "stage": stage,
+        "out_dir": str(stage_dir),  # where it was written: `status` of a moved run re-roots the paths below onto the new place
         "key": key,
         "result": json.loads(json.dumps(result, default=str)),
         "code_version": code_version(),
@@ -208,21 +215,71 @@ def record(
     return lineage
 
 
-# In the flow's order (`run.json`'s `stages`): `base`, the instruct stage (`base:` in the config), trains the model SFT starts from.
-STAGE_DIRS = ("world", "curate", "probe", "select", "synthesize", "base", "sft", "grpo", "eval")
+# In the flow's order (`run.json`'s `stages`): `model-base`, the tiny model the flow builds when `sft.model_path` is not set;
+# `base`, the instruct stage (`base:` in the config), trains it into the model SFT starts from.
+STAGE_DIRS = ("world", "curate", "probe", "select", "synthesize", "model-base", "base", "sft", "grpo", "eval")
 
 
-def changed_inputs(lineage: dict[str, Any], depth: int = 4, stage_dir: str | Path | None = None) -> list[str]:
+def rerooted(path: str | Path, moved: tuple[Path, Path] | None) -> Path:
+    """`path` as recorded, or, when `moved` is `(old, new)` and `path` lies under `old` (the run
+    directory's recorded place), the same file under `new` (where it is now). A path outside `old`
+    (a source, a config, a benchmark's data) is left as it is."""
+    path = Path(path)
+    if moved is None:
+        return path
+    try:
+        return moved[1] / path.relative_to(moved[0])
+    except ValueError:
+        return path
+
+
+def moved_from(run: str | Path) -> tuple[Path, Path] | None:
+    """`(old, run)` when the stage outputs in `run` were written at `old` (the run directory was
+    moved or copied since); None when they were written where they are, or nothing says. The old
+    place is each stage's recorded `out_dir` (`<old>/<stage>`), or, for outputs recorded before it
+    was, the prefix of recorded inputs that name a stage directory `run` holds (`<old>/synthesize`
+    read by SFT): the most common one wins."""
+    run = Path(run)
+    votes: dict[Path, int] = {}
+    for name in STAGE_DIRS:
+        lineage = ((_manifest_or_problem(run / name)[0] or {}).get("lineage")) or {}
+        out = lineage.get("out_dir")
+        if isinstance(out, str) and Path(out).name == name:
+            votes[Path(out).parent] = votes.get(Path(out).parent, 0) + 1000  # what the stage itself recorded outweighs guesses
+            continue
+        for recorded in lineage.get("inputs") or {}:
+            parts = Path(recorded).parts
+            for i in range(1, len(parts)):
+                if parts[i] in STAGE_DIRS and (run / Path(*parts[i:])).exists():
+                    old = Path(*parts[:i])
+                    votes[old] = votes.get(old, 0) + 1
+                    break
+    if not votes:
+        return None
+    old = max(votes, key=votes.__getitem__)
+    try:
+        same = old.resolve() == run.resolve()
+    except OSError:
+        same = False
+    return None if same or old == run else (old, run)
+
+
+def changed_inputs(lineage: dict[str, Any], depth: int = 4, stage_dir: str | Path | None = None,
+                   moved: tuple[Path, Path] | None = None) -> list[str]:
     """The inputs that changed since the output was made: its declared inputs, the files it read
     while it ran (when `stage_dir`, the output's directory, is given), and the same for inputs
-    that are themselves outputs with lineage (a stage's parts: an image a curate scan read counts)."""
-    changed = changed_read_files(stage_dir, limit=100) if stage_dir is not None else []
-    for path, recorded in (lineage.get("inputs") or {}).items():
-        if fingerprint(path) != recorded:
-            changed.append(path)
-        elif depth and Path(path).is_dir():
+    that are themselves outputs with lineage (a stage's parts: an image a curate scan read counts).
+    An input that is gone is named with ` (missing)`. `moved`: see `rerooted` (a moved run's own
+    files are judged where they are now, and named there)."""
+    changed = changed_read_files(stage_dir, limit=100, moved=moved) if stage_dir is not None else []
+    for recorded_path, recorded in (lineage.get("inputs") or {}).items():
+        path = rerooted(recorded_path, moved)
+        now = fingerprint(path)
+        if now != recorded:
+            changed.append(f"{path} (missing)" if now is None and recorded is not None else str(path))
+        elif depth and path.is_dir():
             inner = ((read_manifest(path) or {}).get("lineage")) or {}
-            changed += changed_inputs(inner, depth - 1, path)
+            changed += changed_inputs(inner, depth - 1, path, moved)
     return changed
 
 
@@ -256,18 +313,19 @@ def _stage_of(path: Path, run: Path) -> str | None:
     return first[0] if first and first[0] in STAGE_DIRS else None
 
 
-def upstream_stages(lineage: dict[str, Any], run: Path, own: str, depth: int = 4) -> set[str]:
+def upstream_stages(lineage: dict[str, Any], run: Path, own: str, depth: int = 4, moved: tuple[Path, Path] | None = None) -> set[str]:
     """The run's stages whose outputs this output was made from: its inputs inside another stage's
     directory, also through the inputs of its own parts (`probe/_shards/part-00000` read
-    `curate/part-00000.parquet`)."""
+    `curate/part-00000.parquet`). `moved`: see `rerooted`."""
     found: set[str] = set()
-    for path in lineage.get("inputs") or {}:
-        stage = _stage_of(Path(path), run)
+    for recorded_path in lineage.get("inputs") or {}:
+        path = rerooted(recorded_path, moved)
+        stage = _stage_of(path, run)
         if stage is not None and stage != own:
             found.add(stage)
-        elif depth and Path(path).is_dir():
-            part, _ = _manifest_or_problem(Path(path))
-            found |= upstream_stages((part or {}).get("lineage") or {}, run, own, depth - 1)
+        elif depth and path.is_dir():
+            part, _ = _manifest_or_problem(path)
+            found |= upstream_stages((part or {}).get("lineage") or {}, run, own, depth - 1, moved)
     return found
 
 
@@ -332,8 +390,10 @@ def record_command_run(run_dir: str | Path, command: str, config: dict[str, Any]
     return record_run(run, config, stages, command)
 
 
-def _stage_row(name: str, stage_dir: Path, run: Path, stale: set[str], configured: dict[str, Any]) -> dict[str, Any]:
-    """One stage's status row (see `status`); `stale` gathers the stale stages, in pipeline order."""
+def _stage_row(name: str, stage_dir: Path, run: Path, stale: set[str], configured: dict[str, Any],
+               moved: tuple[Path, Path] | None = None) -> dict[str, Any]:
+    """One stage's status row (see `status`); `stale` gathers the stale stages, in pipeline order;
+    `moved`: the run directory's recorded and present places (`moved_from`), or None."""
     manifest, problem = _manifest_or_problem(stage_dir)
     # A stage trained through `training.command` kept its launcher's output there (a failed one too).
     launch_log = stage_dir / f"launch-{name}.log"
@@ -341,12 +401,14 @@ def _stage_row(name: str, stage_dir: Path, run: Path, stale: set[str], configure
     if manifest is None:
         if not stage_dir.exists():
             state = "missing" if not configured else "not in config"
+        elif not problem and (row := unrecorded_row(stage_dir, name)) is not None:
+            return {**row, **configured, **launched}
         else:
             state = "corrupt" if problem else "incomplete"
         return {"stage": name, "state": state, **configured, **launched, **({"problem": problem} if problem else {})}
     lineage = manifest.get("lineage") or {}
-    changed = changed_inputs(lineage, stage_dir=stage_dir)
-    changed += [f"{up} (stale)" for up in sorted(upstream_stages(lineage, run, name) & stale, key=STAGE_DIRS.index)]
+    changed = changed_inputs(lineage, stage_dir=stage_dir, moved=moved)
+    changed += [f"{up} (stale)" for up in sorted(upstream_stages(lineage, run, name, moved=moved) & stale, key=STAGE_DIRS.index)]
     failed = failed_count(manifest)
     if changed:
         stale.add(name)
@@ -364,6 +426,40 @@ def _stage_row(name: str, stage_dir: Path, run: Path, stale: set[str], configure
         **configured,
         **launched,
     }
+
+
+def unrecorded_row(stage_dir: str | Path, name: str | None = None) -> dict[str, Any] | None:
+    """The status row of a finished stage output that has no manifest because no flow or command
+    recorded it: a folder written by calling `eval.stage.run_evaluate` or `train.grpo.run_grpo`
+    directly (`python -m bench.fidelity`'s arm folders `base/eval`, `rl_only/grpo`). An evaluation
+    is finished when its `metrics.json` (written last) scored at least one episode (every episode
+    failed: the call raised, the output is `incomplete`); a training output when its `checkpoint/`
+    holds `config.json`, weights and tokenizer or processor files (saved at its end). The row is
+    `complete` (`partial` when the endpoint failed episodes), with the rows and seconds those files
+    tell, and `unrecorded: True`: no lineage, so nothing says whether an input changed since. None
+    for any other folder. `name`: the row's stage name (default: `eval`, or the training stage,
+    `grpo` when `dynamics.jsonl` is there, else the folder's name)."""
+    out = Path(stage_dir)
+    try:
+        metrics = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        metrics = None
+    if isinstance(metrics, dict) and isinstance(metrics.get("benchmarks"), dict):
+        held = _rows_held("eval", {"stage": "evaluate", "lineage": {"result": metrics}}, out)
+        if not held["rows"]:
+            return None
+        failed = failed_in(metrics)
+        seconds = metrics.get("seconds") if isinstance(metrics.get("seconds"), (int, float)) else None
+        return {"stage": name or "eval", "state": "partial" if failed else "complete", **held, "counts": None, "failed": failed,
+                "seconds": seconds, "config_hash": None, "git_commit": None, "changed_inputs": [], "unrecorded": True}
+    checkpoint = out / "checkpoint"
+    saved = [any(any(checkpoint.glob(p)) for p in patterns) for patterns in
+             (["config.json"], ["*.safetensors", "pytorch_model*.bin"], ["tokenizer_config.json", "preprocessor_config.json"])]
+    if checkpoint.is_dir() and all(saved):
+        stage = name or ("grpo" if (out / "dynamics.jsonl").is_file() else out.name)
+        return {"stage": stage, "state": "complete", "rows": None, "counts": None, "failed": 0, "seconds": None, "config_hash": None,
+                "git_commit": None, "changed_inputs": [], "unrecorded": True}
+    return None
 
 
 def _rows_held(name: str, manifest: dict[str, Any], stage_dir: Path) -> dict[str, Any]:
@@ -419,29 +515,41 @@ def status(run_dir: str | Path) -> list[dict[str, Any]]:
     and the run's config, recorded in `run.json`, has no such stage: it is not part of this run). A
     stage the config does not plan but whose output is there (an earlier config's) keeps its state
     and has `configured: False`. A run directory without a usable `run.json` (written before it
-    existed, or a broken one: `run_record_problem`) shows every absent stage as `missing`."""
+    existed, or a broken one: `run_record_problem`) shows every absent stage as `missing`.
+
+    A run directory moved or copied elsewhere (`mv`, `cp -a`: modification times kept) is judged
+    where it is: the paths its manifests recorded under its old place are read under `run_dir`
+    (`moved_from`, `rerooted`); an input outside it (a source, a config) that is gone is named in
+    `changed_inputs` with ` (missing)`. A stage folder without a manifest that holds a finished
+    output written outside a flow (`unrecorded_row`) is `complete` with `unrecorded: True`."""
     run = Path(run_dir)
     record = read_run_record(run)
     planned = set(record["stages"]) if record is not None else None
     stale: set[str] = set()
+    moved = moved_from(run)
     # In pipeline order: a stage's inputs come before it.
-    return [_stage_row(name, run / name, run, stale, {} if planned is None or name in planned else {"configured": False})
+    return [_stage_row(name, run / name, run, stale, {} if planned is None or name in planned else {"configured": False}, moved)
             for name in STAGE_DIRS]
 
 
 def stage_output_status(out_dir: str | Path) -> dict[str, Any] | None:
     """The status row (see `status`) of a folder that is one stage's output rather than a run
     directory, as `deepeyes curate --out` (and `probe`, `select`, `synth`) write it: a
-    `_manifest.json` naming its `stage` at the top. None for any other folder."""
+    `_manifest.json` naming its `stage` at the top; or a finished output without one, written by
+    calling a stage's function directly (`unrecorded_row`: a fidelity bench's `base/eval`). A
+    folder moved since it was written is judged where it is (its manifest's `out_dir`). None for
+    any other folder."""
     out = Path(out_dir)
     manifest, problem = _manifest_or_problem(out)
     if problem:
         return {"stage": "output", "state": "corrupt", "problem": problem}
     if manifest is None:
-        return _stopped_stage_row(out)
+        return _stopped_stage_row(out) or unrecorded_row(out)
     if not isinstance(manifest.get("stage"), str):
         return None
-    return _stage_row(manifest["stage"], out, out, set(), {})
+    recorded = (manifest.get("lineage") or {}).get("out_dir")
+    moved = (Path(recorded), out) if isinstance(recorded, str) and Path(recorded) != out else None
+    return _stage_row(manifest["stage"], out, out, set(), {}, moved)
 
 
 def _stopped_stage_row(out: Path) -> dict[str, Any] | None:

@@ -462,7 +462,8 @@ def test_status_marks_partial_outputs_and_runs_staleness_down_the_chain(tmp_path
     lineage.record(run / "sft", "sft", {}, [run / "synthesize"], 1.0)
     states = {row["stage"]: (row["state"], row.get("failed")) for row in lineage.status(run)}
     assert states == {"world": ("missing", None), "curate": ("complete", 0), "probe": ("complete", 0), "select": ("complete", 0),
-                      "synthesize": ("partial", 3), "base": ("missing", None), "sft": ("complete", 0), "grpo": ("missing", None),
+                      "synthesize": ("partial", 3), "model-base": ("missing", None), "base": ("missing", None), "sft": ("complete", 0),
+                      "grpo": ("missing", None),
                       "eval": ("missing", None)}
     shown = CliRunner().invoke(app, ["status", str(run)]).output
     assert "synthesize  partial" in shown and "3 failed (the next run retries them)" in shown
@@ -648,8 +649,9 @@ def test_status_tells_a_stage_the_run_is_not_configured_for_from_one_not_run_yet
     lineage.record(run / "curate", "curate", {}, [], 1.0)
     lineage.record(run / "grpo", "grpo", {}, [], 1.0)  # an earlier config's GRPO output
     assert states(run) == {"world": "not in config", "curate": "complete", "probe": "not in config", "select": "not in config",
-                           "synthesize": "missing", "base": "not in config", "sft": "missing", "grpo": "complete", "eval": "missing"}
-    assert [row.get("configured", True) for row in lineage.status(run)] == [False, True, False, False, True, False, True, False, True]
+                           "synthesize": "missing", "model-base": "missing", "base": "not in config", "sft": "missing", "grpo": "complete",
+                           "eval": "missing"}
+    assert [row.get("configured", True) for row in lineage.status(run)] == [False, True, False, False, True, True, False, True, False, True]
     lines = shown(run)
     assert lines["probe"] == "probe       not in config" and lines["synthesize"] == "synthesize  missing"
     assert lines["grpo"].endswith("; not in the run's config (an earlier config's output)") and "complete" in lines["grpo"]

@@ -92,7 +92,8 @@ def test_a_config_that_only_evaluates_plans_no_curation_or_training(replay_url, 
     config.write_text(f"name: ev\neval: {{benchmarks: [{bench}], model_url: '{replay_url}', model_name: demo-student}}\n")
     _flow_started(load_config(config), tmp_path / "run")
     lines = stage_lines(cli("status", str(tmp_path / "run")).stdout)
-    assert lines == {stage: "not in config" for stage in ("world", "curate", "probe", "select", "synthesize", "base", "sft", "grpo")} | {
+    assert lines == {stage: "not in config" for stage in ("world", "curate", "probe", "select", "synthesize", "model-base", "base", "sft",
+                                                          "grpo")} | {
         "eval": "missing"}
 
 
@@ -338,7 +339,7 @@ def test_status_shows_the_base_stage_in_pipeline_order_with_the_rows_it_trained_
     """Review r8 F5: `deepeyes status` had no row for the base (instruct) stage of a run whose config has `base:`."""
     run = _run_with_a_base_stage(tmp_path)
     lines = stage_lines(cli("status", str(run)).stdout)
-    assert list(lines) == ["world", "curate", "probe", "select", "synthesize", "base", "sft", "grpo", "eval"]
+    assert list(lines) == ["world", "curate", "probe", "select", "synthesize", "model-base", "base", "sft", "grpo", "eval"]
     assert lines["base"].split()[:5] == ["complete", "rows", "7", "9.0", "s"]  # its SFT's rows: trajectories and long-CoT rows
     assert {s: lines[s] for s in ("curate", "probe", "select", "grpo", "eval")} == dict.fromkeys(
         ("curate", "probe", "select", "grpo", "eval"), "not in config")
@@ -359,3 +360,116 @@ def test_a_base_stage_that_did_not_finish_is_incomplete(tmp_path):
     run = _run_with_a_base_stage(tmp_path)
     (run / "base" / "_manifest.json").unlink()
     assert stage_lines(cli("status", str(run)).stdout)["base"].startswith("incomplete")
+
+
+def _small_run(tmp_path: Path, legacy: bool = False) -> tuple[Path, Path]:
+    """A run directory recorded as the flow records it: curate read a source outside the run and an image under the
+    run's world (a file found while it ran), select read curate, SFT read select and the tiny model in `model-base`.
+    `legacy`: manifests as written before the lineage recorded `out_dir`."""
+    from flows import lineage
+    from flows.lineage import record_run
+
+    def record(stage_dir, *args, **kwargs):
+        lineage.record(stage_dir, *args, **kwargs)
+        if legacy:  # before a later stage fingerprints this one's manifest
+            data = json.loads((stage_dir / "_manifest.json").read_text())
+            data["lineage"].pop("out_dir")
+            (stage_dir / "_manifest.json").write_text(json.dumps(data))
+
+    source, run = tmp_path / "sources" / "src.jsonl", tmp_path / "runs" / "x"
+    source.parent.mkdir(parents=True)
+    source.write_text('{"question": "q", "answer": "a"}\n')
+    (run / "world" / "images").mkdir(parents=True)
+    (run / "world" / "images" / "0.png").write_bytes(b"png")
+    record_run(run, {"name": "x"}, ["world", "curate", "select", "model-base", "sft"])
+    record(run / "world", "world", {}, [], 1.0, result={"samples": 1})
+    record(run / "curate", "curate", {}, [source], 1.0, read_files=[str(run / "world" / "images" / "0.png")])
+    record(run / "select", "select", {}, [run / "curate"], 1.0)
+    (run / "model-base").mkdir()
+    (run / "model-base" / "config.json").write_text("{}")
+    record(run / "model-base", "build-model", {}, [source], 0.5, result=str(run / "model-base"))
+    record(run / "sft", "sft", {}, [run / "select", run / "model-base"], 2.0, result={"rows": 1})
+    return run, source
+
+
+def _states(run: Path) -> dict[str, tuple[str, list[str]]]:
+    from flows.lineage import status
+
+    return {row["stage"]: (row["state"], row.get("changed_inputs")) for row in status(run) if row["state"] != "not in config"}
+
+
+@pytest.mark.parametrize("recorded_before_out_dir", [False, True])
+def test_status_of_a_moved_or_copied_run_judges_the_files_where_they_are_now(tmp_path, recorded_before_out_dir):
+    """Review s14: status of a moved run read the paths its manifests recorded at the old place. A copy (`cp -a`) is
+    judged by its own files, not the original's; a moved run whose source moved too names that input. Manifests
+    recorded before `out_dir` was are re-rooted by the stage directories their inputs name."""
+    import shutil
+
+    run, source = _small_run(tmp_path, legacy=recorded_before_out_dir)
+    assert ("out_dir" in json.loads((run / "sft" / "_manifest.json").read_text())["lineage"]) is not recorded_before_out_dir
+    complete = {name: ("complete", []) for name in ("world", "curate", "select", "model-base", "sft")}
+    copy = shutil.copytree(run, tmp_path / "copy", symlinks=True)  # copy2: `cp -a`, modification times kept
+    (run / "world" / "images" / "0.png").write_bytes(b"changed at the old place")
+    assert _states(copy) == complete  # the original's change is not the copy's
+    (copy / "world" / "images" / "0.png").write_bytes(b"changed in the copy")
+    copied = _states(copy)
+    assert copied["curate"] == ("stale", [str(copy / "world" / "images" / "0.png")])
+    assert copied["select"] == ("stale", [str(copy / "world" / "images" / "0.png"), "curate (stale)"])
+    assert copied["sft"][0] == "stale" and "select (stale)" in copied["sft"][1] and copied["model-base"] == ("complete", [])
+    assert not any(str(run) in changed for _, inputs in copied.values() for changed in inputs)  # nothing at the old place
+
+    moved = shutil.move(str(copy), tmp_path / "elsewhere" / "y")  # moved again, and its source moved too
+    shutil.move(str(source), tmp_path / "src-moved.jsonl")
+    lines = stage_lines(cli("status", str(moved)).stdout)
+    assert lines["curate"].startswith("stale") and lines["curate"].endswith(
+        f"changed since: {moved / 'world' / 'images' / '0.png'}, {source} (missing)")
+    assert "model-base (stale)" in lines["sft"] and f"{source} (missing)" in lines["model-base"]
+
+
+def test_status_of_a_fidelity_benchs_arm_folders_shows_their_finished_outputs(replay_url, bench, tmp_path):
+    """Review s14: `python -m bench.fidelity` writes `<out>/base/eval` and `<out>/rl_only/{grpo,eval}` by calling
+    `run_evaluate` and `run_grpo` directly (no manifest, no run.json); `deepeyes status <out>/base` showed the finished
+    eval as `incomplete`. Such a folder shows the stage folders it holds, each finished one complete with its rows."""
+    import shutil
+
+    from eval.stage import EvalConfig, run_evaluate
+
+    out = tmp_path / "bench-out"
+    cfg = EvalConfig(benchmarks=[str(bench)], model_url=replay_url, model_name="demo-student", max_samples=2, tool_free_control=False)
+    metrics = run_evaluate(cfg, None, None, out / "base" / "eval")
+    assert not (out / "base" / "eval" / "_manifest.json").exists()  # as the bench leaves it
+    done = cli("status", str(out / "base"))
+    assert done.code == 0, done.error
+    assert done.stdout.splitlines()[0] == f"{out / 'base'}: stage outputs, not a run directory (no run.json): the stage folders it holds"
+    [(name, line)] = stage_lines(done.stdout).items()
+    assert name == "eval" and line.split()[:5] == ["complete", "rows", "2", f"{metrics['seconds']:.1f}", "s"]
+    assert line.endswith("; no lineage (written outside a flow: whether an input changed since is not known)")
+    one = cli("status", str(out / "base" / "eval"))  # the stage folder itself
+    assert one.code == 0 and one.stdout.splitlines()[0] == f"{out / 'base' / 'eval'}: one stage's output (eval), not a run directory"
+    assert stage_lines(one.stdout)["eval"].split()[:3] == ["complete", "rows", "2"]
+
+    # rl_only: GRPO's checkpoint (what `run_grpo` saves last) and its evaluation; a checkpoint without weights did not finish.
+    grpo = out / "rl_only" / "grpo"
+    (grpo / "checkpoint").mkdir(parents=True)
+    for name in ("config.json", "tokenizer_config.json"):
+        (grpo / "checkpoint" / name).write_text("{}")
+    (grpo / "dynamics.jsonl").write_text('{"step": 1, "reward": 0.5}\n')
+    shutil.copytree(out / "base" / "eval", out / "rl_only" / "eval")
+    assert stage_lines(cli("status", str(out / "rl_only")).stdout)["grpo"] == "incomplete: it did not finish; the next run resumes it"
+    (grpo / "checkpoint" / "model.safetensors").write_bytes(b"weights")
+    lines = stage_lines(cli("status", str(out / "rl_only")).stdout)
+    assert list(lines) == ["grpo", "eval"] and lines["grpo"].split()[:2] == ["complete", "rows"]
+    assert lines["eval"].split()[:3] == ["complete", "rows", "2"]
+
+
+def test_status_shows_the_tiny_model_row_in_pipeline_order_with_its_time(tmp_path):
+    """Review s14: the run's `model-base` (the tiny model the flow builds before the instruct stage) had no row; a new
+    tiny model makes SFT, which starts from it, stale."""
+    run, source = _small_run(tmp_path)
+    (run / "summary.json").write_text(json.dumps({"timings_s": {"build-model": 3.4}}))
+    lines = stage_lines(cli("status", str(run)).stdout)
+    assert list(lines) == ["world", "curate", "probe", "select", "synthesize", "model-base", "base", "sft", "grpo", "eval"]
+    assert lines["model-base"].split()[:5] == ["complete", "rows", "-", "3.4", "s"]  # the flow's `build-model` time
+    source.write_text('{"question": "q2", "answer": "a2"}\n')  # the texts the tiny model's tokenizer was built from
+    rows = _states(run)
+    assert rows["model-base"] == ("stale", [str(source)]) and "model-base (stale)" in rows["sft"][1]
