@@ -12,12 +12,12 @@ the stage that wrote it."""
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Any
 
 from curation.shards import CorruptManifest, ShardError, read_manifest
 from flows import lineage
 from flows.config import PipelineConfig
+
 
 class CorruptInput(CorruptManifest):
     """A corrupt `_manifest.json` in a stage directory a flow reads but does not write (`--flow
