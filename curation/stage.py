@@ -444,17 +444,26 @@ def run_curate(cfg: CurateConfig, out_dir: str | Path, probes: bool = False) -> 
     """Read every source and write the curated shards, quarantine and report to `out_dir`: the
     scans one after another, then `finish_curate` (the flow runs the scans as parallel tasks).
 
-    `probes`: leave `coldstart` / `rl` to the selection stage (rows get pool null, `eval` stays)."""
+    `probes`: leave `coldstart` / `rl` to the selection stage (rows get pool null, `eval` stays).
+
+    The scans are staged in `out_dir/_staged/`, removed when the call ends, whether it finished or
+    failed (a source that stops a scan, every row unusable, an interrupt): one call by hand does
+    not resume, so a failed one leaves what `_fail` leaves (its report and quarantine) and no
+    staging; an `out_dir` it made and left empty goes too. The flow keeps its scans (cached tasks,
+    which a rerun reuses)."""
     out_dir = Path(out_dir)
+    made = not out_dir.exists()
     staging = out_dir / STAGING_DIR
     staged_dirs = []
-    for index in range(len(cfg.sources)):
-        for part in range(cfg.scan_parts):
-            staged_dirs.append(staging / staged_dir_name(index, part))
-            scan_source(cfg, index, staged_dirs[-1], part, cfg.scan_parts)
     try:
+        for index in range(len(cfg.sources)):
+            for part in range(cfg.scan_parts):
+                staged_dirs.append(staging / staged_dir_name(index, part))
+                scan_source(cfg, index, staged_dirs[-1], part, cfg.scan_parts)
         summary = finish_curate(cfg, staged_dirs, out_dir, probes)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)  # the flow keeps its scans (cached tasks); one call by hand does not
+        shutil.rmtree(staging, ignore_errors=True)
+        if made and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a scan that failed before anything was written: no empty folder either
     summary.pop("files_read")  # for the flow's cache records
     return summary

@@ -288,12 +288,16 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.", meta
 def _status_line(row: dict[str, Any], timings: dict[str, Any], next_run: str = "the next run") -> str:
     """One stage's line of `deepeyes status`; `next_run`: what runs the stage again (the next run of
     the flow, or the command that wrote the directory), for the hint of one that did not finish."""
+    from flows.lineage import FLOW_OF_DIR
+
     launched = f"; launcher log {row['launch_log']}" if "launch_log" in row else ""
     configured = row.get("configured", True)
     # An output of a stage the run's config does not have: an earlier config's, which no run of this one redoes.
     unplanned = "" if configured or row["state"] == "not in config" else "; not in the run's config (an earlier config's output)"
     if row["state"] in ("missing", "incomplete", "corrupt", "not in config"):
-        problem = f": {row['problem']}{f'; {next_run} runs the stage again' if configured else ''}" if "problem" in row else ""
+        # A corrupt manifest: the flow that writes the stage runs it again (a flow that only reads it refuses it).
+        writer = f" of the {FLOW_OF_DIR[row['stage']]} flow" if next_run == "the next run" and row["stage"] in FLOW_OF_DIR else ""
+        problem = f": {row['problem']}{f'; {next_run}{writer} runs the stage again' if configured else ''}" if "problem" in row else ""
         if row["state"] == "incomplete" and configured:  # what finished is kept: shards, answered requests, checkpoints
             problem = f": it did not finish; {next_run} resumes it"
         if "stopped" in row:  # a command that refused its input (every row unusable) wrote its report, no output

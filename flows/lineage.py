@@ -75,9 +75,11 @@ logger = logging.getLogger(__name__)
 
 
 def read_manifest(stage_dir: str | Path) -> dict[str, Any] | None:
-    """A stage output's manifest, or None when it is missing or corrupt: a corrupt one (see
-    `curation.shards.CorruptManifest`) makes the output incomplete, so the stage runs again and
-    writes a new one; the warning names the file."""
+    """A stage output's manifest, or None when it is missing or corrupt, as the flow that writes the
+    stage reads its own output (the cache check): a corrupt one (see `curation.shards.CorruptManifest`)
+    makes the output incomplete, so the stage runs again and writes a new one; the warning names the
+    file. A flow that reads another flow's output reads it with `flows.stage_inputs.input_manifest`,
+    which refuses a corrupt one instead (that flow does not run the stage again)."""
     manifest, problem = _manifest_or_problem(stage_dir)
     if problem:
         logger.warning("%s; the stage runs again", problem)
@@ -173,7 +175,8 @@ def recorded_key(stage_dir: str | Path) -> str | None:
 
 
 def recorded_result(stage_dir: str | Path) -> Any | None:
-    """The result the stage's last complete run recorded (the next flow reads its checkpoint path)."""
+    """The result the stage's last complete run recorded; None when it has none (a corrupt manifest
+    warns, as `read_manifest`). The next flow reads its checkpoint path with `flows.stage_inputs.input_result`."""
     return ((read_manifest(stage_dir) or {}).get("lineage") or {}).get("result")
 
 
@@ -209,7 +212,7 @@ def record(
         "seconds": round(seconds, 3),
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    manifest = read_manifest(stage_dir) or {"stage": stage, "rows": None}
+    manifest = _manifest_or_problem(stage_dir)[0] or {"stage": stage, "rows": None}  # a corrupt one is replaced (said by the cache check)
     manifest["lineage"] = lineage
     atomic_write_json(stage_dir / MANIFEST_NAME, manifest)
     return lineage
@@ -218,6 +221,9 @@ def record(
 # In the flow's order (`run.json`'s `stages`): `model-base`, the tiny model the flow builds when `sft.model_path` is not set;
 # `base`, the instruct stage (`base:` in the config), trains it into the model SFT starts from.
 STAGE_DIRS = ("world", "curate", "probe", "select", "synthesize", "model-base", "base", "sft", "grpo", "eval")
+# The flow (`deepeyes run --flow F`; `retrain` runs them all) that writes each stage directory.
+FLOW_OF_DIR = {"world": "curate", "curate": "curate", "probe": "curate", "select": "curate", "synthesize": "synthesize",
+               "model-base": "train_sft", "base": "train_sft", "sft": "train_sft", "grpo": "train_grpo", "eval": "evaluate"}
 
 
 def rerooted(path: str | Path, moved: tuple[Path, Path] | None) -> Path:
@@ -278,7 +284,7 @@ def changed_inputs(lineage: dict[str, Any], depth: int = 4, stage_dir: str | Pat
         if now != recorded:
             changed.append(f"{path} (missing)" if now is None and recorded is not None else str(path))
         elif depth and path.is_dir():
-            inner = ((read_manifest(path) or {}).get("lineage")) or {}
+            inner = ((_manifest_or_problem(path)[0] or {}).get("lineage")) or {}  # read, not run: no warning
             changed += changed_inputs(inner, depth - 1, path, moved)
     return changed
 

@@ -45,7 +45,7 @@ from flows.config import PipelineConfig, check_flow_sections, load_config
 from flows.launcher import TrainingLauncher, launch_training
 from flows.orchestration import endpoint_limit_name, ensure_endpoint_limit, retry_options, task_runner
 from flows.prefect_env import keep_dill_out_of_run_logs
-from flows.stage_inputs import check_flow_input, final_checkpoint, pools_dir
+from flows.stage_inputs import check_flow_input, final_checkpoint, input_result, pools_dir
 from synth.probe import ProbeConfig, merge_probes, run_probes
 from synth.runtime.endpoint import ManagedServer, free_port
 from synth.runtime.profile import COMPACT_PROFILE
@@ -631,7 +631,7 @@ def train_grpo_flow(config: dict[str, Any] | str, run_dir: str) -> dict[str, Any
     def body(stages: Stages, r: Resolved, _: Endpoint) -> None:
         check_flow_sections(r.cfg, "train_grpo")
         check_flow_input(r.cfg, "train_grpo", r.run)  # `deepeyes run` checked both before starting; a deployment's run had not
-        _grpo(stages, r, lineage.recorded_result(r.run / "sft")["checkpoint"])
+        _grpo(stages, r, input_result("train_grpo", r.run / "sft")["checkpoint"])
 
     return _stage_flow(body, config, run_dir)
 

@@ -23,6 +23,7 @@ from PIL import Image
 
 from curation.shards import QUARANTINE_SCHEMA, read_manifest, read_table
 from curation.sources import SourceError, SourceSpec
+from curation.stage import CurateConfig, run_curate
 from tests.curate_cli import assert_every_row_counted, curate
 
 
@@ -115,6 +116,38 @@ def test_a_source_whose_rows_are_all_invalid_fails_loudly_with_the_top_reason_an
     assert read_manifest(tmp_path / "out") is None and not list((tmp_path / "out").glob("part-*.parquet"))  # no curated rows
     assert len(quarantine(tmp_path / "out")) == 36  # each row's reason is there
     assert_every_row_counted(tmp_path / "out", rows_in=36)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["quarantine", "report.json", "report.md"]  # no staged scans
+
+
+def test_a_curate_that_fails_mid_scan_leaves_no_staged_scans_nor_a_folder_it_made(tmp_path, monkeypatch):
+    import curation.stage
+
+    good = write_jsonl(tmp_path / "good.jsonl", own_rows(3, category="search"))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"question": "q", "answer": "a"\n')  # not JSON Lines: the source's mistake, said as its scan reads it
+    # A folder the command makes: nothing is left of it.
+    done = curate("--source", f"jsonl:{broken}", "--out", str(tmp_path / "new"))
+    assert done.code == 2 and "broken.jsonl is not valid JSON" in done.error, done
+    assert not (tmp_path / "new").exists()
+    # A folder that was there: kept with what was in it, without the staged scan of the source read before the broken one.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    done = curate("--source", f"jsonl:{good}", "--source", f"jsonl:{broken}", "--out", str(tmp_path / "mine"))
+    assert done.code == 2 and "broken.jsonl is not valid JSON" in done.error, done
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+    # Anything else that stops a scan (here an interrupt after the first row) leaves no staging either.
+    real, seen = curation.stage.row_to_sample, []
+
+    def interrupted(*args, **kwargs):
+        seen.append(1)
+        if len(seen) > 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(curation.stage, "row_to_sample", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_curate(CurateConfig(sources=[SourceSpec(path=good)]), tmp_path / "stopped")
+    assert len(seen) == 2 and not (tmp_path / "stopped").exists()
 
 
 def test_a_category_for_a_source_without_one_on_the_command_line(tmp_path):

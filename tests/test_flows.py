@@ -3,6 +3,7 @@ global concurrency limit bounds the requests in flight across parallel tasks, de
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -357,7 +358,7 @@ def test_a_corrupt_manifest_is_named_by_status_and_the_stage_counts_as_not_run(t
     [line] = [line for line in done.stdout.splitlines() if line.strip().startswith("curate")]
     assert line.split()[:2] == ["curate", "corrupt:"]
     assert f"{stage / '_manifest.json'}: corrupt manifest (Unterminated string starting at line" in line
-    assert line.endswith("; the next run runs the stage again")
+    assert line.endswith("; the next run of the curate flow runs the stage again")  # the flow that writes it; one that reads it refuses it
     # A run reads it as no output: the stage runs again (and says why), and writes a new manifest.
     with caplog.at_level("WARNING", logger="flows.lineage"):
         assert lineage.recorded_key(stage) is None and lineage.recorded_result(stage) is None
@@ -534,10 +535,60 @@ def test_only_a_missing_input_is_refused_and_a_flow_started_without_the_cli_refu
     lineage.record(run / "synthesize", "synthesize", {}, [], 1.0, key="k", result={"counts": {"kept": 2, "failed": 3}})
     lineage.record(run / "sft", "sft", {}, [], 1.0, key="k", result={"checkpoint": str(run / "sft" / "checkpoint")})
     assert {flow: missing_input(cfg, flow, run) for flow, _ in MISSING_INPUTS} == dict.fromkeys(flows)
-    # A corrupt manifest is not a missing input: the line names the file and the fix, as reading it in the flow did.
+    # A corrupt manifest is not a missing input: the line names the file, the flow and the fix (see the next test).
     (run / "select" / "_manifest.json").write_text("{")
     with pytest.raises(CorruptManifest, match="select/_manifest.json: corrupt manifest"):
         missing_input(cfg, "synthesize", run)
+
+
+CORRUPT_INPUTS = [  # (the directory whose manifest is truncated, the flow that writes it, the flows that read it)
+    ("select", "curate", ["synthesize", "train_grpo", "evaluate"]),  # demo.yaml: probes (pools in select/), no eval.benchmarks
+    ("synthesize", "synthesize", ["train_sft"]),
+    ("sft", "train_sft", ["train_grpo", "evaluate"]),
+    ("grpo", "train_grpo", ["evaluate"]),  # its checkpoint is the one evaluated: never SFT's in its place
+]
+
+
+def test_a_corrupt_input_of_a_single_stage_flow_is_refused_naming_the_file_the_flow_and_the_flow_that_writes_it(
+        tmp_path, monkeypatch, capsys, caplog):
+    from flows import lineage
+    from flows.config import load_config
+    from flows.pipeline import FLOW_OF_STAGE, plan
+    from flows.stage_inputs import CorruptInput, missing_input
+    from tests.curate_cli import main_in_process
+
+    demo = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+    cfg = load_config(demo)
+    # The writer named is the one the pipeline runs the stage in.
+    assert all(lineage.FLOW_OF_DIR[Path(step["out"]).name] == FLOW_OF_STAGE[step["stage"]]
+               for step in plan(cfg, tmp_path) if step["stage"] not in ("build-model", "report"))
+    readers = {flow: [] for flow in ("synthesize", "train_sft", "train_grpo", "evaluate")}
+    for stage, writer, flows in CORRUPT_INPUTS:
+        run = tmp_path / stage
+        for name in ("select", "synthesize", "sft", "grpo"):  # every input there and finished ...
+            lineage.record(run / name, name, {}, [], 1.0, key="k", result={"checkpoint": str(run / name / "checkpoint")})
+        manifest = run / stage / "_manifest.json"
+        manifest.write_text('{"rows": 3, "trunc')  # ... but this one, cut short
+        for flow in ("curate", *readers):
+            caplog.clear()
+            with caplog.at_level("WARNING"):
+                if flow not in flows:  # it does not read it: nothing to say (the flow that writes it runs it again)
+                    assert missing_input(cfg, flow, run) is None, (stage, flow)
+                    continue
+                readers[flow].append(stage)
+                with pytest.raises(CorruptInput) as refused:
+                    missing_input(cfg, flow, run)
+            line = str(refused.value)
+            assert re.fullmatch(rf"{re.escape(str(manifest))}: corrupt manifest \(Unterminated string starting at line 1 column \d+\); "
+                                rf"the {flow} flow reads it: run the {writer} flow again, which writes it anew", line), line
+            assert "runs again" not in caplog.text, (stage, flow, caplog.text)  # the flow does not run that stage
+        # What a user sees: the same one line, exit 2, before anything starts (the dry run too), and no warning before it.
+        code, out, err = main_in_process(monkeypatch, capsys, "run", str(demo), "--flow", flows[0], "--run-dir", str(run), "--dry-run")
+        assert (code, out) == (2, ""), (code, out)
+        [shown] = err.splitlines()  # no traceback, no warning before it
+        assert shown.startswith(f"error: {manifest}: corrupt manifest (") and f"; the {flows[0]} flow reads it: run the {writer} flow " in shown, err
+    # Every flow that reads an earlier flow's output was checked.
+    assert all(readers.values()), readers
 
 
 def test_a_flow_whose_config_lacks_the_section_it_needs_is_refused_in_one_line_before_it_starts(tmp_path):
@@ -723,7 +774,7 @@ def test_a_flow_started_without_the_cli_keeps_dill_out_of_its_log_and_records_it
     assert record["config"]["grpo"] is None and record["config"]["name"] == "demo"
     shown = CliRunner().invoke(app, ["status", str(run)]).output.splitlines()
     assert [line.split(None, 1)[1] for line in shown[1:]] == ["missing", "missing", "not in config", "not in config", "missing",
-                                                              "not in config", "missing", "not in config", "missing"]
+                                                              "missing", "not in config", "missing", "not in config", "missing"]
 
 
 def test_the_synthesize_line_says_when_the_long_cot_source_fell_short_or_lost_rows(capsys):
