@@ -45,6 +45,7 @@ from curation.demo_world import replay_script, unused_entity_name, wiki_url, wri
 
 FAMILIES = ("perception", "reasoning", "search", "direct")
 TOOL_FAMILIES = ("perception", "reasoning", "search")
+INSTRUCT_UNSURE = ("right", "abstain")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class LearnableWorldConfig:
     instruct_per_family: int = 0  # samples per family for the base model's instruct stage (instruct.jsonl)
     instruct_tool_share: float = 0.15  # instruct turns that try a tool instead of answering directly...
     instruct_bug_share: float = 0.4  # ...and of those, the share whose code has a bug (an undefined name)
+    # What the instruct persona answers on a tool-family item it tries no tool on: "right" (the right
+    # answer as a guess: no model can learn it, so the base memorises it) or "abstain" ("unknown",
+    # which an honest instruct model says and a model can learn).
+    instruct_unsure: str = "right"
     distractor_docs: int = 40  # corpus entries that answer nothing asked
     long_cot: int = 100  # direct-answer rows (each with a card image) for the cold-start mix
     image_size: tuple[int, int] = (1600, 200)  # wide enough for a four-digit column
@@ -64,6 +69,8 @@ class LearnableWorldConfig:
         unknown = set(self.families) - set(FAMILIES)
         if unknown or not self.families:
             raise ValueError(f"families: {sorted(unknown) or 'none given'}; known: {', '.join(FAMILIES)}")
+        if self.instruct_unsure not in INSTRUCT_UNSURE:
+            raise ValueError(f"instruct_unsure: {self.instruct_unsure!r}; known: {', '.join(INSTRUCT_UNSURE)}")
 
 
 
@@ -105,6 +112,8 @@ READ_STDOUT = "The code printed the answer."
 READ_RESULT = "The first result states the answer."
 DIRECT_THOUGHT = "The answer is stated in the question."
 GUESS_THOUGHT = "I will answer from what I see."
+ABSTAIN_THOUGHT = "I cannot tell this without measuring it."
+ABSTAIN_ANSWER = "unknown"
 
 
 def _not_red(rng: random.Random) -> tuple[int, int, int]:
@@ -221,7 +230,12 @@ def _buggy(program: str) -> str:
 
 def _instruct_turns(rng: random.Random, cfg: LearnableWorldConfig, family: str, item: dict[str, Any]) -> list[str]:
     """What the instruct persona says: a direct answer, or on a small share a tool attempt (some buggy)."""
-    direct = [_answer_turn(DIRECT_THOUGHT if family == "direct" else GUESS_THOUGHT, item["answer"])]
+    if family == "direct":
+        direct = [_answer_turn(DIRECT_THOUGHT, item["answer"])]
+    elif cfg.instruct_unsure == "abstain":
+        direct = [_answer_turn(ABSTAIN_THOUGHT, ABSTAIN_ANSWER)]
+    else:
+        direct = [_answer_turn(GUESS_THOUGHT, item["answer"])]
     if family == "direct" or rng.random() >= cfg.instruct_tool_share:
         return direct
     turns = list(item["teacher"])

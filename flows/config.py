@@ -69,6 +69,8 @@ class WorldSettings(BaseModel):
     long_cot: int = Field(100, ge=0, le=100_000)
     instruct_per_family: int = Field(0, ge=0)  # learnable only: samples per family for the `base:` instruct stage
     families: list[Literal["perception", "reasoning", "search", "direct"]] | None = None  # learnable only: a subset; None: all four
+    # learnable only: the instruct persona's answer on a tool item it tries no tool on: the right one as a guess, or "unknown"
+    instruct_unsure: Literal["right", "abstain"] = "right"
 
     @field_validator("kind", "families", mode="before")
     @classmethod
@@ -88,13 +90,13 @@ class WorldSettings(BaseModel):
                                       "the long-CoT mix's settings (ratio, path, opening) go under synth.long_cot")
         return value
 
-    @field_validator("families", "instruct_per_family")
+    @field_validator("families", "instruct_per_family", "instruct_unsure")
     @classmethod
     def _learnable_only(cls, value: Any, info: ValidationInfo) -> Any:
         """`families` and `instruct_per_family` shape the learnable world; the classic one has neither
         (a setting written for it would be ignored). Their defaults (no subset, 0) pass: a flow
         validates again from its saved config, which spells every default out."""
-        if info.data.get("kind") == "classic" and value not in (None, 0):
+        if info.data.get("kind") == "classic" and value not in (None, 0, "right"):
             raise PydanticCustomError("learnable_only", "for the learnable world only (world.kind: learnable); the classic world "
                                       "has no such setting")
         return value
@@ -104,6 +106,7 @@ class WorldSettings(BaseModel):
         settings = self.model_dump(include={"seed", "per_family", "distractor_docs", "long_cot"})
         if self.kind == "learnable":
             settings["instruct_per_family"] = self.instruct_per_family
+            settings["instruct_unsure"] = self.instruct_unsure
             if self.families:
                 settings["families"] = tuple(self.families)
         return settings

@@ -42,6 +42,7 @@ class SynthConfig(BaseModel):
     concurrency: int = Field(16, ge=1)  # requests in flight to the teacher
     active_episodes: int | None = Field(None, ge=1)  # samples being solved at once (a kernel each); None: concurrency × 1.25
     allow_code_errors: bool = False  # keep trajectories with a failing code cell
+    verify_answers: bool = True  # keep only answers the judge finds right; False: an instruct stage's data, what a model says, right or not
     request_timeout_s: float = Field(120.0, ge=MIN_REQUEST_TIMEOUT_S)
     max_retries: int = 6  # per request: 429 (Retry-After), 5xx, time-outs, dropped, malformed, empty
     request: RequestOptions = Field(default_factory=RequestOptions)  # send_stop, extra_body, 5xx retries
@@ -51,15 +52,18 @@ class SynthConfig(BaseModel):
     agent: AgentConfig = Field(default_factory=AgentConfig)
 
 
-def reject_reason(row: dict[str, Any], allow_code_errors: bool, reward: RewardConfig | None = None) -> str | None:
+def reject_reason(row: dict[str, Any], allow_code_errors: bool, reward: RewardConfig | None = None,
+                  verify_answers: bool = True) -> str | None:
     """Why a teacher trajectory is not fit for cold start, or None when it is. The verdict, the
     format and the answer's length cap are the row's, scored by `synth.scoring.reward.score_response` as
-    GRPO and evaluation score them; `reward` gives the cap per category."""
+    GRPO and evaluation score them; `reward` gives the cap per category. `verify_answers=False` keeps
+    a well-formed answered trajectory whatever the judge says of it: the instruct stage's data, not a
+    cold start's."""
     if row["stop_reason"] != "answer":
         return f"no_answer:{row['stop_reason']}"
-    if row["judge_failed"]:
+    if verify_answers and row["judge_failed"]:
         return "judge_failed"
-    if not row["correct"]:
+    if verify_answers and not row["correct"]:
         return "wrong_answer"
     if (reward or RewardConfig()).capped(row["final_answer"], row["category"]):
         return "answer_too_long"
@@ -109,7 +113,7 @@ async def _synthesize(
                     counts["failed"] += 1
                     writes.append(functools.partial(quarantine.add, sample.to_row(), f"teacher_failed: {failures.add(exc)}", sample.id))
                     break
-                reason = reject_reason(row, cfg.allow_code_errors, reward)
+                reason = reject_reason(row, cfg.allow_code_errors, reward, cfg.verify_answers)
                 if reason is None:
                     writes.append(functools.partial(kept_writer.write, row))
                     counts["kept"] += 1

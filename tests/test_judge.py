@@ -76,6 +76,16 @@ def test_undecidable_without_llm_is_flagged_never_a_silent_zero():
     assert not exact.correct and not exact.judge_failed  # a benchmark's own exact-match rule decides
 
 
+@pytest.mark.parametrize("fallback,outcome", [("judge_failed", "judge_failed"), ("exact", "incorrect"), ("contains", "incorrect")])
+def test_an_answer_stating_no_number_to_a_numbers_gold_is_text_for_the_fallback(fallback, outcome):
+    # "unknown" is no number: the rules cannot decide it, the configured string rule can.
+    assert judge_once("unknown", "4821", "number", cfg=JudgeConfig(text_fallback=fallback)).outcome == outcome
+    # An answer that states a number is still the number rules' to decide, whatever the fallback.
+    assert judge_once("4821", "4821", "number", cfg=JudgeConfig(text_fallback=fallback)).method == "number"
+    # A number the rules cannot read as one (two numbers) is not text: still judge_failed without a judge.
+    assert judge_once("4821 or 4822", "4821", "number", cfg=JudgeConfig(text_fallback=fallback)).judge_failed
+
+
 def test_llm_judge_decides_what_rules_cannot(replay_url):
     cfg = JudgeConfig(llm_url=replay_url, llm_model="demo-judge")
     paraphrase = judge_once("It stands in Velmorahaven.", "Velmorahaven", "text", cfg=cfg)

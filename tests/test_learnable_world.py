@@ -85,3 +85,21 @@ def test_the_instruct_persona_answers_directly_or_tries_a_tool(world):
     assert any("np.array(image)" in t or "print(result + " in t for t in tools)
     # The direct family never tries a tool.
     assert all("<answer>" in scripted_turn(s, "instruct", 0, 0, settings) for s in instruct if "-direct-" in s["sample_id"])
+
+
+def test_an_abstaining_instruct_persona_says_unknown_where_it_tries_no_tool(tmp_path):
+    made = generate_learnable_world(tmp_path, LearnableWorldConfig(seed=5, per_family=2, instruct_per_family=12, instruct_tool_share=0.25,
+                                                                  distractor_docs=2, long_cot=2, instruct_unsure="abstain"))
+    answers = {s["id"]: s["answer"] for s in rows(made["instruct_path"])}
+    settings = ReplaySettings(scripts_path=Path(made["scripts_path"]))
+    first = {s["sample_id"]: scripted_turn(s, "instruct", 0, 0, settings) for s in rows(made["scripts_path"]) if s["sample_id"] in answers}
+    said = {i: re.search(r"<answer>(.*?)</answer>", t).group(1) for i, t in first.items() if "<answer>" in t}
+    tool_items = {i: a for i, a in said.items() if "-direct-" not in i}
+    assert tool_items and set(tool_items.values()) == {"unknown"}
+    # The direct family still answers with the number its question states; tool attempts stay.
+    assert all(a == answers[i] for i, a in said.items() if "-direct-" in i) and len(said) < len(first)
+
+
+def test_an_unknown_instruct_unsure_is_refused():
+    with pytest.raises(ValueError, match="instruct_unsure: 'maybe'; known: right, abstain"):
+        LearnableWorldConfig(instruct_unsure="maybe")

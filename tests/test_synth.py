@@ -226,6 +226,20 @@ def test_a_trajectory_whose_tool_call_was_unavailable_is_rejected():
     assert reject_reason({**row, "tool_calls": [{"tool": "search", "outcome": "ok"}]}, allow_code_errors=False) is None
 
 
+def test_an_instruct_stage_keeps_answers_the_judge_finds_wrong_or_cannot_judge():
+    from synth.stage import reject_reason
+
+    row = {"stop_reason": "answer", "judge_failed": False, "correct": False, "final_answer": "unknown", "category": "perception",
+           "format_ok": True, "tool_calls": []}
+    assert reject_reason(row, allow_code_errors=False) == "wrong_answer"
+    assert reject_reason({**row, "judge_failed": True}, allow_code_errors=False) == "judge_failed"
+    assert reject_reason(row, allow_code_errors=False, verify_answers=False) is None
+    assert reject_reason({**row, "judge_failed": True}, allow_code_errors=False, verify_answers=False) is None
+    # What is not about the answer's truth still rejects: no answer, a malformed turn.
+    assert reject_reason({**row, "stop_reason": "max_turns"}, allow_code_errors=False, verify_answers=False) == "no_answer:max_turns"
+    assert reject_reason({**row, "format_ok": False}, allow_code_errors=False, verify_answers=False) == "bad_format"
+
+
 @pytest.mark.parametrize("text_search,images,expected", [
     (None, [], "Error: unknown tool 'python'; no tools are available in this run"),
     ("search", [], "Error: unknown tool 'python'; available in this run: search"),

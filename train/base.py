@@ -12,7 +12,9 @@ stages; only the persona is the instruct model's.
 
 Output under `out_dir`: `curate/` (the instruct samples, all in the `coldstart` pool, which here means
 "SFT data"), `synthesize/` (the trajectories, failing code cells kept: they are the base's buggy
-attempts), `sft/checkpoint/` (the base model).
+attempts; answers kept whatever the judge says, as the data records what the instruct model says:
+`world.instruct_unsure: abstain` makes it say "unknown" on a tool item it tries no tool on),
+`sft/checkpoint/` (the base model).
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ def run_base(
     curated = run_curate(CurateConfig(sources=[SourceSpec(path=Path(instruct_path), name="instruct")], split={"coldstart": 1.0}), out / "curate")
     long_cot = LongCotConfig(path=Path(long_cot_path), ratio=cfg.long_cot_ratio) if long_cot_path and cfg.long_cot_ratio > 0 else None
     synth_cfg = SynthConfig(teacher_url=endpoint_url, teacher_model=cfg.instruct_model, pools=["coldstart"], attempts=1,
-                            concurrency=cfg.concurrency, allow_code_errors=True, long_cot=long_cot, agent=cfg.agent)
+                            concurrency=cfg.concurrency, allow_code_errors=True, verify_answers=False, long_cot=long_cot,
+                            agent=cfg.agent)
     synthesized = run_synthesize(synth_cfg, out / "curate", out / "synthesize", search, judge, reward=reward)
     sft = run_sft(cfg.sft, model_path, [out / "synthesize"], out / "sft", setting="base.sft")
     return {

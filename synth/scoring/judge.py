@@ -96,7 +96,7 @@ class JudgeConfig(BaseModel):
     llm_timeout_s: float = Field(60.0, ge=MIN_REQUEST_TIMEOUT_S)
     llm_max_retries: int = 4
     llm_request: RequestOptions = Field(default_factory=RequestOptions)  # extra fields, retries of 5xx
-    # A text answer that rules cannot match, with no LLM judge to ask: judge_failed (nobody can
+    # A text answer that rules cannot match (or one stating no number, to a number's gold), with no LLM judge to ask: judge_failed (nobody can
     # tell a paraphrase from a wrong answer), or a benchmark's own string rule: `exact` (normalized
     # equality decides, as VLMEvalKit's exact-match fallback) or `contains` (the gold's words inside
     # the prediction, as OCRBench scores).
@@ -1155,7 +1155,8 @@ class Judge:
                 return Verdict("judge_failed", "math", "math-verify could not decide (time-out, error or unparsable)")
         if self._llm is not None:
             return await self._ask_llm(question, prediction, gold)
-        if verdict.method == "text" and self.cfg.text_fallback != "judge_failed":
+        # An answer that states no number to a number's gold ("unknown") is text too.
+        if (verdict.method == "text" or verdict.detail == NO_NUMBER) and self.cfg.text_fallback != "judge_failed":
             return text_fallback_verdict(prediction, gold, self.cfg.text_fallback)
         return Verdict("judge_failed", verdict.method, f"undecided by rules ({verdict.detail}) and no LLM judge configured")
 
