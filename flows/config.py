@@ -72,7 +72,7 @@ class WorldSettings(BaseModel):
     # learnable only: the instruct persona's answer on a tool item it tries no tool on: the right one as a guess, or "unknown"
     instruct_unsure: Literal["right", "abstain"] = "right"
 
-    @field_validator("kind", "families", mode="before")
+    @field_validator("kind", "families", "instruct_unsure", mode="before")
     @classmethod
     def _any_case(cls, value: Any) -> Any:
         """`Classic`, `[Perception]`: kinds and categories are read in any case, as a source's are."""
