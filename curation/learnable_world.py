@@ -27,7 +27,9 @@ The generator writes what the classic one writes (`samples.jsonl`, `corpus.jsonl
 samples of every family for the instruct stage that makes the base model (`train/base.py`), the
 stand-in for an -Instruct checkpoint: the `demo-instruct` persona answers most of them directly and
 tries a tool on a small share, some of those attempts buggy (an undefined name), so a model trained on
-them has tool calls that RL may keep or drop. The replay scripts carry, per sample, the teacher's
+them has tool calls that RL may keep or drop. On a tool item it answers directly, it states the right
+answer as a guess (`instruct_unsure="right"`), which the base can only memorise, or says `unknown`
+(`"abstain"`), which it can learn (README, `bench.fidelity`: runs T and U). The replay scripts carry, per sample, the teacher's
 turns, the student's (probes) and the instruct persona's.
 """
 

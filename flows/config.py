@@ -93,9 +93,10 @@ class WorldSettings(BaseModel):
     @field_validator("families", "instruct_per_family", "instruct_unsure")
     @classmethod
     def _learnable_only(cls, value: Any, info: ValidationInfo) -> Any:
-        """`families` and `instruct_per_family` shape the learnable world; the classic one has neither
-        (a setting written for it would be ignored). Their defaults (no subset, 0) pass: a flow
-        validates again from its saved config, which spells every default out."""
+        """`families`, `instruct_per_family` and `instruct_unsure` shape the learnable world; the
+        classic one has none of them (a setting written for it would be ignored). Their defaults (no
+        subset, 0, `right`) pass: a flow validates again from its saved config, which spells every
+        default out."""
         if info.data.get("kind") == "classic" and value not in (None, 0, "right"):
             raise PydanticCustomError("learnable_only", "for the learnable world only (world.kind: learnable); the classic world "
                                       "has no such setting")

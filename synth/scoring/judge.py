@@ -96,8 +96,9 @@ class JudgeConfig(BaseModel):
     llm_timeout_s: float = Field(60.0, ge=MIN_REQUEST_TIMEOUT_S)
     llm_max_retries: int = 4
     llm_request: RequestOptions = Field(default_factory=RequestOptions)  # extra fields, retries of 5xx
-    # A text answer that rules cannot match (or one stating no number, to a number's gold), with no LLM judge to ask: judge_failed (nobody can
-    # tell a paraphrase from a wrong answer), or a benchmark's own string rule: `exact` (normalized
+    # A text answer that rules cannot match (an answer that states no number to a number's gold,
+    # such as `unknown`, is one), with no LLM judge to ask: judge_failed (nobody can tell a
+    # paraphrase from a wrong answer), or a benchmark's own string rule: `exact` (normalized
     # equality decides, as VLMEvalKit's exact-match fallback) or `contains` (the gold's words inside
     # the prediction, as OCRBench scores).
     text_fallback: Literal["judge_failed", "exact", "contains"] = "judge_failed"
