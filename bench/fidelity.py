@@ -15,7 +15,8 @@ The `sft_rl` arm is `deepeyes run CONFIG` (the retrain flow: the learnable world
 selection, synthesis with the replay teacher and its scripted errors, the instruct stage, SFT, GRPO,
 evaluation with the tool-free control). The other three reuse its world, pools, trajectories and
 checkpoints and run only what differs, with the same config sections: the evaluation of the base
-and of the SFT checkpoint, and GRPO from the base and its evaluation.
+and of the SFT checkpoint, and GRPO from the base and its evaluation, which starts beside the
+pipeline as soon as the pipeline has made the base (`run`).
 
 Per arm, from the held-out trajectories: accuracy with tools and in the tool-free control (Wilson
 95% intervals) overall, on the tool-needing families (perception, reasoning, search) and on the
@@ -47,7 +48,7 @@ from typing import Any
 
 import yaml
 
-from curation.shards import iter_rows
+from curation.shards import CorruptManifest, iter_rows, read_manifest
 from eval.metrics import bootstrap_mean_difference, fifths, paired_difference, wilson_interval
 from eval.report import build_report
 from eval.stage import HELDOUT, run_evaluate
@@ -214,18 +215,50 @@ def targets(arms: dict[str, dict[str, Any]], seconds: float) -> dict[str, Any]:
     return out
 
 
-def _run_pipeline(config_path: Path, run_dir: Path, prefect_home: Path, torch_threads: int) -> None:
+def _start_pipeline(config_path: Path, run_dir: Path, prefect_home: Path, torch_threads: int) -> subprocess.Popen:
+    """`deepeyes run CONFIG --run-dir RUN` as a subprocess, its output in `<out>/pipeline.log`."""
     env = {**os.environ, "PREFECT_HOME": str(prefect_home), "OMP_NUM_THREADS": str(torch_threads),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    log = run_dir.parent / "pipeline.log"
-    with open(log, "w") as handle:
-        done = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config_path), "--run-dir", str(run_dir)],
-                              stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    if done.returncode != 0:
-        raise SystemExit(f"the pipeline run failed (exit {done.returncode}); see {log}:\n" + log.read_text()[-3000:])
+    with open(run_dir.parent / "pipeline.log", "w") as handle:  # the child keeps its own copy of the handle
+        return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config_path), "--run-dir", str(run_dir)],
+                                stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def _finish_pipeline(process: subprocess.Popen, run_dir: Path) -> None:
+    """Wait for the pipeline; `SystemExit` with the tail of its log when it failed."""
+    if process.wait() != 0:
+        log = run_dir.parent / "pipeline.log"
+        raise SystemExit(f"the pipeline run failed (exit {process.returncode}); see {log}:\n" + log.read_text()[-3000:])
+
+
+def _base_record(run_dir: Path) -> tuple[Any, Any, Any]:
+    """What the base stage's manifest records now: its key, when it was recorded, its result (None each when absent)."""
+    try:
+        lineage = (read_manifest(run_dir / "base") or {}).get("lineage") or {}
+    except CorruptManifest:  # the pipeline's base stage replaces it when it runs
+        lineage = {}
+    return lineage.get("key"), lineage.get("recorded_at"), lineage.get("result")
+
+
+def wait_for_base(process: subprocess.Popen, run_dir: Path, before: tuple[Any, Any, Any], poll_s: float = 5.0) -> str | None:
+    """The base checkpoint the running pipeline has just made, as soon as its instruct stage records
+    it (a manifest unlike `before`, the one there when the pipeline started); None when the pipeline
+    ended first (it failed, or its base stage was cached and so never recorded anew: the caller
+    then reads the checkpoint from its summary)."""
+    while process.poll() is None:
+        record = _base_record(run_dir)
+        if record != before and record[2] is not None:
+            return record[2]["checkpoint"]
+        time.sleep(poll_s)
+    return None
 
 
 def run(config_path: Path, out: Path, torch_threads: int = 1) -> dict[str, Any]:
+    """The four arms (see the module docstring). The pipeline (`sft_rl`) runs as a subprocess; the
+    RL-only arm's GRPO, which needs only the base, runs here beside the pipeline's SFT and GRPO as
+    soon as the pipeline's instruct stage has made the base (on two cores at `torch_threads` 1, the
+    second core is otherwise mostly idle). Raises `SystemExit` when the config lacks `base:` or
+    `grpo:`, or the pipeline fails (after the RL-only arm, when it had started)."""
     import torch
 
     torch.set_num_threads(torch_threads)
@@ -235,26 +268,31 @@ def run(config_path: Path, out: Path, torch_threads: int = 1) -> dict[str, Any]:
         raise SystemExit(f"{config_path}: the fidelity bench needs `base:` and `grpo:` sections")
     seconds: dict[str, float] = {}
     run_dir = arm_dirs(out)["sft_rl"]
-    _run_pipeline(config_path, run_dir, out / "prefect-home", torch_threads)
-    seconds["pipeline (sft_rl arm)"] = round(time.time() - started, 1)
+    before = _base_record(run_dir)
+    pipeline = _start_pipeline(config_path, run_dir, out / "prefect-home", torch_threads)
     resolved = Resolved(cfg, run_dir)
     search, judge, reward = resolved.search, cfg.judge, cfg.reward
+    base_ckpt = wait_for_base(pipeline, run_dir, before)
+    rl = None
+    if base_ckpt is not None:  # the RL-only arm beside the pipeline's SFT and GRPO
+        seconds["base ready"] = round(time.time() - started, 1)
+        rl = _rl_only(cfg, base_ckpt, resolved, out, seconds)
+    _finish_pipeline(pipeline, run_dir)
+    seconds["pipeline (sft_rl arm)"] = round(time.time() - started, 1)
     summary = json.loads((run_dir / "summary.json").read_text())["stages"]
     base_ckpt, sft_ckpt = summary["base"]["checkpoint"], summary["sft"]["checkpoint"]
+    if rl is None:  # the base was cached: nothing to wait for, the RL-only arm runs after the pipeline
+        rl = _rl_only(cfg, base_ckpt, resolved, out, seconds)
 
     step = time.time()
     run_evaluate(cfg.eval, base_ckpt, resolved.pools, out / "base" / "eval", search, judge, reward)
     seconds["base: evaluate"] = round(time.time() - step, 1)
     step = time.time()
     run_evaluate(cfg.eval, sft_ckpt, resolved.pools, out / "sft" / "eval", search, judge, reward)
-    (out / "sft" / "sft").symlink_to(run_dir / "sft")  # the report's SFT loss curve
+    link = out / "sft" / "sft"
+    if not link.is_symlink():
+        link.symlink_to(run_dir / "sft")  # the report's SFT loss curve
     seconds["sft: evaluate"] = round(time.time() - step, 1)
-    step = time.time()
-    rl = run_grpo(cfg.grpo, base_ckpt, resolved.pools, out / "rl_only" / "grpo", search, judge, reward=reward)
-    seconds["rl_only: grpo"] = round(time.time() - step, 1)
-    step = time.time()
-    run_evaluate(cfg.eval, rl["checkpoint"], resolved.pools, out / "rl_only" / "eval", search, judge, reward)
-    seconds["rl_only: evaluate"] = round(time.time() - step, 1)
 
     seconds["total"] = round(time.time() - started, 1)
     return {
@@ -267,6 +305,17 @@ def run(config_path: Path, out: Path, torch_threads: int = 1) -> dict[str, Any]:
         "seconds": seconds,
         "out": str(out),
     } | read_figures(out, seconds["total"])
+
+
+def _rl_only(cfg: PipelineConfig, base_ckpt: str, resolved: Resolved, out: Path, seconds: dict[str, float]) -> dict[str, Any]:
+    """GRPO from the base and its evaluation (the RL-only arm); their times go into `seconds`."""
+    step = time.time()
+    rl = run_grpo(cfg.grpo, base_ckpt, resolved.pools, out / "rl_only" / "grpo", resolved.search, cfg.judge, reward=cfg.reward)
+    seconds["rl_only: grpo"] = round(time.time() - step, 1)
+    step = time.time()
+    run_evaluate(cfg.eval, rl["checkpoint"], resolved.pools, out / "rl_only" / "eval", resolved.search, cfg.judge, cfg.reward)
+    seconds["rl_only: evaluate"] = round(time.time() - step, 1)
+    return rl
 
 
 def read_figures(out: Path, seconds: float) -> dict[str, Any]:

@@ -181,3 +181,47 @@ def test_reread_says_why_a_folder_cannot_be_reread(tmp_path, make, says):
     assert isinstance(reason, str) and reason.startswith(says)
     done = subprocess.run([sys.executable, "-m", "bench.fidelity", "--reread", "--out", str(out)], capture_output=True, text=True)
     assert done.returncode == 2 and f"--out {out}: {says}" in done.stderr and "Traceback" not in done.stderr
+
+
+class _Pipeline:
+    """A stand-in for the pipeline's `Popen`: running for `polls` polls, calling `step` at each."""
+
+    def __init__(self, polls, step=lambda n: None):
+        self.polls, self.step, self.n = polls, step, 0
+
+    def poll(self):
+        self.step(self.n)
+        self.n += 1
+        return None if self.n <= self.polls else 0
+
+
+def _write_base_manifest(run, key, recorded_at, checkpoint):
+    (run / "base").mkdir(parents=True, exist_ok=True)
+    lineage = {"key": key, "recorded_at": recorded_at, "result": {"checkpoint": checkpoint}}
+    (run / "base" / "_manifest.json").write_text(json.dumps({"stage": "base", "rows": None, "lineage": lineage}))
+
+
+def test_the_rl_only_arm_starts_when_the_pipeline_records_a_new_base(tmp_path):
+    from bench.fidelity import _base_record, wait_for_base
+
+    run = tmp_path / "sft_rl"
+    _write_base_manifest(run, "k1", "2026-01-01T00:00:00Z", "/old/checkpoint")  # an earlier run's base
+    before = _base_record(run)
+    # The pipeline replaces it on its third poll: the new checkpoint, not the old one, and only then.
+    pipeline = _Pipeline(10, lambda n: n == 2 and _write_base_manifest(run, "k2", "2026-01-02T00:00:00Z", "/new/checkpoint"))
+    assert wait_for_base(pipeline, run, before, poll_s=0) == "/new/checkpoint" and pipeline.n == 3
+
+
+@pytest.mark.parametrize("manifest", ["same", "none", "corrupt"])
+def test_no_base_to_start_from_until_the_pipeline_ends(tmp_path, manifest):
+    from bench.fidelity import _base_record, wait_for_base
+
+    run = tmp_path / "sft_rl"
+    if manifest == "same":  # a cached base stage: its manifest is never written again
+        _write_base_manifest(run, "k1", "2026-01-01T00:00:00Z", "/old/checkpoint")
+    elif manifest == "corrupt":
+        (run / "base").mkdir(parents=True)
+        (run / "base" / "_manifest.json").write_text('{"stage": "ba')
+    before = _base_record(run)
+    pipeline = _Pipeline(3)
+    assert wait_for_base(pipeline, run, before, poll_s=0) is None and pipeline.n == 4  # the caller reads the summary
