@@ -272,11 +272,16 @@ def run(config_path: Path, out: Path, torch_threads: int = 1) -> dict[str, Any]:
     pipeline = _start_pipeline(config_path, run_dir, out / "prefect-home", torch_threads)
     resolved = Resolved(cfg, run_dir)
     search, judge, reward = resolved.search, cfg.judge, cfg.reward
-    base_ckpt = wait_for_base(pipeline, run_dir, before)
-    rl = None
-    if base_ckpt is not None:  # the RL-only arm beside the pipeline's SFT and GRPO
-        seconds["base ready"] = round(time.time() - started, 1)
-        rl = _rl_only(cfg, base_ckpt, resolved, out, seconds)
+    try:
+        base_ckpt = wait_for_base(pipeline, run_dir, before)
+        rl = None
+        if base_ckpt is not None:  # the RL-only arm beside the pipeline's SFT and GRPO
+            seconds["base ready"] = round(time.time() - started, 1)
+            rl = _rl_only(cfg, base_ckpt, resolved, out, seconds)
+    except BaseException:  # the arm failed or was interrupted: no pipeline left running without the bench
+        pipeline.terminate()
+        pipeline.wait()
+        raise
     _finish_pipeline(pipeline, run_dir)
     seconds["pipeline (sft_rl arm)"] = round(time.time() - started, 1)
     summary = json.loads((run_dir / "summary.json").read_text())["stages"]

@@ -225,3 +225,21 @@ def test_no_base_to_start_from_until_the_pipeline_ends(tmp_path, manifest):
     before = _base_record(run)
     pipeline = _Pipeline(3)
     assert wait_for_base(pipeline, run, before, poll_s=0) is None and pipeline.n == 4  # the caller reads the summary
+
+
+def test_a_failed_rl_only_arm_leaves_no_pipeline_running(tmp_path, monkeypatch):
+    started = []
+
+    def start(*args):
+        started.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]))
+        return started[0]
+
+    def broken(*args):
+        raise RuntimeError("the RL-only arm failed")
+
+    monkeypatch.setattr(fidelity, "_start_pipeline", start)
+    monkeypatch.setattr(fidelity, "wait_for_base", lambda *args: "/base/checkpoint")
+    monkeypatch.setattr(fidelity, "_rl_only", broken)
+    with pytest.raises(RuntimeError, match="the RL-only arm failed"):
+        fidelity.run(fidelity.ROOT / "configs" / "fidelity.yaml", tmp_path)
+    assert started and started[0].poll() is not None  # terminated, not left training
