@@ -458,14 +458,15 @@ def unrecorded_row(stage_dir: str | Path, name: str | None = None) -> dict[str, 
         seconds = metrics.get("seconds") if isinstance(metrics.get("seconds"), (int, float)) else None
         return {"stage": name or "eval", "state": "partial" if failed else "complete", **held, "counts": None, "failed": failed,
                 "seconds": seconds, "config_hash": None, "git_commit": None, "changed_inputs": [], "unrecorded": True}
-    checkpoint = out / "checkpoint"
-    saved = [any(any(checkpoint.glob(p)) for p in patterns) for patterns in
-             (["config.json"], ["*.safetensors", "pytorch_model*.bin"], ["tokenizer_config.json", "preprocessor_config.json"])]
-    if checkpoint.is_dir() and all(saved):
-        stage = name or ("grpo" if (out / "dynamics.jsonl").is_file() else out.name)
-        return {"stage": stage, "state": "complete", "rows": None, "counts": None, "failed": 0, "seconds": None, "config_hash": None,
-                "git_commit": None, "changed_inputs": [], "unrecorded": True}
-    return None
+    from eval.stage import check_checkpoint  # the one rule for what a saved checkpoint holds
+
+    try:
+        check_checkpoint(out / "checkpoint")
+    except FileNotFoundError:
+        return None
+    stage = name or ("grpo" if (out / "dynamics.jsonl").is_file() else out.name)
+    return {"stage": stage, "state": "complete", "rows": None, "counts": None, "failed": 0, "seconds": None, "config_hash": None,
+            "git_commit": None, "changed_inputs": [], "unrecorded": True}
 
 
 def _rows_held(name: str, manifest: dict[str, Any], stage_dir: Path) -> dict[str, Any]:
