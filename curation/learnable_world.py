@@ -14,7 +14,12 @@ the tool-free control (the same model with tools off) shows the tools are what i
 - search: a made-up landmark named in the question whose fact (completion year, height) is only in
   the local search corpus. The query copies the name, the answer copies the fact from the top result.
 - direct: control items whose answer is stated in the question. No tool is needed; calling one
-  measures whether tool use is selective.
+  measures whether tool use is selective. With `direct_tool_share` > 0, that share of them is an
+  over-user's item, as in the paper's cold start (its SFT model calls tools on 95% of MathVista
+  items): the probed student solves it neither way, so the selection rule sends it to the cold
+  start, and the teacher checks the stated number with a needless call (`print(48213)`) before it
+  answers from stdout. Two copies where one would do: the cold start then teaches over-use that RL
+  can remove (README, `bench.fidelity`: run W).
 
 Every family has one fixed program or query shape, so what is learnt is the protocol (when to call
 which tool, the tags) and copying digits and names token by token (the tokenizer splits digits one
@@ -66,6 +71,7 @@ class LearnableWorldConfig:
     image_size: tuple[int, int] = (1600, 200)  # wide enough for a four-digit column
     plant_faults: bool = True  # one exact duplicate and one broken image file
     families: tuple[str, ...] = FAMILIES  # the families generated (a subset learns in fewer steps: the demo's, the slow test's)
+    direct_tool_share: float = 0.0  # direct samples sent to the cold start with a teacher that calls code needlessly (module docstring)
 
     def __post_init__(self) -> None:
         unknown = set(self.families) - set(FAMILIES)
@@ -73,6 +79,8 @@ class LearnableWorldConfig:
             raise ValueError(f"families: {sorted(unknown) or 'none given'}; known: {', '.join(FAMILIES)}")
         if self.instruct_unsure not in INSTRUCT_UNSURE:
             raise ValueError(f"instruct_unsure: {self.instruct_unsure!r}; known: {', '.join(INSTRUCT_UNSURE)}")
+        if not 0.0 <= self.direct_tool_share <= 1.0:
+            raise ValueError(f"direct_tool_share: {self.direct_tool_share!r}; a share from 0 to 1")
 
 
 
@@ -116,6 +124,7 @@ DIRECT_THOUGHT = "The answer is stated in the question."
 GUESS_THOUGHT = "I will answer from what I see."
 ABSTAIN_THOUGHT = "I cannot tell this without measuring it."
 ABSTAIN_ANSWER = "unknown"
+CHECK_THOUGHT = "I will check the stated number with code."
 
 
 def _not_red(rng: random.Random) -> tuple[int, int, int]:
@@ -225,6 +234,19 @@ def _student_profile(seed: int, sample_id: str, family: str) -> tuple[float, flo
     return random.Random(f"{seed}/student/{sample_id}").choices(profiles, weights)[0]
 
 
+def _over_used(seed: int, sample_id: str, share: float) -> bool:
+    """Whether this direct sample is an over-user's item (`direct_tool_share`); its own RNG, so that a
+    share of 0 leaves the world as it was and any share leaves the other samples as they are."""
+    return share > 0 and random.Random(f"{seed}/over-used/{sample_id}").random() < share
+
+
+def _needless_check(item: dict[str, Any]) -> dict[str, Any]:
+    """A direct item whose teacher prints the stated number before it answers (`direct_tool_share`)."""
+    program = f"print({item['answer']})"
+    return {**item, "teacher": [_code_turn(CHECK_THOUGHT, program), _answer_turn(READ_STDOUT, item["answer"])], "program": program,
+            "meta": {**item["meta"], "needless_tool": True}}
+
+
 def _buggy(program: str) -> str:
     """The kind of bug a model makes: the image or a value under a name that does not exist."""
     return program.replace("image_1", "image", 1) if "image_1" in program else program.replace("print(", "print(result + ", 1)
@@ -308,12 +330,15 @@ def generate_learnable_world(out_dir: str | Path, cfg: LearnableWorldConfig | No
                 else:
                     item = _direct(rng, cfg)
                 sample_id = f"{prefix}-{family}-{i:04d}"
+                over_used = family == "direct" and split == "samples" and _over_used(cfg.seed, sample_id, cfg.direct_tool_share)
+                if over_used:
+                    item = _needless_check(item)
                 image_path = image_dir / f"{sample_id}.png"
                 item["image"].save(image_path)
                 sets[split].append({"id": sample_id, "category": family, "question": item["question"], "answer": item["answer"],
                                     "answer_type": item["answer_type"], "images": [str(image_path.relative_to(out))],
                                     "meta": {**item["meta"], "world": "learnable"}})
-                no_tools, with_tools = _student_profile(cfg.seed, sample_id, family)
+                no_tools, with_tools = (0.0, 0.0) if over_used else _student_profile(cfg.seed, sample_id, family)
                 guess = GUESS_THOUGHT if family != "direct" else DIRECT_THOUGHT
                 script = replay_script(sample_id, image_path, item, (no_tools, with_tools),
                                        [_answer_turn(guess, item["answer"])], [_answer_turn(guess, item["wrong_answer"])])

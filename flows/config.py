@@ -71,6 +71,8 @@ class WorldSettings(BaseModel):
     families: list[Literal["perception", "reasoning", "search", "direct"]] | None = None  # learnable only: a subset; None: all four
     # learnable only: the instruct persona's answer on a tool item it tries no tool on: the right one as a guess, or "unknown"
     instruct_unsure: Literal["right", "abstain"] = "right"
+    # learnable only: the share of direct samples sent to the cold start with a teacher that calls code needlessly
+    direct_tool_share: float = Field(0.0, ge=0, le=1)
 
     @field_validator("kind", "families", "instruct_unsure", mode="before")
     @classmethod
@@ -90,13 +92,13 @@ class WorldSettings(BaseModel):
                                       "the long-CoT mix's settings (ratio, path, opening) go under synth.long_cot")
         return value
 
-    @field_validator("families", "instruct_per_family", "instruct_unsure")
+    @field_validator("families", "instruct_per_family", "instruct_unsure", "direct_tool_share")
     @classmethod
     def _learnable_only(cls, value: Any, info: ValidationInfo) -> Any:
-        """`families`, `instruct_per_family` and `instruct_unsure` shape the learnable world; the
-        classic one has none of them (a setting written for it would be ignored). Their defaults (no
-        subset, 0, `right`) pass: a flow validates again from its saved config, which spells every
-        default out."""
+        """`families`, `instruct_per_family`, `instruct_unsure` and `direct_tool_share` shape the
+        learnable world; the classic one has none of them (a setting written for it would be
+        ignored). Their defaults (no subset, 0, `right`, 0.0) pass: a flow validates again from its
+        saved config, which spells every default out."""
         if info.data.get("kind") == "classic" and value not in (None, 0, "right"):
             raise PydanticCustomError("learnable_only", "for the learnable world only (world.kind: learnable); the classic world "
                                       "has no such setting")
@@ -108,6 +110,7 @@ class WorldSettings(BaseModel):
         if self.kind == "learnable":
             settings["instruct_per_family"] = self.instruct_per_family
             settings["instruct_unsure"] = self.instruct_unsure
+            settings["direct_tool_share"] = self.direct_tool_share
             if self.families:
                 settings["families"] = tuple(self.families)
         return settings

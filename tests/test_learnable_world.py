@@ -103,3 +103,51 @@ def test_an_abstaining_instruct_persona_says_unknown_where_it_tries_no_tool(tmp_
 def test_an_unknown_instruct_unsure_is_refused():
     with pytest.raises(ValueError, match="instruct_unsure: 'maybe'; known: right, abstain"):
         LearnableWorldConfig(instruct_unsure="maybe")
+
+
+def test_an_over_users_direct_items_go_to_the_cold_start_with_a_needless_call(tmp_path):
+    """`direct_tool_share`: that share of the pipeline's direct samples is probed as unsolved either way
+    (the selection rule's cold start), and the teacher prints the stated number before answering from
+    stdout; every other sample, and the instruct persona's direct answers, stay as with a share of 0."""
+    from curation.select import SelectConfig, rule_pool
+
+    settings = dict(seed=7, per_family=40, instruct_per_family=4, distractor_docs=2, long_cot=2)
+    plain = generate_learnable_world(tmp_path / "plain", LearnableWorldConfig(**settings))
+    over = generate_learnable_world(tmp_path / "over", LearnableWorldConfig(**settings, direct_tool_share=0.5))
+    plain_scripts = {s["sample_id"]: s for s in rows(plain["scripts_path"])}
+    over_scripts = {s["sample_id"]: s for s in rows(over["scripts_path"])}
+    samples = {s["id"]: s for s in rows(over["samples_path"])}
+    needless = {i for i, s in samples.items() if s["meta"].get("needless_tool")}
+    direct = {i for i, s in samples.items() if s["category"] == "direct" and i in over_scripts}
+    assert needless < direct and 0.3 < len(needless) / len(direct) < 0.7  # about half of 40
+    root = Path(over["samples_path"]).parent
+    with KernelPool(SandboxConfig(isolation="auto", allow_unisolated=True)) as pool:
+        for sample_id in needless:
+            script, sample = over_scripts[sample_id], samples[sample_id]
+            code = re.search(r"```python\n(.*)\n```", script["teacher"][0], re.S).group(1)
+            assert code == f"print({sample['answer']})" and sample["answer"] in sample["question"]
+            with PythonKernel([(root / sample["images"][0]).read_bytes()], pool) as kernel:
+                assert kernel.execute(code).stdout.strip() == sample["answer"]
+            assert script["teacher"][-1].endswith(f"<answer>{sample['answer']}</answer>")
+            pass_rates = (script["student_pass_rate"], script["student_tool_pass_rate"])
+            assert rule_pool(*pass_rates, SelectConfig()) == ("coldstart", None)
+            assert "<answer>" in script["instruct"][0]  # the instruct persona still answers it directly
+    for sample_id, script in over_scripts.items():
+        if sample_id not in needless:
+            assert script == plain_scripts[sample_id], sample_id
+    assert Path(over["instruct_path"]).read_text() == Path(plain["instruct_path"]).read_text()
+
+
+def test_a_direct_tool_share_outside_0_to_1_is_refused():
+    with pytest.raises(ValueError, match="direct_tool_share: 1.5; a share from 0 to 1"):
+        LearnableWorldConfig(direct_tool_share=1.5)
+
+
+def test_world_direct_tool_share_reaches_the_generator(tmp_path):
+    from curation.worlds import generate
+    from flows.config import WorldSettings
+
+    settings = WorldSettings(kind="learnable", per_family=3, distractor_docs=1, long_cot=1, direct_tool_share=1.0).generator_settings()
+    generate("learnable", tmp_path, settings)
+    direct = [s for s in rows(tmp_path / "samples.jsonl") if s["category"] == "direct"]
+    assert direct and all(s["meta"].get("needless_tool") for s in direct)

@@ -102,6 +102,7 @@ def test_a_config_that_only_evaluates_plans_no_curation_or_training(replay_url, 
     ("{families: [perception]}", "families"),  # classic is the default kind
     ("{kind: classic, instruct_per_family: 2}", "instruct_per_family"),
     ("{kind: classic, instruct_unsure: abstain}", "instruct_unsure"),
+    ("{kind: classic, direct_tool_share: 0.5}", "direct_tool_share"),
 ])
 def test_learnable_only_world_settings_are_refused_on_the_classic_world(tmp_path, world_line, field):
     from flows.config import ConfigError, load_config
