@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -782,9 +783,23 @@ def close_options(exc: BaseException) -> list[str]:
     return [names[name] for name in closest(typed.lstrip("-"), names, n=3)]
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler's or `kill`'s stop), raised in the main thread, so that the command
+    cleans up as an interrupted one does: the flows' `finally` blocks stop the servers and kernels
+    they started, and the exit handlers stop Prefect's ephemeral API server. Python's default SIGTERM
+    ends the process before either runs, leaving that server behind (holding the terminal's output
+    open); Prefect's own handler, while a flow runs, marks the run crashed and then sends the signal
+    again, to this one. Not a `KeyboardInterrupt`: typer turns that into a silent exit 130."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main() -> None:
     from typer.exceptions import TyperException  # typer's click usage errors (it vendors click) derive from it
 
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         # Not standalone: usage errors come here and are told in one line like every other user error.
         code = app(standalone_mode=False)
@@ -802,6 +817,9 @@ def main() -> None:
     except _user_errors() as exc:
         typer.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(2)
+    except Terminated:
+        typer.echo("terminated", err=True)
+        sys.exit(128 + signal.SIGTERM)  # the shell's code for a process SIGTERM ended
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
