@@ -7,6 +7,7 @@ import logging
 import re
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -797,9 +798,21 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 
 
 def main() -> None:
+    """The `deepeyes` command: SIGTERM raises `Terminated` while it runs (in the main thread; the
+    handler there before is put back as it ends, for a caller that runs it in-process)."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    try:
+        _run_app()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_app() -> None:
+    """Run the typer app; every way it ends is an exit code, a user error or usage error one line on stderr."""
     from typer.exceptions import TyperException  # typer's click usage errors (it vendors click) derive from it
 
-    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         # Not standalone: usage errors come here and are told in one line like every other user error.
         code = app(standalone_mode=False)

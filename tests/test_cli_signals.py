@@ -73,3 +73,19 @@ def test_a_terminated_run_stops_its_prefect_server_and_exits_143(tmp_path):
         for pid in [run.pid, *started]:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_main_in_process_puts_the_callers_sigterm_handler_back(monkeypatch):
+    from flows.cli import main
+
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    monkeypatch.setattr(sys, "argv", ["deepeyes", "--no-such-option"])
+    try:
+        with pytest.raises(SystemExit):
+            main()
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
