@@ -54,6 +54,7 @@ from eval.report import build_report
 from eval.stage import HELDOUT, run_evaluate
 from flows.config import ConfigError, PipelineConfig, resolve_paths, load_config
 from flows.pipeline import Resolved
+from flows.signals import EXIT_CODE as TERMINATED_EXIT_CODE, Terminated, sigterm_raises
 from flows.user_input import InputFileError, load_yaml, read_text_file
 from synth.trajectory import TRAJECTORY_SCHEMA
 from train.grpo import run_grpo
@@ -231,6 +232,19 @@ def _finish_pipeline(process: subprocess.Popen, run_dir: Path) -> None:
         raise SystemExit(f"the pipeline run failed (exit {process.returncode}); see {log}:\n" + log.read_text()[-3000:])
 
 
+def stop_pipeline(process: subprocess.Popen, grace_s: float = 60.0) -> None:
+    """Stop a running pipeline as a scheduler does: SIGTERM, which `deepeyes` handles by cleaning up
+    (its servers, Prefect's ephemeral API server), then SIGKILL after `grace_s` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _base_record(run_dir: Path) -> tuple[Any, Any, Any]:
     """What the base stage's manifest records now: its key, when it was recorded, its result (None each when absent)."""
     try:
@@ -278,11 +292,10 @@ def run(config_path: Path, out: Path, torch_threads: int = 1) -> dict[str, Any]:
         if base_ckpt is not None:  # the RL-only arm beside the pipeline's SFT and GRPO
             seconds["base ready"] = round(time.time() - started, 1)
             rl = _rl_only(cfg, base_ckpt, resolved, out, seconds)
-    except BaseException:  # the arm failed or was interrupted: no pipeline left running without the bench
-        pipeline.terminate()
-        pipeline.wait()
+        _finish_pipeline(pipeline, run_dir)
+    except BaseException:  # the arm failed, or the bench was interrupted: no pipeline left running without it
+        stop_pipeline(pipeline)
         raise
-    _finish_pipeline(pipeline, run_dir)
     seconds["pipeline (sft_rl arm)"] = round(time.time() - started, 1)
     summary = json.loads((run_dir / "summary.json").read_text())["stages"]
     base_ckpt, sft_ckpt = summary["base"]["checkpoint"], summary["sft"]["checkpoint"]
@@ -653,12 +666,18 @@ def main() -> None:
             parser.error(problem)
         out = (args.out or Path(tempfile.mkdtemp(prefix="deepeyes-fidelity-"))).resolve()
         out.mkdir(parents=True, exist_ok=True)
-        with contextlib.redirect_stdout(sys.stderr):  # the stages' progress lines; stdout carries the result only
-            if args.seeds is not None:
-                result = run_seeds(args.config.resolve(), out, args.seeds, args.torch_threads)
-            else:
-                result = run(args.config.resolve(), out, args.torch_threads)
-                result["pipeline"] = _strip(result["pipeline"])
+        # stdout carries the result only: the stages' progress lines go to stderr. A SIGTERM stops the
+        # pipeline run beside the bench as Ctrl-C does (`run`), not orphaning it.
+        with contextlib.redirect_stdout(sys.stderr), sigterm_raises():
+            try:
+                if args.seeds is not None:
+                    result = run_seeds(args.config.resolve(), out, args.seeds, args.torch_threads)
+                else:
+                    result = run(args.config.resolve(), out, args.torch_threads)
+                    result["pipeline"] = _strip(result["pipeline"])
+            except Terminated:
+                print("terminated", file=sys.stderr)
+                sys.exit(TERMINATED_EXIT_CODE)
     if not subset:  # a reread of some seeds prints them; the folder's record of all its seeds stays
         (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
@@ -673,6 +692,7 @@ def main() -> None:
                 print(f"paired {name} {group}: {p['better']} better, {p['worse']} worse of {p['n']} "
                       f"(sign test p {p['sign_test_p']}); reward {p['reward_difference']:+.3f} {p['reward_difference_ci95']}")
         print(f"report: {result['report']}")
+
 
 if __name__ == "__main__":
     main()

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from flows.prefect_env import configure_prefect_env
+from flows.signals import EXIT_CODE as TERMINATED_EXIT_CODE, Terminated, sigterm_raises
 from flows.user_input import out_dir_option
 
 app = typer.Typer(
@@ -784,29 +783,10 @@ def close_options(exc: BaseException) -> list[str]:
     return [names[name] for name in closest(typed.lstrip("-"), names, n=3)]
 
 
-class Terminated(BaseException):
-    """SIGTERM (a scheduler's or `kill`'s stop), raised in the main thread, so that the command
-    cleans up as an interrupted one does: the flows' `finally` blocks stop the servers and kernels
-    they started, and the exit handlers stop Prefect's ephemeral API server. Python's default SIGTERM
-    ends the process before either runs, leaving that server behind (holding the terminal's output
-    open); Prefect's own handler, while a flow runs, marks the run crashed and then sends the signal
-    again, to this one. Not a `KeyboardInterrupt`: typer turns that into a silent exit 130."""
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
-
-
 def main() -> None:
-    """The `deepeyes` command: SIGTERM raises `Terminated` while it runs (in the main thread; the
-    handler there before is put back as it ends, for a caller that runs it in-process)."""
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
-    try:
+    """The `deepeyes` command; SIGTERM stops it as Ctrl-C does (`flows.signals`)."""
+    with sigterm_raises():
         _run_app()
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _run_app() -> None:
@@ -832,7 +812,7 @@ def _run_app() -> None:
         sys.exit(2)
     except Terminated:
         typer.echo("terminated", err=True)
-        sys.exit(128 + signal.SIGTERM)  # the shell's code for a process SIGTERM ended
+        sys.exit(TERMINATED_EXIT_CODE)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)

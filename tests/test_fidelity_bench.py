@@ -243,3 +243,34 @@ def test_a_failed_rl_only_arm_leaves_no_pipeline_running(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="the RL-only arm failed"):
         fidelity.run(fidelity.ROOT / "configs" / "fidelity.yaml", tmp_path)
     assert started and started[0].poll() is not None  # terminated, not left training
+
+
+def test_a_bench_stopped_while_it_waits_for_the_pipeline_stops_the_pipeline(tmp_path, monkeypatch):
+    """SIGTERM (`flows.signals.Terminated`) while the RL-only arm is done and the bench waits for the
+    pipeline's SFT and GRPO: the pipeline is stopped too, not left training without its bench."""
+    from flows.signals import Terminated
+
+    started = []
+
+    def start(*args):
+        started.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]))
+        return started[0]
+
+    def stopped(process, run_dir):
+        raise Terminated()
+
+    monkeypatch.setattr(fidelity, "_start_pipeline", start)
+    monkeypatch.setattr(fidelity, "wait_for_base", lambda *args: "/base/checkpoint")
+    monkeypatch.setattr(fidelity, "_rl_only", lambda *args: {"grpo": {}})
+    monkeypatch.setattr(fidelity, "_finish_pipeline", stopped)
+    with pytest.raises(Terminated):
+        fidelity.run(fidelity.ROOT / "configs" / "fidelity.yaml", tmp_path)
+    assert started and started[0].poll() is not None
+
+
+def test_a_pipeline_that_ignores_sigterm_is_killed_after_the_grace_period():
+    process = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                                "print('ready', flush=True)\ntime.sleep(120)"], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"  # its handler is set
+    fidelity.stop_pipeline(process, grace_s=0.5)
+    assert process.returncode == -9
