@@ -37,6 +37,9 @@ def test_arm_figures_by_hand(tmp_path, monkeypatch):
     assert need["right_tool_share"] == 0.75  # ...3 of those 4 with the right kind (search on a perception item is not)
     direct = figures["per_category"]["direct"]
     assert direct["tools"]["accuracy"] == 1.0 and direct["tool_calls_per_trajectory"] == 1.0 and direct["calls_by_tool"] == {"python": 2}
+    search = figures["per_category"]["search"]  # right with its call, wrong without one
+    assert (search["with_call"]["n"], search["with_call"]["accuracy"], search["without_call"]["n"], search["without_call"]["accuracy"]) == (1, 1.0, 1, 0.0)
+    assert (need["with_call"]["n"], need["with_call"]["accuracy"], need["without_call"]["n"], need["without_call"]["accuracy"]) == (4, 0.75, 1, 0.0)
     assert figures["per_category"]["perception"]["right_tool_share"] == pytest.approx(2 / 3, abs=1e-4)
     low, high = figures["overall"]["tools"]["ci95"]
     assert 0 < low < 5 / 7 < high < 1
@@ -105,6 +108,19 @@ def test_a_cold_start_that_never_calls_on_direct_items_is_said_to_leave_rl_nothi
     assert target["holds"] is False and target["value"] == [0.0, 0.0] and "no tool call" in target["note"]
     sft = arm(0.9, 0.0, 1.0, 1.0, 0.4, 0.8, 0.0)
     assert "note" not in fidelity.targets({"sft": sft, "sft_rl": sft_rl, "rl_only": sft_rl, "base": sft}, 100)["sft_rl_fewer_calls_on_direct_than_sft"]
+
+
+def test_rl_that_keeps_needless_calls_is_said_what_sft_scored_with_and_without_them():
+    """Run W0's case: SFT calls on 7 of 11 direct items, right on all 7, wrong on the 4 it answers
+    without a call; RL ends calling on all 11."""
+    rl = {"reward_difference_ci95": [0.01, 0.2], "tool_calls_last_fifth": 1.0}
+    sft, sft_rl = arm(0.9, 0.0, 1.0, 1.0, 0.64, 0.8, 0.0), arm(0.9, 0.0, 1.0, 1.0, 1.0, 0.8, 0.0, rl)
+    sft["per_category"]["direct"] |= {"with_call": {"n": 7, "accuracy": 1.0}, "without_call": {"n": 4, "accuracy": 0.0}}
+    target = fidelity.targets({"sft": sft, "sft_rl": sft_rl, "rl_only": arm(0, 0, 0, None, 0, 0, 0, rl), "base": sft}, 100)[
+        "sft_rl_fewer_calls_on_direct_than_sft"]
+    assert target["holds"] is False and target["note"] == (
+        "SFT's accuracy on direct items with call 1.0 (7 items), without call 0.0 (4 items); GRPO's reward pays accuracy, not fewer calls: "
+        "the rollouts' accuracy and calls on direct items by step are in grpo.rollouts_by_category")
 
 
 def test_paired_difference_by_hand():
@@ -274,3 +290,17 @@ def test_a_pipeline_that_ignores_sigterm_is_killed_after_the_grace_period():
     assert process.stdout.readline().strip() == "ready"  # its handler is set
     fidelity.stop_pipeline(process, grace_s=0.5)
     assert process.returncode == -9
+
+
+def test_reread_of_a_single_bench_writes_its_figures_again(tmp_path, monkeypatch, capsys):
+    """`--reread --out DIR` on a one-seed bench: the figures read again are printed and replace the
+    folder's `fidelity.json` (this path once ended in an UnboundLocalError)."""
+    (tmp_path / "fidelity.json").write_text(json.dumps({"seconds": {"total": 1500.0}, "arms": {"old": True}}))
+    read = {"arms": {"sft": {"new": True}}, "paired": {}, "targets": {"bench_le_30_minutes": {"value": 1500.0, "holds": True}},
+            "report": str(tmp_path / "report" / "report.html")}
+    monkeypatch.setattr(fidelity, "read_figures", lambda out, seconds: read if (out, seconds) == (tmp_path, 1500.0) else {})
+    monkeypatch.setattr(sys, "argv", ["bench.fidelity", "--reread", "--out", str(tmp_path), "--json"])
+    fidelity.main()
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["arms"] == {"sft": {"new": True}} and printed["seconds"] == {"total": 1500.0}
+    assert json.loads((tmp_path / "fidelity.json").read_text()) == printed
