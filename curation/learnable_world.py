@@ -315,6 +315,7 @@ def generate_learnable_world(out_dir: str | Path, cfg: LearnableWorldConfig | No
     image_corpus: list[dict[str, str]] = []
     scripts: list[dict[str, Any]] = []
     sets: dict[str, list[dict[str, Any]]] = {"samples": [], "instruct": []}
+    over_used_count = 0  # direct samples with the over-user's needless call (`direct_tool_share`)
 
     for split, count in (("samples", cfg.per_family), ("instruct", cfg.instruct_per_family)):
         prefix = "learn" if split == "samples" else "instruct"
@@ -333,6 +334,7 @@ def generate_learnable_world(out_dir: str | Path, cfg: LearnableWorldConfig | No
                 over_used = family == "direct" and split == "samples" and _over_used(cfg.seed, sample_id, cfg.direct_tool_share)
                 if over_used:
                     item = _needless_check(item)
+                    over_used_count += 1
                 image_path = image_dir / f"{sample_id}.png"
                 item["image"].save(image_path)
                 sets[split].append({"id": sample_id, "category": family, "question": item["question"], "answer": item["answer"],
@@ -367,6 +369,7 @@ def generate_learnable_world(out_dir: str | Path, cfg: LearnableWorldConfig | No
     write_jsonl(Path(files["long_cot_path"]), [_long_cot(rng, i, out, questions) for i in range(cfg.long_cot)])
     write_jsonl(Path(files["scripts_path"]), scripts)
     summary = {"kind": "learnable", "seed": cfg.seed, "samples": len(samples), "instruct_samples": len(sets["instruct"]),
-               "corpus_docs": len(corpus), "long_cot_rows": cfg.long_cot, **files}
+               "corpus_docs": len(corpus), "long_cot_rows": cfg.long_cot,
+               "over_used_direct": over_used_count, **files}
     (out / "world.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

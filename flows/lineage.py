@@ -474,7 +474,8 @@ def _rows_held(name: str, manifest: dict[str, Any], stage_dir: Path) -> dict[str
     for the others, its recorded result: the world's samples, the base (instruct) stage's and SFT's
     training rows (the base's: its instruct trajectories and long-CoT rows), GRPO's prompts,
     eval's samples scored (per benchmark the most any of its runs scored: the tool-free control
-    scores the same samples again). `also`: the world's other rows (`["100 long-CoT rows"]`; a world
+    scores the same samples again). `also`: the world's other rows (`["100 long-CoT rows"]`, its
+    instruct samples and its over-user's `direct` samples where it has any; a world
     recorded before `long_cot_rows` was, counted in its `long_cot.jsonl`). None where nothing says."""
     if isinstance(manifest.get("rows"), int):
         return {"rows": manifest["rows"]}
@@ -491,7 +492,8 @@ def _rows_held(name: str, manifest: dict[str, Any], stage_dir: Path) -> dict[str
         if long_cot is None and (path := stage_dir / "long_cot.jsonl").is_file():
             with path.open("rb") as lines:
                 long_cot = sum(1 for line in lines if line.strip())
-        also = [f"{n} {what}" for n, what in ((long_cot, "long-CoT rows"), (count("instruct_samples"), "instruct samples"))
+        also = [f"{n} {what}" for n, what in ((long_cot, "long-CoT rows"), (count("instruct_samples"), "instruct samples"),
+                                             (count("over_used_direct"), "direct samples with a needless call"))
                 if n is not None and (n or what == "long-CoT rows")]
         return {"rows": count("samples"), **({"also": also} if also else {})}
     if stage == "sft":

@@ -120,6 +120,7 @@ def test_an_over_users_direct_items_go_to_the_cold_start_with_a_needless_call(tm
     needless = {i for i, s in samples.items() if s["meta"].get("needless_tool")}
     direct = {i for i, s in samples.items() if s["category"] == "direct" and i in over_scripts}
     assert needless < direct and 0.3 < len(needless) / len(direct) < 0.7  # about half of 40
+    assert over["over_used_direct"] == len(needless) and plain["over_used_direct"] == 0  # world.json says how many
     root = Path(over["samples_path"]).parent
     with KernelPool(SandboxConfig(isolation="auto", allow_unisolated=True)) as pool:
         for sample_id in needless:

@@ -317,6 +317,16 @@ def test_status_shows_what_each_stage_without_shards_holds(tmp_path, drop_long_c
         ["complete", "rows", "11"], ["complete", "rows", "4"], ["complete", "rows", "8"]]
 
 
+def test_status_counts_a_learnable_worlds_instruct_and_over_used_direct_samples(tmp_path):
+    from flows.lineage import _rows_held
+
+    result = {"samples": 12, "long_cot_rows": 2, "instruct_samples": 8, "over_used_direct": 3}
+    held = _rows_held("world", {"stage": "world", "lineage": {"result": result}}, tmp_path)
+    assert held == {"rows": 12, "also": ["2 long-CoT rows", "8 instruct samples", "3 direct samples with a needless call"]}
+    result |= {"instruct_samples": 0, "over_used_direct": 0}  # none: not said
+    assert _rows_held("world", {"stage": "world", "lineage": {"result": result}}, tmp_path)["also"] == ["2 long-CoT rows"]
+
+
 def _run_with_a_base_stage(tmp_path: Path) -> Path:
     """A run whose config has `base:`: the world's instruct samples train the base (instruct) stage, SFT starts from its checkpoint."""
     from flows.lineage import record, record_run
