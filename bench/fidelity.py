@@ -21,8 +21,10 @@ pipeline as soon as the pipeline has made the base (`run`).
 Per arm, from the held-out trajectories: accuracy with tools and in the tool-free control (Wilson
 95% intervals) overall, on the tool-needing families (perception, reasoning, search) and on the
 `direct` control items; per category the share of items with a tool call, tool calls per
-trajectory, calls by tool, and the share of items with a call whose calls are all of the right kind
-(code for perception and reasoning, search for search); and for the GRPO arms the mean reward of
+trajectory, calls by tool, the share of items with a call whose calls are all of the right kind
+(code for perception and reasoning, search for search), and the accuracy of the items answered
+with a call and of those answered without one (`with_call`, `without_call`: the path GRPO's
+reward pays is the one right more often); and for the GRPO arms the mean reward of
 the first and the last fifth of steps, with a 95% bootstrap interval on the difference, and tool
 calls per trajectory likewise. `targets` says which of the issue's targets hold; the report
 (`<out>/report/report.html`) has the arms side by side and tool calls per trajectory by GRPO step.
