@@ -41,6 +41,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -56,7 +57,7 @@ from eval.report import build_report
 from eval.stage import HELDOUT, run_evaluate
 from flows.config import ConfigError, PipelineConfig, resolve_paths, load_config
 from flows.pipeline import Resolved
-from flows.signals import EXIT_CODE as TERMINATED_EXIT_CODE, Terminated, sigterm_raises
+from flows.signals import EXIT_CODES, SAID, Terminated, stop_signals
 from flows.user_input import InputFileError, load_yaml, read_text_file
 from synth.trajectory import TRAJECTORY_SCHEMA
 from train.grpo import run_grpo
@@ -680,7 +681,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         # stdout carries the result only: the stages' progress lines go to stderr. A SIGTERM stops the
         # pipeline run beside the bench as Ctrl-C does (`run`), not orphaning it.
-        with contextlib.redirect_stdout(sys.stderr), sigterm_raises():
+        with contextlib.redirect_stdout(sys.stderr), stop_signals():
             try:
                 if args.seeds is not None:
                     result = run_seeds(args.config.resolve(), out, args.seeds, args.torch_threads)
@@ -688,8 +689,8 @@ def main() -> None:
                     result = run(args.config.resolve(), out, args.torch_threads)
                     result["pipeline"] = _strip(result["pipeline"])
             except Terminated:
-                print("terminated", file=sys.stderr)
-                sys.exit(TERMINATED_EXIT_CODE)
+                print(SAID[signal.SIGTERM], file=sys.stderr)
+                sys.exit(EXIT_CODES[signal.SIGTERM])
     if not subset:  # a reread of some seeds prints them; the folder's record of all its seeds stays
         (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.json:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from flows.prefect_env import configure_prefect_env
-from flows.signals import EXIT_CODE as TERMINATED_EXIT_CODE, Terminated, sigterm_raises
+from flows.signals import EXIT_CODES, SAID, Stop, Terminated, stop_signals
 from flows.user_input import out_dir_option
 
 app = typer.Typer(
@@ -784,12 +785,23 @@ def close_options(exc: BaseException) -> list[str]:
 
 
 def main() -> None:
-    """The `deepeyes` command; SIGTERM stops it as Ctrl-C does (`flows.signals`)."""
-    with sigterm_raises():
-        _run_app()
+    """The `deepeyes` command; SIGTERM stops it as Ctrl-C does, each ending in one line (`flows.signals`)."""
+    with stop_signals() as stop:
+        try:
+            _run_app(stop)
+        except Exception:
+            if stop.received is None:
+                raise
+            # After the signal: Prefect's API server, in the same process group, stopped first and its client failed.
+            _stopped_by(stop.received)
 
 
-def _run_app() -> None:
+def _stopped_by(signum: int) -> NoReturn:
+    typer.echo(SAID[signum], err=True)
+    sys.exit(EXIT_CODES[signum])
+
+
+def _run_app(stop: Stop) -> None:
     """Run the typer app; every way it ends is an exit code, a user error or usage error one line on stderr."""
     from typer.exceptions import TyperException  # typer's click usage errors (it vendors click) derive from it
 
@@ -811,11 +823,11 @@ def _run_app() -> None:
         typer.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(2)
     except Terminated:
-        typer.echo("terminated", err=True)
-        sys.exit(TERMINATED_EXIT_CODE)
+        _stopped_by(signal.SIGTERM)
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+        _stopped_by(signal.SIGINT)
+    if code == EXIT_CODES[signal.SIGINT] and stop.received == signal.SIGINT:  # typer made Ctrl-C an exit 130
+        _stopped_by(signal.SIGINT)
     sys.exit(code if isinstance(code, int) else 0)  # a typer.Exit's code (click returns it when not standalone)
 
 

@@ -25,6 +25,10 @@ def configure_prefect_env() -> None:
         # concurrency limits are recorded without them; a Prefect server records everything.
         os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED", "false")
         os.environ.setdefault("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED", "false")
+        # Run logs stay in the terminal and the run's log files: sent to the ephemeral API as well,
+        # each line would cost a SQLite write nobody reads after the command, and once Ctrl-C or a
+        # group SIGTERM has stopped that server, every line would print "Error logging to API".
+        os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_ROOT_LEVEL", "WARNING")
     # Library progress bars drown the pipeline's own progress lines.

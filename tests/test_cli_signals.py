@@ -1,6 +1,7 @@
-"""A `deepeyes` command stopped with SIGTERM (a scheduler's stop, `kill`, `timeout`) cleans up as an
-interrupted one does: it says `terminated`, exits 143, and leaves no process behind (Prefect's
-ephemeral API server, the replay teacher), where Python's default SIGTERM left the server running."""
+"""A `deepeyes` command stopped with SIGTERM (a scheduler's stop, `kill`, `timeout`) or Ctrl-C cleans
+up and ends in one line: `terminated` and exit 143, or `interrupted` and exit 130, with no process
+left behind (Prefect's ephemeral API server, the replay teacher) and no traceback, whether the
+signal reaches the command alone or its whole process group (Prefect's API server with it)."""
 
 import os
 import signal
@@ -43,12 +44,18 @@ def alive(pid: int) -> bool:
     return fields[0] != "Z"
 
 
-def test_a_terminated_run_stops_its_prefect_server_and_exits_143(tmp_path):
+@pytest.mark.parametrize(("signum", "group", "said", "code"), [
+    (signal.SIGTERM, False, "terminated", 143),
+    (signal.SIGTERM, True, "terminated", 143),  # `timeout`, a scheduler stopping a job's process group
+    (signal.SIGINT, True, "interrupted", 130),  # Ctrl-C in a terminal
+], ids=["sigterm", "sigterm-group", "sigint-group"])
+def test_a_stopped_run_stops_its_servers_and_ends_in_one_line(tmp_path, signum, group, said, code):
     config = tmp_path / "sig.yaml"
     config.write_text("name: sig\nworld: {kind: classic, per_family: 2}\n")
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    # A session of its own, so that signalling its group does not signal pytest's.
     run = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config)], cwd=tmp_path, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     started: dict[int, str] = {}
     try:
         deadline = time.monotonic() + 120
@@ -59,11 +66,14 @@ def test_a_terminated_run_stops_its_prefect_server_and_exits_143(tmp_path):
         assert any("uvicorn" in cmd for cmd in started.values()), "Prefect's ephemeral server never started"
         time.sleep(2)  # into the flow: Prefect's own SIGTERM handler is the one installed
         started |= descendants(run.pid)
-        run.send_signal(signal.SIGTERM)
+        if group:
+            os.killpg(run.pid, signum)
+        else:
+            run.send_signal(signum)
         # Without the handler this timed out: the orphaned server kept the output pipes open.
         out, err = run.communicate(timeout=90)
-        assert run.returncode == 143, (out, err)
-        assert err.strip().splitlines()[-1] == "terminated", err
+        assert run.returncode == code, (out, err)
+        assert err.strip().splitlines()[-1] == said and "Traceback" not in err, err
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(alive(pid) for pid in started):
             time.sleep(0.2)
@@ -75,17 +85,18 @@ def test_a_terminated_run_stops_its_prefect_server_and_exits_143(tmp_path):
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_main_in_process_puts_the_callers_sigterm_handler_back(monkeypatch):
+def test_main_in_process_puts_the_callers_signal_handlers_back(monkeypatch):
     from flows.cli import main
 
     def mine(signum, frame):
         pass
 
-    previous = signal.signal(signal.SIGTERM, mine)
+    previous = {signum: signal.signal(signum, mine) for signum in (signal.SIGTERM, signal.SIGINT)}
     monkeypatch.setattr(sys, "argv", ["deepeyes", "--no-such-option"])
     try:
         with pytest.raises(SystemExit):
             main()
-        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGTERM) is mine and signal.getsignal(signal.SIGINT) is mine
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

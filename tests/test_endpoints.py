@@ -3,6 +3,7 @@ preflight, request-cache identity, and `deepeyes synth` / `deepeyes probe` faili
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -460,3 +461,27 @@ def test_deepeyes_synth_and_probe_without_search_refuse_search_questions_in_one_
         assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
         assert lines[0].startswith(f"error: {stage}: ") and "search questions (category: search) and no text search is configured: " \
                                                          "give --corpus FILE (search.corpus_path)" in lines[0]
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, SystemExit])
+def test_a_managed_server_interrupted_while_it_starts_is_stopped(tmp_path, monkeypatch, interruption):
+    """Ctrl-C or a SIGTERM (raised as an exception) during the wait for readiness: `start` never
+    returned the server to its caller, so it stops the server itself; in a session of its own, a
+    process-group kill would not reach it."""
+    from synth.runtime import endpoint
+
+    server = endpoint.ManagedServer([sys.executable, "-c", "import time; time.sleep(60)"], f"http://127.0.0.1:{free_port()}/v1",
+                                    tmp_path / "server.log", ready_timeout_s=30)
+
+    pids = []
+
+    def interrupted(*args, **kwargs):
+        pids.append(server.pid)
+        raise interruption()
+
+    monkeypatch.setattr(endpoint.httpx, "get", interrupted)
+    with pytest.raises(interruption):
+        server.start()
+    assert pids and server.pid is None  # stopped, and forgotten
+    with pytest.raises(ProcessLookupError):
+        os.kill(pids[0], 0)  # gone (reaped by `stop`'s wait)

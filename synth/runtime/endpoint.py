@@ -44,21 +44,33 @@ class ManagedServer:
         self._proc: subprocess.Popen | None = None
 
     def start(self) -> ManagedServer:
+        """Start the server (in a session of its own) and wait until `/models` answers 200; returns self.
+        Raises `EndpointError` when it exits or is not ready within `ready_timeout_s`. However the wait
+        ends short of ready (that error, Ctrl-C, a SIGTERM raised as an exception), the server is
+        stopped first: the caller never got it to stop, and its own session keeps it out of a
+        process-group kill."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self._proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise EndpointError(f"model server exited with code {self._proc.returncode}: {' '.join(self.command)} (log: {self.log_path})")
             try:
                 if httpx.get(f"{self.base_url}/models", timeout=2.0).status_code == 200:
-                    return self
+                    return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        self.stop()
         raise EndpointError(f"model server not ready after {self.ready_timeout_s:g} s: {' '.join(self.command)} (log: {self.log_path})")
 
     @property
