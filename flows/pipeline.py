@@ -690,8 +690,10 @@ def plan(cfg: PipelineConfig, run_dir: str | Path, flow_name: str = "retrain") -
     teacher = "the replay server (managed)" if cfg.replay else (cfg.teacher_server.base_url + " (managed)" if cfg.teacher_server else cfg.synth.teacher_url)
     steps: list[dict[str, Any]] = []
     if cfg.world is not None:
+        over_use = (f", each direct sample an over-user's item with chance {cfg.world.direct_tool_share:g}"
+                    if cfg.world.direct_tool_share else "")
         steps.append({"stage": "world", "out": run / "world", "does": f"generate the {cfg.world.kind} world, {cfg.world.per_family} samples "
-                      f"per family, {cfg.world.long_cot} long-CoT rows (seed {cfg.world.seed})"})
+                      f"per family, {cfg.world.long_cot} long-CoT rows{over_use} (seed {cfg.world.seed})"})
     sources = ["demo world" if cfg.world else None, *(f"{s.kind}:{s.path}" for s in cfg.curate.sources)]
     steps.append({"stage": "curate", "out": run / "curate", "does": f"read {', '.join(s for s in sources if s)}; near-dup "
                   f"{'on' if cfg.curate.near_dup.enabled else 'off'}; decontaminate against {len(cfg.curate.benchmarks)} benchmark(s)"})

@@ -152,3 +152,12 @@ def test_world_direct_tool_share_reaches_the_generator(tmp_path):
     generate("learnable", tmp_path, settings)
     direct = [s for s in rows(tmp_path / "samples.jsonl") if s["category"] == "direct"]
     assert direct and all(s["meta"].get("needless_tool") for s in direct)
+
+
+def test_the_plan_says_a_worlds_over_user_share():
+    from flows.config import PipelineConfig
+    from flows.pipeline import plan
+
+    cfg = PipelineConfig.model_validate({"name": "w", "world": {"kind": "learnable", "per_family": 2, "long_cot": 7, "direct_tool_share": 0.5}})
+    assert next(step["does"] for step in plan(cfg, "run") if step["stage"] == "world") == (
+        "generate the learnable world, 2 samples per family, 7 long-CoT rows, each direct sample an over-user's item with chance 0.5 (seed 0)")
