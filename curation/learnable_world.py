@@ -18,8 +18,9 @@ the tool-free control (the same model with tools off) shows the tools are what i
   over-user's item, as in the paper's cold start (its SFT model calls tools on 95% of MathVista
   items): the probed student solves it neither way, so the selection rule sends it to the cold
   start, and the teacher checks the stated number with a needless call (`print(48213)`) before it
-  answers from stdout. Two copies where one would do: the cold start then teaches over-use that RL
-  can remove (README, `bench.fidelity`: run W).
+  answers from stdout. Two copies where one would do: the cold start then teaches over-use, and the
+  fidelity bench shows whether RL removes it (README, `bench.fidelity`, runs W0 and W1: it does not,
+  as the needless call is right at least as often as a direct answer).
 
 Every family has one fixed program or query shape, so what is learnt is the protocol (when to call
 which tool, the tags) and copying digits and names token by token (the tokenizer splits digits one
