@@ -688,9 +688,10 @@ def main() -> None:
                 else:
                     result = run(args.config.resolve(), out, args.torch_threads)
                     result["pipeline"] = _strip(result["pipeline"])
-            except Terminated:
-                print(SAID[signal.SIGTERM], file=sys.stderr)
-                sys.exit(EXIT_CODES[signal.SIGTERM])
+            except (Terminated, KeyboardInterrupt) as exc:  # the pipeline was stopped (`run`): one line, the shell's code
+                signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+                print(SAID[signum], file=sys.stderr)
+                sys.exit(EXIT_CODES[signum])
     if not subset:  # a reread of some seeds prints them; the folder's record of all its seeds stays
         (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
