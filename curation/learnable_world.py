@@ -14,8 +14,8 @@ the tool-free control (the same model with tools off) shows the tools are what i
 - search: a made-up landmark named in the question whose fact (completion year, height) is only in
   the local search corpus. The query copies the name, the answer copies the fact from the top result.
 - direct: control items whose answer is stated in the question. No tool is needed; calling one
-  measures whether tool use is selective. With `direct_tool_share` > 0, that share of them is an
-  over-user's item, as in the paper's cold start (its SFT model calls tools on 95% of MathVista
+  measures whether tool use is selective. With `direct_tool_share` > 0, each is an over-user's item
+  with that chance (drawn per sample, so the count varies), as in the paper's cold start (its SFT model calls tools on 95% of MathVista
   items): the probed student solves it neither way, so the selection rule sends it to the cold
   start, and the teacher checks the stated number with a needless call (`print(48213)`) before it
   answers from stdout. Two copies where one would do: the cold start then teaches over-use, and the

@@ -71,8 +71,9 @@ class WorldSettings(BaseModel):
     families: list[Literal["perception", "reasoning", "search", "direct"]] | None = None  # learnable only: a subset; None: all four
     # learnable only: the instruct persona's answer on a tool item it tries no tool on: the right one as a guess, or "unknown"
     instruct_unsure: Literal["right", "abstain"] = "right"
-    # learnable only: the share of direct samples sent to the cold start with a teacher that calls code needlessly
-    direct_tool_share: float = Field(0.0, ge=0, le=1)
+    # learnable only: each direct sample's chance of going to the cold start with a teacher that calls code
+    # needlessly (drawn per sample); needs the `direct` family
+    direct_tool_share: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
 
     @field_validator("kind", "families", "instruct_unsure", mode="before")
     @classmethod
@@ -104,6 +105,20 @@ class WorldSettings(BaseModel):
                                       "has no such setting")
         return value
 
+    @field_validator("direct_tool_share")
+    @classmethod
+    def _direct_tool_share_needs_direct(cls, value: float, info: ValidationInfo) -> float:
+        """A share above 0 marks some of the `direct` family's samples; with `families` a subset
+        without `direct` there are none, and the setting would do nothing: refused. `families: null`
+        (all four, as a flow's saved config spells the default) passes."""
+        families = info.data.get("families")
+        if value and families is not None and "direct" not in families:
+            raise PydanticCustomError("direct_tool_share_without_direct",
+                                      "a share of the `direct` family's samples, but world.families ({families}) has no `direct`; "
+                                      "add direct to world.families or drop world.direct_tool_share",
+                                      {"families": ", ".join(families)})
+        return value
+
     def generator_settings(self) -> dict[str, Any]:
         """The fields the world's generator takes."""
         settings = self.model_dump(include={"seed", "per_family", "distractor_docs", "long_cot"})
@@ -120,12 +135,12 @@ class ReplaySettingsModel(BaseModel):
     """Serve the world's scripted teacher over the OpenAI API (a managed subprocess)."""
 
     model_config = ConfigDict(extra="forbid")
-    wrong_rate: float = Field(0.0, ge=0, le=1)
-    code_error_rate: float = Field(0.0, ge=0, le=1)
-    malformed_rate: float = Field(0.0, ge=0, le=1)
-    latency_ms: float = Field(0.0, ge=0)
+    wrong_rate: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
+    code_error_rate: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
+    malformed_rate: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
+    latency_ms: float = Field(0.0, ge=0, allow_inf_nan=False)
     seed: int = 0
-    fault_rate: float = Field(0.0, ge=0, le=1)  # transport faults: 429, 500, hangs, drops, bad JSON, empty
+    fault_rate: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)  # transport faults: 429, 500, hangs, drops, bad JSON, empty
 
 
 class TeacherServer(BaseModel):

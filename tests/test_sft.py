@@ -176,3 +176,34 @@ def test_lora_target_modules_that_match_nothing_are_named_with_the_layers_there_
     assert str(raised.value) == ("sft.lora.target_modules: ['nonexistent_proj'] matches no linear layer of the language model (the vision "
                                  "tower is never adapted); its layers are named down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, "
                                  "up_proj, v_proj, or give 'all-linear'")
+
+
+@pytest.mark.parametrize(("samples", "reasons", "why"), [
+    (0, {}, "synthesize kept 0 trajectories of 0 cold-start samples (select's cold-start pool was empty); give the world more "
+            "samples (a larger world.per_family) or check select's pools (`status` counts them)"),
+    (3, {"wrong_answer": 2, "malformed": 1}, "synthesize kept 0 trajectories of 3 cold-start samples (rejected: wrong_answer 2, "
+                                             "malformed 1); see the rejects' reasons in {out}/rejects, or give the world more "
+                                             "samples (a larger world.per_family)"),
+])
+def test_no_trajectories_says_why_from_the_synthesize_manifest(tmp_path, samples, reasons, why):
+    """Review s15: `no trajectory shards in DIR` alone, when synthesize ran and kept nothing."""
+    from curation.shards import ShardWriter
+    from synth.trajectory import TRAJECTORY_SCHEMA
+    from train.sft import TrainingDataError, load_trajectories
+
+    out = tmp_path / "synthesize"
+    with ShardWriter(out, TRAJECTORY_SCHEMA) as writer:
+        writer.manifest_extra.update({"stage": "synthesize", "counts": {"samples": samples, "kept": 0, "rejected": sum(reasons.values())},
+                                      "reject_reasons": reasons})
+    with pytest.raises(TrainingDataError) as raised:
+        load_trajectories([out])
+    assert str(raised.value) == f"no trajectory shards in {out}: " + why.format(out=out)
+
+
+def test_no_trajectories_without_a_manifest_names_the_directory(tmp_path):
+    from train.sft import TrainingDataError, load_trajectories
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrainingDataError) as raised:
+        load_trajectories([tmp_path / "empty"])
+    assert str(raised.value) == f"no trajectory shards in {tmp_path / 'empty'}"

@@ -115,6 +115,54 @@ def test_learnable_only_world_settings_are_refused_on_the_classic_world(tmp_path
                                  "the classic world has no such setting")
 
 
+@pytest.mark.parametrize(("block", "field"), [
+    ("world: {kind: learnable, direct_tool_share: .nan}", "world.direct_tool_share"),
+    ("world: {kind: learnable, direct_tool_share: .inf}", "world.direct_tool_share"),
+    ("world: {kind: classic}\nreplay: {wrong_rate: .nan}", "replay.wrong_rate"),
+    ("world: {kind: classic}\nreplay: {fault_rate: .nan}", "replay.fault_rate"),
+    ("world: {kind: classic}\nreplay: {latency_ms: .inf}", "replay.latency_ms"),
+])
+def test_a_share_or_rate_that_is_not_a_finite_number_is_refused_as_such(tmp_path, block, field):
+    """Review s15: NaN was refused as `Input should be less than or equal to 1`, infinity as latency passed."""
+    from flows.config import ConfigError, load_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: c\n{block}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    message = str(caught.value)
+    assert message.startswith("invalid config:\n") and message.count("\n") == 1, message
+    assert message.endswith(f": {field}: Input should be a finite number"), message
+
+
+@pytest.mark.parametrize("families", ["[perception]", "[perception, search]"])
+def test_a_direct_tool_share_without_the_direct_family_is_refused(tmp_path, families):
+    """Review s15: `direct_tool_share: 0.5` with no `direct` family marked nothing, silently."""
+    from flows.config import ConfigError, load_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: c\nworld: {{kind: learnable, families: {families}, direct_tool_share: 0.5}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    named = families.strip("[]")
+    assert str(caught.value) == (f"invalid config:\n  {config}:2: world.direct_tool_share: a share of the `direct` family's samples, "
+                                 f"but world.families ({named}) has no `direct`; add direct to world.families or drop "
+                                 "world.direct_tool_share")
+
+
+@pytest.mark.parametrize("world_line", [
+    "{kind: learnable, families: null, direct_tool_share: 0.5}",  # a flow's saved config: null is all four
+    "{kind: learnable, families: [perception, direct], direct_tool_share: 0.5}",
+    "{kind: learnable, families: [perception], direct_tool_share: 0.0}",
+])
+def test_a_direct_tool_share_with_the_direct_family_or_none_set_passes(tmp_path, world_line):
+    from flows.config import load_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: c\nworld: {world_line}\n")
+    assert load_config(config).world.kind == "learnable"
+
+
 def test_a_classic_world_config_runs_its_flow(tmp_path, monkeypatch):
     """Review r6: the flow validates its saved config again, defaults spelt out (`families: null`,
     `instruct_per_family: 0`); those must pass on the classic world, as a value set for it must not."""

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from curation.datasets_quiet import datasets_progress_bars_off
-from curation.shards import shard_files
+from curation.shards import CorruptManifest, read_manifest, shard_files
 
 
 # transformers' schedules that need no setting we do not expose (`cosine_with_min_lr` wants a minimum,
@@ -77,13 +77,40 @@ class TrainingSetupError(RuntimeError):
     """A training setup that cannot start as configured (a missing package, an unreachable server); says what to do."""
 
 
+def _why_no_trajectories(directory: str | Path) -> str | None:
+    """Why a synthesize output holds no trajectory, from its manifest's counts (`samples`, `kept`,
+    `reject_reasons`), as one clause with what to do; None when it has no readable manifest of the
+    synthesize stage (then only the directory can be named)."""
+    try:
+        manifest = read_manifest(directory)
+    except CorruptManifest:
+        return None
+    counts = manifest.get("counts") if manifest and manifest.get("stage") == "synthesize" else None
+    if not isinstance(counts, dict) or not isinstance(counts.get("samples"), int) or not isinstance(counts.get("kept"), int):
+        return None
+    samples, kept = counts["samples"], counts["kept"]
+    head = f"synthesize kept {kept} trajectories of {samples} cold-start sample{'s' if samples != 1 else ''}"
+    if samples == 0:
+        return (f"{head} (select's cold-start pool was empty); give the world more samples (a larger world.per_family) "
+                "or check select's pools (`status` counts them)")
+    reasons = manifest.get("reject_reasons")
+    top = sorted(reasons.items(), key=lambda kv: -kv[1])[:3] if isinstance(reasons, dict) and all(
+        isinstance(v, int) for v in reasons.values()) else []
+    rejected = f" (rejected: {', '.join(f'{name} {n}' for name, n in top)})" if top else ""
+    return (f"{head}{rejected}; see the rejects' reasons in {Path(directory) / 'rejects'}, or give the world more samples "
+            "(a larger world.per_family)")
+
+
 def load_trajectories(trajectory_dirs: list[str | Path], columns: tuple[str, ...] = ("messages", "images")):
-    """Trajectory shards as a `datasets.Dataset` with just `columns` (TRL's `messages` and `images` by default)."""
+    """Trajectory shards as a `datasets.Dataset` with just `columns` (TRL's `messages` and `images` by default).
+    Raises `TrainingDataError` when the directories hold no shard, one line that says why where a
+    synthesize manifest's counts tell it (0 kept of N cold-start samples, the top reject reasons)."""
     import datasets
 
     files = [str(f) for d in trajectory_dirs for f in shard_files(d)]
     if not files:
-        raise TrainingDataError(f"no trajectory shards in {', '.join(map(str, trajectory_dirs))}")
+        why = "; ".join(filter(None, (_why_no_trajectories(d) for d in trajectory_dirs)))
+        raise TrainingDataError(f"no trajectory shards in {', '.join(map(str, trajectory_dirs))}" + (f": {why}" if why else ""))
     with datasets_progress_bars_off():
         dataset = datasets.load_dataset("parquet", data_files=files, split="train")
     return dataset.select_columns(list(columns))
