@@ -353,11 +353,12 @@ def read_figures(out: Path, seconds: float) -> dict[str, Any]:
     """The arms' figures, the paired comparisons, the targets and the report, from a bench's `--out`
     folder whose four arms have run (`seconds`: the bench's wall time, for its 30-minute target).
 
-    Raises NotAFinishedBench, naming the folder, when an arm's held-out evaluation is not there."""
+    Raises NotAFinishedBench when an arm's held-out evaluation is not there (the message names the
+    arms, not the folder: the caller names it once)."""
     dirs = arm_dirs(out)
     missing = [arm for arm, d in dirs.items() if not (d / "eval" / HELDOUT / "tools").is_dir()]
     if missing:
-        raise NotAFinishedBench(f"{out}: no held-out evaluation for the arm(s) {', '.join(missing)}: not a finished fidelity bench")
+        raise NotAFinishedBench(f"no held-out evaluation for the arm(s) {', '.join(missing)}: not a finished fidelity bench")
     arms = {arm: arm_figures(d / "eval", d / "grpo" / "dynamics.jsonl") for arm, d in dirs.items()}
     paired = {name: paired_figures(dirs[before] / "eval", dirs[after] / "eval") for name, (before, after) in PAIRS.items()}
     report = build_report([dirs[a] for a in ARMS], out / "report")
@@ -379,7 +380,7 @@ def _strip(pipeline: dict[str, Any]) -> dict[str, Any]:
 
 
 class NotAFinishedBench(ValueError):
-    """A folder given to `--reread` that lacks part of a finished bench (the message names it)."""
+    """A folder given to `--reread` that lacks part of a finished bench (the message says what; the caller names the folder)."""
 
 
 def _finished_result(out: Path) -> dict[str, Any] | str:
@@ -394,8 +395,10 @@ def _finished_result(out: Path) -> dict[str, Any] | str:
     except json.JSONDecodeError as exc:
         return f"fidelity.json is not valid JSON ({exc.msg}): run the bench again"
     total = result.get("seconds", {}).get("total") if isinstance(result, dict) and isinstance(result.get("seconds"), dict) else None
-    if not isinstance(total, (int, float)):
+    if total is None:
         return "fidelity.json is not a fidelity bench's result (no seconds.total): run the bench again"
+    if isinstance(total, bool) or not isinstance(total, (int, float)):
+        return f"fidelity.json is not a fidelity bench's result (seconds.total is {json.dumps(total)}, not a number): run the bench again"
     return result
 
 
@@ -626,6 +629,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _out_folder(text: str) -> Path:
+    """`--out`'s folder; an empty one (which reads as the current folder) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path: give the bench's folder")
+    return Path(text)
+
+
 def _bench_config_problem(config_path: Path) -> str | None:
     """Why `config_path` cannot run the bench (it does not load, or has no `base:` or `grpo:`
     section), checked before any folder is made; None when it can."""
@@ -641,7 +651,7 @@ def _bench_config_problem(config_path: Path) -> str | None:
 def main() -> None:
     parser = _OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "fidelity.yaml")
-    parser.add_argument("--out", type=Path, default=None, help="where the runs go (default: a new temporary folder, kept)")
+    parser.add_argument("--out", type=_out_folder, default=None, help="where the runs go (default: a new temporary folder, kept)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--seeds", type=parse_seeds, default=None, metavar="0,1",
                         help="run the whole bench once per seed (world.seed, replay.seed and curate.seed set to it), one after "

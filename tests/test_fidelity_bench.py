@@ -2,6 +2,7 @@
 category with the right kind of tool, GRPO fifths with a bootstrap interval, and each target's verdict."""
 
 import json
+import os
 from pathlib import Path
 import subprocess
 import sys
@@ -162,7 +163,7 @@ def test_reread_refuses_a_folder_without_a_finished_bench(tmp_path):
     (tmp_path / "fidelity.json").write_text(json.dumps({"seconds": {"total": 1.0}}))
     done = subprocess.run([sys.executable, "-m", "bench.fidelity", "--reread", "--out", str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines() == [f"fidelity.py: error: --out {tmp_path}: {tmp_path}: no held-out evaluation for the arm(s) "
+    assert done.stderr.strip().splitlines() == [f"fidelity.py: error: --out {tmp_path}: no held-out evaluation for the arm(s) "
                                                 "base, rl_only, sft, sft_rl: not a finished fidelity bench"]
 
 
@@ -188,6 +189,10 @@ def test_a_bench_that_cannot_run_is_one_line_before_any_folder_is_made(tmp_path,
     (lambda out: out.mkdir(), "no fidelity.json: not a finished fidelity bench"),
     (lambda out: (out.mkdir(), (out / "fidelity.json").write_text("{")), "fidelity.json is not valid JSON"),
     (lambda out: (out.mkdir(), (out / "fidelity.json").write_text("{}")), "fidelity.json is not a fidelity bench's result (no seconds.total)"),
+    (lambda out: (out.mkdir(), (out / "fidelity.json").write_text('{"seconds": {"total": "x"}}')),
+     'fidelity.json is not a fidelity bench\'s result (seconds.total is "x", not a number)'),
+    (lambda out: (out.mkdir(), (out / "fidelity.json").write_text('{"seconds": {"total": true}}')),
+     "fidelity.json is not a fidelity bench's result (seconds.total is true, not a number)"),
 ])
 def test_reread_says_why_a_folder_cannot_be_reread(tmp_path, make, says):
     """Review r6: a broken or stub fidelity.json ended in a traceback, and every case blamed --out as missing."""
@@ -304,3 +309,23 @@ def test_reread_of_a_single_bench_writes_its_figures_again(tmp_path, monkeypatch
     printed = json.loads(capsys.readouterr().out)
     assert printed["arms"] == {"sft": {"new": True}} and printed["seconds"] == {"total": 1500.0}
     assert json.loads((tmp_path / "fidelity.json").read_text()) == printed
+
+
+def test_reread_of_a_seed_without_its_arms_names_the_folder_once(tmp_path):
+    """Review s15: the folder was named twice (`--out X: X: no held-out ...`), by main and by the error."""
+    (tmp_path / "seed-0").mkdir()
+    (tmp_path / "seed-0" / "fidelity.json").write_text(json.dumps({"seconds": {"total": 1.0}}))
+    done = subprocess.run([sys.executable, "-m", "bench.fidelity", "--reread", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"fidelity.py: error: --out {tmp_path}: seed-0: no held-out evaluation for the arm(s) base, rl_only, sft, sft_rl: "
+        "not a finished fidelity bench"]
+
+
+@pytest.mark.parametrize("extra", [["--reread"], []])
+def test_an_empty_out_is_refused(tmp_path, extra):
+    """Review s15: `--out ""` read as the current folder (`--out .: no fidelity.json`)."""
+    done = subprocess.run([sys.executable, "-m", "bench.fidelity", *extra, "--out", ""], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(Path(fidelity.__file__).resolve().parent.parent)})
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "fidelity.py: error: argument --out: an empty path: give the bench's folder"]
+    assert list(tmp_path.iterdir()) == []
