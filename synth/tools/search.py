@@ -127,6 +127,14 @@ def load_corpus(path: str | Path) -> list[dict[str, str]]:
     return _read_jsonl(Path(path), {"title", "url", "text"})
 
 
+# numpy.load parses each .npy header with ast.literal_eval, and CPython before 3.11.8 keeps the AST
+# constructor's recursion depth in state shared by all threads: two threads parsing at once can
+# raise "SystemError: AST constructor recursion depth mismatch" (cpython gh-106905, fixed by
+# PR 113035). Shard tasks on the thread runner open the same indexes at the same moment, so the
+# saved indexes are read one at a time.
+_INDEX_LOAD_LOCK = threading.Lock()
+
+
 class LocalTextSearch:
     """BM25 over title and text; the index is saved under `index_root` and reused while the corpus is unchanged."""
 
@@ -143,7 +151,8 @@ class LocalTextSearch:
         self.backend_id = f"local-text:{fingerprint}"
         index_dir = Path(index_root) / f"bm25-{fingerprint}" if index_root else None
         if index_dir is not None and (index_dir / "params.index.json").exists():
-            self._index = bm25s.BM25.load(str(index_dir))
+            with _INDEX_LOAD_LOCK:
+                self._index = bm25s.BM25.load(str(index_dir))
             return
         self._index = bm25s.BM25()
         if self.docs:
@@ -214,7 +223,8 @@ class LocalImageSearch:
                                       digest_size=12).hexdigest()
         cached = Path(index_root) / f"phash-{fingerprint}.npy" if index_root else None
         if cached is not None and cached.exists():
-            hashes = np.load(cached)
+            with _INDEX_LOAD_LOCK:
+                hashes = np.load(cached)
         else:
             try:
                 hashes = np.array([phash64(Path(e["image"]).read_bytes()) for e in entries], dtype=np.uint64)
