@@ -15,7 +15,6 @@ its place in the file. A file that is not a table of rows at all raises `SourceE
 
 from __future__ import annotations
 
-import ast
 import base64
 import binascii
 import csv
@@ -34,6 +33,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from curation.ast_lock import literal_eval
 from curation.datasets_quiet import datasets_progress_bars_off, hub_retry_lines_off
 from curation.hub_offline import hub_offline, hub_unreachable
 from curation.mapping import CATEGORIES, FieldMapping, RowRejected, boolean_answer, label_text, lookup, scalar_text
@@ -943,7 +943,7 @@ def _tsv_images(value: Any) -> list[str]:
     if not text:
         return []
     if text.startswith("[") and text.endswith("]"):
-        for parse in (json.loads, ast.literal_eval):
+        for parse in (json.loads, literal_eval):
             try:
                 parsed = parse(text)
             except (ValueError, SyntaxError, RecursionError, MemoryError):
@@ -1052,7 +1052,7 @@ def _unknown_split_text(exc: BaseException, dataset: str) -> str | None:
         found = _UNKNOWN_SPLIT.match(str(current).strip())
         if found:
             try:
-                known = [str(name) for name in ast.literal_eval(found.group("known"))]
+                known = [str(name) for name in literal_eval(found.group("known"))]
             except (ValueError, SyntaxError):
                 return None
             return unknown_split_message(found.group("name"), known, dataset)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,55 @@ def curated(world, tmp_path_factory) -> Path:
     cfg = CurateConfig(sources=[SourceSpec(path=world["samples_path"], name="demo")], split={"coldstart": 0.6, "rl": 0.1, "eval": 0.3})
     run_curate(cfg, out)
     return out
+
+
+class AstOverlap:
+    """Counts threads inside `ast.parse` at once; each parse is slowed so that overlap shows."""
+
+    def __init__(self) -> None:
+        self.inside = 0
+        self.most_at_once = 0
+        self._count = threading.Lock()
+
+    def wrap(self, parse):
+        def slow_parse(*args, **kwargs):
+            with self._count:
+                self.inside += 1
+                self.most_at_once = max(self.most_at_once, self.inside)
+            try:
+                time.sleep(0.01)  # holds the window open for a second thread
+                return parse(*args, **kwargs)
+            finally:
+                with self._count:
+                    self.inside -= 1
+
+        return slow_parse
+
+
+@pytest.fixture
+def ast_overlap(monkeypatch) -> AstOverlap:
+    """`ast.parse` patched to record how many threads were inside it at once (cpython gh-106905)."""
+    overlap = AstOverlap()
+    monkeypatch.setattr(ast, "parse", overlap.wrap(ast.parse))
+    return overlap
+
+
+def in_threads(target, n: int = 4) -> list[BaseException]:
+    """Run `target()` in `n` threads at once; the exceptions they raised."""
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            target()
+        except BaseException as exc:  # noqa: BLE001 - collected for the caller's assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
 
 
 def answered_requests(db_path: Path) -> int:

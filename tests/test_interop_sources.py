@@ -15,6 +15,7 @@ from curation.shards import read_table
 from curation.sources import SourceSpec, read_source, row_to_sample
 from curation.stage import CurateConfig, run_curate
 from eval.benchmarks import BenchmarkSpec, load_benchmark
+from tests.conftest import in_threads
 from tests.test_curation_sources import b64, encode, noise, quarantined
 
 
@@ -108,6 +109,18 @@ def test_an_image_list_in_python_notation_is_read(tmp_path):
     path = write_tsv(tmp_path / "multi.tsv", HEADER, [[0, repr([b64(one), b64(two)]), "Which is larger?", "left", "right", "A", "reasoning"]])
     samples, rejected = samples_of(SourceSpec(kind="tsv", path=str(path)))
     assert not rejected and [i.bytes for i in samples["0"].images] == [one, two]
+
+
+def test_python_list_image_fields_in_parallel_scans_are_parsed_one_thread_at_a_time(tmp_path, ast_overlap):
+    # Scan tasks run side by side on the thread runner; on CPython before 3.11.8 two threads in
+    # ast.literal_eval at once can raise SystemError (cpython gh-106905; see curation/ast_lock.py).
+    one, two = encode(noise(seed=12)), encode(noise(seed=13))
+    path = write_tsv(tmp_path / "multi.tsv", HEADER, [[i, repr([b64(one), b64(two)]), "Which is larger?", "left", "right", "A", "reasoning"]
+                                                      for i in range(3)])
+    read: list[int] = []
+    assert in_threads(lambda: read.append(len(samples_of(SourceSpec(kind="tsv", path=str(path)))[0]))) == []
+    assert read == [3, 3, 3, 3]
+    assert ast_overlap.most_at_once == 1
 
 
 def test_image_path_names_files_in_vlmevalkits_images_folder(tmp_path):

@@ -1,6 +1,5 @@
 """Search tools: local BM25 and perceptual-hash search, HTTP backends, the persistent cache."""
 
-import ast
 import json
 import shutil
 import threading
@@ -11,6 +10,7 @@ from pathlib import Path
 import bm25s
 import pytest
 
+from tests.conftest import in_threads
 from synth.tools.search import (
     CachedSearch,
     HttpImageSearch,
@@ -43,63 +43,23 @@ def test_parallel_tasks_in_one_process_build_the_same_indexes_without_clashing(w
     # Shard tasks on the thread runner open the same search at the same moment.
     cfg = SearchConfig(corpus_path=world["corpus_path"], image_corpus_path=world["image_corpus_path"], cache_dir=tmp_path)
     errors: list[BaseException] = []
-
-    def build():
-        try:
-            build_search(cfg)
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
-            errors.append(exc)
-
     for _ in range(3):  # a clash is a race: give it a few chances
         for index in list((tmp_path / "indexes").glob("*")) if (tmp_path / "indexes").exists() else []:
             shutil.rmtree(index) if index.is_dir() else index.unlink()
-        threads = [threading.Thread(target=build) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        errors += in_threads(lambda: build_search(cfg))
     assert errors == []
     assert sorted(p.name.split("-")[0] for p in (tmp_path / "indexes").iterdir()) == ["bm25", "phash"]  # no temporary left
 
 
-def test_saved_indexes_are_read_one_thread_at_a_time(world, tmp_path, monkeypatch):
+def test_saved_indexes_are_read_one_thread_at_a_time(world, tmp_path, request):
     # numpy.load parses .npy headers with ast; on CPython before 3.11.8 two threads parsing at once
-    # can raise SystemError (cpython gh-106905), which once failed the parallel test above in CI.
+    # can raise SystemError (cpython gh-106905; see curation/ast_lock.py), which once failed the
+    # parallel test above in CI.
     cfg = SearchConfig(corpus_path=world["corpus_path"], image_corpus_path=world["image_corpus_path"], cache_dir=tmp_path)
     build_search(cfg)  # saves both indexes; the threads below only read them
-    parse = ast.parse
-    inside = 0
-    most_at_once = 0
-    count = threading.Lock()
-
-    def slow_parse(*args, **kwargs):
-        nonlocal inside, most_at_once
-        with count:
-            inside += 1
-            most_at_once = max(most_at_once, inside)
-        try:
-            time.sleep(0.01)  # holds the window open for a second thread
-            return parse(*args, **kwargs)
-        finally:
-            with count:
-                inside -= 1
-
-    monkeypatch.setattr(ast, "parse", slow_parse)
-    errors: list[BaseException] = []
-
-    def load():
-        try:
-            build_search(cfg)
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
-            errors.append(exc)
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    assert most_at_once == 1
+    overlap = request.getfixturevalue("ast_overlap")
+    assert in_threads(lambda: build_search(cfg)) == []
+    assert overlap.most_at_once == 1
 
 
 def test_local_image_search_matches_another_photo_of_the_landmark(world, tmp_path):

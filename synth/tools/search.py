@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from curation.ast_lock import AST_LOCK
 from curation.setting_path import SettingPath
 from curation.sources import TableFileError, read_table_file
 
@@ -127,14 +128,6 @@ def load_corpus(path: str | Path) -> list[dict[str, str]]:
     return _read_jsonl(Path(path), {"title", "url", "text"})
 
 
-# numpy.load parses each .npy header with ast.literal_eval, and CPython before 3.11.8 keeps the AST
-# constructor's recursion depth in state shared by all threads: two threads parsing at once can
-# raise "SystemError: AST constructor recursion depth mismatch" (cpython gh-106905, fixed by
-# PR 113035). Shard tasks on the thread runner open the same indexes at the same moment, so the
-# saved indexes are read one at a time.
-_INDEX_LOAD_LOCK = threading.Lock()
-
-
 class LocalTextSearch:
     """BM25 over title and text; the index is saved under `index_root` and reused while the corpus is unchanged."""
 
@@ -151,7 +144,7 @@ class LocalTextSearch:
         self.backend_id = f"local-text:{fingerprint}"
         index_dir = Path(index_root) / f"bm25-{fingerprint}" if index_root else None
         if index_dir is not None and (index_dir / "params.index.json").exists():
-            with _INDEX_LOAD_LOCK:
+            with AST_LOCK:  # numpy.load parses each .npy header with ast; parallel shard tasks read it at once
                 self._index = bm25s.BM25.load(str(index_dir))
             return
         self._index = bm25s.BM25()
@@ -223,7 +216,7 @@ class LocalImageSearch:
                                       digest_size=12).hexdigest()
         cached = Path(index_root) / f"phash-{fingerprint}.npy" if index_root else None
         if cached is not None and cached.exists():
-            with _INDEX_LOAD_LOCK:
+            with AST_LOCK:  # as above
                 hashes = np.load(cached)
         else:
             try:
