@@ -20,20 +20,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from curation.dedup import PhashIndex, image_phash
 from curation.images import ImageLimits, ImageRejected, validate_image
 from curation.mapping import scalar_text
 from curation.schema import content_id
 from curation.sources import PARSE_ERROR, RowRejected, SourceSpec, read_source, row_question_and_images, rows_fix_hint
+from curation.strict_config import StrictConfig
 from curation.tokens import question_tokens
 
 
-class DecontamConfig(BaseModel):
+class DecontamConfig(StrictConfig):
     """`curate.decontam`: how training rows are compared with the `curate.benchmarks`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     ngram: int = Field(8, ge=1)
     image_hamming: int = Field(4, ge=0, le=32)

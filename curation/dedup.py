@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
+from curation.strict_config import StrictConfig
 from curation.tokens import meaning_tokens, question_tokens
 
 HASH_SCHEME = "datasketch-affine32+xxh32"  # recorded in manifests: signatures differ across schemes
@@ -67,12 +68,10 @@ def max_lsh_threshold(num_perm: int) -> float:
     return low / 100
 
 
-class NearDupConfig(BaseModel):
+class NearDupConfig(StrictConfig):
     """`curate.near_dup`. Every value is checked here, against the limits of the libraries that
     use it (datasketch's MinHash and MinHashLSH, numpy's seeding), so a bad value stops the config
     from loading instead of the stage after its scans."""
-
-    model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
     # Candidates: MinHash LSH over the set of token n-grams of the question. 1 (single tokens):

@@ -26,10 +26,11 @@ import json
 import math
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from curation.normalize import normalize_choices
 from curation.schema import AnswerType, Category
+from curation.strict_config import StrictConfig
 from curation.suggest import closest, did_you_mean
 
 OurField = Literal["id", "question", "answer", "images", "category", "answer_type", "choices", "meta"]
@@ -170,11 +171,9 @@ def boolean_answer(value: bool, choices: list[str] | None) -> str:
     return YES_NO[value]
 
 
-class FieldMapping(BaseModel):
+class FieldMapping(StrictConfig):
     """How to read a source's rows (see the module docstring). Config names: `fields`, `category`,
     `answer_type`, `category_map`; the CLI takes the same names (`--source jsonl:F,category=perception`)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     category: Category | None = None  # for rows without one of ours (no label, or one neither ours nor mapped)
     answer_type: AnswerType | None = None  # for rows without one (otherwise inferred from the answer)

@@ -22,20 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from curation.mapping import category_names
 from curation.report import StepReport
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import Quarantine, ShardWriter, read_table, shard_files
 from curation.stage import pool_names, unit_hash
+from curation.strict_config import StrictConfig
 
 PROBE_COLUMNS = ("sample_id", "k", "pass_rate_no_tools", "pass_rate_tools", "tool_calls_mean", "failed_attempts")
 
 
-class SelectConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SelectConfig(StrictConfig):
     max_pass_rate_no_tools: float = Field(0.5, ge=0, le=1)  # the difficulty band's easy edge
     min_tool_benefit: float = Field(0.0, ge=-1, le=1)  # for RL: pass rate with tools - without
     # Target category shares per pool, e.g. {rl: {perception: 0.519, reasoning: 0.416, search: 0.065}};

@@ -30,7 +30,7 @@ from typing import Annotated, Any, get_args
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from curation.decontam import BenchmarkRead, ContaminationIndex, DecontamConfig, read_benchmarks
 from curation.dedup import HASH_SCHEME, DedupItem, Duplicate, NearDupConfig, find_near_duplicates, image_phash
@@ -41,6 +41,7 @@ from curation.shards import QUARANTINE_DIR, Quarantine, ShardError, ShardWriter,
 from curation.sources import (MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, PARSE_ERROR, RowRejected, SourceError, SourceSpec, TextLimits,
                               include_value_text, include_values_seen, missing_column_hint, read_source, row_to_sample,
                               rows_fix_hint, same_name_message)
+from curation.strict_config import StrictConfig
 from curation.suggest import did_you_mean
 from curation.validation_errors import yaml_flow
 
@@ -65,9 +66,7 @@ def pool_names(pools: list[str], allowed: tuple[str, ...] = POOLS) -> list[str]:
 PoolNames = Annotated[list[str], AfterValidator(pool_names)]
 
 
-class CurateConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CurateConfig(StrictConfig):
     sources: list[SourceSpec] = Field(default_factory=list)
     min_side: int = Field(28, ge=1)
     max_aspect: float = Field(200.0, ge=1.0)

@@ -20,18 +20,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag, ValidationError, field_validator
+from pydantic import Discriminator, Tag, ValidationError, field_validator
 
 from curation.images import ImageLimits, ImageRejected, validate_image
 from curation.schema import SAMPLE_SCHEMA, ImageRef, Sample
 from curation.shards import iter_rows
 from curation.sources import SOURCE_KINDS, RowRejected, SourceError, SourceSpec, check_mapped_columns, read_source, row_to_sample
+from curation.strict_config import StrictConfig
 from curation.suggest import did_you_mean
 from curation.validation_errors import validation_lines
 
 
-class ShardSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ShardSource(StrictConfig):
     kind: Literal["shards"]
     path: str
     pool: str = "eval"
@@ -47,9 +47,7 @@ def _source_member(value: Any) -> str:
     return "shards" if kind == "shards" else "file"
 
 
-class BenchmarkSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BenchmarkSpec(StrictConfig):
     name: str
     source: Annotated[Annotated[SourceSpec, Tag("file")] | Annotated[ShardSource, Tag("shards")], Discriminator(_source_member)]
     judge: Literal["rules", "math", "llm"] = "rules"  # llm: ask the LLM judge where rules cannot decide

@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import ShardWriter, atomic_write_json, iter_rows
 from curation.stage import PoolNames
+from curation.strict_config import StrictConfig
 from curation.validation_errors import yaml_value
 from eval.benchmarks import BenchmarkSpec, load_benchmark, load_spec
 from eval.metrics import HELDOUT, summarize
@@ -74,9 +75,7 @@ def _benchmark_entry(value: Any) -> Any:
 BenchmarkEntry = Annotated[str, BeforeValidator(_benchmark_entry)]
 
 
-class EvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EvalConfig(StrictConfig):
     benchmarks: list[BenchmarkEntry] = Field(default_factory=list)  # shipped names (eval/benchmarks/) or YAML paths; []: the held-out pool
     data_root: str = "data/eval"  # fills ${data_root} in benchmark files
     pools: PoolNames = Field(default_factory=lambda: ["eval"], min_length=1)  # the held-out pool(s) of the run's shards

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from curation import validation_errors
@@ -19,6 +19,7 @@ from curation.select import SelectConfig
 from curation.setting_path import SettingPath
 from curation.sources import SourceError, SourceSpec, check_mapped_columns, same_name_message, wide_encoding
 from curation.stage import CurateConfig
+from curation.strict_config import StrictConfig
 from curation.worlds import WorldKind
 from eval.benchmarks import BENCHMARK_NAMES_WHY, BenchmarkError, load_spec
 from eval.stage import EvalConfig
@@ -55,10 +56,9 @@ def _at(*loc: str | int) -> tuple[tuple[str | int, ...], str]:
     return loc, validation_errors.field_path(loc)
 
 
-class WorldSettings(BaseModel):
+class WorldSettings(StrictConfig):
     """Generate the demo world and use it as the source, the search corpus and the replay script."""
 
-    model_config = ConfigDict(extra="forbid")
     kind: WorldKind = "classic"  # classic: tests the plumbing; learnable: a tiny model learns it (curation/worlds.py)
     seed: int = 0
     per_family: int = Field(12, ge=1)
@@ -73,7 +73,7 @@ class WorldSettings(BaseModel):
     instruct_unsure: Literal["right", "abstain"] = "right"
     # learnable only: each direct sample's chance of going to the cold start with a teacher that calls code
     # needlessly (drawn per sample); needs the `direct` family
-    direct_tool_share: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
+    direct_tool_share: float = Field(0.0, ge=0, le=1)
 
     @field_validator("kind", "families", "instruct_unsure", mode="before")
     @classmethod
@@ -131,30 +131,26 @@ class WorldSettings(BaseModel):
         return settings
 
 
-class ReplaySettingsModel(BaseModel):
+class ReplaySettingsModel(StrictConfig):
     """Serve the world's scripted teacher over the OpenAI API (a managed subprocess)."""
 
-    model_config = ConfigDict(extra="forbid")
-    wrong_rate: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
-    code_error_rate: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
-    malformed_rate: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
-    latency_ms: float = Field(0.0, ge=0, allow_inf_nan=False)
+    wrong_rate: float = Field(0.0, ge=0, le=1)
+    code_error_rate: float = Field(0.0, ge=0, le=1)
+    malformed_rate: float = Field(0.0, ge=0, le=1)
+    latency_ms: float = Field(0.0, ge=0)
     seed: int = 0
-    fault_rate: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)  # transport faults: 429, 500, hangs, drops, bad JSON, empty
+    fault_rate: float = Field(0.0, ge=0, le=1)  # transport faults: 429, 500, hangs, drops, bad JSON, empty
 
 
-class TeacherServer(BaseModel):
+class TeacherServer(StrictConfig):
     """A model server the pipeline starts and stops, e.g. `vllm serve MODEL` from vLLM's own venv."""
 
-    model_config = ConfigDict(extra="forbid")
     command: list[str] = Field(min_length=1)
     base_url: str
     ready_timeout_s: float = 600.0
 
 
-class PipelineConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PipelineConfig(StrictConfig):
     name: str = "demo"
     runs_dir: SettingPath = Path("runs")
     cache: bool = True  # skip a stage whose output was made from the same config, inputs and code

@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from curation.strict_config import StrictConfig
 from train.sft import TrainingSetupError
 
 
-class TrainingLauncher(BaseModel):
+class TrainingLauncher(StrictConfig):
     """How the flow starts training: a command that runs a Python module given after it as `-m MODULE ARGS`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     # e.g. [/opt/grpo-env/bin/accelerate, launch, --config_file, configs/accelerate-zero3.yaml] or [/opt/grpo-env/bin/python]
     command: list[str] = Field(min_length=1)

@@ -8,13 +8,13 @@ import re
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from curation.strict_config import StrictConfig
 
 
-class OrchestrationConfig(BaseModel):
+class OrchestrationConfig(StrictConfig):
     """The `orchestration:` section of a pipeline config."""
-
-    model_config = ConfigDict(extra="forbid")
 
     # threads: one process (the default). dask / ray: the shard tasks run on a cluster's workers;
     # `address` names an existing one (tcp://scheduler:8786, ray://head:10001), else a local one.

@@ -44,13 +44,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from curation.images import ImageLimits, ImageRejected, validate_image
 from curation.mapping import RowRejected, scalar_text
 from curation.setting_path import SettingPath
 from curation.sources import MAX_QUESTION_CHARS, PARSE_ERROR, SourceError, SourceSpec, image_refs, read_image_ref, read_source, within_limit
+from curation.strict_config import StrictConfig
 from curation.suggest import did_you_mean
 from curation.worlds import made_by_world
 from synth.runtime.profile import DEFAULT_PROFILE, Profile, load_profile
@@ -65,16 +66,13 @@ OPENINGS: tuple[str, ...] = get_args(Opening)
 FIELDS_FIX = "synth.long_cot reads the keys question, response, answer, images and id as written (there is no field mapping)"
 
 
-class LongCotConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LongCotConfig(StrictConfig):
     path: SettingPath | None = None  # the pipeline uses the demo world's source when it is not set
     ratio: float = Field(0.816, ge=0.0, lt=1.0)  # share of long-CoT rows in the mixed set
     seed: int = 0
     name: str | None = None
     opening: Opening | list[Opening] = "question"  # the row's system prompt and user turn, or a list to draw each row's from (module docstring)
     max_question_chars: int = Field(MAX_QUESTION_CHARS, ge=1)  # as curation's limit: a longer question is a column mapped by mistake
-
 
     @field_validator("opening", mode="before")
     @classmethod

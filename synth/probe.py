@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from curation.schema import SAMPLE_SCHEMA, Sample, hf_value, with_hf_features
 from curation.shards import InputOrder, Quarantine, ShardWriter, iter_rows, merge_parts
+from curation.strict_config import StrictConfig
 from synth.runtime import aio
 from synth.runtime.agent import (AgentConfig, ToolBox, active_episodes, first_request, open_toolbox, require_search, run_episode,
                                  size_tool_threads)
@@ -62,9 +63,7 @@ class ProbeInputError(ValueError):
     """Curated shards with nothing to probe; says how to make some."""
 
 
-class ProbeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ProbeConfig(StrictConfig):
     student_url: EndpointUrl = "http://127.0.0.1:8008/v1"
     student_model: str = "demo-student"
     api_key_env: str | None = "OPENAI_API_KEY"

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from curation.chat import count_markers, split_markers, split_question
 from curation.images import ImageLimits, ImageRejected, validate_image
@@ -36,6 +36,7 @@ from curation.mapping import RowRejected
 from curation.schema import Category, content_id
 from curation.shards import Quarantine, ShardWriter, atomic_write_json
 from curation.sources import SourceError, SourceSpec, read_image_ref, read_source
+from curation.strict_config import StrictConfig
 from curation.suggest import did_you_mean
 from synth.runtime.agent import trajectory_id
 from synth.runtime.profile import DEFAULT_PROFILE, IMAGE_SLOT, Profile, load_profile, parts_text, to_parts
@@ -46,12 +47,10 @@ SAMPLES_FILE = "samples.jsonl"
 TRAJECTORIES_DIR = "trajectories"
 
 
-class ShareGPTFormat(BaseModel):
+class ShareGPTFormat(StrictConfig):
     """Where a row keeps its messages and images, and how roles are named: LLaMA-Factory's
     `columns` and `tags` of a `sharegpt` dataset. None: the row's own layout, found per row
     (`messages` with `role`/`content`, else LLaMA-Factory's default `conversations` with `from`/`value`)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     messages: str | None = None
     images: str = "images"
@@ -72,10 +71,8 @@ class ShareGPTFormat(BaseModel):
                 self.user_tag or ("user" if openai_style else "human"), self.assistant_tag or ("assistant" if openai_style else "gpt"))
 
 
-class ImportConfig(BaseModel):
+class ImportConfig(StrictConfig):
     """`deepeyes import sharegpt` settings."""
-
-    model_config = ConfigDict(extra="forbid")
 
     format: ShareGPTFormat = Field(default_factory=ShareGPTFormat)
     layout: Literal["keep", "ours"] = "keep"  # keep the data's prompts and observations, or rewrite them into ours

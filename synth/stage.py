@@ -10,11 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import InputOrder, Quarantine, ShardWriter, iter_rows, merge_parts
 from curation.stage import PoolNames
+from curation.strict_config import StrictConfig
 from synth.long_cot import LongCotConfig, long_cot_rows
 from synth.runtime import aio
 from synth.runtime.agent import (AgentConfig, ToolBox, active_episodes, first_request, open_toolbox, require_search, run_episode,
@@ -30,9 +31,7 @@ from synth.trajectory import TRAJECTORY_SCHEMA
 REJECTS_DIR = "rejects"
 
 
-class SynthConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SynthConfig(StrictConfig):
     teacher_url: EndpointUrl = "http://127.0.0.1:8008/v1"
     teacher_model: str = "demo-teacher"
     api_key_env: str | None = "OPENAI_API_KEY"  # the variable holding the endpoint's key, if any

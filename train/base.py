@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from curation.sources import SourceSpec
 from curation.stage import CurateConfig, run_curate
+from curation.strict_config import StrictConfig
 from synth.long_cot import LongCotConfig
 from synth.runtime.agent import AgentConfig
 from synth.scoring.judge import JudgeConfig
@@ -36,10 +37,8 @@ from synth.tools.search import SearchConfig
 from train.sft import SFTStageConfig, run_sft
 
 
-class BaseStageConfig(BaseModel):
+class BaseStageConfig(StrictConfig):
     """The instruct stage that makes the base model (the `base:` section of a pipeline config)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     instruct_model: str = "demo-instruct"  # the replay server's persona (or any endpoint's model) that answers the instruct samples
     concurrency: int = Field(8, ge=1)

@@ -28,11 +28,12 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import iter_rows
 from curation.stage import PoolNames
+from curation.strict_config import StrictConfig
 from synth.runtime import aio
 from synth.runtime.agent import AgentConfig, ToolBox, open_toolbox, run_episode
 from synth.runtime.profile import IMAGE_SLOT, Profile, load_profile
@@ -49,15 +50,13 @@ logger = logging.getLogger(__name__)
 
 
 
-class VLLMRolloutConfig(BaseModel):
+class VLLMRolloutConfig(StrictConfig):
     """Rollouts sampled by a vLLM server (TRL's server mode), the policy's weights pushed to it before each step's rollouts.
 
     The server runs in its own environment (`vllm serve` with its development routes, see the README).
     `weight_sync: nccl` is TRL's: the tensors are broadcast into the server's workers (CUDA on both
     sides, and `vllm` importable in the trainer). `disk` saves the policy to `weight_dir` each step and
     has the server reload it in place (`train.weight_sync`): no NCCL, no `vllm` in the trainer."""
-
-    model_config = ConfigDict(extra="forbid")
 
     url: str  # the server's base URL, e.g. http://HOST:8000 (a trailing /v1 is dropped)
     timeout_s: float = 240.0  # how long to wait for the server at start
@@ -70,10 +69,8 @@ class VLLMRolloutConfig(BaseModel):
     weight_dir: str | None = None
 
 
-class GRPOStageConfig(BaseModel):
+class GRPOStageConfig(StrictConfig):
     """The paper's RL recipe by default: no KL, clip 0.2, token-mean loss, 16 rollouts, T=1, lr 1e-6, 9 turns."""
-
-    model_config = ConfigDict(extra="forbid")
 
     pools: PoolNames = Field(default_factory=lambda: ["rl"], min_length=1)  # the curated pools whose samples are the RL prompts
     learning_rate: float = Field(1e-6, gt=0)

@@ -14,10 +14,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from curation.datasets_quiet import datasets_progress_bars_off
 from curation.shards import CorruptManifest, read_manifest, shard_files
+from curation.strict_config import StrictConfig
 
 
 # transformers' schedules that need no setting we do not expose (`cosine_with_min_lr` wants a minimum,
@@ -33,19 +34,16 @@ def check_max_steps(value: int) -> int:
     return value
 
 
-class LoraSettings(BaseModel):
+class LoraSettings(StrictConfig):
     """LoRA adapters on the language model (peft); merged into the weights when training ends."""
 
-    model_config = ConfigDict(extra="forbid")
     r: int = Field(16, ge=1)
     alpha: int = 32
     dropout: float = 0.05
     target_modules: str | list[str] = "all-linear"
 
 
-class SFTStageConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SFTStageConfig(StrictConfig):
     model_path: str | None = None  # a local dir or hub id; None: the flow builds the tiny model
     learning_rate: float = Field(1e-5, gt=0)
     epochs: float = Field(3.0, gt=0)

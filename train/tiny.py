@@ -11,7 +11,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from curation.strict_config import StrictConfig
 
 # Qwen's special tokens plus the protocol's tags, so a tag is one token as in the real vocabulary.
 SPECIAL_TOKENS = [
@@ -31,9 +33,7 @@ SPECIAL_TOKENS = [
 ]
 
 
-class TinyModelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TinyModelConfig(StrictConfig):
     family: Literal["qwen3_vl", "qwen2_5_vl"] = "qwen3_vl"  # qwen2_5_vl: the paper's base family
     vocab_size: int = Field(2048, ge=1)  # the special tokens and the 256 byte tokens are always in: the vocabulary may come out larger
     hidden_size: int = Field(64, ge=8)

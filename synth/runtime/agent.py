@@ -17,9 +17,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from curation.schema import Sample
+from curation.strict_config import StrictConfig
 from synth.runtime.policy import ChatPolicy
 from synth.runtime.preflight import StageRequest
 from synth.runtime.profile import DEFAULT_PROFILE, Profile, ThinkPrefix, load_profile, to_parts
@@ -31,9 +32,7 @@ from synth.tools.sandbox import KernelPool
 from synth.tools.search import ImageSearch, SearchConfig, SearchError, TextSearch, build_search
 
 
-class AgentConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AgentConfig(StrictConfig):
     max_turns: int = Field(9, ge=1)
     max_tokens_per_turn: int = Field(1024, ge=1)
     max_total_tokens: int = Field(16384, ge=1)  # all assistant turns together (the paper's 16k response)

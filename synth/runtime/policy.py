@@ -24,9 +24,10 @@ from typing import Annotated, Any, Protocol, TypeVar
 import httpx
 import openai
 from openai.types.chat import ChatCompletion
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
+from curation.strict_config import StrictConfig
 from synth.runtime.protocol import find_stop, fold_turn, infer_matched_stop
 from synth.runtime.retry import wait_retry_after
 
@@ -133,7 +134,7 @@ def parse_completion(response: httpx.Response) -> ChatCompletion:
     return ChatCompletion.construct(**data)
 
 
-class RequestOptions(BaseModel):
+class RequestOptions(StrictConfig):
     """How a stage's requests go to its OpenAI-compatible endpoint, for servers that differ from
     vLLM (`synth.request`, `probe.request`, `eval.request`, `judge.llm_request`).
 
@@ -143,8 +144,6 @@ class RequestOptions(BaseModel):
     without it; `send_seed: false` leaves out `seed` for servers that refuse it (sampled turns are
     then not reproducible). `extra_body` fields are merged into every request as they are (e.g.
     `chat_template_kwargs`, `top_k`, `repetition_penalty`)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     send_stop: bool = True
     # `seed` makes sampled turns reproducible (vLLM, OpenAI); some servers refuse the field.

@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from curation.strict_config import StrictConfig
 from curation.validation_errors import validation_lines
 
 DEFAULT_PROFILE = "deepeyes-v2"
@@ -48,10 +49,8 @@ class ProfileError(ValueError):
     """A profile that cannot be found or read; names the file."""
 
 
-class ObservationLayout(BaseModel):
+class ObservationLayout(StrictConfig):
     """How tool results read (templates: Python format strings; see a shipped profile's file)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     strip: bool = False  # strip the rendered observation's ends (the reference does)
     code: str  # {stdout} {stderr} {images}
@@ -70,10 +69,8 @@ class ObservationLayout(BaseModel):
     image_search_no_results: str = ""
 
 
-class ProfileFile(BaseModel):
+class ProfileFile(StrictConfig):
     """A profile file as written (prompt paths relative to it)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str
     version: str = Field(min_length=1)

@@ -32,8 +32,9 @@ from fractions import Fraction
 from importlib import resources
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from curation.strict_config import StrictConfig
 from synth.runtime.policy import MIN_REQUEST_TIMEOUT_S, EndpointUrl, RequestOptions
 
 Outcome = Literal["correct", "incorrect", "undecided", "judge_failed"]
@@ -80,10 +81,8 @@ def _undecided(method: str, detail: str, math_verify: bool = False) -> Verdict:
     return Verdict("undecided", method, detail, math_verify)
 
 
-class JudgeConfig(BaseModel):
+class JudgeConfig(StrictConfig):
     """How answers are judged (the pipeline's `judge:` section, shared by every stage)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     math_timeout_s: float = Field(5.0, gt=0)
     math_workers: int = Field(1, ge=1)

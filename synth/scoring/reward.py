@@ -20,20 +20,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from curation.mapping import category_names
 
+from curation.strict_config import StrictConfig
 from synth.runtime.protocol import MAX_ANSWER_CHARS, ResponseCheck, check_response
 from synth.scoring.judge import Judge, Verdict
 
 SEARCH_TOOLS = ("search", "image_search")
 
 
-class RewardConfig(BaseModel):
+class RewardConfig(StrictConfig):
     """The reward's settings (the pipeline's `reward:` section: synthesis, GRPO and evaluation)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     accuracy_weight: float = Field(0.8, ge=0)
     format_weight: float = Field(0.2, ge=0)

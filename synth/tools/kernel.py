@@ -12,8 +12,9 @@ import base64
 import time
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from curation.strict_config import StrictConfig
 from synth.tools import wire
 from synth.tools.sandbox import KernelPool, SandboxConfig, SandboxUnavailable
 
@@ -21,9 +22,7 @@ from synth.tools.sandbox import KernelPool, SandboxConfig, SandboxUnavailable
 TIMEOUT_GRACE_S = 2.0  # how long past `timeout_s` the pipeline waits for the kernel's own time-out reply
 
 
-class KernelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class KernelConfig(StrictConfig):
     timeout_s: float = Field(20.0, gt=0)  # wall time per cell; the whole session is killed after it
     memory_mb: int = 4096  # address space
     cpu_s: int = 60  # CPU seconds for the session

@@ -23,7 +23,9 @@ import threading
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from curation.strict_config import StrictConfig
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +33,7 @@ _SYNTH_DIR = Path(__file__).resolve().parents[1]  # the whole `synth` package: t
 _PROJECT_ROOT = _SYNTH_DIR.parent
 
 
-class SandboxConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SandboxConfig(StrictConfig):
     isolation: Literal["auto", "bwrap", "none"] = "auto"  # auto: bwrap when it works
     allow_unisolated: bool = False  # auto without bwrap: run unisolated (loudly) instead of refusing
     ready_timeout_s: float = Field(120.0, gt=0)

@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from curation.ast_lock import AST_LOCK
 from curation.setting_path import SettingPath
 from curation.sources import TableFileError, read_table_file
+from curation.strict_config import StrictConfig
 
 SearchBackend = Literal["local", "http", "none"]
 
@@ -41,9 +42,7 @@ class SearchError(Exception):
     """A corpus or search service that cannot be used; names the file or URL and the problem."""
 
 
-class SearchConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SearchConfig(StrictConfig):
     text_backend: SearchBackend = "local"
     corpus_path: SettingPath | None = None  # local text: JSONL or Parquet of title, url, text
     image_backend: SearchBackend = "local"

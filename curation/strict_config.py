@@ -1,0 +1,16 @@
+"""The base every config model shares, so that one rule holds for every setting."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class StrictConfig(BaseModel):
+    """A pydantic model that refuses unknown keys (a misspelt setting is an error, never ignored) and
+    non-finite numbers (YAML's `.nan`, `.inf`, `-.inf`: no setting of ours means anything at NaN or
+    infinity, and a NaN slips through `ge`/`le` bounds as text that says only "greater than").
+
+    Raises `pydantic.ValidationError` on validation, as any model does; the CLI turns it into one
+    line per setting, naming the setting and its line in the YAML file."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
