@@ -20,7 +20,11 @@ the tool-free control (the same model with tools off) shows the tools are what i
   start, and the teacher checks the stated number with a needless call (`print(48213)`) before it
   answers from stdout. Two copies where one would do: the cold start then teaches over-use, and the
   fidelity bench shows whether RL removes it (README, `bench.fidelity`, runs W0 and W1: it does not,
-  as the needless call is right at least as often as a direct answer).
+  as the needless call is right at least as often as a direct answer). With `needless_tool="search"`
+  the needless call is a search for `number 48213` instead: the real local search returns landmark
+  documents holding other 5-digit numbers, and the teacher answers from the question. That call
+  can hurt (a model may copy a number from the results), as a needless tool call can in the paper,
+  where RL after the cold start makes tool use selective.
 
 Every family has one fixed program or query shape, so what is learnt is the protocol (when to call
 which tool, the tags) and copying digits and names token by token (the tokenizer splits digits one
@@ -54,6 +58,7 @@ from curation.demo_world import replay_script, unused_entity_name, wiki_url, wri
 FAMILIES = ("perception", "reasoning", "search", "direct")
 TOOL_FAMILIES = ("perception", "reasoning", "search")
 INSTRUCT_UNSURE = ("right", "abstain")
+NEEDLESS_TOOLS = ("code", "search")
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,8 @@ class LearnableWorldConfig:
     image_size: tuple[int, int] = (1600, 200)  # wide enough for a four-digit column
     plant_faults: bool = True  # one exact duplicate and one broken image file
     families: tuple[str, ...] = FAMILIES  # the families generated (a subset learns in fewer steps: the demo's, the slow test's)
-    direct_tool_share: float = 0.0  # direct samples sent to the cold start with a teacher that calls code needlessly (module docstring)
+    direct_tool_share: float = 0.0  # direct samples sent to the cold start with a teacher that calls a tool needlessly (module docstring)
+    needless_tool: str = "code"  # that needless call: "code" (print the stated number) or "search" (look it up; module docstring)
 
     def __post_init__(self) -> None:
         unknown = set(self.families) - set(FAMILIES)
@@ -82,6 +88,8 @@ class LearnableWorldConfig:
             raise ValueError(f"instruct_unsure: {self.instruct_unsure!r}; known: {', '.join(INSTRUCT_UNSURE)}")
         if not 0.0 <= self.direct_tool_share <= 1.0:
             raise ValueError(f"direct_tool_share: {self.direct_tool_share!r}; a share from 0 to 1")
+        if self.needless_tool not in NEEDLESS_TOOLS:
+            raise ValueError(f"needless_tool: {self.needless_tool!r}; known: {', '.join(NEEDLESS_TOOLS)}")
 
 
 
@@ -126,6 +134,8 @@ GUESS_THOUGHT = "I will answer from what I see."
 ABSTAIN_THOUGHT = "I cannot tell this without measuring it."
 ABSTAIN_ANSWER = "unknown"
 CHECK_THOUGHT = "I will check the stated number with code."
+LOOKUP_THOUGHT = "I will look the stated number up."
+LOOKED_UP_THOUGHT = "The results do not name it; the answer is stated in the question."
 
 
 def _not_red(rng: random.Random) -> tuple[int, int, int]:
@@ -241,11 +251,17 @@ def _over_used(seed: int, sample_id: str, share: float) -> bool:
     return share > 0 and random.Random(f"{seed}/over-used/{sample_id}").random() < share
 
 
-def _needless_check(item: dict[str, Any]) -> dict[str, Any]:
-    """A direct item whose teacher prints the stated number before it answers (`direct_tool_share`)."""
+def _needless_check(item: dict[str, Any], tool: str) -> dict[str, Any]:
+    """A direct item whose teacher calls `tool` needlessly before it answers (`direct_tool_share`):
+    `code` prints the stated number and answers from stdout; `search` looks up `number <n>`, whose
+    results are landmark documents with other 5-digit numbers, and answers from the question."""
+    meta = {**item["meta"], "needless_tool": True, "needless_tool_kind": tool}
+    if tool == "search":
+        teacher = [_search_turn(LOOKUP_THOUGHT, f"number {item['answer']}"), _answer_turn(LOOKED_UP_THOUGHT, item["answer"])]
+        return {**item, "teacher": teacher, "program": None, "meta": meta}
     program = f"print({item['answer']})"
     return {**item, "teacher": [_code_turn(CHECK_THOUGHT, program), _answer_turn(READ_STDOUT, item["answer"])], "program": program,
-            "meta": {**item["meta"], "needless_tool": True}}
+            "meta": meta}
 
 
 def _buggy(program: str) -> str:
@@ -334,7 +350,7 @@ def generate_learnable_world(out_dir: str | Path, cfg: LearnableWorldConfig | No
                 sample_id = f"{prefix}-{family}-{i:04d}"
                 over_used = family == "direct" and split == "samples" and _over_used(cfg.seed, sample_id, cfg.direct_tool_share)
                 if over_used:
-                    item = _needless_check(item)
+                    item = _needless_check(item, cfg.needless_tool)
                     over_used_count += 1
                 image_path = image_dir / f"{sample_id}.png"
                 item["image"].save(image_path)
@@ -371,6 +387,6 @@ def generate_learnable_world(out_dir: str | Path, cfg: LearnableWorldConfig | No
     write_jsonl(Path(files["scripts_path"]), scripts)
     summary = {"kind": "learnable", "seed": cfg.seed, "samples": len(samples), "instruct_samples": len(sets["instruct"]),
                "corpus_docs": len(corpus), "long_cot_rows": cfg.long_cot,
-               "over_used_direct": over_used_count, **files}
+               "over_used_direct": over_used_count, "needless_tool": cfg.needless_tool, **files}
     (out / "world.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

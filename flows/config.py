@@ -71,11 +71,14 @@ class WorldSettings(StrictConfig):
     families: list[Literal["perception", "reasoning", "search", "direct"]] | None = None  # learnable only: a subset; None: all four
     # learnable only: the instruct persona's answer on a tool item it tries no tool on: the right one as a guess, or "unknown"
     instruct_unsure: Literal["right", "abstain"] = "right"
-    # learnable only: each direct sample's chance of going to the cold start with a teacher that calls code
+    # learnable only: each direct sample's chance of going to the cold start with a teacher that calls a tool
     # needlessly (drawn per sample); needs the `direct` family
     direct_tool_share: float = Field(0.0, ge=0, le=1)
+    # learnable only: that needless call: `code` prints the stated number, `search` looks it up (results that
+    # can mislead); needs direct_tool_share above 0
+    needless_tool: Literal["code", "search"] = "code"
 
-    @field_validator("kind", "families", "instruct_unsure", mode="before")
+    @field_validator("kind", "families", "instruct_unsure", "needless_tool", mode="before")
     @classmethod
     def _any_case(cls, value: Any) -> Any:
         """`Classic`, `[Perception]`: kinds and categories are read in any case, as a source's are."""
@@ -93,14 +96,14 @@ class WorldSettings(StrictConfig):
                                       "the long-CoT mix's settings (ratio, path, opening) go under synth.long_cot")
         return value
 
-    @field_validator("families", "instruct_per_family", "instruct_unsure", "direct_tool_share")
+    @field_validator("families", "instruct_per_family", "instruct_unsure", "direct_tool_share", "needless_tool")
     @classmethod
     def _learnable_only(cls, value: Any, info: ValidationInfo) -> Any:
-        """`families`, `instruct_per_family`, `instruct_unsure` and `direct_tool_share` shape the
-        learnable world; the classic one has none of them (a setting written for it would be
-        ignored). Their defaults (no subset, 0, `right`, 0.0) pass: a flow validates again from its
-        saved config, which spells every default out."""
-        if info.data.get("kind") == "classic" and value not in (None, 0, "right"):
+        """`families`, `instruct_per_family`, `instruct_unsure`, `direct_tool_share` and
+        `needless_tool` shape the learnable world; the classic one has none of them (a setting
+        written for it would be ignored). Their defaults (no subset, 0, `right`, 0.0, `code`) pass: a
+        flow validates again from its saved config, which spells every default out."""
+        if info.data.get("kind") == "classic" and value not in (None, 0, "right", "code"):
             raise PydanticCustomError("learnable_only", "for the learnable world only (world.kind: learnable); the classic world "
                                       "has no such setting")
         return value
@@ -119,6 +122,17 @@ class WorldSettings(StrictConfig):
                                       {"families": ", ".join(families)})
         return value
 
+    @field_validator("needless_tool")
+    @classmethod
+    def _needless_tool_needs_a_share(cls, value: str, info: ValidationInfo) -> str:
+        """`search` changes the over-user's items, which only `direct_tool_share` above 0 makes: alone it
+        would do nothing, so it is refused (`code`, the default, passes)."""
+        if value != "code" and info.data.get("kind") != "classic" and not info.data.get("direct_tool_share"):
+            raise PydanticCustomError("needless_tool_without_share",
+                                      "the tool an over-user's direct items call needlessly, but world.direct_tool_share is 0, "
+                                      "so there are none; set world.direct_tool_share above 0 or drop world.needless_tool")
+        return value
+
     def generator_settings(self) -> dict[str, Any]:
         """The fields the world's generator takes."""
         settings = self.model_dump(include={"seed", "per_family", "distractor_docs", "long_cot"})
@@ -126,6 +140,8 @@ class WorldSettings(StrictConfig):
             settings["instruct_per_family"] = self.instruct_per_family
             settings["instruct_unsure"] = self.instruct_unsure
             settings["direct_tool_share"] = self.direct_tool_share
+            if self.needless_tool != "code":  # only then: the worlds made before the setting keep their cache keys
+                settings["needless_tool"] = self.needless_tool
             if self.families:
                 settings["families"] = tuple(self.families)
         return settings

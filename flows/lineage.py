@@ -492,8 +492,9 @@ def _rows_held(name: str, manifest: dict[str, Any], stage_dir: Path) -> dict[str
         if long_cot is None and (path := stage_dir / "long_cot.jsonl").is_file():
             with path.open("rb") as lines:
                 long_cot = sum(1 for line in lines if line.strip())
+        needless = f"a needless {result['needless_tool']} call" if result.get("needless_tool") in ("code", "search") else "a needless call"
         also = [f"{n} {what}" for n, what in ((long_cot, "long-CoT rows"), (count("instruct_samples"), "instruct samples"),
-                                             (count("over_used_direct"), "direct samples with a needless call"))
+                                             (count("over_used_direct"), f"direct samples with {needless}"))
                 if n is not None and (n or what == "long-CoT rows")]
         return {"rows": count("samples"), **({"also": also} if also else {})}
     if stage == "sft":

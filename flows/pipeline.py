@@ -690,8 +690,8 @@ def plan(cfg: PipelineConfig, run_dir: str | Path, flow_name: str = "retrain") -
     teacher = "the replay server (managed)" if cfg.replay else (cfg.teacher_server.base_url + " (managed)" if cfg.teacher_server else cfg.synth.teacher_url)
     steps: list[dict[str, Any]] = []
     if cfg.world is not None:
-        over_use = (f", each direct sample an over-user's item with chance {cfg.world.direct_tool_share:g}"
-                    if cfg.world.direct_tool_share else "")
+        over_use = (f", each direct sample an over-user's item (a needless {cfg.world.needless_tool} call) with chance "
+                    f"{cfg.world.direct_tool_share:g}" if cfg.world.direct_tool_share else "")
         steps.append({"stage": "world", "out": run / "world", "does": f"generate the {cfg.world.kind} world, {cfg.world.per_family} samples "
                       f"per family, {cfg.world.long_cot} long-CoT rows{over_use} (seed {cfg.world.seed})"})
     sources = ["demo world" if cfg.world else None, *(f"{s.kind}:{s.path}" for s in cfg.curate.sources)]

@@ -139,6 +139,40 @@ def test_an_over_users_direct_items_go_to_the_cold_start_with_a_needless_call(tm
     assert Path(over["instruct_path"]).read_text() == Path(plain["instruct_path"]).read_text()
 
 
+def test_a_needless_search_marks_the_same_items_and_its_results_hold_other_numbers(tmp_path):
+    """`needless_tool="search"`: the same draws mark the same direct samples as with code; the teacher
+    looks up `number <n>` and answers from the question; the real local search's results for that
+    query hold 5-digit numbers other than the answer, the distraction that makes the call a risk."""
+    settings = dict(seed=3, per_family=30, distractor_docs=5, long_cot=1, direct_tool_share=0.5)
+    code = generate_learnable_world(tmp_path / "code", LearnableWorldConfig(**settings))
+    search = generate_learnable_world(tmp_path / "search", LearnableWorldConfig(**settings, needless_tool="search"))
+    assert json.loads((tmp_path / "search" / "world.json").read_text())["needless_tool"] == "search"
+    assert code["needless_tool"] == "code"
+
+    def marked(world):
+        return {s["id"]: s for s in rows(world["samples_path"]) if s["meta"].get("needless_tool")}
+
+    by_code, by_search = marked(code), marked(search)
+    assert by_search and set(by_search) == set(by_code) and search["over_used_direct"] == code["over_used_direct"] == len(by_search)
+    assert {s["meta"]["needless_tool_kind"] for s in by_code.values()} == {"code"}
+    assert {s["meta"]["needless_tool_kind"] for s in by_search.values()} == {"search"}
+    scripts = {s["sample_id"]: s for s in rows(search["scripts_path"])}
+    engine = LocalTextSearch(search["corpus_path"], tmp_path / "index")
+    for sample_id, sample in by_search.items():
+        first, last = scripts[sample_id]["teacher"][0], scripts[sample_id]["teacher"][-1]
+        call = json.loads(re.search(r"<tool_call>(.*)</tool_call>", first, re.S).group(1))
+        assert call == {"name": "search", "arguments": {"query": f"number {sample['answer']}"}}
+        assert last.endswith(f"<answer>{sample['answer']}</answer>") and sample["answer"] in sample["question"]
+        found = engine.search(call["arguments"]["query"], 3)
+        numbers = {n for hit in found for n in re.findall(r"\b\d{5}\b", hit["snippet"])}
+        assert numbers - {sample["answer"]}, sample_id
+
+
+def test_an_unknown_needless_tool_is_refused():
+    with pytest.raises(ValueError, match="needless_tool: 'image_search'; known: code, search"):
+        LearnableWorldConfig(needless_tool="image_search")
+
+
 def test_a_direct_tool_share_outside_0_to_1_is_refused():
     with pytest.raises(ValueError, match="direct_tool_share: 1.5; a share from 0 to 1"):
         LearnableWorldConfig(direct_tool_share=1.5)
@@ -160,4 +194,5 @@ def test_the_plan_says_a_worlds_over_user_share():
 
     cfg = PipelineConfig.model_validate({"name": "w", "world": {"kind": "learnable", "per_family": 2, "long_cot": 7, "direct_tool_share": 0.5}})
     assert next(step["does"] for step in plan(cfg, "run") if step["stage"] == "world") == (
-        "generate the learnable world, 2 samples per family, 7 long-CoT rows, each direct sample an over-user's item with chance 0.5 (seed 0)")
+        "generate the learnable world, 2 samples per family, 7 long-CoT rows, each direct sample an over-user's item (a needless code call) "
+        "with chance 0.5 (seed 0)")

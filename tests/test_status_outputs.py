@@ -103,6 +103,7 @@ def test_a_config_that_only_evaluates_plans_no_curation_or_training(replay_url, 
     ("{kind: classic, instruct_per_family: 2}", "instruct_per_family"),
     ("{kind: classic, instruct_unsure: abstain}", "instruct_unsure"),
     ("{kind: classic, direct_tool_share: 0.5}", "direct_tool_share"),
+    ("{kind: classic, needless_tool: search}", "needless_tool"),
 ])
 def test_learnable_only_world_settings_are_refused_on_the_classic_world(tmp_path, world_line, field):
     from flows.config import ConfigError, load_config
@@ -144,6 +145,30 @@ def test_a_number_that_is_not_finite_is_refused_as_such_in_every_section(tmp_pat
     message = str(caught.value)
     assert message.startswith("invalid config:\n") and message.count("\n") == 1, message
     assert message.endswith(f": {field}: Input should be a finite number"), message
+
+
+@pytest.mark.parametrize("share", ["", ", direct_tool_share: 0"])
+def test_a_needless_search_without_a_direct_tool_share_is_refused(tmp_path, share):
+    from flows.config import ConfigError, load_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: c\nworld: {{kind: learnable{share}, needless_tool: search}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    assert str(caught.value) == (f"invalid config:\n  {config}:2: world.needless_tool: the tool an over-user's direct items call "
+                                 "needlessly, but world.direct_tool_share is 0, so there are none; set world.direct_tool_share "
+                                 "above 0 or drop world.needless_tool")
+
+
+def test_a_needless_search_reaches_the_generator_and_code_keeps_the_old_cache_key():
+    from flows.config import WorldSettings
+
+    search = WorldSettings.model_validate({"kind": "learnable", "direct_tool_share": 0.5, "needless_tool": "Search"})
+    assert search.needless_tool == "search" and search.generator_settings()["needless_tool"] == "search"
+    code = WorldSettings.model_validate({"kind": "learnable", "direct_tool_share": 0.5})
+    assert "needless_tool" not in code.generator_settings()  # worlds made before the setting keep their cache keys
+    # a flow validates again from its saved config, which spells every default out
+    assert WorldSettings.model_validate(WorldSettings().model_dump()).needless_tool == "code"
 
 
 @pytest.mark.parametrize("families", ["[perception]", "[perception, search]"])
@@ -382,6 +407,9 @@ def test_status_counts_a_learnable_worlds_instruct_and_over_used_direct_samples(
     result = {"samples": 12, "long_cot_rows": 2, "instruct_samples": 8, "over_used_direct": 3}
     held = _rows_held("world", {"stage": "world", "lineage": {"result": result}}, tmp_path)
     assert held == {"rows": 12, "also": ["2 long-CoT rows", "8 instruct samples", "3 direct samples with a needless call"]}
+    for tool in ("code", "search"):  # a world.json that says which tool (since `world.needless_tool`)
+        held = _rows_held("world", {"stage": "world", "lineage": {"result": result | {"needless_tool": tool}}}, tmp_path)
+        assert held["also"][-1] == f"3 direct samples with a needless {tool} call"
     result |= {"instruct_samples": 0, "over_used_direct": 0}  # none: not said
     assert _rows_held("world", {"stage": "world", "lineage": {"result": result}}, tmp_path)["also"] == ["2 long-CoT rows"]
 
