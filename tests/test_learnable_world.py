@@ -196,3 +196,41 @@ def test_the_plan_says_a_worlds_over_user_share():
     assert next(step["does"] for step in plan(cfg, "run") if step["stage"] == "world") == (
         "generate the learnable world, 2 samples per family, 7 long-CoT rows, each direct sample an over-user's item (a needless code call) "
         "with chance 0.5 (seed 0)")
+
+
+def test_a_needless_search_is_replayed_as_synthesis_runs_it(tmp_path):
+    """Through the replay server and the agent loop (the synthesis path), the teacher's needless search
+    runs on the world's corpus and the episode ends with the stated number, scored right."""
+    from curation.schema import ImageRef, Sample
+    from synth.runtime import aio
+    from synth.runtime.agent import AgentConfig, open_toolbox, run_episode
+    from synth.runtime.policy import EndpointPolicy
+    from synth.tools.search import SearchConfig
+    from tests.conftest import start_replay
+
+    world = generate_learnable_world(tmp_path / "world", LearnableWorldConfig(seed=3, per_family=2, distractor_docs=5, long_cot=1,
+                                                                              families=("search", "direct"), direct_tool_share=1.0,
+                                                                              needless_tool="search", plant_faults=False))
+    root = Path(world["samples_path"]).parent
+    row = next(s for s in rows(world["samples_path"]) if s["meta"].get("needless_tool"))
+    sample = Sample(id=row["id"], source="learnable", category=row["category"], question=row["question"], answer=row["answer"],
+                    answer_type=row["answer_type"], images=[ImageRef(bytes=(root / row["images"][0]).read_bytes())])
+    server, url = start_replay(world, tmp_path)
+    try:
+        agent = AgentConfig(max_turns=4, max_tokens_per_turn=512)
+
+        async def episode():
+            policy = EndpointPolicy(url, "demo-teacher")
+            try:
+                return await run_episode(sample, policy, tools, agent, attempt=0)
+            finally:
+                await policy.aclose()
+
+        with open_toolbox(agent, SearchConfig(corpus_path=world["corpus_path"])) as tools:
+            result = aio.run(episode())
+    finally:
+        server.stop()
+    assert [c["tool"] for c in result["tool_calls"]] == ["search"] and result["tool_calls"][0]["outcome"] == "ok"
+    assistant = [m["content"][0]["text"] for m in result["messages"] if m["role"] == "assistant"]
+    assert len(assistant) == 2 and f"number {row['answer']}" in assistant[0]
+    assert assistant[-1].endswith(f"<answer>{row['answer']}</answer>") and result["correct"]
