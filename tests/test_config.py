@@ -372,6 +372,26 @@ def test_training_settings_that_trl_or_torch_would_refuse_are_named_at_load_time
     assert expected in str(raised.value)
 
 
+@pytest.mark.parametrize("field,value,bound", [
+    ("memory_mb", -1, "greater than or equal to 1"), ("cpu_s", 0, "greater than or equal to 1"),
+    ("file_size_mb", 0, "greater than or equal to 1"), ("open_files", -3, "greater than or equal to 1"),
+    ("processes", 0, "greater than or equal to 1"), ("output_limit", 0, "greater than or equal to 1"),
+    ("max_images", 0, "greater than or equal to 1"), ("min_image_side", 0, "greater than or equal to 1"),
+    ("max_image_aspect", 0.5, "greater than or equal to 1"), ("max_image_pixels", -1, "greater than or equal to 1"),
+    ("timeout_s", 0, "greater than 0"),
+])
+def test_kernel_limits_that_the_sandbox_could_not_apply_are_named_at_load_time(tmp_path, field, value, bound):
+    """A 0 or negative rlimit would make every kernel session die as it starts (memory_mb: -1 had loaded)."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, GOOD + f"  agent: {{kernel: {{{field}: {value}}}}}\n"))
+    assert f"c.yaml:7: synth.agent.kernel.{field}: Input should be {bound}" in str(raised.value)
+
+
+def test_sandbox_ready_timeout_must_be_positive(tmp_path):
+    with pytest.raises(ConfigError, match=r"synth.agent.kernel.sandbox.ready_timeout_s: Input should be greater than 0"):
+        load_config(write(tmp_path, GOOD + "  agent: {kernel: {sandbox: {ready_timeout_s: 0}}}\n"))
+
+
 def test_a_grpo_batch_of_whole_groups_loads_and_a_launcher_defers_the_check_to_its_processes(tmp_path):
     cfg = load_config(write(tmp_path, GOOD + "grpo: {batch_size: 6, grad_accum: 2, num_generations: 4}\n"))
     assert cfg.grpo.generation_batch_problem() is None
