@@ -252,10 +252,12 @@ class PipelineConfig(StrictConfig):
             except TrainingSetupError as exc:
                 raise ConfigError(f"{exc} From a pipeline: set training.command to a launcher from that environment "
                                   "(e.g. [/opt/grpo-env/bin/accelerate, launch]).") from None
-        model_path = self.sft.model_path
-        # A hub id (org/name) also has a slash: only a path that is plainly local must exist.
-        if model_path is not None and model_path.startswith((".", "/")) and not Path(model_path).exists():
-            raise ConfigError(f"sft.model_path: directory not found: {model_path}", ("sft", "model_path"))
+        for section, model_path in (("sft", self.sft.model_path), ("eval", self.eval.model_path)):
+            # A hub id (org/name) also has a slash: only a path that is plainly local must exist, and
+            # be a folder (a file passed the check before and failed in from_pretrained, stages later).
+            if model_path is not None and model_path.startswith((".", "/")) and not Path(model_path).is_dir():
+                said = "a file, not a model directory" if Path(model_path).exists() else "directory not found"
+                raise ConfigError(f"{section}.model_path: {said}: {model_path}", (section, "model_path"))
         self._check_benchmarks()
 
     def _check_world_long_cot(self) -> None:

@@ -115,6 +115,20 @@ def test_an_explicit_teacher_url_beside_a_replay_section_is_refused(tmp_path):
     assert load_demo_config().synth.teacher_model == "demo-teacher"  # the demo itself names one teacher
 
 
+@pytest.mark.parametrize("section", ["sft", "eval"])
+def test_a_local_model_path_must_be_a_folder(tmp_path, section):
+    """A file passed (sft.model_path: /etc/hostname) and failed stages later in from_pretrained."""
+    weights = tmp_path / "model.safetensors"
+    weights.write_text("")
+    for path, said in ((weights, "a file, not a model directory"), (tmp_path / "nope", "directory not found")):
+        with pytest.raises(ConfigError) as raised:
+            load_config(write(tmp_path, GOOD + f"{section}: {{model_path: {path}}}\n"))
+        assert str(raised.value).endswith(f"c.yaml:7: {section}.model_path: {said}: {path}")
+    (tmp_path / "ckpt").mkdir()
+    assert getattr(load_config(write(tmp_path, GOOD + f"{section}: {{model_path: {tmp_path / 'ckpt'}}}\n")), section).model_path == str(tmp_path / "ckpt")
+    assert getattr(load_config(write(tmp_path, GOOD + f"{section}: {{model_path: org/name}}\n")), section).model_path == "org/name"  # a hub id
+
+
 @pytest.mark.parametrize("field,text", [
     ("synth.teacher_url", "synth: {teacher_url: 'localhost:8000/v1'}\n"),
     ("eval.model_url", "eval: {model_url: '127.0.0.1:8000/v1', model_name: m}\n"),
