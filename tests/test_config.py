@@ -373,6 +373,13 @@ def test_a_select_section_without_probe_is_refused_as_it_would_not_run(tmp_path)
     ("sft: {max_length: 0}\n", "c.yaml:7: sft.max_length: Input should be greater than or equal to 1"),
     ("sft: {lr_scheduler: cosin}\n", "c.yaml:7: sft.lr_scheduler: Input should be 'linear', 'cosine', "),
     ("sft: {lr_scheduler: cosin}\n", "; did you mean 'cosine'?"),
+    ("sft: {save_steps: -5}\n", "c.yaml:7: sft.save_steps: Input should be greater than or equal to 1"),
+    ("sft: {save_steps: 0}\n", "c.yaml:7: sft.save_steps: Input should be greater than or equal to 1"),
+    ("sft: {lora: {dropout: 1.0}}\n", "c.yaml:7: sft.lora.dropout: Input should be less than 1"),
+    ("grpo: {warn_noop_code_share: 1.5}\n", "c.yaml:7: grpo.warn_noop_code_share: Input should be less than or equal to 1"),
+    ("grpo: {vllm: {url: 'http://127.0.0.1:8002', timeout_s: 0}}\n", "c.yaml:7: grpo.vllm.timeout_s: Input should be greater than 0"),
+    ("reward: {answer_cap_chars: {perception: -1}}\n",
+     "c.yaml:7: reward.answer_cap_chars.perception: Input should be greater than or equal to 1"),
     ("tiny_model: {hidden_size: 64, heads: 3, kv_heads: 2}\n",
      "c.yaml:7: tiny_model: heads: 3 query heads cannot be shared among kv_heads 2 key/value heads "
      "(grouped-query attention): heads must be a multiple of kv_heads"),
@@ -404,6 +411,12 @@ def test_kernel_limits_that_the_sandbox_could_not_apply_are_named_at_load_time(t
 def test_sandbox_ready_timeout_must_be_positive(tmp_path):
     with pytest.raises(ConfigError, match=r"synth.agent.kernel.sandbox.ready_timeout_s: Input should be greater than 0"):
         load_config(write(tmp_path, GOOD + "  agent: {kernel: {sandbox: {ready_timeout_s: 0}}}\n"))
+
+
+def test_an_answer_cap_of_null_means_no_cap(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD + "reward: {answer_cap_chars: {perception: null, search: 1}}\n"))
+    assert cfg.reward.answer_cap_chars == {"perception": None, "search": 1}
+    assert not cfg.reward.capped("x" * 10_000, "perception") and cfg.reward.capped("x", "search")
 
 
 def test_a_grpo_batch_of_whole_groups_loads_and_a_launcher_defers_the_check_to_its_processes(tmp_path):

@@ -38,8 +38,8 @@ class LoraSettings(StrictConfig):
     """LoRA adapters on the language model (peft); merged into the weights when training ends."""
 
     r: int = Field(16, ge=1)
-    alpha: int = 32
-    dropout: float = 0.05
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)  # a probability: 1 would drop every adapter activation
     target_modules: str | list[str] = "all-linear"
 
 
@@ -61,7 +61,9 @@ class SFTStageConfig(StrictConfig):
     bf16: bool = False
     gradient_checkpointing: bool = True  # TRL's default: recompute activations in the backward pass (memory for time); off pays for tiny models
     lora: LoraSettings | None = None  # None: full fine-tune (the paper)
-    save_steps: int | None = None  # checkpoint every N steps under <out>/trainer; None: only the final model
+    # Checkpoint every N steps under <out>/trainer; None: only the final model. TRL needs N ≥ 1 (0 or
+    # a negative number had loaded and silently meant "never").
+    save_steps: int | None = Field(None, ge=1)
     resume: bool = True  # continue from the newest checkpoint under <out>/trainer when there is one
 
     max_steps_rule = field_validator("max_steps")(check_max_steps)
