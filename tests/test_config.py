@@ -419,6 +419,15 @@ def test_an_answer_cap_of_null_means_no_cap(tmp_path):
     assert not cfg.reward.capped("x" * 10_000, "perception") and cfg.reward.capped("x", "search")
 
 
+def test_synthesis_cannot_keep_more_trajectories_than_it_tries(tmp_path):
+    """Each attempt yields one trajectory at most: keep_per_sample above attempts had loaded and meant attempts."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, GOOD + "  keep_per_sample: 10\n"))
+    assert ("c.yaml:7: synth.keep_per_sample: 10 kept per sample is more than synth.attempts (2) tries per sample; "
+            "raise attempts to 10 or more, or keep at most 2") in str(raised.value)
+    assert load_config(write(tmp_path, GOOD + "  keep_per_sample: 2\n")).synth.keep_per_sample == 2
+
+
 def test_a_grpo_batch_of_whole_groups_loads_and_a_launcher_defers_the_check_to_its_processes(tmp_path):
     cfg = load_config(write(tmp_path, GOOD + "grpo: {batch_size: 6, grad_accum: 2, num_generations: 4}\n"))
     assert cfg.grpo.generation_batch_problem() is None
