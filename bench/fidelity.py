@@ -52,6 +52,7 @@ from typing import Any
 import yaml
 
 from curation.shards import CorruptManifest, iter_rows, read_manifest
+from curation.strict_config import MAX_SEED  # numpy's seeds are 32-bit; the configs' seeds take the same range
 from eval.metrics import bootstrap_mean_difference, fifths, paired_difference, wilson_interval
 from eval.report import build_report
 from eval.stage import HELDOUT, run_evaluate
@@ -407,7 +408,6 @@ def _finished_result(out: Path) -> dict[str, Any] | str:
 # The config sections whose `seed` a seed sets: the world (which samples exist), the replay teacher
 # (its scripted faults) and curation (the pool split): another world, another data order.
 SEEDED_SECTIONS = ("world", "replay", "curate")
-MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 # The headline figures `across_seeds` summarises per arm: (name, path into an arm's figures).
 HEADLINE_FIGURES = (
     ("accuracy_tools", ("overall", "tools", "accuracy")),

@@ -428,6 +428,30 @@ def test_synthesis_cannot_keep_more_trajectories_than_it_tries(tmp_path):
     assert load_config(write(tmp_path, GOOD + "  keep_per_sample: 2\n")).synth.keep_per_sample == 2
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("world: {kind: learnable, families: []}\n",
+     "c.yaml:1: world.families: empty; leave it out for all four, or name some of perception, reasoning, search, direct"),
+    # A typo of extra zeros would fill the disk, as world.long_cot's cap says
+    ("world: {per_family: 1000000000}\n", "c.yaml:1: world.per_family: Input should be less than or equal to 100000"),
+    ("world: {kind: learnable, instruct_per_family: 1000000}\n",
+     "c.yaml:1: world.instruct_per_family: Input should be less than or equal to 100000"),
+    # Seeds as bench.fidelity --seeds takes them (numpy's): 0 to 2**32-1
+    ("world: {seed: -1}\n", "c.yaml:1: world.seed: Input should be greater than or equal to 0"),
+    ("world: {}\nreplay: {seed: 4294967296}\n", "c.yaml:2: replay.seed: Input should be less than or equal to 4294967295"),
+    ("world: {}\ncurate: {seed: -1}\n", "c.yaml:2: curate.seed: Input should be greater than or equal to 0"),
+    ("world: {}\nsft: {seed: -1}\n", "c.yaml:2: sft.seed: Input should be greater than or equal to 0"),
+])
+def test_world_sizes_and_seeds_that_make_no_sense_are_refused(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, text))
+    assert expected in str(raised.value)
+
+
+def test_the_largest_world_and_seed_load(tmp_path):
+    cfg = load_config(write(tmp_path, "world: {per_family: 100000, seed: 4294967295}\nreplay: {seed: 0}\n"))
+    assert (cfg.world.per_family, cfg.world.seed) == (100_000, 2**32 - 1)
+
+
 def test_a_grpo_batch_of_whole_groups_loads_and_a_launcher_defers_the_check_to_its_processes(tmp_path):
     cfg = load_config(write(tmp_path, GOOD + "grpo: {batch_size: 6, grad_accum: 2, num_generations: 4}\n"))
     assert cfg.grpo.generation_batch_problem() is None

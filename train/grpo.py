@@ -33,7 +33,7 @@ from pydantic import Field, field_validator
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import iter_rows
 from curation.stage import PoolNames
-from curation.strict_config import StrictConfig
+from curation.strict_config import Seed, StrictConfig
 from synth.runtime import aio
 from synth.runtime.agent import AgentConfig, ToolBox, open_toolbox, run_episode
 from synth.runtime.profile import IMAGE_SLOT, Profile, load_profile
@@ -90,7 +90,7 @@ class GRPOStageConfig(StrictConfig):
     freeze_vision: bool = True
     max_pixels: int | None = Field(None, ge=1)  # the image pixel budget; None: the processor's own
     logging_steps: int = Field(1, ge=1)
-    seed: int = 0
+    seed: Seed = 0
     bf16: bool = False
     gradient_checkpointing: bool = True  # TRL's default; off pays for tiny models on a CPU
     max_samples: int | None = Field(None, ge=1)  # the first N RL samples; None: all

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 
 from curation.datasets_quiet import datasets_progress_bars_off
 from curation.shards import CorruptManifest, read_manifest, shard_files
-from curation.strict_config import StrictConfig
+from curation.strict_config import Seed, StrictConfig
 
 
 # transformers' schedules that need no setting we do not expose (`cosine_with_min_lr` wants a minimum,
@@ -57,7 +57,7 @@ class SFTStageConfig(StrictConfig):
     freeze_vision: bool = True  # the paper freezes the vision tower and projector
     max_pixels: int | None = Field(None, ge=1)  # the image pixel budget (the paper's 512×512 = 262144); None: the processor's own
     logging_steps: int = Field(5, ge=1)
-    seed: int = 0
+    seed: Seed = 0
     bf16: bool = False
     gradient_checkpointing: bool = True  # TRL's default: recompute activations in the backward pass (memory for time); off pays for tiny models
     lora: LoraSettings | None = None  # None: full fine-tune (the paper)
