@@ -455,9 +455,13 @@ def parse_config(
 ) -> PipelineConfig:
     try:
         node = yaml.compose(text)
-        raw = load_yaml(text) or {}
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {yaml_error_line(exc)}") from None
+    if raw is None and not overrides:  # `{}` is a mapping written empty: told by the checks below
+        # An empty (or comments-only) file: said first, not as the first setting it lacks (`curate.sources: no source given`).
+        raise ConfigError(f"{source}: the config file is empty (no settings); start from configs/demo.yaml")
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     raw.update(overrides or {})

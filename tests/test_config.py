@@ -67,6 +67,7 @@ def test_replay_without_world_is_refused(tmp_path):
     [
         (GOOD + "  agnet: 1\n", "synth.agnet: unknown field"),
         (None, "config file not found"),
+        ("", "c.yaml: the config file is empty (no settings)"),
         (GOOD + "orchestration: {task_runner: spark}\n", "c.yaml:7: orchestration.task_runner: Input should be 'threads', 'dask' or 'ray'"),
         (GOOD + "  concurrency: 64\norchestration: {endpoint_max_in_flight: 32}\n", "synth.concurrency: 64 requests in flight is above"),
     ],
@@ -79,6 +80,26 @@ def test_cli_reports_user_mistakes_in_one_message_without_traceback(tmp_path, te
     assert result.returncode == 2
     assert expected in result.stderr and "Traceback" not in result.stderr
     assert not run_dir.exists()  # it failed before any work
+
+
+@pytest.mark.parametrize("text", ["", "\n  \n", "# my settings, to come\n\n"])
+def test_an_empty_config_file_is_named_before_anything_else(tmp_path, text):
+    """An empty (or comments-only) file had been told as its first missing setting, `curate.sources: no source given`."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value) == f"{path}: the config file is empty (no settings); start from configs/demo.yaml"
+    assert load_config(write(tmp_path, "# the demo world\n" + GOOD)).world.per_family == 2  # comments beside settings are fine
+
+
+def test_a_config_path_that_is_no_regular_file_is_named_so(tmp_path):
+    """/dev/null exists: it had been told `config file not found`, as a folder is `is a directory`."""
+    with pytest.raises(ConfigError) as raised:
+        load_config("/dev/null")
+    assert str(raised.value) == "config file is not a regular file (a device, pipe or socket): /dev/null"
+    with pytest.raises(ConfigError) as raised:
+        load_config(tmp_path)
+    assert str(raised.value) == f"config file is a directory, not a file: {tmp_path}"
 
 
 def test_vllm_rollouts_need_a_training_environment_with_vllm(tmp_path):
