@@ -52,6 +52,7 @@ from typing import Any
 import yaml
 
 from curation.shards import CorruptManifest, iter_rows, read_manifest
+from curation.strict_config import MAX_SEED  # numpy's seeds are 32-bit; the configs' seeds take the same range
 from eval.metrics import bootstrap_mean_difference, fifths, paired_difference, wilson_interval
 from eval.report import build_report
 from eval.stage import HELDOUT, run_evaluate
@@ -407,7 +408,6 @@ def _finished_result(out: Path) -> dict[str, Any] | str:
 # The config sections whose `seed` a seed sets: the world (which samples exist), the replay teacher
 # (its scripted faults) and curation (the pool split): another world, another data order.
 SEEDED_SECTIONS = ("world", "replay", "curate")
-MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 # The headline figures `across_seeds` summarises per arm: (name, path into an arm's figures).
 HEADLINE_FIGURES = (
     ("accuracy_tools", ("overall", "tools", "accuracy")),
@@ -650,19 +650,21 @@ def _bench_config_problem(config_path: Path) -> str | None:
 
 def main() -> None:
     parser = _OneLineParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "fidelity.yaml")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "fidelity.yaml",
+                        help="the pipeline config the four arms run (default: the shipped configs/fidelity.yaml, %(default)s)")
     parser.add_argument("--out", type=_out_folder, default=None, help="where the runs go (default: a new temporary folder, kept)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--seeds", type=parse_seeds, default=None, metavar="0,1",
                         help="run the whole bench once per seed (world.seed, replay.seed and curate.seed set to it), one after "
                              "another in --out/seed-<N>/, and say which targets hold on which seeds: it takes about the single "
-                             "bench's time times the number of seeds. With --reread: reread only these seeds")
+                             "bench's time times the number of seeds. With --reread: reread only these seeds (default: one run, on the config's "
+                             "seeds)")
     parser.add_argument("--reread", action="store_true",
                         help="train nothing: read the figures, targets and report again from the finished bench in --out "
                              "(e.g. after the bench's figures gained a field); a --seeds bench's seed-<N> folders are each reread")
     parser.add_argument("--torch-threads", type=_positive_int, default=1,
                         help="torch's threads for training and evaluation (1: on a small shared CPU, a second OpenMP thread spinning "
-                             "against other work slowed training several times over here; bench.train does the same)")
+                             "against other work slowed training several times over here; bench.train does the same; default: %(default)s)")
     args = parser.parse_args()
     subset = False  # a reread of some of a --seeds bench's seeds: the folder's record of all of them stays
     if args.reread:

@@ -29,7 +29,7 @@ from curation.report import StepReport
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import Quarantine, ShardWriter, read_table, shard_files
 from curation.stage import pool_names, unit_hash
-from curation.strict_config import StrictConfig
+from curation.strict_config import Seed, StrictConfig
 
 PROBE_COLUMNS = ("sample_id", "k", "pass_rate_no_tools", "pass_rate_tools", "tool_calls_mean", "failed_attempts")
 
@@ -40,8 +40,8 @@ class SelectConfig(StrictConfig):
     # Target category shares per pool, e.g. {rl: {perception: 0.519, reasoning: 0.416, search: 0.065}};
     # a pool without an entry keeps every selected row.
     mix: dict[str, dict[str, float]] = Field(default_factory=dict)
-    seed: int = 0
-    rows_per_shard: int = 1000
+    seed: Seed = 0
+    rows_per_shard: int = Field(1000, ge=1)
 
     @field_validator("mix", mode="before")
     @classmethod

@@ -41,7 +41,7 @@ from curation.shards import QUARANTINE_DIR, Quarantine, ShardError, ShardWriter,
 from curation.sources import (MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, PARSE_ERROR, RowRejected, SourceError, SourceSpec, TextLimits,
                               include_value_text, include_values_seen, missing_column_hint, read_source, row_to_sample,
                               rows_fix_hint, same_name_message)
-from curation.strict_config import StrictConfig
+from curation.strict_config import Seed, StrictConfig
 from curation.suggest import did_you_mean
 from curation.validation_errors import yaml_flow
 
@@ -81,7 +81,7 @@ class CurateConfig(StrictConfig):
     # Fractions of rows per pool, assigned by a seeded hash of the sample id (stable as data grows).
     # With probes (the pipeline's `select`), only `eval` is taken here and the rest is selected.
     split: dict[str, float] = Field(default_factory=lambda: {"coldstart": 0.5, "rl": 0.25, "eval": 0.25})
-    seed: int = 0
+    seed: Seed = 0
     rows_per_shard: int = Field(1000, ge=1)
     # Each source is read as this many interleaved parts, each a task of its own in the flow:
     # validation (image decoding) runs in parallel. The result does not depend on it.

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit (bench.fidelity's --seeds takes the same range)
+# A setting's seed: what numpy (and `bench.fidelity --seeds`) takes, so a seed that loads is one every stage can use.
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class StrictConfig(BaseModel):

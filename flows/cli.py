@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from curation.strict_config import MAX_SEED
 from flows.prefect_env import configure_prefect_env
 from flows.signals import EXIT_CODES, SAID, Stop, Terminated, stop_signals
 from flows.user_input import out_dir_option
@@ -602,7 +603,7 @@ def report(
 @app.command("generate-world")
 def generate_world_cmd(
     out: Annotated[Path, typer.Argument(help="Directory for the world.", callback=out_dir_option, metavar="OUT")],
-    seed: Annotated[int, typer.Option(help="Seed of the world's generator (any integer).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the world's generator (0 to 2**32-1, as world.seed).", min=0, max=MAX_SEED)] = 0,
     per_family: Annotated[int, typer.Option(help="Samples per family (perception, reasoning, search); at least 1.", min=1)] = 12,
 ) -> None:
     """Write the demo world: samples, search corpus, replay scripts (replacing a world already in OUT)."""
@@ -685,7 +686,7 @@ def serve_replay(
     code_error_rate: Annotated[float, typer.Option(help="Share of teacher code turns that raise an error.", min=0.0, max=1.0)] = 0.0,
     malformed_rate: Annotated[float, typer.Option(help="Share of teacher episodes whose final turn is malformed.", min=0.0, max=1.0)] = 0.0,
     latency_ms: Annotated[float, typer.Option(help="Delay before each answer.", min=0.0)] = 0.0,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the scripted draws (0 to 2**32-1, as replay.seed).", min=0, max=MAX_SEED)] = 0,
     fault_rate: Annotated[float, typer.Option(help="Share of requests that fail at the transport level.", min=0.0, max=1.0)] = 0.0,
     faults: Annotated[str, typer.Option(help="Fault kinds to draw from: 429,500,hang,drop,malformed,empty.",
                                         callback=_fault_kinds_option)] = "429,500,hang,drop,malformed,empty",
@@ -757,10 +758,29 @@ def _usage_line(exc: BaseException) -> str:
             opts = getattr(param, "opts", None) or []
             hint = opts[0] if opts and opts[0].startswith("-") else (getattr(param, "name", "") or "").upper()
         if hint:
-            return f"{hint}: {exc.message}"
+            return f"{hint}: {exc.message}{_value_given(exc)}"
     if getattr(exc, "possibilities", None):  # click sorts them by name; `close_options` gives them closest first
         return f"{exc.message} (Possible options: {', '.join(exc.possibilities)})"
     return exc.format_message() if hasattr(exc, "format_message") else str(exc)
+
+
+def _value_given(exc: BaseException) -> str:
+    """` (got 'abc')` for a value typer's pydantic coercion refused (`--per-family abc`, `--seed -1`),
+    as the checks of our own say it (`--per-family 0`); "" where the message already says it."""
+    from pydantic import ValidationError
+
+    cause = exc.__cause__
+    if not isinstance(cause, ValidationError) or "(got " in str(getattr(exc, "message", "")):
+        return ""
+    errors = cause.errors()
+    if not errors or "input" not in errors[0]:
+        return ""
+    given = errors[0]["input"]
+    try:  # a number as typed, unquoted: `(got 0)` as our own checks say it, `(got 'abc')` for text
+        float(given)
+        return f" (got {given})"
+    except (TypeError, ValueError):
+        return f" (got {given!r})"
 
 
 def close_options(exc: BaseException) -> list[str]:

@@ -19,7 +19,7 @@ from curation.select import SelectConfig
 from curation.setting_path import SettingPath
 from curation.sources import SourceError, SourceSpec, check_mapped_columns, same_name_message, wide_encoding
 from curation.stage import CurateConfig
-from curation.strict_config import StrictConfig
+from curation.strict_config import Seed, StrictConfig
 from curation.worlds import WorldKind
 from eval.benchmarks import BENCHMARK_NAMES_WHY, BenchmarkError, load_spec
 from eval.stage import EvalConfig
@@ -60,14 +60,16 @@ class WorldSettings(StrictConfig):
     """Generate the demo world and use it as the source, the search corpus and the replay script."""
 
     kind: WorldKind = "classic"  # classic: tests the plumbing; learnable: a tiny model learns it (curation/worlds.py)
-    seed: int = 0
-    per_family: int = Field(12, ge=1)
+    seed: Seed = 0
+    # At most 100,000 each, as long_cot: a learnable world writes a card image per sample (kB each), and
+    # a typo of extra zeros (1000000000) would fill the disk before anything said so.
+    per_family: int = Field(12, ge=1, le=100_000)
     distractor_docs: int = Field(40, ge=0)
     # Long-CoT rows for `synth.long_cot` to draw from (text; the learnable world's: direct answers with
     # a card image, ~4.4 kB of disk each). At most 100,000: the paper's 81.6% mix needs ~4.4 per kept
     # trajectory, so this serves ~23,000 trajectories; a typo of extra zeros would fill the disk.
     long_cot: int = Field(100, ge=0, le=100_000)
-    instruct_per_family: int = Field(0, ge=0)  # learnable only: samples per family for the `base:` instruct stage
+    instruct_per_family: int = Field(0, ge=0, le=100_000)  # learnable only: samples per family for the `base:` instruct stage
     families: list[Literal["perception", "reasoning", "search", "direct"]] | None = None  # learnable only: a subset; None: all four
     # learnable only: the instruct persona's answer on a tool item it tries no tool on: the right one as a guess, or "unknown"
     instruct_unsure: Literal["right", "abstain"] = "right"
@@ -94,6 +96,16 @@ class WorldSettings(StrictConfig):
         if isinstance(value, dict):
             raise PydanticCustomError("long_cot_mapping", "expected a whole number, the long-CoT rows the world writes (got a mapping); "
                                       "the long-CoT mix's settings (ratio, path, opening) go under synth.long_cot")
+        return value
+
+    @field_validator("families")
+    @classmethod
+    def _some_families(cls, value: list[str] | None) -> list[str] | None:
+        """`families: []` would make a world of no family (the plan still said "N samples per
+        family"): refused; leaving it out means all four."""
+        if value is not None and not value:
+            raise PydanticCustomError("no_families", "empty; leave it out for all four, or name some of perception, reasoning, "
+                                      "search, direct")
         return value
 
     @field_validator("families", "instruct_per_family", "instruct_unsure", "direct_tool_share", "needless_tool")
@@ -154,7 +166,7 @@ class ReplaySettingsModel(StrictConfig):
     code_error_rate: float = Field(0.0, ge=0, le=1)
     malformed_rate: float = Field(0.0, ge=0, le=1)
     latency_ms: float = Field(0.0, ge=0)
-    seed: int = 0
+    seed: Seed = 0
     fault_rate: float = Field(0.0, ge=0, le=1)  # transport faults: 429, 500, hangs, drops, bad JSON, empty
 
 
@@ -163,7 +175,7 @@ class TeacherServer(StrictConfig):
 
     command: list[str] = Field(min_length=1)
     base_url: str
-    ready_timeout_s: float = 600.0
+    ready_timeout_s: float = Field(600.0, gt=0)
 
 
 class PipelineConfig(StrictConfig):
@@ -252,10 +264,12 @@ class PipelineConfig(StrictConfig):
             except TrainingSetupError as exc:
                 raise ConfigError(f"{exc} From a pipeline: set training.command to a launcher from that environment "
                                   "(e.g. [/opt/grpo-env/bin/accelerate, launch]).") from None
-        model_path = self.sft.model_path
-        # A hub id (org/name) also has a slash: only a path that is plainly local must exist.
-        if model_path is not None and model_path.startswith((".", "/")) and not Path(model_path).exists():
-            raise ConfigError(f"sft.model_path: directory not found: {model_path}", ("sft", "model_path"))
+        for section, model_path in (("sft", self.sft.model_path), ("eval", self.eval.model_path)):
+            # A hub id (org/name) also has a slash: only a path that is plainly local must exist, and
+            # be a folder (a file passed the check before and failed in from_pretrained, stages later).
+            if model_path is not None and model_path.startswith((".", "/")) and not Path(model_path).is_dir():
+                said = "a file, not a model directory" if Path(model_path).exists() else "directory not found"
+                raise ConfigError(f"{section}.model_path: {said}: {model_path}", (section, "model_path"))
         self._check_benchmarks()
 
     def _check_world_long_cot(self) -> None:
@@ -441,9 +455,13 @@ def parse_config(
 ) -> PipelineConfig:
     try:
         node = yaml.compose(text)
-        raw = load_yaml(text) or {}
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {yaml_error_line(exc)}") from None
+    if raw is None and not overrides:  # `{}` is a mapping written empty: told by the checks below
+        # An empty (or comments-only) file: said first, not as the first setting it lacks (`curate.sources: no source given`).
+        raise ConfigError(f"{source}: the config file is empty (no settings); start from configs/demo.yaml")
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     raw.update(overrides or {})

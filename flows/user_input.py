@@ -30,7 +30,10 @@ def read_text_file(path: str | Path, what: str = "file") -> str:
     file that is missing, not a file, unreadable, UTF-16/32 text, or not text at all."""
     path = Path(path)
     if not path.is_file():
-        raise InputFileError(f"{what} {'is a directory, not a file' if path.is_dir() else 'not found'}: {path}")
+        # /dev/null or a pipe exists: "not found" would send the user looking for a file that is there.
+        said = ("is a directory, not a file" if path.is_dir() else
+                "is not a regular file (a device, pipe or socket)" if path.exists() else "not found")
+        raise InputFileError(f"{what} {said}: {path}")
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import InputOrder, Quarantine, ShardWriter, iter_rows, merge_parts
@@ -43,12 +43,23 @@ class SynthConfig(StrictConfig):
     allow_code_errors: bool = False  # keep trajectories with a failing code cell
     verify_answers: bool = True  # keep only answers the judge finds right; False: an instruct stage's data, what a model says, right or not
     request_timeout_s: float = Field(120.0, ge=MIN_REQUEST_TIMEOUT_S)
-    max_retries: int = 6  # per request: 429 (Retry-After), 5xx, time-outs, dropped, malformed, empty
+    max_retries: int = Field(6, ge=0)  # per request: 429 (Retry-After), 5xx, time-outs, dropped, malformed, empty
     request: RequestOptions = Field(default_factory=RequestOptions)  # send_stop, extra_body, 5xx retries
     resume: bool = True  # replay answered requests from <out>/requests.sqlite after a crash
-    rows_per_shard: int = 500
+    rows_per_shard: int = Field(500, ge=1)
     long_cot: LongCotConfig | None = None  # text-only long-CoT rows mixed in at a target ratio
     agent: AgentConfig = Field(default_factory=AgentConfig)
+
+    @field_validator("keep_per_sample")
+    @classmethod
+    def _keeps_no_more_than_it_tries(cls, value: int, info: ValidationInfo) -> int:
+        """Each attempt yields one trajectory at most: keeping more than `attempts` would never happen,
+        and the setting would silently mean `attempts`."""
+        attempts = info.data.get("attempts")  # absent when attempts itself was refused
+        if attempts is not None and value > attempts:
+            raise ValueError(f"{value} kept per sample is more than synth.attempts ({attempts}) tries per sample; "
+                             f"raise attempts to {value} or more, or keep at most {attempts}")
+        return value
 
 
 def reject_reason(row: dict[str, Any], allow_code_errors: bool, reward: RewardConfig | None = None,

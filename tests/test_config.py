@@ -67,6 +67,7 @@ def test_replay_without_world_is_refused(tmp_path):
     [
         (GOOD + "  agnet: 1\n", "synth.agnet: unknown field"),
         (None, "config file not found"),
+        ("", "c.yaml: the config file is empty (no settings)"),
         (GOOD + "orchestration: {task_runner: spark}\n", "c.yaml:7: orchestration.task_runner: Input should be 'threads', 'dask' or 'ray'"),
         (GOOD + "  concurrency: 64\norchestration: {endpoint_max_in_flight: 32}\n", "synth.concurrency: 64 requests in flight is above"),
     ],
@@ -79,6 +80,26 @@ def test_cli_reports_user_mistakes_in_one_message_without_traceback(tmp_path, te
     assert result.returncode == 2
     assert expected in result.stderr and "Traceback" not in result.stderr
     assert not run_dir.exists()  # it failed before any work
+
+
+@pytest.mark.parametrize("text", ["", "\n  \n", "# my settings, to come\n\n"])
+def test_an_empty_config_file_is_named_before_anything_else(tmp_path, text):
+    """An empty (or comments-only) file had been told as its first missing setting, `curate.sources: no source given`."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value) == f"{path}: the config file is empty (no settings); start from configs/demo.yaml"
+    assert load_config(write(tmp_path, "# the demo world\n" + GOOD)).world.per_family == 2  # comments beside settings are fine
+
+
+def test_a_config_path_that_is_no_regular_file_is_named_so(tmp_path):
+    """/dev/null exists: it had been told `config file not found`, as a folder is `is a directory`."""
+    with pytest.raises(ConfigError) as raised:
+        load_config("/dev/null")
+    assert str(raised.value) == "config file is not a regular file (a device, pipe or socket): /dev/null"
+    with pytest.raises(ConfigError) as raised:
+        load_config(tmp_path)
+    assert str(raised.value) == f"config file is a directory, not a file: {tmp_path}"
 
 
 def test_vllm_rollouts_need_a_training_environment_with_vllm(tmp_path):
@@ -113,6 +134,20 @@ def test_an_explicit_teacher_url_beside_a_replay_section_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"probe.student_url and replay: both name the student"):
         load_config(write(tmp_path, student))
     assert load_demo_config().synth.teacher_model == "demo-teacher"  # the demo itself names one teacher
+
+
+@pytest.mark.parametrize("section", ["sft", "eval"])
+def test_a_local_model_path_must_be_a_folder(tmp_path, section):
+    """A file passed (sft.model_path: /etc/hostname) and failed stages later in from_pretrained."""
+    weights = tmp_path / "model.safetensors"
+    weights.write_text("")
+    for path, said in ((weights, "a file, not a model directory"), (tmp_path / "nope", "directory not found")):
+        with pytest.raises(ConfigError) as raised:
+            load_config(write(tmp_path, GOOD + f"{section}: {{model_path: {path}}}\n"))
+        assert str(raised.value).endswith(f"c.yaml:7: {section}.model_path: {said}: {path}")
+    (tmp_path / "ckpt").mkdir()
+    assert getattr(load_config(write(tmp_path, GOOD + f"{section}: {{model_path: {tmp_path / 'ckpt'}}}\n")), section).model_path == str(tmp_path / "ckpt")
+    assert getattr(load_config(write(tmp_path, GOOD + f"{section}: {{model_path: org/name}}\n")), section).model_path == "org/name"  # a hub id
 
 
 @pytest.mark.parametrize("field,text", [
@@ -359,6 +394,13 @@ def test_a_select_section_without_probe_is_refused_as_it_would_not_run(tmp_path)
     ("sft: {max_length: 0}\n", "c.yaml:7: sft.max_length: Input should be greater than or equal to 1"),
     ("sft: {lr_scheduler: cosin}\n", "c.yaml:7: sft.lr_scheduler: Input should be 'linear', 'cosine', "),
     ("sft: {lr_scheduler: cosin}\n", "; did you mean 'cosine'?"),
+    ("sft: {save_steps: -5}\n", "c.yaml:7: sft.save_steps: Input should be greater than or equal to 1"),
+    ("sft: {save_steps: 0}\n", "c.yaml:7: sft.save_steps: Input should be greater than or equal to 1"),
+    ("sft: {lora: {dropout: 1.0}}\n", "c.yaml:7: sft.lora.dropout: Input should be less than 1"),
+    ("grpo: {warn_noop_code_share: 1.5}\n", "c.yaml:7: grpo.warn_noop_code_share: Input should be less than or equal to 1"),
+    ("grpo: {vllm: {url: 'http://127.0.0.1:8002', timeout_s: 0}}\n", "c.yaml:7: grpo.vllm.timeout_s: Input should be greater than 0"),
+    ("reward: {answer_cap_chars: {perception: -1}}\n",
+     "c.yaml:7: reward.answer_cap_chars.perception: Input should be greater than or equal to 1"),
     ("tiny_model: {hidden_size: 64, heads: 3, kv_heads: 2}\n",
      "c.yaml:7: tiny_model: heads: 3 query heads cannot be shared among kv_heads 2 key/value heads "
      "(grouped-query attention): heads must be a multiple of kv_heads"),
@@ -370,6 +412,65 @@ def test_training_settings_that_trl_or_torch_would_refuse_are_named_at_load_time
     with pytest.raises(ConfigError) as raised:
         load_config(write(tmp_path, GOOD + text))
     assert expected in str(raised.value)
+
+
+@pytest.mark.parametrize("field,value,bound", [
+    ("memory_mb", -1, "greater than or equal to 1"), ("cpu_s", 0, "greater than or equal to 1"),
+    ("file_size_mb", 0, "greater than or equal to 1"), ("open_files", -3, "greater than or equal to 1"),
+    ("processes", 0, "greater than or equal to 1"), ("output_limit", 0, "greater than or equal to 1"),
+    ("max_images", 0, "greater than or equal to 1"), ("min_image_side", 0, "greater than or equal to 1"),
+    ("max_image_aspect", 0.5, "greater than or equal to 1"), ("max_image_pixels", -1, "greater than or equal to 1"),
+    ("timeout_s", 0, "greater than 0"),
+])
+def test_kernel_limits_that_the_sandbox_could_not_apply_are_named_at_load_time(tmp_path, field, value, bound):
+    """A 0 or negative rlimit would make every kernel session die as it starts (memory_mb: -1 had loaded)."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, GOOD + f"  agent: {{kernel: {{{field}: {value}}}}}\n"))
+    assert f"c.yaml:7: synth.agent.kernel.{field}: Input should be {bound}" in str(raised.value)
+
+
+def test_sandbox_ready_timeout_must_be_positive(tmp_path):
+    with pytest.raises(ConfigError, match=r"synth.agent.kernel.sandbox.ready_timeout_s: Input should be greater than 0"):
+        load_config(write(tmp_path, GOOD + "  agent: {kernel: {sandbox: {ready_timeout_s: 0}}}\n"))
+
+
+def test_an_answer_cap_of_null_means_no_cap(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD + "reward: {answer_cap_chars: {perception: null, search: 1}}\n"))
+    assert cfg.reward.answer_cap_chars == {"perception": None, "search": 1}
+    assert not cfg.reward.capped("x" * 10_000, "perception") and cfg.reward.capped("x", "search")
+
+
+def test_synthesis_cannot_keep_more_trajectories_than_it_tries(tmp_path):
+    """Each attempt yields one trajectory at most: keep_per_sample above attempts had loaded and meant attempts."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, GOOD + "  keep_per_sample: 10\n"))
+    assert ("c.yaml:7: synth.keep_per_sample: 10 kept per sample is more than synth.attempts (2) tries per sample; "
+            "raise attempts to 10 or more, or keep at most 2") in str(raised.value)
+    assert load_config(write(tmp_path, GOOD + "  keep_per_sample: 2\n")).synth.keep_per_sample == 2
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("world: {kind: learnable, families: []}\n",
+     "c.yaml:1: world.families: empty; leave it out for all four, or name some of perception, reasoning, search, direct"),
+    # A typo of extra zeros would fill the disk, as world.long_cot's cap says
+    ("world: {per_family: 1000000000}\n", "c.yaml:1: world.per_family: Input should be less than or equal to 100000"),
+    ("world: {kind: learnable, instruct_per_family: 1000000}\n",
+     "c.yaml:1: world.instruct_per_family: Input should be less than or equal to 100000"),
+    # Seeds as bench.fidelity --seeds takes them (numpy's): 0 to 2**32-1
+    ("world: {seed: -1}\n", "c.yaml:1: world.seed: Input should be greater than or equal to 0"),
+    ("world: {}\nreplay: {seed: 4294967296}\n", "c.yaml:2: replay.seed: Input should be less than or equal to 4294967295"),
+    ("world: {}\ncurate: {seed: -1}\n", "c.yaml:2: curate.seed: Input should be greater than or equal to 0"),
+    ("world: {}\nsft: {seed: -1}\n", "c.yaml:2: sft.seed: Input should be greater than or equal to 0"),
+])
+def test_world_sizes_and_seeds_that_make_no_sense_are_refused(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, text))
+    assert expected in str(raised.value)
+
+
+def test_the_largest_world_and_seed_load(tmp_path):
+    cfg = load_config(write(tmp_path, "world: {per_family: 100000, seed: 4294967295}\nreplay: {seed: 0}\n"))
+    assert (cfg.world.per_family, cfg.world.seed) == (100_000, 2**32 - 1)
 
 
 def test_a_grpo_batch_of_whole_groups_loads_and_a_launcher_defers_the_check_to_its_processes(tmp_path):

@@ -167,6 +167,27 @@ def test_reread_refuses_a_folder_without_a_finished_bench(tmp_path):
                                                 "base, rl_only, sft, sft_rl: not a finished fidelity bench"]
 
 
+def test_every_option_of_the_bench_says_what_it_does_and_its_default():
+    """Review s16: --config had no help (nor its default, configs/fidelity.yaml), --torch-threads no default."""
+    done = subprocess.run([sys.executable, "-m", "bench.fidelity", "--help"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "1000"})  # one line per option
+    assert done.returncode == 0
+    options: dict[str, str] = {}  # an option's usage and help, its continuation lines joined
+    for line in done.stdout.split("options:")[1].splitlines():
+        if line.startswith("  --"):
+            name = line.split()[0]
+            options[name] = line
+        elif line.startswith("   ") and options:
+            options[name] += " " + line.strip()
+    assert set(options) == {"--config", "--out", "--json", "--seeds", "--reread", "--torch-threads"}
+    for name, text in options.items():
+        usage = {"--json": "--json", "--reread": "--reread", "--seeds": "--seeds 0,1"}.get(
+            name, f"{name} {name.lstrip('-').upper().replace('-', '_')}")
+        assert text.removeprefix("  ").removeprefix(usage).strip(), f"{name} has no help: {text}"
+    assert f"(default: the shipped configs/fidelity.yaml, {Path(fidelity.ROOT) / 'configs' / 'fidelity.yaml'})" in options["--config"]
+    assert options["--torch-threads"].endswith("default: 1)")
+
+
 @pytest.mark.parametrize(("args", "says"), [
     (["--config", "nosuch.yaml"], "config file not found: nosuch.yaml"),
     (["--config", "nosuch.yaml", "--seeds", "0,1"], "config file not found: nosuch.yaml"),

@@ -338,8 +338,14 @@ def test_settings_from_command_line_options_that_break_a_rule_are_one_line_namin
         assert one_error_line(done.stderr) == f"error: --per-family: Input should be greater than or equal to 1 (got {value})"
     # Usage errors that typer would draw in a box: one line too.
     for args, expected in [
-        (["generate-world", str(tmp_path / "w"), "--per-family", "0"], "error: --per-family: Input should be greater than or equal to 1"),
-        (["demo", "--per-family", "many"], "error: --per-family: Input should be a valid integer, unable to parse string as an integer"),
+        # The value given, as our own checks say it (`(got 0)` above): numbers as typed, text quoted.
+        (["generate-world", str(tmp_path / "w"), "--per-family", "0"], "error: --per-family: Input should be greater than or equal to 1 (got 0)"),
+        (["demo", "--per-family", "many"],
+         "error: --per-family: Input should be a valid integer, unable to parse string as an integer (got 'many')"),
+        # Seeds as world.seed and bench.fidelity --seeds take them: 0 to 2**32-1.
+        (["generate-world", str(tmp_path / "w"), "--seed", "-1"], "error: --seed: Input should be greater than or equal to 0 (got -1)"),
+        (["serve-replay", "--scripts", str(tmp_path / "s.jsonl"), "--seed", "4294967296"],
+         "error: --seed: Input should be less than or equal to 4294967295 (got 4294967296)"),
         (["status", "--bogus"], "error: No such option: --bogus"),
         (["run"], "error: Missing argument 'CONFIG'."),
     ]:

@@ -33,7 +33,7 @@ from pydantic import Field, field_validator
 from curation.schema import SAMPLE_SCHEMA, Sample
 from curation.shards import iter_rows
 from curation.stage import PoolNames
-from curation.strict_config import StrictConfig
+from curation.strict_config import Seed, StrictConfig
 from synth.runtime import aio
 from synth.runtime.agent import AgentConfig, ToolBox, open_toolbox, run_episode
 from synth.runtime.profile import IMAGE_SLOT, Profile, load_profile
@@ -59,8 +59,8 @@ class VLLMRolloutConfig(StrictConfig):
     has the server reload it in place (`train.weight_sync`): no NCCL, no `vllm` in the trainer."""
 
     url: str  # the server's base URL, e.g. http://HOST:8000 (a trailing /v1 is dropped)
-    timeout_s: float = 240.0  # how long to wait for the server at start
-    group_port: int = 51216  # the NCCL weight-transfer group's port (weight_sync: nccl)
+    timeout_s: float = Field(240.0, gt=0)  # how long to wait for the server at start
+    group_port: int = Field(51216, ge=1, le=65535)  # the NCCL weight-transfer group's port (weight_sync: nccl)
     max_in_flight: int = Field(64, ge=1)  # generation requests each training process keeps in flight
     importance_sampling_correction: bool = True  # TRL's correction for the sampler/trainer mismatch (uses vLLM's log-probs)
     weight_sync: Literal["nccl", "disk"] = "nccl"
@@ -90,14 +90,14 @@ class GRPOStageConfig(StrictConfig):
     freeze_vision: bool = True
     max_pixels: int | None = Field(None, ge=1)  # the image pixel budget; None: the processor's own
     logging_steps: int = Field(1, ge=1)
-    seed: int = 0
+    seed: Seed = 0
     bf16: bool = False
     gradient_checkpointing: bool = True  # TRL's default; off pays for tiny models on a CPU
     max_samples: int | None = Field(None, ge=1)  # the first N RL samples; None: all
     # The reward-hacking watch: warn when tool calls per trajectory fall below this (after the first
     # steps), or when more than this share of code cells print nothing and show nothing.
-    warn_min_tool_calls: float = 0.05
-    warn_noop_code_share: float = 0.5
+    warn_min_tool_calls: float = Field(0.05, ge=0)
+    warn_noop_code_share: float = Field(0.5, ge=0, le=1)  # a share of code cells
     # The reference's RL environment pre-fills "<think>" after every observation.
     agent: AgentConfig = Field(default_factory=lambda: AgentConfig(max_turns=9, max_tokens_per_turn=2048, temperature=1.0,
                                                                    think_prefix="after_observation"))

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 
 from curation.datasets_quiet import datasets_progress_bars_off
 from curation.shards import CorruptManifest, read_manifest, shard_files
-from curation.strict_config import StrictConfig
+from curation.strict_config import Seed, StrictConfig
 
 
 # transformers' schedules that need no setting we do not expose (`cosine_with_min_lr` wants a minimum,
@@ -38,8 +38,8 @@ class LoraSettings(StrictConfig):
     """LoRA adapters on the language model (peft); merged into the weights when training ends."""
 
     r: int = Field(16, ge=1)
-    alpha: int = 32
-    dropout: float = 0.05
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)  # a probability: 1 would drop every adapter activation
     target_modules: str | list[str] = "all-linear"
 
 
@@ -57,11 +57,13 @@ class SFTStageConfig(StrictConfig):
     freeze_vision: bool = True  # the paper freezes the vision tower and projector
     max_pixels: int | None = Field(None, ge=1)  # the image pixel budget (the paper's 512×512 = 262144); None: the processor's own
     logging_steps: int = Field(5, ge=1)
-    seed: int = 0
+    seed: Seed = 0
     bf16: bool = False
     gradient_checkpointing: bool = True  # TRL's default: recompute activations in the backward pass (memory for time); off pays for tiny models
     lora: LoraSettings | None = None  # None: full fine-tune (the paper)
-    save_steps: int | None = None  # checkpoint every N steps under <out>/trainer; None: only the final model
+    # Checkpoint every N steps under <out>/trainer; None: only the final model. TRL needs N ≥ 1 (0 or
+    # a negative number had loaded and silently meant "never").
+    save_steps: int | None = Field(None, ge=1)
     resume: bool = True  # continue from the newest checkpoint under <out>/trainer when there is one
 
     max_steps_rule = field_validator("max_steps")(check_max_steps)

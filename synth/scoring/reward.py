@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -37,8 +37,9 @@ class RewardConfig(StrictConfig):
     accuracy_weight: float = Field(0.8, ge=0)
     format_weight: float = Field(0.2, ge=0)
     # Answers of this many characters or more score accuracy 0, per category; a category not listed
-    # (or null) has no cap. The reference: perception and search 300, reasoning none.
-    answer_cap_chars: dict[str, int | None] = Field(
+    # (or null) has no cap. The reference: perception and search 300, reasoning none. A cap of 0
+    # or less would cap every answer, the empty one too: null is the way to say "no cap".
+    answer_cap_chars: dict[str, Annotated[int, Field(ge=1)] | None] = Field(
         default_factory=lambda: {"perception": MAX_ANSWER_CHARS, "search": MAX_ANSWER_CHARS, "reasoning": None})
     cap_fails_format: bool = True  # a capped answer scores format 0 too (the reference)
     search_penalty: float = Field(0.1, ge=0, lt=1)  # accuracy × (1 − penalty)

@@ -24,16 +24,18 @@ TIMEOUT_GRACE_S = 2.0  # how long past `timeout_s` the pipeline waits for the ke
 
 class KernelConfig(StrictConfig):
     timeout_s: float = Field(20.0, gt=0)  # wall time per cell; the whole session is killed after it
-    memory_mb: int = 4096  # address space
-    cpu_s: int = 60  # CPU seconds for the session
-    file_size_mb: int = 64
-    open_files: int = 256
-    processes: int = 64  # per session (its own uid), so a fork bomb stops there
-    output_limit: int = 8000  # characters kept of stdout and of stderr per cell
-    max_images: int = 10  # images returned per cell
-    min_image_side: int = 32
-    max_image_aspect: float = 200.0
-    max_image_pixels: int = 4_000_000
+    # Each limit must be positive: a 0 or negative value would make setrlimit fail (or forbid
+    # everything) in the session child, and every cell would end as `kernel_died`.
+    memory_mb: int = Field(4096, ge=1)  # address space
+    cpu_s: int = Field(60, ge=1)  # CPU seconds for the session
+    file_size_mb: int = Field(64, ge=1)
+    open_files: int = Field(256, ge=1)
+    processes: int = Field(64, ge=1)  # per session (its own uid), so a fork bomb stops there
+    output_limit: int = Field(8000, ge=1)  # characters kept of stdout and of stderr per cell
+    max_images: int = Field(10, ge=1)  # images returned per cell
+    min_image_side: int = Field(32, ge=1)
+    max_image_aspect: float = Field(200.0, ge=1)  # long side / short side, so 1 is a square
+    max_image_pixels: int = Field(4_000_000, ge=1)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
     def limits(self) -> dict:
