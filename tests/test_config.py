@@ -398,7 +398,7 @@ def test_a_select_section_without_probe_is_refused_as_it_would_not_run(tmp_path)
     ("sft: {save_steps: 0}\n", "c.yaml:7: sft.save_steps: Input should be greater than or equal to 1"),
     ("sft: {lora: {dropout: 1.0}}\n", "c.yaml:7: sft.lora.dropout: Input should be less than 1"),
     ("grpo: {warn_noop_code_share: 1.5}\n", "c.yaml:7: grpo.warn_noop_code_share: Input should be less than or equal to 1"),
-    ("grpo: {vllm: {url: 'http://127.0.0.1:8002', timeout_s: 0}}\n", "c.yaml:7: grpo.vllm.timeout_s: Input should be greater than 0"),
+    ("grpo: {vllm: {url: 'http://127.0.0.1:8002', timeout_s: -1}}\n", "c.yaml:7: grpo.vllm.timeout_s: Input should be greater than or equal to 0"),
     ("reward: {answer_cap_chars: {perception: -1}}\n",
      "c.yaml:7: reward.answer_cap_chars.perception: Input should be greater than or equal to 1"),
     ("tiny_model: {hidden_size: 64, heads: 3, kv_heads: 2}\n",

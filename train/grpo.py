@@ -59,7 +59,7 @@ class VLLMRolloutConfig(StrictConfig):
     has the server reload it in place (`train.weight_sync`): no NCCL, no `vllm` in the trainer."""
 
     url: str  # the server's base URL, e.g. http://HOST:8000 (a trailing /v1 is dropped)
-    timeout_s: float = Field(240.0, gt=0)  # how long to wait for the server at start
+    timeout_s: float = Field(240.0, ge=0)  # how long to wait for the server at start (0: one check, no wait)
     group_port: int = Field(51216, ge=1, le=65535)  # the NCCL weight-transfer group's port (weight_sync: nccl)
     max_in_flight: int = Field(64, ge=1)  # generation requests each training process keeps in flight
     importance_sampling_correction: bool = True  # TRL's correction for the sampler/trainer mismatch (uses vLLM's log-probs)
