@@ -192,11 +192,11 @@ def test_serve_replay_announces_exactly_the_models_it_serves(world, tmp_path):
 
 @pytest.mark.parametrize(("options", "line"), [
     (["--faults", "bogus,429"], "error: --faults: unknown fault kind(s) 'bogus'; known: 429, 500, hang, drop, malformed, empty"),
-    (["--port", "99999"], "error: --port: Input should be less than or equal to 65535"),
-    (["--port", "0"], "error: --port: Input should be greater than or equal to 1"),
-    (["--fault-rate", "2"], "error: --fault-rate: Input should be less than or equal to 1"),
-    (["--wrong-rate", "-0.1"], "error: --wrong-rate: Input should be greater than or equal to 0"),
-    (["--faults-after", "-1"], "error: --faults-after: Input should be greater than or equal to 0"),
+    (["--port", "99999"], "error: --port: Input should be less than or equal to 65535 (got 99999)"),
+    (["--port", "0"], "error: --port: Input should be greater than or equal to 1 (got 0)"),
+    (["--fault-rate", "2"], "error: --fault-rate: Input should be less than or equal to 1 (got 2)"),
+    (["--wrong-rate", "-0.1"], "error: --wrong-rate: Input should be greater than or equal to 0 (got -0.1)"),
+    (["--faults-after", "-1"], "error: --faults-after: Input should be greater than or equal to 0 (got -1)"),
 ])
 def test_serve_replay_refuses_bad_options_in_one_line_before_anything_starts(options, line, world, monkeypatch, capsys):
     """Review r4: an unknown fault kind was a traceback after the announcement; a port outside
