@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 import threading
 import time
@@ -76,6 +77,21 @@ def in_threads(target, n: int = 4) -> list[BaseException]:
     for thread in threads:
         thread.join()
     return errors
+
+
+def command_seconds(command: list[str], start_modules: tuple[str, ...] = ("flows.cli", "synth.stage"),
+                    timeout_s: float = 120) -> tuple[subprocess.CompletedProcess, float]:
+    """Run `command`; return it and its seconds beyond a fresh interpreter's start-up.
+
+    The start-up (importing `start_modules`, what the CLI loads before it does anything) is measured
+    just before, on the same machine, so a time bound on the rest measures the command's own work
+    (no retries, no backoff) and holds on two busy cores as on an idle one."""
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", f"import {', '.join(start_modules)}"], check=True, timeout=timeout_s)
+    start_up = time.monotonic() - started
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    return done, time.monotonic() - started - start_up
 
 
 def answered_requests(db_path: Path) -> int:
