@@ -143,6 +143,15 @@ class WorldSettings(StrictConfig):
             raise PydanticCustomError("needless_tool_without_share",
                                       "the tool an over-user's direct items call needlessly, but world.direct_tool_share is 0, "
                                       "so there are none; set world.direct_tool_share above 0 or drop world.needless_tool")
+        families = info.data.get("families")
+        if value == "search" and families is not None and "search" not in families and info.data.get("distractor_docs") == 0:
+            # No search family and no distractors: the corpus is empty, the search finds nothing, and
+            # the call could never mislead, which is what the setting is for.
+            raise PydanticCustomError("needless_search_without_corpus",
+                                      "a search over the world's corpus, but world.families ({families}) has no `search` and "
+                                      "world.distractor_docs is 0, so the corpus is empty and the search finds nothing; add "
+                                      "search to world.families or set world.distractor_docs above 0",
+                                      {"families": ", ".join(families)})
         return value
 
     def generator_settings(self) -> dict[str, Any]:

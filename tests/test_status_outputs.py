@@ -160,6 +160,26 @@ def test_a_needless_search_without_a_direct_tool_share_is_refused(tmp_path, shar
                                  "above 0 or drop world.needless_tool")
 
 
+def test_a_needless_search_over_an_empty_corpus_is_refused(tmp_path):
+    """With no `search` family and no distractor documents the corpus is empty: the search could not mislead."""
+    from flows.config import ConfigError, load_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text("name: c\nworld: {kind: learnable, families: [perception, direct], distractor_docs: 0, direct_tool_share: 0.5, "
+                      "needless_tool: search}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    assert str(caught.value) == (f"invalid config:\n  {config}:2: world.needless_tool: a search over the world's corpus, but "
+                                 "world.families (perception, direct) has no `search` and world.distractor_docs is 0, so the "
+                                 "corpus is empty and the search finds nothing; add search to world.families or set "
+                                 "world.distractor_docs above 0")
+    for world in ("{kind: learnable, families: [perception, direct], distractor_docs: 1, direct_tool_share: 0.5, needless_tool: search}",
+                  "{kind: learnable, families: [search, direct], distractor_docs: 0, direct_tool_share: 0.5, needless_tool: search}",
+                  "{kind: learnable, distractor_docs: 0, direct_tool_share: 0.5, needless_tool: search}"):
+        config.write_text(f"name: c\nworld: {world}\n")
+        assert load_config(config).world.needless_tool == "search"
+
+
 def test_a_needless_search_reaches_the_generator_and_code_keeps_the_old_cache_key():
     from flows.config import WorldSettings
 
