@@ -433,7 +433,8 @@ def _nothing_kept(counts: dict[str, int], reasons: dict[str, int], first_reason:
                 f"check the format's columns and tags (dataset_info.json) or --image-root; each row's reason is in {quarantine_dir}")
     kept = len(keep_samples or ())
     not_kept = (f"{counts['not_kept']} not among the {kept} sample{'' if kept == 1 else 's'} {keep_from} keeps for training "
-                "(is it the curate output of this data's samples.jsonl?)")
+                "(is it the curate output of this data's samples.jsonl?)" if kept else
+                f"{counts['not_kept']} not kept: {keep_from} holds no sample outside the eval pool (training never takes those)")
     causes = [(counts["not_kept"], not_kept)]
     causes += [(count, f"{count} quarantined for {reason} (first: {first_reason[reason]})") for reason, count in reasons.items()]
     causes.sort(key=lambda cause: -cause[0])

@@ -268,8 +268,8 @@ def test_an_import_that_keeps_no_row_exits_2_with_the_commonest_reason(tmp_path)
     with pytest.raises(SourceError) as refused:
         import_sharegpt([(tmp_path / "mix.json", None)], tmp_path / "mix", ImportConfig(), set(), "--curated c")
     assert str(refused.value) == (
-        "no row of 3 was kept: 2 not among the 0 samples --curated c keeps for training (is it the curate output of this data's "
-        f"samples.jsonl?), 1 quarantined for invalid_role (first: {tmp_path / 'mix.json'}[2]: invalid_role: 'x' is none of human, gpt, "
+        "no row of 3 was kept: 2 not kept: --curated c holds no sample outside the eval pool (training never takes those), "
+        f"1 quarantined for invalid_role (first: {tmp_path / 'mix.json'}[2]: invalid_role: 'x' is none of human, gpt, "
         "system, observation, function_call (set the format's tags)); each quarantined row's reason is in "
         f"{tmp_path / 'mix' / 'trajectories' / 'quarantine'}")
     # Every row quarantined: the same, with no samples.jsonl or trajectory manifest either.
