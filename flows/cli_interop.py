@@ -25,12 +25,15 @@ import_app = typer.Typer(help="Bring others' data in: LLaMA-Factory sharegpt con
 
 
 def curated_sample_ids(curated: Path) -> set[str]:
-    """The ids of a curated directory's samples that training may use (every pool but `eval`)."""
+    """The ids of a curated directory's samples that training may use (every pool but `eval`),
+    checked before anything is written as `select --probes` checks its folder (`check_input_shards`):
+    a folder without curated sample shards is refused in one line naming `--curated`."""
     from curation.schema import SAMPLE_SCHEMA
-    from curation.shards import iter_rows
+    from curation.shards import check_input_shards, iter_rows
 
-    if not curated.is_dir():
-        raise FileNotFoundError(f"--curated: not a directory: {curated}")
+    if not curated.exists():
+        raise FileNotFoundError(f"--curated: path not found: {curated}")
+    check_input_shards(curated, SAMPLE_SCHEMA, "--curated", "curated samples", "deepeyes curate")
     return {row["id"] for row in iter_rows(curated, SAMPLE_SCHEMA) if row["pool"] != "eval"}
 
 
@@ -65,7 +68,9 @@ def import_sharegpt_cmd(
     cfg = ImportConfig(layout=layout, data_profile=data_profile, image_root=str(image_root) if image_root else None,
                        category=category, policy=policy)
     keep = curated_sample_ids(curated) if curated is not None else None
-    summary = import_sharegpt(entries, out, cfg, keep)
+    summary = import_sharegpt(entries, out, cfg, keep, f"--curated {curated}")
+    for warning in summary.get("warnings", []):  # a file without rows beside files with rows
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(json.dumps(summary))
 
 

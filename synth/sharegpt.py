@@ -24,6 +24,7 @@ import base64
 import json
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
 
@@ -326,35 +327,53 @@ def _rows(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
 
 
 def import_sharegpt(files: list[tuple[Path, ShareGPTFormat | None]], out_dir: str | Path, cfg: ImportConfig,
-                    keep_samples: set[str] | None = None) -> dict[str, Any]:
+                    keep_samples: set[str] | None = None, keep_from: str = "the kept samples") -> dict[str, Any]:
     """Import sharegpt files into `out_dir`: `trajectories/` (Trajectory shards, a manifest and a
     `quarantine/` of rows that cannot be trajectories, each with its reason) and `samples.jsonl`
     (one sample per trajectory with a question and a final answer, images as base64, `id` the
     trajectory's `sample_id`; what `deepeyes curate --source jsonl:...` reads), and
     `samples_quarantine.jsonl` for trajectories without a sample. With `keep_samples`, only the
-    trajectories of those sample ids are written (the ones that survived curation). Returns counts.
-    Raises `SourceError` for a file that is missing or not rows at all, and (after writing the
-    quarantine and `import.json`) when every row was quarantined, naming the most common reason."""
+    trajectories of those sample ids are written (the ones that survived curation; `keep_from`
+    names where they came from, e.g. `--curated DIR`). Returns counts, and `warnings` naming a
+    file without rows beside files with rows.
+
+    Raises `SourceError`, in one line:
+    - before anything is written (no `out_dir` made, an earlier import there untouched): a file that
+      is missing, and files that hold no rows at all (an empty file, an empty JSON array), named;
+    - for a file that is not rows at all (mid-import, as curation's reader finds it);
+    - after writing the quarantine and `import.json` (no trajectory shards, manifest or
+      `samples.jsonl`: nothing a later stage would take for data) when no row was kept: every row
+      quarantined (`all N rows were quarantined, ...`, the most common reason), or none kept for
+      any mix of reasons (`no row of N was kept: ...`, the most common first)."""
     started = time.time()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    for path, _ in files:  # before anything is written
+        if path.is_dir():
+            raise SourceError(f"{path}: is a folder; a sharegpt file is one JSON or JSON Lines file")
+        if not path.is_file():
+            raise SourceError(f"{path}: file not found")
     counts = {"rows": 0, "trajectories": 0, "quarantined": 0, "samples": 0, "without_sample": 0, "not_kept": 0}
     by_version: dict[str, int] = {}
     read_files: set[str] = set()
     first_reason: dict[str, str] = {}  # reason key -> its first row's full reason (for the error when all fail)
-    writer = ShardWriter(out_dir / TRAJECTORIES_DIR, TRAJECTORY_SCHEMA)
-    quarantine = Quarantine(out_dir / TRAJECTORIES_DIR, "import")
+    rows_by_file: dict[Path, int] = {}
     samples_tmp = out_dir / f".{SAMPLES_FILE}.tmp"
     rejected_tmp = out_dir / ".samples_quarantine.jsonl.tmp"
-    with writer, open(samples_tmp, "w") as samples, open(rejected_tmp, "w") as no_sample:
+    outputs: tuple[ShardWriter, Quarantine, Any, Any] | None = None  # opened at the first row: no rows, nothing written
+    with ExitStack() as stack:
         for path, fmt in files:
-            if not path.is_file():
-                raise SourceError(f"{path}: file not found")
             file_cfg = cfg.model_copy(update={"format": fmt}) if fmt is not None else cfg
             base_dir = Path(cfg.image_root) if cfg.image_root else path.parent
             name = cfg.name or path.stem
+            rows_by_file[path] = 0
             for row, origin in _rows(path):
+                if outputs is None:
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    outputs = (ShardWriter(out_dir / TRAJECTORIES_DIR, TRAJECTORY_SCHEMA), Quarantine(out_dir / TRAJECTORIES_DIR, "import"),
+                               stack.enter_context(open(samples_tmp, "w")), stack.enter_context(open(rejected_tmp, "w")))
+                writer, quarantine, samples, no_sample = outputs
                 counts["rows"] += 1
+                rows_by_file[path] += 1
                 try:
                     if "__parse_error__" in row:
                         raise RowRejected(row["__parse_error__"])
@@ -376,19 +395,48 @@ def import_sharegpt(files: list[tuple[Path, ShareGPTFormat | None]], out_dir: st
                 else:
                     samples.write(json.dumps({**sample, "meta": {**sample["meta"], "origin": origin}}) + "\n")
                     counts["samples"] += 1
-        writer.manifest_extra.update({"stage": "import", "config": cfg.model_dump(mode="json"), "counts": counts,
-                                      "protocol_versions": by_version, "source_files": [str(p) for p, _ in files]})
-        quarantine.close()
-    samples_tmp.replace(out_dir / SAMPLES_FILE)
-    rejected_tmp.replace(out_dir / "samples_quarantine.jsonl")
+    empty = [path for path, n in rows_by_file.items() if n == 0]
+    if outputs is None:  # not one row in any file: nothing was written
+        raise SourceError("; ".join(f"{path}: no rows" for path in empty) + ": nothing to import (an empty file, or an empty JSON array)")
+    writer, quarantine, _, _ = outputs
+    quarantine.close()
     summary = {"counts": counts, "protocol_versions": by_version, "reasons": quarantine.reasons,
                "trajectories": str(out_dir / TRAJECTORIES_DIR), "samples": str(out_dir / SAMPLES_FILE),
                "seconds": round(time.time() - started, 3)}
+    if empty:
+        summary["warnings"] = [f"{path}: no rows" for path in empty]
+    if counts["trajectories"] == 0:
+        # Nothing kept: a wrong format (columns, tags, image root) or the wrong --curated, not data to drop
+        # quietly. The quarantine and import.json say why row by row; no dataset a later stage would train on.
+        for tmp in (samples_tmp, rejected_tmp, out_dir / SAMPLES_FILE, out_dir / "samples_quarantine.jsonl"):
+            tmp.unlink(missing_ok=True)
+        summary.update(trajectories=None, samples=None)
+        atomic_write_json(out_dir / "import.json", summary)
+        raise SourceError(_nothing_kept(counts, quarantine.reasons, first_reason, keep_samples, keep_from, out_dir))
+    writer.manifest_extra.update({"stage": "import", "config": cfg.model_dump(mode="json"), "counts": counts,
+                                  "protocol_versions": by_version, "source_files": [str(p) for p, _ in files]})
+    writer.close()
+    samples_tmp.replace(out_dir / SAMPLES_FILE)
+    rejected_tmp.replace(out_dir / "samples_quarantine.jsonl")
     atomic_write_json(out_dir / "import.json", summary)
-    if counts["rows"] and counts["quarantined"] == counts["rows"]:
-        # Every row failed: a wrong format (columns, tags, image root), not data to drop quietly.
-        reason, count = max(quarantine.reasons.items(), key=lambda kv: kv[1])
-        raise SourceError(f"all {counts['rows']} rows were quarantined, {count} for {reason} (first: {first_reason[reason]}); "
-                          f"check the format's columns and tags (dataset_info.json) or --image-root; "
-                          f"each row's reason is in {out_dir / TRAJECTORIES_DIR / 'quarantine'}")
     return summary
+
+
+def _nothing_kept(counts: dict[str, int], reasons: dict[str, int], first_reason: dict[str, str], keep_samples: set[str] | None,
+                  keep_from: str, out_dir: Path) -> str:
+    """Why an import kept no row, in one line: how many rows, the most common reason first (with its
+    first row), and what to check."""
+    quarantine_dir = out_dir / TRAJECTORIES_DIR / "quarantine"
+    if counts["quarantined"] == counts["rows"]:
+        reason, count = max(reasons.items(), key=lambda kv: kv[1])
+        return (f"all {counts['rows']} rows were quarantined, {count} for {reason} (first: {first_reason[reason]}); "
+                f"check the format's columns and tags (dataset_info.json) or --image-root; each row's reason is in {quarantine_dir}")
+    kept = len(keep_samples or ())
+    not_kept = (f"{counts['not_kept']} not among the {kept} sample{'' if kept == 1 else 's'} {keep_from} keeps for training "
+                "(is it the curate output of this data's samples.jsonl?)" if kept else
+                f"{counts['not_kept']} not kept: {keep_from} holds no sample outside the eval pool (training never takes those)")
+    causes = [(counts["not_kept"], not_kept)]
+    causes += [(count, f"{count} quarantined for {reason} (first: {first_reason[reason]})") for reason, count in reasons.items()]
+    causes.sort(key=lambda cause: -cause[0])
+    more = f"; each quarantined row's reason is in {quarantine_dir}" if counts["quarantined"] else ""
+    return f"no row of {counts['rows']} was kept: " + ", ".join(text for _, text in causes) + more

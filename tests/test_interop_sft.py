@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from curation.shards import read_table
+from curation.shards import ShardError, read_table
 from curation.sources import SourceError
 from synth.runtime.profile import load_profile
 from synth.sharegpt import ImportConfig, ShareGPTFormat, dataset_info_entries, import_row, import_sharegpt
@@ -225,3 +225,115 @@ def test_import_in_which_every_row_is_quarantined_exits_2_with_the_top_cause(tmp
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["counts"] | {} == {"rows": 2, "trajectories": 1, "quarantined": 1, "samples": 1,
                                                      "without_sample": 0, "not_kept": 0}
+
+
+def test_curated_folder_without_curated_shards_is_refused_before_anything_is_written(tmp_path):
+    """`--curated` is checked as `select --probes` checks its folder (`check_input_shards`): an empty
+    folder, or shards of another kind, is refused in one line naming the option; no --out is made."""
+    from flows.cli_interop import curated_sample_ids
+
+    (tmp_path / "rows.json").write_text(json.dumps(TEXT_ROWS))
+    (tmp_path / "emptydir").mkdir()
+    done = run_cli(["import", "sharegpt", str(tmp_path / "rows.json"), "--out", str(tmp_path / "out"), "--curated", str(tmp_path / "emptydir")],
+                   tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr.strip().splitlines()[-1] == (f"error: --curated {tmp_path / 'emptydir'}: no parquet shards in this folder (it should "
+                                                    "hold the part-*.parquet curated samples that `deepeyes curate` writes)")
+    assert not (tmp_path / "out").exists()
+    import_sharegpt([(tmp_path / "rows.json", None)], tmp_path / "imported", ImportConfig())
+    shards = tmp_path / "imported" / "trajectories"  # trajectories, not curated samples
+    with pytest.raises(ShardError, match=r"^--curated: \S*part-00000.parquet holds no curated samples \(trajectory/3, not sample/2\): missing "
+                                         r"column\(s\) source, question, answer_type \(it takes the parquet shards that `deepeyes curate` writes\)$"):
+        curated_sample_ids(shards)
+    with pytest.raises(FileNotFoundError, match=r"^--curated: path not found: \S*nothere$"):
+        curated_sample_ids(tmp_path / "nothere")
+
+
+def test_an_import_that_keeps_no_row_exits_2_with_the_commonest_reason(tmp_path):
+    """Every row not kept (by --curated, or quarantined, or both) is a mistake, not an empty dataset:
+    one line with how many rows and why, the commonest reason first; the quarantine and import.json
+    stay, and no trajectory shards, manifest or samples.jsonl that training or curation would take."""
+    (tmp_path / "rows.json").write_text(json.dumps(TEXT_ROWS))
+    out = tmp_path / "out"
+    with pytest.raises(SourceError) as refused:
+        import_sharegpt([(tmp_path / "rows.json", None)], out, ImportConfig(), {"another-sample"}, "--curated c")
+    assert str(refused.value) == ("no row of 2 was kept: 2 not among the 1 sample --curated c keeps for training "
+                                  "(is it the curate output of this data's samples.jsonl?)")
+    assert json.loads((out / "import.json").read_text())["counts"] == {
+        "rows": 2, "trajectories": 0, "quarantined": 0, "samples": 0, "without_sample": 0, "not_kept": 2}
+    assert sorted(p.name for p in out.iterdir()) == ["import.json", "trajectories"]
+    assert sorted(p.name for p in (out / "trajectories").iterdir()) == ["quarantine"]
+    # A mix: the commonest reason first, and where the quarantined rows' reasons are.
+    (tmp_path / "mix.json").write_text(json.dumps([*TEXT_ROWS, {"conversations": [{"from": "x", "value": "hi"}]}]))
+    with pytest.raises(SourceError) as refused:
+        import_sharegpt([(tmp_path / "mix.json", None)], tmp_path / "mix", ImportConfig(), set(), "--curated c")
+    assert str(refused.value) == (
+        "no row of 3 was kept: 2 not kept: --curated c holds no sample outside the eval pool (training never takes those), "
+        f"1 quarantined for invalid_role (first: {tmp_path / 'mix.json'}[2]: invalid_role: 'x' is none of human, gpt, "
+        "system, observation, function_call (set the format's tags)); each quarantined row's reason is in "
+        f"{tmp_path / 'mix' / 'trajectories' / 'quarantine'}")
+    # Every row quarantined: the same, with no samples.jsonl or trajectory manifest either.
+    (tmp_path / "bad.json").write_text(json.dumps([{"conversations": [{"from": "x", "value": "hi"}]}]))
+    with pytest.raises(SourceError, match=r"^all 1 rows were quarantined, 1 for invalid_role \(first: "):
+        import_sharegpt([(tmp_path / "bad.json", None)], tmp_path / "bad", ImportConfig())
+    assert sorted(p.name for p in (tmp_path / "bad" / "trajectories").iterdir()) == ["quarantine"]
+    assert not (tmp_path / "bad" / "samples.jsonl").exists()
+
+
+def test_curated_output_of_other_samples_exits_2_from_the_cli(tmp_path):
+    """`--curated` naming a curate output of other samples keeps nothing: exit 2, not an empty dataset."""
+    (tmp_path / "rows.json").write_text(json.dumps(TEXT_ROWS[:1]))
+    (tmp_path / "other.json").write_text(json.dumps(TEXT_ROWS[1:]))
+    import_sharegpt([(tmp_path / "other.json", None)], tmp_path / "other", ImportConfig())
+    (tmp_path / "curate.yaml").write_text("curate: {split: {coldstart: 1.0}}\n")
+    curated = run_cli(["curate", "--source", f"jsonl:{tmp_path / 'other' / 'samples.jsonl'}", "--config", str(tmp_path / "curate.yaml"),
+                       "--out", str(tmp_path / "curate")], tmp_path)
+    assert curated.returncode == 0, curated.stderr[-3000:]
+    done = run_cli(["import", "sharegpt", str(tmp_path / "rows.json"), "--out", str(tmp_path / "out"), "--curated", str(tmp_path / "curate")],
+                   tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: no row of 1 was kept: 1 not among the 1 sample --curated {tmp_path / 'curate'} keeps for training "
+        "(is it the curate output of this data's samples.jsonl?)")
+    assert not (tmp_path / "out" / "trajectories" / "_manifest.json").exists()
+
+
+def test_an_input_without_rows_exits_2_naming_the_file_and_writes_nothing(tmp_path):
+    """An empty file (or an empty JSON array, or a dataset_info.json whose file is empty) is the
+    mistake `deepeyes curate` refuses as `nothing to curate`: one line naming the file, exit 2, no
+    --out made, and an earlier import there left as it was. An empty file beside files with rows is
+    a warning."""
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "array.json").write_text("[]\n")
+    done = run_cli(["import", "sharegpt", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "out")], tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr.strip().splitlines()[-1] == (f"error: {tmp_path / 'empty.jsonl'}: no rows: nothing to import (an empty file, "
+                                                    "or an empty JSON array)")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SourceError) as refused:
+        import_sharegpt([(tmp_path / "array.json", None), (tmp_path / "empty.jsonl", None)], tmp_path / "out", ImportConfig())
+    assert str(refused.value) == (f"{tmp_path / 'array.json'}: no rows; {tmp_path / 'empty.jsonl'}: no rows: nothing to import "
+                                  "(an empty file, or an empty JSON array)")
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"d": {"file_name": "empty.jsonl", "formatting": "sharegpt"}}))
+    [(path, fmt, _)] = dataset_info_entries(tmp_path / "dataset_info.json")
+    with pytest.raises(SourceError, match=r"empty.jsonl: no rows: nothing to import"):
+        import_sharegpt([(path, fmt)], tmp_path / "out", ImportConfig())
+    assert not (tmp_path / "out").exists()
+    # A missing file among good ones: refused before anything is written.
+    (tmp_path / "rows.json").write_text(json.dumps(TEXT_ROWS))
+    with pytest.raises(SourceError, match=r"^\S*missing.json: file not found$"):
+        import_sharegpt([(tmp_path / "rows.json", None), (tmp_path / "missing.json", None)], tmp_path / "out", ImportConfig())
+    assert not (tmp_path / "out").exists()
+    # An earlier import in --out is left as it was.
+    import_sharegpt([(tmp_path / "rows.json", None)], tmp_path / "out", ImportConfig())
+    before = sorted((p.relative_to(tmp_path / "out"), p.stat().st_mtime_ns) for p in (tmp_path / "out").rglob("*"))
+    with pytest.raises(SourceError, match="nothing to import"):
+        import_sharegpt([(tmp_path / "empty.jsonl", None)], tmp_path / "out", ImportConfig())
+    assert sorted((p.relative_to(tmp_path / "out"), p.stat().st_mtime_ns) for p in (tmp_path / "out").rglob("*")) == before
+    # An empty file beside one with rows: the import goes on, and says so.
+    done = run_cli(["import", "sharegpt", str(tmp_path / "rows.json"), str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "out2")], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == f"warning: {tmp_path / 'empty.jsonl'}: no rows"
+    summary = json.loads(done.stdout)
+    assert summary["counts"]["trajectories"] == 2 and summary["warnings"] == [f"{tmp_path / 'empty.jsonl'}: no rows"]
