@@ -87,7 +87,7 @@ def generate(kind: WorldKind, out_dir: str | Path, settings: dict[str, Any]) -> 
     The world is written into a temporary sibling folder and moved into `out_dir` only once it is
     whole (`world.json` last): an interrupt or failure part-way removes that folder and leaves
     `out_dir` as it was (an earlier world there intact), so the same command can run again."""
-    out = Path(out_dir)
+    out = Path(os.path.abspath(out_dir))  # `.` has no name to put beside it
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(out)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}{WRITING}{os.getpid()}-", dir=out.parent))
@@ -96,7 +96,7 @@ def generate(kind: WorldKind, out_dir: str | Path, settings: dict[str, Any]) -> 
             summary = learnable_world.generate_learnable_world(staging, learnable_world.LearnableWorldConfig(**settings))
         else:
             summary = demo_world.generate_world(staging, demo_world.WorldConfig(**settings))
-        summary.update(world_files(kind, out))  # the files' paths where they will be, not in the staging folder
+        summary.update(world_files(kind, out_dir))  # the files' paths where they will be (as given), not in the staging folder
         (staging / WORLD_RECORD).write_text(json.dumps(summary, indent=2) + "\n")
         with _stop_signals_held():  # the move is a few renames: a Ctrl-C waits for it rather than splitting two worlds
             _move_into_place(staging, out)
@@ -106,10 +106,11 @@ def generate(kind: WorldKind, out_dir: str | Path, settings: dict[str, Any]) -> 
 
 
 def _move_into_place(staging: Path, out: Path) -> None:
-    """Make the whole world in `staging` the world of `out`: one rename where `out` is absent or
-    empty; otherwise the earlier world's files are removed (`clear_world`; other files stay) and the
-    new world's moved in, replacing files and folders of the same names, `world.json` last."""
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+    """Make the whole world in `staging` the world of `out`: one rename where `out` is absent;
+    otherwise (a folder that is there stays that folder: it may be a shell's current one) the
+    earlier world's files are removed (`clear_world`; other files stay) and the new world's moved
+    in, replacing files and folders of the same names, `world.json` last."""
+    if not out.exists():
         os.replace(staging, out)
         return
     clear_world(out)
