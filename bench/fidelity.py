@@ -59,7 +59,7 @@ from eval.stage import HELDOUT, run_evaluate
 from flows.config import ConfigError, PipelineConfig, resolve_paths, load_config
 from flows.pipeline import Resolved
 from flows.signals import EXIT_CODES, SAID, Terminated, stop_signals
-from flows.user_input import InputFileError, load_yaml, read_text_file
+from flows.user_input import InputFileError, check_out_dir, load_yaml, read_text_file
 from synth.trajectory import TRAJECTORY_SCHEMA
 from train.grpo import run_grpo
 
@@ -687,6 +687,10 @@ def main() -> None:
                 except NotAFinishedBench as exc:
                     parser.error(f"--out {args.out}: {exc}")
     else:
+        try:  # a file at --out, or above it: `mkdir` would fail with a traceback (the `deepeyes` CLI's check and words)
+            check_out_dir(args.out, "--out")
+        except InputFileError as exc:
+            parser.error(str(exc))
         if (problem := _bench_config_problem(args.config)) is not None:  # named as the user typed it
             parser.error(problem)
         out = (args.out or Path(tempfile.mkdtemp(prefix="deepeyes-fidelity-"))).resolve()

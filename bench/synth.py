@@ -36,6 +36,7 @@ import httpx
 from curation.demo_world import WorldConfig, generate_world
 from curation.sources import SourceSpec
 from curation.stage import CurateConfig, run_curate
+from curation.strict_config import MAX_WORLD_SIZE
 from synth.runtime.endpoint import ManagedServer, free_port
 from synth.runtime.request_cache import REQUESTS_DB
 from synth.stage import SynthConfig, run_synthesize
@@ -59,11 +60,22 @@ def _process_cpu_s(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _per_family(text: str) -> int:
+    """`--per-family`: 1 to MAX_WORLD_SIZE, as the config's `world.per_family`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_WORLD_SIZE:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_WORLD_SIZE}, as world.per_family (got {value})")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--in-flight", type=int, default=512)
     parser.add_argument("--latency-ms", type=float, default=200.0)
-    parser.add_argument("--per-family", type=int, default=200)
+    parser.add_argument("--per-family", type=_per_family, default=200)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 

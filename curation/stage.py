@@ -429,14 +429,50 @@ def _fail_on_unusable_sources(cfg: CurateConfig, report: StepReport, quarantine:
                                        f"{missing_column_hint(spec, reason) or rows_fix_hint(reason)}; each row's reason is in {out_dir / QUARANTINE_DIR}{others}")
 
 
+class CurateStopped(SourceError):
+    """A curate run ended for a mistake in its config or sources after writing its quarantine and
+    report, which say why row by row (`_fail`): its output folder is kept."""
+
+
 def _fail(report: StepReport, quarantine: Quarantine, out_dir: Path, message: str) -> None:
     """End the run for a mistake in the config: write the quarantine and report (they say why, row
-    by row), leave no curated shards, and raise `SourceError(message)`."""
+    by row), leave no curated shards, and raise `CurateStopped(message)` (a `SourceError`)."""
     ShardWriter(out_dir, SAMPLE_SCHEMA)  # clears an earlier run's shards and manifest: this run has none
     quarantine.close()
     report.extra.setdefault(WARNINGS, []).append(f"stopped: {message}")
     report.write(out_dir)
-    raise SourceError(message)
+    raise CurateStopped(message)
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost of `path` and the folders above it that do not exist (what `mkdir(parents=True)`
+    would make first); None when `path` exists."""
+    missing = None
+    for folder in [path, *path.absolute().parents]:
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _remove_unfinished(out_dir: Path, made: Path | None, before: set[str]) -> None:
+    """Remove what a stopped curate call wrote: all of `made` (the top folder it made), or, in a
+    folder that was there, the entries that were not (`before`) and its shard writers' temporary
+    files (`.part-00000.parquet.tmp-…`); an earlier run's files there stay."""
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+        return
+    if not out_dir.is_dir():
+        return
+    for entry in out_dir.iterdir():
+        if entry.name not in before:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    for folder in (out_dir, out_dir / QUARANTINE_DIR):
+        for temporary in folder.glob(".*.tmp-*") if folder.is_dir() else ():
+            temporary.unlink(missing_ok=True)
 
 
 def run_curate(cfg: CurateConfig, out_dir: str | Path, probes: bool = False) -> dict[str, Any]:
@@ -448,21 +484,29 @@ def run_curate(cfg: CurateConfig, out_dir: str | Path, probes: bool = False) -> 
     The scans are staged in `out_dir/_staged/`, removed when the call ends, whether it finished or
     failed (a source that stops a scan, every row unusable, an interrupt): one call by hand does
     not resume, so a failed one leaves what `_fail` leaves (its report and quarantine) and no
-    staging; an `out_dir` it made and left empty goes too. The flow keeps its scans (cached tasks,
-    which a rerun reuses)."""
+    staging. A call stopped before that (an interrupt, a source that cannot be read) leaves nothing
+    it made: whatever it wrote is removed (the `quarantine/` the final step opens first, a shard or
+    temporary file), and so is an `out_dir` it made (and the folders above it that it made). The
+    flow keeps its scans (cached tasks, which a rerun reuses)."""
     out_dir = Path(out_dir)
-    made = not out_dir.exists()
+    made = _first_missing(out_dir)  # the top folder this call makes, if any
+    before = set() if made is not None or not out_dir.is_dir() else {entry.name for entry in out_dir.iterdir()}
     staging = out_dir / STAGING_DIR
     staged_dirs = []
+    ended = False  # finished, or stopped by `_fail` with its report written
     try:
         for index in range(len(cfg.sources)):
             for part in range(cfg.scan_parts):
                 staged_dirs.append(staging / staged_dir_name(index, part))
                 scan_source(cfg, index, staged_dirs[-1], part, cfg.scan_parts)
         summary = finish_curate(cfg, staged_dirs, out_dir, probes)
+        ended = True
+    except CurateStopped:
+        ended = True
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if made and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()  # a scan that failed before anything was written: no empty folder either
+        if not ended:
+            _remove_unfinished(out_dir, made, before)
     summary.pop("files_read")  # for the flow's cache records
     return summary

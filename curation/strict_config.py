@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit (bench.fidelity's --seeds takes the same range)
 # A setting's seed: what numpy (and `bench.fidelity --seeds`) takes, so a seed that loads is one every stage can use.
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+# The most samples per family (`world.per_family`, `instruct_per_family`) and long-CoT rows (`long_cot`)
+# a world is asked for, in a config or on the command line: a learnable world writes a card image per
+# sample (kB each), and a typo of extra zeros (1000000000) would fill the disk before anything said so.
+MAX_WORLD_SIZE = 100_000
 
 
 class StrictConfig(BaseModel):

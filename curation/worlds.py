@@ -5,8 +5,14 @@ learns on a CPU, so the demo shows learning)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,13 +77,93 @@ def clear_world(out_dir: str | Path) -> None:
     (out / WORLD_RECORD).unlink(missing_ok=True)
 
 
+WRITING = ".writing-"  # `.<OUT's name>.writing-<pid>-<random>`: the sibling folder a world is written into before it is moved into place
+
+
 def generate(kind: WorldKind, out_dir: str | Path, settings: dict[str, Any]) -> dict[str, Any]:
     """Write the world `kind` with `settings` (its config's fields) into `out_dir`, in place of any
-    world there (`clear_world`); return its summary."""
-    clear_world(out_dir)
-    if kind == "learnable":
-        return learnable_world.generate_learnable_world(out_dir, learnable_world.LearnableWorldConfig(**settings))
-    return demo_world.generate_world(out_dir, demo_world.WorldConfig(**settings))
+    world there (`clear_world`); return its summary.
+
+    The world is written into a temporary sibling folder and moved into `out_dir` only once it is
+    whole (`world.json` last): an interrupt or failure part-way removes that folder and leaves
+    `out_dir` as it was (an earlier world there intact), so the same command can run again."""
+    out = Path(os.path.abspath(out_dir))  # `.` has no name to put beside it
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(out)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}{WRITING}{os.getpid()}-", dir=out.parent))
+    try:
+        if kind == "learnable":
+            summary = learnable_world.generate_learnable_world(staging, learnable_world.LearnableWorldConfig(**settings))
+        else:
+            summary = demo_world.generate_world(staging, demo_world.WorldConfig(**settings))
+        summary.update(world_files(kind, out_dir))  # the files' paths where they will be (as given), not in the staging folder
+        (staging / WORLD_RECORD).write_text(json.dumps(summary, indent=2) + "\n")
+        with _stop_signals_held():  # the move is a few renames: a Ctrl-C waits for it rather than splitting two worlds
+            _move_into_place(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Make the whole world in `staging` the world of `out`: one rename where `out` is absent;
+    otherwise (a folder that is there stays that folder: it may be a shell's current one) the
+    earlier world's files are removed (`clear_world`; other files stay) and the new world's moved
+    in, replacing files and folders of the same names, `world.json` last."""
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    clear_world(out)
+    for entry in sorted(staging.iterdir(), key=lambda path: path.name == WORLD_RECORD):
+        target = out / entry.name
+        if target.is_dir() and not target.is_symlink():  # a world's image folder an older, unfinished world left (a run's world)
+            shutil.rmtree(target)
+        os.replace(entry, target)
+
+
+def _remove_abandoned(out: Path) -> None:
+    """Remove staging folders of `out` that a killed process left (its pid no longer runs): an
+    interrupt removes its own, a SIGKILL cannot."""
+    prefix = f".{out.name}{WRITING}"
+    for folder in out.parent.glob(f"{prefix}*"):
+        pid = folder.name.removeprefix(prefix).split("-", 1)[0]
+        if folder.is_dir() and pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: it runs
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """A SIGINT or SIGTERM that arrives within the block is handled (as the handler before it says)
+    when the block ends. In the main thread only, where Python runs signal handlers (a signal mask
+    would not do: the kernel hands a process's signal to any thread that does not block it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[tuple[int, Any]] = []
+    before = {signum: signal.signal(signum, lambda signum, frame: received.append((signum, frame)))
+              for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        if received:
+            signum, frame = received[0]
+            handler = before[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 def world_files(kind: WorldKind, out_dir: str | Path) -> dict[str, str]:

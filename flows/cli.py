@@ -12,7 +12,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from curation.strict_config import MAX_SEED
+from curation.strict_config import MAX_SEED, MAX_WORLD_SIZE
 from flows.prefect_env import configure_prefect_env
 from flows.signals import EXIT_CODES, SAID, Stop, Terminated, stop_signals
 from flows.user_input import out_dir_option
@@ -181,7 +181,7 @@ FLOW_NAMES = ("retrain", "curate", "synthesize", "train_sft", "train_grpo", "eva
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Run directory.", callback=out_dir_option)] = Path("runs/demo"),
-    per_family: Annotated[int | None, typer.Option(help="Samples per task family in the demo world.")] = None,
+    per_family: Annotated[int | None, typer.Option(help=f"Samples per task family in the demo world (1 to {MAX_WORLD_SIZE:,}, as world.per_family).")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the plan and stop.")] = False,
 ) -> None:
     """Run the whole pipeline on the embedded demo world (configs/demo.yaml)."""
@@ -189,8 +189,11 @@ def demo(
 
     config = load_demo_config()
     if per_family is not None:
-        if per_family < 1:  # checked here: a dry run must refuse what the run would
+        # checked here, as world.per_family is: a dry run must refuse what the run would
+        if per_family < 1:
             raise typer.BadParameter(f"Input should be greater than or equal to 1 (got {per_family})", param_hint="--per-family")
+        if per_family > MAX_WORLD_SIZE:
+            raise typer.BadParameter(f"Input should be less than or equal to {MAX_WORLD_SIZE} (got {per_family})", param_hint="--per-family")
         config.world.per_family = per_family
     _run_pipeline(config, out.resolve(), dry_run)
 
@@ -604,7 +607,8 @@ def report(
 def generate_world_cmd(
     out: Annotated[Path, typer.Argument(help="Directory for the world.", callback=out_dir_option, metavar="OUT")],
     seed: Annotated[int, typer.Option(help="Seed of the world's generator (0 to 2**32-1, as world.seed).", min=0, max=MAX_SEED)] = 0,
-    per_family: Annotated[int, typer.Option(help="Samples per family (perception, reasoning, search); at least 1.", min=1)] = 12,
+    per_family: Annotated[int, typer.Option(help=f"Samples per family (perception, reasoning, search); 1 to {MAX_WORLD_SIZE:,} (as world.per_family).",
+                                            min=1, max=MAX_WORLD_SIZE)] = 12,
 ) -> None:
     """Write the demo world: samples, search corpus, replay scripts (replacing a world already in OUT)."""
     from curation.worlds import check_world_folder, generate

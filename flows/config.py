@@ -19,7 +19,7 @@ from curation.select import SelectConfig
 from curation.setting_path import SettingPath
 from curation.sources import SourceError, SourceSpec, check_mapped_columns, same_name_message, wide_encoding
 from curation.stage import CurateConfig
-from curation.strict_config import Seed, StrictConfig
+from curation.strict_config import MAX_WORLD_SIZE, Seed, StrictConfig
 from curation.worlds import WorldKind
 from eval.benchmarks import BENCHMARK_NAMES_WHY, BenchmarkError, load_spec
 from eval.stage import EvalConfig
@@ -61,15 +61,15 @@ class WorldSettings(StrictConfig):
 
     kind: WorldKind = "classic"  # classic: tests the plumbing; learnable: a tiny model learns it (curation/worlds.py)
     seed: Seed = 0
-    # At most 100,000 each, as long_cot: a learnable world writes a card image per sample (kB each), and
-    # a typo of extra zeros (1000000000) would fill the disk before anything said so.
-    per_family: int = Field(12, ge=1, le=100_000)
+    # At most MAX_WORLD_SIZE (100,000) each, as long_cot: a learnable world writes a card image per sample
+    # (kB each), and a typo of extra zeros (1000000000) would fill the disk before anything said so.
+    per_family: int = Field(12, ge=1, le=MAX_WORLD_SIZE)
     distractor_docs: int = Field(40, ge=0)
     # Long-CoT rows for `synth.long_cot` to draw from (text; the learnable world's: direct answers with
     # a card image, ~4.4 kB of disk each). At most 100,000: the paper's 81.6% mix needs ~4.4 per kept
     # trajectory, so this serves ~23,000 trajectories; a typo of extra zeros would fill the disk.
-    long_cot: int = Field(100, ge=0, le=100_000)
-    instruct_per_family: int = Field(0, ge=0, le=100_000)  # learnable only: samples per family for the `base:` instruct stage
+    long_cot: int = Field(100, ge=0, le=MAX_WORLD_SIZE)
+    instruct_per_family: int = Field(0, ge=0, le=MAX_WORLD_SIZE)  # learnable only: samples per family for the `base:` instruct stage
     families: list[Literal["perception", "reasoning", "search", "direct"]] | None = None  # learnable only: a subset; None: all four
     # learnable only: the instruct persona's answer on a tool item it tries no tool on: the right one as a guess, or "unknown"
     instruct_unsure: Literal["right", "abstain"] = "right"

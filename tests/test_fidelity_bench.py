@@ -350,3 +350,19 @@ def test_an_empty_out_is_refused(tmp_path, extra):
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         "fidelity.py: error: argument --out: an empty path: give the bench's folder"]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("extra", [[], ["--seeds", "0,1"]])
+@pytest.mark.parametrize(("under", "says"), [
+    ("afile", "--out {out}: a file is there; an output directory is needed (give a new or existing folder)"),
+    ("afile/sub", "--out {out}: {file} is a file, so no folder can be made under it (give a path under a folder)"),
+])
+def test_an_out_that_is_a_file_or_under_one_is_one_line(tmp_path, extra, under, says):
+    """Review M1: `--out FILE` was a FileExistsError traceback (NotADirectoryError under a file), exit 1."""
+    (tmp_path / "afile").write_text("keep")
+    out = tmp_path / under
+    done = subprocess.run([sys.executable, "-m", "bench.fidelity", *extra, "--out", str(out)], capture_output=True, text=True,
+                          cwd=Path(fidelity.__file__).resolve().parent.parent)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "fidelity.py: error: " + says.format(out=out, file=tmp_path / "afile")], done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and (tmp_path / "afile").read_text() == "keep"

@@ -353,6 +353,29 @@ def test_settings_from_command_line_options_that_break_a_rule_are_one_line_namin
         assert done.returncode == 2 and one_error_line(done.stderr) == expected, (args, done.stderr)
 
 
+def test_every_command_line_world_size_has_the_configs_bound(tmp_path):
+    """Review M3: `generate-world --per-family 100001` started filling the disk and `demo --dry-run
+    --per-family 10000000` planned it; world.per_family's bound (MAX_WORLD_SIZE) holds on the command line."""
+    from curation.strict_config import MAX_WORLD_SIZE
+    from flows.config import WorldSettings
+
+    bounds = {name: [m.le for m in WorldSettings.model_fields[name].metadata if hasattr(m, "le")]
+              for name in ("per_family", "instruct_per_family", "long_cot")}
+    assert MAX_WORLD_SIZE == 100_000 and bounds == {name: [MAX_WORLD_SIZE] for name in bounds}
+    for args, value in [(["generate-world", str(tmp_path / "w")], "100001"),
+                        (["demo", "--dry-run", "--out", str(tmp_path / "demo")], "10000000")]:
+        done = run_cli([*args, "--per-family", value], tmp_path, timeout=120)
+        assert done.returncode == 2 and one_error_line(done.stderr) == (
+            f"error: --per-family: Input should be less than or equal to 100000 (got {value})"), (args, done.stderr)
+    assert not (tmp_path / "w").exists() and not (tmp_path / "demo").exists()
+    done = run_cli(["demo", "--dry-run", "--per-family", "100000", "--out", str(tmp_path / "demo")], tmp_path, timeout=120)
+    assert done.returncode == 0 and "100000 samples per family" in done.stdout, done.stderr
+    done = subprocess.run([sys.executable, "-m", "bench.synth", "--per-family", "100001"], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == (
+        "synth.py: error: argument --per-family: must be 1 to 100000, as world.per_family (got 100001)")
+
+
 def test_a_corrupt_manifest_is_named_by_status_and_the_stage_counts_as_not_run(tmp_path, caplog):
     from flows import lineage
 

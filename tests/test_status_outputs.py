@@ -261,6 +261,117 @@ def test_generate_world_replaces_an_earlier_world_and_refuses_a_folder_of_other_
         assert done.code == 2 and done.error == refusal and (other / "images" / "mine.png").read_bytes() == b"mine"
 
 
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(("kind", "module", "settings"), [
+    ("classic", "curation.demo_world", {"per_family": 2, "distractor_docs": 3}),
+    ("learnable", "curation.learnable_world", {"per_family": 2, "instruct_per_family": 1, "long_cot": 3}),
+])
+def test_an_interrupted_world_leaves_its_folder_as_it_was_and_the_rerun_writes_it(tmp_path, monkeypatch, kind, module, settings):
+    """Review M2: an interrupted generate-world left images/ and image_corpus/ with no world.json, a
+    folder the rerun refused. The world is written beside OUT and moved in whole (the pipeline's world
+    stage writes through the same `generate`)."""
+    import importlib
+
+    from curation import worlds
+
+    generator = importlib.import_module(module)
+    real_long_cot = generator._long_cot
+
+    def interrupted(*args, **kwargs):  # after the images are written, before world.json
+        raise KeyboardInterrupt
+
+    out = tmp_path / "w"
+    monkeypatch.setattr(generator, "_long_cot", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        worlds.generate(kind, out, settings)
+    assert list(tmp_path.iterdir()) == []  # no OUT, no staging folder beside it
+    monkeypatch.setattr(generator, "_long_cot", real_long_cot)
+    summary = worlds.generate(kind, out, settings)
+    assert summary["samples_path"] == str(out / "samples.jsonl") and worlds.holds_world(out)
+    assert json.loads((out / "world.json").read_text()) == summary  # the paths where the files are, not the staging folder's
+    assert [p.name for p in tmp_path.iterdir()] == ["w"]
+    assert not any(worlds.WRITING in p.read_text(errors="replace") for p in out.glob("*.json*"))
+    # An interrupted replacement leaves the earlier world whole, and a run's manifest beside it.
+    (out / "_manifest.json").write_text("{}")
+    before = _snapshot(out)
+    monkeypatch.setattr(generator, "_long_cot", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        worlds.generate(kind, out, {**settings, "per_family": 3})
+    assert _snapshot(out) == before and [p.name for p in tmp_path.iterdir()] == ["w"]
+    monkeypatch.setattr(generator, "_long_cot", real_long_cot)
+    bigger = worlds.generate(kind, out, {**settings, "per_family": 3})
+    assert bigger["samples"] > summary["samples"] and (out / "_manifest.json").read_text() == "{}"
+    named = {image for name in ("samples.jsonl", "long_cot.jsonl", "instruct.jsonl") if (out / name).exists()
+             for line in (out / name).read_text().splitlines() for image in json.loads(line).get("images", [])}
+    assert {f"images/{p.name}" for p in (out / "images").iterdir()} == named  # the bigger world's images, each named
+
+
+def test_generate_world_reruns_on_the_folder_of_an_interrupted_generate_world(tmp_path, monkeypatch):
+    """Review M2, as the user met it: the command's own half output does not block the same command."""
+    from curation import demo_world
+
+    out = tmp_path / "w2"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo_world, "_long_cot", interrupted)
+    assert cli("generate-world", str(out), "--per-family", "2").code == 130  # typer's exit for a Ctrl-C
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    done = cli("generate-world", str(out), "--per-family", "2")
+    assert done.code == 0 and json.loads(done.stdout)["samples"] == 2 * 3 + 2  # two planted faults
+    assert [p.name for p in tmp_path.iterdir()] == ["w2"]
+
+
+def test_a_world_written_over_the_leftovers_of_an_unfinished_world_holds_only_its_own_images(tmp_path):
+    """A run's world folder may hold an unfinished world from before worlds were moved into place
+    (images/ and no world.json) beside the stage's manifest: the new world replaces those folders."""
+    from curation import worlds
+
+    out = tmp_path / "world"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "demo-perception-4999.png").write_bytes(b"old")
+    (out / "_manifest.json").write_text("{}")
+    worlds.generate("classic", out, {"per_family": 1, "distractor_docs": 1})
+    assert sorted(p.name for p in (out / "images").iterdir()) == [
+        "broken.png", "demo-perception-0000.png", "demo-reasoning-0000.png", "demo-search-0000.png"]
+    assert (out / "_manifest.json").read_text() == "{}"
+
+
+def test_a_staging_folder_a_killed_world_left_is_removed_and_a_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from curation import worlds
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    abandoned = tmp_path / f".w{worlds.WRITING}{dead}-abc"
+    live = tmp_path / f".w{worlds.WRITING}{os.getppid()}-abc"
+    for folder in (abandoned, live):
+        (folder / "images").mkdir(parents=True)
+    worlds.generate("classic", tmp_path / "w", {"per_family": 1, "distractor_docs": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "w"])
+
+
+def test_a_stop_signal_during_the_move_waits_for_its_end():
+    import os
+    import signal
+
+    from curation import worlds
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with worlds._stop_signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("moved")
+    assert done == ["moved"]
+
+
 def test_serve_replay_names_a_samples_file_and_the_scripts_file_beside_it(world):
     from synth.replay import ReplayScripts, ReplayScriptsError
 
