@@ -323,6 +323,10 @@ class SourceSpec(FieldMapping):
         head, options = _split_cli_options(text)
         kind, sep, path = head.partition(":")
         kind = kind.strip().lower()
+        if sep and (not kind or not path.strip()) and not Path(head).exists():  # `:`, `:x.jsonl`, `jsonl:`: a part of KIND:PATH is empty
+            empty = " and ".join(part for part, value in (("kind", kind), ("path", path.strip())) if not value)
+            raise SourceError(f"{option} {text!r}: the {empty} of KIND:PATH {'are' if ' and ' in empty else 'is'} empty (e.g. "
+                              f"jsonl:data/a.jsonl; kinds: {', '.join(SOURCE_KINDS)})")
         if sep and kind not in SOURCE_KINDS and re.fullmatch(r"[a-z][a-z0-9_]+", kind) and not Path(head).exists():
             raise SourceError(f"{option} {text!r}: {unknown_kind_message(kind, cli=True)}")
         values: dict[str, Any] = {"kind": kind, "path": path} if sep and kind in SOURCE_KINDS else {"path": head}
