@@ -169,3 +169,18 @@ def test_row_to_sample_names_the_column_for_any_caller(tmp_path):
     with pytest.raises(RowRejected) as raised:  # nothing in it: the plain reason
         row_to_sample({"question": "What is this?", "answer": "a", "image_url": ""}, spec, tmp_path)
     assert str(raised.value) == "missing_image: a perception sample needs an image, and `images` holds none"
+
+
+def test_a_benchmark_image_column_not_read_is_warned_of_as_images_not_decontaminated_against(tmp_path):
+    (tmp_path / "a.png").write_bytes(encode(noise(seed=7)))
+    (tmp_path / "src.jsonl").write_text(json.dumps({"question": "What is 48 + 12?", "answer": "60", "category": "reasoning"}) + "\n")
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"question": "How many birds are there?", "image": "a.png"}) + "\n")
+    done = curate("--source", f"jsonl:{tmp_path / 'src.jsonl'}", "--benchmark", f"jsonl:{bench}", "--out", str(tmp_path / "o"))
+    assert done.code == 0, done.error
+    assert done.summary["warnings"] == [
+        f"benchmark 'bench' ({bench}): column `image` (1 row) looks like images but is not read (its images are read from `images`), "
+        f"so those images are not decontaminated against; {fix('image')}"]
+    done = curate("--source", f"jsonl:{tmp_path / 'src.jsonl'}", "--benchmark", f"jsonl:{bench},fields.images=image",
+                  "--out", str(tmp_path / "o2"))
+    assert done.code == 0 and "warnings" not in done.summary
