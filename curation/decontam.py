@@ -116,7 +116,7 @@ class BenchmarkRead:
     unreadable_images: int = 0  # images left out of items that were indexed by their other parts
     first_unreadable: str = ""  # where the first unreadable row is (`file:line`, `file[i]`)
     unread_image_columns: Counter = field(default_factory=Counter)  # columns that look like images, not read -> rows with one
-    images_read_from: str = "images"  # the column its images are read from, as a message names it
+    images_read_from: str = "`images`"  # the column its images are read from, quoted as a message names it
 
     def summary(self) -> dict[str, Any]:
         """A row of the report's benchmarks table."""
@@ -141,7 +141,7 @@ class BenchmarkRead:
             one = len(self.unread_image_columns) == 1
             named = ", ".join(f"`{c}` ({n} row{'s' if n != 1 else ''})" for c, n in self.unread_image_columns.items())
             parts.append(f"column{'' if one else 's'} {named} look{'s' if one else ''} like images but {'is' if one else 'are'} not "
-                         f"read (its images are read from `{self.images_read_from}`), so those images are not decontaminated "
+                         f"read (its images are read from {self.images_read_from}), so those images are not decontaminated "
                          f"against; {image_column_fix(list(self.unread_image_columns))}")
         return f"benchmark {self.benchmark!r} ({self.file}): " + "; ".join(parts) if parts else None
 

@@ -688,11 +688,11 @@ def _holds_something(value: Any) -> bool:
 
 
 def images_read_from(spec: SourceSpec) -> str:
-    """The column a source's images are read from, as a message names it: its `fields.images`, else
-    `images` (a TSV's `image`, or `image_path` without one)."""
+    """The column a source's images are read from, quoted as a message names it: its `fields.images`,
+    else `images` (a TSV's `image`, or `image_path` without one)."""
     if spec.kind == "tsv" and not spec.fields.get("images"):
-        return "image` (or `image_path"
-    return spec.column("images")
+        return "`image` (or `image_path`)"
+    return f"`{spec.column('images')}`"
 
 
 def unread_image_columns(spec: SourceSpec, row: dict[str, Any]) -> list[str]:
@@ -717,7 +717,7 @@ def unread_image_warning(source: str, read_from: str, columns: dict[str, int]) -
     named = ", ".join(f"`{column}` ({n} row{'s' if n != 1 else ''})" for column, n in columns.items())
     one = len(columns) == 1
     return (f"source {source!r}: column{'' if one else 's'} {named} look{'s' if one else ''} like images but "
-            f"{'is' if one else 'are'} not read (its images are read from `{read_from}`), so those rows were read "
+            f"{'is' if one else 'are'} not read (its images are read from {read_from}), so those rows were read "
             f"without them (as text-only; a perception row is quarantined as missing_image); {image_column_fix(list(columns))}")
 
 
@@ -772,7 +772,7 @@ def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: 
         has = (f"; the row's column{'s' if len(unread) > 1 else ''} {', '.join(f'`{c}`' for c in unread)} "
                f"{'look' if len(unread) > 1 else 'looks'} like images but {'are' if len(unread) > 1 else 'is'} not read: "
                f"{image_column_fix(unread)}") if unread else ""
-        raise RowRejected(f"missing_image: a perception sample needs an image, and `{images_read_from(spec)}` holds none{has}")
+        raise RowRejected(f"missing_image: a perception sample needs an image, and {images_read_from(spec)} holds none{has}")
     label = spec.own_label(row)
     if label is not None:
         fields["meta"] = {**fields["meta"], "source_category": label}
@@ -1309,7 +1309,7 @@ def missing_column_hint(spec: SourceSpec, reason_key: str) -> str | None:
             return None
         one = len(unread) == 1
         return (f"the source's column{'' if one else 's'} {', '.join(f'`{c}`' for c in unread)} look{'s' if one else ''} like images but "
-                f"{'is' if one else 'are'} not read (its images are read from `{images_read_from(spec)}`): {image_column_fix(unread)}")
+                f"{'is' if one else 'are'} not read (its images are read from {images_read_from(spec)}): {image_column_fix(unread)}")
     # a category or options not mapped have a better fix than a column (a source's `category`, another answer_type)
     if not reason_key.startswith("missing_") or not (field in ("question", "answer") or field in spec.fields):
         return None

@@ -25,14 +25,14 @@ def fix(column: str) -> str:
     return f"map it with `fields: {{images: {column}}}` (on the command line `fields.images={column}`)"
 
 
-def warning(source: str, named: str, read_from: str = "images", column: str = "image", many: bool = False) -> str:
+def warning(source: str, named: str, read_from: str = "`images`", column: str = "image", many: bool = False) -> str:
     verb = "look like images but are" if many else "looks like images but is"
-    return (f"source {source!r}: column{'s' if many else ''} {named} {verb} not read (its images are read from `{read_from}`), "
+    return (f"source {source!r}: column{'s' if many else ''} {named} {verb} not read (its images are read from {read_from}), "
             f"so those rows were read without them (as text-only; a perception row is quarantined as missing_image); {fix(column)}")
 
 
-def missing_image(column: str = "image", read_from: str = "images") -> str:
-    return (f"missing_image: a perception sample needs an image, and `{read_from}` holds none; the row's column `{column}` looks like "
+def missing_image(column: str = "image", read_from: str = "`images`") -> str:
+    return (f"missing_image: a perception sample needs an image, and {read_from} holds none; the row's column `{column}` looks like "
             f"images but is not read: {fix(column)}")
 
 
@@ -144,8 +144,8 @@ def test_a_tsv_picture_column_is_warned_of_but_its_own_image_and_image_path_are_
         writer.writerow(["1", "What is shown there?", "noise", "", data, "perception"])
     done = curate("--source", f"tsv:{path}", "--out", str(tmp_path / "o"))
     assert done.code == 0, done.error
-    assert done.summary["warnings"] == [warning("bench", "`picture` (2 rows)", read_from="image` (or `image_path", column="picture")]
-    assert [q["reason"] for q in accounting(tmp_path / "o").quarantined] == [missing_image("picture", "image` (or `image_path")]
+    assert done.summary["warnings"] == [warning("bench", "`picture` (2 rows)", read_from="`image` (or `image_path`)", column="picture")]
+    assert [q["reason"] for q in accounting(tmp_path / "o").quarantined] == [missing_image("picture", "`image` (or `image_path`)")]
 
 
 def test_a_verl_image_column_is_warned_of(tmp_path):
