@@ -698,7 +698,11 @@ def images_read_from(spec: SourceSpec) -> str:
 def unread_image_columns(spec: SourceSpec, row: dict[str, Any]) -> list[str]:
     """The row's columns whose names say images (`looks_like_image_column`) that hold something and
     that the source reads nothing from (neither its images' column nor another field's mapping):
-    images the source would go on without."""
+    images the source would go on without. None for a conversation row (`sharegpt_row`), whose fix is
+    `deepeyes import sharegpt`, not a mapping."""
+    if "question" not in spec.fields and spec.value(row, "question") is None and any(
+            isinstance(row.get(c), list) for c in ("messages", "conversations")):
+        return []
     read = {column.split(".", 1)[0] for column in (spec.column("images"), *spec.fields.values())}
     if spec.kind == "tsv":  # the reader's own: `images` is what it made of `image` (or `image_path`)
         read |= {"images", "image_path"} | (set() if spec.fields.get("images") else {"image"})

@@ -184,3 +184,13 @@ def test_a_benchmark_image_column_not_read_is_warned_of_as_images_not_decontamin
     done = curate("--source", f"jsonl:{tmp_path / 'src.jsonl'}", "--benchmark", f"jsonl:{bench},fields.images=image",
                   "--out", str(tmp_path / "o2"))
     assert done.code == 0 and "warnings" not in done.summary
+
+
+def test_a_conversation_row_is_left_to_its_own_reason_not_an_image_mapping(tmp_path):
+    row = {"conversations": [{"from": "human", "value": "<image>What is it?"}, {"from": "gpt", "value": "dots"}], "image": "a.png"}
+    path = tmp_path / "llava.json"
+    path.write_text(json.dumps([row]))
+    done = curate("--source", f"json:{path},category=perception", "--out", str(tmp_path / "o"))
+    assert done.code == 2 and "for sharegpt_row: this is LLaMA-Factory's sharegpt layout" in done.error
+    assert "fields.images" not in done.error
+    assert json.loads((tmp_path / "o" / "report.json").read_text())["warnings"] == [f"stopped: {done.error.removeprefix('error: ')}"]
