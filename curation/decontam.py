@@ -26,7 +26,8 @@ from curation.dedup import PhashIndex, image_phash
 from curation.images import ImageLimits, ImageRejected, validate_image
 from curation.mapping import scalar_text
 from curation.schema import content_id
-from curation.sources import PARSE_ERROR, RowRejected, SourceSpec, read_source, row_question_and_images, rows_fix_hint
+from curation.sources import (PARSE_ERROR, RowRejected, SourceSpec, image_column_fix, images_read_from, read_source,
+                              row_question_and_images, rows_fix_hint, unread_image_columns)
 from curation.strict_config import StrictConfig
 from curation.tokens import question_tokens
 
@@ -114,6 +115,8 @@ class BenchmarkRead:
     unreadable: Counter = field(default_factory=Counter)
     unreadable_images: int = 0  # images left out of items that were indexed by their other parts
     first_unreadable: str = ""  # where the first unreadable row is (`file:line`, `file[i]`)
+    unread_image_columns: Counter = field(default_factory=Counter)  # columns that look like images, not read -> rows with one
+    images_read_from: str = "`images`"  # the column its images are read from, quoted as a message names it
 
     def summary(self) -> dict[str, Any]:
         """A row of the report's benchmarks table."""
@@ -134,6 +137,12 @@ class BenchmarkRead:
                          f"{why} (first at {self.first_unreadable}): {rows_fix_hint(reason)}")
         if self.unreadable_images:
             parts.append(f"{self.unreadable_images} image(s) could not be read (their rows' questions are still compared)")
+        if self.unread_image_columns:
+            one = len(self.unread_image_columns) == 1
+            named = ", ".join(f"`{c}` ({n} row{'s' if n != 1 else ''})" for c, n in self.unread_image_columns.items())
+            parts.append(f"column{'' if one else 's'} {named} look{'s' if one else ''} like images but {'is' if one else 'are'} not "
+                         f"read (its images are read from {self.images_read_from}), so those images are not decontaminated "
+                         f"against; {image_column_fix(list(self.unread_image_columns))}")
         return f"benchmark {self.benchmark!r} ({self.file}): " + "; ".join(parts) if parts else None
 
     def error(self) -> str:
@@ -180,9 +189,11 @@ def read_benchmarks(specs: Sequence[SourceSpec], cfg: DecontamConfig, limits: Im
     index = ContaminationIndex(cfg)
     reads = []
     for spec in specs:
-        read = BenchmarkRead(spec.source_name, spec.path)
+        read = BenchmarkRead(spec.source_name, spec.path, images_read_from=images_read_from(spec))
         for row, origin in read_source(spec):
             read.rows += 1
+            if cfg.check_images and PARSE_ERROR not in row:
+                read.unread_image_columns.update(unread_image_columns(spec, row))
             try:
                 item_id, question, hashes, images_not_read = _benchmark_item(row, spec, cfg, limits, files)
             except Exception as exc:  # noqa: BLE001 - a row the checks above missed is still the row's problem

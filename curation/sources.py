@@ -323,6 +323,10 @@ class SourceSpec(FieldMapping):
         head, options = _split_cli_options(text)
         kind, sep, path = head.partition(":")
         kind = kind.strip().lower()
+        if sep and (not kind or not path.strip()) and not Path(head).exists():  # `:`, `:x.jsonl`, `jsonl:`: a part of KIND:PATH is empty
+            empty = " and ".join(part for part, value in (("kind", kind), ("path", path.strip())) if not value)
+            raise SourceError(f"{option} {text!r}: the {empty} of KIND:PATH {'are' if ' and ' in empty else 'is'} empty (e.g. "
+                              f"jsonl:data/a.jsonl; kinds: {', '.join(SOURCE_KINDS)})")
         if sep and kind not in SOURCE_KINDS and re.fullmatch(r"[a-z][a-z0-9_]+", kind) and not Path(head).exists():
             raise SourceError(f"{option} {text!r}: {unknown_kind_message(kind, cli=True)}")
         values: dict[str, Any] = {"kind": kind, "path": path} if sep and kind in SOURCE_KINDS else {"path": head}
@@ -646,6 +650,81 @@ def image_refs(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+# Column names that hold images in other layouts (Hugging Face datasets' and VLMEvalKit's `image`, `image_path`,
+# MathVista's `decoded_image`, LLaVA's `image`, ...), in any case, and numbered ones (MMMU's `image_1`): a source whose
+# images are read from another column (`images`, or its `fields.images`) would lose them without a word, so the scan
+# warns of one (`unread_image_warning`) and `missing_image` names it. Not read as images unasked: our field is `images`,
+# and a column read by its name alone would change what an existing source curates (rows kept without images today
+# quarantined for a broken one) and choose among several (`image`, `image_path`, `image_1`) by guess.
+IMAGE_COLUMN_NAMES = frozenset({
+    "image", "images", "img", "imgs", "image_path", "image_paths", "img_path", "image_file", "image_files", "image_url",
+    "image_urls", "img_url", "image_bytes", "image_base64", "decoded_image", "picture", "pictures", "photo", "photos",
+})
+_NUMBERED_IMAGE_COLUMN = re.compile(r"(?:image|img|picture|photo)s?[_ -]?\d+")
+
+
+def looks_like_image_column(name: Any) -> bool:
+    """Whether a column's name says it holds images (`IMAGE_COLUMN_NAMES`, `image_1`; in any case)."""
+    if not isinstance(name, str):
+        return False
+    name = name.strip().lower()
+    return name in IMAGE_COLUMN_NAMES or bool(_NUMBERED_IMAGE_COLUMN.fullmatch(name))
+
+
+def _holds_something(value: Any) -> bool:
+    """Whether a value is more than nothing: not null, an empty text (or a TSV's `nan`), an empty list or
+    an image dict whose `bytes` and `path` are both empty."""
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return value.strip() not in ("", "nan")
+    if isinstance(value, (bytes, bytearray)):
+        return bool(value)
+    if isinstance(value, (list, tuple)):
+        return any(_holds_something(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_something(v) for v in value.values())
+    return True
+
+
+def images_read_from(spec: SourceSpec) -> str:
+    """The column a source's images are read from, quoted as a message names it: its `fields.images`,
+    else `images` (a TSV's `image`, or `image_path` without one)."""
+    if spec.kind == "tsv" and not spec.fields.get("images"):
+        return "`image` (or `image_path`)"
+    return f"`{spec.column('images')}`"
+
+
+def unread_image_columns(spec: SourceSpec, row: dict[str, Any]) -> list[str]:
+    """The row's columns whose names say images (`looks_like_image_column`) that hold something and
+    that the source reads nothing from (neither its images' column nor another field's mapping):
+    images the source would go on without. None for a conversation row (`sharegpt_row`), whose fix is
+    `deepeyes import sharegpt`, not a mapping."""
+    if "question" not in spec.fields and spec.value(row, "question") is None and any(
+            isinstance(row.get(c), list) for c in ("messages", "conversations")):
+        return []
+    read = {column.split(".", 1)[0] for column in (spec.column("images"), *spec.fields.values())}
+    if spec.kind == "tsv":  # the reader's own: `images` is what it made of `image` (or `image_path`)
+        read |= {"images", "image_path"} | (set() if spec.fields.get("images") else {"image"})
+    return [column for column, value in row.items()
+            if column not in read and column != PARSE_ERROR and looks_like_image_column(column) and _holds_something(value)]
+
+
+def image_column_fix(columns: list[str]) -> str:
+    """How to read the first of `columns` as the images, in the config's and the command line's words."""
+    return f"map it with `fields: {{images: {columns[0]}}}` (on the command line `fields.images={columns[0]}`)"
+
+
+def unread_image_warning(source: str, read_from: str, columns: dict[str, int]) -> str:
+    """The curate report's warning for a source with image columns it does not read (`columns`: each
+    with the rows holding something in it)."""
+    named = ", ".join(f"`{column}` ({n} row{'s' if n != 1 else ''})" for column, n in columns.items())
+    one = len(columns) == 1
+    return (f"source {source!r}: column{'' if one else 's'} {named} look{'s' if one else ''} like images but "
+            f"{'is' if one else 'are'} not read (its images are read from {read_from}), so those rows were read "
+            f"without them (as text-only; a perception row is quarantined as missing_image); {image_column_fix(list(columns))}")
+
+
 def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: set[str] | None = None,
                   limits: TextLimits = TextLimits()) -> Sample:
     """A source row (in the source's own field names, mapped by `spec`) as a normalized `Sample`.
@@ -693,7 +772,11 @@ def row_to_sample(row: dict[str, Any], spec: SourceSpec, base_dir: Path, files: 
         "meta": spec.meta_of(row),
     }
     if fields["category"] == "perception" and not refs:  # perception is about an image: one without is no sample
-        raise RowRejected(f"missing_image: a perception sample needs an image, and `{spec.column('images')}` holds none")
+        unread = unread_image_columns(spec, row)
+        has = (f"; the row's column{'s' if len(unread) > 1 else ''} {', '.join(f'`{c}`' for c in unread)} "
+               f"{'look' if len(unread) > 1 else 'looks'} like images but {'are' if len(unread) > 1 else 'is'} not read: "
+               f"{image_column_fix(unread)}") if unread else ""
+        raise RowRejected(f"missing_image: a perception sample needs an image, and {images_read_from(spec)} holds none{has}")
     label = spec.own_label(row)
     if label is not None:
         fields["meta"] = {**fields["meta"], "source_category": label}
@@ -1221,6 +1304,16 @@ def missing_column_hint(spec: SourceSpec, reason_key: str) -> str | None:
     (columns: answer, question; closest: 'level')`); None when the column is there (the rows are
     empty in it) or the rows cannot be read."""
     field = reason_key.removeprefix("missing_")
+    if reason_key == "missing_image":  # a column that looks like images, not read: the fix is mapping it
+        try:
+            unread = list(dict.fromkeys(c for row in _first_rows(spec, 100, any_kind=True) for c in unread_image_columns(spec, row)))
+        except SourceError:
+            return None
+        if not unread:
+            return None
+        one = len(unread) == 1
+        return (f"the source's column{'' if one else 's'} {', '.join(f'`{c}`' for c in unread)} look{'s' if one else ''} like images but "
+                f"{'is' if one else 'are'} not read (its images are read from {images_read_from(spec)}): {image_column_fix(unread)}")
     # a category or options not mapped have a better fix than a column (a source's `category`, another answer_type)
     if not reason_key.startswith("missing_") or not (field in ("question", "answer") or field in spec.fields):
         return None

@@ -39,13 +39,14 @@ from curation.report import WARNINGS, StepReport
 from curation.schema import SAMPLE_SCHEMA, ImageRef, Pool, Sample, content_id
 from curation.shards import QUARANTINE_DIR, Quarantine, ShardError, ShardWriter, iter_rows, read_manifest, shard_files
 from curation.sources import (MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, PARSE_ERROR, RowRejected, SourceError, SourceSpec, TextLimits,
-                              include_value_text, include_values_seen, missing_column_hint, read_source, row_to_sample,
-                              rows_fix_hint, same_name_message)
+                              images_read_from, include_value_text, include_values_seen, missing_column_hint, read_source,
+                              row_to_sample, rows_fix_hint, same_name_message, unread_image_columns, unread_image_warning)
 from curation.strict_config import Seed, StrictConfig
 from curation.suggest import did_you_mean
 from curation.validation_errors import yaml_flow
 
 STAGING_DIR = "_staged"
+UNREAD_IMAGE_COLUMNS = "unread_image_columns"  # a scan's report extra: {source: {column: rows}}, made warnings by `finish_curate`
 
 
 # The pools a curated (or selected) row can be in: curation's hash split and the select stage write
@@ -180,8 +181,12 @@ def scan_source(cfg: CurateConfig, source_index: int, out_dir: str | Path, part:
     source = spec.source_name
     skipped: dict[str, int] = {}
     files: set[str] = set()  # files the rows point to: part of what the scan's output depends on
+    unread: dict[str, int] = {}  # image-like columns the source does not read -> rows holding something in them
     with ShardWriter(out_dir, STAGED_SCHEMA, rows_per_shard=cfg.rows_per_shard) as staged:
         for ordinal, (row, origin) in enumerate(read_source(spec, skipped)):
+            if part == 0 and PARSE_ERROR not in row:  # every part reads the whole source: counted once, over every row
+                for column in unread_image_columns(spec, row):
+                    unread[column] = unread.get(column, 0) + 1
             if ordinal % parts != part:
                 continue
             report.seen("validate")
@@ -211,6 +216,8 @@ def scan_source(cfg: CurateConfig, source_index: int, out_dir: str | Path, part:
             })
         if skipped.get("filtered") and part == 0:  # every part reads the whole source: count once
             report.extra["filtered_by_include"] = {source: skipped["filtered"]}
+        if unread:
+            report.extra[UNREAD_IMAGE_COLUMNS] = {source: {"read_from": images_read_from(spec), "columns": unread}}
         quarantine.close()
         staged.manifest_extra.update({"stage": "curate-scan", "source": source, "part": part, "parts": parts, "report": report.state()})
     return {"source": source, "part": part, "rows": staged.rows_written, "quarantined": quarantine.count, "files_read": sorted(files)}
@@ -235,6 +242,9 @@ def finish_curate(cfg: CurateConfig, staged_dirs: list[str | Path], out_dir: str
             raise ShardError(f"{staged}: a curate scan did not finish (no manifest)")
         report.merge(manifest["report"])
         quarantine.extend(Path(staged) / QUARANTINE_DIR)
+    # a source's column that looks like images but is not read: its rows went on without them, which the user must know
+    report.extra.setdefault(WARNINGS, []).extend(unread_image_warning(name, entry["read_from"], entry["columns"])
+                                                 for name, entry in report.extra.pop(UNREAD_IMAGE_COLUMNS, {}).items())
     _fail_on_filters_that_keep_nothing(cfg, report, quarantine, out_dir)
     _fail_on_unusable_sources(cfg, report, quarantine, out_dir)
     timings: dict[str, float] = {}

@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from curation.suggest import closest, did_you_mean, literal_message
 
@@ -198,6 +198,8 @@ def plain_errors(errors: list[dict[str, Any]], model: type[BaseModel] | None = N
         got = f" (got {yaml_value(first['input'])})" if "input" in first else ""
         message = f"expected {' or '.join(wanted)}{got}" if wanted else "; ".join(error_message(e) for e, _ in members)
         result.append({"loc": prefix, "type": PLAIN, "msg": message, **({"input": first["input"]} if "input" in first else {})})
+    if model is not None:  # an exponent-form number the setting would refuse written in full: said at once
+        result = [{**e, "type": PLAIN, "msg": refused} if (refused := _exponent_refused(e, model)) else e for e in result]
     return result
 
 
@@ -214,21 +216,54 @@ def _expected(error: dict[str, Any]) -> str | None:
 _EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
-def _exponent_text(error: dict[str, Any]) -> str | None:
-    """For a number setting given text that reads as a number in exponent form, what to write
-    instead: `'1e3' is read as text by YAML; write 1000`; else None."""
+def _exponent_number(error: dict[str, Any]) -> str | None:
+    """For a number setting given text that reads as a number in exponent form (`'1e3'`), that
+    number written in full (`1000`); "" when a whole number is wanted and it is not one; else None."""
     value = error.get("input")
     if error.get("type") not in ("int_parsing", "float_parsing") or not isinstance(value, str) \
             or not _EXPONENT_NUMBER.fullmatch(value.strip()):
         return None
     number = Decimal(value.strip())
     if number == number.to_integral_value():
-        written = format(number.to_integral_value(), "f")
-    elif error["type"] == "int_parsing":
+        return format(number.to_integral_value(), "f")
+    return "" if error["type"] == "int_parsing" else format(number.normalize(), "f")
+
+
+def _exponent_text(error: dict[str, Any]) -> str | None:
+    """For a number setting given text that reads as a number in exponent form, what to write
+    instead: `'1e3' is read as text by YAML; write 1000`; else None."""
+    written = _exponent_number(error)
+    if written is None:
+        return None
+    value = error["input"]
+    if not written:
         return f"{value!r} is read as text by YAML, and is not a whole number; write a whole number in full"
-    else:
-        written = format(number.normalize(), "f")
     return f"{value!r} is read as text by YAML; write {written}"
+
+
+def _exponent_refused(error: dict[str, Any], model: type[BaseModel]) -> str | None:
+    """For an exponent-form number (`_exponent_text`) that the setting would refuse even written in
+    full (out of its range, or any check of its own), the setting's own refusal of that number,
+    after what YAML read (`'1e20' is read as text by YAML, and 100000000000000000000 would be refused
+    too: ... is above ...`): a hint to write a number that is then refused would cost a second try.
+    None where the number is allowed, or the setting cannot be checked alone."""
+    written = _exponent_number(error)
+    loc = tuple(p for p in error.get("loc", ()) if p != KEY)
+    if not written or not loc or not isinstance(loc[-1], str):
+        return None
+    section = _section_model(loc[:-1], model)
+    if section is None or loc[-1] not in section.model_fields:
+        return None
+    number: Any = int(written) if error["type"] == "int_parsing" else float(written)
+    try:  # the field's own checks (bounds, validators) on a default instance: the model's checks of several fields left out
+        section.__pydantic_validator__.validate_assignment(section.model_construct(), loc[-1], number)
+    except ValidationError as exc:
+        own = [e for e in exc.errors() if tuple(e["loc"]) == (loc[-1],)]
+        if own:
+            return f"{error['input']!r} is read as text by YAML, and {written} would be refused too: {error_message(own[0])}"
+    except Exception:  # noqa: BLE001 - a section that cannot be checked so: the plain hint stands
+        return None
+    return None
 
 
 def error_message(error: dict[str, Any]) -> str:

@@ -63,6 +63,15 @@ def refusal(tmp_path, text: str) -> str:
     ("curate: {max_pixels: 1.5E6}\n", "c.yaml:2: curate.max_pixels: '1.5E6' is read as text by YAML; write 1500000"),
     ("world: {per_family: 5e-1}\n", "c.yaml:2: world.per_family: '5e-1' is read as text by YAML, and is not a whole number; "
      "write a whole number in full"),
+    # review m4: the number the hint would suggest is out of the setting's range: its refusal at once, with what YAML read
+    ("curate: {max_pixels: 1e20}\n", "c.yaml:2: curate.max_pixels: '1e20' is read as text by YAML, and 100000000000000000000 would be "
+     "refused too: 100000000000000000000 is above the 178956970 pixels pillow opens at all (2 x PIL.Image.MAX_IMAGE_PIXELS, its "
+     "decompression-bomb error); allowed: 1 to that"),
+    ("curate: {sources: [{path: a.jsonl, limit: 0e3}]}\n", "c.yaml:2: curate.sources.0.limit: '0e3' is read as text by YAML, and 0 "
+     "would be refused too: Input should be greater than or equal to 1"),
+    ("curate: {seed: 1e10}\n", "c.yaml:2: curate.seed: '1e10' is read as text by YAML, and 10000000000 would be refused too: "
+     "Input should be less than or equal to 4294967295"),
+    ("curate: {max_pixels: 1e6}\n", "c.yaml:2: curate.max_pixels: '1e6' is read as text by YAML; write 1000000"),  # allowed: the hint
     # review r7 #7: the world's row count mixed up with synth.long_cot, the mix's settings
     ("world:\n  long_cot: {ratio: 0.816}\n", "c.yaml:3: world.long_cot: expected a whole number, the long-CoT rows the world writes "
      "(got a mapping); the long-CoT mix's settings (ratio, path, opening) go under synth.long_cot"),

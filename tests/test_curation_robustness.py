@@ -358,6 +358,31 @@ def test_a_misspelt_source_kind_and_a_flag_for_every_source_say_the_closest_choi
         SourceSpec.parse_cli("x.jsonl", [("answer_type", "maths")])  # the CLI's --answer-type, named as typed
 
 
+KINDS = "(e.g. jsonl:data/a.jsonl; kinds: jsonl, json, tsv, hf, verl)"
+
+
+@pytest.mark.parametrize("spec,says", [
+    (":", f"--source ':': the kind and path of KIND:PATH are empty {KINDS}"),
+    (" : ,limit=3", f"--source ' : ,limit=3': the kind and path of KIND:PATH are empty {KINDS}"),
+    (":x.jsonl", f"--source ':x.jsonl': the kind of KIND:PATH is empty {KINDS}"),
+    ("jsonl:", f"--source 'jsonl:': the path of KIND:PATH is empty {KINDS}"),
+    ("hf: ,data_files=a.parquet", f"--source 'hf: ,data_files=a.parquet': the path of KIND:PATH is empty {KINDS}"),
+])
+def test_a_source_spec_with_an_empty_kind_or_path_says_which_part_is_missing(tmp_path, spec, says):
+    """Review m5: `--source :` was `file not found: :`."""
+    with pytest.raises(SourceError) as raised:
+        SourceSpec.parse_cli(spec)
+    assert str(raised.value) == says
+    result = curate("--source", spec, "--out", str(tmp_path / "o"))  # the command's one line
+    assert (result.code, result.error) == (2, f"error: {says}")
+
+
+def test_a_file_whose_name_starts_with_a_colon_is_still_a_bare_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path(":x.jsonl").write_text("")
+    assert SourceSpec.parse_cli(":x.jsonl") == SourceSpec(path=":x.jsonl")
+
+
 @pytest.mark.parametrize("section,says", [
     ("{max_pixels: 1000000000}", "curate.max_pixels: 1000000000 is above the 178956970 pixels pillow opens at all"),
     ("{min_side: 0}", "curate.min_side: Input should be greater than or equal to 1"),
