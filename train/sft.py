@@ -301,7 +301,8 @@ def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[s
     else:
         trainer.save_model(str(checkpoint))
     processor.save_pretrained(str(checkpoint))
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    losses = [entry["loss"] for entry in logged]
     return {
         "checkpoint": str(checkpoint),
         "rows": len(dataset),
@@ -309,6 +310,7 @@ def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[s
         "train_loss": result.training_loss,
         "train_runtime_s": result.metrics.get("train_runtime"),
         "losses": losses,
+        "loss_steps": [entry["step"] for entry in logged],  # the training step each loss was logged at
         "frozen_vision_tensors": frozen,
         "resumed_from": resume_from,
         "lora": cfg.lora is not None,
