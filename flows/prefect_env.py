@@ -33,8 +33,16 @@ def configure_prefect_env() -> None:
     os.environ.setdefault("PREFECT_LOGGING_ROOT_LEVEL", "WARNING")
     # Library progress bars drown the pipeline's own progress lines.
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    quiet_model_loading_bars()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def quiet_model_loading_bars() -> None:
+    """transformers' bars (`Loading weights` as a model loads, `Writing model shards` as one is saved)
+    and the Hub's download bars off, for every command (`deepeyes` calls it first): transformers reads
+    the Hub's switch, `HF_HUB_DISABLE_PROGRESS_BARS`, when it is imported. A user's own setting
+    (`HF_HUB_DISABLE_PROGRESS_BARS=0`: bars wanted) is left as it is."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 # Prefect's own lines about run states, which a command-line run leaves out (the run's own lines stay).
