@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from curation.datasets_quiet import datasets_progress_bars_off
+from curation.datasets_quiet import builder_error_lines_off, datasets_progress_bars_off
 from curation.shards import CorruptManifest, read_manifest, shard_files
 from curation.strict_config import Seed, StrictConfig
 
@@ -111,7 +111,7 @@ def load_trajectories(trajectory_dirs: list[str | Path], columns: tuple[str, ...
     if not files:
         why = "; ".join(filter(None, (_why_no_trajectories(d) for d in trajectory_dirs)))
         raise TrainingDataError(f"no trajectory shards in {', '.join(map(str, trajectory_dirs))}" + (f": {why}" if why else ""))
-    with datasets_progress_bars_off():
+    with datasets_progress_bars_off(), builder_error_lines_off():
         dataset = datasets.load_dataset("parquet", data_files=files, split="train")
     return dataset.select_columns(list(columns))
 
