@@ -58,6 +58,31 @@ class _RunLinesOnly(logging.Filter):
         return record.levelno >= logging.WARNING or not record.getMessage().startswith(_RUN_STATE_LINES)
 
 
+# How Prefect words a run crashed by Ctrl-C or SIGTERM; the command says `interrupted` or `terminated` itself.
+_STOPPED = ("Execution was aborted by an interrupt signal.", "Execution was aborted by a termination signal.")
+
+
+class _StopLinesOnlyOurs(logging.Filter):
+    """Drops Prefect's lines about a run that a stop signal crashed (`Crash detected! Execution was
+    aborted by an interrupt signal.`, `Finished in state Crashed('Execution was aborted by ...')`):
+    the command ends in its own one line. A crash for any other reason is still told."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not (text.startswith(("Crash detected! ", "Finished in state Crashed(")) and any(s in text for s in _STOPPED))
+
+
+class _NoFlushWaitLines(logging.Filter):
+    """Drops `Still processing items: 6 items remaining...`, which Prefect's events client logs while it
+    sends its last events at the end of the command: nothing for the user to do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Still processing items:")
+
+
+_EVENTS_LOGGER = "EventsWorker"  # Prefect's events client (`prefect.events.worker`) logs under its class name
+
+
 class _DillDisassemblyToDill(logging.Filter):
     """dill (inside `datasets`' fingerprinting, at the start of GRPO) finds a function's globals by
     disassembling it into a swapped `sys.stdout`: `dis.dis` prints with `file=None`, which Prefect's
@@ -95,13 +120,16 @@ def keep_dill_out_of_run_logs() -> None:
 
 def show_run_lines() -> None:
     """At the command line, show what the flows print (`[sft] done in 104.0 s`, `grpo step 3: reward
-    ...`) while Prefect itself stays at WARNING: its run loggers at INFO, its state lines filtered.
-    Call after Prefect is imported (its logging set up)."""
+    ...`) while Prefect itself stays at WARNING: its run loggers at INFO, its state lines filtered,
+    and neither its lines about a run a stop signal crashed (the command says `interrupted`) nor its
+    events client's wait at exit. Call after Prefect is imported (its logging set up)."""
     keep_dill_out_of_run_logs()
     for name in _RUN_LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO)
         _add_filter(logger, _RunLinesOnly)
+        _add_filter(logger, _StopLinesOnlyOurs)
+    _add_filter(logging.getLogger(_EVENTS_LOGGER), _NoFlushWaitLines)
 
 
 def local_run_settings():
