@@ -83,6 +83,21 @@ class _NoFlushWaitLines(logging.Filter):
 _EVENTS_LOGGER = "EventsWorker"  # Prefect's events client (`prefect.events.worker`) logs under its class name
 
 
+class _QuietAfterAStop(logging.Filter):
+    """After a stop signal, drops what Prefect's clients log about the API server that the signal
+    stopped with the process group (`Unable to connect to 'ws://127.0.0.1:.../api/events/in'`,
+    `Service 'EventsWorker' failed to process item Event(...)`): the command ends in its own line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from flows.signals import STOPPING
+
+        return not STOPPING.is_set()
+
+
+# Where Prefect's events client and its services log a failure to reach the API server.
+_CLIENT_LOGGERS = ("prefect.events.clients", "prefect._internal.concurrency", _EVENTS_LOGGER)
+
+
 class _DillDisassemblyToDill(logging.Filter):
     """dill (inside `datasets`' fingerprinting, at the start of GRPO) finds a function's globals by
     disassembling it into a swapped `sys.stdout`: `dis.dis` prints with `file=None`, which Prefect's
@@ -121,8 +136,8 @@ def keep_dill_out_of_run_logs() -> None:
 def show_run_lines() -> None:
     """At the command line, show what the flows print (`[sft] done in 104.0 s`, `grpo step 3: reward
     ...`) while Prefect itself stays at WARNING: its run loggers at INFO, its state lines filtered,
-    and neither its lines about a run a stop signal crashed (the command says `interrupted`) nor its
-    events client's wait at exit. Call after Prefect is imported (its logging set up)."""
+    and neither its lines about a run a stop signal crashed (the command says `interrupted`), nor its
+    clients' failures to reach the API server the signal stopped, nor its events client's wait at exit. Call after Prefect is imported (its logging set up)."""
     keep_dill_out_of_run_logs()
     for name in _RUN_LOGGERS:
         logger = logging.getLogger(name)
@@ -130,6 +145,8 @@ def show_run_lines() -> None:
         _add_filter(logger, _RunLinesOnly)
         _add_filter(logger, _StopLinesOnlyOurs)
     _add_filter(logging.getLogger(_EVENTS_LOGGER), _NoFlushWaitLines)
+    for name in _CLIENT_LOGGERS:
+        _add_filter(logging.getLogger(name), _QuietAfterAStop)
 
 
 def local_run_settings():

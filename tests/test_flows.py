@@ -723,14 +723,21 @@ try:
         exits()
 except SystemExit:
     print("exited", file=sys.stderr)
+
+from flows.signals import STOPPING
+
+logging.getLogger("prefect.events.clients").warning("Unable to connect to 'ws://127.0.0.1:1/api/events/in'.")  # told: no stop yet
+STOPPING.set()  # a stop signal came: the API server went with the process group
+logging.getLogger("prefect.events.clients").warning("Unable to connect to 'ws://127.0.0.1:2/api/events/in'.")
+logging.getLogger("prefect._internal.concurrency").error("Service 'EventsWorker' failed to process item Event(...)")
 """
 
 
 def test_a_run_stopped_by_a_signal_ends_without_prefect_s_crash_lines(tmp_path):
     """Review m1: on Ctrl-C `deepeyes run` printed Prefect's `Crash detected! Execution was aborted by an
     interrupt signal.` and `Finished in state Crashed(...)` before its own `interrupted`; and a cached run
-    ended with the events client's `Still processing items: 6 items remaining...`. A crash for another
-    reason is still told."""
+    ended with the events client's `Still processing items: 6 items remaining...`; after a group signal,
+    the clients' failures to reach the stopped API server. A crash for another reason is still told."""
     script = tmp_path / "stopped.py"
     script.write_text(STOPPED_IN_A_TASK)
     env = {**os.environ, "PREFECT_HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
@@ -741,7 +748,8 @@ def test_a_run_stopped_by_a_signal_ends_without_prefect_s_crash_lines(tmp_path):
                      "Crash detected! Execution was aborted by Python system exit call.",
                      "Finished in state Crashed('Execution was aborted by Python system exit call.')",
                      "Crash detected! Execution was aborted by Python system exit call.",
-                     "exited"], done.stderr[-3000:]
+                     "exited",
+                     "Unable to connect to 'ws://127.0.0.1:1/api/events/in'."], done.stderr[-3000:]
 
 
 def test_status_tells_a_stage_the_run_is_not_configured_for_from_one_not_run_yet(tmp_path):
