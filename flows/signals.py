@@ -54,6 +54,7 @@ def stop_signals() -> Iterator[Stop]:
     its end (for a caller that runs a command in-process). Outside the main thread, where Python
     cannot set a handler, it sets none and `Stop.received` stays None."""
     stop = Stop()
+    STOPPING.clear()  # a command run in-process after a stopped one starts afresh
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
