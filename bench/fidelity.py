@@ -373,6 +373,7 @@ def _strip(pipeline: dict[str, Any]) -> dict[str, Any]:
         part = slim.get(stage, {}).get("sft", slim.get(stage, {}))
         if isinstance(part, dict) and "losses" in part:
             losses = part.pop("losses")
+            part.pop("loss_steps", None)
             part["loss_first_last"] = [round(losses[0], 4), round(losses[-1], 4)] if losses else None
     if "grpo" in slim:
         for key in ("rewards", "tool_calls_per_trajectory"):

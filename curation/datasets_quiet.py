@@ -11,6 +11,11 @@ what it found (scan tasks load sources in parallel threads). A user's
 requesting HEAD https://huggingface.co/...`, `Retrying in 8s [Retry 4/5].`: about a dozen lines when
 the Hub cannot be reached); `hub_retry_lines_off` drops those lines while a load runs: the load's
 own error says what failed, in one line.
+
+`datasets`' file builders (parquet, csv, json, ...) log an ERROR line for a file they cannot read
+(`Failed to read schema from '...' with error ArrowInvalid: ...`) just before they raise the same
+error, which our load then tells in its one line; `builder_error_lines_off` drops those lines
+while a load runs.
 """
 
 from __future__ import annotations
@@ -83,4 +88,45 @@ def hub_retry_lines_off() -> Iterator[None]:
     """Within the block, `huggingface_hub`'s request-retry warnings are not logged; after the last
     such block ends (in any thread), its logger's filters are as the first found them."""
     with _RETRY_LINES_OFF.held(True):
+        yield
+
+
+class _RaisedErrors(logging.Filter):
+    """Drops ERROR records (a builder's `Failed to read ...` line before it raises); warnings pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+_ERRORS_FILTER = _RaisedErrors()
+
+
+def _builder_loggers() -> list[logging.Logger]:
+    """The loggers of `datasets`' packaged builders (`datasets.packaged_modules.parquet.parquet`, ...):
+    each builder is a package holding a module of its name, whose logger is named after the module."""
+    import pkgutil
+
+    import datasets.packaged_modules as packaged
+
+    return [logging.getLogger(f"{packaged.__name__}.{m.name}.{m.name}") for m in pkgutil.iter_modules(packaged.__path__) if m.ispkg]
+
+
+def _errors_filter_on() -> bool:
+    return any(_ERRORS_FILTER in logger.filters for logger in _builder_loggers())
+
+
+def _set_errors_filter(on: bool) -> None:
+    for logger in _builder_loggers():
+        logger.addFilter(_ERRORS_FILTER) if on else logger.removeFilter(_ERRORS_FILTER)
+
+
+_ERROR_LINES_OFF = CountedSwitch(_errors_filter_on, _set_errors_filter)
+
+
+@contextmanager
+def builder_error_lines_off() -> Iterator[None]:
+    """Within the block, `datasets`' file builders log no ERROR lines (the error they raise next is
+    ours to tell); after the last such block ends (in any thread), their loggers' filters are as the
+    first found them. Imports `datasets`."""
+    with _ERROR_LINES_OFF.held(True):
         yield

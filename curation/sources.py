@@ -34,7 +34,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from curation.ast_lock import literal_eval
-from curation.datasets_quiet import datasets_progress_bars_off, hub_retry_lines_off
+from curation.datasets_quiet import builder_error_lines_off, datasets_progress_bars_off, hub_retry_lines_off
 from curation.hub_offline import hub_offline, hub_unreachable
 from curation.mapping import CATEGORIES, FieldMapping, RowRejected, boolean_answer, label_text, lookup, scalar_text
 from curation.normalize import LETTERS, clean_text, holds_number, infer_answer_type, normalize_answer
@@ -1101,8 +1101,8 @@ def _hf_rows(spec: SourceSpec) -> Iterator[tuple[dict[str, Any], str]]:
     # `data_files` (a repository's files) asks the Hub too; only a builder reading local files does not.
     builder = is_packaged_builder(spec.path.strip())
     unreachable = hub_unreachable() if not builder and not Path(spec.path).exists() else None
-    try:  # progress bars and the Hub client's retry lines would bury the run's own lines
-        with datasets_progress_bars_off(), hub_retry_lines_off(), hub_offline(unreachable is not None):
+    try:  # progress bars, the Hub client's retry lines and a builder's error line before our own would bury the run's lines
+        with datasets_progress_bars_off(), hub_retry_lines_off(), builder_error_lines_off(), hub_offline(unreachable is not None):
             dataset = datasets.load_dataset(spec.path, spec.subset, split=spec.split, data_files=spec.data_files)
     except Exception as exc:  # the hub unreachable, no such dataset or files, a bad builder
         if split_problem := _unknown_split_text(exc, spec.path):  # a hub dataset's splits are known only once it loads

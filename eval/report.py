@@ -31,6 +31,7 @@ class RunData:
     name: str
     metrics: dict[str, Any]
     sft_losses: list[float] = field(default_factory=list)
+    sft_loss_steps: list[int] = field(default_factory=list)  # the training step each SFT loss was logged at
     dynamics: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -48,12 +49,28 @@ def load_run(run_dir: str | Path) -> RunData:
     # The SFT stage's result, as its lineage recorded it (any run of it: the flow's or one by hand).
     sft = (read_manifest(run / "sft") or {}).get("lineage") or {}
     data.sft_losses = (sft.get("result") or {}).get("losses") or []
+    data.sft_loss_steps = _loss_steps(run, (sft.get("result") or {}).get("loss_steps"), len(data.sft_losses))
     dynamics = run / "grpo" / "dynamics.jsonl"
     if dynamics.is_file():
         lines = dynamics.read_text(errors="replace").splitlines()
         data.dynamics = [step for number, line in enumerate(lines, 1) if line.strip()
                          for step in [_json(line, dynamics, number)] if isinstance(step, dict)]
     return data
+
+
+def _loss_steps(run: Path, recorded: Any, count: int) -> list[int]:
+    """The training steps the SFT losses were logged at: as the SFT stage recorded them, or, for a
+    stage recorded before it kept them, every `sft.logging_steps` steps of the config in the run's
+    `run.json` (the trainer logs the loss at each multiple of it); failing both, 1, 2, ... (the
+    logged entries' order)."""
+    if isinstance(recorded, list) and len(recorded) == count:
+        return recorded
+    try:
+        every = json.loads((run / "run.json").read_text())["config"]["sft"]["logging_steps"]
+    except (OSError, ValueError, TypeError, KeyError):
+        every = None
+    every = every if isinstance(every, int) and every > 0 else 1
+    return [every * i for i in range(1, count + 1)]
 
 
 def _json(text: str, path: Path, line: int | None = None) -> Any:
@@ -132,6 +149,48 @@ def _tool_plot(runs: list[RunData]) -> bytes:
     return data
 
 
+TRAINING_PANELS = [("SFT loss", None), ("GRPO reward", "reward"), ("tool calls per trajectory", "tools/calls_per_trajectory"),
+                   ("response tokens", "rollout/response_tokens")]
+
+
+def training_series(runs: list[RunData]) -> list[tuple[str, str, list[tuple[str, list[int], list[float]]]]]:
+    """The training plot's panels: `(title, x label, [(run name, training steps, values), ...])`, the
+    SFT loss at the steps the trainer logged it, the GRPO figures at the GRPO steps they were logged at."""
+    panels = []
+    for title, key in TRAINING_PANELS:
+        series = []
+        for run in runs:
+            if key is None and run.sft_losses:
+                series.append((run.name, list(run.sft_loss_steps), list(run.sft_losses)))
+            elif key is not None and any(key in d for d in run.dynamics):
+                logged = [d for d in run.dynamics if key in d]
+                series.append((run.name, [d["step"] for d in logged], [d[key] for d in logged]))
+        panels.append((title, "SFT training step" if key is None else "GRPO step", series))
+    return panels
+
+
+def pioneer_series(runs: list[RunData]) -> list[tuple[str, list[int], list[float]]]:
+    """The pioneer plot's lines: `(run name, GRPO steps, tool calls per trajectory)` for each run that ran GRPO."""
+    key = "tools/calls_per_trajectory"
+    return [(run.name, [d["step"] for d in run.dynamics if key in d], [d[key] for d in run.dynamics if key in d])
+            for run in runs if any(key in d for d in run.dynamics)]
+
+
+def _step_axis(axis, label: str) -> None:
+    """Label the x axis as training steps, with ticks only at whole steps (a view holding fewer than
+    two, as a single logged step gives, is widened to two steps about its middle so that it has some)."""
+    import math
+
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_xlabel(label)
+    low, high = axis.get_xlim()
+    if math.floor(high) - math.ceil(low) < 1:
+        middle = (low + high) / 2
+        axis.set_xlim(middle - 1, middle + 1)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _training_plot(runs: list[RunData]) -> bytes | None:
     if not any(r.sft_losses or r.dynamics for r in runs):
         return None
@@ -140,21 +199,19 @@ def _training_plot(runs: list[RunData]) -> bytes | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("SFT loss", None), ("GRPO reward", "reward"), ("tool calls per trajectory", "tools/calls_per_trajectory"),
-              ("response tokens", "rollout/response_tokens")]
+    colors = {run.name: f"C{i}" for i, run in enumerate(runs)}  # a run keeps its colour across the panels
+    panels = training_series(runs)
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3))
-    for axis, (title, key) in zip(axes, panels, strict=True):
-        for run in runs:
-            if key is None and run.sft_losses:
-                axis.plot(range(1, len(run.sft_losses) + 1), run.sft_losses, label=run.name)
-            elif key is not None and run.dynamics:
-                steps = [d["step"] for d in run.dynamics if key in d]
-                axis.plot(steps, [d[key] for d in run.dynamics if key in d], marker="o", label=run.name)
+    handles: dict[str, Any] = {}
+    for axis, (title, xlabel, series) in zip(axes, panels, strict=True):
+        for name, steps, values in series:
+            (line,) = axis.plot(steps, values, marker=None if title == "SFT loss" and len(steps) > 1 else "o",
+                                color=colors[name], label=name)
+            handles.setdefault(name, line)
         axis.set_title(title)
-        axis.set_xlabel("logged step")
-    labelled = [axis for axis in axes if axis.get_legend_handles_labels()[0]]
-    if labelled:
-        labelled[-1].legend(fontsize=8)
+        _step_axis(axis, xlabel)
+    if handles:
+        axes[-1].legend([handles[n] for n in colors if n in handles], [n for n in colors if n in handles], fontsize=8)
     data = _png(figure)
     plt.close(figure)
     return data
@@ -163,8 +220,8 @@ def _training_plot(runs: list[RunData]) -> bytes | None:
 def _pioneer_plot(runs: list[RunData]) -> bytes | None:
     """Tool calls per trajectory by GRPO step, one line per run that ran GRPO (the paper's RL-only
     against SFT+RL comparison: without a cold start, tool calls die out)."""
-    trained = [r for r in runs if any("tools/calls_per_trajectory" in d for d in r.dynamics)]
-    if not trained:
+    lines = pioneer_series(runs)
+    if not lines:
         return None
     import matplotlib
 
@@ -172,10 +229,9 @@ def _pioneer_plot(runs: list[RunData]) -> bytes | None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6.5, 3.4))
-    for run in trained:
-        points = [(d["step"], d["tools/calls_per_trajectory"]) for d in run.dynamics if "tools/calls_per_trajectory" in d]
-        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=run.name)
-    axis.set_xlabel("GRPO step")
+    for name, steps, values in lines:
+        axis.plot(steps, values, marker="o", markersize=3, label=name)
+    _step_axis(axis, "GRPO step")
     axis.set_ylabel("tool calls per trajectory")
     axis.set_ylim(bottom=0)
     axis.legend(fontsize=8)

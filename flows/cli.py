@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from curation.strict_config import MAX_SEED, MAX_WORLD_SIZE
-from flows.prefect_env import configure_prefect_env
+from flows.prefect_env import configure_prefect_env, quiet_model_loading_bars
 from flows.signals import EXIT_CODES, SAID, Stop, Terminated, stop_signals
 from flows.user_input import out_dir_option
 
@@ -810,6 +810,7 @@ def close_options(exc: BaseException) -> list[str]:
 
 def main() -> None:
     """The `deepeyes` command; SIGTERM stops it as Ctrl-C does, each ending in one line (`flows.signals`)."""
+    quiet_model_loading_bars()  # before any command imports transformers
     with stop_signals() as stop:
         try:
             _run_app(stop)

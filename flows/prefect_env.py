@@ -33,8 +33,16 @@ def configure_prefect_env() -> None:
     os.environ.setdefault("PREFECT_LOGGING_ROOT_LEVEL", "WARNING")
     # Library progress bars drown the pipeline's own progress lines.
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    quiet_model_loading_bars()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def quiet_model_loading_bars() -> None:
+    """transformers' bars (`Loading weights` as a model loads, `Writing model shards` as one is saved)
+    and the Hub's download bars off, for every command (`deepeyes` calls it first): transformers reads
+    the Hub's switch, `HF_HUB_DISABLE_PROGRESS_BARS`, when it is imported. A user's own setting
+    (`HF_HUB_DISABLE_PROGRESS_BARS=0`: bars wanted) is left as it is."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 # Prefect's own lines about run states, which a command-line run leaves out (the run's own lines stay).
@@ -48,6 +56,46 @@ class _RunLinesOnly(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.WARNING or not record.getMessage().startswith(_RUN_STATE_LINES)
+
+
+# How Prefect words a run crashed by Ctrl-C or SIGTERM; the command says `interrupted` or `terminated` itself.
+_STOPPED = ("Execution was aborted by an interrupt signal.", "Execution was aborted by a termination signal.")
+
+
+class _StopLinesOnlyOurs(logging.Filter):
+    """Drops Prefect's lines about a run that a stop signal crashed (`Crash detected! Execution was
+    aborted by an interrupt signal.`, `Finished in state Crashed('Execution was aborted by ...')`):
+    the command ends in its own one line. A crash for any other reason is still told."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not (text.startswith(("Crash detected! ", "Finished in state Crashed(")) and any(s in text for s in _STOPPED))
+
+
+class _NoFlushWaitLines(logging.Filter):
+    """Drops `Still processing items: 6 items remaining...`, which Prefect's events client logs while it
+    sends its last events at the end of the command: nothing for the user to do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Still processing items:")
+
+
+_EVENTS_LOGGER = "EventsWorker"  # Prefect's events client (`prefect.events.worker`) logs under its class name
+
+
+class _QuietAfterAStop(logging.Filter):
+    """After a stop signal, drops what Prefect's clients log about the API server that the signal
+    stopped with the process group (`Unable to connect to 'ws://127.0.0.1:.../api/events/in'`,
+    `Service 'EventsWorker' failed to process item Event(...)`): the command ends in its own line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from flows.signals import STOPPING
+
+        return not STOPPING.is_set()
+
+
+# Where Prefect's events client and its services log a failure to reach the API server.
+_CLIENT_LOGGERS = ("prefect.events.clients", "prefect._internal.concurrency", _EVENTS_LOGGER)
 
 
 class _DillDisassemblyToDill(logging.Filter):
@@ -87,13 +135,18 @@ def keep_dill_out_of_run_logs() -> None:
 
 def show_run_lines() -> None:
     """At the command line, show what the flows print (`[sft] done in 104.0 s`, `grpo step 3: reward
-    ...`) while Prefect itself stays at WARNING: its run loggers at INFO, its state lines filtered.
-    Call after Prefect is imported (its logging set up)."""
+    ...`) while Prefect itself stays at WARNING: its run loggers at INFO, its state lines filtered,
+    and neither its lines about a run a stop signal crashed (the command says `interrupted`), nor its
+    clients' failures to reach the API server the signal stopped, nor its events client's wait at exit. Call after Prefect is imported (its logging set up)."""
     keep_dill_out_of_run_logs()
     for name in _RUN_LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO)
         _add_filter(logger, _RunLinesOnly)
+        _add_filter(logger, _StopLinesOnlyOurs)
+    _add_filter(logging.getLogger(_EVENTS_LOGGER), _NoFlushWaitLines)
+    for name in _CLIENT_LOGGERS:
+        _add_filter(logging.getLogger(name), _QuietAfterAStop)
 
 
 def local_run_settings():

@@ -23,6 +23,11 @@ EXIT_CODES = {signal.SIGTERM: 128 + signal.SIGTERM, signal.SIGINT: 128 + signal.
 SAID = {signal.SIGTERM: "terminated", signal.SIGINT: "interrupted"}
 
 
+# Set once a stop signal has come (to any `Stop`): what Prefect's clients log after it, the API server
+# gone with the process group, is the signal's doing (see `flows.prefect_env.show_run_lines`).
+STOPPING = threading.Event()
+
+
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread. Not a `KeyboardInterrupt`: typer turns that into a
     silent exit 130, and `except Exception` must not catch it."""
@@ -36,6 +41,7 @@ class Stop:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.received = signum
+        STOPPING.set()
         if signum == signal.SIGTERM:
             raise Terminated()
         raise KeyboardInterrupt()
@@ -48,6 +54,7 @@ def stop_signals() -> Iterator[Stop]:
     its end (for a caller that runs a command in-process). Outside the main thread, where Python
     cannot set a handler, it sets none and `Stop.received` stays None."""
     stop = Stop()
+    STOPPING.clear()  # a command run in-process after a stopped one starts afresh
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):

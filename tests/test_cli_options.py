@@ -203,3 +203,19 @@ def test_an_unknown_option_suggests_only_the_close_ones(monkeypatch, capsys, tmp
     monkeypatch.chdir(tmp_path)
     assert deepeyes(monkeypatch, capsys, *args) == (2, says)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("env,enabled", [({}, "False"), ({"HF_HUB_DISABLE_PROGRESS_BARS": "0"}, "True")])
+def test_transformers_loading_bars_are_off_for_every_command_unless_asked_for(tmp_path, env, enabled):
+    """Review m8: `deepeyes evaluate CHECKPOINT` printed transformers' `Loading weights: 100%|███| 51/51`
+    bar before its result lines (only `deepeyes run` had turned the bars off). `deepeyes` turns them
+    off before any command imports transformers; `HF_HUB_DISABLE_PROGRESS_BARS=0` keeps them."""
+    import os
+    import subprocess
+
+    code = ("import sys\nfrom flows import cli\nsys.argv = ['deepeyes', 'report', '--help']\ntry:\n    cli.main()\nexcept SystemExit:\n"
+            "    pass\nfrom transformers.utils import logging\nprint(logging.is_progress_bar_enabled())\n")
+    environ = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")} | env
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=environ, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == enabled

@@ -90,6 +90,11 @@ def refusal(tmp_path, text: str) -> str:
      "'perception'? (one of perception, reasoning, search, direct)"),
     ("curate: {sources: [{kind: hf, path: csv, data_files: a.csv, subset: foo}]}\n", "c.yaml:2: curate.sources.0: subset: path 'csv' is "
      "a `datasets` builder, which has no subsets (it reads the files data_files names; a subset is a hub dataset's); remove it"),
+    # review m3: both reward weights 0 make every reward 0 (GRPO learns nothing); either alone is a choice
+    ("reward: {accuracy_weight: 0, format_weight: 0}\n", "c.yaml:2: reward.format_weight: 0, and accuracy_weight is 0 too: every "
+     "reward would be 0, so GRPO would learn nothing; set either weight above 0"),
+    ("reward:\n  accuracy_weight: 0.0\n  format_weight: 0\n", "c.yaml:4: reward.format_weight: 0, and accuracy_weight is 0 too: "
+     "every reward would be 0, so GRPO would learn nothing; set either weight above 0"),
 ])
 def test_each_mistake_reads_in_the_yaml_words(tmp_path, text, expected):
     assert refusal(tmp_path, text) == expected
@@ -380,3 +385,12 @@ def test_closest_names_the_choices_whose_words_the_given_name_begins_else_the_si
     from curation.suggest import closest
 
     assert closest(given, choices, n=3) == found
+
+
+@pytest.mark.parametrize("text", ["reward: {accuracy_weight: 0}\n", "reward: {accuracy_weight: 1, format_weight: 0}\n",
+                                  "reward: {accuracy_weight: 0, format_weight: 1}\n"])
+def test_one_reward_weight_of_0_loads(tmp_path, text):
+    config = tmp_path / "c.yaml"
+    config.write_text("name: c\n" + text)
+    reward = load_config(config, check=False).reward
+    assert reward.accuracy_weight + reward.format_weight > 0

@@ -229,6 +229,40 @@ def test_the_progress_switch_comes_back_when_the_last_of_overlapping_loads_ends(
         assert not progress_switch.are_progress_bars_disabled()
 
 
+def test_a_file_a_builder_cannot_read_is_told_in_our_line_only(tmp_path, capfd):
+    """Review m1: a truncated parquet file printed `datasets`' own `Failed to read schema from '...' with
+    error ArrowInvalid: ...` before our `error: source 'trunc': ...` line, which says the same."""
+    import logging
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curation.datasets_quiet import _builder_loggers
+    from curation.sources import SourceError, read_source
+
+    pq.write_table(pa.table({"question": ["q"] * 20, "answer": ["a"] * 20}), tmp_path / "full.parquet")
+    whole = (tmp_path / "full.parquet").read_bytes()
+    (tmp_path / "trunc.parquet").write_bytes(whole[: len(whole) // 2])
+    parquet = logging.getLogger("datasets.packaged_modules.parquet.parquet")
+    assert parquet in _builder_loggers()
+    filters = {logger.name: list(logger.filters) for logger in _builder_loggers()}
+    capfd.readouterr()
+    with pytest.raises(SourceError) as raised:
+        list(read_source(SourceSpec(kind="hf", path="parquet", data_files=str(tmp_path / "trunc.parquet"))))
+    assert str(raised.value) == (f"source 'trunc': the datasets builder 'parquet' cannot read {tmp_path / 'trunc.parquet'}: Parquet "
+                                 "magic bytes not found in footer. Either the file is corrupted or this is not a parquet file.")
+    assert capfd.readouterr().err == ""
+    assert {logger.name: list(logger.filters) for logger in _builder_loggers()} == filters  # as they were
+    from curation.datasets_quiet import builder_error_lines_off
+
+    def record(level):
+        return logging.LogRecord(parquet.name, level, __file__, 1, "Skipping bad file", None, None)
+
+    with builder_error_lines_off():  # a builder's warnings (`Skipping bad file ...`) still pass
+        assert parquet.filter(record(logging.WARNING)) and not parquet.filter(record(logging.ERROR))
+    assert parquet.filter(record(logging.ERROR))
+
+
 def test_cli_curate_from_a_jsonl_source(world, tmp_path):
     import subprocess
     import sys

@@ -144,3 +144,37 @@ def test_endpoint_run_on_a_benchmark_file_is_cached_and_reported(world, curated,
     assert "world-jsonl" in page and "run-b" in page
     markdown = open(paths["markdown"]).read()
     assert "| world-jsonl | run | 10 | 100.0 [" in markdown and (tmp_path / "report" / "plots" / "accuracy.png").is_file()
+
+
+def test_report_plots_put_each_figure_at_the_training_step_it_was_logged_at(tmp_path):
+    """Review m6: the SFT loss was plotted against its log entry's number (1..20 for 400 steps logged
+    every 20), and the GRPO step axis had ticks at 1.5, 2.5."""
+    from eval.report import load_run, pioneer_series, training_series
+    from flows.lineage import record
+
+    def make_run(name, result):
+        run = tmp_path / name
+        (run / "eval").mkdir(parents=True)
+        (run / "eval" / "metrics.json").write_text(json.dumps({"model": "m", "benchmarks": {}}))
+        record(run / "sft", "sft", {}, [], 1.0, result=result)
+        return run
+
+    run = make_run("sft-rl", {"steps": 60, "losses": [2.0, 1.5, 1.0], "loss_steps": [20, 40, 60]})
+    (run / "grpo").mkdir()
+    (run / "grpo" / "dynamics.jsonl").write_text("".join(json.dumps(d) + "\n" for d in (
+        {"step": 2, "reward": 0.1, "tools/calls_per_trajectory": 1.5},
+        {"step": 4, "reward": 0.3, "tools/calls_per_trajectory": 1.25, "rollout/response_tokens": 80.0})))
+    # A stage recorded before the steps were kept: every `sft.logging_steps` of the run's config.
+    old = make_run("old", {"steps": 25, "losses": [3.0, 2.5]})
+    (old / "run.json").write_text(json.dumps({"stages": ["sft", "eval"], "config": {"sft": {"logging_steps": 10}}}))
+
+    runs = [load_run(run), load_run(old)]
+    assert training_series(runs) == [
+        ("SFT loss", "SFT training step", [("sft-rl", [20, 40, 60], [2.0, 1.5, 1.0]), ("old", [10, 20], [3.0, 2.5])]),
+        ("GRPO reward", "GRPO step", [("sft-rl", [2, 4], [0.1, 0.3])]),
+        ("tool calls per trajectory", "GRPO step", [("sft-rl", [2, 4], [1.5, 1.25])]),
+        ("response tokens", "GRPO step", [("sft-rl", [4], [80.0])]),
+    ]
+    assert pioneer_series(runs) == [("sft-rl", [2, 4], [1.5, 1.25])]
+    paths = build_report([run, old], tmp_path / "report")
+    assert {p.name for p in (tmp_path / "report" / "plots").iterdir()} >= {"training.png", "pioneer.png"}, paths

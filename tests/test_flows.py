@@ -704,6 +704,77 @@ def test_dills_disassembly_in_a_task_stays_out_of_the_run_log_and_reaches_dill(t
 
 
 
+STOPPED_IN_A_TASK = """import logging
+import sys
+
+from flows.prefect_env import configure_prefect_env, local_run_settings, show_run_lines
+configure_prefect_env()
+from prefect import flow, task
+
+
+@task
+def step():
+    raise KeyboardInterrupt  # Ctrl-C while a task runs
+
+
+@flow
+def run():
+    step()
+
+
+show_run_lines()
+try:
+    with local_run_settings():
+        run()
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+logging.getLogger("EventsWorker").warning("Still processing items: 6 items remaining...")
+
+
+@task
+def leave():
+    raise SystemExit(3)  # a crash that is not a stop signal
+
+
+@flow
+def exits():
+    leave()
+
+
+try:
+    with local_run_settings():
+        exits()
+except SystemExit:
+    print("exited", file=sys.stderr)
+
+from flows.signals import STOPPING
+
+logging.getLogger("prefect.events.clients").warning("Unable to connect to 'ws://127.0.0.1:1/api/events/in'.")  # told: no stop yet
+STOPPING.set()  # a stop signal came: the API server went with the process group
+logging.getLogger("prefect.events.clients").warning("Unable to connect to 'ws://127.0.0.1:2/api/events/in'.")
+logging.getLogger("prefect._internal.concurrency").error("Service 'EventsWorker' failed to process item Event(...)")
+"""
+
+
+def test_a_run_stopped_by_a_signal_ends_without_prefect_s_crash_lines(tmp_path):
+    """Review m1: on Ctrl-C `deepeyes run` printed Prefect's `Crash detected! Execution was aborted by an
+    interrupt signal.` and `Finished in state Crashed(...)` before its own `interrupted`; and a cached run
+    ended with the events client's `Still processing items: 6 items remaining...`; after a group signal,
+    the clients' failures to reach the stopped API server. A crash for another reason is still told."""
+    script = tmp_path / "stopped.py"
+    script.write_text(STOPPED_IN_A_TASK)
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line.split(" - ", 1)[-1] for line in done.stderr.splitlines()]
+    assert lines == ["interrupted",
+                     "Crash detected! Execution was aborted by Python system exit call.",
+                     "Finished in state Crashed('Execution was aborted by Python system exit call.')",
+                     "Crash detected! Execution was aborted by Python system exit call.",
+                     "exited",
+                     "Unable to connect to 'ws://127.0.0.1:1/api/events/in'."], done.stderr[-3000:]
+
+
 def test_status_tells_a_stage_the_run_is_not_configured_for_from_one_not_run_yet(tmp_path):
     """Review r4: `deepeyes status` of a run whose config has no `probe:`/`select:`/`grpo:` said
     `grpo missing`, as for a stage that has yet to run. `run.json` records the config's stages."""

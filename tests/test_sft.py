@@ -48,6 +48,8 @@ def test_run_sft_trains_saves_and_keeps_the_vision_tower_frozen(tiny_model, traj
     cfg = SFTStageConfig(learning_rate=5e-3, max_steps=6, logging_steps=2)
     summary = run_sft(cfg, tiny_model, [trajectories], tmp_path)
     assert summary["steps"] == 6 and summary["frozen_vision_tensors"] > 0
+    # The training step each loss was logged at, for the report's SFT curve (review m6).
+    assert summary["loss_steps"] == [2, 4, 6] and len(summary["losses"]) == 3
     before = AutoModelForImageTextToText.from_pretrained(tiny_model).state_dict()
     after = AutoModelForImageTextToText.from_pretrained(summary["checkpoint"]).state_dict()
     vision = [k for k in before if ".visual." in f".{k}"]

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from curation.datasets_quiet import datasets_progress_bars_off
+from curation.datasets_quiet import builder_error_lines_off, datasets_progress_bars_off
 from curation.shards import CorruptManifest, read_manifest, shard_files
 from curation.strict_config import Seed, StrictConfig
 
@@ -111,7 +111,7 @@ def load_trajectories(trajectory_dirs: list[str | Path], columns: tuple[str, ...
     if not files:
         why = "; ".join(filter(None, (_why_no_trajectories(d) for d in trajectory_dirs)))
         raise TrainingDataError(f"no trajectory shards in {', '.join(map(str, trajectory_dirs))}" + (f": {why}" if why else ""))
-    with datasets_progress_bars_off():
+    with datasets_progress_bars_off(), builder_error_lines_off():
         dataset = datasets.load_dataset("parquet", data_files=files, split="train")
     return dataset.select_columns(list(columns))
 
@@ -301,7 +301,8 @@ def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[s
     else:
         trainer.save_model(str(checkpoint))
     processor.save_pretrained(str(checkpoint))
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    losses = [entry["loss"] for entry in logged]
     return {
         "checkpoint": str(checkpoint),
         "rows": len(dataset),
@@ -309,6 +310,7 @@ def run_sft(cfg: SFTStageConfig, model_path: str | Path, trajectory_dirs: list[s
         "train_loss": result.training_loss,
         "train_runtime_s": result.metrics.get("train_runtime"),
         "losses": losses,
+        "loss_steps": [entry["step"] for entry in logged],  # the training step each loss was logged at
         "frozen_vision_tensors": frozen,
         "resumed_from": resume_from,
         "lora": cfg.lora is not None,

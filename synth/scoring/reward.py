@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from curation.mapping import category_names
 
@@ -50,6 +51,16 @@ class RewardConfig(StrictConfig):
     # True: exactly one <answer> after the last </think> (a second one fails the format); the
     # reference only asks the tags to balance.
     single_answer: bool = False
+
+    @field_validator("format_weight")
+    @classmethod
+    def _some_weight(cls, value: float, info: ValidationInfo) -> float:
+        """Both weights 0 make every reward 0: GRPO's advantages are all 0 and it learns nothing.
+        Refused (told at format_weight, validated after accuracy_weight; it is 0.2 when left out)."""
+        if value == 0 and info.data.get("accuracy_weight") == 0:
+            raise PydanticCustomError("no_reward_weight", "0, and accuracy_weight is 0 too: every reward would be 0, so GRPO would "
+                                      "learn nothing; set either weight above 0")
+        return value
 
     @field_validator("answer_cap_chars", "search_penalty_categories", mode="before")
     @classmethod
