@@ -181,19 +181,15 @@ FLOW_NAMES = ("retrain", "curate", "synthesize", "train_sft", "train_grpo", "eva
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Run directory.", callback=out_dir_option)] = Path("runs/demo"),
-    per_family: Annotated[int | None, typer.Option(help=f"Samples per task family in the demo world (1 to {MAX_WORLD_SIZE:,}, as world.per_family).")] = None,
+    per_family: Annotated[int | None, typer.Option(help=f"Samples per task family in the demo world (1 to {MAX_WORLD_SIZE:,}, as world.per_family).",
+                                                   min=1, max=MAX_WORLD_SIZE)] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the plan and stop.")] = False,
 ) -> None:
     """Run the whole pipeline on the embedded demo world (configs/demo.yaml)."""
     from flows.config import load_demo_config
 
     config = load_demo_config()
-    if per_family is not None:
-        # checked here, as world.per_family is: a dry run must refuse what the run would
-        if per_family < 1:
-            raise typer.BadParameter(f"Input should be greater than or equal to 1 (got {per_family})", param_hint="--per-family")
-        if per_family > MAX_WORLD_SIZE:
-            raise typer.BadParameter(f"Input should be less than or equal to {MAX_WORLD_SIZE} (got {per_family})", param_hint="--per-family")
+    if per_family is not None:  # its range is the option's (as world.per_family's), checked before a dry run too
         config.world.per_family = per_family
     _run_pipeline(config, out.resolve(), dry_run)
 
